@@ -401,7 +401,7 @@ class Supervisor:
         """Stop the running ones among ``children`` in reverse order; names of the abandoned."""
         abandoned = []
         for child in reversed(children):
-            if not child.running:
+            if not child.running or child.state == "abandoned":
                 continue
             assert child.scope is not None and child.done is not None
             child.stopping = True
