@@ -1,0 +1,38 @@
+"""The connection actor in shadow mode: drives the simulated venue on a timer."""
+
+from __future__ import annotations
+
+import trio
+
+from actors.connection.core import ShadowConnectionCore
+from actors.messages import Tick
+from actors.shell import ActorEnv, serve
+from exchange.shadow import ShadowVenue
+from store.db import load_orders
+from supervisors.tree import ChildContext
+
+
+async def shadow_connection_actor(
+    ctx: ChildContext,
+    venue: str,
+    shadow: ShadowVenue,
+    tick_interval: float,
+    env: ActorEnv,
+    *,
+    task_status: trio.TaskStatus[None],
+) -> None:
+    assert ctx.inbox is not None
+    core = ShadowConnectionCore(venue, shadow)
+    core.restore(await env.read_store(load_orders, venue=venue))
+    own_inbox = env.directory[core.address]
+
+    async def tick() -> None:
+        while True:
+            await own_inbox.send(Tick(trio.current_time()))
+            await trio.sleep(tick_interval)
+
+    ctx.status.update(core.status())
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tick)
+        task_status.started()
+        await serve(ctx.inbox, core.handle, env, lambda: ctx.status.update(core.status()))

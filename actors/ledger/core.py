@@ -1,0 +1,309 @@
+"""The ledger's rules: allocations, reservations, settlement of fills, per strategy.
+
+Every operation is decided first, as a list of :class:`JournalEntry` deltas, and then
+applied with :meth:`LedgerCore.apply`, the same function that rebuilds the state from the
+journal on start-up. The state is therefore always the fold of the journal.
+
+Invariants after every message (checked by :meth:`LedgerCore.check_invariants`):
+
+- no balance is negative;
+- what a strategy holds reserved equals the sum of its open reservations;
+- one strategy never draws on another's allocation: every entry names one strategy.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Iterable
+
+import attrs
+
+from actors.messages import (
+    WRITER,
+    AccountInfo,
+    AccountQuery,
+    FillReport,
+    JournalEntry,
+    OrderCanceled,
+    OrderRejected,
+    RecordJournal,
+    Release,
+    Reserve,
+    ReservationDenied,
+    ReservationGranted,
+    Send,
+)
+from actors.orders import Side
+
+ZERO = Decimal(0)
+
+
+@attrs.define
+class Reservation:
+    client_order_id: str
+    strategy: str
+    side: Side
+    price: Decimal
+    amount: Decimal
+    quote_reserved: Decimal = ZERO
+    base_reserved: Decimal = ZERO
+    filled: Decimal = ZERO
+    trade_ids: set[str] = attrs.Factory(set)
+    open: bool = True
+
+
+@attrs.define
+class Account:
+    strategy: str
+    quote_free: Decimal = ZERO
+    quote_reserved: Decimal = ZERO
+    base_free: Decimal = ZERO
+    base_reserved: Decimal = ZERO
+    realized_pnl: Decimal = ZERO
+    cost_basis: Decimal = ZERO
+    fees_paid: dict[str, Decimal] = attrs.Factory(dict)
+
+    @property
+    def inventory(self) -> Decimal:
+        return self.base_free + self.base_reserved
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "quote_free": str(self.quote_free),
+            "quote_reserved": str(self.quote_reserved),
+            "base_free": str(self.base_free),
+            "base_reserved": str(self.base_reserved),
+            "realized_pnl": str(self.realized_pnl),
+            "fees_paid": {k: str(v) for k, v in self.fees_paid.items()},
+        }
+
+
+class LedgerCore:
+    """Handles one message at a time; returns the messages to send."""
+
+    def __init__(self) -> None:
+        self.accounts: dict[str, Account] = {}
+        #: Every reservation ever made, open or not: a late fill still finds its owner.
+        self.reservations: dict[str, Reservation] = {}
+
+    @classmethod
+    def from_journal(cls, entries: Iterable[JournalEntry]) -> "LedgerCore":
+        core = cls()
+        for entry in entries:
+            core.apply(entry)
+        return core
+
+    # -------------------------------------------------------------- dispatch
+
+    def handle(self, message: Any, now: float) -> list[Send]:
+        if isinstance(message, Reserve):
+            return self.reserve(message, now)
+        if isinstance(message, FillReport):
+            return self._journal(self.settle(message, now))
+        if isinstance(message, (Release, OrderRejected, OrderCanceled)):
+            return self._journal(self.release(message.client_order_id, message.reason, now))
+        if isinstance(message, AccountQuery):
+            account = self.accounts.get(message.strategy, Account(message.strategy))
+            info = AccountInfo(
+                message.strategy,
+                account.quote_free,
+                account.quote_reserved,
+                account.base_free,
+                account.base_reserved,
+            )
+            return [Send(message.reply_to, info)]
+        raise TypeError(f"the ledger does not handle {type(message).__name__}")
+
+    def _journal(self, entries: list[JournalEntry]) -> list[Send]:
+        return [Send(WRITER, RecordJournal(tuple(entries)))] if entries else []
+
+    # ------------------------------------------------------------ operations
+
+    def allocate(self, strategy: str, quote: Decimal, base: Decimal, now: float, reason: str) -> list[JournalEntry]:
+        """Give ``strategy`` capital and inventory of its own."""
+        if quote < 0 or base < 0:
+            raise ValueError(f"allocation of {strategy} must not be negative")
+        entry = JournalEntry(
+            kind="allocate", strategy=strategy, at=now, quote_free=quote, base_free=base, reason=reason
+        )
+        self.apply(entry)
+        return [entry]
+
+    def reserve(self, request: Reserve, now: float) -> list[Send]:
+        decision = self._decide_reserve(request, now)
+        if isinstance(decision, str):
+            return [Send(request.reply_to, ReservationDenied(request.client_order_id, decision))]
+        self.apply(decision)
+        return [
+            Send(WRITER, RecordJournal((decision,))),
+            Send(request.reply_to, ReservationGranted(request.client_order_id)),
+        ]
+
+    def _decide_reserve(self, request: Reserve, now: float) -> JournalEntry | str:
+        account = self.accounts.get(request.strategy)
+        if account is None:
+            return f"no allocation: strategy {request.strategy} has no capital or inventory in the ledger"
+        if request.client_order_id in self.reservations:
+            return f"duplicate client order id {request.client_order_id}"
+        if request.price <= 0 or request.amount <= 0:
+            return f"price and amount must be greater than 0, got {request.price} x {request.amount}"
+        common = dict(
+            kind="reserve",
+            strategy=request.strategy,
+            at=now,
+            client_order_id=request.client_order_id,
+            side=request.side,
+            price=request.price,
+            amount=request.amount,
+        )
+        if request.side is Side.BUY:
+            needs = request.price * request.amount * (1 + request.fee_rate)
+            if needs > account.quote_free:
+                return (
+                    f"insufficient capital: needs {_money(needs)} {request.quote}, "
+                    f"free {_money(account.quote_free)} {request.quote}"
+                )
+            return JournalEntry(**common, quote_free=-needs, quote_reserved=needs)  # type: ignore[arg-type]
+        if request.amount > account.base_free:
+            return (
+                f"insufficient inventory: needs {request.amount} {request.base}, "
+                f"free {account.base_free} {request.base}"
+            )
+        return JournalEntry(**common, base_free=-request.amount, base_reserved=request.amount)  # type: ignore[arg-type]
+
+    def settle(self, fill: FillReport, now: float) -> list[JournalEntry]:
+        """Turn a fill into inventory or capital at its actual price and fee."""
+        reservation = self.reservations.get(fill.client_order_id)
+        if reservation is None or fill.trade_id in reservation.trade_ids:
+            # Not ours (the reconciler deals with those), or a duplicate report.
+            return []
+        account = self.accounts[reservation.strategy]
+        base, _, quote = fill.symbol.partition("/")
+        cost = fill.price * fill.amount
+        fee_quote = fill.fee if fill.fee_currency == quote else ZERO
+        fee_base = fill.fee if fill.fee_currency == base else ZERO
+        deltas: dict[str, Decimal] = {}
+        if reservation.side is Side.BUY:
+            spend = cost + fee_quote
+            from_reserved = min(reservation.quote_reserved, spend)
+            deltas.update(
+                quote_reserved=-from_reserved,
+                quote_free=-(spend - from_reserved),
+                base_free=fill.amount - fee_base,
+                cost_basis=spend,
+            )
+        else:
+            from_reserved = min(reservation.base_reserved, fill.amount)
+            cost_out = account.cost_basis * fill.amount / account.inventory if account.inventory else ZERO
+            deltas.update(
+                base_reserved=-from_reserved,
+                base_free=-(fill.amount - from_reserved) - fee_base,
+                quote_free=cost - fee_quote,
+                cost_basis=-cost_out,
+                realized_pnl=cost - fee_quote - cost_out,
+            )
+        entry = JournalEntry(
+            kind="settle",
+            strategy=reservation.strategy,
+            at=now,
+            client_order_id=fill.client_order_id,
+            trade_id=fill.trade_id,
+            side=reservation.side,
+            price=fill.price,
+            amount=fill.amount,
+            fee=fill.fee,
+            fee_currency=fill.fee_currency,
+            **deltas,
+        )
+        self.apply(entry)
+        entries = [entry]
+        if fill.order_complete:
+            entries += self.release(fill.client_order_id, "filled", now)
+        return entries
+
+    def release(self, client_order_id: str, reason: str, now: float) -> list[JournalEntry]:
+        """Give back what an order still holds; it will not fill any further."""
+        reservation = self.reservations.get(client_order_id)
+        if reservation is None or not reservation.open:
+            return []
+        entry = JournalEntry(
+            kind="release",
+            strategy=reservation.strategy,
+            at=now,
+            client_order_id=client_order_id,
+            side=reservation.side,
+            quote_free=reservation.quote_reserved,
+            quote_reserved=-reservation.quote_reserved,
+            base_free=reservation.base_reserved,
+            base_reserved=-reservation.base_reserved,
+            reason=reason,
+        )
+        self.apply(entry)
+        return [entry]
+
+    # ------------------------------------------------------------------ fold
+
+    def apply(self, entry: JournalEntry) -> None:
+        """Apply one journal entry. Used live and when rebuilding from the store."""
+        account = self.accounts.setdefault(entry.strategy, Account(entry.strategy))
+        account.quote_free += entry.quote_free
+        account.quote_reserved += entry.quote_reserved
+        account.base_free += entry.base_free
+        account.base_reserved += entry.base_reserved
+        account.realized_pnl += entry.realized_pnl
+        account.cost_basis += entry.cost_basis
+        if entry.fee and entry.fee_currency:
+            account.fees_paid[entry.fee_currency] = account.fees_paid.get(entry.fee_currency, ZERO) + entry.fee
+        cid = entry.client_order_id
+        if entry.kind == "reserve":
+            assert cid is not None and entry.side is not None
+            self.reservations[cid] = Reservation(
+                client_order_id=cid,
+                strategy=entry.strategy,
+                side=entry.side,
+                price=entry.price or ZERO,
+                amount=entry.amount or ZERO,
+                quote_reserved=entry.quote_reserved,
+                base_reserved=entry.base_reserved,
+            )
+        elif entry.kind in ("settle", "release") and cid in self.reservations:
+            reservation = self.reservations[cid]
+            reservation.quote_reserved += entry.quote_reserved
+            reservation.base_reserved += entry.base_reserved
+            if entry.kind == "settle":
+                reservation.filled += entry.amount or ZERO
+                if entry.trade_id:
+                    reservation.trade_ids.add(entry.trade_id)
+            else:
+                reservation.open = False
+
+    # ------------------------------------------------------------- queries
+
+    def open_reservations(self, strategy: str | None = None) -> list[Reservation]:
+        return [
+            r for r in self.reservations.values() if r.open and (strategy is None or r.strategy == strategy)
+        ]
+
+    def check_invariants(self) -> None:
+        """Raise AssertionError naming the first broken invariant."""
+        for name, account in self.accounts.items():
+            for field in ("quote_free", "quote_reserved", "base_free", "base_reserved"):
+                value = getattr(account, field)
+                assert value >= 0, f"{name}.{field} is negative: {value}"
+            open_ = self.open_reservations(name)
+            assert account.quote_reserved == sum((r.quote_reserved for r in open_), ZERO), (
+                f"{name}: quote reserved {account.quote_reserved} != sum of open reservations"
+            )
+            assert account.base_reserved == sum((r.base_reserved for r in open_), ZERO), (
+                f"{name}: base reserved {account.base_reserved} != sum of open reservations"
+            )
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            name: {**account.snapshot(), "open_reservations": len(self.open_reservations(name))}
+            for name, account in self.accounts.items()
+        }
+
+
+def _money(value: Decimal) -> str:
+    return f"{value.quantize(Decimal('0.01')):f}"

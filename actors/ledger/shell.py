@@ -1,0 +1,42 @@
+"""The ledger actor: rebuilds from the journal, then handles one message at a time."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import trio
+
+from actors.ledger.core import LedgerCore
+from actors.messages import WRITER, RecordJournal, Send
+from actors.shell import ActorEnv, deliver, serve
+from actors.strategy.settings import Allocation
+from store.db import load_journal
+from supervisors.tree import ChildContext
+
+
+async def ledger_actor(
+    ctx: ChildContext,
+    allocations: Mapping[str, Allocation],
+    env: ActorEnv,
+    *,
+    task_status: trio.TaskStatus[None],
+) -> None:
+    assert ctx.inbox is not None
+    # Restart path equals cold-start path: the state is the fold of the journal.
+    core = LedgerCore.from_journal(await env.read_store(load_journal))
+    now = env.clock.now()
+    new = []
+    for strategy, allocation in allocations.items():
+        if strategy not in core.accounts:
+            new += core.allocate(strategy, allocation.quote, allocation.base, now, "allocation from the config")
+    core.check_invariants()
+    if new:
+        await deliver(env.directory, [Send(WRITER, RecordJournal(tuple(new)))])
+
+    def after_batch() -> None:
+        core.check_invariants()  # a broken invariant is a bug: crash, rebuild from the journal
+        ctx.status["accounts"] = core.snapshot()
+
+    after_batch()
+    task_status.started()
+    await serve(ctx.inbox, core.handle, env, after_batch)

@@ -1,0 +1,289 @@
+"""Every message the actors send each other. Frozen, slotted attrs classes; money is Decimal.
+
+Actors address each other by name (``ledger``, ``writer``, ``reconciler``,
+``connection:<venue>``, ``strategy:<name>``); a core returns :class:`Send` effects naming the
+recipient and its shell delivers them. Expected outcomes (a denial, a rejection, an unknown
+result) are messages here, never exceptions.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import attrs
+
+from actors.orders import Order, Side
+from exchange.candles import Candle
+from exchange.markets import MarketRules
+
+LEDGER = "ledger"
+WRITER = "writer"
+RECONCILER = "reconciler"
+
+
+def strategy_address(name: str) -> str:
+    return f"strategy:{name}"
+
+
+def connection_address(venue: str) -> str:
+    return f"connection:{venue}"
+
+
+# ----------------------------------------------------------------- effects
+
+
+@attrs.frozen
+class Send:
+    """Deliver ``message`` to the actor named ``to``."""
+
+    to: str
+    message: Any
+
+
+# ------------------------------------------------------------------ timing
+
+
+@attrs.frozen
+class Tick:
+    """Time passed; sent by an actor's own timer. ``now`` is the trio clock."""
+
+    now: float
+
+
+# ------------------------------------------------------- strategy <-> ledger
+
+
+@attrs.frozen
+class Reserve:
+    client_order_id: str
+    strategy: str
+    side: Side
+    symbol: str
+    base: str
+    quote: str
+    price: Decimal
+    amount: Decimal
+    #: The worst fee rate the order can pay; a buy reserves price * amount * (1 + fee_rate).
+    fee_rate: Decimal
+    reply_to: str
+
+
+@attrs.frozen
+class ReservationGranted:
+    client_order_id: str
+
+
+@attrs.frozen
+class ReservationDenied:
+    client_order_id: str
+    reason: str
+
+
+@attrs.frozen
+class AccountQuery:
+    strategy: str
+    reply_to: str
+
+
+@attrs.frozen
+class AccountInfo:
+    """A strategy's balances in the ledger (sent on request, e.g. when it starts)."""
+
+    strategy: str
+    quote_free: Decimal
+    quote_reserved: Decimal
+    base_free: Decimal
+    base_reserved: Decimal
+
+
+@attrs.frozen
+class Release:
+    """Free what an order still holds: it ended without filling the rest (or never left)."""
+
+    client_order_id: str
+    reason: str
+
+
+# --------------------------------------------------- strategy <-> connection
+
+
+@attrs.frozen
+class Subscribe:
+    strategy: str
+    symbol: str
+
+
+@attrs.frozen
+class MarketInfo:
+    """The market's rules, sent to a strategy when it subscribes."""
+
+    venue: str
+    rules: MarketRules
+
+
+@attrs.frozen
+class CandleClosed:
+    venue: str
+    symbol: str
+    candle: Candle
+
+
+@attrs.frozen
+class SubmitOrder:
+    order: Order
+
+
+@attrs.frozen
+class CancelOrder:
+    client_order_id: str
+    strategy: str
+    reason: str
+
+
+@attrs.frozen
+class OrderAccepted:
+    client_order_id: str
+    exchange_order_id: str
+    at: float
+
+
+@attrs.frozen
+class OrderRejected:
+    client_order_id: str
+    reason: str
+    at: float
+
+
+@attrs.frozen
+class OrderCanceled:
+    client_order_id: str
+    reason: str
+    at: float
+    #: True when we cancelled it because its time-to-live ran out.
+    expired: bool = False
+
+
+@attrs.frozen
+class OrderOutcomeUnknown:
+    client_order_id: str
+    reason: str
+    at: float
+
+
+@attrs.frozen
+class FillReport:
+    """One trade of one of our orders, as the exchange reported it."""
+
+    venue: str
+    client_order_id: str
+    exchange_order_id: str
+    trade_id: str
+    symbol: str
+    side: Side
+    price: Decimal
+    amount: Decimal
+    fee: Decimal
+    fee_currency: str
+    at: float
+    #: The exchange says the order has nothing left to fill.
+    order_complete: bool
+
+
+# ------------------------------------------------------------- to the writer
+
+
+@attrs.frozen
+class RecordEvent:
+    """One line of the activity feed."""
+
+    kind: str
+    actor: str
+    at: float
+    strategy: str | None = None
+    client_order_id: str | None = None
+    rule: str | None = None
+    reason: str | None = None
+    payload: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class RecordOrder:
+    """The order book of record: insert or update one order's row.
+
+    With ``durable_reply_to`` set, the writer commits with ``synchronous=FULL`` and then
+    sends :class:`OrderDurable` to that address; nothing is sent to the exchange before.
+    """
+
+    order: Order
+    durable_reply_to: str | None = None
+
+
+@attrs.frozen
+class OrderDurable:
+    client_order_id: str
+
+
+@attrs.frozen
+class RecordFill:
+    fill: FillReport
+
+
+@attrs.frozen
+class JournalEntry:
+    """One ledger movement. The ledger's state is the fold of these, in order.
+
+    Deltas are signed changes to the strategy's balances; a ``reserve`` creates the
+    reservation, ``settle`` and ``release`` shrink it, and it is gone when nothing is left.
+    """
+
+    kind: str  # allocate | reserve | settle | release | correct
+    strategy: str
+    at: float
+    client_order_id: str | None = None
+    trade_id: str | None = None
+    side: Side | None = None
+    price: Decimal | None = None
+    amount: Decimal | None = None
+    fee: Decimal = Decimal(0)
+    fee_currency: str | None = None
+    quote_free: Decimal = Decimal(0)
+    quote_reserved: Decimal = Decimal(0)
+    base_free: Decimal = Decimal(0)
+    base_reserved: Decimal = Decimal(0)
+    realized_pnl: Decimal = Decimal(0)
+    #: Change in the quote-asset cost of the inventory held (for average-cost P&L).
+    cost_basis: Decimal = Decimal(0)
+    reason: str = ""
+
+
+@attrs.frozen
+class RecordJournal:
+    entries: tuple[JournalEntry, ...]
+
+
+# ----------------------------------------------------- reconciler <-> others
+
+
+@attrs.frozen
+class SnapshotRequest:
+    reply_to: str
+
+
+@attrs.frozen
+class ExchangeOrder:
+    client_order_id: str
+    exchange_order_id: str
+    symbol: str
+    side: Side
+    price: Decimal
+    amount: Decimal
+    filled: Decimal
+
+
+@attrs.frozen
+class ExchangeSnapshot:
+    venue: str
+    open_orders: tuple[ExchangeOrder, ...]
+    balances: dict[str, Decimal]
+    at: float

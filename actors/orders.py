@@ -1,0 +1,195 @@
+"""An order's life. Every rule about order state lives in this module.
+
+``INTENT → RESERVED → SUBMITTING → OPEN → PARTIALLY_FILLED → FILLED``, with the exits
+``DENIED`` (the ledger said no), ``REJECTED`` (the exchange said no), ``CANCELING →
+CANCELED``, ``EXPIRED`` (its time-to-live ran out and we cancelled it) and ``UNKNOWN`` (a
+submit or cancel whose outcome we do not know; only evidence from the exchange leaves it).
+
+The table is ``TRANSITIONS[state][trigger] -> state``. A pair missing from it is illegal:
+:func:`transition` refuses it with :class:`IllegalTransition`, which is a bug to log, never
+a state to invent.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import re
+from decimal import Decimal
+
+import attrs
+
+
+class OrderState(enum.Enum):
+    INTENT = "INTENT"
+    RESERVED = "RESERVED"
+    SUBMITTING = "SUBMITTING"
+    OPEN = "OPEN"
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"
+    FILLED = "FILLED"
+    DENIED = "DENIED"
+    REJECTED = "REJECTED"
+    CANCELING = "CANCELING"
+    CANCELED = "CANCELED"
+    EXPIRED = "EXPIRED"
+    UNKNOWN = "UNKNOWN"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATES
+
+    @property
+    def on_exchange(self) -> bool:
+        """The exchange may hold this order (so it may still fill)."""
+        return self in {
+            OrderState.SUBMITTING,
+            OrderState.OPEN,
+            OrderState.PARTIALLY_FILLED,
+            OrderState.CANCELING,
+            OrderState.UNKNOWN,
+        }
+
+
+FINAL_STATES = frozenset(
+    {OrderState.FILLED, OrderState.DENIED, OrderState.REJECTED, OrderState.CANCELED, OrderState.EXPIRED}
+)
+
+
+class Trigger(enum.Enum):
+    GRANTED = "granted"  # the ledger reserved the funds
+    DENIED = "denied"  # the ledger refused
+    SUBMIT = "submit"  # the intent is durable; the request leaves the process
+    WITHDRAW = "withdraw"  # reserved but never sent (shut down before submitting)
+    ACCEPTED = "accepted"  # the exchange acknowledged the order
+    REJECTED = "rejected"  # the exchange refused it, or it was proven never placed
+    FILL = "fill"  # a fill that leaves some amount open
+    FILL_COMPLETE = "fill_complete"  # the fill that completes the amount
+    CANCEL = "cancel"  # we ask the exchange to cancel
+    CANCELED = "canceled"  # the exchange says it is cancelled
+    EXPIRED = "expired"  # cancelled because its time-to-live ran out
+    OUTCOME_UNKNOWN = "outcome_unknown"  # a submit or cancel timed out or lost its connection
+
+
+S, T = OrderState, Trigger
+
+TRANSITIONS: dict[OrderState, dict[Trigger, OrderState]] = {
+    S.INTENT: {T.GRANTED: S.RESERVED, T.DENIED: S.DENIED},
+    S.RESERVED: {T.SUBMIT: S.SUBMITTING, T.WITHDRAW: S.CANCELED},
+    S.SUBMITTING: {
+        T.ACCEPTED: S.OPEN,
+        T.REJECTED: S.REJECTED,
+        # A fill can overtake the acknowledgement.
+        T.FILL: S.PARTIALLY_FILLED,
+        T.FILL_COMPLETE: S.FILLED,
+        T.CANCELED: S.CANCELED,
+        T.OUTCOME_UNKNOWN: S.UNKNOWN,
+    },
+    S.OPEN: {
+        T.FILL: S.PARTIALLY_FILLED,
+        T.FILL_COMPLETE: S.FILLED,
+        T.CANCEL: S.CANCELING,
+        # Cancelled outside limitline (an operator, or the exchange itself).
+        T.CANCELED: S.CANCELED,
+        T.EXPIRED: S.EXPIRED,
+    },
+    S.PARTIALLY_FILLED: {
+        T.FILL: S.PARTIALLY_FILLED,
+        T.FILL_COMPLETE: S.FILLED,
+        T.CANCEL: S.CANCELING,
+        T.CANCELED: S.CANCELED,
+        T.EXPIRED: S.EXPIRED,
+    },
+    S.CANCELING: {
+        # A fill after we asked to cancel is accepted: the exchange is the truth.
+        T.FILL: S.CANCELING,
+        T.FILL_COMPLETE: S.FILLED,
+        T.CANCELED: S.CANCELED,
+        T.EXPIRED: S.EXPIRED,
+        T.OUTCOME_UNKNOWN: S.UNKNOWN,
+    },
+    S.UNKNOWN: {
+        T.ACCEPTED: S.OPEN,
+        T.FILL: S.PARTIALLY_FILLED,
+        T.FILL_COMPLETE: S.FILLED,
+        T.CANCELED: S.CANCELED,
+        T.EXPIRED: S.EXPIRED,
+        T.REJECTED: S.REJECTED,
+    },
+    # A fill reported after the cancel confirmation still happened on the exchange.
+    S.CANCELED: {T.FILL: S.CANCELED},
+    S.EXPIRED: {T.FILL: S.EXPIRED},
+    S.FILLED: {},
+    S.DENIED: {},
+    S.REJECTED: {},
+}
+
+
+class IllegalTransition(Exception):
+    """A trigger that the table does not allow in the order's state: a bug, refused."""
+
+
+class Side(enum.Enum):
+    BUY = "buy"
+    SELL = "sell"
+
+
+@attrs.frozen
+class Order:
+    """One limit order, as the strategy that owns it knows it."""
+
+    client_order_id: str
+    strategy: str
+    venue: str
+    symbol: str
+    side: Side
+    price: Decimal
+    amount: Decimal
+    state: OrderState
+    created_at: float
+    updated_at: float
+    rule: str = ""
+    filled: Decimal = Decimal(0)
+    exchange_order_id: str | None = None
+    reason: str = ""
+    trade_ids: frozenset[str] = frozenset()
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.amount - self.filled
+
+
+def transition(order: Order, trigger: Trigger, now: float, **changes: object) -> Order:
+    """The order after ``trigger``, or :class:`IllegalTransition` if the table forbids it."""
+    target = TRANSITIONS[order.state].get(trigger)
+    if target is None:
+        raise IllegalTransition(
+            f"order {order.client_order_id}: {trigger.value} is not allowed in state {order.state.value}"
+        )
+    return attrs.evolve(order, state=target, updated_at=now, **changes)
+
+
+_ID_CHARS = re.compile(r"[^A-Za-z0-9]")
+CLIENT_ORDER_ID_MAX = 36
+
+
+def client_order_id(strategy: str, sequence: int) -> str:
+    """The deterministic client order id of a strategy's ``sequence``-th order.
+
+    At most 36 characters of ``[A-Za-z0-9_-]`` (Binance's limit and alphabet): ``ll-``, the
+    strategy's name cut to 16 safe characters, 6 hex digits of a hash of the full name (so
+    names that clean up alike never collide), and the sequence number.
+    """
+    if sequence < 0:
+        raise ValueError(f"sequence must be >= 0, got {sequence}")
+    slug = _ID_CHARS.sub("", strategy)[:16] or "s"
+    digest = hashlib.sha256(strategy.encode()).hexdigest()[:6]
+    cid = f"ll-{slug}-{digest}-{sequence}"
+    if len(cid) > CLIENT_ORDER_ID_MAX:
+        raise ValueError(f"sequence {sequence} makes a client order id longer than 36 characters")
+    return cid
+
+
+def parse_sequence(cid: str) -> int | None:
+    """The sequence number inside a client order id made by :func:`client_order_id`."""
+    head, _, tail = cid.rpartition("-")
+    return int(tail) if head.startswith("ll-") and tail.isdigit() else None

@@ -1,0 +1,374 @@
+"""A strategy's rules of conduct: when it evaluates, decides, blocks, and how its orders move.
+
+Sans-IO: candles and replies come in as messages with the time, and the core answers with
+the messages to send. Its timing rules (time-to-live, cooldown) run on *market time*, the
+timestamp of the latest candle, so a replay through shadow mode and a Lab run make the same
+decisions whatever the wall clock did.
+
+An order's path: a trigger fires → INTENT and a reservation request to the ledger →
+RESERVED, and the intent is written durably → SUBMITTING, sent to the connection → the
+exchange's answers move it on (``actors.orders`` holds the table).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from actors.messages import (
+    LEDGER,
+    WRITER,
+    AccountInfo,
+    AccountQuery,
+    CancelOrder,
+    CandleClosed,
+    FillReport,
+    MarketInfo,
+    OrderAccepted,
+    OrderCanceled,
+    OrderDurable,
+    OrderOutcomeUnknown,
+    OrderRejected,
+    RecordEvent,
+    RecordOrder,
+    Reserve,
+    ReservationDenied,
+    ReservationGranted,
+    Send,
+    SubmitOrder,
+    Subscribe,
+    connection_address,
+    strategy_address,
+)
+from actors.orders import (
+    IllegalTransition,
+    Order,
+    OrderState,
+    Side,
+    Trigger,
+    client_order_id,
+    parse_sequence,
+    transition,
+)
+from actors.strategy.rules import RuleOutcome, make_trigger
+from actors.strategy.settings import StrategySettings
+from exchange.candles import Candle
+from exchange.markets import MarketRules
+
+BPS = Decimal(10000)
+
+
+class StrategyCore:
+    def __init__(self, settings: StrategySettings) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.address = strategy_address(settings.name)
+        self.connection = connection_address(settings.venue)
+        self.market: MarketRules | None = None
+        self.active = False
+        self.inactive_reason = "waiting for the market's rules and the ledger's balances"
+        self._balances_known = False
+        #: Orders not yet final, by client order id.
+        self.orders: dict[str, Order] = {}
+        self.next_sequence = 1
+        self.market_time: int | None = None
+        self.cooldown_until: int | None = None
+        #: Base asset this strategy holds, by its own fills (the ledger has the last word).
+        self.held = Decimal(0)
+        self._placed_at: dict[str, int] = {}
+        self._buy = make_trigger(settings.buy) if settings.buy else None
+        self._sell = make_trigger(settings.sell) if settings.sell else None
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self, now: float) -> list[Send]:
+        return [
+            Send(self.connection, Subscribe(self.name, self.settings.symbol)),
+            Send(LEDGER, AccountQuery(self.name, self.address)),
+        ]
+
+    def restore(self, orders: list[Order]) -> None:
+        """Pick up where the last incarnation stopped: open orders and the next sequence."""
+        for order in orders:
+            sequence = parse_sequence(order.client_order_id)
+            if sequence is not None:
+                self.next_sequence = max(self.next_sequence, sequence + 1)
+            if not order.state.is_final:
+                self.orders[order.client_order_id] = order
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "active": self.active,
+            "inactive_reason": None if self.active else self.inactive_reason,
+            "open_orders": len(self.orders),
+            "held": str(self.held),
+            "mode": self.settings.mode,
+        }
+
+    # -------------------------------------------------------------- dispatch
+
+    def handle(self, message: Any, now: float) -> list[Send]:
+        if isinstance(message, CandleClosed):
+            return self.on_candle(message.candle, now)
+        if isinstance(message, MarketInfo):
+            return self.on_market(message.rules, now)
+        if isinstance(message, AccountInfo):
+            self.held = message.base_free + message.base_reserved
+            self._balances_known = True
+            return self._maybe_activate(now)
+        if isinstance(message, ReservationGranted):
+            return self._advance(message.client_order_id, Trigger.GRANTED, now, durable=True)
+        if isinstance(message, ReservationDenied):
+            return self._on_denied(message, now)
+        if isinstance(message, OrderDurable):
+            return self._on_durable(message.client_order_id, now)
+        if isinstance(message, OrderAccepted):
+            return self._advance(
+                message.client_order_id, Trigger.ACCEPTED, now, exchange_order_id=message.exchange_order_id
+            )
+        if isinstance(message, OrderRejected):
+            out = self._advance(message.client_order_id, Trigger.REJECTED, now, reason=message.reason)
+            return out + [self._event("order_rejected", now, message.client_order_id, reason=message.reason)]
+        if isinstance(message, OrderCanceled):
+            return self._on_canceled(message, now)
+        if isinstance(message, OrderOutcomeUnknown):
+            return self._advance(message.client_order_id, Trigger.OUTCOME_UNKNOWN, now, reason=message.reason)
+        if isinstance(message, FillReport):
+            return self._on_fill(message, now)
+        raise TypeError(f"strategy {self.name} does not handle {type(message).__name__}")
+
+    # ---------------------------------------------------------------- market
+
+    def on_market(self, rules: MarketRules, now: float) -> list[Send]:
+        self.market = rules
+        if not rules.active:
+            self.inactive_reason = f"market {rules.symbol} is not active on {self.settings.venue}"
+            return [self._event("strategy_inactive", now, reason=self.inactive_reason)]
+        return self._maybe_activate(now)
+
+    def _maybe_activate(self, now: float) -> list[Send]:
+        if self.active or self.market is None or not self.market.active or not self._balances_known:
+            return []
+        self.active = True
+        return [self._event("strategy_active", now, payload={"symbol": self.market.symbol, "held": str(self.held)})]
+
+    def on_candle(self, candle: Candle, now: float) -> list[Send]:
+        self.market_time = candle.ts
+        out = self._expire(candle.ts, now)
+        outcomes = [trigger.update(candle) for trigger in (self._buy, self._sell) if trigger is not None]
+        out.append(
+            self._event(
+                "evaluated",
+                now,
+                payload={
+                    "ts": candle.ts,
+                    "close": str(candle.close),
+                    "rules": [{"rule": o.rule, "fired": o.fired, "inputs": o.inputs} for o in outcomes],
+                },
+            )
+        )
+        buy = outcomes[0] if self._buy is not None else None
+        sell = outcomes[-1] if self._sell is not None else None
+        if buy is not None and buy.fired:
+            out += self._decide(Side.BUY, buy, candle, now)
+        if sell is not None and sell.fired:
+            out += self._decide(Side.SELL, sell, candle, now)
+        return out
+
+    # -------------------------------------------------------------- decisions
+
+    def _decide(self, side: Side, outcome: RuleOutcome, candle: Candle, now: float) -> list[Send]:
+        blocked = self._blocked_reason(side, candle)
+        if blocked is not None:
+            return [self._event("blocked", now, rule=outcome.rule, reason=blocked, payload={"side": side.value})]
+        assert self.market is not None
+        market = self.market
+        offset = self.settings.limit_offset_bps / BPS
+        if side is Side.BUY:
+            price = market.round_price(candle.close * (1 - offset), passive_side_is_down=True)
+            sizing = self.settings.sizing
+            raw = sizing.base if sizing.base is not None else (sizing.quote or Decimal(0)) / price
+            amount = market.round_amount(raw)
+        else:
+            price = market.round_price(candle.close * (1 + offset), passive_side_is_down=False)
+            amount = market.round_amount(self._sellable())
+        problem = market.violation(price, amount)
+        if problem is not None:
+            return [self._event("blocked", now, rule=outcome.rule, reason=problem, payload={"side": side.value})]
+        cid = client_order_id(self.name, self.next_sequence)
+        self.next_sequence += 1
+        order = Order(
+            client_order_id=cid,
+            strategy=self.name,
+            venue=self.settings.venue,
+            symbol=self.settings.symbol,
+            side=side,
+            price=price,
+            amount=amount,
+            state=OrderState.INTENT,
+            created_at=now,
+            updated_at=now,
+            rule=outcome.rule,
+        )
+        self.orders[cid] = order
+        self._placed_at[cid] = candle.ts
+        return [
+            Send(
+                LEDGER,
+                Reserve(
+                    client_order_id=cid,
+                    strategy=self.name,
+                    side=side,
+                    symbol=market.symbol,
+                    base=market.base,
+                    quote=market.quote,
+                    price=price,
+                    amount=amount,
+                    fee_rate=max(market.maker_fee, market.taker_fee),
+                    reply_to=self.address,
+                ),
+            )
+        ]
+
+    def _blocked_reason(self, side: Side, candle: Candle) -> str | None:
+        """Why the strategy must not act now, or None. Checked in this order."""
+        if not self.active:
+            return f"inactive: {self.inactive_reason}"
+        unknown = [o.client_order_id for o in self.orders.values() if o.state is OrderState.UNKNOWN]
+        if unknown:
+            return f"order {unknown[0]} is UNKNOWN: no new order on {self.settings.symbol} until it is resolved"
+        if self.cooldown_until is not None and candle.ts < self.cooldown_until:
+            return f"cooldown after a fill until {self.cooldown_until} (market time)"
+        if len(self.orders) >= self.settings.max_open_orders:
+            return f"max open orders reached ({self.settings.max_open_orders})"
+        if side is Side.SELL and self._sellable() <= 0:
+            base = self.market.base if self.market else "base asset"
+            if self.held <= 0:
+                return f"nothing to sell: holds no {base}"
+            return f"nothing to sell: all {self.held} {base} held is already in open sell orders"
+        return None
+
+    def _sellable(self) -> Decimal:
+        """Inventory not already offered by this strategy's own open sell orders."""
+        offered = sum((o.remaining for o in self.orders.values() if o.side is Side.SELL), Decimal(0))
+        return self.held - offered
+
+    def _expire(self, market_time: int, now: float) -> list[Send]:
+        out: list[Send] = []
+        for cid, order in list(self.orders.items()):
+            placed = self._placed_at.get(cid)
+            if placed is None or order.state not in (OrderState.OPEN, OrderState.PARTIALLY_FILLED):
+                continue
+            if market_time - placed >= self.settings.ttl_seconds:
+                out += self._advance(cid, Trigger.CANCEL, now, reason="expired")
+                out.append(Send(self.connection, CancelOrder(cid, self.name, "expired")))
+        return out
+
+    # ----------------------------------------------------------------- replies
+
+    def _on_denied(self, message: ReservationDenied, now: float) -> list[Send]:
+        order = self.orders.get(message.client_order_id)
+        out = self._advance(message.client_order_id, Trigger.DENIED, now, reason=message.reason)
+        rule = order.rule if order else None
+        return out + [self._event("blocked", now, message.client_order_id, rule=rule, reason=message.reason)]
+
+    def _on_durable(self, cid: str, now: float) -> list[Send]:
+        out = self._advance(cid, Trigger.SUBMIT, now)
+        order = self.orders.get(cid)
+        if order is None or order.state is not OrderState.SUBMITTING:
+            return out
+        return out + [
+            Send(self.connection, SubmitOrder(order)),
+            self._event(
+                "order_placed",
+                now,
+                cid,
+                rule=order.rule,
+                payload={
+                    "type": "limit",
+                    "side": order.side.value,
+                    "symbol": order.symbol,
+                    "price": str(order.price),
+                    "amount": str(order.amount),
+                },
+            ),
+        ]
+
+    def _on_canceled(self, message: OrderCanceled, now: float) -> list[Send]:
+        trigger = Trigger.EXPIRED if message.expired else Trigger.CANCELED
+        out = self._advance(message.client_order_id, trigger, now, reason=message.reason)
+        kind = "order_expired" if message.expired else "order_canceled"
+        return out + [self._event(kind, now, message.client_order_id, reason=message.reason)]
+
+    def _on_fill(self, fill: FillReport, now: float) -> list[Send]:
+        order = self.orders.get(fill.client_order_id)
+        if order is None or fill.trade_id in order.trade_ids:
+            return []  # not ours, already final, or a duplicate report
+        filled = order.filled + fill.amount
+        trigger = Trigger.FILL_COMPLETE if fill.order_complete or filled >= order.amount else Trigger.FILL
+        out = self._advance(
+            fill.client_order_id, trigger, now, filled=filled, trade_ids=order.trade_ids | {fill.trade_id}
+        )
+        self.held += fill.amount if fill.side is Side.BUY else -fill.amount
+        if self.settings.cooldown_seconds and self.market_time is not None:
+            self.cooldown_until = self.market_time + self.settings.cooldown_seconds
+        return out + [
+            self._event(
+                "fill",
+                now,
+                fill.client_order_id,
+                rule=order.rule,
+                payload={
+                    "trade_id": fill.trade_id,
+                    "side": fill.side.value,
+                    "price": str(fill.price),
+                    "amount": str(fill.amount),
+                    "fee": str(fill.fee),
+                    "fee_currency": fill.fee_currency,
+                    "order_complete": trigger is Trigger.FILL_COMPLETE,
+                },
+            )
+        ]
+
+    # ------------------------------------------------------------- machinery
+
+    def _advance(self, cid: str, trigger: Trigger, now: float, durable: bool = False, **changes: Any) -> list[Send]:
+        """Move one order through the table and record it; refuse what the table forbids."""
+        order = self.orders.get(cid)
+        if order is None:
+            return [self._event("unknown_order", now, cid, reason=f"{trigger.value} for an order this strategy does not hold")]
+        try:
+            order = transition(order, trigger, now, **changes)
+        except IllegalTransition as error:
+            return [self._event("illegal_transition", now, cid, reason=str(error))]
+        if order.state.is_final:
+            del self.orders[cid]
+            self._placed_at.pop(cid, None)
+        else:
+            self.orders[cid] = order
+        record = RecordOrder(order, durable_reply_to=self.address if durable else None)
+        return [Send(WRITER, record)]
+
+    def _event(
+        self,
+        kind: str,
+        now: float,
+        client_order_id: str | None = None,
+        *,
+        rule: str | None = None,
+        reason: str | None = None,
+        payload: dict[str, Any] | None = None,
+    ) -> Send:
+        return Send(
+            WRITER,
+            RecordEvent(
+                kind=kind,
+                actor=self.address,
+                at=now,
+                strategy=self.name,
+                client_order_id=client_order_id,
+                rule=rule,
+                reason=reason,
+                payload=payload or {},
+            ),
+        )

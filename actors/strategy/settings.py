@@ -1,0 +1,46 @@
+"""A strategy's parameters, as the YAML gives them (structured by cattrs)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Literal
+
+import attrs
+
+from actors.strategy.rules import TriggerSpec
+
+
+@attrs.frozen
+class Sizing:
+    """How big each buy is: a fixed quote amount or a fixed base amount (exactly one)."""
+
+    quote: Decimal | None = None
+    base: Decimal | None = None
+
+
+@attrs.frozen
+class Allocation:
+    """What the strategy may use, and nothing more: capital (quote) and inventory (base)."""
+
+    quote: Decimal = Decimal(0)
+    base: Decimal = Decimal(0)
+
+
+@attrs.frozen
+class StrategySettings:
+    name: str
+    venue: str
+    symbol: str
+    sizing: Sizing
+    allocation: Allocation
+    buy: TriggerSpec | None = None
+    sell: TriggerSpec | None = None
+    #: Distance of the limit price from the close, in basis points. Positive rests
+    #: passively (a buy below the close, a sell above); negative crosses through it.
+    limit_offset_bps: Decimal = Decimal(0)
+    #: Market-time seconds an order may rest unfilled before we cancel it (it EXPIREs).
+    ttl_seconds: int = 3 * 3600
+    #: Market-time seconds after a fill during which no new order is placed.
+    cooldown_seconds: int = 0
+    max_open_orders: int = 1
+    mode: Literal["shadow", "live"] = "shadow"

@@ -1,0 +1,23 @@
+"""The strategy actor: restores its orders from the store, then reacts to its inbox."""
+
+from __future__ import annotations
+
+import trio
+
+from actors.shell import ActorEnv, deliver, serve
+from actors.strategy.core import StrategyCore
+from actors.strategy.settings import StrategySettings
+from store.db import load_orders
+from supervisors.tree import ChildContext
+
+
+async def strategy_actor(
+    ctx: ChildContext, settings: StrategySettings, env: ActorEnv, *, task_status: trio.TaskStatus[None]
+) -> None:
+    assert ctx.inbox is not None
+    core = StrategyCore(settings)
+    core.restore(await env.read_store(load_orders, strategy=settings.name))
+    await deliver(env.directory, core.start(env.clock.now()))
+    ctx.status.update(core.status())
+    task_status.started()
+    await serve(ctx.inbox, core.handle, env, lambda: ctx.status.update(core.status()))

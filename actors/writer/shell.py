@@ -1,0 +1,65 @@
+"""The writer actor: the only code that writes the sqlite file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import trio
+
+from actors.messages import RecordEvent
+from actors.shell import Directory, deliver
+from actors.writer.core import plan_batch
+from store.db import open_store, write_batch
+from supervisors.mailbox import receive_batch
+from supervisors.tree import ChildContext
+
+#: Larger than an actor's usual batch: a commit costs the same for 1 row or 1,000.
+WRITE_BATCH_LIMIT = 2048
+
+
+async def writer_actor(
+    ctx: ChildContext,
+    store_path: Path,
+    directory: Directory,
+    echo: Callable[[RecordEvent], None] | None = None,
+    *,
+    task_status: trio.TaskStatus[None],
+) -> None:
+    """``echo``, if given, sees every event as it is written (the CLI prints some)."""
+    assert ctx.inbox is not None
+    # One connection, used by one worker thread at a time.
+    limiter = trio.CapacityLimiter(1)
+    connection = await trio.to_thread.run_sync(open_store, store_path, limiter=limiter)
+    ctx.status.update(path=str(store_path), batches=0, rows=0)
+    task_status.started()
+    try:
+        while True:
+            messages = await receive_batch(ctx.inbox, WRITE_BATCH_LIMIT)
+            batch, replies = plan_batch(messages)
+            # Not cancellable: a write that started finishes, so a stop never half-writes.
+            await trio.to_thread.run_sync(write_batch, connection, batch, limiter=limiter)
+            ctx.status["batches"] += 1
+            ctx.status["rows"] += len(batch)
+            if echo is not None:
+                for event in batch.events:
+                    echo(event)
+            await deliver(directory, replies)
+    finally:
+        with trio.CancelScope(shield=True):
+            await _flush(ctx, connection, limiter)
+            connection.close()
+
+
+async def _flush(ctx: ChildContext, connection, limiter: trio.CapacityLimiter) -> None:
+    """On the way out, write what is still queued: a stop loses no event."""
+    assert ctx.inbox is not None
+    pending = []
+    while True:
+        try:
+            pending.append(ctx.inbox.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            break
+    if pending:
+        batch, _ = plan_batch(pending)
+        await trio.to_thread.run_sync(write_batch, connection, batch, limiter=limiter)

@@ -1,0 +1,226 @@
+"""The simulated exchange: a sans-IO matching engine for limit orders, with balances.
+
+Rules (the ones a paper trader most often gets wrong are the ones that flatter it):
+
+- limit orders only; an order is checked against the market's tick, lot and minimum
+  notional and against the free balance, and rejected the way the exchange would;
+- an order rests from the candle after the one it was placed on; a resting buy fills only
+  when the market trades *below* its price (low < price) and a sell only when it trades
+  *above* (high > price): trading at the price says nothing about the queue ahead of us;
+- fills are at the order's own price (we are the maker) and pay the maker fee in the
+  quote asset;
+- each candle can fill at most ``volume_share`` of its traded volume across all our orders
+  on that market, best price first, then first placed first: partial fills are normal.
+  A candle with zero volume fills nothing.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from decimal import Decimal
+from typing import Iterable
+
+import attrs
+
+from actors.orders import Side
+from exchange.candles import Candle
+from exchange.markets import MarketRules
+
+# Binance's codes, so the sandbox can answer with them verbatim.
+CODE_FILTER_FAILURE = -1013
+CODE_REJECTED = -2010
+CODE_UNKNOWN_ORDER = -2011
+
+
+@attrs.define
+class SimOrder:
+    exchange_order_id: str
+    client_order_id: str
+    symbol: str
+    side: Side
+    price: Decimal
+    amount: Decimal
+    placed_at: float
+    filled: Decimal = Decimal(0)
+    status: str = "open"  # open | closed (filled) | canceled
+    locked: Decimal = Decimal(0)  # what is still locked for it, in quote (buy) or base (sell)
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.amount - self.filled
+
+
+@attrs.frozen
+class SimFill:
+    trade_id: str
+    exchange_order_id: str
+    client_order_id: str
+    symbol: str
+    side: Side
+    price: Decimal
+    amount: Decimal
+    fee: Decimal
+    fee_currency: str
+    at: float
+    order_complete: bool
+
+
+@attrs.frozen
+class Rejection:
+    code: int
+    message: str
+
+
+@attrs.define
+class Balance:
+    free: Decimal = Decimal(0)
+    used: Decimal = Decimal(0)
+
+
+class SimulatedExchange:
+    """One simulated account on one simulated exchange."""
+
+    def __init__(
+        self,
+        markets: Iterable[MarketRules],
+        balances: dict[str, Decimal],
+        volume_share: Decimal = Decimal("0.1"),
+    ) -> None:
+        if not Decimal(0) < volume_share <= Decimal(1):
+            raise ValueError(f"volume_share must be in (0, 1], got {volume_share}")
+        self.markets = {market.symbol: market for market in markets}
+        self.balances: dict[str, Balance] = defaultdict(Balance)
+        for asset, amount in balances.items():
+            self.balances[asset].free = Decimal(amount)
+        self.volume_share = volume_share
+        self.orders: dict[str, SimOrder] = {}  # by exchange order id
+        self._by_client_id: dict[str, str] = {}
+        self._next_order = 1
+        self._next_trade = 1
+        self.trades: list[SimFill] = []
+
+    # ------------------------------------------------------------- orders
+
+    def create_limit_order(
+        self, symbol: str, side: Side, amount: Decimal, price: Decimal, client_order_id: str, now: float
+    ) -> SimOrder | Rejection:
+        market = self.markets.get(symbol)
+        if market is None:
+            return Rejection(CODE_REJECTED, f"Invalid symbol {symbol}.")
+        problem = market.violation(price, amount)
+        if problem is not None:
+            return Rejection(CODE_FILTER_FAILURE, problem)
+        existing = self._by_client_id.get(client_order_id)
+        if existing is not None and self.orders[existing].status == "open":
+            return Rejection(CODE_REJECTED, "Duplicate order sent.")
+        if side is Side.BUY:
+            asset, lock = market.quote, price * amount * (1 + market.maker_fee)
+        else:
+            asset, lock = market.base, amount
+        balance = self.balances[asset]
+        if balance.free < lock:
+            return Rejection(CODE_REJECTED, "Account has insufficient balance for requested action.")
+        balance.free -= lock
+        balance.used += lock
+        order = SimOrder(
+            exchange_order_id=str(self._next_order),
+            client_order_id=client_order_id,
+            symbol=symbol,
+            side=side,
+            price=price,
+            amount=amount,
+            placed_at=now,
+            locked=lock,
+        )
+        self._next_order += 1
+        self.orders[order.exchange_order_id] = order
+        self._by_client_id[client_order_id] = order.exchange_order_id
+        return order
+
+    def cancel_order(self, client_order_id: str) -> SimOrder | Rejection:
+        order = self.order_by_client_id(client_order_id)
+        if order is None or order.status != "open":
+            return Rejection(CODE_UNKNOWN_ORDER, "Unknown order sent.")
+        order.status = "canceled"
+        self._unlock(order, order.locked)
+        return order
+
+    def order_by_client_id(self, client_order_id: str) -> SimOrder | None:
+        exchange_id = self._by_client_id.get(client_order_id)
+        return None if exchange_id is None else self.orders[exchange_id]
+
+    def open_orders(self, symbol: str | None = None) -> list[SimOrder]:
+        return [
+            order
+            for order in self.orders.values()
+            if order.status == "open" and (symbol is None or order.symbol == symbol)
+        ]
+
+    # ------------------------------------------------------------ matching
+
+    def match(self, symbol: str, candle: Candle, now: float) -> list[SimFill]:
+        """Fill what ``candle`` could fill of the orders resting on ``symbol``."""
+        market = self.markets[symbol]
+        budget = market.round_amount(candle.volume * self.volume_share)
+        fills: list[SimFill] = []
+        for order in self._queue(symbol):
+            if budget <= 0:
+                break
+            crossed = candle.low < order.price if order.side is Side.BUY else candle.high > order.price
+            if not crossed:
+                continue
+            amount = min(order.remaining, budget)
+            budget -= amount
+            fills.append(self._fill(market, order, amount, now))
+        self.trades.extend(fills)
+        return fills
+
+    def _queue(self, symbol: str) -> list[SimOrder]:
+        # Price priority (highest buy, lowest sell first), then time priority.
+        resting = self.open_orders(symbol)
+        return sorted(
+            resting,
+            key=lambda o: (-o.price if o.side is Side.BUY else o.price, int(o.exchange_order_id)),
+        )
+
+    def _fill(self, market: MarketRules, order: SimOrder, amount: Decimal, now: float) -> SimFill:
+        cost = order.price * amount
+        fee = cost * market.maker_fee
+        quote, base = self.balances[market.quote], self.balances[market.base]
+        if order.side is Side.BUY:
+            spent = cost + fee
+            quote.used -= spent
+            order.locked -= spent
+            base.free += amount
+        else:
+            base.used -= amount
+            order.locked -= amount
+            quote.free += cost - fee
+        order.filled += amount
+        complete = order.remaining == 0
+        if complete:
+            order.status = "closed"
+            # Whatever is still locked (a worst-case fee not charged) goes back.
+            self._unlock(order, order.locked)
+        fill = SimFill(
+            trade_id=str(self._next_trade),
+            exchange_order_id=order.exchange_order_id,
+            client_order_id=order.client_order_id,
+            symbol=order.symbol,
+            side=order.side,
+            price=order.price,
+            amount=amount,
+            fee=fee,
+            fee_currency=market.quote,
+            at=now,
+            order_complete=complete,
+        )
+        self._next_trade += 1
+        return fill
+
+    def _unlock(self, order: SimOrder, amount: Decimal) -> None:
+        market = self.markets[order.symbol]
+        asset = market.quote if order.side is Side.BUY else market.base
+        self.balances[asset].used -= amount
+        self.balances[asset].free += amount
+        order.locked -= amount

@@ -1,0 +1,56 @@
+"""A replay feed: historical candles released one by one as (virtual) time passes.
+
+Sans-IO: the feed is told the time and answers which candles have closed since it was last
+asked. ``speed`` is candles per second of the clock it is driven by; candle ``i`` (counting
+from ``start_index``) is released at ``started_at + (i + 1) / speed``.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from datetime import datetime
+from typing import Sequence
+
+from exchange.candles import Candle
+
+
+class ReplayFeed:
+    def __init__(
+        self,
+        candles: Sequence[Candle],
+        speed: float,
+        started_at: float | None = None,
+        start: datetime | None = None,
+    ) -> None:
+        """``started_at`` None: the clock starts at the first :meth:`due` call."""
+        if speed <= 0:
+            raise ValueError(f"speed must be greater than 0 candles per second, got {speed}")
+        self.candles = candles
+        self.speed = speed
+        self.started_at = started_at
+        self.start_index = 0 if start is None else bisect_left([c.ts for c in candles], int(start.timestamp()))
+        if self.start_index >= len(candles):
+            raise ValueError(f"the data ends before the replay start {start.isoformat() if start else ''}")
+        self.cursor = self.start_index
+
+    def due(self, now: float) -> list[Candle]:
+        """Candles that closed since the last call, oldest first."""
+        if self.started_at is None:
+            self.started_at = now
+        released = self.start_index + int((now - self.started_at) * self.speed)
+        end = min(released, len(self.candles))
+        if end <= self.cursor:
+            return []
+        batch = list(self.candles[self.cursor : end])
+        self.cursor = end
+        return batch
+
+    @property
+    def finished(self) -> bool:
+        return self.cursor >= len(self.candles)
+
+    def next_release(self) -> float | None:
+        """When the next candle is due, on the driving clock."""
+        if self.finished or self.started_at is None:
+            return None
+        return self.started_at + (self.cursor - self.start_index + 1) / self.speed

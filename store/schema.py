@@ -1,0 +1,102 @@
+"""The sqlite schema and its migrations.
+
+``MIGRATIONS[i]`` takes the schema from version ``i`` to ``i + 1``; ``meta.schema_version``
+says where a file is. A new version appends a migration here and never edits an old one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: list[list[str]] = [
+    # 0 -> 1: the first schema.
+    [
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        """CREATE TABLE events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            at REAL NOT NULL,
+            kind TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            strategy TEXT,
+            client_order_id TEXT,
+            rule TEXT,
+            reason TEXT,
+            payload TEXT NOT NULL DEFAULT '{}'
+        )""",
+        "CREATE INDEX events_by_strategy ON events (strategy, seq)",
+        "CREATE INDEX events_by_kind ON events (kind, seq)",
+        """CREATE TABLE orders (
+            client_order_id TEXT PRIMARY KEY,
+            strategy TEXT NOT NULL,
+            venue TEXT NOT NULL,
+            symbol TEXT NOT NULL,
+            side TEXT NOT NULL CHECK (side IN ('buy', 'sell')),
+            type TEXT NOT NULL DEFAULT 'limit' CHECK (type = 'limit'),
+            price TEXT NOT NULL,
+            amount TEXT NOT NULL,
+            filled TEXT NOT NULL,
+            state TEXT NOT NULL,
+            exchange_order_id TEXT,
+            rule TEXT,
+            reason TEXT,
+            trade_ids TEXT NOT NULL DEFAULT '[]',
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )""",
+        "CREATE INDEX orders_by_strategy ON orders (strategy, state)",
+        """CREATE TABLE fills (
+            venue TEXT NOT NULL,
+            trade_id TEXT NOT NULL,
+            client_order_id TEXT NOT NULL,
+            exchange_order_id TEXT,
+            symbol TEXT NOT NULL,
+            side TEXT NOT NULL,
+            price TEXT NOT NULL,
+            amount TEXT NOT NULL,
+            fee TEXT NOT NULL,
+            fee_currency TEXT NOT NULL,
+            at REAL NOT NULL,
+            PRIMARY KEY (venue, trade_id)
+        )""",
+        """CREATE TABLE journal (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            at REAL NOT NULL,
+            kind TEXT NOT NULL,
+            strategy TEXT NOT NULL,
+            client_order_id TEXT,
+            entry TEXT NOT NULL
+        )""",
+    ],
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def current_version(connection: sqlite3.Connection) -> int:
+    has_meta = connection.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+    ).fetchone()
+    if not has_meta:
+        return 0
+    row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(connection: sqlite3.Connection) -> int:
+    """Bring the file to :data:`SCHEMA_VERSION`, one migration per transaction."""
+    version = current_version(connection)
+    if version > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"the store has schema version {version}, newer than this limitline ({SCHEMA_VERSION}): upgrade limitline"
+        )
+    while version < SCHEMA_VERSION:
+        with connection:
+            for statement in MIGRATIONS[version]:
+                connection.execute(statement)
+            version += 1
+            connection.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(version),),
+            )
+    return version

@@ -1,0 +1,173 @@
+"""Wiring: the whole supervision tree of one limitline process, built from a Config.
+
+```
+root                      rest_for_one
+├── writer
+├── ledger
+├── venues                one_for_one
+│   └── venue:<name>      rest_for_one
+│       ├── connection:<name>
+│       └── strategy:<each strategy on that venue>
+├── reconciler
+└── status                HTTP
+```
+
+Under ``rest_for_one`` order matters: a writer or ledger crash restarts everything after it
+(their state feeds everyone); a reconciler crash restarts only the status server.
+Mailboxes are made here, once, so that every address stays valid across restarts.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import trio
+
+from actors.connection.shell import shadow_connection_actor
+from actors.ledger.shell import ledger_actor
+from actors.messages import (
+    LEDGER,
+    RECONCILER,
+    WRITER,
+    RecordEvent,
+    connection_address,
+    strategy_address,
+)
+from actors.reconciler.shell import reconciler_actor
+from actors.shell import ActorEnv
+from actors.strategy.shell import strategy_actor
+from actors.writer.shell import writer_actor
+from exchange.candles import load_candles
+from exchange.markets import MarketRules
+from exchange.matching import SimulatedExchange
+from exchange.replay import ReplayFeed
+from exchange.shadow import ShadowVenue
+from supervisors.config import Config, VenueConfig, data_path
+from supervisors.mailbox import Mailbox
+from supervisors.status import status_actor
+from supervisors.tree import ChildSpec, RestartStrategy, Supervisor
+
+log = logging.getLogger("limitline")
+
+WRITER_MAILBOX = 8192
+ACTOR_MAILBOX = 1024
+
+
+class App:
+    def __init__(self, config: Config, echo: Callable[[RecordEvent], None] | None = None) -> None:
+        self.config = config
+        self.mailboxes: dict[str, Mailbox] = {}
+        self.directory: dict[str, trio.MemorySendChannel[Any]] = {}
+        self.env = ActorEnv(self.directory, Path(config.store))
+        self.dropped_events = 0
+        self.shadow_venues = {venue.name: build_shadow_venue(venue) for venue in config.venues}
+        supervision = config.supervision
+        limits = dict(max_restarts=supervision.max_restarts, period=supervision.period_seconds)
+
+        writer = ChildSpec(
+            WRITER,
+            functools.partial(writer_actor, store_path=self.env.store_path, directory=self.directory, echo=echo),
+            mailbox=self._mailbox(WRITER, WRITER_MAILBOX),
+            shutdown_timeout=30,
+        )
+        allocations = {s.name: s.allocation for s in config.strategies}
+        ledger = ChildSpec(
+            LEDGER, functools.partial(ledger_actor, allocations=allocations, env=self.env), mailbox=self._mailbox(LEDGER)
+        )
+        venue_supervisors = [self._venue(venue, limits) for venue in config.venues]
+        venues = Supervisor("venues", [ChildSpec.for_supervisor(v) for v in venue_supervisors], RestartStrategy.ONE_FOR_ONE, **limits)
+        reconciler = ChildSpec(
+            RECONCILER,
+            functools.partial(
+                reconciler_actor,
+                venues=[v.name for v in config.venues],
+                interval=config.reconciler.interval_seconds,
+                env=self.env,
+            ),
+            mailbox=self._mailbox(RECONCILER),
+        )
+        facts = {"mode": "shadow", "store": str(self.env.store_path)}
+        status = ChildSpec(
+            "status",
+            functools.partial(
+                status_actor, root=self, env=self.env, host=config.status.host, port=config.status.port, facts=facts
+            ),
+        )
+        # The status server is the last child: a crash of the reconciler restarts it only.
+        self.root = Supervisor(
+            "root",
+            [writer, ledger, ChildSpec.for_supervisor(venues), reconciler, status],
+            RestartStrategy.REST_FOR_ONE,
+            **limits,
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.root.snapshot()
+
+    def _mailbox(self, address: str, capacity: int = ACTOR_MAILBOX) -> Mailbox:
+        mailbox = Mailbox(capacity)
+        self.mailboxes[address] = mailbox
+        self.directory[address] = mailbox.send_channel
+        return mailbox
+
+    def _venue(self, venue: VenueConfig, limits: dict[str, Any]) -> Supervisor:
+        speed = max(replay.speed for replay in venue.replay.values())
+        address = connection_address(venue.name)
+        connection = ChildSpec(
+            address,
+            functools.partial(
+                shadow_connection_actor,
+                venue=venue.name,
+                shadow=self.shadow_venues[venue.name],
+                tick_interval=min(0.25, 0.5 / speed),
+                env=self.env,
+            ),
+            mailbox=self._mailbox(address),
+        )
+        strategies = [
+            ChildSpec(
+                strategy_address(s.name),
+                functools.partial(strategy_actor, settings=s, env=self.env),
+                mailbox=self._mailbox(strategy_address(s.name)),
+            )
+            for s in self.config.strategies
+            if s.venue == venue.name
+        ]
+        return Supervisor(f"venue:{venue.name}", [connection, *strategies], RestartStrategy.REST_FOR_ONE, **limits)
+
+    def emit(self, kind: str, actor: str, reason: str, payload: dict[str, Any]) -> None:
+        """Supervisors' decisions go into the event log like everything else."""
+        event = RecordEvent(kind=kind, actor=actor, at=self.env.clock.now(), reason=reason, payload=payload)
+        try:
+            self.directory[WRITER].send_nowait(event)
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            # Never block a supervisor on the writer; say so instead of losing it silently.
+            self.dropped_events += 1
+            log.warning("event not recorded (writer unavailable): %s %s %s", kind, actor, reason)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await self.root.run_root(self.emit, task_status=task_status)
+
+
+def build_shadow_venue(venue: VenueConfig) -> ShadowVenue:
+    markets = [
+        MarketRules.for_symbol(
+            m.symbol,
+            tick_size=m.tick_size,
+            lot_size=m.lot_size,
+            min_amount=m.min_amount,
+            min_notional=m.min_notional,
+            maker_fee=m.maker_fee,
+            taker_fee=m.taker_fee,
+        )
+        for m in venue.markets
+    ]
+    exchange = SimulatedExchange(markets, dict(venue.balances), venue.volume_share)
+    feeds = {
+        symbol: ReplayFeed(load_candles(data_path(replay.data)), replay.speed, start=replay.start)
+        for symbol, replay in venue.replay.items()
+    }
+    return ShadowVenue(exchange, feeds)

@@ -1,0 +1,126 @@
+"""The ``limitline`` command.
+
+- ``limitline run [-c CONFIG]``: run every configured strategy in one process (shadow mode
+  unless armed for live trading). SIGINT or SIGTERM stops the tree in reverse order and
+  flushes the store; a second signal exits at once.
+- ``limitline check [-c CONFIG]``: check the config without starting anything.
+
+Exit status: 0 done, 1 the runtime failed (a supervisor gave up), 2 the config or the
+command line is wrong, 130 stopped at once by a second signal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from datetime import datetime, timezone
+from typing import Sequence
+
+import trio
+
+from actors.messages import RecordEvent
+from supervisors.app import App
+from supervisors.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+from supervisors.tree import ShutdownTimeout, SupervisorGaveUp
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FORCED = 0, 1, 2, 130
+
+#: Events worth a line on the console; everything is in the event log anyway.
+ECHOED = {
+    "order_placed", "fill", "order_rejected", "order_canceled", "order_expired", "strategy_active",
+    "strategy_inactive", "child_exited", "child_restarting", "supervisor_gave_up", "child_abandoned",
+    "reconcile_difference",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="limitline", description="Run limit-order strategies safely.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the strategies (shadow mode unless armed for live)")
+    run.add_argument("-c", "--config", help=f"YAML config (default: the embedded {DEFAULT_CONFIG.name})")
+    run.add_argument("-q", "--quiet", action="store_true", help="do not print orders and fills")
+    check = commands.add_parser("check", help="check the config without starting anything")
+    check.add_argument("-c", "--config", help="YAML config (default: the embedded one)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        print(f"limitline: invalid config {error.source}:", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.command == "check":
+        for strategy in config.strategies:
+            print(f"ok  {strategy.name}: {strategy.symbol} on {strategy.venue} ({strategy.mode})")
+        return EXIT_OK
+    return trio.run(_run, config, args.quiet)
+
+
+async def _run(config: Config, quiet: bool) -> int:
+    app = App(config, echo=None if quiet else _echo)
+    stop = trio.CancelScope()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_watch_signals, stop)
+        try:
+            with stop:
+                await app.run(task_status=_Announce(config, app))
+        except (SupervisorGaveUp, ShutdownTimeout) as error:
+            print(f"limitline: stopped: {error}", file=sys.stderr)
+            return EXIT_FAILED
+        finally:
+            nursery.cancel_scope.cancel()
+    print("limitline: stopped; the store is flushed.", file=sys.stderr)
+    return EXIT_OK
+
+
+class _Announce:
+    def __init__(self, config: Config, app: App) -> None:
+        self.config, self.app = config, app
+
+    def started(self, value: object = None) -> None:
+        status = next(c for c in self.app.snapshot()["children"] if c["name"] == "status")
+        url = status.get("status", {}).get("url")
+        print(
+            f"limitline: running {len(self.config.strategies)} strategies in shadow mode; "
+            f"status at {url}/status; store {self.config.store}. Ctrl-C stops.",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+async def _watch_signals(stop: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            if not stop.cancel_called:
+                print(f"limitline: {signal.Signals(signum).name}: stopping in order (again to exit at once)", file=sys.stderr, flush=True)
+                stop.cancel()
+            else:
+                print("limitline: second signal: exiting now", file=sys.stderr, flush=True)
+                os._exit(EXIT_FORCED)
+
+
+def _echo(event: RecordEvent) -> None:
+    if event.kind not in ECHOED:
+        return
+    at = datetime.fromtimestamp(event.at, tz=timezone.utc).strftime("%H:%M:%S")
+    who = event.strategy or event.actor
+    detail = " ".join(f"{k}={v}" for k, v in event.payload.items() if k in ("side", "price", "amount", "fee"))
+    parts = [at, f"{event.kind:<20}", who]
+    if event.client_order_id:
+        parts.append(event.client_order_id)
+    if detail:
+        parts.append(detail)
+    if event.rule:
+        parts.append(f"rule={event.rule}")
+    if event.reason:
+        parts.append(f"({event.reason})")
+    print("  ".join(parts), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,356 @@
+"""The YAML config: its shape (attrs classes structured by cattrs) and every check of it.
+
+:func:`load_config` returns a :class:`Config` or raises :class:`ConfigError` holding *every*
+problem found, each as ``path: what is expected, got what`` (for example
+``strategies[0].sizing.quote: must be greater than 0, got -5``). Unknown keys are
+problems too: a typo must not silently fall back to a default.
+
+Documented bounds of strategy parameters (see also ``actors/strategy/rules.py``):
+
+| field | bounds |
+|---|---|
+| ``limit_offset_bps`` | -500 .. 500 (negative crosses through the close) |
+| ``ttl_seconds`` | 60 .. 2,592,000 (30 days), market time |
+| ``cooldown_seconds`` | 0 .. 2,592,000, market time |
+| ``max_open_orders`` | 1 .. 100 |
+| replay ``speed`` | greater than 0, at most 10,000 candles per second |
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+import cattrs
+import yaml
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+
+from actors.strategy.rules import Change, SmaCross, TriggerSpec
+from actors.strategy.settings import Allocation, Sizing, StrategySettings
+
+DEFAULT_CONFIG = Path(__file__).with_name("default_config.yaml")
+MAX_SECONDS = 30 * 24 * 3600
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ConfigError(Exception):
+    """The config cannot be used; ``problems`` lists every reason, one per line."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: {len(problems)} problem(s)\n" + "\n".join(f"  {p}" for p in problems))
+
+
+@attrs.frozen
+class MarketConfig:
+    symbol: str
+    tick_size: Decimal
+    lot_size: Decimal
+    min_amount: Decimal
+    min_notional: Decimal
+    maker_fee: Decimal = Decimal("0.001")
+    taker_fee: Decimal = Decimal("0.002")
+
+
+@attrs.frozen
+class ReplayConfig:
+    #: A CSV path, or ``bundled:<file>`` for data shipped with limitline.
+    data: str = "bundled:btc_usd_1h_coinbase.csv"
+    speed: float = 5.0
+    start: datetime | None = None
+
+
+@attrs.frozen
+class VenueConfig:
+    name: str
+    markets: list[MarketConfig]
+    balances: dict[str, Decimal]
+    replay: dict[str, ReplayConfig]
+    kind: Literal["simulated"] = "simulated"
+    #: The most a single candle can fill of our orders, as a share of its volume.
+    volume_share: Decimal = Decimal("0.1")
+
+
+@attrs.frozen
+class StatusConfig:
+    host: str = "127.0.0.1"
+    port: int = 8787
+
+
+@attrs.frozen
+class SupervisionConfig:
+    max_restarts: int = 3
+    period_seconds: float = 30.0
+
+
+@attrs.frozen
+class ReconcilerConfig:
+    interval_seconds: float = 5.0
+
+
+@attrs.frozen
+class Config:
+    venues: list[VenueConfig]
+    strategies: list[StrategySettings]
+    store: str = "limitline-data/limitline.sqlite"
+    status: StatusConfig = StatusConfig()
+    supervision: SupervisionConfig = SupervisionConfig()
+    reconciler: ReconcilerConfig = ReconcilerConfig()
+
+    def venue(self, name: str) -> VenueConfig:
+        return next(v for v in self.venues if v.name == name)
+
+
+# --------------------------------------------------------------- structuring
+
+_converter = cattrs.Converter(forbid_extra_keys=True)
+_TRIGGERS: dict[str, type] = {"sma_cross": SmaCross, "change": Change}
+
+
+def _decimal(value: Any, _: type) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"expected a number, got {value!r}")
+    try:
+        result = Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"expected a number, got {value!r}") from None
+    if not result.is_finite():
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return result
+
+
+def _trigger(value: Any, _: type) -> TriggerSpec:
+    if not isinstance(value, dict) or "kind" not in value:
+        raise ValueError(f"expected a mapping with a kind ({', '.join(_TRIGGERS)}), got {value!r}")
+    cls = _TRIGGERS.get(value["kind"])
+    if cls is None:
+        raise ValueError(f"kind must be one of {', '.join(_TRIGGERS)}, got {value['kind']!r}")
+    return _converter.structure(value, cls)
+
+
+def _datetime(value: Any, _: type) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"expected an ISO-8601 time, got {value!r}") from None
+
+
+def _strict_int(value: Any, _: type) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected a whole number, got {value!r}")
+    return value
+
+
+def _strict_float(value: Any, _: type) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _strict_str(value: Any, _: type) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected text, got {value!r}")
+    return value
+
+
+_converter.register_structure_hook(Decimal, _decimal)
+_converter.register_structure_hook(TriggerSpec, _trigger)
+_converter.register_structure_hook(TriggerSpec | None, lambda v, t: None if v is None else _trigger(v, t))
+_converter.register_structure_hook(datetime, _datetime)
+_converter.register_structure_hook(int, _strict_int)
+_converter.register_structure_hook(float, _strict_float)
+_converter.register_structure_hook(str, _strict_str)
+
+
+def _structure_problems(error: BaseException, path: str = "") -> list[str]:
+    """Flatten cattrs' nested errors into ``path: message`` lines."""
+    if isinstance(error, ForbiddenExtraKeysError):
+        return [f"{_join(path, key)}: unknown field (check its spelling)" for key in sorted(error.extra_fields)]
+    if isinstance(error, (ClassValidationError, IterableValidationError)):
+        out = []
+        for sub in error.exceptions:
+            note = next((n for n in getattr(sub, "__notes__", []) if hasattr(n, "name") or hasattr(n, "index")), None)
+            if note is None:
+                out += _structure_problems(sub, path)
+            elif hasattr(note, "name"):
+                out += _structure_problems(sub, _join(path, note.name))
+            else:
+                out += _structure_problems(sub, f"{path}[{note.index}]")
+        return out
+    if isinstance(error, KeyError):
+        return [f"{path}: is required"]
+    message = str(error)
+    if isinstance(error, TypeError) and "missing" in message and "required" in message:
+        fields = re.findall(r"'(\w+)'", message)
+        return [f"{_join(path, field)}: is required" for field in fields] or [f"{path}: {message}"]
+    return [f"{path or 'config'}: {message}"]
+
+
+def _join(path: str, name: object) -> str:
+    return f"{path}.{name}" if path else str(name)
+
+
+# ------------------------------------------------------------------ checking
+
+
+def check_config(config: Config) -> list[str]:
+    """Every semantic problem of a structurally valid config."""
+    problems: list[str] = []
+
+    def need(condition: bool, path: str, message: str) -> None:
+        if not condition:
+            problems.append(f"{path}: {message}")
+
+    need(bool(config.venues), "venues", "at least one venue is required")
+    need(bool(config.strategies), "strategies", "at least one strategy is required")
+    need(0 <= config.status.port <= 65535, "status.port", f"must be between 0 (any free port) and 65535, got {config.status.port}")
+    need(config.supervision.max_restarts >= 0, "supervision.max_restarts", f"must be 0 or more, got {config.supervision.max_restarts}")
+    need(config.supervision.period_seconds > 0, "supervision.period_seconds", f"must be greater than 0, got {config.supervision.period_seconds}")
+    need(config.reconciler.interval_seconds > 0, "reconciler.interval_seconds", f"must be greater than 0, got {config.reconciler.interval_seconds}")
+
+    venues: dict[str, VenueConfig] = {}
+    for i, venue in enumerate(config.venues):
+        at = f"venues[{i}]"
+        need(bool(NAME.match(venue.name)), f"{at}.name", f"must be 1-64 letters, digits, '_', '.' or '-', got {venue.name!r}")
+        need(venue.name not in venues, f"{at}.name", f"another venue is already named {venue.name!r}")
+        venues[venue.name] = venue
+        need(Decimal(0) < venue.volume_share <= 1, f"{at}.volume_share", f"must be greater than 0 and at most 1, got {venue.volume_share}")
+        symbols = [m.symbol for m in venue.markets]
+        need(bool(symbols), f"{at}.markets", "at least one market is required")
+        for j, market in enumerate(venue.markets):
+            problems += _market_problems(market, f"{at}.markets[{j}]")
+        for asset, amount in venue.balances.items():
+            need(amount >= 0, f"{at}.balances.{asset}", f"must be 0 or more, got {amount}")
+        for symbol, replay in venue.replay.items():
+            need(symbol in symbols, f"{at}.replay.{symbol}", f"is not one of the venue's markets {symbols}")
+            need(0 < replay.speed <= 10_000, f"{at}.replay.{symbol}.speed", f"must be greater than 0 and at most 10000 candles per second, got {replay.speed:g}")
+            try:
+                data_path(replay.data)
+            except FileNotFoundError as error:
+                problems.append(f"{at}.replay.{symbol}.data: {error}")
+        for symbol in symbols:
+            need(symbol in venue.replay, f"{at}.replay", f"a simulated venue needs replay data for {symbol}")
+
+    names: set[str] = set()
+    used: dict[tuple[str, str], Decimal] = {}
+    for i, s in enumerate(config.strategies):
+        at = f"strategies[{i}]"
+        need(bool(NAME.match(s.name)), f"{at}.name", f"must be 1-64 letters, digits, '_', '.' or '-', got {s.name!r}")
+        need(s.name not in names, f"{at}.name", f"another strategy is already named {s.name!r}")
+        names.add(s.name)
+        venue = venues.get(s.venue)
+        if venue is None:
+            problems.append(f"{at}.venue: no venue is named {s.venue!r} (venues: {sorted(venues)})")
+        elif s.symbol not in {m.symbol for m in venue.markets}:
+            problems.append(f"{at}.symbol: {s.symbol!r} is not a market of venue {s.venue!r}")
+        else:
+            base, _, quote = s.symbol.partition("/")
+            used[(s.venue, quote)] = used.get((s.venue, quote), Decimal(0)) + s.allocation.quote
+            used[(s.venue, base)] = used.get((s.venue, base), Decimal(0)) + s.allocation.base
+        if s.mode == "live":
+            problems.append(f"{at}.mode: live trading needs a ccxt venue and `limitline run --live`; venue {s.venue!r} is simulated")
+        problems += _sizing_problems(s, at)
+        need(s.allocation.quote >= 0, f"{at}.allocation.quote", f"must be 0 or more, got {s.allocation.quote}")
+        need(s.allocation.base >= 0, f"{at}.allocation.base", f"must be 0 or more, got {s.allocation.base}")
+        need(s.allocation.quote > 0 or s.allocation.base > 0, f"{at}.allocation", "give the strategy capital (quote) or inventory (base), or both")
+        need(s.buy is not None or s.sell is not None, at, "needs a buy or a sell trigger")
+        for side in ("buy", "sell"):
+            spec = getattr(s, side)
+            if spec is not None:
+                problems += [f"{at}.{side}: {p}" for p in spec.problems()]
+        need(Decimal(-500) <= s.limit_offset_bps <= 500, f"{at}.limit_offset_bps", f"must be between -500 and 500, got {s.limit_offset_bps}")
+        need(60 <= s.ttl_seconds <= MAX_SECONDS, f"{at}.ttl_seconds", f"must be between 60 and {MAX_SECONDS}, got {s.ttl_seconds}")
+        need(0 <= s.cooldown_seconds <= MAX_SECONDS, f"{at}.cooldown_seconds", f"must be between 0 and {MAX_SECONDS}, got {s.cooldown_seconds}")
+        need(1 <= s.max_open_orders <= 100, f"{at}.max_open_orders", f"must be between 1 and 100, got {s.max_open_orders}")
+
+    for (venue_name, asset), total in sorted(used.items()):
+        balance = venues[venue_name].balances.get(asset, Decimal(0))
+        need(
+            total <= balance,
+            f"venues.{venue_name}.balances.{asset}",
+            f"the strategies are allocated {total} {asset} in all, more than the balance {balance}",
+        )
+    return problems
+
+
+def _market_problems(market: MarketConfig, at: str) -> list[str]:
+    out = []
+    base, slash, quote = market.symbol.partition("/")
+    if not (base and slash and quote):
+        out.append(f"{at}.symbol: must look like BASE/QUOTE (ccxt's unified form), got {market.symbol!r}")
+    for field in ("tick_size", "lot_size"):
+        value = getattr(market, field)
+        if value <= 0:
+            out.append(f"{at}.{field}: must be greater than 0, got {value}")
+    for field in ("min_amount", "min_notional", "maker_fee", "taker_fee"):
+        value = getattr(market, field)
+        if value < 0:
+            out.append(f"{at}.{field}: must be 0 or more, got {value}")
+    for field in ("maker_fee", "taker_fee"):
+        value = getattr(market, field)
+        if value >= Decimal("0.1"):
+            out.append(f"{at}.{field}: is a rate (0.001 is 0.1 %); must be below 0.1, got {value}")
+    return out
+
+
+def _sizing_problems(s: StrategySettings, at: str) -> list[str]:
+    sizing = s.sizing
+    given = [name for name in ("quote", "base") if getattr(sizing, name) is not None]
+    if len(given) != 1:
+        return [f"{at}.sizing: give exactly one of quote or base, got {given or 'neither'}"]
+    value = getattr(sizing, given[0])
+    if value <= 0:
+        return [f"{at}.sizing.{given[0]}: must be greater than 0, got {value}"]
+    return []
+
+
+def data_path(data: str) -> Path:
+    """The file behind a replay ``data`` value; FileNotFoundError says which and why."""
+    from exchange.candles import bundled_path
+
+    path = bundled_path(data.removeprefix("bundled:")) if data.startswith("bundled:") else Path(data)
+    if not path.is_file():
+        raise FileNotFoundError(f"no candle file at {path}")
+    return path
+
+
+# ------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read, structure and check the config at ``path`` (the embedded default if None)."""
+    source = Path(path) if path is not None else DEFAULT_CONFIG
+    try:
+        text = source.read_text()
+    except FileNotFoundError:
+        raise ConfigError(str(source), ["the config file does not exist"]) from None
+    except OSError as error:
+        raise ConfigError(str(source), [f"the config file cannot be read: {error.strerror}"]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError(str(source), [f"config: not valid YAML: {where}{problem}"]) from None
+    return parse_config(raw, str(source))
+
+
+def parse_config(raw: Any, source: str = "config") -> Config:
+    if not isinstance(raw, dict):
+        raise ConfigError(source, ["config: must be a mapping with venues and strategies"])
+    try:
+        config = _converter.structure(raw, Config)
+    except (ClassValidationError, IterableValidationError, ForbiddenExtraKeysError) as error:
+        raise ConfigError(source, _structure_problems(error)) from None
+    problems = check_config(config)
+    if problems:
+        raise ConfigError(source, problems)
+    return config

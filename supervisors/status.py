@@ -1,0 +1,103 @@
+"""The status endpoint: a small ASGI app served by hypercorn's trio worker on 127.0.0.1.
+
+- ``GET /status``: the supervision tree's snapshot (every actor's state, restarts, last
+  exit, mailbox depth, and what each actor says about itself), as JSON;
+- ``GET /events?strategy=NAME&kind=KIND&limit=N``: the newest activity-feed entries.
+
+It only reads: the tree's in-memory snapshot and the store through read-only connections.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Awaitable, Callable, Protocol
+from urllib.parse import parse_qs
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from actors.shell import ActorEnv
+from store.db import latest_events
+from supervisors.tree import ChildContext
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+SendASGI = Callable[[dict[str, Any]], Awaitable[None]]
+MAX_EVENTS = 1000
+
+
+class Snapshotter(Protocol):
+    def snapshot(self) -> dict[str, Any]: ...
+
+
+def make_status_app(root: Snapshotter, env: ActorEnv, facts: dict[str, Any]) -> Callable[..., Awaitable[None]]:
+    async def app(scope: Scope, receive: Receive, send: SendASGI) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        if scope["method"] != "GET":
+            return await _respond(send, 405, {"error": "only GET is served here"})
+        path = scope["path"]
+        if path == "/status":
+            return await _respond(send, 200, {**facts, "at": time.time(), "tree": root.snapshot()})
+        if path == "/events":
+            query = parse_qs(scope.get("query_string", b"").decode())
+            limit_text = query.get("limit", ["100"])[0]
+            if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_EVENTS:
+                return await _respond(send, 400, {"error": f"limit: must be a whole number from 1 to {MAX_EVENTS}, got {limit_text!r}"})
+            events = await env.read_store(
+                latest_events,
+                strategy=query.get("strategy", [None])[0],
+                kind=query.get("kind", [None])[0],
+                limit=int(limit_text),
+            )
+            return await _respond(send, 200, {"events": events})
+        return await _respond(send, 404, {"error": f"no such endpoint {path}; try /status or /events"})
+
+    return app
+
+
+async def _respond(send: SendASGI, status: int, body: dict[str, Any]) -> None:
+    payload = json.dumps(body, default=str).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def status_actor(
+    ctx: ChildContext,
+    root: Snapshotter,
+    env: ActorEnv,
+    host: str,
+    port: int,
+    facts: dict[str, Any],
+    *,
+    task_status: trio.TaskStatus[None],
+) -> None:
+    config = HypercornConfig()
+    config.bind = [f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = None
+    app = make_status_app(root, env, facts)
+
+    async def serving(*, task_status: trio.TaskStatus[list[str]]) -> None:
+        await serve(app, config, shutdown_trigger=trio.sleep_forever, task_status=task_status)  # type: ignore[arg-type]
+
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(serving)
+        ctx.status["url"] = binds[0] if binds else None
+        task_status.started()
