@@ -1,0 +1,100 @@
+"""The simulated exchange's matching rules, with plain calls."""
+
+from __future__ import annotations
+
+from decimal import Decimal as D
+
+import pytest
+
+from actors.orders import Side
+from exchange.candles import Candle
+from exchange.markets import MarketRules
+from exchange.matching import Rejection, SimulatedExchange
+
+MARKET = MarketRules.for_symbol(
+    "BTC/USD",
+    tick_size=D("0.01"),
+    lot_size=D("0.001"),
+    min_amount=D("0.001"),
+    min_notional=D("10"),
+    maker_fee=D("0.001"),
+    taker_fee=D("0.002"),
+)
+
+
+def exchange(usd="10000", btc="1", share="0.5") -> SimulatedExchange:
+    return SimulatedExchange([MARKET], {"USD": D(usd), "BTC": D(btc)}, volume_share=D(share))
+
+
+def candle(low, high, volume="100") -> Candle:
+    return Candle(0, D(high), D(high), D(low), D(low), D(volume))
+
+
+def test_a_buy_fills_only_when_the_market_trades_below_its_price():
+    ex = exchange()
+    ex.create_limit_order("BTC/USD", Side.BUY, D("1"), D("100"), "c1", 0)
+    assert ex.match("BTC/USD", candle("100", "110"), 1) == []  # touching is not enough
+    [fill] = ex.match("BTC/USD", candle("99.99", "110"), 2)
+    assert fill.price == D("100") and fill.amount == D("1") and fill.order_complete
+    assert fill.fee == D("0.1") and fill.fee_currency == "USD"
+    assert ex.balances["USD"].free == D("10000") - D("100.1")
+    assert ex.balances["USD"].used == 0
+    assert ex.balances["BTC"].free == D("2")
+
+
+def test_a_sell_fills_only_when_the_market_trades_above_its_price():
+    ex = exchange()
+    ex.create_limit_order("BTC/USD", Side.SELL, D("0.5"), D("200"), "s1", 0)
+    assert ex.match("BTC/USD", candle("150", "200"), 1) == []
+    [fill] = ex.match("BTC/USD", candle("150", "200.01"), 2)
+    assert fill.amount == D("0.5")
+    assert ex.balances["USD"].free == D("10000") + D("100") - D("0.1")
+    assert ex.balances["BTC"].free + ex.balances["BTC"].used == D("0.5")
+
+
+def test_partial_fills_are_capped_by_the_share_of_traded_volume_best_price_first():
+    ex = exchange(share="0.1")
+    ex.create_limit_order("BTC/USD", Side.BUY, D("3"), D("100"), "low", 0)
+    ex.create_limit_order("BTC/USD", Side.BUY, D("3"), D("101"), "high", 0)
+    fills = ex.match("BTC/USD", candle("90", "95", volume="40"), 1)  # 4 BTC can fill
+    assert [(f.client_order_id, f.amount, f.order_complete) for f in fills] == [
+        ("high", D("3"), True),
+        ("low", D("1"), False),
+    ]
+    assert ex.order_by_client_id("low").remaining == D("2")
+    assert ex.match("BTC/USD", candle("90", "95", volume="0"), 2) == []  # no volume, no fill
+
+
+@pytest.mark.parametrize(
+    "amount, price, message",
+    [
+        ("1", "100.005", "Filter failure: PRICE_FILTER"),
+        ("0.0005", "100000", "Filter failure: LOT_SIZE"),
+        ("1.0005", "100", "Filter failure: LOT_SIZE"),
+        ("0.001", "100", "Filter failure: NOTIONAL"),
+    ],
+)
+def test_market_rules_reject_like_the_exchange(amount, price, message):
+    result = exchange().create_limit_order("BTC/USD", Side.BUY, D(amount), D(price), "x", 0)
+    assert isinstance(result, Rejection) and result.code == -1013
+    assert result.message.startswith(message)
+
+
+def test_insufficient_balance_and_duplicates_are_rejected():
+    ex = exchange(usd="50")
+    result = ex.create_limit_order("BTC/USD", Side.BUY, D("1"), D("100"), "x", 0)
+    assert isinstance(result, Rejection) and result.code == -2010 and "insufficient balance" in result.message
+    ex.create_limit_order("BTC/USD", Side.SELL, D("0.5"), D("100"), "s", 0)
+    dup = ex.create_limit_order("BTC/USD", Side.SELL, D("0.5"), D("100"), "s", 0)
+    assert isinstance(dup, Rejection) and dup.message == "Duplicate order sent."
+
+
+def test_cancel_unlocks_what_is_left_and_a_second_cancel_is_unknown():
+    ex = exchange(share="0.01")
+    ex.create_limit_order("BTC/USD", Side.BUY, D("2"), D("100"), "c", 0)
+    ex.match("BTC/USD", candle("90", "95", volume="100"), 1)  # fills 1 of 2
+    ex.cancel_order("c")
+    assert ex.balances["USD"].used == 0
+    assert ex.balances["USD"].free == D("10000") - D("100.1")
+    again = ex.cancel_order("c")
+    assert isinstance(again, Rejection) and again.code == -2011
