@@ -1,0 +1,27 @@
+"""Shared test helpers: a fast config on a temp store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fast_config_raw(tmp_path: Path, speed: float = 50.0) -> dict[str, Any]:
+    raw = yaml.safe_load((ROOT / "config.yaml").read_text())
+    raw["store"] = str(tmp_path / "limitline.sqlite")
+    raw["status"]["port"] = 0
+    raw["reconciler"]["interval_seconds"] = 0.5
+    raw["venues"][0]["replay"]["BTC/USD"]["speed"] = speed
+    return raw
+
+
+@pytest.fixture
+def fast_config_path(tmp_path: Path) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(fast_config_raw(tmp_path)))
+    return path

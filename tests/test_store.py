@@ -1,0 +1,79 @@
+"""The sqlite store: migrations, batches, durability flag, and the reads actors rebuild from."""
+
+from __future__ import annotations
+
+import sqlite3
+from decimal import Decimal as D
+
+import pytest
+
+from actors.messages import FillReport, JournalEntry, OrderDurable, RecordEvent, RecordFill, RecordJournal, RecordOrder, Send
+from actors.orders import Order, OrderState, Side
+from actors.writer.core import plan_batch
+from store.db import latest_events, load_journal, load_orders, open_store, write_batch
+from store.schema import SCHEMA_VERSION, current_version, migrate
+
+
+def order(cid="ll-a-1", state=OrderState.RESERVED, **changes) -> Order:
+    values = dict(
+        client_order_id=cid, strategy="a", venue="sim", symbol="BTC/USD", side=Side.BUY,
+        price=D("100.5"), amount=D("0.25"), state=state, created_at=1.0, updated_at=1.0, rule="r",
+    )
+    values.update(changes)
+    return Order(**values)
+
+
+def test_migrations_bring_a_new_file_to_the_current_version_once(tmp_path):
+    connection = open_store(tmp_path / "s.sqlite")
+    assert current_version(connection) == SCHEMA_VERSION
+    assert migrate(connection) == SCHEMA_VERSION  # idempotent
+    assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_file_from_a_newer_limitline_is_refused(tmp_path):
+    connection = open_store(tmp_path / "s.sqlite")
+    connection.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    connection.commit()
+    with pytest.raises(RuntimeError, match="schema version 99, newer than this limitline"):
+        migrate(connection)
+
+
+def test_the_writer_plans_one_batch_and_replies_only_for_durable_intents():
+    durable = RecordOrder(order(), durable_reply_to="strategy:a")
+    later = RecordOrder(order(state=OrderState.SUBMITTING))
+    event = RecordEvent("evaluated", "strategy:a", 1.0, strategy="a")
+    batch, replies = plan_batch([durable, event, later])
+    assert batch.durable
+    assert replies == [Send("strategy:a", OrderDurable("ll-a-1"))]
+    assert batch.orders["ll-a-1"].state is OrderState.SUBMITTING  # the last state wins
+    batch, replies = plan_batch([event])
+    assert not batch.durable and replies == []
+
+
+def test_rows_round_trip_and_fills_are_unique_per_trade(tmp_path):
+    connection = open_store(tmp_path / "s.sqlite")
+    fill = FillReport("sim", "ll-a-1", "9", "t1", "BTC/USD", Side.BUY, D("100.5"), D("0.1"), D("0.01"), "USD", 2.0, False)
+    entry = JournalEntry("reserve", "a", 1.0, client_order_id="ll-a-1", side=Side.BUY, price=D("100.5"),
+                         amount=D("0.25"), quote_free=D("-25.15"), quote_reserved=D("25.15"))
+    batch, _ = plan_batch([
+        RecordOrder(order(state=OrderState.PARTIALLY_FILLED, filled=D("0.1"), trade_ids=frozenset({"t1"}))),
+        RecordFill(fill), RecordFill(fill),
+        RecordJournal((entry,)),
+        RecordEvent("fill", "strategy:a", 2.0, strategy="a", client_order_id="ll-a-1", payload={"price": "100.5"}),
+    ])
+    write_batch(connection, batch)
+    [loaded] = load_orders(connection, strategy="a", open_only=True)
+    assert loaded.filled == D("0.1") and loaded.trade_ids == frozenset({"t1"}) and loaded.price == D("100.5")
+    assert load_journal(connection) == [entry]
+    assert connection.execute("SELECT count(*) FROM fills").fetchone()[0] == 1
+    [event] = latest_events(connection, strategy="a")
+    assert event["kind"] == "fill" and event["payload"] == {"price": "100.5"}
+
+
+def test_the_schema_refuses_anything_but_a_limit_order(tmp_path):
+    connection = open_store(tmp_path / "s.sqlite")
+    with pytest.raises(sqlite3.IntegrityError):
+        connection.execute(
+            "INSERT INTO orders (client_order_id, strategy, venue, symbol, side, type, price, amount, filled,"
+            " state, created_at, updated_at) VALUES ('x','a','sim','BTC/USD','buy','market','1','1','0','OPEN',0,0)"
+        )
