@@ -78,6 +78,9 @@ class ChildContext:
     status: dict[str, Any]
     #: Which incarnation this is: 1 at the first start, +1 at every restart.
     incarnation: int
+    #: Set by the child: called when a snapshot is taken, so a busy actor does no status
+    #: work per message. What it returns is merged over ``status``.
+    status_provider: Callable[[], dict[str, Any]] | None = None
 
 
 class TaskStatusLike(Protocol):
@@ -147,6 +150,7 @@ class _Child:
     last_exit: Exit | None = None
     scope: trio.CancelScope | None = None
     done: trio.Event | None = None
+    context: ChildContext | None = None
     #: Set while its supervisor stops it on purpose, so the exit is not seen as a crash.
     stopping: bool = False
 
@@ -283,8 +287,12 @@ class Supervisor:
             else {"reason": child.last_exit.reason, "at": child.last_exit.wall_time},
             mailbox=None if spec.mailbox is None else spec.mailbox.snapshot(),
         )
-        if child.status:
-            node["status"] = dict(child.status)
+        status = dict(child.status)
+        provider = child.context.status_provider if child.context is not None else None
+        if provider is not None and child.running:
+            status.update(provider())
+        if status:
+            node["status"] = status
         return node
 
     async def _start(self, child: _Child) -> None:
@@ -315,6 +323,7 @@ class Supervisor:
             status=child.status,
             incarnation=incarnation,
         )
+        child.context = ctx
         started = False
 
         class _Started:

@@ -21,6 +21,12 @@ def fast_config_raw(tmp_path: Path, speed: float = 50.0) -> dict[str, Any]:
 
 
 @pytest.fixture
+def fast_raw(tmp_path: Path) -> dict[str, Any]:
+    """The default config, sped up, on a temp store, status on any free port."""
+    return fast_config_raw(tmp_path)
+
+
+@pytest.fixture
 def fast_config_path(tmp_path: Path) -> Path:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(fast_config_raw(tmp_path)))

@@ -18,7 +18,6 @@ from actors.messages import RecordEvent
 from store.db import load_journal, open_store
 from supervisors.app import App
 from supervisors.config import parse_config
-from tests.conftest import fast_config_raw
 
 
 class Watch:
@@ -47,8 +46,8 @@ def walk(node):
         yield from walk(child)
 
 
-async def test_shadow_mode_places_and_fills_limit_orders_and_keeps_the_books(tmp_path):
-    config = parse_config(fast_config_raw(tmp_path))
+async def test_shadow_mode_places_and_fills_limit_orders_and_keeps_the_books(fast_raw):
+    config = parse_config(fast_raw)
     watch = Watch()
     app = App(config, echo=watch)
     with trio.fail_after(60):
@@ -78,8 +77,8 @@ async def test_shadow_mode_places_and_fills_limit_orders_and_keeps_the_books(tmp
     assert settled == fills
 
 
-async def test_a_crashed_strategy_restarts_from_the_store_and_continues_its_sequence(tmp_path):
-    config = parse_config(fast_config_raw(tmp_path))
+async def test_a_crashed_strategy_restarts_from_the_store_and_continues_its_sequence(fast_raw):
+    config = parse_config(fast_raw)
     watch = Watch()
     app = App(config, echo=watch)
     with trio.fail_after(60):

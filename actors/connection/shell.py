@@ -31,8 +31,8 @@ async def shadow_connection_actor(
             await own_inbox.send(Tick(trio.current_time()))
             await trio.sleep(tick_interval)
 
-    ctx.status.update(core.status())
+    ctx.status_provider = core.status
     async with trio.open_nursery() as nursery:
         nursery.start_soon(tick)
         task_status.started()
-        await serve(ctx.inbox, core.handle, env, lambda: ctx.status.update(core.status()))
+        await serve(ctx.inbox, core.handle, env)

@@ -85,6 +85,10 @@ class LedgerCore:
         self.accounts: dict[str, Account] = {}
         #: Every reservation ever made, open or not: a late fill still finds its owner.
         self.reservations: dict[str, Reservation] = {}
+        #: The open ones, per strategy: what the invariants sum over (kept small and hot).
+        self._open: dict[str, dict[str, Reservation]] = {}
+        #: Accounts changed since the last :meth:`check_touched`.
+        self._touched: set[str] = set()
 
     @classmethod
     def from_journal(cls, entries: Iterable[JournalEntry]) -> "LedgerCore":
@@ -246,6 +250,7 @@ class LedgerCore:
     def apply(self, entry: JournalEntry) -> None:
         """Apply one journal entry. Used live and when rebuilding from the store."""
         account = self.accounts.setdefault(entry.strategy, Account(entry.strategy))
+        self._touched.add(entry.strategy)
         account.quote_free += entry.quote_free
         account.quote_reserved += entry.quote_reserved
         account.base_free += entry.base_free
@@ -257,7 +262,7 @@ class LedgerCore:
         cid = entry.client_order_id
         if entry.kind == "reserve":
             assert cid is not None and entry.side is not None
-            self.reservations[cid] = Reservation(
+            reservation = Reservation(
                 client_order_id=cid,
                 strategy=entry.strategy,
                 side=entry.side,
@@ -266,6 +271,8 @@ class LedgerCore:
                 quote_reserved=entry.quote_reserved,
                 base_reserved=entry.base_reserved,
             )
+            self.reservations[cid] = reservation
+            self._open.setdefault(entry.strategy, {})[cid] = reservation
         elif entry.kind in ("settle", "release") and cid in self.reservations:
             reservation = self.reservations[cid]
             reservation.quote_reserved += entry.quote_reserved
@@ -276,17 +283,25 @@ class LedgerCore:
                     reservation.trade_ids.add(entry.trade_id)
             else:
                 reservation.open = False
+                del self._open[entry.strategy][cid]
 
     # ------------------------------------------------------------- queries
 
     def open_reservations(self, strategy: str | None = None) -> list[Reservation]:
-        return [
-            r for r in self.reservations.values() if r.open and (strategy is None or r.strategy == strategy)
-        ]
+        if strategy is not None:
+            return list(self._open.get(strategy, {}).values())
+        return [r for by_cid in self._open.values() for r in by_cid.values()]
 
-    def check_invariants(self) -> None:
-        """Raise AssertionError naming the first broken invariant."""
-        for name, account in self.accounts.items():
+    def check_touched(self) -> None:
+        """Check the invariants of the accounts changed since the last call (cheap, per batch)."""
+        touched, self._touched = self._touched, set()
+        self.check_invariants(touched)
+
+    def check_invariants(self, strategies: Iterable[str] | None = None) -> None:
+        """Raise AssertionError naming the first broken invariant (of every account by default)."""
+        names = self.accounts if strategies is None else strategies
+        for name in names:
+            account = self.accounts[name]
             for field in ("quote_free", "quote_reserved", "base_free", "base_reserved"):
                 value = getattr(account, field)
                 assert value >= 0, f"{name}.{field} is negative: {value}"

@@ -17,7 +17,7 @@ async def reconciler_actor(
     inbox = ctx.inbox
     assert inbox is not None
     core = ReconcilerCore()
-    ctx.status.update(core.status())
+    ctx.status_provider = core.status
     task_status.started()
     while True:
         for venue in venues:
@@ -29,5 +29,4 @@ async def reconciler_actor(
             # recorded by now unless it is still in flight (the two-cycle rule covers that).
             record = await env.read_store(load_orders, venue=venue, open_only=True)
             await deliver(env.directory, core.on_cycle(record, snapshot, env.clock.now()))
-        ctx.status.update(core.status())
         await trio.sleep(interval)

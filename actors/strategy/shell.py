@@ -18,6 +18,6 @@ async def strategy_actor(
     core = StrategyCore(settings)
     core.restore(await env.read_store(load_orders, strategy=settings.name))
     await deliver(env.directory, core.start(env.clock.now()))
-    ctx.status.update(core.status())
+    ctx.status_provider = core.status
     task_status.started()
-    await serve(ctx.inbox, core.handle, env, lambda: ctx.status.update(core.status()))
+    await serve(ctx.inbox, core.handle, env)

@@ -1,0 +1,173 @@
+"""Strategy -> ledger -> strategy round trips through the real actors, against bare trio.
+
+Usage: python benchmarks/bench_roundtrip.py [--trips N] [--strategies K]
+
+Measures, in the same process and run:
+
+1. bare: one task sends a request on a trio memory channel, another answers on a second
+   channel; sequential round trips (latency p50/p99) and K concurrent clients (throughput);
+2. actors: the real writer and ledger actors under a real supervisor, with supervisor-owned
+   mailboxes; a "strategy" delivers ``Reserve`` as a strategy shell does and waits for
+   ``ReservationGranted`` in its own mailbox (the timed round trip), then sends ``Release``.
+   Every reservation and release is journaled to sqlite by the writer, as in production.
+   Same two shapes.
+
+Prints each figure and its ratio to bare. Targets: sequential latency within 2x of bare
+(issue 2); at least 100k reservations/s with 100 concurrent strategies (issue 3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import trio
+
+from actors.ledger.shell import ledger_actor
+from actors.messages import LEDGER, WRITER, Release, Reserve, ReservationGranted, Send
+from actors.orders import Side
+from actors.shell import ActorEnv, deliver
+from actors.strategy.settings import Allocation
+from actors.writer.shell import writer_actor
+from supervisors.mailbox import Mailbox
+from supervisors.tree import ChildSpec, RestartStrategy, Supervisor
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return ordered[len(ordered) // 2], ordered[int(len(ordered) * 0.99)]
+
+
+async def bare_sequential(trips: int) -> list[float]:
+    req_send, req_recv = trio.open_memory_channel(1024)
+    rep_send, rep_recv = trio.open_memory_channel(1024)
+
+    async def server():
+        async for message in req_recv:
+            await rep_send.send(message)
+
+    latencies = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server)
+        for i in range(trips):
+            start = time.perf_counter()
+            await req_send.send(i)
+            await rep_recv.receive()
+            latencies.append(time.perf_counter() - start)
+        nursery.cancel_scope.cancel()
+    return latencies
+
+
+async def bare_concurrent(trips: int, clients: int) -> float:
+    req_send, req_recv = trio.open_memory_channel(1024)
+    replies = [trio.open_memory_channel(16) for _ in range(clients)]
+
+    async def server():
+        async for client, message in req_recv:
+            await replies[client][0].send(message)
+
+    async def client(index: int, count: int):
+        for i in range(count):
+            await req_send.send((index, i))
+            await replies[index][1].receive()
+
+    per_client = trips // clients
+    async with trio.open_nursery() as outer:
+        outer.start_soon(server)
+        start = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for index in range(clients):
+                nursery.start_soon(client, index, per_client)
+        elapsed = time.perf_counter() - start
+        outer.cancel_scope.cancel()
+    return per_client * clients / elapsed
+
+
+class ActorRig:
+    """The real writer and ledger under a supervisor, plus K strategy mailboxes."""
+
+    def __init__(self, store: Path, strategies: int) -> None:
+        self.directory: dict = {}
+        self.env = ActorEnv(self.directory, store)
+        self.inboxes = {}
+        for index in range(strategies):
+            mailbox = Mailbox(64)
+            self.directory[f"strategy:s{index}"] = mailbox.send_channel
+            self.inboxes[index] = mailbox.open_receiver()
+        writer_box, ledger_box = Mailbox(8192), Mailbox(1024)
+        self.directory[WRITER] = writer_box.send_channel
+        self.directory[LEDGER] = ledger_box.send_channel
+        allocations = {f"s{i}": Allocation(quote=Decimal("1e12")) for i in range(strategies)}
+        self.root = Supervisor(
+            "root",
+            [
+                ChildSpec(WRITER, functools.partial(writer_actor, store_path=store, directory=self.directory), mailbox=writer_box),
+                ChildSpec(LEDGER, functools.partial(ledger_actor, allocations=allocations, env=self.env), mailbox=ledger_box),
+            ],
+            RestartStrategy.REST_FOR_ONE,
+        )
+        self.sequence = 0
+
+    async def trip(self, index: int) -> float:
+        """One reservation round trip, sent the way a strategy shell sends; its latency."""
+        self.sequence += 1
+        cid = f"s{index}-{self.sequence}"
+        reserve = Reserve(cid, f"s{index}", Side.BUY, "BTC/USD", "BTC", "USD", Decimal("100"), Decimal("0.01"), Decimal("0.001"), f"strategy:s{index}")
+        start = time.perf_counter()
+        await deliver(self.directory, [Send(LEDGER, reserve)])
+        reply = await self.inboxes[index].receive()
+        latency = time.perf_counter() - start
+        assert isinstance(reply, ReservationGranted), reply
+        # Free it again (journaled too), so the books stay small; not part of the round trip.
+        await deliver(self.directory, [Send(LEDGER, Release(cid, "benchmark"))])
+        return latency
+
+
+async def actors_sequential(rig: ActorRig, trips: int) -> list[float]:
+    return [await rig.trip(0) for _ in range(trips)]
+
+
+async def actors_concurrent(rig: ActorRig, trips: int, clients: int) -> float:
+    per_client = trips // clients
+
+    async def client(index: int):
+        for _ in range(per_client):
+            await rig.trip(index)
+
+    start = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for index in range(clients):
+            nursery.start_soon(client, index)
+    return per_client * clients / (time.perf_counter() - start)
+
+
+async def main(trips: int, clients: int) -> None:
+    bare_lat = await bare_sequential(trips)
+    bare_rate = await bare_concurrent(trips, clients)
+    with tempfile.TemporaryDirectory() as tmp:
+        rig = ActorRig(Path(tmp) / "bench.sqlite", clients)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(rig.root.run_root)
+            await actors_sequential(rig, min(2000, trips))  # warm up
+            actor_lat = await actors_sequential(rig, trips)
+            actor_rate = await actors_concurrent(rig, trips, clients)
+            nursery.cancel_scope.cancel()
+    b50, b99 = percentiles(bare_lat)
+    a50, a99 = percentiles(actor_lat)
+    print(f"round trips: {trips} sequential; {clients} concurrent clients")
+    print(f"bare trio request-reply     p50 {b50 * 1e6:7.1f} us  p99 {b99 * 1e6:7.1f} us  {1 / statistics.mean(bare_lat):9.0f} trips/s sequential  {bare_rate:9.0f} trips/s concurrent")
+    print(f"strategy->ledger->strategy  p50 {a50 * 1e6:7.1f} us  p99 {a99 * 1e6:7.1f} us  {1 / statistics.mean(actor_lat):9.0f} trips/s sequential  {actor_rate:9.0f} reservations/s concurrent")
+    print(f"ratio to bare: p50 {a50 / b50:.2f}x  p99 {a99 / b99:.2f}x  concurrent throughput {bare_rate / actor_rate:.2f}x slower")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--trips", type=int, default=20000)
+    parser.add_argument("--strategies", type=int, default=100)
+    args = parser.parse_args()
+    trio.run(main, args.trips, args.strategies)
