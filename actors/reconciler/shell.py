@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import trio
 
-from actors.messages import RECONCILER, ExchangeSnapshot, SnapshotRequest, connection_address
+from actors.messages import RECONCILER, WRITER, ExchangeSnapshot, RecordEvent, Send, SnapshotRequest, connection_address
 from actors.reconciler.core import ReconcilerCore
 from actors.shell import ActorEnv, deliver
 from store.db import load_orders
@@ -14,19 +14,31 @@ from supervisors.tree import ChildContext
 async def reconciler_actor(
     ctx: ChildContext, venues: list[str], interval: float, env: ActorEnv, *, task_status: trio.TaskStatus[None]
 ) -> None:
-    inbox = ctx.inbox
-    assert inbox is not None
+    assert ctx.inbox is not None
     core = ReconcilerCore()
     ctx.status_provider = core.status
     task_status.started()
     while True:
         for venue in venues:
-            await env.directory[connection_address(venue)].send(SnapshotRequest(RECONCILER))
-            snapshot = await inbox.receive()
-            if not isinstance(snapshot, ExchangeSnapshot):
-                raise TypeError(f"the reconciler expected a snapshot, got {type(snapshot).__name__}")
+            snapshot = await _ask(ctx.inbox, env, venue, timeout=max(interval, 1.0))
+            if snapshot is None:
+                event = RecordEvent("reconcile_skipped", RECONCILER, env.clock.now(), reason=f"venue {venue} did not answer")
+                await deliver(env.directory, [Send(WRITER, event)])
+                continue
             # Read the record after the snapshot: what was open on the exchange then is
             # recorded by now unless it is still in flight (the two-cycle rule covers that).
             record = await env.read_store(load_orders, venue=venue, open_only=True)
             await deliver(env.directory, core.on_cycle(record, snapshot, env.clock.now()))
         await trio.sleep(interval)
+
+
+async def _ask(inbox: trio.MemoryReceiveChannel, env: ActorEnv, venue: str, timeout: float) -> ExchangeSnapshot | None:
+    """This venue's snapshot, or None if it does not answer in time. Late answers to an
+    earlier question are dropped: a stale snapshot would invent differences."""
+    await deliver(env.directory, [Send(connection_address(venue), SnapshotRequest(RECONCILER))])
+    with trio.move_on_after(timeout):
+        while True:
+            message = await inbox.receive()
+            if isinstance(message, ExchangeSnapshot) and message.venue == venue:
+                return message
+    return None
