@@ -268,6 +268,7 @@ class RecordJournal:
 @attrs.frozen
 class SnapshotRequest:
     reply_to: str
+    request_id: int = 0
 
 
 @attrs.frozen
@@ -287,3 +288,5 @@ class ExchangeSnapshot:
     open_orders: tuple[ExchangeOrder, ...]
     balances: dict[str, Decimal]
     at: float
+    #: The request this answers: a late answer to an earlier request is recognizable.
+    request_id: int = 0

@@ -77,7 +77,7 @@ class ShadowConnectionCore:
         if isinstance(message, Subscribe):
             return self.subscribe(message, now)
         if isinstance(message, SnapshotRequest):
-            return [Send(message.reply_to, self.snapshot(now))]
+            return [Send(message.reply_to, self.snapshot(now, message.request_id))]
         raise TypeError(f"connection {self.venue} does not handle {type(message).__name__}")
 
     def subscribe(self, message: Subscribe, now: float) -> list[Send]:
@@ -141,7 +141,7 @@ class ShadowConnectionCore:
             out.append(Send(strategy_address(owner), report))
         return out
 
-    def snapshot(self, now: float) -> ExchangeSnapshot:
+    def snapshot(self, now: float, request_id: int = 0) -> ExchangeSnapshot:
         exchange = self.exchange.exchange
         return ExchangeSnapshot(
             venue=self.venue,
@@ -151,6 +151,7 @@ class ShadowConnectionCore:
             ),
             balances={asset: b.free + b.used for asset, b in exchange.balances.items()},
             at=now,
+            request_id=request_id,
         )
 
     def _event(self, kind: str, now: float, strategy: str | None, reason: str, cid: str | None = None) -> Send:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import trio
 
 from actors.messages import RECONCILER, WRITER, ExchangeSnapshot, RecordEvent, Send, SnapshotRequest, connection_address
@@ -16,11 +18,12 @@ async def reconciler_actor(
 ) -> None:
     assert ctx.inbox is not None
     core = ReconcilerCore()
+    requests = itertools.count(1)
     ctx.status_provider = core.status
     task_status.started()
     while True:
         for venue in venues:
-            snapshot = await _ask(ctx.inbox, env, venue, timeout=max(interval, 1.0))
+            snapshot = await _ask(ctx.inbox, env, venue, next(requests), timeout=max(interval, 1.0))
             if snapshot is None:
                 event = RecordEvent("reconcile_skipped", RECONCILER, env.clock.now(), reason=f"venue {venue} did not answer")
                 await deliver(env.directory, [Send(WRITER, event)])
@@ -32,13 +35,15 @@ async def reconciler_actor(
         await trio.sleep(interval)
 
 
-async def _ask(inbox: trio.MemoryReceiveChannel, env: ActorEnv, venue: str, timeout: float) -> ExchangeSnapshot | None:
+async def _ask(
+    inbox: trio.MemoryReceiveChannel, env: ActorEnv, venue: str, request_id: int, timeout: float
+) -> ExchangeSnapshot | None:
     """This venue's snapshot, or None if it does not answer in time. Late answers to an
     earlier question are dropped: a stale snapshot would invent differences."""
-    await deliver(env.directory, [Send(connection_address(venue), SnapshotRequest(RECONCILER))])
+    await deliver(env.directory, [Send(connection_address(venue), SnapshotRequest(RECONCILER, request_id))])
     with trio.move_on_after(timeout):
         while True:
             message = await inbox.receive()
-            if isinstance(message, ExchangeSnapshot) and message.venue == venue:
+            if isinstance(message, ExchangeSnapshot) and message.request_id == request_id:
                 return message
     return None
