@@ -15,7 +15,7 @@ import attrs
 
 from actors.orders import Order, Side
 from exchange.candles import Candle
-from exchange.markets import MarketRules
+from actors.strategy.preflight import VenueFacts
 
 LEDGER = "ledger"
 WRITER = "writer"
@@ -115,11 +115,11 @@ class Subscribe:
 
 
 @attrs.frozen
-class MarketInfo:
-    """The market's rules, sent to a strategy when it subscribes."""
+class VenueInfo:
+    """What the connection knows of its exchange, sent to a strategy when it subscribes:
+    the basis of its pre-flight checks."""
 
-    venue: str
-    rules: MarketRules
+    facts: VenueFacts
 
 
 @attrs.frozen
@@ -162,6 +162,15 @@ class OrderCanceled:
     at: float
     #: True when we cancelled it because its time-to-live ran out.
     expired: bool = False
+
+
+@attrs.frozen
+class CancelFailed:
+    """The exchange refused or failed a cancel; the order stays as it was."""
+
+    client_order_id: str
+    reason: str
+    at: float
 
 
 @attrs.frozen

@@ -6,6 +6,7 @@ connection actor that talks to it restarts.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from exchange.candles import Candle
@@ -31,6 +32,13 @@ class ShadowVenue:
             for candle in feed.due(clock):
                 closed.append((symbol, candle, self.exchange.match(symbol, candle, now)))
         return closed
+
+    def last_prices(self) -> dict[str, Decimal]:
+        """The latest close per market; before the replay starts, the first candle's open."""
+        prices = {}
+        for symbol, feed in self.feeds.items():
+            prices[symbol] = feed.candles[feed.cursor - 1].close if feed.cursor else feed.candles[feed.cursor].open
+        return prices
 
     def progress(self) -> dict[str, Any]:
         return {

@@ -45,7 +45,9 @@ from exchange.markets import MarketRules
 from exchange.matching import SimulatedExchange
 from exchange.replay import ReplayFeed
 from exchange.shadow import ShadowVenue
-from supervisors.config import Config, VenueConfig, data_path
+from actors.connection.core import ShadowConnectionCore
+from actors.strategy.preflight import preflight
+from supervisors.config import Config, VenueConfig, allocated_on, data_path
 from supervisors.mailbox import Mailbox
 from supervisors.status import status_actor
 from supervisors.tree import ChildSpec, RestartStrategy, Supervisor
@@ -130,7 +132,7 @@ class App:
         strategies = [
             ChildSpec(
                 strategy_address(s.name),
-                functools.partial(strategy_actor, settings=s, env=self.env),
+                functools.partial(strategy_actor, settings=s, allocated=allocated_on(self.config, venue.name), env=self.env),
                 mailbox=self._mailbox(strategy_address(s.name)),
             )
             for s in self.config.strategies
@@ -150,6 +152,20 @@ class App:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self.root.run_root(self.emit, task_status=task_status)
+
+
+def preflight_all(config: Config) -> dict[str, list[str]]:
+    """Every strategy's pre-flight problems, without starting anything (``limitline check``).
+
+    Uses the very facts a connection would send: for a simulated venue, its markets, its
+    balances and the price at the start of its replay.
+    """
+    facts = {
+        venue.name: ShadowConnectionCore(venue.name, build_shadow_venue(venue)).facts() for venue in config.venues
+    }
+    return {
+        s.name: preflight(s, facts[s.venue], allocated_on(config, s.venue)) for s in config.strategies
+    }
 
 
 def build_shadow_venue(venue: VenueConfig) -> ShadowVenue:

@@ -5,8 +5,9 @@
   flushes the store; a second signal exits at once.
 - ``limitline check [-c CONFIG]``: check the config without starting anything.
 
-Exit status: 0 done, 1 the runtime failed (a supervisor gave up), 2 the config or the
-command line is wrong, 130 stopped at once by a second signal.
+Exit status: 0 done, 1 the runtime failed (a supervisor gave up) or, for ``check``, a
+strategy failed its pre-flight checks, 2 the config or the command line is wrong, 130
+stopped at once by a second signal.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Sequence
 import trio
 
 from actors.messages import RecordEvent
-from supervisors.app import App
+from supervisors.app import App, preflight_all
 from supervisors.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from supervisors.tree import ShutdownTimeout, SupervisorGaveUp
 
@@ -31,7 +32,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FORCED = 0, 1, 2, 130
 #: Events worth a line on the console; everything is in the event log anyway.
 ECHOED = {
     "order_placed", "fill", "order_rejected", "order_canceled", "order_expired", "strategy_active",
-    "strategy_inactive", "child_exited", "child_restarting", "supervisor_gave_up", "child_abandoned",
+    "preflight_failed", "breaker_open", "breaker_half_open", "breaker_closed", "child_exited", "child_restarting", "supervisor_gave_up", "child_abandoned",
     "reconcile_difference",
 }
 
@@ -55,10 +56,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_USAGE
     if args.command == "check":
-        for strategy in config.strategies:
-            print(f"ok  {strategy.name}: {strategy.symbol} on {strategy.venue} ({strategy.mode})")
-        return EXIT_OK
+        return _check(config)
     return trio.run(_run, config, args.quiet)
+
+
+def _check(config: Config) -> int:
+    """Run every pre-flight check; one line per strategy; 1 if any fails."""
+    failed = 0
+    for name, problems in preflight_all(config).items():
+        if problems:
+            failed += 1
+            print(f"FAIL  {name}: {'; '.join(problems)}")
+        else:
+            strategy = next(s for s in config.strategies if s.name == name)
+            print(f"ok    {name}: {strategy.symbol} on {strategy.venue} ({strategy.mode})")
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 async def _run(config: Config, quiet: bool) -> int:

@@ -1,19 +1,15 @@
-"""The YAML config: its shape (attrs classes structured by cattrs) and every check of it.
+"""The YAML config: its shape (attrs classes structured by cattrs) and the checks that stop
+the whole process.
 
 :func:`load_config` returns a :class:`Config` or raises :class:`ConfigError` holding *every*
-problem found, each as ``path: what is expected, got what`` (for example
-``strategies[0].sizing.quote: must be greater than 0, got -5``). Unknown keys are
-problems too: a typo must not silently fall back to a default.
+problem found, each as ``path: what is expected, got what``. Unknown keys are problems
+too: a typo must not silently fall back to a default.
 
-Documented bounds of strategy parameters (see also ``actors/strategy/rules.py``):
-
-| field | bounds |
-|---|---|
-| ``limit_offset_bps`` | -500 .. 500 (negative crosses through the close) |
-| ``ttl_seconds`` | 60 .. 2,592,000 (30 days), market time |
-| ``cooldown_seconds`` | 0 .. 2,592,000, market time |
-| ``max_open_orders`` | 1 .. 100 |
-| replay ``speed`` | greater than 0, at most 10,000 candles per second |
+Two levels, on purpose: what makes the process impossible to build (a wrong type, an
+unknown venue, a duplicate name, a bad venue setting, live mode not armed) is a config
+error and exits with status 2. What concerns one strategy's parameters, or its market and
+allocation, is a *pre-flight* failure (``actors/strategy/preflight.py``): that strategy
+stays inactive with the message and every other one runs.
 """
 
 from __future__ import annotations
@@ -33,7 +29,6 @@ from actors.strategy.rules import Change, SmaCross, TriggerSpec
 from actors.strategy.settings import Allocation, Sizing, StrategySettings
 
 DEFAULT_CONFIG = Path(__file__).with_name("default_config.yaml")
-MAX_SECONDS = 30 * 24 * 3600
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -239,44 +234,15 @@ def check_config(config: Config) -> list[str]:
             need(symbol in venue.replay, f"{at}.replay", f"a simulated venue needs replay data for {symbol}")
 
     names: set[str] = set()
-    used: dict[tuple[str, str], Decimal] = {}
     for i, s in enumerate(config.strategies):
         at = f"strategies[{i}]"
         need(bool(NAME.match(s.name)), f"{at}.name", f"must be 1-64 letters, digits, '_', '.' or '-', got {s.name!r}")
         need(s.name not in names, f"{at}.name", f"another strategy is already named {s.name!r}")
         names.add(s.name)
-        venue = venues.get(s.venue)
-        if venue is None:
+        if s.venue not in venues:
             problems.append(f"{at}.venue: no venue is named {s.venue!r} (venues: {sorted(venues)})")
-        elif s.symbol not in {m.symbol for m in venue.markets}:
-            problems.append(f"{at}.symbol: {s.symbol!r} is not a market of venue {s.venue!r}")
-        else:
-            base, _, quote = s.symbol.partition("/")
-            used[(s.venue, quote)] = used.get((s.venue, quote), Decimal(0)) + s.allocation.quote
-            used[(s.venue, base)] = used.get((s.venue, base), Decimal(0)) + s.allocation.base
         if s.mode == "live":
             problems.append(f"{at}.mode: live trading needs a ccxt venue and `limitline run --live`; venue {s.venue!r} is simulated")
-        problems += _sizing_problems(s, at)
-        need(s.allocation.quote >= 0, f"{at}.allocation.quote", f"must be 0 or more, got {s.allocation.quote}")
-        need(s.allocation.base >= 0, f"{at}.allocation.base", f"must be 0 or more, got {s.allocation.base}")
-        need(s.allocation.quote > 0 or s.allocation.base > 0, f"{at}.allocation", "give the strategy capital (quote) or inventory (base), or both")
-        need(s.buy is not None or s.sell is not None, at, "needs a buy or a sell trigger")
-        for side in ("buy", "sell"):
-            spec = getattr(s, side)
-            if spec is not None:
-                problems += [f"{at}.{side}: {p}" for p in spec.problems()]
-        need(Decimal(-500) <= s.limit_offset_bps <= 500, f"{at}.limit_offset_bps", f"must be between -500 and 500, got {s.limit_offset_bps}")
-        need(60 <= s.ttl_seconds <= MAX_SECONDS, f"{at}.ttl_seconds", f"must be between 60 and {MAX_SECONDS}, got {s.ttl_seconds}")
-        need(0 <= s.cooldown_seconds <= MAX_SECONDS, f"{at}.cooldown_seconds", f"must be between 0 and {MAX_SECONDS}, got {s.cooldown_seconds}")
-        need(1 <= s.max_open_orders <= 100, f"{at}.max_open_orders", f"must be between 1 and 100, got {s.max_open_orders}")
-
-    for (venue_name, asset), total in sorted(used.items()):
-        balance = venues[venue_name].balances.get(asset, Decimal(0))
-        need(
-            total <= balance,
-            f"venues.{venue_name}.balances.{asset}",
-            f"the strategies are allocated {total} {asset} in all, more than the balance {balance}",
-        )
     return problems
 
 
@@ -300,15 +266,16 @@ def _market_problems(market: MarketConfig, at: str) -> list[str]:
     return out
 
 
-def _sizing_problems(s: StrategySettings, at: str) -> list[str]:
-    sizing = s.sizing
-    given = [name for name in ("quote", "base") if getattr(sizing, name) is not None]
-    if len(given) != 1:
-        return [f"{at}.sizing: give exactly one of quote or base, got {given or 'neither'}"]
-    value = getattr(sizing, given[0])
-    if value <= 0:
-        return [f"{at}.sizing.{given[0]}: must be greater than 0, got {value}"]
-    return []
+def allocated_on(config: Config, venue: str) -> dict[str, Decimal]:
+    """Every strategy's allocation on ``venue``, summed per asset."""
+    totals: dict[str, Decimal] = {}
+    for s in config.strategies:
+        if s.venue != venue:
+            continue
+        base, _, quote = s.symbol.partition("/")
+        totals[quote] = totals.get(quote, Decimal(0)) + s.allocation.quote
+        totals[base] = totals.get(base, Decimal(0)) + s.allocation.base
+    return totals
 
 
 def data_path(data: str) -> Path:

@@ -28,20 +28,33 @@ def limitline(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_check_passes_on_the_default_config(tmp_path):
     result = limitline("check", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "ok  sma-cross" in result.stdout and "ok  dip-buyer" in result.stdout
+    assert "ok    sma-cross: BTC/USD on sim (shadow)" in result.stdout
+    assert "ok    dip-buyer: BTC/USD on sim (shadow)" in result.stdout
+
+
+def test_check_fails_with_one_line_per_strategy_and_exit_1(tmp_path):
+    raw = yaml.safe_load((ROOT / "config.yaml").read_text())
+    raw["strategies"][0]["sizing"]["quote"] = -5
+    path = tmp_path / "one-bad.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    result = limitline("check", "-c", str(path), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        "FAIL  sma-cross: sizing.quote: must be greater than 0, got -5",
+        "ok    dip-buyer: BTC/USD on sim (shadow)",
+    ]
 
 
 def test_an_invalid_config_exits_2_with_every_problem_and_no_traceback(tmp_path):
     raw = yaml.safe_load((ROOT / "config.yaml").read_text())
-    raw["strategies"][0]["sizing"]["quote"] = -5
-    raw["strategies"][1]["max_open_orders"] = 0
+    raw["strategies"][0]["venue"] = "nowhere"
+    raw["strategies"][1]["max_open_ordrs"] = 0
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(raw))
     for command in ("run", "check"):
         result = limitline(command, "-c", str(path), cwd=tmp_path)
         assert result.returncode == 2
-        assert "strategies[0].sizing.quote: must be greater than 0, got -5" in result.stderr
-        assert "strategies[1].max_open_orders: must be between 1 and 100, got 0" in result.stderr
+        assert "strategies[1].max_open_ordrs: unknown field (check its spelling)" in result.stderr
         assert "Traceback" not in result.stderr
 
 

@@ -31,8 +31,8 @@ def test_the_embedded_default_is_the_top_level_config_and_is_valid():
 
 def test_a_bad_value_names_its_path_and_what_is_expected():
     raw = default_raw()
-    raw["strategies"][0]["sizing"]["quote"] = -5
-    assert problems_of(raw) == ["strategies[0].sizing.quote: must be greater than 0, got -5"]
+    raw["venues"][0]["volume_share"] = -5
+    assert problems_of(raw) == ["venues[0].volume_share: must be greater than 0 and at most 1, got -5"]
 
 
 def test_every_structural_problem_is_listed_at_once():
@@ -51,22 +51,26 @@ def test_every_structural_problem_is_listed_at_once():
     )
 
 
-def test_every_semantic_problem_is_listed_at_once():
+def test_every_problem_that_stops_the_process_is_listed_at_once():
     raw = default_raw()
     raw["strategies"][0]["venue"] = "nowhere"
-    raw["strategies"][1]["allocation"]["quote"] = 50000
-    raw["strategies"][1]["limit_offset_bps"] = 900
-    raw["strategies"][1]["buy"] = {"kind": "sma_cross", "fast": 30, "slow": 10}
     raw["strategies"][1]["name"] = "sma-cross"
     raw["venues"][0]["replay"]["BTC/USD"]["speed"] = 0
+    raw["venues"][0]["markets"][0]["tick_size"] = 0
     assert problems_of(raw) == [
+        "venues[0].markets[0].tick_size: must be greater than 0, got 0",
         "venues[0].replay.BTC/USD.speed: must be greater than 0 and at most 10000 candles per second, got 0",
         "strategies[0].venue: no venue is named 'nowhere' (venues: ['sim'])",
         "strategies[1].name: another strategy is already named 'sma-cross'",
-        "strategies[1].buy: fast and slow must satisfy 1 <= fast < slow <= 1000, got fast=30 slow=10",
-        "strategies[1].limit_offset_bps: must be between -500 and 500, got 900",
-        "venues.sim.balances.USD: the strategies are allocated 50000 USD in all, more than the balance 20000",
     ]
+
+
+def test_a_strategys_own_parameters_are_left_to_its_preflight():
+    raw = default_raw()
+    raw["strategies"][0]["sizing"]["quote"] = -5
+    raw["strategies"][0]["max_open_orders"] = 0
+    config = parse_config(raw)  # the process can start; that strategy will stay inactive
+    assert config.strategies[0].max_open_orders == 0
 
 
 def test_live_mode_cannot_be_armed_from_the_yaml_alone():

@@ -11,7 +11,6 @@ from actors.messages import (
     CancelOrder,
     CandleClosed,
     FillReport,
-    MarketInfo,
     OrderAccepted,
     OrderCanceled,
     OrderDurable,
@@ -23,9 +22,11 @@ from actors.messages import (
     ReservationGranted,
     SubmitOrder,
     Subscribe,
+    VenueInfo,
 )
 from actors.orders import OrderState, Side
 from actors.strategy.core import StrategyCore
+from actors.strategy.preflight import VenueFacts
 from actors.strategy.rules import Change
 from actors.strategy.settings import Allocation, Sizing, StrategySettings
 from exchange.candles import Candle
@@ -53,6 +54,13 @@ def candle(i: int, close: str) -> CandleClosed:
     return CandleClosed("sim", "BTC/USD", Candle(i * HOUR, c, c, c, c, D("10")))
 
 
+def facts(**overrides) -> VenueFacts:
+    values = dict(venue="sim", connection_error=None, markets={"BTC/USD": MARKET},
+                  balances={"USD": D("10000"), "BTC": D("5")}, last_prices={"BTC/USD": D("100")})
+    values.update(overrides)
+    return VenueFacts(**values)
+
+
 def events(sends, kind=None):
     return [s.message for s in sends if isinstance(s.message, RecordEvent) and (kind is None or s.message.kind == kind)]
 
@@ -65,7 +73,7 @@ def active_core(**overrides) -> StrategyCore:
     core = StrategyCore(settings(**overrides))
     start = core.start(0.0)
     assert [type(s.message) for s in start][0] is Subscribe
-    assert core.handle(MarketInfo("sim", MARKET), 0.0) == []  # balances not known yet
+    assert core.handle(VenueInfo(facts()), 0.0) == []  # the ledger has not answered yet
     assert not core.active
     out = core.handle(AccountInfo("dip", D("1000"), D(0), D(0), D(0)), 0.0)
     assert core.active and events(out, "strategy_active")
@@ -216,4 +224,18 @@ def test_inactive_strategies_block_with_why():
     core = StrategyCore(settings())
     core.handle(candle(0, "100"), 1.0)
     out = core.handle(candle(1, "98"), 2.0)
-    assert events(out, "blocked")[0].reason.startswith("inactive: waiting for the market's rules")
+    assert events(out, "blocked")[0].reason.startswith("inactive: pre-flight: waiting for the exchange")
+
+
+def test_a_failed_preflight_keeps_the_strategy_inactive_with_the_message():
+    core = StrategyCore(settings(sizing=Sizing(quote=D("5"))))
+    core.handle(VenueInfo(facts()), 0.0)
+    out = core.handle(AccountInfo("dip", D("1000"), D(0), D(0), D(0)), 0.0)
+    [failed] = events(out, "preflight_failed")
+    assert failed.reason == "pre-flight failed: sizing.quote: 5 USD is below the market's minimum notional 10 USD"
+    assert not core.active
+    assert core.status()["inactive_reason"] == failed.reason
+    core.handle(candle(0, "100"), 1.0)
+    out = core.handle(candle(1, "98"), 2.0)
+    assert messages(out, Reserve) == []
+    assert events(out, "blocked")[0].reason == f"inactive: {failed.reason}"

@@ -19,26 +19,27 @@ from typing import Any
 from actors.messages import (
     LEDGER,
     WRITER,
+    CancelFailed,
     CancelOrder,
     CandleClosed,
     ExchangeOrder,
     ExchangeSnapshot,
     FillReport,
-    MarketInfo,
     OrderAccepted,
     OrderCanceled,
     OrderRejected,
-    RecordEvent,
     RecordFill,
     Send,
     SnapshotRequest,
     SubmitOrder,
     Subscribe,
     Tick,
+    VenueInfo,
     connection_address,
     strategy_address,
 )
 from actors.orders import Order
+from actors.strategy.preflight import VenueFacts
 from exchange.matching import Rejection, SimFill
 from exchange.shadow import ShadowVenue
 
@@ -81,14 +82,22 @@ class ShadowConnectionCore:
         raise TypeError(f"connection {self.venue} does not handle {type(message).__name__}")
 
     def subscribe(self, message: Subscribe, now: float) -> list[Send]:
+        """Candles of the market from now on, and the facts for the pre-flight checks."""
         to = strategy_address(message.strategy)
-        rules = self.exchange.exchange.markets.get(message.symbol)
-        if rules is None:
-            return [self._event("subscribe_failed", now, message.strategy, f"market {message.symbol} does not exist on {self.venue}")]
         subscribers = self.subscribers.setdefault(message.symbol, [])
         if to not in subscribers:
             subscribers.append(to)
-        return [Send(to, MarketInfo(self.venue, rules))]
+        return [Send(to, VenueInfo(self.facts()))]
+
+    def facts(self) -> VenueFacts:
+        exchange = self.exchange.exchange
+        return VenueFacts(
+            venue=self.venue,
+            connection_error=None,  # the simulated exchange is always reachable
+            markets=dict(exchange.markets),
+            balances={asset: b.free + b.used for asset, b in exchange.balances.items()},
+            last_prices=self.exchange.last_prices(),
+        )
 
     def submit(self, order: Order, now: float) -> list[Send]:
         to = strategy_address(order.strategy)
@@ -105,7 +114,8 @@ class ShadowConnectionCore:
         result = self.exchange.exchange.cancel_order(message.client_order_id)
         if isinstance(result, Rejection):
             # Most often it filled in the meantime; the fill report settles it.
-            return [self._event("cancel_failed", now, message.strategy, f"{result.message} (code {result.code})", message.client_order_id)]
+            failed = CancelFailed(message.client_order_id, f"{result.message} (code {result.code})", now)
+            return [Send(strategy_address(message.strategy), failed)]
         canceled = OrderCanceled(message.client_order_id, message.reason, now, expired=message.reason == "expired")
         return [Send(strategy_address(message.strategy), canceled), Send(LEDGER, canceled)]
 
@@ -152,10 +162,4 @@ class ShadowConnectionCore:
             balances={asset: b.free + b.used for asset, b in exchange.balances.items()},
             at=now,
             request_id=request_id,
-        )
-
-    def _event(self, kind: str, now: float, strategy: str | None, reason: str, cid: str | None = None) -> Send:
-        return Send(
-            WRITER,
-            RecordEvent(kind=kind, actor=self.address, at=now, strategy=strategy, client_order_id=cid, reason=reason),
         )

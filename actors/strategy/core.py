@@ -13,17 +13,17 @@ exchange's answers move it on (``actors.orders`` holds the table).
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Any, Mapping
 
 from actors.messages import (
     LEDGER,
     WRITER,
     AccountInfo,
     AccountQuery,
+    CancelFailed,
     CancelOrder,
     CandleClosed,
     FillReport,
-    MarketInfo,
     OrderAccepted,
     OrderCanceled,
     OrderDurable,
@@ -37,6 +37,7 @@ from actors.messages import (
     Send,
     SubmitOrder,
     Subscribe,
+    VenueInfo,
     connection_address,
     strategy_address,
 )
@@ -50,6 +51,8 @@ from actors.orders import (
     parse_sequence,
     transition,
 )
+from actors.strategy.breaker import BreakerChange, CircuitBreaker
+from actors.strategy.preflight import VenueFacts, preflight
 from actors.strategy.rules import RuleOutcome, make_trigger
 from actors.strategy.settings import StrategySettings
 from exchange.candles import Candle
@@ -59,15 +62,21 @@ BPS = Decimal(10000)
 
 
 class StrategyCore:
-    def __init__(self, settings: StrategySettings) -> None:
+    def __init__(self, settings: StrategySettings, allocated: Mapping[str, Decimal] | None = None) -> None:
+        """``allocated``: every strategy's allocation on this venue, per asset (pre-flight
+        checks that they fit the account's balance)."""
         self.settings = settings
+        self.allocated = dict(allocated or {})
+        self.breaker = CircuitBreaker(settings.breaker)
         self.name = settings.name
         self.address = strategy_address(settings.name)
         self.connection = connection_address(settings.venue)
         self.market: MarketRules | None = None
         self.active = False
-        self.inactive_reason = "waiting for the market's rules and the ledger's balances"
+        self.inactive_reason = "pre-flight: waiting for the exchange connection and the ledger"
         self._balances_known = False
+        self._venue: VenueFacts | None = None
+        self.preflight_problems: list[str] = []
         #: Orders not yet final, by client order id.
         self.orders: dict[str, Order] = {}
         self.next_sequence = 1
@@ -103,6 +112,8 @@ class StrategyCore:
             "open_orders": len(self.orders),
             "held": str(self.held),
             "mode": self.settings.mode,
+            "preflight_problems": self.preflight_problems,
+            "breaker": self.breaker.status(),
         }
 
     # -------------------------------------------------------------- dispatch
@@ -110,8 +121,9 @@ class StrategyCore:
     def handle(self, message: Any, now: float) -> list[Send]:
         if isinstance(message, CandleClosed):
             return self.on_candle(message.candle, now)
-        if isinstance(message, MarketInfo):
-            return self.on_market(message.rules, now)
+        if isinstance(message, VenueInfo):
+            self._venue = message.facts
+            return self._maybe_activate(now)
         if isinstance(message, AccountInfo):
             self.held = message.base_free + message.base_reserved
             self._balances_known = True
@@ -123,34 +135,41 @@ class StrategyCore:
         if isinstance(message, OrderDurable):
             return self._on_durable(message.client_order_id, now)
         if isinstance(message, OrderAccepted):
-            return self._advance(
+            out = self._advance(
                 message.client_order_id, Trigger.ACCEPTED, now, exchange_order_id=message.exchange_order_id
             )
+            return out + self._breaker_events(self.breaker.success(now), now)
         if isinstance(message, OrderRejected):
             out = self._advance(message.client_order_id, Trigger.REJECTED, now, reason=message.reason)
-            return out + [self._event("order_rejected", now, message.client_order_id, reason=message.reason)]
+            out.append(self._event("order_rejected", now, message.client_order_id, reason=message.reason))
+            return out + self._breaker_events(self.breaker.failure(now, message.reason), now)
         if isinstance(message, OrderCanceled):
-            return self._on_canceled(message, now)
+            return self._on_canceled(message, now) + self._breaker_events(self.breaker.success(now), now)
         if isinstance(message, OrderOutcomeUnknown):
-            return self._advance(message.client_order_id, Trigger.OUTCOME_UNKNOWN, now, reason=message.reason)
+            out = self._advance(message.client_order_id, Trigger.OUTCOME_UNKNOWN, now, reason=message.reason)
+            return out + self._breaker_events(self.breaker.failure(now, message.reason), now)
+        if isinstance(message, CancelFailed):
+            out = [self._event("cancel_failed", now, message.client_order_id, reason=message.reason)]
+            return out + self._breaker_events(self.breaker.failure(now, message.reason), now)
         if isinstance(message, FillReport):
             return self._on_fill(message, now)
         raise TypeError(f"strategy {self.name} does not handle {type(message).__name__}")
 
     # ---------------------------------------------------------------- market
 
-    def on_market(self, rules: MarketRules, now: float) -> list[Send]:
-        self.market = rules
-        if not rules.active:
-            self.inactive_reason = f"market {rules.symbol} is not active on {self.settings.venue}"
-            return [self._event("strategy_inactive", now, reason=self.inactive_reason)]
-        return self._maybe_activate(now)
-
     def _maybe_activate(self, now: float) -> list[Send]:
-        if self.active or self.market is None or not self.market.active or not self._balances_known:
+        """Run the pre-flight checks once both the exchange and the ledger have answered."""
+        if self.active or self._venue is None or not self._balances_known:
             return []
+        self.preflight_problems = preflight(self.settings, self._venue, self.allocated)
+        if self.preflight_problems:
+            self.inactive_reason = f"pre-flight failed: {self.preflight_problems[0]}"
+            return [
+                self._event("preflight_failed", now, reason=self.inactive_reason, payload={"problems": self.preflight_problems})
+            ]
+        self.market = self._venue.markets[self.settings.symbol]
         self.active = True
-        return [self._event("strategy_active", now, payload={"symbol": self.market.symbol, "held": str(self.held)})]
+        return [self._event("strategy_active", now, reason="pre-flight passed", payload={"symbol": self.market.symbol, "held": str(self.held)})]
 
     def on_candle(self, candle: Candle, now: float) -> list[Send]:
         self.market_time = candle.ts
@@ -178,9 +197,10 @@ class StrategyCore:
     # -------------------------------------------------------------- decisions
 
     def _decide(self, side: Side, outcome: RuleOutcome, candle: Candle, now: float) -> list[Send]:
-        blocked = self._blocked_reason(side, candle)
+        blocked, changes = self._blocked_reason(side, candle, now)
+        out = self._breaker_events(changes, now)
         if blocked is not None:
-            return [self._event("blocked", now, rule=outcome.rule, reason=blocked, payload={"side": side.value})]
+            return out + [self._event("blocked", now, rule=outcome.rule, reason=blocked, payload={"side": side.value})]
         assert self.market is not None
         market = self.market
         offset = self.settings.limit_offset_bps / BPS
@@ -194,7 +214,7 @@ class StrategyCore:
             amount = market.round_amount(self._sellable())
         problem = market.violation(price, amount)
         if problem is not None:
-            return [self._event("blocked", now, rule=outcome.rule, reason=problem, payload={"side": side.value})]
+            return out + [self._event("blocked", now, rule=outcome.rule, reason=problem, payload={"side": side.value})]
         cid = client_order_id(self.name, self.next_sequence)
         self.next_sequence += 1
         order = Order(
@@ -212,7 +232,7 @@ class StrategyCore:
         )
         self.orders[cid] = order
         self._placed_at[cid] = candle.ts
-        return [
+        return out + [
             Send(
                 LEDGER,
                 Reserve(
@@ -230,23 +250,27 @@ class StrategyCore:
             )
         ]
 
-    def _blocked_reason(self, side: Side, candle: Candle) -> str | None:
-        """Why the strategy must not act now, or None. Checked in this order."""
+    def _blocked_reason(self, side: Side, candle: Candle, now: float) -> tuple[str | None, list[BreakerChange]]:
+        """Why the strategy must not act now (None: it may), checked in this order, and any
+        change of the breaker's state that asking caused."""
         if not self.active:
-            return f"inactive: {self.inactive_reason}"
+            return f"inactive: {self.inactive_reason}", []
         unknown = [o.client_order_id for o in self.orders.values() if o.state is OrderState.UNKNOWN]
         if unknown:
-            return f"order {unknown[0]} is UNKNOWN: no new order on {self.settings.symbol} until it is resolved"
+            return f"order {unknown[0]} is UNKNOWN: no new order on {self.settings.symbol} until it is resolved", []
+        reason, changes = self.breaker.blocked_reason(now)
+        if reason is not None:
+            return reason, changes
         if self.cooldown_until is not None and candle.ts < self.cooldown_until:
-            return f"cooldown after a fill until {self.cooldown_until} (market time)"
+            return f"cooldown after a fill until {self.cooldown_until} (market time)", changes
         if len(self.orders) >= self.settings.max_open_orders:
-            return f"max open orders reached ({self.settings.max_open_orders})"
+            return f"max open orders reached ({self.settings.max_open_orders})", changes
         if side is Side.SELL and self._sellable() <= 0:
             base = self.market.base if self.market else "base asset"
             if self.held <= 0:
-                return f"nothing to sell: holds no {base}"
-            return f"nothing to sell: all {self.held} {base} held is already in open sell orders"
-        return None
+                return f"nothing to sell: holds no {base}", changes
+            return f"nothing to sell: all {self.held} {base} held is already in open sell orders", changes
+        return None, changes
 
     def _sellable(self) -> Decimal:
         """Inventory not already offered by this strategy's own open sell orders."""
@@ -277,6 +301,7 @@ class StrategyCore:
         order = self.orders.get(cid)
         if order is None or order.state is not OrderState.SUBMITTING:
             return out
+        self.breaker.sent(cid)
         return out + [
             Send(self.connection, SubmitOrder(order)),
             self._event(
@@ -331,6 +356,12 @@ class StrategyCore:
         ]
 
     # ------------------------------------------------------------- machinery
+
+    def _breaker_events(self, changes: list[BreakerChange], now: float) -> list[Send]:
+        return [
+            self._event(f"breaker_{change.new.value}", now, reason=change.reason, payload={"from": change.old.value})
+            for change in changes
+        ]
 
     def _advance(self, cid: str, trigger: Trigger, now: float, durable: bool = False, **changes: Any) -> list[Send]:
         """Move one order through the table and record it; refuse what the table forbids."""

@@ -7,6 +7,7 @@ from typing import Literal
 
 import attrs
 
+from actors.strategy.breaker import BreakerSettings
 from actors.strategy.rules import TriggerSpec
 
 
@@ -43,4 +44,5 @@ class StrategySettings:
     #: Market-time seconds after a fill during which no new order is placed.
     cooldown_seconds: int = 0
     max_open_orders: int = 1
+    breaker: BreakerSettings = BreakerSettings()
     mode: Literal["shadow", "live"] = "shadow"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+from typing import Mapping
+
 import trio
 
 from actors.shell import ActorEnv, deliver, serve
@@ -12,10 +15,16 @@ from supervisors.tree import ChildContext
 
 
 async def strategy_actor(
-    ctx: ChildContext, settings: StrategySettings, env: ActorEnv, *, task_status: trio.TaskStatus[None]
+    ctx: ChildContext,
+    settings: StrategySettings,
+    allocated: Mapping[str, Decimal],
+    env: ActorEnv,
+    *,
+    task_status: trio.TaskStatus[None],
 ) -> None:
+    """``allocated``: all strategies' allocations on this venue, per asset (for pre-flight)."""
     assert ctx.inbox is not None
-    core = StrategyCore(settings)
+    core = StrategyCore(settings, allocated)
     core.restore(await env.read_store(load_orders, strategy=settings.name))
     await deliver(env.directory, core.start(env.clock.now()))
     ctx.status_provider = core.status

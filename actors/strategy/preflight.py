@@ -1,0 +1,136 @@
+"""Pre-flight checks: what must hold before a strategy may place any order.
+
+Run at start-up and at every restart of the strategy, and by ``limitline check``. A
+failure leaves that strategy inactive with the message, and every other strategy running.
+Each message says what is wrong and what to change.
+
+Documented bounds of the parameters (also in the README):
+
+| field | bounds |
+|---|---|
+| ``limit_offset_bps`` | -500 .. 500 (negative crosses through the close) |
+| ``ttl_seconds`` | 60 .. 2,592,000 (30 days), market time |
+| ``cooldown_seconds`` | 0 .. 2,592,000, market time |
+| ``max_open_orders`` | 1 .. 100 |
+| ``breaker.threshold`` | 1 .. 100 failures |
+| ``breaker.cooldown_seconds`` | 1 .. ``breaker.max_cooldown_seconds`` <= 86,400 |
+| triggers | see ``actors/strategy/rules.py`` |
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Mapping
+
+import attrs
+
+from actors.strategy.settings import StrategySettings
+from exchange.markets import MarketRules
+
+MAX_SECONDS = 30 * 24 * 3600
+
+
+@attrs.frozen
+class VenueFacts:
+    """What the exchange connection knows, or why it does not."""
+
+    venue: str
+    #: None when the connection is up; otherwise what went wrong (e.g. bad credentials).
+    connection_error: str | None
+    markets: Mapping[str, MarketRules]
+    #: The account's total balance per asset on the exchange.
+    balances: Mapping[str, Decimal]
+    #: The latest price per market, when known: used to check the order size.
+    last_prices: Mapping[str, Decimal]
+
+
+def parameter_problems(s: StrategySettings) -> list[str]:
+    """Checks of the strategy's own parameters, needing no exchange."""
+    out = _sizing_problems(s)
+    if s.allocation.quote < 0 or s.allocation.base < 0:
+        out.append(f"allocation: must not be negative, got quote {s.allocation.quote} base {s.allocation.base}")
+    elif s.allocation.quote == 0 and s.allocation.base == 0:
+        out.append("allocation: the strategy has no capital or inventory; set allocation.quote or allocation.base")
+    if s.buy is None and s.sell is None:
+        out.append("triggers: no buy and no sell trigger; add at least one")
+    for side in ("buy", "sell"):
+        spec = getattr(s, side)
+        if spec is not None:
+            out += [f"{side}: {problem}" for problem in spec.problems()]
+    if not Decimal(-500) <= s.limit_offset_bps <= 500:
+        out.append(f"limit_offset_bps: must be between -500 and 500, got {s.limit_offset_bps}")
+    if not 60 <= s.ttl_seconds <= MAX_SECONDS:
+        out.append(f"ttl_seconds: must be between 60 and {MAX_SECONDS}, got {s.ttl_seconds}")
+    if not 0 <= s.cooldown_seconds <= MAX_SECONDS:
+        out.append(f"cooldown_seconds: must be between 0 and {MAX_SECONDS}, got {s.cooldown_seconds}")
+    if not 1 <= s.max_open_orders <= 100:
+        out.append(f"max_open_orders: must be between 1 and 100, got {s.max_open_orders}")
+    b = s.breaker
+    if not 1 <= b.threshold <= 100:
+        out.append(f"breaker.threshold: must be between 1 and 100, got {b.threshold}")
+    if not 1 <= b.cooldown_seconds <= b.max_cooldown_seconds <= 86400:
+        out.append(
+            "breaker: need 1 <= cooldown_seconds <= max_cooldown_seconds <= 86400, "
+            f"got {b.cooldown_seconds:g} and {b.max_cooldown_seconds:g}"
+        )
+    return out
+
+
+def _sizing_problems(s: StrategySettings) -> list[str]:
+    given = [name for name in ("quote", "base") if getattr(s.sizing, name) is not None]
+    if len(given) != 1:
+        return [f"sizing: give exactly one of quote or base, got {' and '.join(given) or 'neither'}"]
+    value = getattr(s.sizing, given[0])
+    if value <= 0:
+        return [f"sizing.{given[0]}: must be greater than 0, got {value}"]
+    return []
+
+
+def venue_problems(s: StrategySettings, facts: VenueFacts, allocated: Mapping[str, Decimal]) -> list[str]:
+    """Checks against the exchange. ``allocated``: all strategies' allocations on this
+    venue, per asset."""
+    if facts.connection_error is not None:
+        return [f"exchange {facts.venue}: {facts.connection_error}"]
+    market = facts.markets.get(s.symbol)
+    if market is None:
+        return [f"market {s.symbol} does not exist on {facts.venue}"]
+    if not market.active:
+        return [f"market {s.symbol} is not active on {facts.venue}"]
+    out: list[str] = []
+    for asset in (market.quote, market.base):
+        total, balance = allocated.get(asset, Decimal(0)), facts.balances.get(asset, Decimal(0))
+        if total > balance:
+            out.append(
+                f"allocations on {facts.venue} exceed the account balance: {total} {asset} allocated to all "
+                f"strategies, balance {balance} {asset}"
+            )
+    if not _sizing_problems(s):  # a size that is wrong in itself is reported once, above
+        out += _size_problems(s, market, facts.last_prices.get(s.symbol))
+    return out
+
+
+def _size_problems(s: StrategySettings, market: MarketRules, price: Decimal | None) -> list[str]:
+    sizing = s.sizing
+    if sizing.base is not None:
+        amount = market.round_amount(sizing.base)
+        if amount < market.min_amount:
+            return [f"sizing.base: {sizing.base} {market.base} is below the market's minimum amount {market.min_amount} {market.base}"]
+        if price is not None and amount * price < market.min_notional:
+            return [f"sizing.base: {sizing.base} {market.base} is worth {amount * price:.2f} {market.quote}, below the market's minimum notional {market.min_notional} {market.quote}"]
+        if price is not None and s.buy is not None and amount * price > s.allocation.quote:
+            return [f"sizing.base: one buy of {sizing.base} {market.base} costs {amount * price:.2f} {market.quote}, more than the allocation {s.allocation.quote} {market.quote}"]
+        return []
+    if sizing.quote is None:
+        return []
+    if sizing.quote < market.min_notional:
+        return [f"sizing.quote: {sizing.quote} {market.quote} is below the market's minimum notional {market.min_notional} {market.quote}"]
+    if s.buy is not None and sizing.quote > s.allocation.quote:
+        return [f"sizing.quote: one buy of {sizing.quote} {market.quote} is more than the allocation {s.allocation.quote} {market.quote}"]
+    if price is not None and market.round_amount(sizing.quote / price) < market.min_amount:
+        return [f"sizing.quote: {sizing.quote} {market.quote} buys less than the market's minimum amount {market.min_amount} {market.base} at {price}"]
+    return []
+
+
+def preflight(s: StrategySettings, facts: VenueFacts, allocated: Mapping[str, Decimal]) -> list[str]:
+    """Every reason the strategy may not become active, most basic first; [] to go."""
+    return parameter_problems(s) + venue_problems(s, facts, allocated)
