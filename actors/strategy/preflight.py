@@ -104,7 +104,7 @@ def venue_problems(s: StrategySettings, facts: VenueFacts, allocated: Mapping[st
                 f"allocations on {facts.venue} exceed the account balance: {total} {asset} allocated to all "
                 f"strategies, balance {balance} {asset}"
             )
-    if not _sizing_problems(s):  # a size that is wrong in itself is reported once, above
+    if not parameter_problems(s):  # a parameter wrong in itself is reported once, above
         out += _size_problems(s, market, facts.last_prices.get(s.symbol))
     return out
 

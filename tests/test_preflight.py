@@ -1,0 +1,76 @@
+"""Each pre-flight failure, with its exact message."""
+
+from __future__ import annotations
+
+from decimal import Decimal as D
+
+import attrs
+import pytest
+
+from actors.strategy.breaker import BreakerSettings
+from actors.strategy.preflight import VenueFacts, preflight
+from actors.strategy.rules import Change, SmaCross
+from actors.strategy.settings import Allocation, Sizing, StrategySettings
+from exchange.markets import MarketRules
+
+MARKET = MarketRules.for_symbol(
+    "BTC/USD", tick_size=D("0.01"), lot_size=D("0.0001"), min_amount=D("0.001"),
+    min_notional=D("10"), maker_fee=D("0.001"), taker_fee=D("0.002"),
+)
+GOOD = StrategySettings(
+    name="s", venue="sim", symbol="BTC/USD", sizing=Sizing(quote=D("100")),
+    allocation=Allocation(quote=D("1000")), buy=SmaCross(5, 20, "up"), sell=SmaCross(5, 20, "down"),
+)
+FACTS = VenueFacts("sim", None, {"BTC/USD": MARKET}, {"USD": D("5000"), "BTC": D("1")}, {"BTC/USD": D("20000")})
+ALLOCATED = {"USD": D("1000"), "BTC": D("0")}
+
+
+def test_a_sane_strategy_passes():
+    assert preflight(GOOD, FACTS, ALLOCATED) == []
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(sizing=Sizing()), "sizing: give exactly one of quote or base, got neither"),
+        (dict(sizing=Sizing(quote=D("1"), base=D("1"))), "sizing: give exactly one of quote or base, got quote and base"),
+        (dict(sizing=Sizing(quote=D("-5"))), "sizing.quote: must be greater than 0, got -5"),
+        (dict(allocation=Allocation()), "allocation: the strategy has no capital or inventory; set allocation.quote or allocation.base"),
+        (dict(buy=None, sell=None), "triggers: no buy and no sell trigger; add at least one"),
+        (dict(buy=SmaCross(20, 5)), "buy: fast and slow must satisfy 1 <= fast < slow <= 1000, got fast=20 slow=5"),
+        (dict(sell=Change(D("0"), 3)), "sell: percent must be in [-90, 1000] and not 0, got 0"),
+        (dict(sell=Change(D("2"), 0)), "sell: lookback must be between 1 and 1000 candles, got 0"),
+        (dict(limit_offset_bps=D("501")), "limit_offset_bps: must be between -500 and 500, got 501"),
+        (dict(ttl_seconds=59), "ttl_seconds: must be between 60 and 2592000, got 59"),
+        (dict(cooldown_seconds=-1), "cooldown_seconds: must be between 0 and 2592000, got -1"),
+        (dict(max_open_orders=0), "max_open_orders: must be between 1 and 100, got 0"),
+        (dict(breaker=BreakerSettings(threshold=0)), "breaker.threshold: must be between 1 and 100, got 0"),
+        (dict(breaker=BreakerSettings(cooldown_seconds=100, max_cooldown_seconds=10)),
+         "breaker: need 1 <= cooldown_seconds <= max_cooldown_seconds <= 86400, got 100 and 10"),
+        (dict(symbol="ETH/USD"), "market ETH/USD does not exist on sim"),
+        (dict(sizing=Sizing(quote=D("5"))), "sizing.quote: 5 USD is below the market's minimum notional 10 USD"),
+        (dict(sizing=Sizing(quote=D("2000"))), "sizing.quote: one buy of 2000 USD is more than the allocation 1000 USD"),
+        (dict(sizing=Sizing(base=D("0.0005"))), "sizing.base: 0.0005 BTC is below the market's minimum amount 0.001 BTC"),
+        (dict(sizing=Sizing(base=D("0.1"))), "sizing.base: one buy of 0.1 BTC costs 2000.00 USD, more than the allocation 1000 USD"),
+    ],
+)
+def test_each_failure_says_what_to_change(changes, message):
+    assert preflight(attrs.evolve(GOOD, **changes), FACTS, ALLOCATED) == [message]
+
+
+def test_the_exchange_must_be_reachable_with_valid_credentials():
+    facts = attrs.evolve(FACTS, connection_error="authentication failed: invalid API key")
+    assert preflight(GOOD, facts, ALLOCATED) == ["exchange sim: authentication failed: invalid API key"]
+
+
+def test_an_inactive_market_fails():
+    facts = attrs.evolve(FACTS, markets={"BTC/USD": attrs.evolve(MARKET, active=False)})
+    assert preflight(GOOD, facts, ALLOCATED) == ["market BTC/USD is not active on sim"]
+
+
+def test_allocations_of_all_strategies_must_fit_the_balance():
+    problems = preflight(GOOD, FACTS, {"USD": D("6000"), "BTC": D("2")})
+    assert problems == [
+        "allocations on sim exceed the account balance: 6000 USD allocated to all strategies, balance 5000 USD",
+        "allocations on sim exceed the account balance: 2 BTC allocated to all strategies, balance 1 BTC",
+    ]
