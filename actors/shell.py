@@ -88,14 +88,23 @@ async def serve(
     handle: Callable[[Any, float], list[Send]],
     env: ActorEnv,
     after_batch: Callable[[], None] | None = None,
+    *,
+    handle_batch: Callable[[list[Any], float], list[Send]] | None = None,
 ) -> None:
-    """The loop of every actor: take a batch, let the core handle it, deliver what it says."""
+    """The loop of every actor: take a batch, let the core handle it, deliver what it says.
+
+    A core that can do better with the whole batch at once (the ledger coalesces its
+    journal) passes ``handle_batch``; otherwise each message goes to ``handle``.
+    """
     while True:
         batch = await receive_batch(inbox)
         now = env.clock.now()
-        out: list[Send] = []
-        for message in batch:
-            out.extend(handle(message, now))
+        if handle_batch is not None:
+            out = handle_batch(batch, now)
+        else:
+            out = []
+            for message in batch:
+                out.extend(handle(message, now))
         if after_batch is not None:
             after_batch()
         await deliver(env.directory, out)

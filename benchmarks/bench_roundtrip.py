@@ -12,6 +12,9 @@ Measures, in the same process and run:
    Every reservation and release is journaled to sqlite by the writer, as in production.
    Same two shapes.
 
+3. pipelined: each of the K strategies keeps ``--window`` reservations in flight (a
+   strategy with several open orders), bare and through the ledger actor.
+
 Prints each figure and its ratio to bare. Targets: sequential latency within 2x of bare
 (issue 2); at least 100k reservations/s with 100 concurrent strategies (issue 3).
 """
@@ -34,7 +37,7 @@ from actors.orders import Side
 from actors.shell import ActorEnv, deliver
 from actors.strategy.settings import Allocation
 from actors.writer.shell import writer_actor
-from supervisors.mailbox import Mailbox
+from supervisors.mailbox import Mailbox, receive_batch
 from supervisors.tree import ChildSpec, RestartStrategy, Supervisor
 
 
@@ -146,9 +149,71 @@ async def actors_concurrent(rig: ActorRig, trips: int, clients: int) -> float:
     return per_client * clients / (time.perf_counter() - start)
 
 
-async def main(trips: int, clients: int) -> None:
+async def actors_pipelined(rig: ActorRig, trips: int, clients: int, window: int) -> float:
+    """Each strategy keeps ``window`` reservations in flight (a strategy with several open
+    orders). Like a strategy shell, it drains its inbox in batches and delivers its answers
+    (a release per grant, then new requests) in one go."""
+    per_client = trips // clients
+
+    async def client(index: int) -> None:
+        sent = received = 0
+        strategy = f"s{index}"
+        inbox = rig.inboxes[index]
+        while received < per_client:
+            out = []
+            while sent < per_client and sent - received + len(out) < window:
+                rig.sequence += 1
+                cid = f"{strategy}-{rig.sequence}"
+                out.append(Send(LEDGER, Reserve(cid, strategy, Side.BUY, "BTC/USD", "BTC", "USD", Decimal("100"), Decimal("0.01"), Decimal("0.001"), f"strategy:{strategy}")))
+            sent += len(out)
+            await deliver(rig.directory, out)
+            replies = await receive_batch(inbox)
+            for reply in replies:
+                assert isinstance(reply, ReservationGranted), reply
+            received += len(replies)
+            await deliver(rig.directory, [Send(LEDGER, Release(r.client_order_id, "benchmark")) for r in replies])
+
+    start = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for index in range(clients):
+            nursery.start_soon(client, index)
+    return per_client * clients / (time.perf_counter() - start)
+
+
+async def bare_pipelined(trips: int, clients: int, window: int) -> float:
+    """The same shape on bare channels: a server that echoes, clients that batch."""
+    req_send, req_recv = trio.open_memory_channel(4096)
+    replies = [trio.open_memory_channel(window + 1) for _ in range(clients)]
+
+    async def server():
+        while True:
+            for client, message in await receive_batch(req_recv):
+                replies[client][0].send_nowait(message)
+
+    async def client(index: int, count: int):
+        sent = received = 0
+        while received < count:
+            while sent < count and sent - received < window:
+                req_send.send_nowait((index, sent))
+                sent += 1
+            received += len(await receive_batch(replies[index][1]))
+
+    per_client = trips // clients
+    async with trio.open_nursery() as outer:
+        outer.start_soon(server)
+        start = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for index in range(clients):
+                nursery.start_soon(client, index, per_client)
+        elapsed = time.perf_counter() - start
+        outer.cancel_scope.cancel()
+    return per_client * clients / elapsed
+
+
+async def main(trips: int, clients: int, window: int) -> None:
     bare_lat = await bare_sequential(trips)
     bare_rate = await bare_concurrent(trips, clients)
+    bare_piped = await bare_pipelined(trips * 2, clients, window)
     with tempfile.TemporaryDirectory() as tmp:
         rig = ActorRig(Path(tmp) / "bench.sqlite", clients)
         async with trio.open_nursery() as nursery:
@@ -156,6 +221,7 @@ async def main(trips: int, clients: int) -> None:
             await actors_sequential(rig, min(2000, trips))  # warm up
             actor_lat = await actors_sequential(rig, trips)
             actor_rate = await actors_concurrent(rig, trips, clients)
+            actor_piped = await actors_pipelined(rig, trips * 2, clients, window)
             nursery.cancel_scope.cancel()
     b50, b99 = percentiles(bare_lat)
     a50, a99 = percentiles(actor_lat)
@@ -163,11 +229,13 @@ async def main(trips: int, clients: int) -> None:
     print(f"bare trio request-reply     p50 {b50 * 1e6:7.1f} us  p99 {b99 * 1e6:7.1f} us  {1 / statistics.mean(bare_lat):9.0f} trips/s sequential  {bare_rate:9.0f} trips/s concurrent")
     print(f"strategy->ledger->strategy  p50 {a50 * 1e6:7.1f} us  p99 {a99 * 1e6:7.1f} us  {1 / statistics.mean(actor_lat):9.0f} trips/s sequential  {actor_rate:9.0f} reservations/s concurrent")
     print(f"ratio to bare: p50 {a50 / b50:.2f}x  p99 {a99 / b99:.2f}x  concurrent throughput {bare_rate / actor_rate:.2f}x slower")
+    print(f"pipelined, {window} in flight per strategy: bare {bare_piped:9.0f} trips/s   ledger actor {actor_piped:9.0f} reservations/s   ({bare_piped / actor_piped:.2f}x slower)")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--trips", type=int, default=20000)
     parser.add_argument("--strategies", type=int, default=100)
+    parser.add_argument("--window", type=int, default=8, help="reservations in flight per strategy when pipelined")
     args = parser.parse_args()
-    trio.run(main, args.trips, args.strategies)
+    trio.run(main, args.trips, args.strategies, args.window)

@@ -29,6 +29,11 @@ def _json_default(value: Any) -> Any:
     return converter.unstructure(value)
 
 
+def payload_json(payload: dict[str, Any]) -> str:
+    """An event's payload: already plain data, so it skips the converter (hot path)."""
+    return json.dumps(payload, default=_json_default, separators=(",", ":"))
+
+
 def to_json(value: Any) -> str:
     return json.dumps(converter.unstructure(value), default=_json_default, separators=(",", ":"))
 

@@ -58,13 +58,26 @@ MIGRATIONS: list[list[str]] = [
             at REAL NOT NULL,
             PRIMARY KEY (venue, trade_id)
         )""",
+        # One typed column per field of actors.messages.JournalEntry; amounts as decimal text.
         """CREATE TABLE journal (
             seq INTEGER PRIMARY KEY AUTOINCREMENT,
             at REAL NOT NULL,
-            kind TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('allocate', 'reserve', 'settle', 'release', 'correct')),
             strategy TEXT NOT NULL,
             client_order_id TEXT,
-            entry TEXT NOT NULL
+            trade_id TEXT,
+            side TEXT,
+            price TEXT,
+            amount TEXT,
+            fee TEXT NOT NULL,
+            fee_currency TEXT,
+            quote_free TEXT NOT NULL,
+            quote_reserved TEXT NOT NULL,
+            base_free TEXT NOT NULL,
+            base_reserved TEXT NOT NULL,
+            realized_pnl TEXT NOT NULL,
+            cost_basis TEXT NOT NULL,
+            reason TEXT NOT NULL
         )""",
     ],
 ]

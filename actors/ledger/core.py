@@ -99,6 +99,21 @@ class LedgerCore:
 
     # -------------------------------------------------------------- dispatch
 
+    def handle_batch(self, messages: Iterable[Any], now: float) -> list[Send]:
+        """Handle a drained inbox in order; the batch's journal goes to the writer as one
+        message (replies never wait for the journal: only order intents are durable)."""
+        out: list[Send] = []
+        journal: list[JournalEntry] = []
+        for message in messages:
+            for send in self.handle(message, now):
+                if send.to == WRITER and isinstance(send.message, RecordJournal):
+                    journal.extend(send.message.entries)
+                else:
+                    out.append(send)
+        if journal:
+            out.append(Send(WRITER, RecordJournal(tuple(journal))))
+        return out
+
     def handle(self, message: Any, now: float) -> list[Send]:
         if isinstance(message, Reserve):
             return self.reserve(message, now)
@@ -249,7 +264,9 @@ class LedgerCore:
 
     def apply(self, entry: JournalEntry) -> None:
         """Apply one journal entry. Used live and when rebuilding from the store."""
-        account = self.accounts.setdefault(entry.strategy, Account(entry.strategy))
+        account = self.accounts.get(entry.strategy)
+        if account is None:
+            account = self.accounts[entry.strategy] = Account(entry.strategy)
         self._touched.add(entry.strategy)
         account.quote_free += entry.quote_free
         account.quote_reserved += entry.quote_reserved

@@ -37,4 +37,4 @@ async def ledger_actor(
     task_status.started()
     # A broken invariant is a bug: the actor crashes and its next incarnation rebuilds
     # from the journal.
-    await serve(ctx.inbox, core.handle, env, core.check_touched)
+    await serve(ctx.inbox, core.handle, env, core.check_touched, handle_batch=core.handle_batch)
