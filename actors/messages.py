@@ -101,6 +101,27 @@ class AccountInfo:
 
 
 @attrs.frozen
+class Correct:
+    """Change a strategy's free balances to match exchange truth (from the reconciler).
+
+    Always with a reason; the ledger refuses a correction that would leave a balance
+    negative (that difference cannot be explained by this strategy's books).
+    """
+
+    strategy: str
+    quote_delta: Decimal
+    base_delta: Decimal
+    reason: str
+    reply_to: str | None = None
+
+
+@attrs.frozen
+class CorrectionRefused:
+    strategy: str
+    reason: str
+
+
+@attrs.frozen
 class Release:
     """Free what an order still holds: it ended without filling the rest (or never left)."""
 

@@ -13,6 +13,8 @@ from actors.messages import (
     WRITER,
     AccountInfo,
     AccountQuery,
+    Correct,
+    CorrectionRefused,
     FillReport,
     OrderCanceled,
     RecordJournal,
@@ -124,6 +126,19 @@ def test_account_query_answers_the_balances():
     assert send.message == AccountInfo("a", D("10"), D("0"), D("2"), D("0"))
 
 
+def test_a_correction_needs_a_reason_and_never_leaves_a_balance_negative():
+    core = ledger(quote="100", base="1")
+    out = core.handle(Correct("a", D("-20"), D("0.5"), "operator withdrew 20 USD", "reconciler"), 1.0)
+    assert [e.kind for e in journal_of(out)] == ["correct"]
+    assert (core.accounts["a"].quote_free, core.accounts["a"].base_free) == (D("80"), D("1.5"))
+    [refused] = core.handle(Correct("a", D("-81"), D("0"), "too much", "reconciler"), 2.0)
+    assert isinstance(refused.message, CorrectionRefused)
+    assert refused.message.reason.startswith("correction would leave a negative")
+    [refused] = core.handle(Correct("a", D("1"), D("0"), "", "reconciler"), 2.0)
+    assert refused.message.reason == "a correction needs a reason"
+    assert core.accounts["a"].quote_free == D("80")
+
+
 class LedgerMachine(RuleBasedStateMachine):
     """Random reserves, fills, cancels, rejects and expiries across three strategies."""
 
@@ -205,6 +220,16 @@ class LedgerMachine(RuleBasedStateMachine):
         before = self._value(reservation.strategy)
         _, entries = self._run(fill(r[0], trade, r[2], str(r[3]), "0.01"))
         assert entries == [] and self._value(reservation.strategy) == before
+
+    @rule(strategy=st.sampled_from("abc"), quote=st.decimals("-50", "50", places=2), base=st.decimals("-1", "1", places=2))
+    def correct(self, strategy, quote, base):
+        before = self._value(strategy)
+        account = self.core.accounts[strategy]
+        allowed = account.quote_free + quote >= 0 and account.base_free + base >= 0
+        _, entries = self._run(Correct(strategy, quote, base, "reconciled", "reconciler"))
+        assert bool(entries) == allowed
+        expected = (before[0] + quote, before[1] + base) if allowed else before
+        assert self._value(strategy) == expected, "a correction moved more than it said"
 
     @invariant()
     def invariants_hold(self):

@@ -22,6 +22,8 @@ from actors.messages import (
     WRITER,
     AccountInfo,
     AccountQuery,
+    Correct,
+    CorrectionRefused,
     FillReport,
     JournalEntry,
     OrderCanceled,
@@ -121,6 +123,8 @@ class LedgerCore:
             return self._journal(self.settle(message, now))
         if isinstance(message, (Release, OrderRejected, OrderCanceled)):
             return self._journal(self.release(message.client_order_id, message.reason, now))
+        if isinstance(message, Correct):
+            return self.correct(message, now)
         if isinstance(message, AccountQuery):
             account = self.accounts.get(message.strategy, Account(message.strategy))
             info = AccountInfo(
@@ -259,6 +263,32 @@ class LedgerCore:
         )
         self.apply(entry)
         return [entry]
+
+    def correct(self, message: Correct, now: float) -> list[Send]:
+        """Apply a correction from the reconciler, with its reason, unless it cannot hold."""
+        account = self.accounts.get(message.strategy)
+        problem = None
+        if not message.reason:
+            problem = "a correction needs a reason"
+        elif account is None:
+            problem = f"no account for strategy {message.strategy}"
+        elif account.quote_free + message.quote_delta < 0 or account.base_free + message.base_delta < 0:
+            problem = (
+                f"correction would leave {message.strategy} negative: free {account.quote_free} quote"
+                f" {message.quote_delta:+}, free {account.base_free} base {message.base_delta:+}"
+            )
+        if problem is not None:
+            return [Send(message.reply_to, CorrectionRefused(message.strategy, problem))] if message.reply_to else []
+        entry = JournalEntry(
+            kind="correct",
+            strategy=message.strategy,
+            at=now,
+            quote_free=message.quote_delta,
+            base_free=message.base_delta,
+            reason=message.reason,
+        )
+        self.apply(entry)
+        return [Send(WRITER, RecordJournal((entry,)))]
 
     # ------------------------------------------------------------------ fold
 
