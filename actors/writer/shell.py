@@ -7,7 +7,7 @@ from typing import Callable
 
 import trio
 
-from actors.messages import RecordEvent
+from actors.messages import RecordEvent, RecordOrder
 from actors.shell import Directory, deliver
 from actors.writer.core import plan_batch
 from store.db import open_store, write_batch
@@ -16,6 +16,26 @@ from supervisors.tree import ChildContext
 
 #: Larger than an actor's usual batch: a commit costs the same for 1 row or 1,000.
 WRITE_BATCH_LIMIT = 2048
+#: How long rows may wait to share a commit. An order intent never waits: a batch that
+#: holds one is committed at once, since the order is not sent before it is on disk.
+GROUP_COMMIT_SECONDS = 0.005
+
+
+async def _gather(inbox: trio.MemoryReceiveChannel) -> list:
+    """One commit's worth of messages: what is queued, plus what arrives within the group
+    window, unless a durable request asks for the commit now."""
+    messages = await receive_batch(inbox, WRITE_BATCH_LIMIT)
+    durable = any(map(_is_durable, messages))
+    with trio.move_on_after(GROUP_COMMIT_SECONDS):
+        while not durable and len(messages) < WRITE_BATCH_LIMIT:
+            more = await receive_batch(inbox, WRITE_BATCH_LIMIT - len(messages))
+            durable = any(map(_is_durable, more))
+            messages += more
+    return messages
+
+
+def _is_durable(message: object) -> bool:
+    return isinstance(message, RecordOrder) and message.durable_reply_to is not None
 
 
 async def writer_actor(
@@ -35,7 +55,7 @@ async def writer_actor(
     task_status.started()
     try:
         while True:
-            messages = await receive_batch(ctx.inbox, WRITE_BATCH_LIMIT)
+            messages = await _gather(ctx.inbox)
             batch, replies = plan_batch(messages)
             # Not cancellable: a write that started finishes, so a stop never half-writes.
             await trio.to_thread.run_sync(write_batch, connection, batch, limiter=limiter)
