@@ -1,0 +1,370 @@
+"""Binance's spot REST dialect, as ``ccxt.binance`` uses it, over the simulated exchange.
+
+Sans-IO: a request (method, path, query, body, headers) and the time go in; a status,
+headers and a JSON body come out. The sandbox server is the thin shell around it.
+
+Endpoints: ``GET /api/v3/ping``, ``/time``, ``/exchangeInfo``, ``/ticker/24hr``,
+``/klines``; signed: ``GET /api/v3/account``, ``POST|GET|DELETE /api/v3/order``,
+``GET /api/v3/openOrders``, ``GET /api/v3/myTrades``. Signed requests carry the API key in
+``X-MBX-APIKEY`` and an HMAC-SHA256 of the query string followed by the body; errors are
+Binance's codes and messages, so ccxt raises its real exceptions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from decimal import Decimal
+from typing import Any, Mapping
+from urllib.parse import parse_qsl
+
+import attrs
+
+from actors.orders import Side
+from exchange.candles import Candle
+from exchange.matching import Rejection, SimFill, SimOrder, SimulatedExchange
+from exchange.replay import ReplayFeed
+
+# Binance error codes used here (https://developers.binance.com/docs/binance-spot-api-docs/errors).
+UNKNOWN = -1000
+DISCONNECTED = -1001
+TOO_MANY_REQUESTS = -1003
+INVALID_TIMESTAMP = -1021
+INVALID_SIGNATURE = -1022
+BAD_PARAMETER = -1100
+MANDATORY_PARAM_MISSING = -1102
+BAD_SYMBOL = -1121
+NO_SUCH_ORDER = -2013
+REJECTED_MBX_KEY = -2015
+
+RECV_WINDOW_MS = 5000
+
+
+@attrs.frozen
+class Request:
+    method: str
+    path: str
+    query_string: str
+    body: str
+    api_key: str | None
+
+    @property
+    def params(self) -> dict[str, str]:
+        return dict(parse_qsl(self.query_string, keep_blank_values=True)) | dict(
+            parse_qsl(self.body, keep_blank_values=True)
+        )
+
+
+@attrs.frozen
+class Response:
+    status: int
+    body: Any
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def error(status: int, code: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Response:
+    return Response(status, {"code": code, "msg": message}, headers)
+
+
+class BinanceDialect:
+    """One simulated Binance spot account behind Binance's REST paths."""
+
+    def __init__(
+        self,
+        exchange: SimulatedExchange,
+        feeds: Mapping[str, ReplayFeed],
+        api_key: str,
+        secret: str,
+        interval_ms: int = 3_600_000,
+    ) -> None:
+        self.exchange = exchange
+        self.feeds = dict(feeds)
+        self.api_key = api_key
+        self._secret = secret.encode()
+        self.interval_ms = interval_ms
+        # Binance ids: "BTCUSDT" <-> ccxt's "BTC/USDT".
+        self.ids = {symbol.replace("/", ""): symbol for symbol in exchange.markets}
+        self.closed: dict[str, list[Candle]] = {symbol: [] for symbol in exchange.markets}
+        self.fills: list[SimFill] = []
+
+    # ------------------------------------------------------------- the market
+
+    def advance(self, clock: float, now_ms: int) -> list[SimFill]:
+        """Close the candles due by ``clock`` and match resting orders against each."""
+        fills = []
+        for symbol, feed in self.feeds.items():
+            for candle in feed.due(clock):
+                self.closed[symbol].append(candle)
+                fills += self.exchange.match(symbol, candle, now_ms / 1000)
+        self.fills += fills
+        return fills
+
+    # ---------------------------------------------------------------- routing
+
+    def handle(self, request: Request, now_ms: int) -> Response:
+        route = _ROUTES.get((request.method, request.path))
+        if route is None:
+            return error(404, UNKNOWN, f"Unknown endpoint {request.method} {request.path}.")
+        handler, signed = route
+        params = request.params
+        if signed:
+            problem = self._authenticate(request, params, now_ms)
+            if problem is not None:
+                return problem
+        try:
+            return handler(self, params, now_ms)
+        except _BadRequest as bad:
+            return error(400, bad.code, bad.message)
+
+    def _authenticate(self, request: Request, params: dict[str, str], now_ms: int) -> Response | None:
+        if request.api_key is None or not hmac.compare_digest(request.api_key, self.api_key):
+            return error(401, REJECTED_MBX_KEY, "Invalid API-key, IP, or permissions for action.")
+        signature = params.get("signature")
+        if not signature:
+            return error(400, MANDATORY_PARAM_MISSING, "Mandatory parameter 'signature' was not sent, was empty/null, or malformed.")
+        # Binance signs the query string followed by the body, without the signature itself.
+        query = "&".join(p for p in request.query_string.split("&") if p and not p.startswith("signature="))
+        body = "&".join(p for p in request.body.split("&") if p and not p.startswith("signature="))
+        expected = hmac.new(self._secret, (query + body).encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(signature, expected):
+            return error(400, INVALID_SIGNATURE, "Signature for this request is not valid.")
+        try:
+            timestamp = int(params.get("timestamp", ""))
+        except ValueError:
+            return error(400, MANDATORY_PARAM_MISSING, "Mandatory parameter 'timestamp' was not sent, was empty/null, or malformed.")
+        window = int(params.get("recvWindow", RECV_WINDOW_MS))
+        if timestamp > now_ms + 1000 or now_ms - timestamp > window:
+            return error(400, INVALID_TIMESTAMP, "Timestamp for this request is outside of the recvWindow.")
+        return None
+
+    # -------------------------------------------------------------- public
+
+    def ping(self, params: dict[str, str], now_ms: int) -> Response:
+        return Response(200, {})
+
+    def time(self, params: dict[str, str], now_ms: int) -> Response:
+        return Response(200, {"serverTime": now_ms})
+
+    def exchange_info(self, params: dict[str, str], now_ms: int) -> Response:
+        symbols = []
+        for market_id, symbol in self.ids.items():
+            m = self.exchange.markets[symbol]
+            symbols.append(
+                {
+                    "symbol": market_id,
+                    "status": "TRADING" if m.active else "BREAK",
+                    "baseAsset": m.base,
+                    "baseAssetPrecision": 8,
+                    "quoteAsset": m.quote,
+                    "quotePrecision": 8,
+                    "quoteAssetPrecision": 8,
+                    "orderTypes": ["LIMIT", "LIMIT_MAKER"],
+                    "icebergAllowed": False,
+                    "ocoAllowed": False,
+                    "isSpotTradingAllowed": True,
+                    "isMarginTradingAllowed": False,
+                    "permissions": ["SPOT"],
+                    "permissionSets": [["SPOT"]],
+                    "filters": [
+                        {"filterType": "PRICE_FILTER", "minPrice": str(m.tick_size), "maxPrice": "10000000", "tickSize": str(m.tick_size)},
+                        {"filterType": "LOT_SIZE", "minQty": str(m.min_amount), "maxQty": "100000", "stepSize": str(m.lot_size)},
+                        {"filterType": "NOTIONAL", "minNotional": str(m.min_notional), "applyMinToMarket": True, "maxNotional": "100000000", "applyMaxToMarket": False, "avgPriceMins": 5},
+                    ],
+                }
+            )
+        return Response(200, {"timezone": "UTC", "serverTime": now_ms, "rateLimits": [], "exchangeFilters": [], "symbols": symbols})
+
+    def ticker_24hr(self, params: dict[str, str], now_ms: int) -> Response:
+        symbol = self._symbol(params)
+        candles = self.closed[symbol][-24:] or [self.feeds[symbol].candles[self.feeds[symbol].cursor]]
+        last, first = candles[-1], candles[0]
+        return Response(
+            200,
+            {
+                "symbol": params["symbol"],
+                "priceChange": str(last.close - first.open),
+                "priceChangePercent": str(round((last.close - first.open) / first.open * 100, 3)),
+                "weightedAvgPrice": str(last.close),
+                "prevClosePrice": str(first.open),
+                "lastPrice": str(last.close),
+                "lastQty": "0",
+                "bidPrice": str(last.close),
+                "bidQty": "0",
+                "askPrice": str(last.close),
+                "askQty": "0",
+                "openPrice": str(first.open),
+                "highPrice": str(max(c.high for c in candles)),
+                "lowPrice": str(min(c.low for c in candles)),
+                "volume": str(sum(c.volume for c in candles)),
+                "quoteVolume": str(sum(c.volume * c.close for c in candles)),
+                "openTime": first.ts * 1000,
+                "closeTime": now_ms,
+                "firstId": 0,
+                "lastId": 0,
+                "count": len(candles),
+            },
+        )
+
+    def klines(self, params: dict[str, str], now_ms: int) -> Response:
+        symbol = self._symbol(params)
+        limit = min(int(params.get("limit", 500)), 1000)
+        candles = self.closed[symbol]
+        if "startTime" in params:
+            start = int(params["startTime"])
+            candles = [c for c in candles if c.ts * 1000 >= start][:limit]
+        else:
+            candles = candles[-limit:]
+        return Response(200, [self._kline_json(c) for c in candles])
+
+    # -------------------------------------------------------------- private
+
+    def account(self, params: dict[str, str], now_ms: int) -> Response:
+        return Response(
+            200,
+            {
+                "makerCommission": 10,
+                "takerCommission": 10,
+                "canTrade": True,
+                "canWithdraw": False,
+                "canDeposit": False,
+                "updateTime": now_ms,
+                "accountType": "SPOT",
+                "balances": [
+                    {"asset": asset, "free": str(b.free), "locked": str(b.used)}
+                    for asset, b in sorted(self.exchange.balances.items())
+                ],
+                "permissions": ["SPOT"],
+            },
+        )
+
+    def new_order(self, params: dict[str, str], now_ms: int) -> Response:
+        symbol = self._symbol(params)
+        if params.get("type") not in ("LIMIT", "LIMIT_MAKER"):
+            raise _BadRequest(-1116, "Invalid orderType.")  # limitline's sandbox takes limit orders only
+        side = {"BUY": Side.BUY, "SELL": Side.SELL}.get(params.get("side", ""))
+        if side is None:
+            raise _BadRequest(BAD_PARAMETER, "Illegal characters found in parameter 'side'; legal range is 'BUY', 'SELL'.")
+        try:
+            amount, price = Decimal(params["quantity"]), Decimal(params["price"])
+        except (KeyError, ArithmeticError):
+            raise _BadRequest(MANDATORY_PARAM_MISSING, "Mandatory parameter 'quantity' or 'price' was not sent, was empty/null, or malformed.") from None
+        cid = params.get("newClientOrderId") or f"sandbox-{now_ms}"
+        result = self.exchange.create_limit_order(symbol, side, amount, price, cid, now_ms / 1000)
+        if isinstance(result, Rejection):
+            return error(400, result.code, result.message)
+        return Response(200, self._order_json(result, now_ms) | {"transactTime": now_ms, "fills": []})
+
+    def query_order(self, params: dict[str, str], now_ms: int) -> Response:
+        self._symbol(params)
+        order = self._find(params)
+        if order is None:
+            return error(400, NO_SUCH_ORDER, "Order does not exist.")
+        return Response(200, self._order_json(order, now_ms))
+
+    def cancel_order(self, params: dict[str, str], now_ms: int) -> Response:
+        self._symbol(params)
+        order = self._find(params)
+        if order is None:
+            return error(400, -2011, "Unknown order sent.")
+        result = self.exchange.cancel_order(order.client_order_id)
+        if isinstance(result, Rejection):
+            return error(400, result.code, result.message)
+        return Response(200, self._order_json(result, now_ms))
+
+    def open_orders(self, params: dict[str, str], now_ms: int) -> Response:
+        symbol = self._symbol(params) if "symbol" in params else None
+        return Response(200, [self._order_json(o, now_ms) for o in self.exchange.open_orders(symbol)])
+
+    def my_trades(self, params: dict[str, str], now_ms: int) -> Response:
+        symbol = self._symbol(params)
+        trades = [f for f in self.fills if f.symbol == symbol]
+        if "fromId" in params:
+            trades = [f for f in trades if int(f.trade_id) >= int(params["fromId"])]
+        if "startTime" in params:
+            trades = [f for f in trades if f.at * 1000 >= int(params["startTime"])]
+        if "orderId" in params:
+            trades = [f for f in trades if f.exchange_order_id == params["orderId"]]
+        limit = min(int(params.get("limit", 500)), 1000)
+        return Response(200, [self._trade_json(f) for f in trades[:limit]])
+
+    # ------------------------------------------------------------- helpers
+
+    def _symbol(self, params: dict[str, str]) -> str:
+        symbol = self.ids.get(params.get("symbol", ""))
+        if symbol is None:
+            raise _BadRequest(BAD_SYMBOL, "Invalid symbol.")
+        return symbol
+
+    def _find(self, params: dict[str, str]) -> SimOrder | None:
+        if "orderId" in params:
+            return self.exchange.orders.get(params["orderId"])
+        cid = params.get("origClientOrderId")
+        return self.exchange.order_by_client_id(cid) if cid else None
+
+    def _order_json(self, order: SimOrder, now_ms: int) -> dict[str, Any]:
+        status = {"open": "PARTIALLY_FILLED" if order.filled else "NEW", "closed": "FILLED", "canceled": "CANCELED"}[order.status]
+        return {
+            "symbol": order.symbol.replace("/", ""),
+            "orderId": int(order.exchange_order_id),
+            "orderListId": -1,
+            "clientOrderId": order.client_order_id,
+            "price": str(order.price),
+            "origQty": str(order.amount),
+            "executedQty": str(order.filled),
+            "cummulativeQuoteQty": str(order.filled * order.price),
+            "status": status,
+            "timeInForce": "GTC",
+            "type": "LIMIT",
+            "side": order.side.value.upper(),
+            "stopPrice": "0",
+            "icebergQty": "0",
+            "time": int(order.placed_at * 1000),
+            "updateTime": now_ms,
+            "isWorking": True,
+            "workingTime": int(order.placed_at * 1000),
+            "origQuoteOrderQty": "0",
+            "selfTradePreventionMode": "NONE",
+        }
+
+    def _kline_json(self, c: Candle) -> list[Any]:
+        return [
+            c.ts * 1000, str(c.open), str(c.high), str(c.low), str(c.close), str(c.volume),
+            c.ts * 1000 + self.interval_ms - 1, str(c.volume * c.close), 0, "0", "0", "0",
+        ]
+
+    def _trade_json(self, fill: SimFill) -> dict[str, Any]:
+        return {
+            "symbol": fill.symbol.replace("/", ""),
+            "id": int(fill.trade_id),
+            "orderId": int(fill.exchange_order_id),
+            "orderListId": -1,
+            "price": str(fill.price),
+            "qty": str(fill.amount),
+            "quoteQty": str(fill.price * fill.amount),
+            "commission": str(fill.fee),
+            "commissionAsset": fill.fee_currency,
+            "time": int(fill.at * 1000),
+            "isBuyer": fill.side is Side.BUY,
+            "isMaker": True,
+            "isBestMatch": True,
+        }
+
+
+class _BadRequest(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        self.code, self.message = code, message
+
+
+_ROUTES = {
+    ("GET", "/api/v3/ping"): (BinanceDialect.ping, False),
+    ("GET", "/api/v3/time"): (BinanceDialect.time, False),
+    ("GET", "/api/v3/exchangeInfo"): (BinanceDialect.exchange_info, False),
+    ("GET", "/api/v3/ticker/24hr"): (BinanceDialect.ticker_24hr, False),
+    ("GET", "/api/v3/klines"): (BinanceDialect.klines, False),
+    ("GET", "/api/v3/account"): (BinanceDialect.account, True),
+    ("POST", "/api/v3/order"): (BinanceDialect.new_order, True),
+    ("GET", "/api/v3/order"): (BinanceDialect.query_order, True),
+    ("DELETE", "/api/v3/order"): (BinanceDialect.cancel_order, True),
+    ("GET", "/api/v3/openOrders"): (BinanceDialect.open_orders, True),
+    ("GET", "/api/v3/myTrades"): (BinanceDialect.my_trades, True),
+}

@@ -1,0 +1,81 @@
+"""Fault injection for the sandbox exchange: what goes wrong, how often, reproducibly.
+
+Kinds, each with the effect a real exchange has on its client:
+
+- ``server_error``: HTTP 503 before the request is processed (nothing happened);
+- ``rate_limit``: HTTP 429 with ``Retry-After`` (nothing happened);
+- ``timeout``: the answer is held past the client's timeout, before processing (nothing
+  happened, but the client cannot know);
+- ``timeout_after_accept``: the request *is* processed (an order is placed or cancelled),
+  then the answer is held past the client's timeout: the client must not assume failure.
+
+A seeded random generator decides, so a failing run can be replayed.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import attrs
+
+KINDS = ("server_error", "rate_limit", "timeout", "timeout_after_accept")
+
+
+@attrs.define
+class FaultSettings:
+    seed: int = 0
+    #: Probability per request of each kind, e.g. {"server_error": 0.05}.
+    error_rates: dict[str, float] = attrs.Factory(dict)
+    #: Added to every answer.
+    latency_ms: float = 0.0
+    retry_after_seconds: int = 2
+    #: How long a timed-out answer is held (longer than the client waits).
+    hold_seconds: float = 30.0
+    #: The next N requests get HTTP 429.
+    burst_429: int = 0
+    #: Only these paths are subject to faults (prefix match); empty: every /api/ path.
+    paths: list[str] = attrs.Factory(list)
+
+    def problems(self) -> list[str]:
+        out = [f"error_rates.{k}: unknown kind (kinds: {', '.join(KINDS)})" for k in self.error_rates if k not in KINDS]
+        out += [f"error_rates.{k}: must be between 0 and 1, got {v}" for k, v in self.error_rates.items() if not 0 <= v <= 1]
+        if self.latency_ms < 0:
+            out.append(f"latency_ms: must be 0 or more, got {self.latency_ms}")
+        return out
+
+
+class FaultPlan:
+    def __init__(self, settings: FaultSettings | None = None) -> None:
+        self.settings = settings or FaultSettings()
+        self._random = random.Random(self.settings.seed)
+        self.injected: dict[str, int] = {kind: 0 for kind in KINDS}
+
+    def update(self, settings: FaultSettings) -> None:
+        self.settings = settings
+        self._random = random.Random(settings.seed)
+
+    def decide(self, method: str, path: str) -> str | None:
+        """The fault for this request, or None."""
+        if not path.startswith("/api/"):
+            return None
+        settings = self.settings
+        if settings.paths and not any(path.startswith(p) for p in settings.paths):
+            return None
+        if settings.burst_429 > 0:
+            settings.burst_429 -= 1
+            return self._count("rate_limit")
+        for kind in KINDS:
+            rate = settings.error_rates.get(kind, 0.0)
+            if kind == "timeout_after_accept" and not (path == "/api/v3/order" and method in ("POST", "DELETE")):
+                continue
+            if rate and self._random.random() < rate:
+                return self._count(kind)
+        return None
+
+    def _count(self, kind: str) -> str:
+        self.injected[kind] += 1
+        return kind
+
+    def status(self) -> dict[str, Any]:
+        return {"settings": attrs.asdict(self.settings), "injected": dict(self.injected)}

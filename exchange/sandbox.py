@@ -1,0 +1,212 @@
+"""``limitline sandbox``: a local exchange on 127.0.0.1 that speaks Binance's spot REST.
+
+The real ``ccxt.binance`` client talks to it over HTTP (point an exchange's ``base_url``
+at it), so the whole live path can be run end to end before real money. Backed by the
+same simulated matching engine and replay feed as shadow mode.
+
+Admin endpoints (local only, no auth: the server binds 127.0.0.1):
+
+- ``GET /admin/state``: balances, open orders, fills, injected faults;
+- ``POST /admin/faults``: JSON of :class:`exchange.faults.FaultSettings` (replaces them);
+- ``POST /admin/operator/cancel``: ``{"clientOrderId": ...}`` cancels as an operator would;
+- ``POST /admin/operator/order``: ``{"symbol", "side", "price", "quantity"}`` places one;
+- ``POST /admin/operator/balance``: ``{"asset", "delta"}`` deposits (or withdraws).
+
+hypercorn's trio worker serves it; trio's socket streams set TCP_NODELAY (without it,
+Nagle's algorithm adds 40 ms to a small request/response exchange on loopback).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from decimal import Decimal, InvalidOperation
+from typing import Any, Awaitable, Callable
+
+import attrs
+import cattrs
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from actors.orders import Side
+from exchange.binance_dialect import BinanceDialect, Request, Response, error
+from exchange.candles import load_candles
+from exchange.faults import FaultPlan, FaultSettings
+from exchange.markets import MarketRules
+from exchange.matching import Rejection, SimulatedExchange
+from exchange.replay import ReplayFeed
+
+DEFAULT_API_KEY = "sandbox-key"
+DEFAULT_SECRET = "sandbox-secret"
+
+
+@attrs.frozen
+class SandboxSettings:
+    data: str
+    symbol: str = "BTC/USDT"
+    port: int = 8790
+    speed: float = 5.0
+    balances: dict[str, Decimal] = attrs.Factory(lambda: {"USDT": Decimal("100000"), "BTC": Decimal("2")})
+    api_key: str = DEFAULT_API_KEY
+    secret: str = attrs.field(default=DEFAULT_SECRET, repr=False)
+    volume_share: Decimal = Decimal("0.1")
+
+
+def default_rules(symbol: str) -> MarketRules:
+    return MarketRules.for_symbol(
+        symbol,
+        tick_size=Decimal("0.01"),
+        lot_size=Decimal("0.00001"),
+        min_amount=Decimal("0.00001"),
+        min_notional=Decimal("5"),
+        maker_fee=Decimal("0.001"),
+        taker_fee=Decimal("0.001"),
+    )
+
+
+class Sandbox:
+    """The server's state and its ASGI app."""
+
+    def __init__(self, settings: SandboxSettings, faults: FaultSettings | None = None) -> None:
+        exchange = SimulatedExchange([default_rules(settings.symbol)], dict(settings.balances), settings.volume_share)
+        feed = ReplayFeed(load_candles(settings.data), settings.speed)
+        self.dialect = BinanceDialect(exchange, {settings.symbol: feed}, settings.api_key, settings.secret)
+        self.faults = FaultPlan(faults)
+        self.requests = 0
+
+    def now_ms(self) -> int:
+        return int(time.time() * 1000)
+
+    async def app(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict]], send: Callable[[dict], Awaitable[None]]) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        path, method = scope["path"], scope["method"]
+        if path.startswith("/admin/"):
+            response = self._admin(method, path, body)
+        else:
+            response = await self._api(method, path, scope.get("query_string", b"").decode(), body.decode(), headers)
+        await _respond(send, response)
+
+    async def _api(self, method: str, path: str, query: str, body: str, headers: dict[str, str]) -> Response:
+        self.requests += 1
+        settings = self.faults.settings
+        if settings.latency_ms:
+            await trio.sleep(settings.latency_ms / 1000)
+        fault = self.faults.decide(method, path)
+        if fault == "server_error":
+            return error(503, -1001, "Internal error; unable to process your request. Please try again.")
+        if fault == "rate_limit":
+            return error(429, -1003, "Too many requests; current limit is 1200 request weight per 1 MINUTE.",
+                         (("Retry-After", str(settings.retry_after_seconds)),))
+        if fault == "timeout":
+            await trio.sleep(settings.hold_seconds)
+        self.dialect.advance(trio.current_time(), self.now_ms())
+        request = Request(method, path, query, body, headers.get("x-mbx-apikey"))
+        response = self.dialect.handle(request, self.now_ms())
+        if fault == "timeout_after_accept":
+            # The exchange acted; the client hears nothing in time.
+            await trio.sleep(settings.hold_seconds)
+        return response
+
+    def _admin(self, method: str, path: str, body: bytes) -> Response:
+        try:
+            data = json.loads(body or b"{}")
+        except json.JSONDecodeError as bad:
+            return Response(400, {"error": f"body: not JSON ({bad.msg})"})
+        exchange = self.dialect.exchange
+        if (method, path) == ("GET", "/admin/state"):
+            return Response(200, {
+                "requests": self.requests,
+                "faults": self.faults.status(),
+                "balances": {a: {"free": str(b.free), "used": str(b.used)} for a, b in exchange.balances.items()},
+                "open_orders": [o.client_order_id for o in exchange.open_orders()],
+                "orders": len(exchange.orders),
+                "fills": len(self.dialect.fills),
+            })
+        if (method, path) == ("POST", "/admin/faults"):
+            try:
+                settings = cattrs.structure(data, FaultSettings)
+            except Exception as bad:  # noqa: BLE001 - any structuring problem is the caller's
+                return Response(400, {"error": f"faults: {bad}"})
+            problems = settings.problems()
+            if problems:
+                return Response(400, {"error": "; ".join(problems)})
+            self.faults.update(settings)
+            return Response(200, self.faults.status())
+        if (method, path) == ("POST", "/admin/operator/cancel"):
+            result = exchange.cancel_order(str(data.get("clientOrderId", "")))
+            if isinstance(result, Rejection):
+                return Response(404, {"error": result.message})
+            return Response(200, {"canceled": result.client_order_id})
+        if (method, path) == ("POST", "/admin/operator/order"):
+            try:
+                side = Side(str(data["side"]).lower())
+                result = exchange.create_limit_order(
+                    str(data["symbol"]), side, Decimal(str(data["quantity"])), Decimal(str(data["price"])),
+                    str(data.get("clientOrderId") or f"operator-{self.now_ms()}"), self.now_ms() / 1000,
+                )
+            except (KeyError, ValueError, InvalidOperation) as bad:
+                return Response(400, {"error": f"order: needs symbol, side, price, quantity ({bad})"})
+            if isinstance(result, Rejection):
+                return Response(400, {"error": result.message})
+            return Response(200, {"placed": result.client_order_id, "orderId": int(result.exchange_order_id)})
+        if (method, path) == ("POST", "/admin/operator/balance"):
+            try:
+                asset, delta = str(data["asset"]), Decimal(str(data["delta"]))
+            except (KeyError, InvalidOperation) as bad:
+                return Response(400, {"error": f"balance: needs asset and delta ({bad})"})
+            balance = exchange.balances[asset]
+            if balance.free + delta < 0:
+                return Response(400, {"error": f"balance: {asset} free {balance.free} cannot go below 0"})
+            balance.free += delta
+            return Response(200, {"asset": asset, "free": str(balance.free)})
+        return Response(404, {"error": f"no admin endpoint {method} {path}"})
+
+
+async def _respond(send: Callable[[dict], Awaitable[None]], response: Response) -> None:
+    payload = json.dumps(response.body).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    headers += [(k.encode(), v.encode()) for k, v in response.headers]
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def serve_sandbox(
+    sandbox: Sandbox, port: int, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve until cancelled; reports the base URL once listening."""
+    config = HypercornConfig()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.accesslog = None
+    config.errorlog = None
+    config.keep_alive_timeout = 75
+
+    async def serving(*, task_status: trio.TaskStatus[list[str]]) -> None:
+        await serve(sandbox.app, config, shutdown_trigger=trio.sleep_forever, task_status=task_status)  # type: ignore[arg-type]
+
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(serving)
+        task_status.started(binds[0])
+
+
+def credentials_from_env() -> tuple[str, str]:
+    """The sandbox's API key and secret: from LIMITLINE_SANDBOX_API_KEY / _SECRET, or the
+    documented defaults (they protect nothing: the server holds no real money)."""
+    return (
+        os.environ.get("LIMITLINE_SANDBOX_API_KEY", DEFAULT_API_KEY),
+        os.environ.get("LIMITLINE_SANDBOX_SECRET", DEFAULT_SECRET),
+    )
