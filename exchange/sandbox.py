@@ -75,6 +75,23 @@ class Sandbox:
         self.dialect = BinanceDialect(exchange, {settings.symbol: feed}, settings.api_key, settings.secret)
         self.faults = FaultPlan(faults)
         self.requests = 0
+        self.tick_seconds = min(0.1, 0.5 / settings.speed)
+        self._filled = trio.Event()
+
+    def advance(self) -> None:
+        if self.dialect.advance(trio.current_time(), self.now_ms()):
+            self._filled.set()
+            self._filled = trio.Event()
+
+    async def move_market(self) -> None:
+        """The market moves whether or not anyone asks, as on a real exchange."""
+        while True:
+            self.advance()
+            await trio.sleep(self.tick_seconds)
+
+    async def wait_for_fill(self) -> None:
+        """Until the next fill (for tests and tools; no polling)."""
+        await self._filled.wait()
 
     def now_ms(self) -> int:
         return int(time.time() * 1000)
@@ -114,7 +131,7 @@ class Sandbox:
                          (("Retry-After", str(settings.retry_after_seconds)),))
         if fault == "timeout":
             await trio.sleep(settings.hold_seconds)
-        self.dialect.advance(trio.current_time(), self.now_ms())
+        self.advance()
         request = Request(method, path, query, body, headers.get("x-mbx-apikey"))
         response = self.dialect.handle(request, self.now_ms())
         if fault == "timeout_after_accept":
@@ -199,6 +216,7 @@ async def serve_sandbox(
         await serve(sandbox.app, config, shutdown_trigger=trio.sleep_forever, task_status=task_status)  # type: ignore[arg-type]
 
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(sandbox.move_market)
         binds = await nursery.start(serving)
         task_status.started(binds[0])
 
