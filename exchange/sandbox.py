@@ -125,7 +125,8 @@ class Sandbox:
             await trio.sleep(settings.latency_ms / 1000)
         fault = self.faults.decide(method, path)
         if fault == "server_error":
-            return error(503, -1001, "Internal error; unable to process your request. Please try again.")
+            # What Binance's gateway answers when the exchange is down: no JSON, just 503.
+            return Response(503, "<html><body><h1>503 Service Unavailable</h1></body></html>")
         if fault == "rate_limit":
             return error(429, -1003, "Too many requests; current limit is 1200 request weight per 1 MINUTE.",
                          (("Retry-After", str(settings.retry_after_seconds)),))
@@ -195,8 +196,11 @@ class Sandbox:
 
 
 async def _respond(send: Callable[[dict], Awaitable[None]], response: Response) -> None:
-    payload = json.dumps(response.body).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    if isinstance(response.body, str):
+        payload, kind = response.body.encode(), b"text/html"
+    else:
+        payload, kind = json.dumps(response.body).encode(), b"application/json"
+    headers = [(b"content-type", kind), (b"content-length", str(len(payload)).encode())]
     headers += [(k.encode(), v.encode()) for k, v in response.headers]
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
