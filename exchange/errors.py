@@ -3,7 +3,7 @@
 | kind | ccxt classes | behaviour |
 |---|---|---|
 | ``fatal`` | AuthenticationError (PermissionDenied, AccountSuspended) | isolate the venue; its strategies fail pre-flight with the message |
-| ``rate_limited`` | DDoSProtection (RateLimitExceeded; HTTP 429/418) | the whole venue pauses (``Retry-After`` honoured); never retried at once |
+| ``rate_limited`` | DDoSProtection, RateLimitExceeded (HTTP 429/418) | the whole venue pauses (``Retry-After`` honoured); never retried at once |
 | ``transient`` | ExchangeNotAvailable (5xx, maintenance), InvalidNonce; any network error on a *read* | retry the read with back-off; counts toward the strategy's breaker when it was the strategy's operation |
 | ``ambiguous`` | RequestTimeout, other NetworkError / OperationFailed on a *create or cancel* | the order goes to UNKNOWN, never to failed: the exchange may have acted |
 | ``rejected`` | InsufficientFunds, InvalidOrder (OrderNotFound, ...), BadRequest, OperationRejected, other ExchangeError | the order is rejected with the exchange's message; reservation released; the breaker counts it |
@@ -30,6 +30,8 @@ class ErrorKind(enum.Enum):
 TAXONOMY: tuple[tuple[type[BaseException], ErrorKind, ErrorKind], ...] = (
     (ccxt.AuthenticationError, ErrorKind.FATAL, ErrorKind.FATAL),
     (ccxt.DDoSProtection, ErrorKind.RATE_LIMITED, ErrorKind.RATE_LIMITED),
+    # Not a subclass of DDoSProtection: both derive from NetworkError.
+    (ccxt.RateLimitExceeded, ErrorKind.RATE_LIMITED, ErrorKind.RATE_LIMITED),
     # The exchange said it is unavailable: it did not act on the request.
     (ccxt.ExchangeNotAvailable, ErrorKind.TRANSIENT, ErrorKind.TRANSIENT),
     (ccxt.InvalidNonce, ErrorKind.TRANSIENT, ErrorKind.TRANSIENT),

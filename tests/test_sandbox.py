@@ -107,7 +107,7 @@ async def test_a_wrong_key_or_secret_is_an_authentication_error():
 async def test_injected_faults_arrive_as_their_ccxt_classes():
     def work(client, sandbox, url):
         admin(url, "/admin/faults", {"burst_429": 1, "retry_after_seconds": 2})
-        with pytest.raises(ccxt.DDoSProtection):  # ccxt maps HTTP 429 here (RateLimitExceeded is a subclass)
+        with pytest.raises(ccxt.DDoSProtection):  # ccxt's class for HTTP 429 from binance
             client.fetch_balance()
         admin(url, "/admin/faults", {"error_rates": {"server_error": 1.0}})
         with pytest.raises(ccxt.ExchangeNotAvailable):
