@@ -3,7 +3,9 @@
 - ``limitline run [-c CONFIG]``: run every configured strategy in one process (shadow mode
   unless armed for live trading). SIGINT or SIGTERM stops the tree in reverse order and
   flushes the store; a second signal exits at once.
-- ``limitline check [-c CONFIG]``: check the config without starting anything.
+- ``limitline check [-c CONFIG]``: run every pre-flight check without starting anything.
+- ``limitline sandbox [--port N] [--data CSV] [--faults FILE]``: a local exchange speaking
+  Binance's spot REST, to run a live configuration end to end before real money.
 
 Exit status: 0 done, 1 the runtime failed (a supervisor gave up) or, for ``check``, a
 strategy failed its pre-flight checks, 2 the config or the command line is wrong, 130
@@ -45,8 +47,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("-q", "--quiet", action="store_true", help="do not print orders and fills")
     check = commands.add_parser("check", help="check the config without starting anything")
     check.add_argument("-c", "--config", help="YAML config (default: the embedded one)")
+    sandbox = commands.add_parser("sandbox", help="a local exchange on 127.0.0.1 speaking Binance's spot REST")
+    sandbox.add_argument("--port", type=int, default=8790, help="port on 127.0.0.1 (0: any free port)")
+    sandbox.add_argument("--data", help="candle CSV to replay (default: the bundled BTC/USD 1h)")
+    sandbox.add_argument("--symbol", default="BTC/USDT", help="the market it lists (default BTC/USDT)")
+    sandbox.add_argument("--speed", type=float, default=5.0, help="candles per second (default 5)")
+    sandbox.add_argument("--faults", help="YAML or JSON file of faults to inject (see README)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    if args.command == "sandbox":
+        return run_sandbox(args)
 
     try:
         config = load_config(args.config)
@@ -58,6 +68,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         return _check(config)
     return trio.run(_run, config, args.quiet)
+
+
+def run_sandbox(args: argparse.Namespace) -> int:
+    from exchange.candles import CandleDataError, bundled_path, load_candles
+    from exchange.faults import FaultSettings
+    from exchange.sandbox import Sandbox, SandboxSettings, credentials_from_env, serve_sandbox
+
+    faults = None
+    if args.faults:
+        try:
+            import cattrs
+            import yaml
+
+            faults = cattrs.structure(yaml.safe_load(open(args.faults)) or {}, FaultSettings)
+        except (OSError, yaml.YAMLError, cattrs.BaseValidationError) as bad:
+            print(f"limitline: --faults {args.faults}: {bad}", file=sys.stderr)
+            return EXIT_USAGE
+        if faults.problems():
+            print(f"limitline: --faults {args.faults}: {'; '.join(faults.problems())}", file=sys.stderr)
+            return EXIT_USAGE
+    data = args.data or str(bundled_path())
+    try:
+        load_candles(data)
+    except CandleDataError as bad:
+        print(f"limitline: --data: {bad}", file=sys.stderr)
+        return EXIT_USAGE
+    if not 0 <= args.port <= 65535 or args.speed <= 0:
+        print("limitline: --port must be 0-65535 and --speed greater than 0", file=sys.stderr)
+        return EXIT_USAGE
+    key, secret = credentials_from_env()
+    settings = SandboxSettings(data=data, symbol=args.symbol, port=args.port, speed=args.speed, api_key=key, secret=secret)
+    sandbox = Sandbox(settings, faults)
+
+    async def serve_until_signal() -> None:
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(serve_sandbox, sandbox, args.port)
+            print(f"limitline sandbox: Binance spot REST on {url} ({args.symbol}, {args.speed:g} candles/s); "
+                  f"admin at {url}/admin/state. Point an exchange's base_url at it. Ctrl-C stops.", file=sys.stderr, flush=True)
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    break
+
+    trio.run(serve_until_signal)
+    return EXIT_OK
 
 
 def _check(config: Config) -> int:
