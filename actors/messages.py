@@ -295,6 +295,43 @@ class RecordJournal:
     entries: tuple[JournalEntry, ...]
 
 
+# ------------------------------------------------------ connection <-> shell
+
+
+@attrs.frozen
+class ExchangeCall:
+    """An effect: call ccxt's ``method(*args, **kwargs)`` on a worker thread."""
+
+    call_id: int
+    method: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = attrs.field(factory=dict)
+    #: A create or cancel: an unclear outcome makes the order UNKNOWN instead of failed.
+    write: bool = False
+
+
+@attrs.frozen
+class CallDone:
+    """The outcome of an :class:`ExchangeCall`, fed back into the connection's core."""
+
+    call_id: int
+    result: Any = None
+    #: None on success; else the taxonomy's kind and the exchange's message.
+    error_kind: str | None = None
+    error: str = ""
+    #: Seconds from a ``Retry-After`` header, when the exchange sent one.
+    retry_after: float | None = None
+
+
+@attrs.frozen
+class VenueStatus:
+    """The venue was isolated (orders stop) or recovered (pre-flight runs again)."""
+
+    venue: str
+    isolated: bool
+    reason: str
+
+
 # ----------------------------------------------------- reconciler <-> others
 
 

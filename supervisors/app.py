@@ -47,7 +47,13 @@ from exchange.replay import ReplayFeed
 from exchange.shadow import ShadowVenue
 from actors.connection.core import ShadowConnectionCore
 from actors.strategy.preflight import preflight
-from supervisors.config import Config, VenueConfig, allocated_on, data_path
+from actors.connection.live_core import LiveSettings, parse_balances, parse_markets
+from actors.connection.live_shell import live_connection_actor, scrub
+from actors.strategy.preflight import VenueFacts
+from exchange.ccxt_client import make_client
+from exchange.errors import classify
+from supervisors.config import CcxtVenueConfig, Config, SimulatedVenueConfig, VenueConfig, allocated_on, data_path
+from supervisors.secrets import CredentialsError, resolve
 from supervisors.mailbox import Mailbox
 from supervisors.status import status_actor
 from supervisors.tree import ChildSpec, RestartStrategy, Supervisor
@@ -59,13 +65,17 @@ ACTOR_MAILBOX = 1024
 
 
 class App:
-    def __init__(self, config: Config, echo: Callable[[RecordEvent], None] | None = None) -> None:
+    def __init__(self, config: Config, echo: Callable[[RecordEvent], None] | None = None, live: bool = False) -> None:
+        """``live``: the process was started with ``--live``; live strategies are armed."""
         self.config = config
+        self.live = live
         self.mailboxes: dict[str, Mailbox] = {}
         self.directory: dict[str, trio.MemorySendChannel[Any]] = {}
         self.env = ActorEnv(self.directory, Path(config.store))
         self.dropped_events = 0
-        self.shadow_venues = {venue.name: build_shadow_venue(venue) for venue in config.venues}
+        self.shadow_venues = {
+            venue.name: build_shadow_venue(venue) for venue in config.venues if isinstance(venue, SimulatedVenueConfig)
+        }
         supervision = config.supervision
         limits = dict(max_restarts=supervision.max_restarts, period=supervision.period_seconds)
 
@@ -91,7 +101,8 @@ class App:
             ),
             mailbox=self._mailbox(RECONCILER),
         )
-        facts = {"mode": "shadow", "store": str(self.env.store_path)}
+        modes = sorted({s.mode for s in config.strategies})
+        facts = {"mode": "live" if "live" in modes else "shadow", "armed_live": live, "store": str(self.env.store_path)}
         status = ChildSpec(
             "status",
             functools.partial(
@@ -116,19 +127,8 @@ class App:
         return mailbox
 
     def _venue(self, venue: VenueConfig, limits: dict[str, Any]) -> Supervisor:
-        speed = max(replay.speed for replay in venue.replay.values())
         address = connection_address(venue.name)
-        connection = ChildSpec(
-            address,
-            functools.partial(
-                shadow_connection_actor,
-                venue=venue.name,
-                shadow=self.shadow_venues[venue.name],
-                tick_interval=min(0.25, 0.5 / speed),
-                env=self.env,
-            ),
-            mailbox=self._mailbox(address),
-        )
+        connection = ChildSpec(address, self._connection_start(venue), mailbox=self._mailbox(address))
         strategies = [
             ChildSpec(
                 strategy_address(s.name),
@@ -139,6 +139,31 @@ class App:
             if s.venue == venue.name
         ]
         return Supervisor(f"venue:{venue.name}", [connection, *strategies], RestartStrategy.REST_FOR_ONE, **limits)
+
+    def _connection_start(self, venue: VenueConfig) -> Any:
+        if isinstance(venue, SimulatedVenueConfig):
+            speed = max(replay.speed for replay in venue.replay.values())
+            return functools.partial(
+                shadow_connection_actor,
+                venue=venue.name,
+                shadow=self.shadow_venues[venue.name],
+                tick_interval=min(0.25, 0.5 / speed),
+                env=self.env,
+            )
+        fatal = None
+        try:
+            credentials = resolve(venue)
+        except CredentialsError as problem:
+            credentials, fatal = None, str(problem)
+        return functools.partial(
+            live_connection_actor,
+            venue=venue.name,
+            make_client=functools.partial(build_client, venue, credentials),
+            secrets=credentials.values() if credentials else (),
+            settings=live_settings(venue),
+            env=self.env,
+            fatal=fatal,
+        )
 
     def emit(self, kind: str, actor: str, reason: str, payload: dict[str, Any]) -> None:
         """Supervisors' decisions go into the event log like everything else."""
@@ -154,21 +179,58 @@ class App:
         await self.root.run_root(self.emit, task_status=task_status)
 
 
-def preflight_all(config: Config) -> dict[str, list[str]]:
-    """Every strategy's pre-flight problems, without starting anything (``limitline check``).
+def build_client(venue: CcxtVenueConfig, credentials: Any) -> Any:
+    return make_client(
+        venue.exchange,
+        api_key=credentials.api_key if credentials else None,
+        secret=credentials.secret if credentials else None,
+        password=credentials.password if credentials else None,
+        base_url=venue.base_url,
+        sandbox=venue.sandbox,
+        timeout_ms=int(venue.timeout_seconds * 1000),
+    )
 
-    Uses the very facts a connection would send: for a simulated venue, its markets, its
-    balances and the price at the start of its replay.
-    """
-    facts = {
-        venue.name: ShadowConnectionCore(venue.name, build_shadow_venue(venue)).facts() for venue in config.venues
-    }
+
+def live_settings(venue: CcxtVenueConfig) -> LiveSettings:
+    return LiveSettings(
+        timeframe=venue.timeframe,
+        poll_seconds=venue.poll_seconds,
+        rate_limit_per_second=venue.rate_limit_per_second,
+        isolate_after_seconds=venue.isolate_after_seconds,
+        probe_max_seconds=venue.probe_max_seconds,
+    )
+
+
+def venue_facts(venue: VenueConfig) -> VenueFacts:
+    """What a connection would tell its strategies, found without starting the runtime:
+    for a simulated venue, its markets, balances and the price where its replay starts;
+    for a ccxt venue, one synchronous load of markets and balance with the credentials."""
+    if isinstance(venue, SimulatedVenueConfig):
+        return ShadowConnectionCore(venue.name, build_shadow_venue(venue)).facts()
+    try:
+        credentials = resolve(venue)
+        client = build_client(venue, credentials)
+    except CredentialsError as problem:
+        return VenueFacts(venue.name, str(problem), {}, {}, {})
+    found = {}
+    for method in ("load_markets", "fetch_balance"):
+        try:
+            found[method] = getattr(client, method)()
+        except Exception as error:  # noqa: BLE001 - reported as the venue's problem
+            kind = classify(error, write=False).value
+            return VenueFacts(venue.name, scrub(f"{kind}: {type(error).__name__}: {error}", credentials.values()), {}, {}, {})
+    return VenueFacts(venue.name, None, parse_markets(found["load_markets"]), parse_balances(found["fetch_balance"]), {})
+
+
+def preflight_all(config: Config) -> dict[str, list[str]]:
+    """Every strategy's pre-flight problems, without starting anything (``limitline check``)."""
+    facts = {venue.name: venue_facts(venue) for venue in config.venues}
     return {
         s.name: preflight(s, facts[s.venue], allocated_on(config, s.venue)) for s in config.strategies
     }
 
 
-def build_shadow_venue(venue: VenueConfig) -> ShadowVenue:
+def build_shadow_venue(venue: SimulatedVenueConfig) -> ShadowVenue:
     markets = [
         MarketRules.for_symbol(
             m.symbol,

@@ -34,7 +34,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FORCED = 0, 1, 2, 130
 #: Events worth a line on the console; everything is in the event log anyway.
 ECHOED = {
     "order_placed", "fill", "order_rejected", "order_canceled", "order_expired", "strategy_active",
-    "preflight_failed", "breaker_open", "breaker_half_open", "breaker_closed", "child_exited", "child_restarting", "supervisor_gave_up", "child_abandoned",
+    "preflight_failed", "breaker_open", "breaker_half_open", "breaker_closed", "strategy_inactive",
+    "venue_isolated", "venue_recovered", "venue_rate_limited", "exchange_error", "child_exited", "child_restarting", "supervisor_gave_up", "child_abandoned",
     "reconcile_difference",
 }
 
@@ -45,8 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = commands.add_parser("run", help="run the strategies (shadow mode unless armed for live)")
     run.add_argument("-c", "--config", help=f"YAML config (default: the embedded {DEFAULT_CONFIG.name})")
     run.add_argument("-q", "--quiet", action="store_true", help="do not print orders and fills")
+    run.add_argument("--live", action="store_true", help="arm live trading for strategies with mode: live (real orders)")
     check = commands.add_parser("check", help="check the config without starting anything")
     check.add_argument("-c", "--config", help="YAML config (default: the embedded one)")
+    check.add_argument("--live", action="store_true", help="check as `run --live` would")
     sandbox = commands.add_parser("sandbox", help="a local exchange on 127.0.0.1 speaking Binance's spot REST")
     sandbox.add_argument("--port", type=int, default=8790, help="port on 127.0.0.1 (0: any free port)")
     sandbox.add_argument("--data", help="candle CSV to replay (default: the bundled BTC/USD 1h)")
@@ -59,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_sandbox(args)
 
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, live=args.live)
     except ConfigError as error:
         print(f"limitline: invalid config {error.source}:", file=sys.stderr)
         for problem in error.problems:
@@ -67,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if args.command == "check":
         return _check(config)
-    return trio.run(_run, config, args.quiet)
+    return trio.run(_run, config, args.quiet, args.live)
 
 
 def run_sandbox(args: argparse.Namespace) -> int:
@@ -128,8 +131,8 @@ def _check(config: Config) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-async def _run(config: Config, quiet: bool) -> int:
-    app = App(config, echo=None if quiet else _echo)
+async def _run(config: Config, quiet: bool, live: bool) -> int:
+    app = App(config, echo=None if quiet else _echo, live=live)
     stop = trio.CancelScope()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_watch_signals, stop)
@@ -152,8 +155,10 @@ class _Announce:
     def started(self, value: object = None) -> None:
         status = next(c for c in self.app.snapshot()["children"] if c["name"] == "status")
         url = status.get("status", {}).get("url")
+        live = sum(s.mode == "live" for s in self.config.strategies)
+        mode = f"{live} LIVE (real orders)" if live else "all in shadow mode"
         print(
-            f"limitline: running {len(self.config.strategies)} strategies in shadow mode; "
+            f"limitline: running {len(self.config.strategies)} strategies, {mode}; "
             f"status at {url}/status; store {self.config.store}. Ctrl-C stops.",
             file=sys.stderr,
             flush=True,

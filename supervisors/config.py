@@ -61,7 +61,7 @@ class ReplayConfig:
 
 
 @attrs.frozen
-class VenueConfig:
+class SimulatedVenueConfig:
     name: str
     markets: list[MarketConfig]
     balances: dict[str, Decimal]
@@ -69,6 +69,35 @@ class VenueConfig:
     kind: Literal["simulated"] = "simulated"
     #: The most a single candle can fill of our orders, as a share of its volume.
     volume_share: Decimal = Decimal("0.1")
+
+
+@attrs.frozen
+class CcxtVenueConfig:
+    """A real exchange account through ccxt. Credentials are *named* here, never written:
+    environment variables (``api_key_env``, ``secret_env``, ``password_env``) or a secrets
+    file readable only by its owner (YAML with ``api_key``, ``secret``, ``password``)."""
+
+    name: str
+    exchange: str
+    kind: Literal["ccxt"] = "ccxt"
+    #: Rewrites scheme and host of every REST URL (a testnet, a proxy, `limitline sandbox`).
+    base_url: str | None = None
+    #: ccxt's sandbox (testnet) mode.
+    sandbox: bool = False
+    api_key_env: str | None = None
+    secret_env: str | None = None
+    password_env: str | None = None
+    secrets_file: str | None = None
+    timeframe: str = "1h"
+    poll_seconds: float = 2.0
+    rate_limit_per_second: float = 10.0
+    isolate_after_seconds: float = 30.0
+    probe_max_seconds: float = 60.0
+    timeout_seconds: float = 10.0
+
+
+VenueConfig = SimulatedVenueConfig | CcxtVenueConfig
+INLINE_SECRETS = ("api_key", "apiKey", "secret", "password", "token")
 
 
 @attrs.frozen
@@ -155,7 +184,16 @@ def _strict_str(value: Any, _: type) -> str:
     return value
 
 
+def _venue(value: Any, _: type) -> VenueConfig:
+    kind = value.get("kind", "simulated") if isinstance(value, dict) else None
+    cls = {"simulated": SimulatedVenueConfig, "ccxt": CcxtVenueConfig}.get(kind)  # type: ignore[arg-type]
+    if cls is None:
+        raise ValueError(f"kind must be simulated or ccxt, got {kind!r}")
+    return _converter.structure(value, cls)
+
+
 _converter.register_structure_hook(Decimal, _decimal)
+_converter.register_structure_hook(VenueConfig, _venue)
 _converter.register_structure_hook(TriggerSpec, _trigger)
 _converter.register_structure_hook(TriggerSpec | None, lambda v, t: None if v is None else _trigger(v, t))
 _converter.register_structure_hook(datetime, _datetime)
@@ -195,7 +233,7 @@ def _join(path: str, name: object) -> str:
 # ------------------------------------------------------------------ checking
 
 
-def check_config(config: Config) -> list[str]:
+def check_config(config: Config, live: bool = False) -> list[str]:
     """Every semantic problem of a structurally valid config."""
     problems: list[str] = []
 
@@ -216,6 +254,9 @@ def check_config(config: Config) -> list[str]:
         need(bool(NAME.match(venue.name)), f"{at}.name", f"must be 1-64 letters, digits, '_', '.' or '-', got {venue.name!r}")
         need(venue.name not in venues, f"{at}.name", f"another venue is already named {venue.name!r}")
         venues[venue.name] = venue
+        if isinstance(venue, CcxtVenueConfig):
+            problems += _ccxt_problems(venue, at)
+            continue
         need(Decimal(0) < venue.volume_share <= 1, f"{at}.volume_share", f"must be greater than 0 and at most 1, got {venue.volume_share}")
         symbols = [m.symbol for m in venue.markets]
         need(bool(symbols), f"{at}.markets", "at least one market is required")
@@ -239,11 +280,42 @@ def check_config(config: Config) -> list[str]:
         need(bool(NAME.match(s.name)), f"{at}.name", f"must be 1-64 letters, digits, '_', '.' or '-', got {s.name!r}")
         need(s.name not in names, f"{at}.name", f"another strategy is already named {s.name!r}")
         names.add(s.name)
-        if s.venue not in venues:
+        venue = venues.get(s.venue)
+        if venue is None:
             problems.append(f"{at}.venue: no venue is named {s.venue!r} (venues: {sorted(venues)})")
-        if s.mode == "live":
-            problems.append(f"{at}.mode: live trading needs a ccxt venue and `limitline run --live`; venue {s.venue!r} is simulated")
+        elif s.mode == "live" and not isinstance(venue, CcxtVenueConfig):
+            problems.append(f"{at}.mode: live trading needs a ccxt venue; venue {s.venue!r} is simulated")
+        elif s.mode == "live" and not live:
+            problems.append(
+                f"{at}.mode: strategy {s.name} is set to live but limitline was started without --live; "
+                "it will not place real orders. Start with `limitline run --live` to arm it"
+            )
+        elif s.mode == "shadow" and isinstance(venue, CcxtVenueConfig):
+            problems.append(
+                f"{at}.mode: shadow mode on a ccxt venue (real market data, simulated orders) is not available yet; "
+                "use a simulated venue, or mode: live with --live"
+            )
     return problems
+
+
+def _ccxt_problems(venue: CcxtVenueConfig, at: str) -> list[str]:
+    import ccxt
+
+    from actors.connection.live_core import TIMEFRAME_SECONDS
+
+    out = []
+    if not isinstance(getattr(ccxt, venue.exchange, None), type):
+        out.append(f"{at}.exchange: ccxt has no exchange {venue.exchange!r}")
+    if venue.base_url is not None and not re.match(r"^https?://[^/]+", venue.base_url):
+        out.append(f"{at}.base_url: must look like http://HOST:PORT, got {venue.base_url!r}")
+    if venue.timeframe not in TIMEFRAME_SECONDS:
+        out.append(f"{at}.timeframe: must be one of {', '.join(TIMEFRAME_SECONDS)}, got {venue.timeframe!r}")
+    for field in ("poll_seconds", "rate_limit_per_second", "isolate_after_seconds", "probe_max_seconds", "timeout_seconds"):
+        if getattr(venue, field) <= 0:
+            out.append(f"{at}.{field}: must be greater than 0, got {getattr(venue, field)}")
+    if venue.secrets_file is None and (venue.api_key_env is None or venue.secret_env is None):
+        out.append(f"{at}: name the credentials: api_key_env and secret_env (environment variables), or secrets_file")
+    return out
 
 
 def _market_problems(market: MarketConfig, at: str) -> list[str]:
@@ -291,7 +363,21 @@ def data_path(data: str) -> Path:
 # ------------------------------------------------------------------- loading
 
 
-def load_config(path: str | Path | None = None) -> Config:
+def _inline_secrets(raw: dict[str, Any]) -> list[str]:
+    """A secret written in the config is refused (its value is never repeated)."""
+    out = []
+    for i, venue in enumerate(raw.get("venues") or []):
+        if isinstance(venue, dict):
+            for key in INLINE_SECRETS:
+                if key in venue:
+                    out.append(
+                        f"venues[{i}].{key}: secrets are never written in the config; put it in an environment "
+                        f"variable and name that variable in {key.lower().replace('apikey', 'api_key')}_env, or use secrets_file"
+                    )
+    return out
+
+
+def load_config(path: str | Path | None = None, live: bool = False) -> Config:
     """Read, structure and check the config at ``path`` (the embedded default if None)."""
     source = Path(path) if path is not None else DEFAULT_CONFIG
     try:
@@ -307,17 +393,21 @@ def load_config(path: str | Path | None = None) -> Config:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(error, "problem", None) or str(error)
         raise ConfigError(str(source), [f"config: not valid YAML: {where}{problem}"]) from None
-    return parse_config(raw, str(source))
+    return parse_config(raw, str(source), live)
 
 
-def parse_config(raw: Any, source: str = "config") -> Config:
+def parse_config(raw: Any, source: str = "config", live: bool = False) -> Config:
+    """``live``: the process was started with ``--live`` (live strategies may be armed)."""
     if not isinstance(raw, dict):
         raise ConfigError(source, ["config: must be a mapping with venues and strategies"])
+    secrets = _inline_secrets(raw)
+    if secrets:
+        raise ConfigError(source, secrets)
     try:
         config = _converter.structure(raw, Config)
     except (ClassValidationError, IterableValidationError, ForbiddenExtraKeysError) as error:
         raise ConfigError(source, _structure_problems(error)) from None
-    problems = check_config(config)
+    problems = check_config(config, live)
     if problems:
         raise ConfigError(source, problems)
     return config

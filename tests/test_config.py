@@ -73,11 +73,56 @@ def test_a_strategys_own_parameters_are_left_to_its_preflight():
     assert config.strategies[0].max_open_orders == 0
 
 
+def live_raw() -> dict:
+    raw = default_raw()
+    raw["venues"].append({
+        "name": "binance", "kind": "ccxt", "exchange": "binance", "base_url": "http://127.0.0.1:8790",
+        "api_key_env": "LL_KEY", "secret_env": "LL_SECRET",
+    })
+    raw["strategies"][0]["venue"] = "binance"
+    raw["strategies"][0]["symbol"] = "BTC/USDT"
+    raw["strategies"][0]["mode"] = "live"
+    return raw
+
+
 def test_live_mode_cannot_be_armed_from_the_yaml_alone():
+    [problem] = problems_of(live_raw())
+    assert problem == (
+        "strategies[0].mode: strategy sma-cross is set to live but limitline was started without --live; "
+        "it will not place real orders. Start with `limitline run --live` to arm it"
+    )
+    config = parse_config(live_raw(), live=True)
+    assert config.venue("binance").kind == "ccxt"
+
+
+def test_live_mode_needs_a_ccxt_venue():
     raw = default_raw()
     raw["strategies"][0]["mode"] = "live"
-    [problem] = problems_of(raw)
-    assert problem.startswith("strategies[0].mode: live trading needs a ccxt venue and `limitline run --live`")
+    assert problems_of(raw) == ["strategies[0].mode: live trading needs a ccxt venue; venue 'sim' is simulated"]
+
+
+def test_a_secret_written_in_the_config_is_refused_without_repeating_it():
+    raw = live_raw()
+    raw["venues"][1]["secret"] = "hunter2-super-secret"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, live=True)
+    assert caught.value.problems == [
+        "venues[1].secret: secrets are never written in the config; put it in an environment variable "
+        "and name that variable in secret_env, or use secrets_file"
+    ]
+    assert "hunter2" not in str(caught.value)
+
+
+def test_a_ccxt_venue_must_name_its_credentials():
+    raw = live_raw()
+    del raw["venues"][1]["secret_env"]
+    raw["venues"][1]["exchange"] = "nosuchexchange"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, live=True)
+    assert caught.value.problems == [
+        "venues[1].exchange: ccxt has no exchange 'nosuchexchange'",
+        "venues[1]: name the credentials: api_key_env and secret_env (environment variables), or secrets_file",
+    ]
 
 
 def test_a_missing_file_and_bad_yaml_say_so(tmp_path):

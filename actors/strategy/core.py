@@ -38,6 +38,7 @@ from actors.messages import (
     SubmitOrder,
     Subscribe,
     VenueInfo,
+    VenueStatus,
     connection_address,
     strategy_address,
 )
@@ -124,6 +125,8 @@ class StrategyCore:
         if isinstance(message, VenueInfo):
             self._venue = message.facts
             return self._maybe_activate(now)
+        if isinstance(message, VenueStatus):
+            return self._on_venue_status(message, now)
         if isinstance(message, AccountInfo):
             self.held = message.base_free + message.base_reserved
             self._balances_known = True
@@ -156,6 +159,17 @@ class StrategyCore:
         raise TypeError(f"strategy {self.name} does not handle {type(message).__name__}")
 
     # ---------------------------------------------------------------- market
+
+    def _on_venue_status(self, status: VenueStatus, now: float) -> list[Send]:
+        """Isolated: stop submitting. Recovered: pre-flight again, from fresh facts."""
+        self.active = False
+        self._venue = None
+        self._balances_known = False
+        if status.isolated:
+            self.inactive_reason = f"venue {status.venue} isolated: {status.reason}"
+            return [self._event("strategy_inactive", now, reason=self.inactive_reason)]
+        self.inactive_reason = f"pre-flight: venue {status.venue} recovered, checking again"
+        return self.start(now)
 
     def _maybe_activate(self, now: float) -> list[Send]:
         """Run the pre-flight checks once both the exchange and the ledger have answered."""

@@ -1,0 +1,512 @@
+"""A connection to one exchange account through ccxt: the rules, without the I/O.
+
+The core never calls ccxt. It returns :class:`ExchangeCall` effects; the shell runs each on
+a worker thread and feeds the outcome back as :class:`CallDone`. So this module decides,
+in one place: what to poll and when, how fast to go (its own rate limiter: ccxt's
+synchronous throttle is not safe across threads), what each error means (through
+``exchange.errors``), and when the venue is isolated or recovered.
+
+Polling, every ``poll_seconds`` while healthy: closed candles of each subscribed market;
+for markets with orders we track, the open orders and our trades since the last one seen.
+Trades become fills (deduplicated by trade id); a tracked order that leaves the open list
+is looked up to learn whether it filled or was cancelled outside limitline.
+"""
+
+from __future__ import annotations
+
+import itertools
+from decimal import Decimal
+from typing import Any
+
+import attrs
+
+from actors.messages import (
+    LEDGER,
+    WRITER,
+    CallDone,
+    CancelFailed,
+    CancelOrder,
+    CandleClosed,
+    ExchangeCall,
+    ExchangeOrder,
+    ExchangeSnapshot,
+    FillReport,
+    OrderAccepted,
+    OrderCanceled,
+    OrderOutcomeUnknown,
+    OrderRejected,
+    RecordEvent,
+    RecordFill,
+    Send,
+    SnapshotRequest,
+    SubmitOrder,
+    Subscribe,
+    Tick,
+    VenueInfo,
+    VenueStatus,
+    connection_address,
+    strategy_address,
+)
+from actors.orders import Order, Side
+from actors.strategy.preflight import VenueFacts
+from exchange.candles import Candle
+from exchange.errors import ErrorKind
+from exchange.markets import MarketRules
+
+TIMEFRAME_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "4h": 14400, "1d": 86400}
+
+
+@attrs.frozen
+class LiveSettings:
+    timeframe: str = "1h"
+    poll_seconds: float = 2.0
+    #: Requests per second this connection allows itself (token bucket, burst of 2 s).
+    rate_limit_per_second: float = 10.0
+    #: Unreachable this long (no successful call) isolates the venue.
+    isolate_after_seconds: float = 30.0
+    #: Longest pause between probes of an isolated venue (doubling from ``poll_seconds``).
+    probe_max_seconds: float = 60.0
+
+
+class RateLimiter:
+    """A token bucket plus the pause a rate-limited venue must honour."""
+
+    def __init__(self, per_second: float, now: float) -> None:
+        self.per_second = per_second
+        self.capacity = max(1.0, per_second * 2)
+        self.tokens = self.capacity
+        self.updated = now
+        self.paused_until = 0.0
+
+    def take(self, now: float) -> bool:
+        if now < self.paused_until:
+            return False
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.per_second)
+        self.updated = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+    def pause(self, now: float, seconds: float) -> None:
+        self.paused_until = max(self.paused_until, now + seconds)
+
+
+@attrs.define
+class Tracked:
+    client_order_id: str
+    strategy: str
+    symbol: str
+    side: Side
+    amount: Decimal
+    exchange_order_id: str | None = None
+    filled: Decimal = Decimal(0)
+    cancel_reason: str | None = None
+    #: Looked up by client order id until the exchange says what became of it.
+    unknown: bool = False
+    done: bool = False
+
+
+def parse_markets(markets: dict[str, Any]) -> dict[str, MarketRules]:
+    """ccxt's loaded spot markets as our market rules (tick, lot, minimums, fees)."""
+    out = {}
+    for symbol, m in markets.items():
+        if not m.get("spot") or m.get("type") != "spot":
+            continue
+        precision, limits = m["precision"], m["limits"]
+        out[symbol] = MarketRules.for_symbol(
+            symbol,
+            tick_size=_d(precision["price"]),
+            lot_size=_d(precision["amount"]),
+            min_amount=_d(limits["amount"]["min"] or precision["amount"]),
+            min_notional=_d((limits.get("cost") or {}).get("min") or 0),
+            maker_fee=_d(m.get("maker") or 0),
+            taker_fee=_d(m.get("taker") or 0),
+            active=bool(m.get("active", True)),
+        )
+    return out
+
+
+def parse_balances(balance: dict[str, Any]) -> dict[str, Decimal]:
+    """ccxt's ``fetch_balance`` as total per asset."""
+    return {asset: _d(total) for asset, total in (balance.get("total") or {}).items() if total is not None}
+
+
+@attrs.frozen
+class _Pending:
+    what: str
+    key: str = ""
+
+
+def _d(value: Any) -> Decimal:
+    return Decimal(str(value))
+
+
+class LiveConnectionCore:
+    def __init__(self, venue: str, settings: LiveSettings, now: float, fatal: str | None = None) -> None:
+        """``fatal``: a problem known before any call (e.g. unreadable credentials)."""
+        self.venue = venue
+        self.address = connection_address(venue)
+        self.settings = settings
+        self.limiter = RateLimiter(settings.rate_limit_per_second, now)
+        self.markets: dict[str, MarketRules] | None = None
+        self.balances: dict[str, Decimal] = {}
+        self._balances_loaded = False
+        self.subscribers: dict[str, list[str]] = {}
+        self.waiting: list[str] = []  # strategies that subscribed before the markets loaded
+        self.tracked: dict[str, Tracked] = {}
+        self.by_exchange_id: dict[str, str] = {}
+        self.trade_ids: set[str] = set()
+        self.last_trade_id: dict[str, int] = {}
+        self.last_candle_ms: dict[str, int] = {}
+        self.last_prices: dict[str, Decimal] = {}
+        self.fatal: str | None = fatal
+        self.isolated: str | None = f"fatal: {fatal}" if fatal else None
+        self.last_success = now
+        self.next_poll = now
+        self.backoff = settings.poll_seconds
+        self._ids = itertools.count(1)
+        self._pending: dict[int, _Pending] = {}
+        self._queue: list[ExchangeCall] = []
+        self._snapshot_for: list[tuple[str, int]] = []
+
+    # ------------------------------------------------------------- lifecycle
+
+    def start(self, now: float) -> list[Any]:
+        """Markets first, alone: ccxt's market cache must be loaded before concurrent calls."""
+        if self.fatal is not None:
+            return [self._event("venue_isolated", now, self.isolated or "")]
+        return self._call(now, "load_markets", what="markets")
+
+    def restore(self, orders: list[Order]) -> None:
+        for order in orders:
+            if order.state.on_exchange:
+                self.tracked[order.client_order_id] = Tracked(
+                    order.client_order_id, order.strategy, order.symbol, order.side, order.amount,
+                    order.exchange_order_id, order.filled, unknown=order.exchange_order_id is None,
+                )
+                if order.exchange_order_id:
+                    self.by_exchange_id[order.exchange_order_id] = order.client_order_id
+            self.trade_ids |= set(order.trade_ids)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "mode": "live",
+            "markets_loaded": self.markets is not None,
+            "isolated": self.isolated,
+            "tracked_orders": sum(not t.done for t in self.tracked.values()),
+            "rate_limited_until": self.limiter.paused_until or None,
+            "calls_in_flight": len(self._pending),
+            "calls_queued": len(self._queue),
+        }
+
+    # -------------------------------------------------------------- dispatch
+
+    def handle(self, message: Any, now: float) -> list[Any]:
+        if isinstance(message, Tick):
+            return self.on_tick(now)
+        if isinstance(message, CallDone):
+            return self.on_done(message, now)
+        if isinstance(message, Subscribe):
+            return self.subscribe(message, now)
+        if isinstance(message, SubmitOrder):
+            return self.submit(message.order, now)
+        if isinstance(message, CancelOrder):
+            return self.cancel(message, now)
+        if isinstance(message, SnapshotRequest):
+            self._snapshot_for.append((message.reply_to, message.request_id))
+            return self._call(now, "fetch_open_orders", what="snapshot_orders")
+        raise TypeError(f"connection {self.venue} does not handle {type(message).__name__}")
+
+    def subscribe(self, message: Subscribe, now: float) -> list[Any]:
+        to = strategy_address(message.strategy)
+        subscribers = self.subscribers.setdefault(message.symbol, [])
+        if to not in subscribers:
+            subscribers.append(to)
+        if (self.markets is None or not self._balances_loaded) and self.fatal is None:
+            self.waiting.append(to)
+            return []
+        return [Send(to, VenueInfo(self.facts()))]
+
+    def facts(self) -> VenueFacts:
+        error = self.fatal or (f"isolated: {self.isolated}" if self.isolated else None)
+        return VenueFacts(self.venue, error, dict(self.markets or {}), dict(self.balances), dict(self.last_prices))
+
+    def submit(self, order: Order, now: float) -> list[Any]:
+        to = strategy_address(order.strategy)
+        if self.isolated or self.fatal:
+            rejected = OrderRejected(order.client_order_id, f"venue {self.venue} is isolated: {self.isolated or self.fatal}; not sent", now)
+            return [Send(to, rejected), Send(LEDGER, rejected)]
+        self.tracked[order.client_order_id] = Tracked(order.client_order_id, order.strategy, order.symbol, order.side, order.amount)
+        return self._call(
+            now, "create_order", (order.symbol, "limit", order.side.value, float(order.amount), float(order.price)),
+            {"params": {"clientOrderId": order.client_order_id}}, write=True, what="create", key=order.client_order_id,
+        )
+
+    def cancel(self, message: CancelOrder, now: float) -> list[Any]:
+        tracked = self.tracked.get(message.client_order_id)
+        if tracked is None or tracked.exchange_order_id is None:
+            return [Send(strategy_address(message.strategy), CancelFailed(message.client_order_id, "no exchange order id known yet", now))]
+        tracked.cancel_reason = message.reason
+        return self._call(now, "cancel_order", (tracked.exchange_order_id, tracked.symbol), write=True, what="cancel", key=message.client_order_id)
+
+    # ----------------------------------------------------------------- time
+
+    def on_tick(self, now: float) -> list[Any]:
+        out = self._flush_queue(now)
+        if self.fatal is not None and self.markets is None:
+            return out  # nothing can be called: the problem needs an operator
+        if self.markets is None and not self._in_flight("markets"):
+            if now >= self.next_poll:
+                self.next_poll = now + self.backoff
+                out += self._call(now, "load_markets", what="markets")
+            return out
+        if now - self.last_success > self.settings.isolate_after_seconds and not self.isolated:
+            out += self._isolate(now, f"no successful call for {now - self.last_success:.0f}s")
+        if now < self.next_poll:
+            return out
+        if self.isolated or self.fatal:
+            self.next_poll = now + self.backoff
+            self.backoff = min(self.backoff * 2, self.settings.probe_max_seconds)
+            return out + self._call(now, "fetch_time", what="probe")
+        self.next_poll = now + self.settings.poll_seconds
+        for symbol in self.subscribers:
+            if not self._in_flight("candles", symbol):
+                since = self.last_candle_ms.get(symbol)
+                out += self._call(now, "fetch_ohlcv", (symbol, self.settings.timeframe), {"since": None if since is None else since + 1, "limit": 100}, what="candles", key=symbol)
+        for symbol in sorted({t.symbol for t in self.tracked.values() if not t.done}):
+            if not self._in_flight("open_orders", symbol):
+                out += self._call(now, "fetch_open_orders", (symbol,), what="open_orders", key=symbol)
+            if not self._in_flight("trades", symbol):
+                last = self.last_trade_id.get(symbol)
+                params = {} if last is None else {"fromId": last + 1}
+                out += self._call(now, "fetch_my_trades", (symbol,), {"params": params}, what="trades", key=symbol)
+        for tracked in self.tracked.values():
+            if tracked.unknown and not tracked.done and not self._in_flight("lookup", tracked.client_order_id):
+                out += self._call(now, "fetch_order", (None, tracked.symbol), {"params": {"origClientOrderId": tracked.client_order_id}}, what="lookup", key=tracked.client_order_id)
+        return out
+
+    # --------------------------------------------------------------- outcomes
+
+    def on_done(self, done: CallDone, now: float) -> list[Any]:
+        pending = self._pending.pop(done.call_id, None)
+        if pending is None:
+            return []
+        if done.error_kind is None:
+            out = self._succeeded(now)
+            return out + self._on_result(pending, done.result, now)
+        return self._on_error(pending, ErrorKind(done.error_kind), done, now)
+
+    def _succeeded(self, now: float) -> list[Any]:
+        self.last_success = now
+        if self.isolated and self.fatal is None:
+            return self._recover(now)
+        return []
+
+    def _on_result(self, pending: _Pending, result: Any, now: float) -> list[Any]:
+        what, key = pending.what, pending.key
+        if what == "markets":
+            return self._markets_loaded(result, now)
+        if what == "balance":
+            self.balances = parse_balances(result)
+            self._balances_loaded = True
+            waiting, self.waiting = self.waiting, []
+            return [Send(to, VenueInfo(self.facts())) for to in waiting]
+        if what == "probe":
+            return []
+        if what == "candles":
+            return self._candles(key, result, now)
+        if what == "open_orders":
+            return self._open_orders(key, result, now)
+        if what == "trades":
+            return self._trades(result, now)
+        if what == "create":
+            tracked = self.tracked[key]
+            tracked.exchange_order_id = str(result["id"])
+            self.by_exchange_id[tracked.exchange_order_id] = key
+            return [Send(strategy_address(tracked.strategy), OrderAccepted(key, tracked.exchange_order_id, now))]
+        if what == "cancel":
+            return self._closed(self.tracked[key], now, canceled_by_us=True)
+        if what == "lookup":
+            return self._looked_up(key, result, now)
+        if what == "order":
+            return self._order_status(key, result, now)
+        if what == "snapshot_orders":
+            return self._snapshot(result, now)
+        raise AssertionError(f"no handler for {what}")
+
+    def _on_error(self, pending: _Pending, kind: ErrorKind, done: CallDone, now: float) -> list[Any]:
+        what, key = pending.what, pending.key
+        out: list[Any] = [self._event("exchange_error", now, f"{what}: {kind.value}: {done.error}", key if what in ("create", "cancel", "lookup") else None)]
+        if kind is ErrorKind.FATAL:
+            self.fatal = done.error
+            out += self._isolate(now, f"fatal: {done.error}")
+        elif kind is ErrorKind.RATE_LIMITED:
+            pause = done.retry_after if done.retry_after is not None else max(1.0, self.settings.poll_seconds)
+            self.limiter.pause(now, pause)
+            out.append(self._event("venue_rate_limited", now, f"pausing every request for {pause:g}s"))
+        if what in ("markets", "balance"):
+            if what == "balance" and kind is not ErrorKind.FATAL:
+                out += self._call(now, "fetch_balance", what="balance")  # the rate limiter paces it
+                return out
+            for to in self.waiting if kind is ErrorKind.FATAL else []:
+                out.append(Send(to, VenueInfo(self.facts())))
+            if kind is ErrorKind.FATAL:
+                self.waiting.clear()
+            return out
+        if what == "create":
+            tracked = self.tracked[key]
+            to = strategy_address(tracked.strategy)
+            if kind is ErrorKind.AMBIGUOUS:
+                tracked.unknown = True
+                return out + [Send(to, OrderOutcomeUnknown(key, done.error, now))]
+            tracked.done = True
+            rejected = OrderRejected(key, f"{kind.value}: {done.error}", now)
+            return out + [Send(to, rejected), Send(LEDGER, rejected)]
+        if what == "cancel":
+            tracked = self.tracked[key]
+            to = strategy_address(tracked.strategy)
+            if kind is ErrorKind.AMBIGUOUS:
+                tracked.unknown = True
+                return out + [Send(to, OrderOutcomeUnknown(key, done.error, now))]
+            return out + [Send(to, CancelFailed(key, f"{kind.value}: {done.error}", now))]
+        if what == "snapshot_orders":
+            self._snapshot_for.clear()  # the reconciler times out and asks again
+        return out
+
+    # ---------------------------------------------------------------- helpers
+
+    def _markets_loaded(self, markets: dict[str, Any], now: float) -> list[Any]:
+        self.markets = parse_markets(markets)
+        return self._call(now, "fetch_balance", what="balance")
+
+    def _candles(self, symbol: str, rows: list[list[Any]], now: float) -> list[Any]:
+        frame_ms = TIMEFRAME_SECONDS[self.settings.timeframe] * 1000
+        now_ms = int(now * 1000)
+        first_poll = symbol not in self.last_candle_ms
+        # The newest row may be the candle still forming; only closed candles are news.
+        closed = rows[:-1] if rows and rows[-1][0] + frame_ms > now_ms else rows
+        fresh = [row for row in closed if row[0] > self.last_candle_ms.get(symbol, -1)]
+        if not fresh:
+            return []
+        self.last_candle_ms[symbol] = fresh[-1][0]
+        self.last_prices[symbol] = _d(fresh[-1][4])
+        if first_poll:
+            return []  # history is not news: decisions start with the next closed candle
+        out: list[Any] = []
+        for row in fresh:
+            candle = Candle(int(row[0] // 1000), _d(row[1]), _d(row[2]), _d(row[3]), _d(row[4]), _d(row[5]))
+            update = CandleClosed(self.venue, symbol, candle)
+            out += [Send(to, update) for to in self.subscribers.get(symbol, [])]
+        return out
+
+    def _open_orders(self, symbol: str, orders: list[dict[str, Any]], now: float) -> list[Any]:
+        open_ids = {str(o["id"]) for o in orders}
+        out: list[Any] = []
+        for tracked in self.tracked.values():
+            if (tracked.symbol == symbol and not tracked.done and tracked.exchange_order_id
+                    and tracked.exchange_order_id not in open_ids and not self._in_flight("order", tracked.client_order_id)):
+                out += self._call(now, "fetch_order", (tracked.exchange_order_id, symbol), what="order", key=tracked.client_order_id)
+        return out
+
+    def _trades(self, trades: list[dict[str, Any]], now: float) -> list[Any]:
+        out: list[Any] = []
+        for trade in trades:
+            trade_id = str(trade["id"])
+            symbol = trade["symbol"]
+            self.last_trade_id[symbol] = max(self.last_trade_id.get(symbol, 0), int(trade_id) if trade_id.isdigit() else 0)
+            if trade_id in self.trade_ids:
+                continue
+            cid = self.by_exchange_id.get(str(trade["order"]))
+            tracked = self.tracked.get(cid) if cid else None
+            if tracked is None:
+                continue  # not ours: the reconciler classifies those
+            self.trade_ids.add(trade_id)
+            amount = _d(trade["amount"])
+            tracked.filled += amount
+            fee = trade.get("fee") or {}
+            report = FillReport(
+                venue=self.venue, client_order_id=tracked.client_order_id, exchange_order_id=tracked.exchange_order_id or "",
+                trade_id=trade_id, symbol=symbol, side=tracked.side, price=_d(trade["price"]), amount=amount,
+                fee=_d(fee.get("cost") or 0), fee_currency=fee.get("currency") or "", at=now,
+                order_complete=tracked.filled >= tracked.amount,
+            )
+            if report.order_complete:
+                tracked.done = True
+            out += [Send(WRITER, RecordFill(report)), Send(LEDGER, report), Send(strategy_address(tracked.strategy), report)]
+        return out
+
+    def _order_status(self, cid: str, order: dict[str, Any], now: float) -> list[Any]:
+        tracked = self.tracked[cid]
+        if order.get("status") == "canceled" and not tracked.done:
+            return self._closed(tracked, now, canceled_by_us=False)
+        return []  # closed (filled): the trades poll settles it
+
+    def _looked_up(self, cid: str, order: dict[str, Any], now: float) -> list[Any]:
+        """Evidence for an UNKNOWN order: the exchange has it."""
+        tracked = self.tracked[cid]
+        tracked.unknown = False
+        tracked.exchange_order_id = str(order["id"])
+        self.by_exchange_id[tracked.exchange_order_id] = cid
+        to = strategy_address(tracked.strategy)
+        if order.get("status") == "canceled":
+            return [Send(to, OrderAccepted(cid, tracked.exchange_order_id, now))] + self._closed(tracked, now, canceled_by_us=tracked.cancel_reason is not None)
+        return [Send(to, OrderAccepted(cid, tracked.exchange_order_id, now))]
+
+    def _closed(self, tracked: Tracked, now: float, canceled_by_us: bool) -> list[Any]:
+        tracked.done = True
+        reason = tracked.cancel_reason if canceled_by_us and tracked.cancel_reason else "canceled outside limitline"
+        canceled = OrderCanceled(tracked.client_order_id, reason, now, expired=reason == "expired")
+        return [Send(strategy_address(tracked.strategy), canceled), Send(LEDGER, canceled)]
+
+    def _snapshot(self, orders: list[dict[str, Any]], now: float) -> list[Any]:
+        listed = tuple(
+            ExchangeOrder(
+                o.get("clientOrderId") or "", str(o["id"]), o["symbol"], Side(o["side"]), _d(o["price"]), _d(o["amount"]), _d(o.get("filled") or 0)
+            )
+            for o in orders
+        )
+        waiting, self._snapshot_for = self._snapshot_for, []
+        return [Send(to, ExchangeSnapshot(self.venue, listed, dict(self.balances), now, request_id)) for to, request_id in waiting]
+
+    def _isolate(self, now: float, reason: str) -> list[Any]:
+        if self.isolated:
+            return []
+        self.isolated = reason
+        self.backoff = self.settings.poll_seconds
+        status = VenueStatus(self.venue, True, reason)
+        out: list[Any] = [self._event("venue_isolated", now, reason)]
+        return out + [Send(to, status) for to in self._all_subscribers()]
+
+    def _recover(self, now: float) -> list[Any]:
+        reason = f"recovered after: {self.isolated}"
+        self.isolated = None
+        self.backoff = self.settings.poll_seconds
+        self.next_poll = now
+        status = VenueStatus(self.venue, False, reason)
+        out: list[Any] = [self._event("venue_recovered", now, reason)]
+        return out + [Send(to, status) for to in self._all_subscribers()]
+
+    def _all_subscribers(self) -> list[str]:
+        return sorted({to for subscribers in self.subscribers.values() for to in subscribers})
+
+    def _in_flight(self, what: str, key: str = "") -> bool:
+        return any(p.what == what and p.key == key for p in self._pending.values())
+
+    def _call(self, now: float, method: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
+              *, write: bool = False, what: str, key: str = "") -> list[Any]:
+        call = ExchangeCall(next(self._ids), method, args, kwargs or {}, write)
+        self._pending[call.call_id] = _Pending(what, key)
+        if self._queue or not self.limiter.take(now):
+            self._queue.append(call)
+            return []
+        return [call]
+
+    def _flush_queue(self, now: float) -> list[Any]:
+        out = []
+        while self._queue and self.limiter.take(now):
+            out.append(self._queue.pop(0))
+        return out
+
+    def _event(self, kind: str, now: float, reason: str, cid: str | None = None) -> Send:
+        return Send(WRITER, RecordEvent(kind=kind, actor=self.address, at=now, client_order_id=cid, reason=reason))

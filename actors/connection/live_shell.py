@@ -1,0 +1,97 @@
+"""The connection actor on ccxt: the core decides, this shell calls ccxt on worker threads."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import trio
+
+from actors.connection.live_core import LiveConnectionCore, LiveSettings
+from actors.messages import CallDone, ExchangeCall, Send, Tick
+from actors.shell import ActorEnv, deliver
+from exchange.errors import classify
+from store.db import load_orders
+from supervisors.mailbox import receive_batch
+from supervisors.tree import ChildContext
+
+#: ccxt calls in flight at once for one connection.
+THREADS_PER_CONNECTION = 4
+TICK_SECONDS = 0.1
+
+
+async def live_connection_actor(
+    ctx: ChildContext,
+    venue: str,
+    make_client: Callable[[], Any],
+    secrets: tuple[str, ...],
+    settings: LiveSettings,
+    env: ActorEnv,
+    fatal: str | None = None,
+    *,
+    task_status: trio.TaskStatus[None],
+) -> None:
+    """``make_client`` builds the ccxt client (with its credentials); ``secrets`` are the
+    values to scrub from any error text before it leaves this actor; ``fatal``: why no
+    client can be made (the venue starts isolated and says so to its strategies)."""
+    assert ctx.inbox is not None
+    client = make_client() if fatal is None else None
+    core = LiveConnectionCore(venue, settings, env.clock.now(), fatal)
+    core.restore(await env.read_store(load_orders, venue=venue))
+    limiter = trio.CapacityLimiter(THREADS_PER_CONNECTION)
+    own = env.directory[core.address]
+    ctx.status_provider = core.status
+
+    async def run_call(call: ExchangeCall) -> None:
+        method = functools.partial(getattr(client, call.method), *call.args, **call.kwargs)
+        try:
+            result = await trio.to_thread.run_sync(method, limiter=limiter, abandon_on_cancel=True)
+            done = CallDone(call.call_id, result)
+        except Exception as error:  # noqa: BLE001 - every outcome is data for the core
+            done = CallDone(
+                call.call_id,
+                error_kind=classify(error, write=call.write).value,
+                error=scrub(f"{type(error).__name__}: {error}", secrets),
+                retry_after=_retry_after(client),
+            )
+        await own.send(done)
+
+    async def tick() -> None:
+        while True:
+            await own.send(Tick(trio.current_time()))
+            await trio.sleep(TICK_SECONDS)
+
+    async def carry_out(effects: list[Any]) -> None:
+        for effect in effects:
+            if isinstance(effect, ExchangeCall):
+                nursery.start_soon(run_call, effect)
+        await deliver(env.directory, [e for e in effects if isinstance(e, Send)])
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tick)
+        task_status.started()
+        await carry_out(core.start(env.clock.now()))
+        while True:
+            batch = await receive_batch(ctx.inbox)
+            now = env.clock.now()
+            effects: list[Any] = []
+            for message in batch:
+                effects.extend(core.handle(message, now))
+            await carry_out(effects)
+
+
+def scrub(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` with every secret replaced, so no error text can carry one out."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _retry_after(client: Any) -> float | None:
+    headers = getattr(client, "last_response_headers", None) or {}
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
