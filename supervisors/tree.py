@@ -136,6 +136,9 @@ class Exit:
 
 
 def _describe(error: BaseException) -> str:
+    # A crash inside a child's own nursery arrives wrapped; the operator needs the cause.
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
     text = str(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 

@@ -214,6 +214,8 @@ class LiveConnectionCore:
         if isinstance(message, CancelOrder):
             return self.cancel(message, now)
         if isinstance(message, SnapshotRequest):
+            if self.fatal is not None and self.markets is None:
+                return []  # no client: the reconciler records that this venue did not answer
             self._snapshot_for.append((message.reply_to, message.request_id))
             return self._call(now, "fetch_open_orders", what="snapshot_orders")
         raise TypeError(f"connection {self.venue} does not handle {type(message).__name__}")

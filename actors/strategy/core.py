@@ -164,10 +164,10 @@ class StrategyCore:
         """Isolated: stop submitting. Recovered: pre-flight again, from fresh facts."""
         self.active = False
         self._venue = None
-        self._balances_known = False
         if status.isolated:
             self.inactive_reason = f"venue {status.venue} isolated: {status.reason}"
             return [self._event("strategy_inactive", now, reason=self.inactive_reason)]
+        self._balances_known = False  # asked again with the venue's facts
         self.inactive_reason = f"pre-flight: venue {status.venue} recovered, checking again"
         return self.start(now)
 
