@@ -75,6 +75,9 @@ class Sandbox:
         self.dialect = BinanceDialect(exchange, {settings.symbol: feed}, settings.api_key, settings.secret)
         self.faults = FaultPlan(faults)
         self.requests = 0
+        #: (trio time, method, path, status) of every /api/ request, for tests and tools.
+        self.request_log: list[tuple[float, str, str, int]] = []
+        self._request_seen = trio.Event()
         self.tick_seconds = min(0.1, 0.5 / settings.speed)
         self._filled = trio.Event()
 
@@ -115,8 +118,16 @@ class Sandbox:
         if path.startswith("/admin/"):
             response = self._admin(method, path, body)
         else:
+            arrived = trio.current_time()
             response = await self._api(method, path, scope.get("query_string", b"").decode(), body.decode(), headers)
+            self.request_log.append((arrived, method, path, response.status))
+            self._request_seen.set()
+            self._request_seen = trio.Event()
         await _respond(send, response)
+
+    async def wait_for_request(self) -> None:
+        """Until the next /api/ request has been answered."""
+        await self._request_seen.wait()
 
     async def _api(self, method: str, path: str, query: str, body: str, headers: dict[str, str]) -> Response:
         self.requests += 1

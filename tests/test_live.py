@@ -7,36 +7,21 @@ loopback port; strategies are in live mode and armed. Waits are on events, never
 from __future__ import annotations
 
 import sqlite3
+from contextlib import asynccontextmanager
 from collections import Counter
 
 import pytest
 import trio
+from helpers import Watch, node, walk
 
 from actors.messages import RecordEvent
 from exchange.candles import bundled_path
+from exchange.faults import FaultSettings
 from exchange.sandbox import Sandbox, SandboxSettings, serve_sandbox
 from supervisors.app import App
 from supervisors.config import parse_config
 
 KEY, SECRET = "canary-key-7f3a9", "canary-secret-b41c2"
-
-
-class Watch:
-    def __init__(self) -> None:
-        self.events: list[RecordEvent] = []
-        self._changed = trio.Event()
-
-    def __call__(self, event: RecordEvent) -> None:
-        self.events.append(event)
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def until(self, predicate) -> None:
-        while not predicate(self.events):
-            await self._changed.wait()
-
-    def count(self, kind: str) -> int:
-        return sum(e.kind == kind for e in self.events)
 
 
 def live_config(tmp_path, url: str, **venue) -> dict:
@@ -54,7 +39,8 @@ def live_config(tmp_path, url: str, **venue) -> dict:
              "allocation": {"quote": 5000, "base": 0.5}, "sizing": {"quote": 200},
              "buy": {"kind": "change", "percent": -0.3, "lookback": 1},
              "sell": {"kind": "change", "percent": 0.3, "lookback": 1},
-             "limit_offset_bps": -5, "ttl_seconds": 7200, "max_open_orders": 2},
+             "limit_offset_bps": -5, "ttl_seconds": 7200, "max_open_orders": 2,
+             "breaker": {"threshold": 3, "cooldown_seconds": 1, "max_cooldown_seconds": 4}},
         ],
     }
 
@@ -65,19 +51,28 @@ def credentials(monkeypatch):
     monkeypatch.setenv("LL_TEST_SECRET", SECRET)
 
 
-async def run_live(tmp_path, until, sandbox_speed=20.0, **venue):
+@asynccontextmanager
+async def live_runtime(tmp_path, sandbox_speed=20.0, extra_venues=(), extra_strategies=(), port=0, **venue):
+    """The sandbox and the runtime, running; yields (watch, sandbox, app, nursery)."""
     sandbox = Sandbox(SandboxSettings(data=str(bundled_path()), speed=sandbox_speed, api_key=KEY, secret=SECRET))
     watch = Watch()
-    with trio.fail_after(60):
+    with trio.fail_after(90):
         async with trio.open_nursery() as nursery:
-            url = await nursery.start(serve_sandbox, sandbox, 0)
-            config = parse_config(live_config(tmp_path, url, **venue), live=True)
-            app = App(config, echo=watch, live=True)
+            url = await nursery.start(serve_sandbox, sandbox, port)
+            raw = live_config(tmp_path, url, **venue)
+            raw["venues"] += list(extra_venues)
+            raw["strategies"] += list(extra_strategies)
+            app = App(parse_config(raw, live=True), echo=watch, live=True)
             await nursery.start(app.run)
-            await watch.until(until)
-            snapshot = app.snapshot()
+            yield watch, sandbox, app, nursery
             nursery.cancel_scope.cancel()
-    return watch, sandbox, snapshot, config
+
+
+async def run_live(tmp_path, until, **options):
+    async with live_runtime(tmp_path, **options) as (watch, sandbox, app, _):
+        await watch.until(until)
+        snapshot = app.snapshot()
+    return watch, sandbox, snapshot, app.config
 
 
 async def test_live_orders_are_placed_and_filled_through_the_wire(tmp_path, credentials):
@@ -127,3 +122,81 @@ async def test_missing_credentials_fail_preflight_naming_the_variable(tmp_path, 
     assert watch.count("child_exited") == 0
     [failed] = [e for e in watch.events if e.kind == "preflight_failed"]
     assert failed.reason == "pre-flight failed: exchange binance: credentials: environment variable LL_TEST_KEY (api_key) is not set"
+
+
+async def test_a_429_with_retry_after_pauses_every_request_to_the_venue(tmp_path, credentials):
+    async with live_runtime(tmp_path) as (watch, sandbox, app, _):
+        await watch.until(lambda events: watch.count("evaluated") >= 2)
+        sandbox.faults.update(FaultSettings(burst_429=1, retry_after_seconds=2))
+        await watch.until(lambda events: watch.count("venue_rate_limited") >= 1)
+        [limited] = [t for t, _, _, status in sandbox.request_log if status == 429]
+        # Wait until requests flow again, then look at the gap.
+        while not any(t > limited + 2 for t, *_ in sandbox.request_log):
+            await sandbox.wait_for_request()
+    [event] = watch.of("venue_rate_limited")
+    assert event.reason == "pausing every request for 2s"
+    # Calls already on the wire when the 429 came back may land right after it; nothing
+    # sent later may reach the venue before Retry-After has passed.
+    early = [t - limited for t, *_ in sandbox.request_log if limited + 0.2 < t < limited + 2]
+    assert early == []
+
+
+async def test_a_submit_that_times_out_after_the_exchange_accepted_is_unknown_then_resolved_once(tmp_path, credentials):
+    async with live_runtime(tmp_path, timeout_seconds=1) as (watch, sandbox, app, _):
+        await watch.until(lambda events: watch.count("strategy_active") >= 1)
+        sandbox.faults.update(FaultSettings(error_rates={"timeout_after_accept": 1.0}, hold_seconds=3, paths=["/api/v3/order"]))
+        await watch.until(lambda events: any(e.reason.startswith("create: ambiguous") for e in watch.of("exchange_error")))
+        sandbox.faults.update(FaultSettings())
+        unknown = sorted({e.client_order_id for e in watch.of("exchange_error") if e.reason.startswith("create: ambiguous")})
+        # Resolved by evidence: the lookup by client order id finds each on the exchange.
+        await watch.until(lambda events: all(_state(app, cid) not in (None, "UNKNOWN", "SUBMITTING") for cid in unknown))
+        states = {cid: _state(app, cid) for cid in unknown}
+    for cid in unknown:
+        copies = [o for o in sandbox.dialect.exchange.orders.values() if o.client_order_id == cid]
+        assert len(copies) == 1, f"{cid} was placed {len(copies)} times"
+    assert set(states.values()) <= {"OPEN", "PARTIALLY_FILLED", "FILLED", "CANCELED", "EXPIRED"}
+
+
+def _state(app, cid: str) -> str | None:
+    row = sqlite3.connect(app.config.store).execute("SELECT state FROM orders WHERE client_order_id = ?", (cid,)).fetchone()
+    return row[0] if row else None
+
+
+async def test_a_rejection_releases_the_reservation_with_the_exchanges_message(tmp_path, credentials):
+    async with live_runtime(tmp_path) as (watch, sandbox, app, _):
+        await watch.until(lambda events: watch.count("strategy_active") >= 1)
+        # An operator empties the account's USDT: the exchange refuses the next buy.
+        sandbox.dialect.exchange.balances["USDT"].free *= 0
+        await watch.until(lambda events: any("insufficient balance" in (e.reason or "") for e in watch.of("order_rejected")))
+        rejected = next(e for e in watch.of("order_rejected") if "insufficient balance" in e.reason)
+        # The ledger heard it too: that order holds nothing any more.
+        await watch.until(lambda events: rejected.client_order_id not in _open_reservations(app))
+        breaker = node(app.snapshot(), "strategy:dipper")["status"]["breaker"]
+    assert rejected.reason == "rejected: InsufficientFunds: binance Account has insufficient balance for requested action."
+    # The breaker counted it (a later success may already have reset the count).
+    assert "InsufficientFunds" in breaker["last_failure"]
+
+
+def _open_reservations(app) -> set[str]:
+    rows = sqlite3.connect(app.config.store).execute(
+        "SELECT client_order_id FROM journal GROUP BY client_order_id"
+        " HAVING sum(kind = 'reserve') > sum(kind = 'release')"
+    ).fetchall()
+    return {cid for (cid,) in rows}
+
+
+async def test_the_breaker_opens_on_server_errors_and_closes_after_a_good_probe(tmp_path, credentials):
+    # The strategy's breaker (live_config): threshold 3, cooldown 1 s, capped at 4 s.
+    async with live_runtime(tmp_path) as (watch, sandbox, app, _):
+        await watch.until(lambda events: watch.count("strategy_active") >= 1)
+        sandbox.faults.update(FaultSettings(error_rates={"server_error": 1.0}, paths=["/api/v3/order"]))
+        await watch.until(lambda events: watch.count("breaker_open") >= 1)
+        status = node(app.snapshot(), "strategy:dipper")["status"]["breaker"]
+        assert status["state"] == "open" and status["consecutive_failures"] >= 3
+        assert "ExchangeNotAvailable" in status["last_failure"]
+        sandbox.faults.update(FaultSettings())
+        await watch.until(lambda events: watch.count("breaker_closed") >= 1)
+        placed_before = watch.count("order_placed")
+        await watch.until(lambda events: watch.count("order_placed") > placed_before)
+    kinds = [e.kind for e in watch.events if e.kind.startswith("breaker_")]
+    assert kinds[0] == "breaker_open" and "breaker_half_open" in kinds and kinds[-1] == "breaker_closed"

@@ -12,38 +12,13 @@ import sqlite3
 from collections import Counter
 
 import trio
+from helpers import Watch, walk
 
 from actors.ledger.core import LedgerCore
 from actors.messages import RecordEvent
 from store.db import load_journal, open_store
 from supervisors.app import App
 from supervisors.config import parse_config
-
-
-class Watch:
-    """Collects the events the writer commits and wakes a test when one it waits for comes."""
-
-    def __init__(self) -> None:
-        self.events: list[RecordEvent] = []
-        self._changed = trio.Event()
-
-    def __call__(self, event: RecordEvent) -> None:
-        self.events.append(event)
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def until(self, predicate) -> None:
-        while not predicate(self.events):
-            await self._changed.wait()
-
-    def kinds(self, strategy: str | None = None) -> Counter:
-        return Counter(e.kind for e in self.events if strategy is None or e.strategy == strategy)
-
-
-def walk(node):
-    yield node
-    for child in node.get("children", []):
-        yield from walk(child)
 
 
 async def test_shadow_mode_places_and_fills_limit_orders_and_keeps_the_books(fast_raw):
