@@ -154,7 +154,8 @@ async def test_a_submit_that_times_out_after_the_exchange_accepted_is_unknown_th
     for cid in unknown:
         copies = [o for o in sandbox.dialect.exchange.orders.values() if o.client_order_id == cid]
         assert len(copies) == 1, f"{cid} was placed {len(copies)} times"
-    assert set(states.values()) <= {"OPEN", "PARTIALLY_FILLED", "FILLED", "CANCELED", "EXPIRED"}
+    # Evidence moved each out of UNKNOWN (what came after, e.g. a TTL cancel, is fine).
+    assert "UNKNOWN" not in states.values()
 
 
 def _state(app, cid: str) -> str | None:
