@@ -201,3 +201,51 @@ async def test_the_breaker_opens_on_server_errors_and_closes_after_a_good_probe(
         await watch.until(lambda events: watch.count("order_placed") > placed_before)
     kinds = [e.kind for e in watch.events if e.kind.startswith("breaker_")]
     assert kinds[0] == "breaker_open" and "breaker_half_open" in kinds and kinds[-1] == "breaker_closed"
+
+
+async def test_an_unreachable_venue_is_isolated_while_another_keeps_trading_and_recovers(tmp_path, credentials, fast_raw):
+    import socket
+
+    with socket.socket() as probe:  # a port to stop and restart the sandbox on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    raw = live_config(tmp_path, url, isolate_after_seconds=1, probe_max_seconds=1)
+    raw["venues"].append(fast_raw["venues"][0])  # the simulated venue "sim"
+    raw["strategies"].append(fast_raw["strategies"][1])  # dip-buyer, trading on "sim"
+    config = parse_config(raw, live=True)
+    watch = Watch()
+
+    def sandbox() -> Sandbox:
+        return Sandbox(SandboxSettings(data=str(bundled_path()), speed=20, api_key=KEY, secret=SECRET))
+
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery:
+            exchange_up = trio.CancelScope()
+
+            async def run_exchange(task_status=trio.TASK_STATUS_IGNORED):
+                with exchange_up:
+                    await serve_sandbox(sandbox(), port, task_status=task_status)
+
+            await nursery.start(run_exchange)
+            app = App(config, echo=watch, live=True)
+            await nursery.start(app.run)
+            await watch.until(lambda events: watch.count("strategy_active") == 2)
+
+            exchange_up.cancel()  # the exchange goes away
+            await watch.until(lambda events: watch.count("venue_isolated") == 1)
+            isolated_at = len(watch.events)
+            await watch.until(lambda events: any(e.kind == "order_placed" and e.strategy == "dip-buyer" for e in events[isolated_at:]))
+            assert node(app.snapshot(), "connection:binance")["status"]["isolated"].startswith("no successful call")
+            assert node(app.snapshot(), "strategy:dipper")["status"]["active"] is False
+            assert node(app.snapshot(), "strategy:dip-buyer")["status"]["active"] is True
+
+            exchange_up = trio.CancelScope()
+            await nursery.start(run_exchange)  # back, on the same address
+            await watch.until(lambda events: watch.count("venue_recovered") == 1 and watch.count("strategy_active", "dipper") == 2)
+            connection = node(app.snapshot(), "connection:binance")
+            nursery.cancel_scope.cancel()
+    assert connection["incarnation"] == 1, "recovery must not need a restart"
+    assert connection["status"]["isolated"] is None
+    inactive = [e for e in watch.of("strategy_inactive") if e.strategy == "dipper"]
+    assert inactive and inactive[0].reason.startswith("venue binance isolated: no successful call for")
