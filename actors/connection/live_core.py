@@ -165,6 +165,8 @@ class LiveConnectionCore:
         self.last_success = now
         self.next_poll = now
         self.backoff = settings.poll_seconds
+        #: Consecutive failed reads: each pushes the next poll out (doubling, capped).
+        self.read_failures = 0
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
         self._queue: list[ExchangeCall] = []
@@ -301,6 +303,7 @@ class LiveConnectionCore:
 
     def _succeeded(self, now: float) -> list[Any]:
         self.last_success = now
+        self.read_failures = 0
         if self.isolated and self.fatal is None:
             return self._recover(now)
         return []
@@ -347,6 +350,11 @@ class LiveConnectionCore:
             pause = done.retry_after if done.retry_after is not None else max(1.0, self.settings.poll_seconds)
             self.limiter.pause(now, pause)
             out.append(self._event("venue_rate_limited", now, f"pausing every request for {pause:g}s"))
+        elif kind is ErrorKind.TRANSIENT and what not in ("create", "cancel"):
+            # A read failed: the next poll retries it, later each time.
+            self.read_failures += 1
+            delay = min(self.settings.poll_seconds * 2 ** self.read_failures, self.settings.probe_max_seconds)
+            self.next_poll = max(self.next_poll, now + delay)
         if what in ("markets", "balance"):
             if what == "balance" and kind is not ErrorKind.FATAL:
                 out += self._call(now, "fetch_balance", what="balance")  # the rate limiter paces it
