@@ -61,6 +61,8 @@ from supervisors.tree import ChildSpec, RestartStrategy, Supervisor
 log = logging.getLogger("limitline")
 
 WRITER_MAILBOX = 8192
+#: First and longest delay before restarting a venue whose subtree gave up.
+VENUE_BACKOFF = (1.0, 60.0)
 ACTOR_MAILBOX = 1024
 
 
@@ -90,7 +92,14 @@ class App:
             LEDGER, functools.partial(ledger_actor, allocations=allocations, env=self.env), mailbox=self._mailbox(LEDGER)
         )
         venue_supervisors = [self._venue(venue, limits) for venue in config.venues]
-        venues = Supervisor("venues", [ChildSpec.for_supervisor(v) for v in venue_supervisors], RestartStrategy.ONE_FOR_ONE, **limits)
+        # A venue that keeps failing is isolated and retried with back-off: it never counts
+        # toward the intensity of "venues", so it can never take the other venues down.
+        venues = Supervisor(
+            "venues",
+            [ChildSpec.for_supervisor(v, restart_backoff=VENUE_BACKOFF) for v in venue_supervisors],
+            RestartStrategy.ONE_FOR_ONE,
+            **limits,
+        )
         reconciler = ChildSpec(
             RECONCILER,
             functools.partial(

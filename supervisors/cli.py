@@ -35,7 +35,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FORCED = 0, 1, 2, 130
 ECHOED = {
     "order_placed", "fill", "order_rejected", "order_canceled", "order_expired", "strategy_active",
     "preflight_failed", "breaker_open", "breaker_half_open", "breaker_closed", "strategy_inactive",
-    "venue_isolated", "venue_recovered", "venue_rate_limited", "exchange_error", "child_exited", "child_restarting", "supervisor_gave_up", "child_abandoned",
+    "venue_isolated", "venue_recovered", "child_isolated", "venue_rate_limited", "exchange_error", "child_exited", "child_restarting", "supervisor_gave_up", "child_abandoned",
     "reconcile_difference",
 }
 

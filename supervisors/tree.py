@@ -102,6 +102,12 @@ class ChildSpec:
     mailbox: Mailbox | None = None
     #: Set when the child is itself a supervisor, so its subtree shows in snapshots.
     supervisor: "Supervisor | None" = None
+    #: ``(first, cap)`` seconds: isolate instead of escalating. An abnormal exit of this
+    #: child does not count toward its supervisor's intensity; the child is restarted after
+    #: a delay that doubles from ``first`` up to ``cap``, and resets once an incarnation
+    #: has run for the supervisor's ``period``. For a venue: one failing exchange must never
+    #: take the others down.
+    restart_backoff: tuple[float, float] | None = None
 
     @classmethod
     def for_supervisor(
@@ -109,6 +115,7 @@ class ChildSpec:
         supervisor: "Supervisor",
         restart: RestartType = RestartType.PERMANENT,
         shutdown_timeout: float = math.inf,
+        restart_backoff: tuple[float, float] | None = None,
     ) -> "ChildSpec":
         # Like OTP, a supervisor child gets an infinite shutdown timeout by default: it is
         # bounded by the timeouts of its own children.
@@ -118,6 +125,7 @@ class ChildSpec:
             restart=restart,
             shutdown_timeout=shutdown_timeout,
             supervisor=supervisor,
+            restart_backoff=restart_backoff,
         )
 
 
@@ -156,6 +164,9 @@ class _Child:
     context: ChildContext | None = None
     #: Set while its supervisor stops it on purpose, so the exit is not seen as a crash.
     stopping: bool = False
+    started_at: float = 0.0
+    #: The next isolation delay (children with ``restart_backoff``).
+    backoff: float | None = None
 
     @property
     def running(self) -> bool:
@@ -186,7 +197,9 @@ class Supervisor:
         self._restart_times: deque[float] = deque()
         self._emit: EmitEvent = _ignore_event
         self._host: trio.Nursery | None = None
-        self._exits_send: trio.MemorySendChannel[tuple[_Child, int, Exit]] | None = None
+        self._exits_send: trio.MemorySendChannel[tuple[_Child, int, Exit | None]] | None = None
+        #: Delayed restarts of isolated children; cancelled when this supervisor stops.
+        self._delayed: set[trio.CancelScope] = set()
         self.state = "new"
 
     # ----------------------------------------------------------------- running
@@ -236,7 +249,7 @@ class Supervisor:
         """Start every child in order, then supervise them until cancelled or giving up."""
         self._host = ctx.host
         self._emit = ctx.emit
-        exits_send, exits_receive = trio.open_memory_channel[tuple[_Child, int, Exit]](math.inf)
+        exits_send, exits_receive = trio.open_memory_channel[tuple[_Child, int, Exit | None]](math.inf)
         self._exits_send = exits_send
         self._restart_times.clear()
         self.state = "starting"
@@ -246,9 +259,15 @@ class Supervisor:
             self.state = "running"
             task_status.started()
             async for child, incarnation, exit in exits_receive:
-                if incarnation == child.incarnation and not child.stopping:
+                if incarnation != child.incarnation or child.stopping:
+                    continue
+                if exit is None:  # an isolated child's delay is over
+                    await self._start(child)
+                else:
                     await self._on_exit(child, exit)
         finally:
+            for scope in self._delayed:
+                scope.cancel()
             with trio.CancelScope(shield=True):
                 abandoned = await self._stop(list(self._children))
             if self.state != "gave_up":
@@ -303,6 +322,7 @@ class Supervisor:
         child.incarnation += 1
         child.stopping = False
         child.state = "starting"
+        child.started_at = trio.current_time()
         failure = await self._host.start(self._host_child, child, child.incarnation)
         if failure is not None:
             # It died before it was ready: handled like any other exit, so it counts
@@ -373,10 +393,12 @@ class Supervisor:
             child.state = "stopped" if exit.normal else "failed"
             return
         now = trio.current_time()
-        self._restart_times.append(now)
-        _prune(self._restart_times, now, self.period)
         child.restart_times.append(now)
         _prune(child.restart_times, now, self.period)
+        if spec.restart_backoff is not None and not exit.normal:
+            return self._isolate(child, exit, now)
+        self._restart_times.append(now)
+        _prune(self._restart_times, now, self.period)
         if len(self._restart_times) > self.max_restarts:
             self.state = "gave_up"
             child.state = "failed"
@@ -409,11 +431,38 @@ class Supervisor:
             if sibling is child or sibling.spec.restart is not RestartType.TEMPORARY:
                 await self._start(sibling)
 
+    def _isolate(self, child: _Child, exit: Exit, now: float) -> None:
+        assert child.spec.restart_backoff is not None and self._host is not None
+        first, cap = child.spec.restart_backoff
+        if child.backoff is None or now - child.started_at >= self.period:
+            child.backoff = first  # it had been healthy for a period: start over
+        delay = child.backoff
+        child.backoff = min(delay * 2, cap)
+        child.state = "isolated"
+        self._emit(
+            "child_isolated",
+            f"{self.name}/{child.spec.name}",
+            f"{exit.reason}; restarting in {delay:g}s",
+            {"delay": delay},
+        )
+        self._host.start_soon(self._restart_later, child, child.incarnation, delay)
+
+    async def _restart_later(self, child: _Child, incarnation: int, delay: float) -> None:
+        scope = trio.CancelScope()
+        self._delayed.add(scope)
+        try:
+            with scope:
+                await trio.sleep(delay)
+                if self._exits_send is not None:
+                    self._exits_send.send_nowait((child, incarnation, None))
+        finally:
+            self._delayed.discard(scope)
+
     async def _stop(self, children: list[_Child]) -> list[str]:
         """Stop the running ones among ``children`` in reverse order; names of the abandoned."""
         abandoned = []
         for child in reversed(children):
-            if not child.running or child.state == "abandoned":
+            if not child.running or child.state in ("abandoned", "isolated"):
                 continue
             assert child.scope is not None and child.done is not None
             child.stopping = True

@@ -365,3 +365,43 @@ async def test_snapshot_lists_every_node_with_mailbox_depth(autojump_clock):
         assert leaf["status"] == {"active": False}
         assert leaf["restarts"] == 0 and leaf["last_exit"] is None
         nursery.cancel_scope.cancel()
+
+
+async def test_a_venue_that_keeps_failing_is_isolated_with_back_off_and_others_carry_on(autojump_clock):
+    journal = Journal()
+    healthy = trio.Event()
+    events: list[tuple[str, str, float]] = []
+
+    async def flaky_connection(ctx, *, task_status):
+        journal.add("start flaky")
+        if healthy.is_set():
+            task_status.started()
+            await trio.sleep_forever()
+        raise ConnectionError("exchange unreachable")
+
+    bad = Supervisor("venue:bad", [ChildSpec("conn", flaky_connection)], max_restarts=1, period=60)
+    good = Supervisor("venue:good", [ChildSpec("conn-good", worker(journal, "conn-good"))])
+    venues = Supervisor(
+        "venues",
+        [ChildSpec.for_supervisor(bad, restart_backoff=(1, 8)), ChildSpec.for_supervisor(good, restart_backoff=(1, 8))],
+        max_restarts=1,
+        period=60,
+    )
+
+    def emit(kind, actor, reason, payload):
+        events.append((kind, actor, trio.current_time()))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(venues.run_root, emit)
+        await trio.sleep(40)
+        isolations = [t for kind, actor, t in events if kind == "child_isolated" and actor == "venues/venue:bad"]
+        # Each give-up of venue:bad isolates it; the delays double up to the cap of 8 s.
+        gaps = [round(b - a) for a, b in zip(isolations, isolations[1:])]
+        assert gaps[:4] == [1, 2, 4, 8] and set(gaps[4:]) <= {8}
+        assert venues.state == "running", "isolation must not count toward the parent's intensity"
+        assert journal.count("start conn-good") == 1 and "stop conn-good" not in journal.lines
+        assert venues.snapshot()["children"][0]["state"] in ("isolated", "starting")
+        healthy.set()  # the exchange is back: the next restart sticks
+        await trio.sleep(10)
+        assert venues.snapshot()["children"][0]["state"] == "running"
+        nursery.cancel_scope.cancel()
