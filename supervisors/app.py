@@ -53,7 +53,7 @@ from actors.strategy.preflight import VenueFacts
 from exchange.ccxt_client import make_client
 from exchange.errors import classify
 from supervisors.config import CcxtVenueConfig, Config, SimulatedVenueConfig, VenueConfig, allocated_on, data_path
-from supervisors.secrets import CredentialsError, resolve
+from supervisors.secrets import CredentialsError, guard_logs, resolve
 from supervisors.mailbox import Mailbox
 from supervisors.status import status_actor
 from supervisors.tree import ChildSpec, RestartStrategy, Supervisor
@@ -162,6 +162,7 @@ class App:
         fatal = None
         try:
             credentials = resolve(venue)
+            guard_logs(credentials.values())
         except CredentialsError as problem:
             credentials, fatal = None, str(problem)
         return functools.partial(
@@ -218,6 +219,7 @@ def venue_facts(venue: VenueConfig) -> VenueFacts:
         return ShadowConnectionCore(venue.name, build_shadow_venue(venue)).facts()
     try:
         credentials = resolve(venue)
+        guard_logs(credentials.values())
         client = build_client(venue, credentials)
     except CredentialsError as problem:
         return VenueFacts(venue.name, str(problem), {}, {}, {})

@@ -8,6 +8,7 @@ a value.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from pathlib import Path
@@ -30,6 +31,37 @@ class Credentials:
 
     def values(self) -> tuple[str, ...]:
         return tuple(v for v in (self.api_key, self.secret, self.password) if v)
+
+
+_GUARDED: set[str] = set()
+_INSTALLED = False
+
+
+def guard_logs(values: tuple[str, ...]) -> None:
+    """Scrub these values from every log record, whoever logs it.
+
+    ccxt logs each request's headers at DEBUG level, the API key among them; so does any
+    HTTP library a user turns on. A record factory catches them all, before any handler or
+    formatter sees the record.
+    """
+    global _INSTALLED
+    _GUARDED.update(v for v in values if v)
+    if _INSTALLED:
+        return
+    _INSTALLED = True
+    make_record = logging.getLogRecordFactory()
+
+    def scrubbed_record(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        if _GUARDED:
+            message = record.getMessage()
+            if any(secret in message for secret in _GUARDED):
+                for secret in _GUARDED:
+                    message = message.replace(secret, "***")
+                record.msg, record.args = message, None
+        return record
+
+    logging.setLogRecordFactory(scrubbed_record)
 
 
 class CredentialsError(Exception):

@@ -6,6 +6,7 @@ loopback port; strategies are in live mode and armed. Waits are on events, never
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from contextlib import asynccontextmanager
 from collections import Counter
@@ -93,7 +94,8 @@ async def test_live_orders_are_placed_and_filled_through_the_wire(tmp_path, cred
     assert fills == store.execute("SELECT count(*) FROM journal WHERE kind = 'settle'").fetchone()[0]
 
 
-async def test_a_wrong_secret_fails_preflight_with_the_reason_and_never_leaks(tmp_path, monkeypatch):
+async def test_a_wrong_secret_fails_preflight_with_the_reason_and_never_leaks(tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG)  # every logger, ccxt's and urllib3's included
     monkeypatch.setenv("LL_TEST_KEY", KEY)
     monkeypatch.setenv("LL_TEST_SECRET", "not-the-" + SECRET)
     watch, sandbox, snapshot, config = await run_live(
@@ -106,8 +108,10 @@ async def test_a_wrong_secret_fails_preflight_with_the_reason_and_never_leaks(tm
     )
     text = repr(snapshot) + repr([(e.reason, e.payload) for e in watch.events])
     store_dump = "\n".join(str(row) for row in sqlite3.connect(config.store).execute("SELECT * FROM events"))
+    logs = caplog.text
+    assert logs, "nothing was logged: the canary would prove nothing"
     for secret in (KEY, SECRET, "not-the-" + SECRET):
-        assert secret not in text and secret not in store_dump
+        assert secret not in text and secret not in store_dump and secret not in logs
 
 
 async def test_missing_credentials_fail_preflight_naming_the_variable(tmp_path, monkeypatch):
