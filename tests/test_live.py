@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from decimal import Decimal
 from contextlib import asynccontextmanager
 from collections import Counter
 
@@ -53,9 +54,10 @@ def credentials(monkeypatch):
 
 
 @asynccontextmanager
-async def live_runtime(tmp_path, sandbox_speed=20.0, extra_venues=(), extra_strategies=(), port=0, **venue):
+async def live_runtime(tmp_path, sandbox_speed=20.0, extra_venues=(), extra_strategies=(), port=0, volume_share="0.1", **venue):
     """The sandbox and the runtime, running; yields (watch, sandbox, app, nursery)."""
-    sandbox = Sandbox(SandboxSettings(data=str(bundled_path()), speed=sandbox_speed, api_key=KEY, secret=SECRET))
+    sandbox = Sandbox(SandboxSettings(data=str(bundled_path()), speed=sandbox_speed, api_key=KEY, secret=SECRET,
+                                      volume_share=Decimal(volume_share)))
     watch = Watch()
     with trio.fail_after(90):
         async with trio.open_nursery() as nursery:
@@ -76,10 +78,17 @@ async def run_live(tmp_path, until, **options):
     return watch, sandbox, snapshot, app.config
 
 
-async def test_live_orders_are_placed_and_filled_through_the_wire(tmp_path, credentials):
-    watch, sandbox, snapshot, config = await run_live(
-        tmp_path, lambda events: sum(e.kind == "fill" for e in events) >= 3
-    )
+async def test_live_orders_are_placed_partly_filled_filled_and_expired_through_the_wire(tmp_path, credentials):
+    def seen_everything(events) -> bool:
+        fills = [e for e in events if e.kind == "fill"]
+        return (
+            any(not e.payload["order_complete"] for e in fills)
+            and any(e.payload["order_complete"] for e in fills)
+            and any(e.kind == "order_expired" for e in events)
+        )
+
+    # A candle fills at most 0.005 % of its volume of our orders: partial fills are the rule.
+    watch, sandbox, snapshot, config = await run_live(tmp_path, seen_everything, volume_share="0.00005")
     assert watch.count("strategy_active") == 1
     placed = [e for e in watch.events if e.kind == "order_placed"]
     assert placed and all(e.payload["type"] == "limit" for e in placed)
