@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from exchange.candles import Candle
-from exchange.matching import SimFill, SimulatedExchange
+from exchange.matching import SimulatedExchange
 from exchange.replay import ReplayFeed
 
 
@@ -22,16 +22,10 @@ class ShadowVenue:
         self.exchange = exchange
         self.feeds = feeds
 
-    def advance(self, clock: float, now: float) -> list[tuple[str, Candle, list[SimFill]]]:
-        """Close every candle due by ``clock`` (the feeds' clock), matching orders against each.
-
-        ``now`` is the wall time stamped on the fills.
-        """
-        closed = []
-        for symbol, feed in self.feeds.items():
-            for candle in feed.due(clock):
-                closed.append((symbol, candle, self.exchange.match(symbol, candle, now)))
-        return closed
+    def advance(self, clock: float) -> list[tuple[str, Candle]]:
+        """The candles due by ``clock`` (the feeds' clock), oldest first per market; the
+        caller matches orders against each before anyone sees it."""
+        return [(symbol, candle) for symbol, feed in self.feeds.items() for candle in feed.due(clock)]
 
     def last_prices(self) -> dict[str, Decimal]:
         """The latest close per market; before the replay starts, the first candle's open."""

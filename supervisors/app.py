@@ -49,6 +49,7 @@ from actors.connection.core import ShadowConnectionCore
 from actors.strategy.preflight import preflight
 from actors.connection.live_core import LiveSettings, parse_balances, parse_markets
 from actors.connection.live_shell import live_connection_actor, scrub
+from actors.connection.simulated_orders import LazySimulatedExchange
 from actors.strategy.preflight import VenueFacts
 from exchange.ccxt_client import make_client
 from exchange.errors import classify
@@ -75,6 +76,7 @@ class App:
         self.directory: dict[str, trio.MemorySendChannel[Any]] = {}
         self.env = ActorEnv(self.directory, Path(config.store))
         self.dropped_events = 0
+        self.shadow_books: dict[str, LazySimulatedExchange] = {}
         self.shadow_venues = {
             venue.name: build_shadow_venue(venue) for venue in config.venues if isinstance(venue, SimulatedVenueConfig)
         }
@@ -141,7 +143,7 @@ class App:
         strategies = [
             ChildSpec(
                 strategy_address(s.name),
-                functools.partial(strategy_actor, settings=s, allocated=allocated_on(self.config, venue.name), env=self.env),
+                functools.partial(strategy_actor, settings=s, allocated=allocated_on(self.config, venue.name, s.mode), env=self.env),
                 mailbox=self._mailbox(strategy_address(s.name)),
             )
             for s in self.config.strategies
@@ -160,11 +162,17 @@ class App:
                 env=self.env,
             )
         fatal = None
-        try:
-            credentials = resolve(venue)
-            guard_logs(credentials.values())
-        except CredentialsError as problem:
-            credentials, fatal = None, str(problem)
+        credentials = None
+        if has_credentials(venue):
+            try:
+                credentials = resolve(venue)
+                guard_logs(credentials.values())
+            except CredentialsError as problem:
+                fatal = str(problem)
+        shadow = frozenset(s.name for s in self.config.strategies if s.venue == venue.name and s.mode == "shadow")
+        if shadow and venue.name not in self.shadow_books:
+            # Survives connection restarts, like the exchange it stands for.
+            self.shadow_books[venue.name] = LazySimulatedExchange(allocated_on(self.config, venue.name, "shadow"))
         return functools.partial(
             live_connection_actor,
             venue=venue.name,
@@ -173,6 +181,9 @@ class App:
             settings=live_settings(venue),
             env=self.env,
             fatal=fatal,
+            shadow_strategies=shadow,
+            shadow_exchange=self.shadow_books.get(venue.name),
+            authenticated=credentials is not None,
         )
 
     def emit(self, kind: str, actor: str, reason: str, payload: dict[str, Any]) -> None:
@@ -187,6 +198,10 @@ class App:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self.root.run_root(self.emit, task_status=task_status)
+
+
+def has_credentials(venue: CcxtVenueConfig) -> bool:
+    return venue.secrets_file is not None or venue.api_key_env is not None or venue.secret_env is not None
 
 
 def build_client(venue: CcxtVenueConfig, credentials: Any) -> Any:
@@ -218,26 +233,28 @@ def venue_facts(venue: VenueConfig) -> VenueFacts:
     if isinstance(venue, SimulatedVenueConfig):
         return ShadowConnectionCore(venue.name, build_shadow_venue(venue)).facts()
     try:
-        credentials = resolve(venue)
-        guard_logs(credentials.values())
+        credentials = resolve(venue) if has_credentials(venue) else None
         client = build_client(venue, credentials)
     except CredentialsError as problem:
         return VenueFacts(venue.name, str(problem), {}, {}, {})
+    secrets = credentials.values() if credentials else ()
+    guard_logs(secrets)
     found = {}
-    for method in ("load_markets", "fetch_balance"):
+    for method in ("load_markets", "fetch_balance") if credentials else ("load_markets",):
         try:
             found[method] = getattr(client, method)()
         except Exception as error:  # noqa: BLE001 - reported as the venue's problem
             kind = classify(error, write=False).value
-            return VenueFacts(venue.name, scrub(f"{kind}: {type(error).__name__}: {error}", credentials.values()), {}, {}, {})
-    return VenueFacts(venue.name, None, parse_markets(found["load_markets"]), parse_balances(found["fetch_balance"]), {})
+            return VenueFacts(venue.name, scrub(f"{kind}: {type(error).__name__}: {error}", secrets), {}, {}, {})
+    balances = parse_balances(found["fetch_balance"]) if "fetch_balance" in found else {}
+    return VenueFacts(venue.name, None, parse_markets(found["load_markets"]), balances, {})
 
 
 def preflight_all(config: Config) -> dict[str, list[str]]:
     """Every strategy's pre-flight problems, without starting anything (``limitline check``)."""
     facts = {venue.name: venue_facts(venue) for venue in config.venues}
     return {
-        s.name: preflight(s, facts[s.venue], allocated_on(config, s.venue)) for s in config.strategies
+        s.name: preflight(s, facts[s.venue], allocated_on(config, s.venue, s.mode)) for s in config.strategies
     }
 
 

@@ -290,10 +290,10 @@ def check_config(config: Config, live: bool = False) -> list[str]:
                 f"{at}.mode: strategy {s.name} is set to live but limitline was started without --live; "
                 "it will not place real orders. Start with `limitline run --live` to arm it"
             )
-        elif s.mode == "shadow" and isinstance(venue, CcxtVenueConfig):
+        elif s.mode == "live" and venue.secrets_file is None and (venue.api_key_env is None or venue.secret_env is None):
             problems.append(
-                f"{at}.mode: shadow mode on a ccxt venue (real market data, simulated orders) is not available yet; "
-                "use a simulated venue, or mode: live with --live"
+                f"{at}.mode: live trading on venue {s.venue!r} needs credentials: name api_key_env and secret_env "
+                "(environment variables), or secrets_file"
             )
     return problems
 
@@ -313,8 +313,6 @@ def _ccxt_problems(venue: CcxtVenueConfig, at: str) -> list[str]:
     for field in ("poll_seconds", "rate_limit_per_second", "isolate_after_seconds", "probe_max_seconds", "timeout_seconds"):
         if getattr(venue, field) <= 0:
             out.append(f"{at}.{field}: must be greater than 0, got {getattr(venue, field)}")
-    if venue.secrets_file is None and (venue.api_key_env is None or venue.secret_env is None):
-        out.append(f"{at}: name the credentials: api_key_env and secret_env (environment variables), or secrets_file")
     return out
 
 
@@ -338,11 +336,14 @@ def _market_problems(market: MarketConfig, at: str) -> list[str]:
     return out
 
 
-def allocated_on(config: Config, venue: str) -> dict[str, Decimal]:
-    """Every strategy's allocation on ``venue``, summed per asset."""
+def allocated_on(config: Config, venue: str, mode: str | None = None) -> dict[str, Decimal]:
+    """The allocations on ``venue`` (of the strategies in ``mode``, if given), per asset.
+
+    Live and shadow strategies on one ccxt venue draw on different accounts (the real one,
+    and the simulated one their orders go to), so each is checked against its own."""
     totals: dict[str, Decimal] = {}
     for s in config.strategies:
-        if s.venue != venue:
+        if s.venue != venue or (mode is not None and s.mode != mode):
             continue
         base, _, quote = s.symbol.partition("/")
         totals[quote] = totals.get(quote, Decimal(0)) + s.allocation.quote

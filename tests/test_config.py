@@ -113,7 +113,7 @@ def test_a_secret_written_in_the_config_is_refused_without_repeating_it():
     assert "hunter2" not in str(caught.value)
 
 
-def test_a_ccxt_venue_must_name_its_credentials():
+def test_a_live_strategy_needs_its_venue_to_name_credentials():
     raw = live_raw()
     del raw["venues"][1]["secret_env"]
     raw["venues"][1]["exchange"] = "nosuchexchange"
@@ -121,8 +121,17 @@ def test_a_ccxt_venue_must_name_its_credentials():
         parse_config(raw, live=True)
     assert caught.value.problems == [
         "venues[1].exchange: ccxt has no exchange 'nosuchexchange'",
-        "venues[1]: name the credentials: api_key_env and secret_env (environment variables), or secrets_file",
+        "strategies[0].mode: live trading on venue 'binance' needs credentials: name api_key_env and secret_env "
+        "(environment variables), or secrets_file",
     ]
+
+
+def test_shadow_strategies_on_a_ccxt_venue_need_no_credentials():
+    raw = live_raw()
+    raw["strategies"][0]["mode"] = "shadow"
+    for key in ("api_key_env", "secret_env"):
+        del raw["venues"][1][key]
+    assert parse_config(raw).strategies[0].mode == "shadow"
 
 
 def test_a_missing_file_and_bad_yaml_say_so(tmp_path):

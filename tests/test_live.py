@@ -262,3 +262,25 @@ async def test_an_unreachable_venue_is_isolated_while_another_keeps_trading_and_
     assert connection["status"]["isolated"] is None
     inactive = [e for e in watch.of("strategy_inactive") if e.strategy == "dipper"]
     assert inactive and inactive[0].reason.startswith("venue binance isolated: no successful call for")
+
+
+async def test_shadow_mode_on_a_reachable_exchange_uses_its_candles_and_never_sends_an_order(tmp_path):
+    # Public market data only: no credentials, no order may reach the exchange.
+    raw_venue = {"api_key_env": None, "secret_env": None}
+    sandbox = Sandbox(SandboxSettings(data=str(bundled_path()), speed=20, api_key=KEY, secret=SECRET))
+    watch = Watch()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(serve_sandbox, sandbox, 0)
+            raw = live_config(tmp_path, url, **raw_venue)
+            raw["strategies"][0]["mode"] = "shadow"
+            app = App(parse_config(raw), echo=watch)
+            await nursery.start(app.run)
+            await watch.until(lambda events: watch.count("fill") >= 2)
+            nursery.cancel_scope.cancel()
+    paths = {(method, path) for _, method, path, _ in sandbox.request_log}
+    assert ("GET", "/api/v3/klines") in paths
+    assert not any(path in ("/api/v3/order", "/api/v3/account", "/api/v3/openOrders", "/api/v3/myTrades") for _, path in paths)
+    assert sandbox.dialect.exchange.orders == {}
+    fill = watch.of("fill")[0]
+    assert fill.payload["order_complete"] in (True, False) and fill.strategy == "dipper"

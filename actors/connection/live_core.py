@@ -47,6 +47,7 @@ from actors.messages import (
     connection_address,
     strategy_address,
 )
+from actors.connection.simulated_orders import LazySimulatedExchange, SimulatedOrders
 from actors.orders import Order, Side
 from actors.strategy.preflight import VenueFacts
 from exchange.candles import Candle
@@ -143,8 +144,22 @@ def _d(value: Any) -> Decimal:
 
 
 class LiveConnectionCore:
-    def __init__(self, venue: str, settings: LiveSettings, now: float, fatal: str | None = None) -> None:
-        """``fatal``: a problem known before any call (e.g. unreadable credentials)."""
+    def __init__(
+        self,
+        venue: str,
+        settings: LiveSettings,
+        now: float,
+        fatal: str | None = None,
+        *,
+        shadow_strategies: frozenset[str] = frozenset(),
+        shadow_exchange: LazySimulatedExchange | None = None,
+        authenticated: bool = True,
+    ) -> None:
+        """``fatal``: a problem known before any call (e.g. unreadable credentials).
+
+        ``shadow_strategies`` trade on ``shadow_exchange`` (simulated orders, this venue's
+        real candles); ``authenticated``: the client has credentials (else no balance call:
+        public market data only, for shadow strategies)."""
         self.venue = venue
         self.address = connection_address(venue)
         self.settings = settings
@@ -167,6 +182,11 @@ class LiveConnectionCore:
         self.backoff = settings.poll_seconds
         #: Consecutive failed reads: each pushes the next poll out (doubling, capped).
         self.read_failures = 0
+        self.shadow_strategies = shadow_strategies
+        self._shadow_exchange = shadow_exchange
+        self.shadow: SimulatedOrders | None = None
+        self.authenticated = authenticated
+        self._restored: list[Order] = []
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
         self._queue: list[ExchangeCall] = []
@@ -181,7 +201,10 @@ class LiveConnectionCore:
         return self._call(now, "load_markets", what="markets")
 
     def restore(self, orders: list[Order]) -> None:
+        self._restored = [o for o in orders if o.strategy in self.shadow_strategies]
         for order in orders:
+            if order.strategy in self.shadow_strategies:
+                continue
             if order.state.on_exchange:
                 self.tracked[order.client_order_id] = Tracked(
                     order.client_order_id, order.strategy, order.symbol, order.side, order.amount,
@@ -230,13 +253,24 @@ class LiveConnectionCore:
         if (self.markets is None or not self._balances_loaded) and self.fatal is None:
             self.waiting.append(to)
             return []
-        return [Send(to, VenueInfo(self.facts()))]
+        return [Send(to, VenueInfo(self.facts(to)))]
 
-    def facts(self) -> VenueFacts:
+    def facts(self, to: str | None = None) -> VenueFacts:
+        """The facts for a strategy's pre-flight: a shadow strategy's balances are those
+        of the simulated account its orders go to."""
         error = self.fatal or (f"isolated: {self.isolated}" if self.isolated else None)
-        return VenueFacts(self.venue, error, dict(self.markets or {}), dict(self.balances), dict(self.last_prices))
+        balances = dict(self.balances)
+        if self.shadow is not None and to is not None and to.removeprefix("strategy:") in self.shadow_strategies:
+            balances = {asset: b.free + b.used for asset, b in self.shadow.exchange.balances.items()}
+        return VenueFacts(self.venue, error, dict(self.markets or {}), balances, dict(self.last_prices))
+
+    def _answer_waiting(self) -> list[Any]:
+        waiting, self.waiting = self.waiting, []
+        return [Send(to, VenueInfo(self.facts(to))) for to in waiting]
 
     def submit(self, order: Order, now: float) -> list[Any]:
+        if order.strategy in self.shadow_strategies and self.shadow is not None:
+            return list(self.shadow.submit(order, now))
         to = strategy_address(order.strategy)
         if self.isolated or self.fatal:
             rejected = OrderRejected(order.client_order_id, f"venue {self.venue} is isolated: {self.isolated or self.fatal}; not sent", now)
@@ -248,6 +282,8 @@ class LiveConnectionCore:
         )
 
     def cancel(self, message: CancelOrder, now: float) -> list[Any]:
+        if self.shadow is not None and self.shadow.owns(message.client_order_id):
+            return list(self.shadow.cancel(message, now))
         tracked = self.tracked.get(message.client_order_id)
         if tracked is None or tracked.exchange_order_id is None:
             return [Send(strategy_address(message.strategy), CancelFailed(message.client_order_id, "no exchange order id known yet", now))]
@@ -315,8 +351,7 @@ class LiveConnectionCore:
         if what == "balance":
             self.balances = parse_balances(result)
             self._balances_loaded = True
-            waiting, self.waiting = self.waiting, []
-            return [Send(to, VenueInfo(self.facts())) for to in waiting]
+            return self._answer_waiting()
         if what == "probe":
             return []
         if what == "candles":
@@ -359,10 +394,8 @@ class LiveConnectionCore:
             if what == "balance" and kind is not ErrorKind.FATAL:
                 out += self._call(now, "fetch_balance", what="balance")  # the rate limiter paces it
                 return out
-            for to in self.waiting if kind is ErrorKind.FATAL else []:
-                out.append(Send(to, VenueInfo(self.facts())))
             if kind is ErrorKind.FATAL:
-                self.waiting.clear()
+                out += self._answer_waiting()  # with the reason, for their pre-flight
             return out
         if what == "create":
             tracked = self.tracked[key]
@@ -388,6 +421,12 @@ class LiveConnectionCore:
 
     def _markets_loaded(self, markets: dict[str, Any], now: float) -> list[Any]:
         self.markets = parse_markets(markets)
+        if self._shadow_exchange is not None and self.shadow is None:
+            self.shadow = SimulatedOrders(self.venue, self._shadow_exchange.get(self.markets.values()))
+            self.shadow.restore(self._restored)
+        if not self.authenticated:
+            self._balances_loaded = True  # public data only: no account to ask
+            return self._answer_waiting()
         return self._call(now, "fetch_balance", what="balance")
 
     def _candles(self, symbol: str, rows: list[list[Any]], now: float) -> list[Any]:
@@ -406,6 +445,10 @@ class LiveConnectionCore:
         out: list[Any] = []
         for row in fresh:
             candle = Candle(int(row[0] // 1000), _d(row[1]), _d(row[2]), _d(row[3]), _d(row[4]), _d(row[5]))
+            if self.shadow is not None:
+                # Simulated orders trade against the real candle before anyone sees it,
+                # exactly as on a shadow venue.
+                out += self.shadow.match(symbol, candle, now)
             update = CandleClosed(self.venue, symbol, candle)
             out += [Send(to, update) for to in self.subscribers.get(symbol, [])]
         return out
@@ -476,6 +519,8 @@ class LiveConnectionCore:
             )
             for o in orders
         )
+        if self.shadow is not None:
+            listed += self.shadow.open_orders()
         waiting, self._snapshot_for = self._snapshot_for, []
         return [Send(to, ExchangeSnapshot(self.venue, listed, dict(self.balances), now, request_id)) for to, request_id in waiting]
 

@@ -8,6 +8,7 @@ from typing import Any, Callable
 import trio
 
 from actors.connection.live_core import LiveConnectionCore, LiveSettings
+from actors.connection.simulated_orders import LazySimulatedExchange
 from actors.messages import CallDone, ExchangeCall, Send, Tick
 from actors.shell import ActorEnv, deliver
 from exchange.errors import classify
@@ -28,6 +29,9 @@ async def live_connection_actor(
     settings: LiveSettings,
     env: ActorEnv,
     fatal: str | None = None,
+    shadow_strategies: frozenset[str] = frozenset(),
+    shadow_exchange: LazySimulatedExchange | None = None,
+    authenticated: bool = True,
     *,
     task_status: trio.TaskStatus[None],
 ) -> None:
@@ -36,7 +40,10 @@ async def live_connection_actor(
     client can be made (the venue starts isolated and says so to its strategies)."""
     assert ctx.inbox is not None
     client = make_client() if fatal is None else None
-    core = LiveConnectionCore(venue, settings, env.clock.now(), fatal)
+    core = LiveConnectionCore(
+        venue, settings, env.clock.now(), fatal,
+        shadow_strategies=shadow_strategies, shadow_exchange=shadow_exchange, authenticated=authenticated,
+    )
     core.restore(await env.read_store(load_orders, venue=venue))
     limiter = trio.CapacityLimiter(THREADS_PER_CONNECTION)
     own = env.directory[core.address]
