@@ -26,7 +26,7 @@ import yaml
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
 from actors.strategy.rules import Change, SmaCross, TriggerSpec
-from actors.strategy.settings import Allocation, Sizing, StrategySettings
+from actors.strategy.settings import StrategySettings
 
 DEFAULT_CONFIG = Path(__file__).with_name("default_config.yaml")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

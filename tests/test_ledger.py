@@ -17,7 +17,6 @@ from actors.messages import (
     CorrectionRefused,
     FillReport,
     OrderCanceled,
-    RecordJournal,
     Reserve,
     ReservationDenied,
     ReservationGranted,

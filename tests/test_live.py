@@ -14,9 +14,8 @@ from collections import Counter
 
 import pytest
 import trio
-from helpers import Watch, node, walk
+from helpers import Watch, node
 
-from actors.messages import RecordEvent
 from exchange.candles import bundled_path
 from exchange.faults import FaultSettings
 from exchange.sandbox import Sandbox, SandboxSettings, serve_sandbox

@@ -9,13 +9,11 @@ writer and the two threads would then fight over the GIL.
 from __future__ import annotations
 
 import sqlite3
-from collections import Counter
 
 import trio
 from helpers import Watch, walk
 
 from actors.ledger.core import LedgerCore
-from actors.messages import RecordEvent
 from store.db import load_journal, open_store
 from supervisors.app import App
 from supervisors.config import parse_config

@@ -5,8 +5,6 @@ from __future__ import annotations
 from decimal import Decimal as D
 
 from actors.messages import (
-    LEDGER,
-    WRITER,
     AccountInfo,
     CancelOrder,
     CandleClosed,

@@ -13,7 +13,6 @@ from supervisors.tree import (
     ChildSpec,
     RestartStrategy,
     RestartType,
-    ShutdownTimeout,
     Supervisor,
     SupervisorGaveUp,
 )
