@@ -159,6 +159,13 @@ class SubmitOrder:
 
 
 @attrs.frozen
+class CheckOrder:
+    """Find out what became of an UNKNOWN order, from the exchange's evidence only."""
+
+    order: Order
+
+
+@attrs.frozen
 class CancelOrder:
     client_order_id: str
     strategy: str
@@ -353,6 +360,18 @@ class ExchangeOrder:
 
 
 @attrs.frozen
+class ExchangeTrade:
+    trade_id: str
+    exchange_order_id: str
+    symbol: str
+    side: Side
+    price: Decimal
+    amount: Decimal
+    fee: Decimal
+    fee_currency: str
+
+
+@attrs.frozen
 class ExchangeSnapshot:
     venue: str
     open_orders: tuple[ExchangeOrder, ...]
@@ -360,3 +379,34 @@ class ExchangeSnapshot:
     at: float
     #: The request this answers: a late answer to an earlier request is recognizable.
     request_id: int = 0
+    #: Recent trades of the account on the markets we trade.
+    trades: tuple[ExchangeTrade, ...] = ()
+
+
+@attrs.frozen
+class LedgerSnapshotRequest:
+    reply_to: str
+    request_id: int
+
+
+@attrs.frozen
+class LedgerSnapshot:
+    request_id: int
+    #: strategy -> (quote free + reserved, base free + reserved)
+    holdings: dict[str, tuple[Decimal, Decimal]]
+    #: client order id -> strategy, for every open reservation
+    open_reservations: dict[str, str]
+
+
+@attrs.frozen
+class Pause:
+    """Stop placing orders until an operator resumes: something is unexplained."""
+
+    strategy: str
+    reason: str
+
+
+@attrs.frozen
+class Resume:
+    strategy: str
+    by: str

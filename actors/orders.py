@@ -74,7 +74,8 @@ S, T = OrderState, Trigger
 
 TRANSITIONS: dict[OrderState, dict[Trigger, OrderState]] = {
     S.INTENT: {T.GRANTED: S.RESERVED, T.DENIED: S.DENIED},
-    S.RESERVED: {T.SUBMIT: S.SUBMITTING, T.WITHDRAW: S.CANCELED},
+    # After a crash, a durable intent may or may not have been sent: UNKNOWN until evidence.
+    S.RESERVED: {T.SUBMIT: S.SUBMITTING, T.WITHDRAW: S.CANCELED, T.OUTCOME_UNKNOWN: S.UNKNOWN},
     S.SUBMITTING: {
         T.ACCEPTED: S.OPEN,
         T.REJECTED: S.REJECTED,

@@ -196,6 +196,19 @@ def _order_from_row(row: tuple[Any, ...]) -> Order:
     )
 
 
+def load_fill_trade_ids(connection: sqlite3.Connection, *, venue: str) -> frozenset[str]:
+    rows = connection.execute("SELECT trade_id FROM fills WHERE venue = ?", (venue,)).fetchall()
+    return frozenset(row[0] for row in rows)
+
+
+def load_record(connection: sqlite3.Connection, *, venue: str) -> tuple[list[Order], frozenset[str]]:
+    """One venue's orders (all of them) and the trade ids of its recorded fills, read in one
+    transaction so they agree with each other."""
+    with connection:
+        connection.execute("BEGIN")
+        return load_orders(connection, venue=venue), load_fill_trade_ids(connection, venue=venue)
+
+
 def latest_events(
     connection: sqlite3.Connection, *, strategy: str | None = None, kind: str | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:

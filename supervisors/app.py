@@ -36,6 +36,7 @@ from actors.messages import (
     connection_address,
     strategy_address,
 )
+from actors.reconciler.core import Market
 from actors.reconciler.shell import reconciler_actor
 from actors.shell import ActorEnv
 from actors.strategy.shell import strategy_actor
@@ -107,6 +108,7 @@ class App:
             functools.partial(
                 reconciler_actor,
                 venues=[v.name for v in config.venues],
+                markets={s.name: Market(s.venue, *s.symbol.split("/")) for s in config.strategies},
                 interval=config.reconciler.interval_seconds,
                 env=self.env,
             ),
@@ -223,6 +225,7 @@ def live_settings(venue: CcxtVenueConfig) -> LiveSettings:
         rate_limit_per_second=venue.rate_limit_per_second,
         isolate_after_seconds=venue.isolate_after_seconds,
         probe_max_seconds=venue.probe_max_seconds,
+        never_placed_after_seconds=venue.never_placed_after_seconds,
     )
 
 

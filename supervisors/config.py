@@ -94,6 +94,9 @@ class CcxtVenueConfig:
     isolate_after_seconds: float = 30.0
     probe_max_seconds: float = 60.0
     timeout_seconds: float = 10.0
+    #: An order whose submit outcome is unknown is declared never placed only after every
+    #: source has lacked it this long.
+    never_placed_after_seconds: float = 60.0
 
 
 VenueConfig = SimulatedVenueConfig | CcxtVenueConfig
@@ -310,7 +313,8 @@ def _ccxt_problems(venue: CcxtVenueConfig, at: str) -> list[str]:
         out.append(f"{at}.base_url: must look like http://HOST:PORT, got {venue.base_url!r}")
     if venue.timeframe not in TIMEFRAME_SECONDS:
         out.append(f"{at}.timeframe: must be one of {', '.join(TIMEFRAME_SECONDS)}, got {venue.timeframe!r}")
-    for field in ("poll_seconds", "rate_limit_per_second", "isolate_after_seconds", "probe_max_seconds", "timeout_seconds"):
+    for field in ("poll_seconds", "rate_limit_per_second", "isolate_after_seconds", "probe_max_seconds", "timeout_seconds",
+                  "never_placed_after_seconds"):
         if getattr(venue, field) <= 0:
             out.append(f"{at}.{field}: must be greater than 0, got {getattr(venue, field)}")
     return out

@@ -15,6 +15,7 @@ from typing import Any
 from actors.connection.simulated_orders import SimulatedOrders
 from actors.messages import (
     CancelOrder,
+    CheckOrder,
     CandleClosed,
     ExchangeSnapshot,
     Send,
@@ -57,6 +58,8 @@ class ShadowConnectionCore:
             return self.orders.submit(message.order, now)
         if isinstance(message, CancelOrder):
             return self.orders.cancel(message, now)
+        if isinstance(message, CheckOrder):
+            return self.orders.check(message.order, now)
         if isinstance(message, Subscribe):
             return self.subscribe(message, now)
         if isinstance(message, SnapshotRequest):
@@ -99,4 +102,5 @@ class ShadowConnectionCore:
             balances={asset: b.free + b.used for asset, b in exchange.balances.items()},
             at=now,
             request_id=request_id,
+            trades=self.orders.trades(),
         )

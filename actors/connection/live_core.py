@@ -27,9 +27,11 @@ from actors.messages import (
     CancelFailed,
     CancelOrder,
     CandleClosed,
+    CheckOrder,
     ExchangeCall,
     ExchangeOrder,
     ExchangeSnapshot,
+    ExchangeTrade,
     FillReport,
     OrderAccepted,
     OrderCanceled,
@@ -48,7 +50,7 @@ from actors.messages import (
     strategy_address,
 )
 from actors.connection.simulated_orders import LazySimulatedExchange, SimulatedOrders
-from actors.orders import Order, Side
+from actors.orders import Order, OrderState, Side
 from actors.strategy.preflight import VenueFacts
 from exchange.candles import Candle
 from exchange.errors import ErrorKind
@@ -67,6 +69,9 @@ class LiveSettings:
     isolate_after_seconds: float = 30.0
     #: Longest pause between probes of an isolated venue (doubling from ``poll_seconds``).
     probe_max_seconds: float = 60.0
+    #: An UNKNOWN order is declared never placed only after every source (lookup by client
+    #: order id, the open orders) has lacked it this long. Until then it blocks its symbol.
+    never_placed_after_seconds: float = 60.0
 
 
 class RateLimiter:
@@ -105,6 +110,7 @@ class Tracked:
     cancel_reason: str | None = None
     #: Looked up by client order id until the exchange says what became of it.
     unknown: bool = False
+    unknown_since: float | None = None
     done: bool = False
 
 
@@ -191,6 +197,9 @@ class LiveConnectionCore:
         self._pending: dict[int, _Pending] = {}
         self._queue: list[ExchangeCall] = []
         self._snapshot_for: list[tuple[str, int]] = []
+        self._snapshot_open: tuple[ExchangeOrder, ...] = ()
+        self._snapshot_trades: list[ExchangeTrade] = []
+        self._snapshot_waiting: set[str] = set()
 
     # ------------------------------------------------------------- lifecycle
 
@@ -200,15 +209,19 @@ class LiveConnectionCore:
             return [self._event("venue_isolated", now, self.isolated or "")]
         return self._call(now, "load_markets", what="markets")
 
-    def restore(self, orders: list[Order]) -> None:
+    def restore(self, orders: list[Order], now: float = 0.0) -> None:
+        """Track again what a previous incarnation (or process) sent. An order without an
+        exchange id may or may not have reached the exchange (a crash between the durable
+        intent and the answer): it is UNKNOWN and looked up, never sent again."""
         self._restored = [o for o in orders if o.strategy in self.shadow_strategies]
         for order in orders:
             if order.strategy in self.shadow_strategies:
                 continue
-            if order.state.on_exchange:
+            if order.state.on_exchange or order.state is OrderState.RESERVED:
+                unknown = order.exchange_order_id is None
                 self.tracked[order.client_order_id] = Tracked(
                     order.client_order_id, order.strategy, order.symbol, order.side, order.amount,
-                    order.exchange_order_id, order.filled, unknown=order.exchange_order_id is None,
+                    order.exchange_order_id, order.filled, unknown=unknown, unknown_since=now if unknown else None,
                 )
                 if order.exchange_order_id:
                     self.by_exchange_id[order.exchange_order_id] = order.client_order_id
@@ -238,6 +251,8 @@ class LiveConnectionCore:
             return self.submit(message.order, now)
         if isinstance(message, CancelOrder):
             return self.cancel(message, now)
+        if isinstance(message, CheckOrder):
+            return self.check(message.order, now)
         if isinstance(message, SnapshotRequest):
             if self.fatal is not None and self.markets is None:
                 return []  # no client: the reconciler records that this venue did not answer
@@ -280,6 +295,19 @@ class LiveConnectionCore:
             now, "create_order", (order.symbol, "limit", order.side.value, float(order.amount), float(order.price)),
             {"params": {"clientOrderId": order.client_order_id}}, write=True, what="create", key=order.client_order_id,
         )
+
+    def check(self, order: Order, now: float) -> list[Any]:
+        """Resolve an UNKNOWN order by evidence: looked up on the next polls."""
+        if order.strategy in self.shadow_strategies and self.shadow is not None:
+            return list(self.shadow.check(order, now))
+        tracked = self.tracked.get(order.client_order_id)
+        if tracked is None:
+            tracked = self.tracked[order.client_order_id] = Tracked(
+                order.client_order_id, order.strategy, order.symbol, order.side, order.amount, order.exchange_order_id, order.filled
+            )
+        if tracked.exchange_order_id is None and not tracked.done and not tracked.unknown:
+            tracked.unknown, tracked.unknown_since = True, now
+        return []
 
     def cancel(self, message: CancelOrder, now: float) -> list[Any]:
         if self.shadow is not None and self.shadow.owns(message.client_order_id):
@@ -372,7 +400,13 @@ class LiveConnectionCore:
         if what == "order":
             return self._order_status(key, result, now)
         if what == "snapshot_orders":
-            return self._snapshot(result, now)
+            return self._snapshot_orders(result, now)
+        if what == "snapshot_trades":
+            self._snapshot_trades += [self._exchange_trade(t) for t in result]
+            return self._snapshot_done(now, key)
+        if what == "snapshot_balance":
+            self.balances = parse_balances(result)
+            return self._snapshot_done(now, key)
         raise AssertionError(f"no handler for {what}")
 
     def _on_error(self, pending: _Pending, kind: ErrorKind, done: CallDone, now: float) -> list[Any]:
@@ -401,7 +435,7 @@ class LiveConnectionCore:
             tracked = self.tracked[key]
             to = strategy_address(tracked.strategy)
             if kind is ErrorKind.AMBIGUOUS:
-                tracked.unknown = True
+                tracked.unknown, tracked.unknown_since = True, now
                 return out + [Send(to, OrderOutcomeUnknown(key, done.error, now))]
             tracked.done = True
             rejected = OrderRejected(key, f"{kind.value}: {done.error}", now)
@@ -410,11 +444,14 @@ class LiveConnectionCore:
             tracked = self.tracked[key]
             to = strategy_address(tracked.strategy)
             if kind is ErrorKind.AMBIGUOUS:
-                tracked.unknown = True
+                tracked.unknown, tracked.unknown_since = True, now
                 return out + [Send(to, OrderOutcomeUnknown(key, done.error, now))]
             return out + [Send(to, CancelFailed(key, f"{kind.value}: {done.error}", now))]
-        if what == "snapshot_orders":
+        if what == "lookup" and kind is ErrorKind.REJECTED:
+            return out + self._not_found(self.tracked[key], now)
+        if what in ("snapshot_orders", "snapshot_trades", "snapshot_balance"):
             self._snapshot_for.clear()  # the reconciler times out and asks again
+            self._snapshot_waiting.clear()
         return out
 
     # ---------------------------------------------------------------- helpers
@@ -456,6 +493,10 @@ class LiveConnectionCore:
     def _open_orders(self, symbol: str, orders: list[dict[str, Any]], now: float) -> list[Any]:
         open_ids = {str(o["id"]) for o in orders}
         out: list[Any] = []
+        for listed in orders:  # evidence for UNKNOWN orders: listed open under their client id
+            tracked = self.tracked.get(listed.get("clientOrderId") or "")
+            if tracked is not None and tracked.unknown and not tracked.done:
+                out += self._looked_up(tracked.client_order_id, listed, now)
         for tracked in self.tracked.values():
             if (tracked.symbol == symbol and not tracked.done and tracked.exchange_order_id
                     and tracked.exchange_order_id not in open_ids and not self._in_flight("order", tracked.client_order_id)):
@@ -495,6 +536,19 @@ class LiveConnectionCore:
             return self._closed(tracked, now, canceled_by_us=False)
         return []  # closed (filled): the trades poll settles it
 
+    def _not_found(self, tracked: Tracked, now: float) -> list[Any]:
+        """The lookup found nothing. Only after the whole window is it declared never placed."""
+        since = tracked.unknown_since if tracked.unknown_since is not None else now
+        if now - since < self.settings.never_placed_after_seconds:
+            return []
+        tracked.done, tracked.unknown = True, False
+        reason = (
+            f"never placed: no trace on the exchange for {now - since:.0f}s "
+            "(looked up by client order id, and in the open orders)"
+        )
+        rejected = OrderRejected(tracked.client_order_id, reason, now)
+        return [Send(strategy_address(tracked.strategy), rejected), Send(LEDGER, rejected)]
+
     def _looked_up(self, cid: str, order: dict[str, Any], now: float) -> list[Any]:
         """Evidence for an UNKNOWN order: the exchange has it."""
         tracked = self.tracked[cid]
@@ -512,17 +566,52 @@ class LiveConnectionCore:
         canceled = OrderCanceled(tracked.client_order_id, reason, now, expired=reason == "expired")
         return [Send(strategy_address(tracked.strategy), canceled), Send(LEDGER, canceled)]
 
-    def _snapshot(self, orders: list[dict[str, Any]], now: float) -> list[Any]:
-        listed = tuple(
+    def _snapshot_orders(self, orders: list[dict[str, Any]], now: float) -> list[Any]:
+        """The open orders are in; now the recent trades of each market we watch."""
+        self._snapshot_open = tuple(
             ExchangeOrder(
                 o.get("clientOrderId") or "", str(o["id"]), o["symbol"], Side(o["side"]), _d(o["price"]), _d(o["amount"]), _d(o.get("filled") or 0)
             )
             for o in orders
         )
+        self._snapshot_trades = []
+        symbols = sorted(set(self.subscribers) | {t.symbol for t in self.tracked.values()})
+        self._snapshot_waiting = set(symbols)
+        out: list[Any] = []
+        if self.authenticated:
+            self._snapshot_waiting.add(":balance")
+            out += self._call(now, "fetch_balance", what="snapshot_balance", key=":balance")
+        for symbol in symbols:
+            out += self._call(now, "fetch_my_trades", (symbol,), {"limit": 1000}, what="snapshot_trades", key=symbol)
+        return out + self._snapshot_done(now, None)
+
+    def _snapshot_done(self, now: float, symbol: str | None) -> list[Any]:
+        self._snapshot_waiting.discard(symbol or "")
+        if self._snapshot_waiting:
+            return []
+        listed = self._snapshot_open
         if self.shadow is not None:
             listed += self.shadow.open_orders()
+        trades = tuple(self._snapshot_trades) + (self.shadow.trades() if self.shadow is not None else ())
+        # Live and shadow strategies of this venue hold the real account and the simulated
+        # one between them: the reconciler compares their sum with what they hold.
+        balances = dict(self.balances)
+        if self.shadow is not None:
+            for asset, b in self.shadow.exchange.balances.items():
+                balances[asset] = balances.get(asset, Decimal(0)) + b.free + b.used
         waiting, self._snapshot_for = self._snapshot_for, []
-        return [Send(to, ExchangeSnapshot(self.venue, listed, dict(self.balances), now, request_id)) for to, request_id in waiting]
+        return [
+            Send(to, ExchangeSnapshot(self.venue, listed, balances, now, request_id, trades))
+            for to, request_id in waiting
+        ]
+
+    @staticmethod
+    def _exchange_trade(trade: dict[str, Any]) -> ExchangeTrade:
+        fee = trade.get("fee") or {}
+        return ExchangeTrade(
+            str(trade["id"]), str(trade["order"]), trade["symbol"], Side(trade["side"]), _d(trade["price"]),
+            _d(trade["amount"]), _d(fee.get("cost") or 0), fee.get("currency") or "",
+        )
 
     def _isolate(self, now: float, reason: str) -> list[Any]:
         if self.isolated:

@@ -44,7 +44,7 @@ async def live_connection_actor(
         venue, settings, env.clock.now(), fatal,
         shadow_strategies=shadow_strategies, shadow_exchange=shadow_exchange, authenticated=authenticated,
     )
-    core.restore(await env.read_store(load_orders, venue=venue))
+    core.restore(await env.read_store(load_orders, venue=venue), env.clock.now())
     limiter = trio.CapacityLimiter(THREADS_PER_CONNECTION)
     own = env.directory[core.address]
     ctx.status_provider = core.status

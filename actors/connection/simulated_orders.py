@@ -16,6 +16,7 @@ from actors.messages import (
     CancelFailed,
     CancelOrder,
     ExchangeOrder,
+    ExchangeTrade,
     FillReport,
     OrderAccepted,
     OrderCanceled,
@@ -85,6 +86,20 @@ class SimulatedOrders:
         canceled = OrderCanceled(message.client_order_id, message.reason, now, expired=message.reason == "expired")
         return [Send(to, canceled), Send(LEDGER, canceled)]
 
+    def check(self, order: Order, now: float) -> list[Send]:
+        """An UNKNOWN order: the simulated exchange knows at once whether it has it."""
+        to = strategy_address(order.strategy)
+        self.owners[order.client_order_id] = order.strategy
+        found = self.exchange.order_by_client_id(order.client_order_id)
+        if found is None:
+            rejected = OrderRejected(order.client_order_id, "never placed: the simulated exchange has no such order", now)
+            return [Send(to, rejected), Send(LEDGER, rejected)]
+        out: list[Send] = [Send(to, OrderAccepted(order.client_order_id, found.exchange_order_id, now))]
+        if found.status == "canceled":
+            canceled = OrderCanceled(order.client_order_id, "canceled while limitline was down", now)
+            out += [Send(to, canceled), Send(LEDGER, canceled)]
+        return out
+
     def match(self, symbol: str, candle: Candle, now: float) -> list[Send]:
         """Fill what this closed candle fills of the resting orders, and route the fills."""
         out: list[Send] = []
@@ -112,6 +127,13 @@ class SimulatedOrders:
         if owner is not None:
             out.append(Send(strategy_address(owner), report))
         return out
+
+    def trades(self) -> tuple[ExchangeTrade, ...]:
+        """Recent trades of the simulated account (the last 1,000, like an exchange's list)."""
+        return tuple(
+            ExchangeTrade(f.trade_id, f.exchange_order_id, f.symbol, f.side, f.price, f.amount, f.fee, f.fee_currency)
+            for f in self.exchange.trades[-1000:]
+        )
 
     def open_orders(self) -> tuple[ExchangeOrder, ...]:
         return tuple(

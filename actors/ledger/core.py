@@ -24,6 +24,8 @@ from actors.messages import (
     AccountQuery,
     Correct,
     CorrectionRefused,
+    LedgerSnapshot,
+    LedgerSnapshotRequest,
     FillReport,
     JournalEntry,
     OrderCanceled,
@@ -125,6 +127,12 @@ class LedgerCore:
             return self._journal(self.release(message.client_order_id, message.reason, now))
         if isinstance(message, Correct):
             return self.correct(message, now)
+        if isinstance(message, LedgerSnapshotRequest):
+            holdings = {
+                name: (a.quote_free + a.quote_reserved, a.base_free + a.base_reserved) for name, a in self.accounts.items()
+            }
+            reservations = {r.client_order_id: r.strategy for r in self.open_reservations()}
+            return [Send(message.reply_to, LedgerSnapshot(message.request_id, holdings, reservations))]
         if isinstance(message, AccountQuery):
             account = self.accounts.get(message.strategy, Account(message.strategy))
             info = AccountInfo(

@@ -1,97 +1,196 @@
-"""The reconciler's rules: compare the order book of record with the exchange's truth.
+"""The reconciler's rules: exchange truth against the order book of record and the ledger.
 
-A difference is reported only when two consecutive cycles both show it, because an order
-in flight (sent but not yet acknowledged, or filled but not yet recorded) looks like a
-difference for a moment and is not one.
+Exchange truth wins, and repairs go only through the ledger and the connection's evidence:
+the reconciler never places or cancels an order.
 
-Classes of difference found so far:
+A difference counts only when two consecutive cycles both show it: an order in flight
+(sent, not yet acknowledged; filled, not yet recorded) looks like a difference for a moment
+and is not one. Each class and what is done about it:
 
-- ``unknown_exchange_order``: the exchange holds an open order that our record does not
-  have open (an operator's order, or one we lost track of);
-- ``missing_on_exchange``: our record holds an order open that the exchange no longer
-  lists (cancelled outside limitline, or a fill we missed).
+| class | what it is | action |
+|---|---|---|
+| ``missed_fill`` | a trade of one of our orders that the fills table lacks | settled through the ledger (duplicates are ignored there) |
+| ``missing_on_exchange`` | our record holds an order open that the exchange no longer lists | the connection checks it by evidence (cancelled outside, or filled) |
+| ``reservation_without_order`` | the ledger holds a reservation for an order that is final or absent | released through the ledger |
+| ``external_order`` | an open order on the exchange that no intent of ours made | recorded as external (an operator's) |
+| ``stale_final`` | an order our record holds final is still open on the exchange | unexplained: its strategy is paused |
+| ``balance_changed`` | the exchange holds less of an asset than the strategies on it do | unexplained: those strategies are paused |
+
+A paused strategy places no order until an operator resumes it (``POST
+/strategies/NAME/resume``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from decimal import Decimal
+from typing import Any, Mapping
 
 import attrs
 
-from actors.messages import WRITER, ExchangeSnapshot, RecordEvent, Send
+from actors.messages import (
+    LEDGER,
+    WRITER,
+    CheckOrder,
+    ExchangeSnapshot,
+    FillReport,
+    LedgerSnapshot,
+    Pause,
+    RecordEvent,
+    RecordFill,
+    Release,
+    Send,
+    connection_address,
+    strategy_address,
+)
 from actors.orders import Order, OrderState
 
 #: States in which the exchange must list the order. SUBMITTING and UNKNOWN are in flight
 #: or being resolved by evidence; CANCELING may be gone already.
 MUST_BE_LISTED = frozenset({OrderState.OPEN, OrderState.PARTIALLY_FILLED})
+#: Balances closer than this are equal (ccxt hands amounts over as floats).
+TOLERANCE = Decimal("0.00000001")
 
 
 @attrs.frozen
 class Difference:
     kind: str
     venue: str
-    client_order_id: str
+    key: str  # client order id, trade id or asset
     strategy: str | None
     detail: str
 
 
-def compare(record: list[Order], snapshot: ExchangeSnapshot) -> list[Difference]:
-    ours = {o.client_order_id: o for o in record if not o.state.is_final}
-    theirs = {o.client_order_id: o for o in snapshot.open_orders}
-    out = []
-    for cid, order in sorted(theirs.items()):
-        if cid not in ours:
-            out.append(
-                Difference("unknown_exchange_order", snapshot.venue, cid, None,
-                           f"the exchange lists open {order.side.value} {order.amount} {order.symbol} @ {order.price}, not open in our record")
-            )
-    for cid, mine in sorted(ours.items()):
-        if mine.state in MUST_BE_LISTED and cid not in theirs:
-            out.append(
-                Difference("missing_on_exchange", snapshot.venue, cid, mine.strategy,
-                           f"our record holds it {mine.state.value}; the exchange does not list it open")
-            )
+@attrs.frozen
+class Market:
+    venue: str
+    base: str
+    quote: str
+
+
+@attrs.frozen
+class Record:
+    """What the store says about one venue."""
+
+    orders: tuple[Order, ...]  # every order of the venue, final ones included
+    fill_trade_ids: frozenset[str]
+
+
+def compare(record: Record, exchange: ExchangeSnapshot, ledger: LedgerSnapshot,
+            markets: Mapping[str, Market]) -> list[tuple[Difference, list[Send]]]:
+    """Every difference on one venue, each with the messages that apply it."""
+    venue = exchange.venue
+    ours = {o.client_order_id: o for o in record.orders}
+    by_exchange_id = {o.exchange_order_id: o for o in record.orders if o.exchange_order_id}
+    listed = {o.client_order_id: o for o in exchange.open_orders}
+    listed_ids = {o.exchange_order_id for o in exchange.open_orders}
+    out: list[tuple[Difference, list[Send]]] = []
+
+    for trade in exchange.trades:
+        order = by_exchange_id.get(trade.exchange_order_id)
+        if order is None or trade.trade_id in record.fill_trade_ids:
+            continue
+        report = FillReport(
+            venue=venue, client_order_id=order.client_order_id, exchange_order_id=trade.exchange_order_id,
+            trade_id=trade.trade_id, symbol=trade.symbol, side=trade.side, price=trade.price, amount=trade.amount,
+            fee=trade.fee, fee_currency=trade.fee_currency, at=exchange.at, order_complete=False,
+        )
+        out.append((
+            Difference("missed_fill", venue, trade.trade_id, order.strategy,
+                       f"trade {trade.trade_id} of {order.client_order_id}: {trade.amount} @ {trade.price}"),
+            [Send(WRITER, RecordFill(report)), Send(LEDGER, report), Send(strategy_address(order.strategy), report)],
+        ))
+
+    for cid, order in sorted(ours.items()):
+        if order.state in MUST_BE_LISTED and cid not in listed and order.exchange_order_id not in listed_ids:
+            out.append((
+                Difference("missing_on_exchange", venue, cid, order.strategy,
+                           f"our record holds it {order.state.value}; the exchange does not list it open"),
+                [Send(connection_address(venue), CheckOrder(order))],
+            ))
+
+    for item in sorted(exchange.open_orders, key=lambda o: o.exchange_order_id):
+        mine = ours.get(item.client_order_id) or by_exchange_id.get(item.exchange_order_id)
+        if mine is None:
+            out.append((
+                Difference("external_order", venue, item.exchange_order_id, None,
+                           f"open {item.side.value} {item.amount} {item.symbol} @ {item.price} "
+                           f"(client id {item.client_order_id or 'none'}) was not placed by limitline"),
+                [],
+            ))
+        elif mine.state.is_final:
+            out.append((
+                Difference("stale_final", venue, mine.client_order_id, mine.strategy,
+                           f"our record holds it {mine.state.value} but the exchange lists it open"),
+                [Send(strategy_address(mine.strategy), Pause(mine.strategy, f"order {mine.client_order_id} is "
+                      f"{mine.state.value} in our record but open on {venue}"))],
+            ))
+
+    for cid, strategy in sorted(ledger.open_reservations.items()):
+        market = markets.get(strategy)
+        if market is None or market.venue != venue:
+            continue
+        order = ours.get(cid)
+        if order is None or order.state.is_final:
+            state = order.state.value if order else "absent from the record"
+            out.append((
+                Difference("reservation_without_order", venue, cid, strategy, f"the order is {state}"),
+                [Send(LEDGER, Release(cid, f"reconciler: no live order ({state})"))],
+            ))
+
+    held: dict[str, Decimal] = {}
+    holders: dict[str, list[str]] = {}
+    for strategy, (quote, base) in ledger.holdings.items():
+        market = markets.get(strategy)
+        if market is None or market.venue != venue:
+            continue
+        for asset, amount in ((market.quote, quote), (market.base, base)):
+            held[asset] = held.get(asset, Decimal(0)) + amount
+            if amount > 0:
+                holders.setdefault(asset, []).append(strategy)
+    for asset, amount in sorted(held.items()):
+        on_exchange = exchange.balances.get(asset, Decimal(0))
+        if on_exchange + TOLERANCE < amount:
+            reason = (f"balance changed outside limitline: {venue} holds {on_exchange} {asset}, "
+                      f"the strategies hold {amount} {asset}")
+            out.append((
+                Difference("balance_changed", venue, f"{asset}:{on_exchange}:{amount}", None, reason),
+                [Send(strategy_address(s), Pause(s, reason)) for s in holders.get(asset, [])],
+            ))
     return out
 
 
 class ReconcilerCore:
-    def __init__(self) -> None:
+    def __init__(self, markets: Mapping[str, Market]) -> None:
+        """``markets``: each strategy's venue and assets."""
+        self.markets = dict(markets)
         self._previous: dict[str, set[Difference]] = {}
+        self._applied: set[Difference] = set()
         self.cycles = 0
-        self.reported: list[Difference] = []
-        self.first_cycle_done: set[str] = set()
+        self.counts: dict[str, int] = {}
+        self.venues_reconciled: set[str] = set()
 
-    def on_cycle(self, record: list[Order], snapshot: ExchangeSnapshot, now: float) -> list[Send]:
-        """Compare once; report what the previous cycle of this venue showed too."""
+    def on_cycle(self, record: Record, exchange: ExchangeSnapshot, ledger: LedgerSnapshot, now: float) -> list[Send]:
+        """Compare one venue; apply what the previous cycle showed too, once."""
         self.cycles += 1
-        current = set(compare(record, snapshot))
-        stable = current & self._previous.get(snapshot.venue, set())
-        self._previous[snapshot.venue] = current
-        self.first_cycle_done.add(snapshot.venue)
-        out = []
-        for difference in sorted(stable, key=lambda d: (d.kind, d.client_order_id)):
-            if difference in self.reported:
+        found = compare(record, exchange, ledger, self.markets)
+        current = {difference for difference, _ in found}
+        stable = current & self._previous.get(exchange.venue, set())
+        self._previous[exchange.venue] = current
+        self.venues_reconciled.add(exchange.venue)
+        out: list[Send] = []
+        for difference, actions in found:
+            if difference not in stable or difference in self._applied:
                 continue
-            self.reported.append(difference)
-            out.append(
-                Send(
-                    WRITER,
-                    RecordEvent(
-                        kind="reconcile_difference",
-                        actor="reconciler",
-                        at=now,
-                        strategy=difference.strategy,
-                        client_order_id=difference.client_order_id,
-                        reason=f"{difference.kind}: {difference.detail}",
-                        payload={"class": difference.kind, "venue": difference.venue},
-                    ),
-                )
-            )
+            self._applied.add(difference)
+            self.counts[difference.kind] = self.counts.get(difference.kind, 0) + 1
+            out.append(Send(WRITER, RecordEvent(
+                kind="reconcile_difference", actor="reconciler", at=now, strategy=difference.strategy,
+                client_order_id=difference.key if difference.kind not in ("balance_changed", "missed_fill") else None,
+                reason=f"{difference.kind}: {difference.detail}",
+                payload={"class": difference.kind, "venue": difference.venue, "key": difference.key},
+            )))
+            out += actions
         return out
 
     def status(self) -> dict[str, Any]:
-        return {
-            "cycles": self.cycles,
-            "venues_reconciled": sorted(self.first_cycle_done),
-            "differences_reported": len(self.reported),
-        }
+        return {"cycles": self.cycles, "venues_reconciled": sorted(self.venues_reconciled), "differences": dict(self.counts)}

@@ -1,49 +1,71 @@
-"""The reconciler actor: every interval, ask each connection for the truth and compare."""
+"""The reconciler actor: every interval, for each venue, the exchange's truth, the ledger's
+books and the store's record, compared by the core."""
 
 from __future__ import annotations
 
 import itertools
+from typing import Any, Mapping
 
 import trio
 
-from actors.messages import RECONCILER, WRITER, ExchangeSnapshot, RecordEvent, Send, SnapshotRequest, connection_address
-from actors.reconciler.core import ReconcilerCore
+from actors.messages import (
+    LEDGER,
+    RECONCILER,
+    WRITER,
+    ExchangeSnapshot,
+    LedgerSnapshot,
+    LedgerSnapshotRequest,
+    RecordEvent,
+    Send,
+    SnapshotRequest,
+    connection_address,
+)
+from actors.reconciler.core import Market, ReconcilerCore, Record
 from actors.shell import ActorEnv, deliver
-from store.db import load_orders
+from store.db import load_record
 from supervisors.tree import ChildContext
 
 
 async def reconciler_actor(
-    ctx: ChildContext, venues: list[str], interval: float, env: ActorEnv, *, task_status: trio.TaskStatus[None]
+    ctx: ChildContext,
+    venues: list[str],
+    markets: Mapping[str, Market],
+    interval: float,
+    env: ActorEnv,
+    *,
+    task_status: trio.TaskStatus[None],
 ) -> None:
     assert ctx.inbox is not None
-    core = ReconcilerCore()
+    inbox = ctx.inbox
+    core = ReconcilerCore(markets)
     requests = itertools.count(1)
     ctx.status_provider = core.status
     task_status.started()
+    timeout = max(interval, 1.0)
     while True:
         for venue in venues:
-            snapshot = await _ask(ctx.inbox, env, venue, next(requests), timeout=max(interval, 1.0))
-            if snapshot is None:
-                event = RecordEvent("reconcile_skipped", RECONCILER, env.clock.now(), reason=f"venue {venue} did not answer")
+            exchange = await _ask(inbox, env, connection_address(venue), SnapshotRequest(RECONCILER, next(requests)), ExchangeSnapshot, timeout)
+            ledger = await _ask(inbox, env, LEDGER, LedgerSnapshotRequest(RECONCILER, next(requests)), LedgerSnapshot, timeout)
+            if exchange is None or ledger is None:
+                who = f"venue {venue}" if exchange is None else "the ledger"
+                event = RecordEvent("reconcile_skipped", RECONCILER, env.clock.now(), reason=f"{who} did not answer")
                 await deliver(env.directory, [Send(WRITER, event)])
                 continue
-            # Read the record after the snapshot: what was open on the exchange then is
-            # recorded by now unless it is still in flight (the two-cycle rule covers that).
-            record = await env.read_store(load_orders, venue=venue, open_only=True)
-            await deliver(env.directory, core.on_cycle(record, snapshot, env.clock.now()))
+            # Read the record after the snapshots: what is in flight now is recorded by the
+            # next cycle, and the two-cycle rule waits for that.
+            orders, trade_ids = await env.read_store(load_record, venue=venue)
+            record = Record(tuple(orders), trade_ids)
+            await deliver(env.directory, core.on_cycle(record, exchange, ledger, env.clock.now()))
         await trio.sleep(interval)
 
 
-async def _ask(
-    inbox: trio.MemoryReceiveChannel, env: ActorEnv, venue: str, request_id: int, timeout: float
-) -> ExchangeSnapshot | None:
-    """This venue's snapshot, or None if it does not answer in time. Late answers to an
-    earlier question are dropped: a stale snapshot would invent differences."""
-    await deliver(env.directory, [Send(connection_address(venue), SnapshotRequest(RECONCILER, request_id))])
+async def _ask(inbox: trio.MemoryReceiveChannel, env: ActorEnv, to: str, request: Any, answer: type, timeout: float) -> Any:
+    """The answer to ``request``, or None in time; late answers to earlier requests are
+    dropped (a stale snapshot would invent differences)."""
+    await deliver(env.directory, [Send(to, request)])
     with trio.move_on_after(timeout):
         while True:
             message = await inbox.receive()
-            if isinstance(message, ExchangeSnapshot) and message.request_id == request_id:
+            if isinstance(message, answer) and message.request_id == request.request_id:
                 return message
     return None

@@ -23,17 +23,20 @@ from actors.messages import (
     CancelFailed,
     CancelOrder,
     CandleClosed,
+    CheckOrder,
     FillReport,
     OrderAccepted,
     OrderCanceled,
     OrderDurable,
     OrderOutcomeUnknown,
     OrderRejected,
+    Pause,
     RecordEvent,
     RecordOrder,
     Reserve,
     ReservationDenied,
     ReservationGranted,
+    Resume,
     Send,
     SubmitOrder,
     Subscribe,
@@ -78,6 +81,8 @@ class StrategyCore:
         self._balances_known = False
         self._venue: VenueFacts | None = None
         self.preflight_problems: list[str] = []
+        #: Why the reconciler paused this strategy, until an operator resumes it.
+        self.paused: str | None = None
         #: Orders not yet final, by client order id.
         self.orders: dict[str, Order] = {}
         self.next_sequence = 1
@@ -97,14 +102,25 @@ class StrategyCore:
             Send(LEDGER, AccountQuery(self.name, self.address)),
         ]
 
-    def restore(self, orders: list[Order]) -> None:
-        """Pick up where the last incarnation stopped: open orders and the next sequence."""
+    def restore(self, orders: list[Order], now: float) -> list[Send]:
+        """Pick up where the last incarnation (or process) stopped: its open orders and the
+        next sequence. An order that may have been sent without an answer recorded
+        (RESERVED or SUBMITTING in the store) is UNKNOWN: it is checked with the exchange,
+        never sent again."""
+        out: list[Send] = []
         for order in orders:
             sequence = parse_sequence(order.client_order_id)
             if sequence is not None:
                 self.next_sequence = max(self.next_sequence, sequence + 1)
-            if not order.state.is_final:
-                self.orders[order.client_order_id] = order
+            if order.state.is_final:
+                continue
+            self.orders[order.client_order_id] = order
+            if order.state in (OrderState.RESERVED, OrderState.SUBMITTING):
+                out += self._advance(order.client_order_id, Trigger.OUTCOME_UNKNOWN, now, reason="restarted before the exchange answered")
+                out.append(self._event("order_unknown", now, order.client_order_id, reason="restarted before the exchange answered"))
+            if self.orders[order.client_order_id].state is OrderState.UNKNOWN:
+                out.append(Send(self.connection, CheckOrder(self.orders[order.client_order_id])))
+        return out
 
     def status(self) -> dict[str, Any]:
         return {
@@ -114,6 +130,7 @@ class StrategyCore:
             "held": str(self.held),
             "mode": self.settings.mode,
             "preflight_problems": self.preflight_problems,
+            "paused": self.paused,
             "breaker": self.breaker.status(),
         }
 
@@ -127,6 +144,12 @@ class StrategyCore:
             return self._maybe_activate(now)
         if isinstance(message, VenueStatus):
             return self._on_venue_status(message, now)
+        if isinstance(message, Pause):
+            self.paused = message.reason
+            return [self._event("strategy_paused", now, reason=message.reason)]
+        if isinstance(message, Resume):
+            was, self.paused = self.paused, None
+            return [self._event("strategy_resumed", now, reason=f"resumed by {message.by} (was: {was})")] if was else []
         if isinstance(message, AccountInfo):
             self.held = message.base_free + message.base_reserved
             self._balances_known = True
@@ -269,6 +292,8 @@ class StrategyCore:
         change of the breaker's state that asking caused."""
         if not self.active:
             return f"inactive: {self.inactive_reason}", []
+        if self.paused is not None:
+            return f"paused until an operator resumes it: {self.paused}", []
         unknown = [o.client_order_id for o in self.orders.values() if o.state is OrderState.UNKNOWN]
         if unknown:
             return f"order {unknown[0]} is UNKNOWN: no new order on {self.settings.symbol} until it is resolved", []

@@ -25,8 +25,9 @@ async def strategy_actor(
     """``allocated``: all strategies' allocations on this venue, per asset (for pre-flight)."""
     assert ctx.inbox is not None
     core = StrategyCore(settings, allocated)
-    core.restore(await env.read_store(load_orders, strategy=settings.name))
-    await deliver(env.directory, core.start(env.clock.now()))
+    now = env.clock.now()
+    restored = core.restore(await env.read_store(load_orders, strategy=settings.name), now)
+    await deliver(env.directory, core.start(now) + restored)
     ctx.status_provider = core.status
     task_status.started()
     await serve(ctx.inbox, core.handle, env)
