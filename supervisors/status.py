@@ -2,14 +2,20 @@
 
 - ``GET /status``: the supervision tree's snapshot (every actor's state, restarts, last
   exit, mailbox depth, and what each actor says about itself), as JSON;
-- ``GET /events?strategy=NAME&kind=KIND&limit=N``: the newest activity-feed entries.
+- ``GET /events?strategy=NAME&kind=KIND&limit=N``: the newest activity-feed entries;
+- ``POST /strategies/NAME/resume``: resume a strategy the reconciler paused. Needs
+  ``Authorization: Bearer <token>`` matching the ``LIMITLINE_OPERATOR_TOKEN`` environment
+  variable; without that variable set, resuming over HTTP is disabled.
 
-It only reads: the tree's in-memory snapshot and the store through read-only connections.
+Apart from resume, it only reads: the tree's in-memory snapshot and the store through
+read-only connections.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
+import os
 import time
 from typing import Any, Awaitable, Callable, Protocol
 from urllib.parse import parse_qs
@@ -18,6 +24,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
+from actors.messages import Resume, strategy_address
 from actors.shell import ActorEnv
 from store.db import latest_events
 from supervisors.tree import ChildContext
@@ -44,9 +51,11 @@ def make_status_app(root: Snapshotter, env: ActorEnv, facts: dict[str, Any]) -> 
                     return
         if scope["type"] != "http":
             return
-        if scope["method"] != "GET":
-            return await _respond(send, 405, {"error": "only GET is served here"})
         path = scope["path"]
+        if scope["method"] == "POST" and path.startswith("/strategies/") and path.endswith("/resume"):
+            return await _resume(path.removeprefix("/strategies/").removesuffix("/resume"), scope, env, send)
+        if scope["method"] != "GET":
+            return await _respond(send, 405, {"error": "only GET is served here (and POST /strategies/NAME/resume)"})
         if path == "/status":
             return await _respond(send, 200, {**facts, "at": time.time(), "tree": root.snapshot()})
         if path == "/events":
@@ -64,6 +73,24 @@ def make_status_app(root: Snapshotter, env: ActorEnv, facts: dict[str, Any]) -> 
         return await _respond(send, 404, {"error": f"no such endpoint {path}; try /status or /events"})
 
     return app
+
+
+TOKEN_ENV = "LIMITLINE_OPERATOR_TOKEN"
+
+
+async def _resume(name: str, scope: Scope, env: ActorEnv, send: SendASGI) -> None:
+    token = os.environ.get(TOKEN_ENV)
+    if not token:
+        return await _respond(send, 403, {"error": f"resume over HTTP is disabled: set {TOKEN_ENV} to enable it"})
+    headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+    given = headers.get("authorization", "")
+    if not given.startswith("Bearer ") or not hmac.compare_digest(given.removeprefix("Bearer ").encode(), token.encode()):
+        return await _respond(send, 401, {"error": "a valid 'Authorization: Bearer <token>' is required"})
+    address = strategy_address(name)
+    if address not in env.directory:
+        return await _respond(send, 404, {"error": f"no strategy is named {name!r}"})
+    await env.directory[address].send(Resume(name, "operator over HTTP"))
+    return await _respond(send, 202, {"resumed": name})
 
 
 async def _respond(send: SendASGI, status: int, body: dict[str, Any]) -> None:

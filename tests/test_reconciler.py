@@ -1,0 +1,105 @@
+"""The reconciler's classes of difference, with plain calls: each found, applied once,
+only when two consecutive cycles show it."""
+
+from __future__ import annotations
+
+from decimal import Decimal as D
+
+from actors.messages import (
+    LEDGER,
+    CheckOrder,
+    ExchangeOrder,
+    ExchangeSnapshot,
+    ExchangeTrade,
+    FillReport,
+    LedgerSnapshot,
+    Pause,
+    RecordEvent,
+    Release,
+)
+from actors.orders import Order, OrderState, Side
+from actors.reconciler.core import Market, ReconcilerCore, Record
+
+MARKETS = {"a": Market("sim", "BTC", "USD"), "b": Market("sim", "BTC", "USD")}
+
+
+def order(cid, state=OrderState.OPEN, exchange_id="1", strategy="a") -> Order:
+    return Order(cid, strategy, "sim", "BTC/USD", Side.BUY, D("100"), D("1"), state, 0.0, 0.0, exchange_order_id=exchange_id)
+
+
+def exchange(open_orders=(), balances=None, trades=()) -> ExchangeSnapshot:
+    return ExchangeSnapshot("sim", tuple(open_orders), balances or {"USD": D("1000"), "BTC": D("1")}, 1.0, 0, tuple(trades))
+
+
+def listed(cid, exchange_id="1") -> ExchangeOrder:
+    return ExchangeOrder(cid, exchange_id, "BTC/USD", Side.BUY, D("100"), D("1"), D("0"))
+
+
+LEDGER_OK = LedgerSnapshot(0, {"a": (D("500"), D("0.5")), "b": (D("500"), D("0.5"))}, {})
+
+
+def twice(record, snapshot, ledger=LEDGER_OK):
+    core = ReconcilerCore(MARKETS)
+    first = core.on_cycle(record, snapshot, ledger, 1.0)
+    second = core.on_cycle(record, snapshot, ledger, 2.0)
+    third = core.on_cycle(record, snapshot, ledger, 3.0)
+    assert first == [] and third == [], "a difference acts only on its second sighting, and once"
+    events = [s.message for s in second if isinstance(s.message, RecordEvent)]
+    actions = [s for s in second if not isinstance(s.message, RecordEvent)]
+    return [e.payload["class"] for e in events], events, actions
+
+
+def test_agreement_is_quiet():
+    assert twice(Record((order("c1"),), frozenset()), exchange([listed("c1")])) == ([], [], [])
+
+
+def test_a_missed_fill_is_settled_through_the_ledger():
+    trade = ExchangeTrade("t9", "1", "BTC/USD", Side.BUY, D("100"), D("0.4"), D("0.04"), "USD")
+    classes, events, actions = twice(Record((order("c1"),), frozenset()), exchange([listed("c1")], trades=[trade]))
+    assert classes == ["missed_fill"]
+    fills = {s.to for s in actions if isinstance(s.message, FillReport)}
+    assert fills == {LEDGER, "strategy:a"}
+    classes, _, _ = twice(Record((order("c1"),), frozenset({"t9"})), exchange([listed("c1")], trades=[trade]))
+    assert classes == []
+
+
+def test_an_order_gone_from_the_exchange_is_checked_by_evidence():
+    classes, events, actions = twice(Record((order("c1"),), frozenset()), exchange([]))
+    assert classes == ["missing_on_exchange"]
+    assert [(s.to, type(s.message)) for s in actions] == [("connection:sim", CheckOrder)]
+
+
+def test_an_order_placed_outside_is_recorded_as_external():
+    classes, events, actions = twice(Record((), frozenset()), exchange([listed("manual-1", "77")]))
+    assert classes == ["external_order"] and actions == []
+    assert "was not placed by limitline" in events[0].reason
+
+
+def test_a_final_order_still_open_on_the_exchange_pauses_its_strategy():
+    classes, _, actions = twice(Record((order("c1", OrderState.CANCELED),), frozenset()), exchange([listed("c1")]))
+    assert classes == ["stale_final"]
+    assert [type(s.message) for s in actions] == [Pause] and actions[0].to == "strategy:a"
+
+
+def test_a_reservation_without_a_live_order_is_released():
+    ledger = LedgerSnapshot(0, LEDGER_OK.holdings, {"c1": "a", "c2": "a"})
+    record = Record((order("c1", OrderState.FILLED), order("c2")), frozenset())
+    classes, _, actions = twice(record, exchange([listed("c2")]), ledger)
+    assert classes == ["reservation_without_order"]
+    assert [(s.to, s.message) for s in actions] == [(LEDGER, Release("c1", "reconciler: no live order (FILLED)"))]
+
+
+def test_less_on_the_exchange_than_the_strategies_hold_pauses_them():
+    classes, events, actions = twice(Record((), frozenset()), exchange(balances={"USD": D("900"), "BTC": D("1")}))
+    assert classes == ["balance_changed"]
+    assert events[0].reason == "balance_changed: balance changed outside limitline: sim holds 900 USD, the strategies hold 1000 USD"
+    assert sorted(s.to for s in actions) == ["strategy:a", "strategy:b"]
+    # More on the exchange than allocated is fine: unallocated funds.
+    assert twice(Record((), frozenset()), exchange(balances={"USD": D("5000"), "BTC": D("3")}))[0] == []
+
+
+def test_a_difference_that_goes_away_by_itself_is_never_applied():
+    core = ReconcilerCore(MARKETS)
+    assert core.on_cycle(Record((order("c1"),), frozenset()), exchange([]), LEDGER_OK, 1.0) == []
+    # The next cycle: it was in flight, the exchange lists it now.
+    assert core.on_cycle(Record((order("c1"),), frozenset()), exchange([listed("c1")]), LEDGER_OK, 2.0) == []
