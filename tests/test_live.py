@@ -6,7 +6,10 @@ loopback port; strategies are in live mode and armed. Waits are on events, never
 
 from __future__ import annotations
 
+import json
 import logging
+import urllib.error
+import urllib.request
 import sqlite3
 from decimal import Decimal
 from contextlib import asynccontextmanager
@@ -283,3 +286,63 @@ async def test_shadow_mode_on_a_reachable_exchange_uses_its_candles_and_never_se
     assert sandbox.dialect.exchange.orders == {}
     fill = watch.of("fill")[0]
     assert fill.payload["order_complete"] in (True, False) and fill.strategy == "dipper"
+
+
+def admin(url: str, path: str, body: dict) -> dict:
+    request = urllib.request.Request(f"{url}{path}", data=json.dumps(body).encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def classes(watch: Watch) -> set[str]:
+    return {e.payload.get("class") for e in watch.of("reconcile_difference")}
+
+
+async def test_operator_actions_on_the_exchange_are_classified_and_applied(tmp_path, credentials, monkeypatch):
+    monkeypatch.setenv("LIMITLINE_OPERATOR_TOKEN", "op-token-1")
+    async with live_runtime(tmp_path, sandbox_speed=5) as (watch, sandbox, app, _):
+        url = f"http://127.0.0.1:{sandbox_port(sandbox, app)}"
+        await watch.until(lambda events: watch.count("order_placed") >= 1)
+
+        # An operator cancels one of our open orders.
+        await watch.until(lambda events: bool(sandbox.dialect.exchange.open_orders()))
+        victim = sandbox.dialect.exchange.open_orders()[0].client_order_id
+        await trio.to_thread.run_sync(admin, url, "/admin/operator/cancel", {"clientOrderId": victim})
+        await watch.until(lambda events: "canceled_outside" in classes(watch))
+        await watch.until(lambda events: victim not in _open_reservations(app))  # its funds are released
+
+        # An operator places an order of their own.
+        await trio.to_thread.run_sync(admin, url, "/admin/operator/order",
+                                      {"symbol": "BTC/USDT", "side": "sell", "price": "999999", "quantity": "0.01", "clientOrderId": "manual-1"})
+        await watch.until(lambda events: "external_order" in classes(watch))
+
+        # An operator withdraws funds the strategies hold: unexplained, the strategy pauses.
+        await trio.to_thread.run_sync(admin, url, "/admin/operator/balance", {"asset": "USDT", "delta": "-99000"})
+        await watch.until(lambda events: watch.count("strategy_paused") >= 1)
+        assert node(app.snapshot(), "strategy:dipper")["status"]["paused"].startswith("balance changed outside limitline")
+        blocked_before = watch.count("blocked", "dipper")
+        await watch.until(lambda events: watch.count("blocked", "dipper") > blocked_before)
+        assert watch.of("blocked")[-1].reason.startswith("paused until an operator resumes it")
+
+        # Resume over HTTP: refused without the token, accepted with it.
+        status_url = node(app.snapshot(), "status")["status"]["url"]
+        denied = await trio.to_thread.run_sync(_post, f"{status_url}/strategies/dipper/resume", None)
+        assert denied == 401
+        accepted = await trio.to_thread.run_sync(_post, f"{status_url}/strategies/dipper/resume", "op-token-1")
+        assert accepted == 202
+        await watch.until(lambda events: watch.count("strategy_resumed") >= 1)
+    assert {"canceled_outside", "external_order", "balance_changed"} <= classes(watch)
+
+
+def sandbox_port(sandbox, app) -> int:
+    venue = app.config.venue("binance")
+    return int(venue.base_url.rsplit(":", 1)[1])
+
+
+def _post(url: str, token: str | None) -> int:
+    request = urllib.request.Request(url, data=b"", method="POST", headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code

@@ -257,7 +257,7 @@ class LiveConnectionCore:
             if self.fatal is not None and self.markets is None:
                 return []  # no client: the reconciler records that this venue did not answer
             self._snapshot_for.append((message.reply_to, message.request_id))
-            return self._call(now, "fetch_open_orders", what="snapshot_orders")
+            return self._snapshot_start(now) if len(self._snapshot_for) == 1 else []
         raise TypeError(f"connection {self.venue} does not handle {type(message).__name__}")
 
     def subscribe(self, message: Subscribe, now: float) -> list[Any]:
@@ -400,7 +400,7 @@ class LiveConnectionCore:
         if what == "order":
             return self._order_status(key, result, now)
         if what == "snapshot_orders":
-            return self._snapshot_orders(result, now)
+            return self._snapshot_orders(result, now, key)
         if what == "snapshot_trades":
             self._snapshot_trades += [self._exchange_trade(t) for t in result]
             return self._snapshot_done(now, key)
@@ -564,26 +564,40 @@ class LiveConnectionCore:
         tracked.done = True
         reason = tracked.cancel_reason if canceled_by_us and tracked.cancel_reason else "canceled outside limitline"
         canceled = OrderCanceled(tracked.client_order_id, reason, now, expired=reason == "expired")
-        return [Send(strategy_address(tracked.strategy), canceled), Send(LEDGER, canceled)]
+        out: list[Any] = [Send(strategy_address(tracked.strategy), canceled), Send(LEDGER, canceled)]
+        if not canceled_by_us:
+            # Found by the connection before the reconciler: the same class in the event log.
+            out.append(Send(WRITER, RecordEvent(
+                kind="reconcile_difference", actor=self.address, at=now, strategy=tracked.strategy,
+                client_order_id=tracked.client_order_id, reason="canceled_outside: the exchange says it was cancelled, not by limitline",
+                payload={"class": "canceled_outside", "venue": self.venue, "key": tracked.client_order_id},
+            )))
+        return out
 
-    def _snapshot_orders(self, orders: list[dict[str, Any]], now: float) -> list[Any]:
-        """The open orders are in; now the recent trades of each market we watch."""
-        self._snapshot_open = tuple(
+    def _snapshot_start(self, now: float) -> list[Any]:
+        """Open orders and recent trades per market (a symbol-less open-orders call costs
+        ten times the rate-limit weight on Binance, and ccxt refuses it), then the balance."""
+        self._snapshot_open = ()
+        self._snapshot_trades = []
+        symbols = sorted(set(self.subscribers) | {t.symbol for t in self.tracked.values()})
+        self._snapshot_waiting = {f"orders:{s}" for s in symbols} | {f"trades:{s}" for s in symbols}
+        out: list[Any] = []
+        for symbol in symbols:
+            out += self._call(now, "fetch_open_orders", (symbol,), what="snapshot_orders", key=f"orders:{symbol}")
+            out += self._call(now, "fetch_my_trades", (symbol,), {"limit": 1000}, what="snapshot_trades", key=f"trades:{symbol}")
+        if self.authenticated:
+            self._snapshot_waiting.add(":balance")
+            out += self._call(now, "fetch_balance", what="snapshot_balance", key=":balance")
+        return out + self._snapshot_done(now, None)
+
+    def _snapshot_orders(self, orders: list[dict[str, Any]], now: float, key: str) -> list[Any]:
+        self._snapshot_open += tuple(
             ExchangeOrder(
                 o.get("clientOrderId") or "", str(o["id"]), o["symbol"], Side(o["side"]), _d(o["price"]), _d(o["amount"]), _d(o.get("filled") or 0)
             )
             for o in orders
         )
-        self._snapshot_trades = []
-        symbols = sorted(set(self.subscribers) | {t.symbol for t in self.tracked.values()})
-        self._snapshot_waiting = set(symbols)
-        out: list[Any] = []
-        if self.authenticated:
-            self._snapshot_waiting.add(":balance")
-            out += self._call(now, "fetch_balance", what="snapshot_balance", key=":balance")
-        for symbol in symbols:
-            out += self._call(now, "fetch_my_trades", (symbol,), {"limit": 1000}, what="snapshot_trades", key=symbol)
-        return out + self._snapshot_done(now, None)
+        return self._snapshot_done(now, key)
 
     def _snapshot_done(self, now: float, symbol: str | None) -> list[Any]:
         self._snapshot_waiting.discard(symbol or "")
