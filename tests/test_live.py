@@ -91,7 +91,10 @@ async def test_live_orders_are_placed_partly_filled_filled_and_expired_through_t
 
     # A candle fills at most 0.005 % of its volume of our orders: partial fills are the rule.
     watch, sandbox, snapshot, config = await run_live(tmp_path, seen_everything, volume_share="0.00005")
-    assert watch.count("strategy_active") == 1
+    assert watch.count("strategy_active") == 1, [
+        (e.kind, e.reason) for e in watch.events
+        if e.kind in ("strategy_active", "strategy_inactive", "venue_isolated", "child_exited", "preflight_failed", "exchange_error")
+    ]
     placed = [e for e in watch.events if e.kind == "order_placed"]
     assert placed and all(e.payload["type"] == "limit" for e in placed)
     # Every order the strategy placed is on the sandbox exchange under its client order id.

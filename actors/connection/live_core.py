@@ -579,7 +579,8 @@ class LiveConnectionCore:
         ten times the rate-limit weight on Binance, and ccxt refuses it), then the balance."""
         self._snapshot_open = ()
         self._snapshot_trades = []
-        symbols = sorted(set(self.subscribers) | {t.symbol for t in self.tracked.values()})
+        # Without credentials there is no account to ask: only the simulated one (shadow).
+        symbols = sorted(set(self.subscribers) | {t.symbol for t in self.tracked.values()}) if self.authenticated else []
         self._snapshot_waiting = {f"orders:{s}" for s in symbols} | {f"trades:{s}" for s in symbols}
         out: list[Any] = []
         for symbol in symbols:
