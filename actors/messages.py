@@ -399,6 +399,21 @@ class LedgerSnapshot:
 
 
 @attrs.frozen
+class ReconciledQuery:
+    """A strategy asks whether its venue's first reconciliation is done."""
+
+    venue: str
+    reply_to: str
+
+
+@attrs.frozen
+class Reconciled:
+    """The venue's state has been compared with the exchange (twice): orders may flow."""
+
+    venue: str
+
+
+@attrs.frozen
 class Pause:
     """Stop placing orders until an operator resumes: something is unexplained."""
 

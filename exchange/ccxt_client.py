@@ -12,10 +12,13 @@ Credentials are passed in, never read here, and never put in a message or a log.
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import ccxt
+
+_last_error_headers = threading.local()
 
 
 def make_client(
@@ -52,7 +55,36 @@ def make_client(
         client.set_sandbox_mode(True)
     if base_url is not None:
         client.urls["api"] = rewrite_urls(client.urls["api"], base_url)
+    _capture_error_headers(client)
     return client
+
+
+def _capture_error_headers(client: ccxt.Exchange) -> None:
+    """Keep each failed response's headers per thread: ``last_response_headers`` is shared
+    by every thread calling this client, so another call could overwrite it first."""
+    handle_errors = client.handle_errors
+
+    def remembering(code: Any, reason: Any, url: Any, method: Any, headers: Any, *rest: Any) -> Any:
+        _last_error_headers.value = headers or {}
+        return handle_errors(code, reason, url, method, headers, *rest)
+
+    client.handle_errors = remembering
+
+
+def call(method: Callable[[], Any]) -> Any:
+    """Run one ccxt call (in a worker thread); a failure carries ``retry_after`` (seconds
+    from the failed response's ``Retry-After`` header, or None)."""
+    _last_error_headers.value = {}
+    try:
+        return method()
+    except Exception as error:
+        headers = getattr(_last_error_headers, "value", {}) or {}
+        value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+        try:
+            error.retry_after = float(value) if value is not None else None  # type: ignore[attr-defined]
+        except ValueError:
+            error.retry_after = None  # type: ignore[attr-defined]
+        raise
 
 
 def rewrite_urls(urls: Any, base_url: str) -> Any:

@@ -163,8 +163,11 @@ class Sandbox:
                 "faults": self.faults.status(),
                 "balances": {a: {"free": str(b.free), "used": str(b.used)} for a, b in exchange.balances.items()},
                 "open_orders": [o.client_order_id for o in exchange.open_orders()],
-                "orders": len(exchange.orders),
-                "fills": len(self.dialect.fills),
+                "orders": [{"clientOrderId": o.client_order_id, "orderId": o.exchange_order_id, "status": o.status,
+                            "side": o.side.value, "price": str(o.price), "amount": str(o.amount), "filled": str(o.filled)}
+                           for o in exchange.orders.values()],
+                "trades": [{"id": f.trade_id, "orderId": f.exchange_order_id, "clientOrderId": f.client_order_id,
+                            "amount": str(f.amount), "price": str(f.price), "fee": str(f.fee)} for f in self.dialect.fills],
             })
         if (method, path) == ("POST", "/admin/faults"):
             try:

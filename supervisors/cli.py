@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from decimal import Decimal
 import os
 import signal
 import sys
@@ -35,7 +36,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FORCED = 0, 1, 2, 130
 ECHOED = {
     "order_placed", "fill", "order_rejected", "order_canceled", "order_expired", "strategy_active",
     "preflight_failed", "breaker_open", "breaker_half_open", "breaker_closed", "strategy_inactive",
-    "venue_isolated", "venue_recovered", "child_isolated", "venue_rate_limited", "exchange_error", "child_exited", "child_restarting", "supervisor_gave_up", "child_abandoned",
+    "venue_isolated", "venue_recovered", "child_isolated", "order_unknown", "order_resolved", "strategy_paused",
+    "strategy_resumed", "venue_rate_limited", "exchange_error", "child_exited", "child_restarting", "supervisor_gave_up", "child_abandoned",
     "reconcile_difference",
 }
 
@@ -56,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sandbox.add_argument("--symbol", default="BTC/USDT", help="the market it lists (default BTC/USDT)")
     sandbox.add_argument("--speed", type=float, default=5.0, help="candles per second (default 5)")
     sandbox.add_argument("--faults", help="YAML or JSON file of faults to inject (see README)")
+    sandbox.add_argument("--balances", default="USDT=100000,BTC=2", help="the account, e.g. USDT=100000,BTC=2")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     if args.command == "sandbox":
@@ -100,8 +103,13 @@ def run_sandbox(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535 or args.speed <= 0:
         print("limitline: --port must be 0-65535 and --speed greater than 0", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        balances = {asset.strip(): Decimal(amount) for asset, amount in (pair.split("=") for pair in args.balances.split(","))}
+    except (ValueError, ArithmeticError):
+        print(f"limitline: --balances must look like USDT=100000,BTC=2, got {args.balances!r}", file=sys.stderr)
+        return EXIT_USAGE
     key, secret = credentials_from_env()
-    settings = SandboxSettings(data=data, symbol=args.symbol, port=args.port, speed=args.speed, api_key=key, secret=secret)
+    settings = SandboxSettings(data=data, symbol=args.symbol, port=args.port, speed=args.speed, api_key=key, secret=secret, balances=balances)
     sandbox = Sandbox(settings, faults)
 
     async def serve_until_signal() -> None:

@@ -14,6 +14,8 @@ from actors.messages import (
     FillReport,
     LedgerSnapshot,
     Pause,
+    Reconciled,
+    ReconciledQuery,
     RecordEvent,
     Release,
 )
@@ -44,8 +46,8 @@ def twice(record, snapshot, ledger=LEDGER_OK):
     second = core.on_cycle(record, snapshot, ledger, 2.0)
     third = core.on_cycle(record, snapshot, ledger, 3.0)
     assert first == [] and third == [], "a difference acts only on its second sighting, and once"
-    events = [s.message for s in second if isinstance(s.message, RecordEvent)]
-    actions = [s for s in second if not isinstance(s.message, RecordEvent)]
+    events = [s.message for s in second if isinstance(s.message, RecordEvent) and s.message.kind == "reconcile_difference"]
+    actions = [s for s in second if not isinstance(s.message, (RecordEvent, Reconciled))]
     return [e.payload["class"] for e in events], events, actions
 
 
@@ -102,4 +104,17 @@ def test_a_difference_that_goes_away_by_itself_is_never_applied():
     core = ReconcilerCore(MARKETS)
     assert core.on_cycle(Record((order("c1"),), frozenset()), exchange([]), LEDGER_OK, 1.0) == []
     # The next cycle: it was in flight, the exchange lists it now.
-    assert core.on_cycle(Record((order("c1"),), frozenset()), exchange([listed("c1")]), LEDGER_OK, 2.0) == []
+    second = core.on_cycle(Record((order("c1"),), frozenset()), exchange([listed("c1")]), LEDGER_OK, 2.0)
+    assert [s.message.kind for s in second] == ["venue_reconciled"]
+
+
+def test_strategies_hear_their_venue_is_reconciled_after_two_cycles():
+    core = ReconcilerCore(MARKETS)
+    assert core.query(ReconciledQuery("sim", "strategy:a")) == []
+    record, snapshot = Record((), frozenset()), exchange()
+    assert core.on_cycle(record, snapshot, LEDGER_OK, 1.0) == []
+    second = core.on_cycle(record, snapshot, LEDGER_OK, 2.0)
+    assert [(s.to, s.message) for s in second if isinstance(s.message, Reconciled)] == [("strategy:a", Reconciled("sim"))]
+    assert [s.message.kind for s in second if isinstance(s.message, RecordEvent)] == ["venue_reconciled"]
+    # Asked later (a restarted strategy): answered at once.
+    assert core.query(ReconciledQuery("sim", "strategy:b"))[0].message == Reconciled("sim")

@@ -13,6 +13,7 @@ from actors.messages import (
     OrderCanceled,
     OrderDurable,
     OrderOutcomeUnknown,
+    Reconciled,
     RecordEvent,
     RecordOrder,
     Reserve,
@@ -74,6 +75,8 @@ def active_core(**overrides) -> StrategyCore:
     assert core.handle(VenueInfo(facts()), 0.0) == []  # the ledger has not answered yet
     assert not core.active
     out = core.handle(AccountInfo("dip", D("1000"), D(0), D(0), D(0)), 0.0)
+    assert not core.active and core.inactive_reason == "waiting for the first reconciliation of sim"
+    out = core.handle(Reconciled("sim"), 0.0)
     assert core.active and events(out, "strategy_active")
     return core
 

@@ -18,6 +18,8 @@ from actors.messages import (
     OrderAccepted,
     OrderDurable,
     OrderRejected,
+    Reconciled,
+    ReconciledQuery,
     RecordEvent,
     RecordOrder,
     Reserve,
@@ -48,7 +50,7 @@ class Neighbours:
     """Fake connection, ledger and writer in one task each; the exchange fails on demand."""
 
     def __init__(self) -> None:
-        self.boxes = {name: Mailbox(256) for name in ("connection:sim", "ledger", "writer", "strategy:s")}
+        self.boxes = {name: Mailbox(256) for name in ("connection:sim", "ledger", "writer", "reconciler", "strategy:s")}
         self.directory = {name: box.send_channel for name, box in self.boxes.items()}
         self.events: list[RecordEvent] = []
         self.submitted: list[str] = []
@@ -71,6 +73,12 @@ class Neighbours:
             nursery.start_soon(self._connection)
             nursery.start_soon(self._ledger)
             nursery.start_soon(self._writer)
+            nursery.start_soon(self._reconciler)
+
+    async def _reconciler(self) -> None:
+        async for message in self.boxes["reconciler"].open_receiver():
+            if isinstance(message, ReconciledQuery):
+                await self.directory[message.reply_to].send(Reconciled(message.venue))
 
     async def _connection(self) -> None:
         strategy = self.directory["strategy:s"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any, Callable
 
 import trio
@@ -11,6 +12,7 @@ from actors.connection.live_core import LiveConnectionCore, LiveSettings
 from actors.connection.simulated_orders import LazySimulatedExchange
 from actors.messages import CallDone, ExchangeCall, Send, Tick
 from actors.shell import ActorEnv, deliver
+from exchange.ccxt_client import call as call_ccxt
 from exchange.errors import classify
 from store.db import load_orders
 from supervisors.mailbox import receive_batch
@@ -19,6 +21,16 @@ from supervisors.tree import ChildContext
 #: ccxt calls in flight at once for one connection.
 THREADS_PER_CONNECTION = 4
 TICK_SECONDS = 0.1
+
+#: For crash tests only: end the process (as kill -9 would, no clean-up) at one of these
+#: points of an order's life. Unset in normal use.
+CRASH_AT_ENV = "LIMITLINE_CRASH_AT"
+CRASH_POINTS = ("before_send", "after_send", "before_fill_record")
+
+
+def _crash(point: str) -> None:
+    if os.environ.get(CRASH_AT_ENV) == point:
+        os._exit(137)
 
 
 async def live_connection_actor(
@@ -51,15 +63,21 @@ async def live_connection_actor(
 
     async def run_call(call: ExchangeCall) -> None:
         method = functools.partial(getattr(client, call.method), *call.args, **call.kwargs)
+        if call.method == "create_order":
+            _crash("before_send")  # the intent is durable; nothing has left the process
         try:
-            result = await trio.to_thread.run_sync(method, limiter=limiter, abandon_on_cancel=True)
+            result = await trio.to_thread.run_sync(call_ccxt, method, limiter=limiter, abandon_on_cancel=True)
+            if call.method == "create_order":
+                _crash("after_send")  # the exchange has the order; we never hear the answer
+            if call.method == "fetch_my_trades" and result:
+                _crash("before_fill_record")  # the exchange filled it; nothing is recorded yet
             done = CallDone(call.call_id, result)
         except Exception as error:  # noqa: BLE001 - every outcome is data for the core
             done = CallDone(
                 call.call_id,
                 error_kind=classify(error, write=call.write).value,
                 error=scrub(f"{type(error).__name__}: {error}", secrets),
-                retry_after=_retry_after(client),
+                retry_after=getattr(error, "retry_after", None),
             )
         await own.send(done)
 
@@ -93,12 +111,3 @@ def scrub(text: str, secrets: tuple[str, ...]) -> str:
         if secret:
             text = text.replace(secret, "***")
     return text
-
-
-def _retry_after(client: Any) -> float | None:
-    headers = getattr(client, "last_response_headers", None) or {}
-    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None

@@ -35,6 +35,8 @@ from actors.messages import (
     FillReport,
     LedgerSnapshot,
     Pause,
+    Reconciled,
+    ReconciledQuery,
     RecordEvent,
     RecordFill,
     Release,
@@ -159,6 +161,10 @@ def compare(record: Record, exchange: ExchangeSnapshot, ledger: LedgerSnapshot,
     return out
 
 
+#: A venue counts as reconciled after this many cycles (the two-cycle rule acts on the 2nd).
+CYCLES_TO_RECONCILE = 2
+
+
 class ReconcilerCore:
     def __init__(self, markets: Mapping[str, Market]) -> None:
         """``markets``: each strategy's venue and assets."""
@@ -167,16 +173,26 @@ class ReconcilerCore:
         self._applied: set[Difference] = set()
         self.cycles = 0
         self.counts: dict[str, int] = {}
+        self._venue_cycles: dict[str, int] = {}
         self.venues_reconciled: set[str] = set()
+        self._asking: dict[str, set[str]] = {}
+
+    def query(self, message: ReconciledQuery) -> list[Send]:
+        """A strategy waits for its venue's reconciliation before it may submit."""
+        if message.venue in self.venues_reconciled:
+            return [Send(message.reply_to, Reconciled(message.venue))]
+        self._asking.setdefault(message.venue, set()).add(message.reply_to)
+        return []
 
     def on_cycle(self, record: Record, exchange: ExchangeSnapshot, ledger: LedgerSnapshot, now: float) -> list[Send]:
         """Compare one venue; apply what the previous cycle showed too, once."""
         self.cycles += 1
+        venue = exchange.venue
         found = compare(record, exchange, ledger, self.markets)
         current = {difference for difference, _ in found}
-        stable = current & self._previous.get(exchange.venue, set())
-        self._previous[exchange.venue] = current
-        self.venues_reconciled.add(exchange.venue)
+        stable = current & self._previous.get(venue, set())
+        self._previous[venue] = current
+        self._venue_cycles[venue] = self._venue_cycles.get(venue, 0) + 1
         out: list[Send] = []
         for difference, actions in found:
             if difference not in stable or difference in self._applied:
@@ -190,7 +206,15 @@ class ReconcilerCore:
                 payload={"class": difference.kind, "venue": difference.venue, "key": difference.key},
             )))
             out += actions
+        if self._venue_cycles[venue] == CYCLES_TO_RECONCILE:
+            self.venues_reconciled.add(venue)
+            out.append(Send(WRITER, RecordEvent(kind="venue_reconciled", actor="reconciler", at=now,
+                                                reason=f"{venue}: state compared with the exchange; orders may flow")))
+            out += [Send(to, Reconciled(venue)) for to in sorted(self._asking.pop(venue, set()))]
         return out
+
+    def reconciled(self, venue: str) -> bool:
+        return venue in self.venues_reconciled
 
     def status(self) -> dict[str, Any]:
         return {"cycles": self.cycles, "venues_reconciled": sorted(self.venues_reconciled), "differences": dict(self.counts)}

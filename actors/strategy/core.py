@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 from actors.messages import (
     LEDGER,
+    RECONCILER,
     WRITER,
     AccountInfo,
     AccountQuery,
@@ -31,6 +32,8 @@ from actors.messages import (
     OrderOutcomeUnknown,
     OrderRejected,
     Pause,
+    Reconciled,
+    ReconciledQuery,
     RecordEvent,
     RecordOrder,
     Reserve,
@@ -79,6 +82,7 @@ class StrategyCore:
         self.active = False
         self.inactive_reason = "pre-flight: waiting for the exchange connection and the ledger"
         self._balances_known = False
+        self._reconciled = False
         self._venue: VenueFacts | None = None
         self.preflight_problems: list[str] = []
         #: Why the reconciler paused this strategy, until an operator resumes it.
@@ -100,6 +104,7 @@ class StrategyCore:
         return [
             Send(self.connection, Subscribe(self.name, self.settings.symbol)),
             Send(LEDGER, AccountQuery(self.name, self.address)),
+            Send(RECONCILER, ReconciledQuery(self.settings.venue, self.address)),
         ]
 
     def restore(self, orders: list[Order], now: float) -> list[Send]:
@@ -144,6 +149,9 @@ class StrategyCore:
             return self._maybe_activate(now)
         if isinstance(message, VenueStatus):
             return self._on_venue_status(message, now)
+        if isinstance(message, Reconciled):
+            self._reconciled = True
+            return self._maybe_activate(now)
         if isinstance(message, Pause):
             self.paused = message.reason
             return [self._event("strategy_paused", now, reason=message.reason)]
@@ -195,10 +203,15 @@ class StrategyCore:
         return self.start(now)
 
     def _maybe_activate(self, now: float) -> list[Send]:
-        """Run the pre-flight checks once both the exchange and the ledger have answered."""
+        """Run the pre-flight checks once both the exchange and the ledger have answered;
+        go active once the venue is reconciled too (after a crash, nothing may be sent
+        before our state has been compared with the exchange)."""
         if self.active or self._venue is None or not self._balances_known:
             return []
         self.preflight_problems = preflight(self.settings, self._venue, self.allocated)
+        if not self.preflight_problems and not self._reconciled:
+            self.inactive_reason = f"waiting for the first reconciliation of {self.settings.venue}"
+            return []
         if self.preflight_problems:
             self.inactive_reason = f"pre-flight failed: {self.preflight_problems[0]}"
             return [
@@ -407,17 +420,21 @@ class StrategyCore:
         order = self.orders.get(cid)
         if order is None:
             return [self._event("unknown_order", now, cid, reason=f"{trigger.value} for an order this strategy does not hold")]
+        was_unknown = order.state is OrderState.UNKNOWN
         try:
             order = transition(order, trigger, now, **changes)
         except IllegalTransition as error:
             return [self._event("illegal_transition", now, cid, reason=str(error))]
+        resolved = []
+        if was_unknown and order.state is not OrderState.UNKNOWN:
+            resolved = [self._event("order_resolved", now, cid, reason=f"UNKNOWN -> {order.state.value} on the exchange's evidence")]
         if order.state.is_final:
             del self.orders[cid]
             self._placed_at.pop(cid, None)
         else:
             self.orders[cid] = order
         record = RecordOrder(order, durable_reply_to=self.address if durable else None)
-        return [Send(WRITER, record)]
+        return [Send(WRITER, record)] + resolved
 
     def _event(
         self,
