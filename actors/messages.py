@@ -98,6 +98,9 @@ class AccountInfo:
     quote_reserved: Decimal
     base_free: Decimal
     base_reserved: Decimal
+    #: What every strategy on the same exchange account holds now, per asset (pre-flight
+    #: checks it against the account's balance). Empty if the ledger does not know.
+    account_holdings: dict[str, Decimal] = attrs.field(factory=dict)
 
 
 @attrs.frozen

@@ -10,7 +10,8 @@ Admin endpoints (local only, no auth: the server binds 127.0.0.1):
 - ``POST /admin/faults``: JSON of :class:`exchange.faults.FaultSettings` (replaces them);
 - ``POST /admin/operator/cancel``: ``{"clientOrderId": ...}`` cancels as an operator would;
 - ``POST /admin/operator/order``: ``{"symbol", "side", "price", "quantity"}`` places one;
-- ``POST /admin/operator/balance``: ``{"asset", "delta"}`` deposits (or withdraws).
+- ``POST /admin/operator/balance``: ``{"asset", "delta"}`` deposits (or withdraws);
+- ``POST /admin/market``: ``{"frozen": true}`` stops the market (no candle, no fill).
 
 hypercorn's trio worker serves it; trio's socket streams set TCP_NODELAY (without it,
 Nagle's algorithm adds 40 ms to a small request/response exchange on loopback).
@@ -79,9 +80,13 @@ class Sandbox:
         self.request_log: list[tuple[float, str, str, int]] = []
         self._request_seen = trio.Event()
         self.tick_seconds = min(0.1, 0.5 / settings.speed)
+        #: A frozen market closes no candles and fills nothing (for comparing books).
+        self.frozen = False
         self._filled = trio.Event()
 
     def advance(self) -> None:
+        if self.frozen:
+            return
         if self.dialect.advance(trio.current_time(), self.now_ms()):
             self._filled.set()
             self._filled = trio.Event()
@@ -179,6 +184,9 @@ class Sandbox:
                 return Response(400, {"error": "; ".join(problems)})
             self.faults.update(settings)
             return Response(200, self.faults.status())
+        if (method, path) == ("POST", "/admin/market"):
+            self.frozen = bool(data.get("frozen", False))
+            return Response(200, {"frozen": self.frozen})
         if (method, path) == ("POST", "/admin/operator/cancel"):
             result = exchange.cancel_order(str(data.get("clientOrderId", "")))
             if isinstance(result, Rejection):

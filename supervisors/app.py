@@ -91,8 +91,11 @@ class App:
             shutdown_timeout=30,
         )
         allocations = {s.name: s.allocation for s in config.strategies}
+        accounts_of = {s.name: ((s.venue, s.mode), *s.symbol.split("/")) for s in config.strategies}
         ledger = ChildSpec(
-            LEDGER, functools.partial(ledger_actor, allocations=allocations, env=self.env), mailbox=self._mailbox(LEDGER)
+            LEDGER,
+            functools.partial(ledger_actor, allocations=allocations, env=self.env, accounts_of=accounts_of),
+            mailbox=self._mailbox(LEDGER),
         )
         venue_supervisors = [self._venue(venue, limits) for venue in config.venues]
         # A venue that keeps failing is isolated and retried with back-off: it never counts

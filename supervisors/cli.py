@@ -37,7 +37,7 @@ ECHOED = {
     "order_placed", "fill", "order_rejected", "order_canceled", "order_expired", "strategy_active",
     "preflight_failed", "breaker_open", "breaker_half_open", "breaker_closed", "strategy_inactive",
     "venue_isolated", "venue_recovered", "child_isolated", "order_unknown", "order_resolved", "strategy_paused",
-    "strategy_resumed", "venue_rate_limited", "exchange_error", "child_exited", "child_restarting", "supervisor_gave_up", "child_abandoned",
+    "strategy_resumed", "venue_reconciled", "venue_rate_limited", "exchange_error", "child_exited", "child_restarting", "supervisor_gave_up", "child_abandoned",
     "reconcile_difference",
 }
 

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import re
 import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import urllib.request
 from pathlib import Path
 
 import yaml
+from helpers import Lines
 
 BIN = [sys.executable, "-m", "supervisors.cli"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,30 +60,6 @@ def test_a_missing_config_file_says_so(tmp_path):
     result = limitline("run", "-c", str(tmp_path / "nope.yaml"), cwd=tmp_path)
     assert result.returncode == 2
     assert "the config file does not exist" in result.stderr and "Traceback" not in result.stderr
-
-
-class Lines:
-    """Reads a pipe on a thread so a test can wait for a line with a deadline."""
-
-    def __init__(self, pipe) -> None:
-        self.queue: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._pump, args=(pipe,), daemon=True).start()
-
-    def _pump(self, pipe) -> None:
-        for line in pipe:
-            self.queue.put(line)
-        self.queue.put("")
-
-    def wait_for(self, pattern: str, timeout: float = 60) -> re.Match:
-        while True:
-            line = self.queue.get(timeout=timeout)
-            self.seen.append(line)
-            if line == "":
-                raise AssertionError(f"the stream ended before {pattern!r}:\n{''.join(self.seen)}")
-            match = re.search(pattern, line)
-            if match:
-                return match
 
 
 def get_json(url: str) -> dict:

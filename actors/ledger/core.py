@@ -14,7 +14,7 @@ Invariants after every message (checked by :meth:`LedgerCore.check_invariants`):
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import attrs
 
@@ -85,7 +85,10 @@ class Account:
 class LedgerCore:
     """Handles one message at a time; returns the messages to send."""
 
-    def __init__(self) -> None:
+    def __init__(self, accounts_of: Mapping[str, tuple[str, str, str]] | None = None) -> None:
+        """``accounts_of``: each strategy's exchange account (venue and mode), base and
+        quote asset; lets the ledger say what all strategies of one account hold."""
+        self.accounts_of = dict(accounts_of or {})
         self.accounts: dict[str, Account] = {}
         #: Every reservation ever made, open or not: a late fill still finds its owner.
         self.reservations: dict[str, Reservation] = {}
@@ -95,8 +98,10 @@ class LedgerCore:
         self._touched: set[str] = set()
 
     @classmethod
-    def from_journal(cls, entries: Iterable[JournalEntry]) -> "LedgerCore":
-        core = cls()
+    def from_journal(
+        cls, entries: Iterable[JournalEntry], accounts_of: Mapping[str, tuple[str, str, str]] | None = None
+    ) -> "LedgerCore":
+        core = cls(accounts_of)
         for entry in entries:
             core.apply(entry)
         return core
@@ -141,6 +146,7 @@ class LedgerCore:
                 account.quote_reserved,
                 account.base_free,
                 account.base_reserved,
+                self.account_holdings(message.strategy),
             )
             return [Send(message.reply_to, info)]
         raise TypeError(f"the ledger does not handle {type(message).__name__}")
@@ -341,6 +347,20 @@ class LedgerCore:
                 del self._open[entry.strategy][cid]
 
     # ------------------------------------------------------------- queries
+
+    def account_holdings(self, strategy: str) -> dict[str, Decimal]:
+        """What every strategy on ``strategy``'s exchange account holds now, per asset."""
+        mine = self.accounts_of.get(strategy)
+        if mine is None:
+            return {}
+        totals: dict[str, Decimal] = {}
+        for name, (account_key, base, quote) in self.accounts_of.items():
+            account = self.accounts.get(name)
+            if account_key != mine[0] or account is None:
+                continue
+            totals[quote] = totals.get(quote, ZERO) + account.quote_free + account.quote_reserved
+            totals[base] = totals.get(base, ZERO) + account.base_free + account.base_reserved
+        return totals
 
     def open_reservations(self, strategy: str | None = None) -> list[Reservation]:
         if strategy is not None:

@@ -18,12 +18,13 @@ async def ledger_actor(
     ctx: ChildContext,
     allocations: Mapping[str, Allocation],
     env: ActorEnv,
+    accounts_of: Mapping[str, tuple[str, str, str]] | None = None,
     *,
     task_status: trio.TaskStatus[None],
 ) -> None:
     assert ctx.inbox is not None
     # Restart path equals cold-start path: the state is the fold of the journal.
-    core = LedgerCore.from_journal(await env.read_store(load_journal))
+    core = LedgerCore.from_journal(await env.read_store(load_journal), accounts_of)
     now = env.clock.now()
     new = []
     for strategy, allocation in allocations.items():

@@ -160,6 +160,10 @@ class StrategyCore:
             return [self._event("strategy_resumed", now, reason=f"resumed by {message.by} (was: {was})")] if was else []
         if isinstance(message, AccountInfo):
             self.held = message.base_free + message.base_reserved
+            if message.account_holdings:
+                # What the account's strategies hold now, not what they were first given:
+                # after trading, that is what must fit the exchange's balance.
+                self.allocated = dict(message.account_holdings)
             self._balances_known = True
             return self._maybe_activate(now)
         if isinstance(message, ReservationGranted):
