@@ -92,3 +92,19 @@ def _parse_row(path: Path, row_number: int, row: list[str]) -> Candle:
     if not (low <= open_ <= high and low <= close <= high):
         raise CandleDataError(f"{where}: open and close must lie between low {low} and high {high}")
     return Candle(int(ts.timestamp()), open_, high, low, close, volume)
+
+
+def find_gaps(candles: list[Candle]) -> list[dict[str, int]]:
+    """Missing candles: wherever the step between two is longer than the usual (median) step.
+
+    The Lab reports them (it does not invent candles to fill them).
+    """
+    if len(candles) < 3:
+        return []
+    steps = sorted(b.ts - a.ts for a, b in zip(candles, candles[1:]))
+    usual = steps[len(steps) // 2]
+    return [
+        {"after": a.ts, "before": b.ts, "missing": (b.ts - a.ts) // usual - 1}
+        for a, b in zip(candles, candles[1:])
+        if b.ts - a.ts > usual
+    ]

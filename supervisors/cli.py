@@ -21,7 +21,7 @@ import os
 import signal
 import sys
 from datetime import datetime, timezone
-from typing import Sequence
+from typing import Any, Sequence
 
 import trio
 
@@ -59,13 +59,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     sandbox.add_argument("--speed", type=float, default=5.0, help="candles per second (default 5)")
     sandbox.add_argument("--faults", help="YAML or JSON file of faults to inject (see README)")
     sandbox.add_argument("--balances", default="USDT=100000,BTC=2", help="the account, e.g. USDT=100000,BTC=2")
+    lab = commands.add_parser("lab", help="backtest one strategy of the config on historical candles")
+    lab.add_argument("-c", "--config", help="YAML config (default: the embedded one)")
+    lab.add_argument("--strategy", required=True, help="the strategy's name in the config")
+    lab.add_argument("--data", help="candle CSV (default: the venue's replay data, else the bundled BTC/USD 1h)")
+    lab.add_argument("--from", dest="start", help="first candle, ISO-8601 (UTC)")
+    lab.add_argument("--to", dest="end", help="last candle, ISO-8601 (UTC)")
+    lab.add_argument("--report", help="directory for report.json and report.html (default: lab-report/NAME)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     if args.command == "sandbox":
         return run_sandbox(args)
 
     try:
-        config = load_config(args.config, live=args.live)
+        config = load_config(args.config, live=getattr(args, "live", False))
     except ConfigError as error:
         print(f"limitline: invalid config {error.source}:", file=sys.stderr)
         for problem in error.problems:
@@ -73,7 +80,80 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if args.command == "check":
         return _check(config)
+    if args.command == "lab":
+        return run_lab(config, args)
     return trio.run(_run, config, args.quiet, args.live)
+
+
+def run_lab(config: Config, args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    from exchange.candles import CandleDataError, bundled_path, find_gaps, load_candles
+    from supervisors.lab import Lab
+    from supervisors.lab_report import summary, write_report
+
+    settings = next((s for s in config.strategies if s.name == args.strategy), None)
+    if settings is None:
+        names = ", ".join(s.name for s in config.strategies)
+        print(f"limitline: --strategy: no strategy is named {args.strategy!r} (strategies: {names})", file=sys.stderr)
+        return EXIT_USAGE
+    market, data = lab_market(config, settings)
+    try:
+        candles = load_candles(args.data or data or str(bundled_path()))
+        bounds = [_utc(text, name) for text, name in ((args.start, "--from"), (args.end, "--to"))]
+    except (CandleDataError, ValueError) as bad:
+        print(f"limitline: {bad}", file=sys.stderr)
+        return EXIT_USAGE
+    start, end = bounds
+    candles = [c for c in candles if (start is None or c.ts >= start) and (end is None or c.ts <= end)]
+    if len(candles) < 2:
+        print("limitline: fewer than 2 candles between --from and --to", file=sys.stderr)
+        return EXIT_USAGE
+
+    def progress(done: int, total: int) -> None:
+        print(f"\rlab: {done * 100 // total:3d} % ({done:,}/{total:,} candles)", end="", file=sys.stderr, flush=True)
+
+    result = Lab(settings, market, candles, keep_events=False).run(progress)
+    print(file=sys.stderr)
+    directory = Path(args.report or Path("lab-report") / settings.name)
+    numbers = write_report(result, directory, settings.name, find_gaps(candles))
+    first = datetime.fromtimestamp(candles[0].ts, timezone.utc).date()
+    last = datetime.fromtimestamp(candles[-1].ts, timezone.utc).date()
+    print(f"Strategy Lab: {settings.name} on {settings.symbol}, {first} to {last}")
+    print(summary(settings.name, numbers))
+    print(f"report: {directory / 'report.json'} and {directory / 'report.html'}")
+    return EXIT_OK
+
+
+def _utc(text: str | None, name: str) -> int | None:
+    from datetime import datetime, timezone
+
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{name}: expected an ISO-8601 time like 2018-01-01T00:00:00Z, got {text!r}") from None
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp())
+
+
+def lab_market(config: Config, settings: Any) -> tuple[Any, str | None]:
+    """The market rules and default data for a strategy in the Lab: its simulated venue's,
+    or (for an exchange venue, whose rules live on the exchange) the sandbox's defaults."""
+    from exchange.markets import MarketRules
+    from exchange.sandbox import default_rules
+    from supervisors.config import SimulatedVenueConfig, data_path
+
+    venue = config.venue(settings.venue)
+    if isinstance(venue, SimulatedVenueConfig):
+        m = next((m for m in venue.markets if m.symbol == settings.symbol), None)
+        if m is not None:
+            rules = MarketRules.for_symbol(m.symbol, tick_size=m.tick_size, lot_size=m.lot_size, min_amount=m.min_amount,
+                                           min_notional=m.min_notional, maker_fee=m.maker_fee, taker_fee=m.taker_fee)
+            replay = venue.replay.get(settings.symbol)
+            return rules, str(data_path(replay.data)) if replay else None
+    return default_rules(settings.symbol), None
 
 
 def run_sandbox(args: argparse.Namespace) -> int:

@@ -1,0 +1,133 @@
+"""The Strategy Lab: the same strategy, ledger and simulated-exchange cores, run over
+historical candles in a deterministic discrete-event loop, without trio or channels.
+
+Per candle, the loop delivers messages in FIFO order until none is left, exactly as the
+actors would, one candle at a time: fills on the orders resting from before, then the
+candle itself, then every consequence of it (reservations, the durable intent, the
+submission). The writer is a list; the reconciler answers at once. Time is market time.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from decimal import Decimal
+from typing import Any, Callable, Sequence
+
+import attrs
+
+from actors.connection.core import ShadowConnectionCore
+from actors.ledger.core import LedgerCore
+from actors.messages import (
+    LEDGER,
+    RECONCILER,
+    WRITER,
+    OrderDurable,
+    Reconciled,
+    ReconciledQuery,
+    RecordEvent,
+    RecordFill,
+    RecordJournal,
+    RecordOrder,
+    Send,
+    Tick,
+    connection_address,
+    strategy_address,
+)
+from actors.orders import Order
+from actors.strategy.core import StrategyCore
+from actors.strategy.settings import StrategySettings
+from exchange.candles import Candle
+from exchange.markets import MarketRules
+from exchange.matching import SimulatedExchange
+from exchange.replay import ReplayFeed
+from exchange.shadow import ShadowVenue
+
+
+@attrs.define
+class LabResult:
+    candles: Sequence[Candle]
+    orders: dict[str, Order]  # last state of each order, by client order id
+    fills: list[Any]  # FillReports, in order
+    events: list[RecordEvent]
+    journal: list[Any]
+    #: (candle ts, equity in quote, base held) after each candle
+    equity: list[tuple[int, Decimal, Decimal]]
+
+
+class Lab:
+    def __init__(
+        self,
+        settings: StrategySettings,
+        market: MarketRules,
+        candles: Sequence[Candle],
+        volume_share: Decimal = Decimal("0.1"),
+        keep_events: bool = True,
+    ) -> None:
+        if not candles:
+            raise ValueError("the Lab needs at least one candle")
+        self.settings = settings
+        self.candles = candles
+        venue = settings.venue
+        balances = {market.quote: settings.allocation.quote, market.base: settings.allocation.base}
+        exchange = SimulatedExchange([market], balances, volume_share)
+        # One candle per tick of a clock that counts candles.
+        feed = ReplayFeed(candles, speed=1.0, started_at=0.0)
+        self.connection = ShadowConnectionCore(venue, ShadowVenue(exchange, {settings.symbol: feed}))
+        self.ledger = LedgerCore()
+        allocated = {market.quote: settings.allocation.quote, market.base: settings.allocation.base}
+        self.strategy = StrategyCore(settings, allocated)
+        self.keep_events = keep_events
+        self.orders: dict[str, Order] = {}
+        self.fills: list[Any] = []
+        self.events: list[RecordEvent] = []
+        self.journal: list[Any] = []
+        self._bus: deque[Send] = deque()
+        self._handlers: dict[str, Callable[[Any, float], list[Send]]] = {
+            LEDGER: self.ledger.handle,
+            strategy_address(settings.name): self.strategy.handle,
+            connection_address(venue): self.connection.handle,
+            WRITER: self._write,
+            RECONCILER: self._reconcile,
+        }
+
+    def run(self, progress: Callable[[int, int], None] | None = None) -> LabResult:
+        first = self.candles[0].ts
+        self.journal += self.ledger.allocate(
+            self.settings.name, self.settings.allocation.quote, self.settings.allocation.base, first, "Lab allocation"
+        )
+        self._deliver(self.strategy.start(first), first)
+        equity: list[tuple[int, Decimal, Decimal]] = []
+        total = len(self.candles)
+        account = self.ledger.accounts[self.settings.name]
+        for index, candle in enumerate(self.candles):
+            now = float(candle.ts)
+            self._deliver(self.connection.handle(Tick(index + 1.0), now), now)
+            held = account.base_free + account.base_reserved
+            equity.append((candle.ts, account.quote_free + account.quote_reserved + held * candle.close, held))
+            if progress is not None and (index % 10_000 == 0 or index == total - 1):
+                progress(index + 1, total)
+        return LabResult(self.candles, self.orders, self.fills, self.events, self.journal, equity)
+
+    def _deliver(self, sends: list[Send], now: float) -> None:
+        self._bus.extend(sends)
+        while self._bus:
+            send = self._bus.popleft()
+            self._bus.extend(self._handlers[send.to](send.message, now))
+
+    def _write(self, message: Any, now: float) -> list[Send]:
+        if isinstance(message, RecordOrder):
+            self.orders[message.order.client_order_id] = message.order
+            if message.durable_reply_to is not None:
+                return [Send(message.durable_reply_to, OrderDurable(message.order.client_order_id))]
+        elif isinstance(message, RecordFill):
+            self.fills.append(message.fill)
+        elif isinstance(message, RecordJournal):
+            self.journal.extend(message.entries)
+        elif isinstance(message, RecordEvent) and self.keep_events:
+            self.events.append(message)
+        return []
+
+    def _reconcile(self, message: Any, now: float) -> list[Send]:
+        if isinstance(message, ReconciledQuery):
+            return [Send(message.reply_to, Reconciled(message.venue))]
+        return []
