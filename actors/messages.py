@@ -154,6 +154,22 @@ class CandleClosed:
     venue: str
     symbol: str
     candle: Candle
+    #: Lockstep replay: answer with CandleDone once every order it caused is answered.
+    ack: bool = False
+
+
+@attrs.frozen
+class CandleDone:
+    strategy: str
+    symbol: str
+    ts: int
+
+
+@attrs.frozen
+class StrategyReady:
+    """The strategy has finished starting (active, or inactive with its reason)."""
+
+    strategy: str
 
 
 @attrs.frozen

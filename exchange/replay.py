@@ -45,6 +45,13 @@ class ReplayFeed:
         self.cursor = end
         return batch
 
+    def take_next(self) -> Candle | None:
+        """The next candle regardless of time (lockstep replay), or None at the end."""
+        if self.finished:
+            return None
+        self.cursor += 1
+        return self.candles[self.cursor - 1]
+
     @property
     def finished(self) -> bool:
         return self.cursor >= len(self.candles)

@@ -27,6 +27,19 @@ class ShadowVenue:
         caller matches orders against each before anyone sees it."""
         return [(symbol, candle) for symbol, feed in self.feeds.items() for candle in feed.due(clock)]
 
+    def take_next(self) -> list[tuple[str, Candle]]:
+        """One candle of each market, regardless of time (lockstep replay)."""
+        out = []
+        for symbol, feed in self.feeds.items():
+            candle = feed.take_next()
+            if candle is not None:
+                out.append((symbol, candle))
+        return out
+
+    @property
+    def finished(self) -> bool:
+        return all(feed.finished for feed in self.feeds.values())
+
     def last_prices(self) -> dict[str, Decimal]:
         """The latest close per market; before the replay starts, the first candle's open."""
         prices = {}

@@ -159,12 +159,14 @@ class App:
     def _connection_start(self, venue: VenueConfig) -> Any:
         if isinstance(venue, SimulatedVenueConfig):
             speed = max(replay.speed for replay in venue.replay.values())
+            lockstep = any(replay.lockstep for replay in venue.replay.values())
             return functools.partial(
                 shadow_connection_actor,
                 venue=venue.name,
                 shadow=self.shadow_venues[venue.name],
                 tick_interval=min(0.25, 0.5 / speed),
                 env=self.env,
+                lockstep_with=frozenset(s.name for s in self.config.strategies if s.venue == venue.name) if lockstep else None,
             )
         fatal = None
         credentials = None

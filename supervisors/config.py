@@ -58,6 +58,9 @@ class ReplayConfig:
     data: str = "bundled:btc_usd_1h_coinbase.csv"
     speed: float = 5.0
     start: datetime | None = None
+    #: Release each candle only when every strategy on the venue is done with the previous
+    #: one: as fast as the actors go, and the very decisions the Lab makes.
+    lockstep: bool = False
 
 
 @attrs.frozen
@@ -175,6 +178,12 @@ def _strict_int(value: Any, _: type) -> int:
     return value
 
 
+def _strict_bool(value: Any, _: type) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
 def _strict_float(value: Any, _: type) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"expected a number, got {value!r}")
@@ -201,6 +210,7 @@ _converter.register_structure_hook(TriggerSpec, _trigger)
 _converter.register_structure_hook(TriggerSpec | None, lambda v, t: None if v is None else _trigger(v, t))
 _converter.register_structure_hook(datetime, _datetime)
 _converter.register_structure_hook(int, _strict_int)
+_converter.register_structure_hook(bool, _strict_bool)
 _converter.register_structure_hook(float, _strict_float)
 _converter.register_structure_hook(str, _strict_str)
 

@@ -14,12 +14,16 @@ from typing import Any
 
 from actors.connection.simulated_orders import SimulatedOrders
 from actors.messages import (
+    WRITER,
     CancelOrder,
+    CandleDone,
     CheckOrder,
     CandleClosed,
     ExchangeSnapshot,
+    RecordEvent,
     Send,
     SnapshotRequest,
+    StrategyReady,
     SubmitOrder,
     Subscribe,
     Tick,
@@ -29,16 +33,23 @@ from actors.messages import (
 )
 from actors.orders import Order
 from actors.strategy.preflight import VenueFacts
+from exchange.candles import Candle
 from exchange.shadow import ShadowVenue
 
 
 class ShadowConnectionCore:
-    def __init__(self, venue: str, exchange: ShadowVenue) -> None:
+    def __init__(self, venue: str, exchange: ShadowVenue, lockstep_with: frozenset[str] | None = None) -> None:
+        """``lockstep_with``: the strategies of this venue; when given, each candle is
+        released only once all of them are ready and done with the previous one."""
         self.venue = venue
         self.address = connection_address(venue)
         self.exchange = exchange
         self.orders = SimulatedOrders(venue, exchange.exchange)
         self.subscribers: dict[str, list[str]] = {}
+        self.lockstep_with = lockstep_with
+        self._not_ready: set[str] = set(lockstep_with or ())
+        self._not_done: set[str] = set()
+        self._finished_reported = False
 
     def restore(self, orders: list[Order]) -> None:
         self.orders.restore(orders)
@@ -64,6 +75,12 @@ class ShadowConnectionCore:
             return self.subscribe(message, now)
         if isinstance(message, SnapshotRequest):
             return [Send(message.reply_to, self.snapshot(now, message.request_id))]
+        if isinstance(message, StrategyReady):
+            self._not_ready.discard(message.strategy)
+            return self._lockstep(now)
+        if isinstance(message, CandleDone):
+            self._not_done.discard(message.strategy)
+            return self._lockstep(now)
         raise TypeError(f"connection {self.venue} does not handle {type(message).__name__}")
 
     def subscribe(self, message: Subscribe, now: float) -> list[Send]:
@@ -85,12 +102,35 @@ class ShadowConnectionCore:
         )
 
     def on_tick(self, clock: float, now: float) -> list[Send]:
+        if self.lockstep_with is not None:
+            return self._lockstep(now)
+        return self._release(self.exchange.advance(clock), now, ack=False)
+
+    def _lockstep(self, now: float) -> list[Send]:
+        if self.lockstep_with is None or self._not_ready or self._not_done:
+            return []
+        candles = self.exchange.take_next()
+        if not candles:
+            return self._finished(now)
+        self._not_done = set(self.lockstep_with)
+        return self._release(candles, now, ack=True)
+
+    def _finished(self, now: float) -> list[Send]:
+        if self._finished_reported:
+            return []
+        self._finished_reported = True
+        return [Send(WRITER, RecordEvent(kind="replay_finished", actor=self.address, at=now,
+                                         reason=f"{self.venue}: every candle of the replay has been released"))]
+
+    def _release(self, candles: list[tuple[str, Candle]], now: float, ack: bool) -> list[Send]:
         out: list[Send] = []
-        for symbol, candle in self.exchange.advance(clock):
+        if not candles and self.exchange.finished:
+            return self._finished(now)
+        for symbol, candle in candles:
             # Fills first: orders resting before this candle trade against it; a strategy
             # deciding on its close can only rest from the next candle on.
             out += self.orders.match(symbol, candle, now)
-            update = CandleClosed(self.venue, symbol, candle)
+            update = CandleClosed(self.venue, symbol, candle, ack)
             out += [Send(to, update) for to in self.subscribers.get(symbol, [])]
         return out
 

@@ -18,11 +18,12 @@ async def shadow_connection_actor(
     shadow: ShadowVenue,
     tick_interval: float,
     env: ActorEnv,
+    lockstep_with: frozenset[str] | None = None,
     *,
     task_status: trio.TaskStatus[None],
 ) -> None:
     assert ctx.inbox is not None
-    core = ShadowConnectionCore(venue, shadow)
+    core = ShadowConnectionCore(venue, shadow, lockstep_with)
     core.restore(await env.read_store(load_orders, venue=venue))
     own_inbox = env.directory[core.address]
 

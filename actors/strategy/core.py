@@ -24,6 +24,7 @@ from actors.messages import (
     CancelFailed,
     CancelOrder,
     CandleClosed,
+    CandleDone,
     CheckOrder,
     FillReport,
     OrderAccepted,
@@ -41,6 +42,7 @@ from actors.messages import (
     ReservationGranted,
     Resume,
     Send,
+    StrategyReady,
     SubmitOrder,
     Subscribe,
     VenueInfo,
@@ -66,6 +68,8 @@ from exchange.candles import Candle
 from exchange.markets import MarketRules
 
 BPS = Decimal(10000)
+#: Orders whose answer is still coming: a lockstep candle is done only when none is left.
+IN_TRANSIT = frozenset({OrderState.INTENT, OrderState.RESERVED, OrderState.SUBMITTING, OrderState.CANCELING})
 
 
 class StrategyCore:
@@ -87,6 +91,8 @@ class StrategyCore:
         self.preflight_problems: list[str] = []
         #: Why the reconciler paused this strategy, until an operator resumes it.
         self.paused: str | None = None
+        self._ack_due: tuple[str, int] | None = None
+        self._ready_sent = False
         #: Orders not yet final, by client order id.
         self.orders: dict[str, Order] = {}
         self.next_sequence = 1
@@ -142,7 +148,18 @@ class StrategyCore:
     # -------------------------------------------------------------- dispatch
 
     def handle(self, message: Any, now: float) -> list[Send]:
+        out = self._handle(message, now)
+        if self._ack_due is not None and not any(o.state in IN_TRANSIT for o in self.orders.values()):
+            symbol, ts = self._ack_due
+            self._ack_due = None
+            out.append(Send(self.connection, CandleDone(self.name, symbol, ts)))
+        return out
+
+    def _handle(self, message: Any, now: float) -> list[Send]:
         if isinstance(message, CandleClosed):
+            if message.ack:
+                # Lockstep replay: say when every order this candle caused is answered.
+                self._ack_due = (message.symbol, message.candle.ts)
             return self.on_candle(message.candle, now)
         if isinstance(message, VenueInfo):
             self._venue = message.facts
@@ -218,12 +235,19 @@ class StrategyCore:
             return []
         if self.preflight_problems:
             self.inactive_reason = f"pre-flight failed: {self.preflight_problems[0]}"
-            return [
+            return self._ready() + [
                 self._event("preflight_failed", now, reason=self.inactive_reason, payload={"problems": self.preflight_problems})
             ]
         self.market = self._venue.markets[self.settings.symbol]
         self.active = True
-        return [self._event("strategy_active", now, reason="pre-flight passed", payload={"symbol": self.market.symbol, "held": str(self.held)})]
+        return self._ready() + [self._event("strategy_active", now, reason="pre-flight passed", payload={"symbol": self.market.symbol, "held": str(self.held)})]
+
+    def _ready(self) -> list[Send]:
+        """Once: the connection may start a lockstep replay without waiting for us."""
+        if self._ready_sent:
+            return []
+        self._ready_sent = True
+        return [Send(self.connection, StrategyReady(self.name))]
 
     def on_candle(self, candle: Candle, now: float) -> list[Send]:
         self.market_time = candle.ts
