@@ -82,7 +82,7 @@ def write_report(result: LabResult, directory: Path, name: str, gaps: list[dict[
         for f in result.fills
     ]
     equity = [{"ts": ts, "equity": str(e), "held": str(h)} for ts, e, h in result.equity]
-    (directory / "report.json").write_text(json.dumps({"strategy": name, **numbers, "trades": trades, "equity": equity}, indent=1))
+    (directory / "report.json").write_text(json.dumps({"strategy": name, **numbers, "trade_list": trades, "equity": equity}, indent=1))
     (directory / "report.html").write_text(_html(name, numbers, result, drawdowns))
     return numbers
 

@@ -1,0 +1,54 @@
+"""The Lab from the command line: summary, report.json, report.html; bad data is named."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import xml.dom.minidom
+from pathlib import Path
+
+from exchange.candles import Candle, bundled_path, find_gaps
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def lab(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "supervisors.cli", "lab", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_lab_on_the_bundled_data_prints_the_summary_and_writes_the_report(tmp_path):
+    result = lab("--strategy", "dip-buyer", "--to", "2018-01-01T00:00:00Z", "--report", str(tmp_path / "r"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Strategy Lab: dip-buyer on BTC/USD, 2017-07-01 to 2018-01-01" in result.stdout
+    for label in ("total return", "CAGR", "max drawdown", "Sharpe", "Sortino", "win rate", "profit factor", "exposure", "fees paid"):
+        assert label in result.stdout
+    assert "100 %" in result.stderr  # the progress bar reached the end
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["candles"] == len(report["equity"]) > 4000
+    assert report["trades"] > 0 and len(report["trade_list"]) == report["fills"]
+    page = (tmp_path / "r" / "report.html").read_text()
+    svg = page[page.index("<svg"): page.index("</svg>") + 6]
+    xml.dom.minidom.parseString(svg)  # the chart is well-formed SVG
+    assert "<polyline" in svg and "<circle" in svg
+
+
+def test_lab_names_a_bad_row_and_an_unknown_strategy(tmp_path):
+    bad = tmp_path / "bad.csv"
+    lines = bundled_path().read_text().splitlines()[:50]
+    lines[10] = lines[10].replace(lines[10].split(",")[2], "-3", 1)
+    bad.write_text("\n".join(lines) + "\n")
+    result = lab("--strategy", "sma-cross", "--data", str(bad), cwd=tmp_path)
+    assert result.returncode == 2 and f"{bad}:11:" in result.stderr and "Traceback" not in result.stderr
+    result = lab("--strategy", "nope", cwd=tmp_path)
+    assert result.returncode == 2 and "no strategy is named 'nope'" in result.stderr
+
+
+def test_gaps_are_found_and_counted():
+    def c(ts: int) -> Candle:
+        return Candle(ts, *([1] * 5))
+
+    candles = [c(0), c(3600), c(7200), c(18000), c(21600)]
+    assert find_gaps(candles) == [{"after": 7200, "before": 18000, "missing": 2}]
