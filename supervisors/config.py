@@ -25,7 +25,7 @@ import cattrs
 import yaml
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
-from actors.strategy.rules import Change, SmaCross, TriggerSpec
+from actors.strategy.rules import Change, Combination, Grid, PriceCross, Rsi, SmaCross, TriggerSpec
 from actors.strategy.settings import StrategySettings
 
 DEFAULT_CONFIG = Path(__file__).with_name("default_config.yaml")
@@ -139,7 +139,10 @@ class Config:
 # --------------------------------------------------------------- structuring
 
 _converter = cattrs.Converter(forbid_extra_keys=True)
-_TRIGGERS: dict[str, type] = {"sma_cross": SmaCross, "change": Change}
+_TRIGGERS: dict[str, type] = {
+    "sma_cross": SmaCross, "ema_cross": SmaCross, "change": Change, "rsi": Rsi, "price_cross": PriceCross,
+    "grid": Grid, "all": Combination, "any": Combination,
+}
 
 
 def _decimal(value: Any, _: type) -> Decimal:
@@ -160,6 +163,14 @@ def _trigger(value: Any, _: type) -> TriggerSpec:
     cls = _TRIGGERS.get(value["kind"])
     if cls is None:
         raise ValueError(f"kind must be one of {', '.join(_TRIGGERS)}, got {value['kind']!r}")
+    if cls is Combination:
+        parts = value.get("of")
+        if not isinstance(parts, list):
+            raise ValueError(f"{value['kind']}: 'of' must be a list of triggers")
+        extra = set(value) - {"kind", "of"}
+        if extra:
+            raise ValueError(f"{value['kind']}: unknown field(s) {sorted(extra)}")
+        return Combination(tuple(_trigger(part, TriggerSpec) for part in parts), value["kind"])
     return _converter.structure(value, cls)
 
 

@@ -19,7 +19,7 @@ def load_harness():
 
 def test_a_short_chaos_run_loses_doubles_and_overspends_nothing(tmp_path):
     chaos = load_harness()
-    report = chaos.run_chaos(kills=3, seed=7, workdir=tmp_path, log=lambda line: None)
+    report = chaos.run_chaos(kills=3, seed=7, workdir=tmp_path, run_seconds=(3.0, 5.0), log=lambda line: None)
     assert report.kills == 3 and report.runs == 4
     assert report.orders > 0 and report.exchange_operations > 50
     assert report.ok, "\n".join(report.lines())

@@ -45,7 +45,7 @@ def test_every_structural_problem_is_listed_at_once():
         [
             "strategies[1].sizng: unknown field (check its spelling)",
             "strategies[1].ttl_seconds: expected a whole number, got 'soon'",
-            "strategies[0].buy: kind must be one of sma_cross, change, got 'magic'",
+            "strategies[0].buy: kind must be one of sma_cross, ema_cross, change, rsi, price_cross, grid, all, any, got 'magic'",
             "venues[0].markets[0].tick_size: is required",
         ]
     )

@@ -27,6 +27,7 @@ from actors.messages import (
     CancelFailed,
     CancelOrder,
     CandleClosed,
+    CandleDone,
     CheckOrder,
     ExchangeCall,
     ExchangeOrder,
@@ -41,6 +42,7 @@ from actors.messages import (
     RecordFill,
     Send,
     SnapshotRequest,
+    StrategyReady,
     SubmitOrder,
     Subscribe,
     Tick,
@@ -253,6 +255,8 @@ class LiveConnectionCore:
             return self.cancel(message, now)
         if isinstance(message, CheckOrder):
             return self.check(message.order, now)
+        if isinstance(message, (StrategyReady, CandleDone)):
+            return []  # lockstep is for replays; a live market does not wait
         if isinstance(message, SnapshotRequest):
             if self.fatal is not None and self.markets is None:
                 return []  # no client: the reconciler records that this venue did not answer
