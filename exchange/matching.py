@@ -93,7 +93,10 @@ class SimulatedExchange:
         for asset, amount in balances.items():
             self.balances[asset].free = Decimal(amount)
         self.volume_share = volume_share
-        self.orders: dict[str, SimOrder] = {}  # by exchange order id
+        self.orders: dict[str, SimOrder] = {}  # by exchange order id, every order ever placed
+        #: The open ones, in placement order: matching looks at these only (a long run
+        #: places many thousands of orders; scanning them all per candle was quadratic).
+        self._open: dict[str, SimOrder] = {}
         self._by_client_id: dict[str, str] = {}
         self._next_order = 1
         self._next_trade = 1
@@ -134,6 +137,7 @@ class SimulatedExchange:
         )
         self._next_order += 1
         self.orders[order.exchange_order_id] = order
+        self._open[order.exchange_order_id] = order
         self._by_client_id[client_order_id] = order.exchange_order_id
         return order
 
@@ -142,6 +146,7 @@ class SimulatedExchange:
         if order is None or order.status != "open":
             return Rejection(CODE_UNKNOWN_ORDER, "Unknown order sent.")
         order.status = "canceled"
+        del self._open[order.exchange_order_id]
         self._unlock(order, order.locked)
         return order
 
@@ -150,16 +155,14 @@ class SimulatedExchange:
         return None if exchange_id is None else self.orders[exchange_id]
 
     def open_orders(self, symbol: str | None = None) -> list[SimOrder]:
-        return [
-            order
-            for order in self.orders.values()
-            if order.status == "open" and (symbol is None or order.symbol == symbol)
-        ]
+        return [order for order in self._open.values() if symbol is None or order.symbol == symbol]
 
     # ------------------------------------------------------------ matching
 
     def match(self, symbol: str, candle: Candle, now: float) -> list[SimFill]:
         """Fill what ``candle`` could fill of the orders resting on ``symbol``."""
+        if not self._open:
+            return []
         market = self.markets[symbol]
         budget = market.round_amount(candle.volume * self.volume_share)
         fills: list[SimFill] = []
@@ -200,6 +203,7 @@ class SimulatedExchange:
         complete = order.remaining == 0
         if complete:
             order.status = "closed"
+            del self._open[order.exchange_order_id]
             # Whatever is still locked (a worst-case fee not charged) goes back.
             self._unlock(order, order.locked)
         fill = SimFill(

@@ -75,7 +75,7 @@ class Lab:
         self.connection = ShadowConnectionCore(venue, ShadowVenue(exchange, {settings.symbol: feed}))
         self.ledger = LedgerCore()
         allocated = {market.quote: settings.allocation.quote, market.base: settings.allocation.base}
-        self.strategy = StrategyCore(settings, allocated)
+        self.strategy = StrategyCore(settings, allocated, record_evaluations=keep_events)
         self.keep_events = keep_events
         self.orders: dict[str, Order] = {}
         self.fills: list[Any] = []

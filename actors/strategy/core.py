@@ -73,10 +73,14 @@ IN_TRANSIT = frozenset({OrderState.INTENT, OrderState.RESERVED, OrderState.SUBMI
 
 
 class StrategyCore:
-    def __init__(self, settings: StrategySettings, allocated: Mapping[str, Decimal] | None = None) -> None:
+    def __init__(
+        self, settings: StrategySettings, allocated: Mapping[str, Decimal] | None = None, record_evaluations: bool = True
+    ) -> None:
         """``allocated``: every strategy's allocation on this venue, per asset (pre-flight
-        checks that they fit the account's balance)."""
+        checks that they fit the account's balance). ``record_evaluations``: write an
+        ``evaluated`` event per candle (the Lab turns it off when it keeps no events)."""
         self.settings = settings
+        self.record_evaluations = record_evaluations
         self.allocated = dict(allocated or {})
         self.breaker = CircuitBreaker(settings.breaker)
         self.name = settings.name
@@ -253,8 +257,8 @@ class StrategyCore:
         self.market_time = candle.ts
         out = self._expire(candle.ts, now)
         outcomes = [trigger.update(candle) for trigger in (self._buy, self._sell) if trigger is not None]
-        out.append(
-            self._event(
+        if self.record_evaluations:
+            out.append(self._event(
                 "evaluated",
                 now,
                 payload={
@@ -262,8 +266,7 @@ class StrategyCore:
                     "close": str(candle.close),
                     "rules": [{"rule": o.rule, "fired": o.fired, "inputs": o.inputs} for o in outcomes],
                 },
-            )
-        )
+            ))
         buy = outcomes[0] if self._buy is not None else None
         sell = outcomes[-1] if self._sell is not None else None
         if buy is not None and buy.fired:

@@ -159,8 +159,10 @@ class RuleOutcome:
 
 
 class _SmaCrossState:
+    name: str
     def __init__(self, spec: SmaCross) -> None:
         self.spec = spec
+        self.name = spec.name
         average = _Ema if spec.kind == "ema_cross" else _Sma
         self._fast = average(spec.fast)
         self._slow = average(spec.slow)
@@ -180,23 +182,25 @@ class _SmaCrossState:
                 else:
                     fired = previous >= 0 > diff
             self._previous_diff = diff
-        return RuleOutcome(self.spec.name, fired, inputs)
+        return RuleOutcome(self.name, fired, inputs)
 
 
 class _ChangeState:
+    name: str
     def __init__(self, spec: Change) -> None:
         self.spec = spec
+        self.name = spec.name
         self._closes: deque[float] = deque(maxlen=spec.lookback + 1)
         self._threshold = float(spec.percent)
 
     def update(self, candle: Candle) -> RuleOutcome:
         self._closes.append(float(candle.close))
         if len(self._closes) <= self.spec.lookback:
-            return RuleOutcome(self.spec.name, False, {"change_pct": None})
+            return RuleOutcome(self.name, False, {"change_pct": None})
         reference = self._closes[0]
         change = (self._closes[-1] - reference) / reference * 100
         fired = change <= self._threshold if self._threshold < 0 else change >= self._threshold
-        return RuleOutcome(self.spec.name, fired, {"change_pct": round(change, 4)})
+        return RuleOutcome(self.name, fired, {"change_pct": round(change, 4)})
 
 
 class _Sma:
@@ -233,10 +237,12 @@ class _Ema:
 
 
 class _RsiState:
+    name: str
     """Wilder's RSI, O(1) per candle."""
 
     def __init__(self, spec: Rsi) -> None:
         self.spec = spec
+        self.name = spec.name
         self._previous: float | None = None
         self._gain = self._loss = 0.0
         self._count = 0
@@ -261,12 +267,14 @@ class _RsiState:
         fired = False
         if value is not None:
             fired = value < float(self.spec.below) if self.spec.below is not None else value > float(self.spec.above or 100)
-        return RuleOutcome(self.spec.name, fired, {"rsi": None if value is None else round(value, 4)})
+        return RuleOutcome(self.name, fired, {"rsi": None if value is None else round(value, 4)})
 
 
 class _PriceCrossState:
+    name: str
     def __init__(self, spec: PriceCross) -> None:
         self.spec = spec
+        self.name = spec.name
         self._previous: Decimal | None = None
 
     def update(self, candle: Candle) -> RuleOutcome:
@@ -275,12 +283,14 @@ class _PriceCrossState:
         fired = previous is not None and (
             previous < level <= close if self.spec.direction == "up" else previous > level >= close
         )
-        return RuleOutcome(self.spec.name, fired, {"close": str(close), "level": str(level)})
+        return RuleOutcome(self.name, fired, {"close": str(close), "level": str(level)})
 
 
 class _GridState:
+    name: str
     def __init__(self, spec: Grid) -> None:
         self.spec = spec
+        self.name = spec.name
         self._step = (spec.high - spec.low) / (spec.levels - 1)
         self._previous: Decimal | None = None
 
@@ -296,19 +306,21 @@ class _GridState:
         if previous is not None:
             before, now = self._line(previous), self._line(candle.close)
             fired = now > before if self.spec.direction == "up" else now < before
-        return RuleOutcome(self.spec.name, fired, {"close": str(candle.close)})
+        return RuleOutcome(self.name, fired, {"close": str(candle.close)})
 
 
 class _CombinationState:
+    name: str
     def __init__(self, spec: Combination) -> None:
         self.spec = spec
+        self.name = spec.name
         self._parts = [make_trigger(part) for part in spec.of]
 
     def update(self, candle: Candle) -> RuleOutcome:
         # Every part updates on every candle, so each indicator stays current.
         outcomes = [part.update(candle) for part in self._parts]
         fired = all(o.fired for o in outcomes) if self.spec.kind == "all" else any(o.fired for o in outcomes)
-        return RuleOutcome(self.spec.name, fired, {o.rule: o.fired for o in outcomes})
+        return RuleOutcome(self.name, fired, {o.rule: o.fired for o in outcomes})
 
 
 TriggerState = Union[_SmaCrossState, _ChangeState, _RsiState, _PriceCrossState, _GridState, _CombinationState]
