@@ -66,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     lab.add_argument("--from", dest="start", help="first candle, ISO-8601 (UTC)")
     lab.add_argument("--to", dest="end", help="last candle, ISO-8601 (UTC)")
     lab.add_argument("--report", help="directory for report.json and report.html (default: lab-report/NAME)")
+    lab.add_argument("--every-bar", action="store_true", help="visit every candle (the default fast path skips quiet ones; same trades)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     if args.command == "sandbox":
@@ -114,7 +115,7 @@ def run_lab(config: Config, args: argparse.Namespace) -> int:
     def progress(done: int, total: int) -> None:
         print(f"\rlab: {done * 100 // total:3d} % ({done:,}/{total:,} candles)", end="", file=sys.stderr, flush=True)
 
-    result = Lab(settings, market, candles, keep_events=False).run(progress)
+    result = Lab(settings, market, candles, keep_events=False, fast=not args.every_bar).run(progress)
     print(file=sys.stderr)
     directory = Path(args.report or Path("lab-report") / settings.name)
     numbers = write_report(result, directory, settings.name, find_gaps(candles))

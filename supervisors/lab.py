@@ -51,7 +51,9 @@ class LabResult:
     events: list[RecordEvent]
     journal: list[Any]
     #: (candle ts, equity in quote, base held) after each candle
-    equity: list[tuple[int, Decimal, Decimal]]
+    equity: list[tuple[int, float, float]]
+    #: Candles the loop actually visited (all of them unless the fast path skipped some).
+    visited: int = 0
 
 
 class Lab:
@@ -62,9 +64,14 @@ class Lab:
         candles: Sequence[Candle],
         volume_share: Decimal = Decimal("0.1"),
         keep_events: bool = True,
+        fast: bool = False,
     ) -> None:
+        """``fast``: compute the triggers for the whole series up front and visit only the
+        candles on which something can happen (a trigger fires, or an order rests and may
+        fill or expire). Same orders and fills as visiting every candle."""
         if not candles:
             raise ValueError("the Lab needs at least one candle")
+        self.fast = fast
         self.settings = settings
         self.candles = candles
         venue = settings.venue
@@ -75,7 +82,23 @@ class Lab:
         self.connection = ShadowConnectionCore(venue, ShadowVenue(exchange, {settings.symbol: feed}))
         self.ledger = LedgerCore()
         allocated = {market.quote: settings.allocation.quote, market.base: settings.allocation.base}
-        self.strategy = StrategyCore(settings, allocated, record_evaluations=keep_events)
+        self._fired: Any = None
+        triggers = None
+        if fast:
+            import numpy as np
+
+            from actors.strategy.signals import Precomputed, fired
+
+            self._closes = np.fromiter((float(c.close) for c in candles), dtype=float, count=len(candles))
+            buy = fired(settings.buy, candles, self._closes) if settings.buy else None
+            sell = fired(settings.sell, candles, self._closes) if settings.sell else None
+            triggers = (
+                Precomputed(settings.buy.name, buy, candles) if settings.buy else None,
+                Precomputed(settings.sell.name, sell, candles) if settings.sell else None,
+            )
+            parts = [a for a in (buy, sell) if a is not None]
+            self._fired = np.flatnonzero(np.logical_or.reduce(parts)) if parts else np.array([], dtype=int)
+        self.strategy = StrategyCore(settings, allocated, record_evaluations=keep_events, triggers=triggers)
         self.keep_events = keep_events
         self.orders: dict[str, Order] = {}
         self.fills: list[Any] = []
@@ -96,17 +119,57 @@ class Lab:
             self.settings.name, self.settings.allocation.quote, self.settings.allocation.base, first, "Lab allocation"
         )
         self._deliver(self.strategy.start(first), first)
-        equity: list[tuple[int, Decimal, Decimal]] = []
+        if self.fast:
+            return self._run_fast(progress)
+        equity: list[tuple[int, float, float]] = []
         total = len(self.candles)
         account = self.ledger.accounts[self.settings.name]
         for index, candle in enumerate(self.candles):
             now = float(candle.ts)
             self._deliver(self.connection.handle(Tick(index + 1.0), now), now)
             held = account.base_free + account.base_reserved
-            equity.append((candle.ts, account.quote_free + account.quote_reserved + held * candle.close, held))
+            equity.append((candle.ts, float(account.quote_free + account.quote_reserved + held * candle.close), float(held)))
             if progress is not None and (index % 10_000 == 0 or index == total - 1):
                 progress(index + 1, total)
-        return LabResult(self.candles, self.orders, self.fills, self.events, self.journal, equity)
+        return LabResult(self.candles, self.orders, self.fills, self.events, self.journal, equity, total)
+
+    def _run_fast(self, progress: Callable[[int, int], None] | None) -> LabResult:
+        import numpy as np
+
+        total = len(self.candles)
+        account = self.ledger.accounts[self.settings.name]
+        symbol = self.settings.symbol
+        exchange = self.connection.exchange.exchange
+        fired = self._fired
+        visited_at: list[int] = []
+        quote_held: list[float] = []
+        base_held: list[float] = []
+        index = int(fired[0]) if len(fired) else total
+        while index < total:
+            candle = self.candles[index]
+            now = float(candle.ts)
+            self._deliver(self.connection.release([(symbol, candle)], now), now)
+            visited_at.append(index)
+            quote_held.append(float(account.quote_free + account.quote_reserved))
+            base_held.append(float(account.base_free + account.base_reserved))
+            if exchange.open_orders() or self.strategy.orders:
+                index += 1  # something rests: every candle may fill or expire it
+            else:
+                later = int(np.searchsorted(fired, index, side="right"))
+                index = int(fired[later]) if later < len(fired) else total
+            if progress is not None and len(visited_at) % 10_000 == 0:
+                progress(index, total)
+        if progress is not None:
+            progress(total, total)
+        # Between visited candles nothing was held differently: equity follows the close.
+        start_quote = float(self.settings.allocation.quote)
+        start_base = float(self.settings.allocation.base)
+        steps = np.searchsorted(np.array(visited_at, dtype=int), np.arange(total), side="right") - 1
+        quote = np.where(steps >= 0, np.array(quote_held + [start_quote])[steps], start_quote)
+        base = np.where(steps >= 0, np.array(base_held + [start_base])[steps], start_base)
+        values = quote + base * self._closes
+        equity = [(c.ts, float(v), float(b)) for c, v, b in zip(self.candles, values, base)]
+        return LabResult(self.candles, self.orders, self.fills, self.events, self.journal, equity, len(visited_at))
 
     def _deliver(self, sends: list[Send], now: float) -> None:
         self._bus.extend(sends)

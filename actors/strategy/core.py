@@ -74,11 +74,17 @@ IN_TRANSIT = frozenset({OrderState.INTENT, OrderState.RESERVED, OrderState.SUBMI
 
 class StrategyCore:
     def __init__(
-        self, settings: StrategySettings, allocated: Mapping[str, Decimal] | None = None, record_evaluations: bool = True
+        self,
+        settings: StrategySettings,
+        allocated: Mapping[str, Decimal] | None = None,
+        record_evaluations: bool = True,
+        triggers: tuple[Any, Any] | None = None,
     ) -> None:
         """``allocated``: every strategy's allocation on this venue, per asset (pre-flight
         checks that they fit the account's balance). ``record_evaluations``: write an
-        ``evaluated`` event per candle (the Lab turns it off when it keeps no events)."""
+        ``evaluated`` event per candle (the Lab turns it off when it keeps no events).
+        ``triggers``: (buy, sell) states to use instead of the incremental ones (the Lab's
+        fast path passes outcomes computed up front; same interface, same results)."""
         self.settings = settings
         self.record_evaluations = record_evaluations
         self.allocated = dict(allocated or {})
@@ -105,8 +111,11 @@ class StrategyCore:
         #: Base asset this strategy holds, by its own fills (the ledger has the last word).
         self.held = Decimal(0)
         self._placed_at: dict[str, int] = {}
-        self._buy = make_trigger(settings.buy) if settings.buy else None
-        self._sell = make_trigger(settings.sell) if settings.sell else None
+        if triggers is not None:
+            self._buy, self._sell = triggers
+        else:
+            self._buy = make_trigger(settings.buy) if settings.buy else None
+            self._sell = make_trigger(settings.sell) if settings.sell else None
 
     # ------------------------------------------------------------ lifecycle
 

@@ -204,19 +204,24 @@ class _ChangeState:
 
 
 class _Sma:
-    """A simple moving average in O(1) per value."""
+    """A simple moving average in O(1) per value: the difference of two cumulative sums.
+
+    Defined this way (not as a running sum with subtractions) so that the Lab's vectorised
+    fast path, which computes it with ``numpy.cumsum`` (sequential float additions, in the
+    same order), gets bit-for-bit the same values and so the very same crossings.
+    """
 
     def __init__(self, length: int) -> None:
         self.length = length
-        self._window: deque[float] = deque()
-        self._sum = 0.0
+        self._sums: deque[float] = deque([0.0], maxlen=length + 1)
+        self._total = 0.0
 
     def update(self, value: float) -> float | None:
-        self._window.append(value)
-        self._sum += value
-        if len(self._window) > self.length:
-            self._sum -= self._window.popleft()
-        return self._sum / self.length if len(self._window) == self.length else None
+        self._total += value
+        self._sums.append(self._total)
+        if len(self._sums) <= self.length:
+            return None
+        return (self._sums[-1] - self._sums[0]) / self.length
 
 
 class _Ema:
