@@ -101,6 +101,8 @@ class AccountInfo:
     #: What every strategy on the same exchange account holds now, per asset (pre-flight
     #: checks it against the account's balance). Empty if the ledger does not know.
     account_holdings: dict[str, Decimal] = attrs.field(factory=dict)
+    #: What the inventory held cost, in quote (average-cost basis).
+    cost_basis: Decimal = Decimal(0)
 
 
 @attrs.frozen

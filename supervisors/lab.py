@@ -152,8 +152,8 @@ class Lab:
             visited_at.append(index)
             quote_held.append(float(account.quote_free + account.quote_reserved))
             base_held.append(float(account.base_free + account.base_reserved))
-            if exchange.open_orders() or self.strategy.orders:
-                index += 1  # something rests: every candle may fill or expire it
+            if exchange.open_orders() or self.strategy.wants_every_candle():
+                index += 1  # something rests (or an exit may trigger): every candle counts
             else:
                 later = int(np.searchsorted(fired, index, side="right"))
                 index = int(fired[later]) if later < len(fired) else total

@@ -56,11 +56,15 @@ triggers_or_combos = st.one_of(triggers, st.builds(lambda a, b, k: Combination((
     cooldown=st.sampled_from([0, 3600, 4 * 3600]),
     max_open=st.integers(1, 3),
     base=st.sampled_from([D(0), D("0.5")]),
+    take_profit=st.sampled_from([None, D(1), D(5)]),
+    stop_loss=st.sampled_from([None, D(1), D(3)]),
 )
-def test_the_fast_path_trades_exactly_like_stepping_every_bar(candles, buy, sell, offset, ttl, cooldown, max_open, base):
+def test_the_fast_path_trades_exactly_like_stepping_every_bar(candles, buy, sell, offset, ttl, cooldown, max_open, base,
+                                                               take_profit, stop_loss):
     strategy = StrategySettings(
         name="p", venue="sim", symbol="BTC/USD", sizing=Sizing(quote=D(150)), allocation=Allocation(quote=D(1000), base=base),
         buy=buy, sell=sell, limit_offset_bps=D(offset), ttl_seconds=ttl, cooldown_seconds=cooldown, max_open_orders=max_open,
+        take_profit_pct=take_profit, stop_loss_pct=stop_loss,
     )
     stepped = Lab(strategy, MARKET, candles, volume_share=D("0.05"), keep_events=False).run()
     fast = Lab(strategy, MARKET, candles, volume_share=D("0.05"), keep_events=False, fast=True).run()

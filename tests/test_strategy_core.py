@@ -240,3 +240,18 @@ def test_a_failed_preflight_keeps_the_strategy_inactive_with_the_message():
     out = core.handle(candle(1, "98"), 2.0)
     assert messages(out, Reserve) == []
     assert events(out, "blocked")[0].reason == f"inactive: {failed.reason}"
+
+
+def test_take_profit_and_stop_loss_sell_from_the_average_entry():
+    for close, rule in (("103.00", "take_profit(2%)"), ("94.00", "stop_loss(3%)")):
+        core = active_core(take_profit_pct=D(2), stop_loss_pct=D(3), sell=None, max_open_orders=2)
+        cid = place(core)  # a buy at 97.90
+        core.handle(report(cid, "t1", "1.0214", complete=True), 6.0)
+        assert core.entry_cost == D("97.90") * D("1.0214")
+        out = core.handle(candle(2, "99.00"), 7.0)  # +1.1 % from entry: no exit yet
+        assert messages(out, Reserve) == []
+        out = core.handle(candle(3, close), 8.0)
+        [sell] = [r for r in messages(out, Reserve) if r.side is Side.SELL]  # (a -4 % drop also fires the buy)
+        assert sell.side is Side.SELL and sell.amount == D("1.0214")
+        assert core.orders[sell.client_order_id].rule == rule
+        assert core.wants_every_candle()

@@ -147,6 +147,7 @@ class LedgerCore:
                 account.base_free,
                 account.base_reserved,
                 self.account_holdings(message.strategy),
+                account.cost_basis,
             )
             return [Send(message.reply_to, info)]
         raise TypeError(f"the ledger does not handle {type(message).__name__}")

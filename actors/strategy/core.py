@@ -110,6 +110,9 @@ class StrategyCore:
         self.cooldown_until: int | None = None
         #: Base asset this strategy holds, by its own fills (the ledger has the last word).
         self.held = Decimal(0)
+        #: What ``held`` cost, for the take-profit and stop-loss exits (from the ledger at
+        #: start, then from our own fills at average cost).
+        self.entry_cost = Decimal(0)
         self._placed_at: dict[str, int] = {}
         if triggers is not None:
             self._buy, self._sell = triggers
@@ -190,6 +193,7 @@ class StrategyCore:
             return [self._event("strategy_resumed", now, reason=f"resumed by {message.by} (was: {was})")] if was else []
         if isinstance(message, AccountInfo):
             self.held = message.base_free + message.base_reserved
+            self.entry_cost = message.cost_basis
             if message.account_holdings:
                 # What the account's strategies hold now, not what they were first given:
                 # after trading, that is what must fit the exchange's balance.
@@ -280,9 +284,31 @@ class StrategyCore:
         sell = outcomes[-1] if self._sell is not None else None
         if buy is not None and buy.fired:
             out += self._decide(Side.BUY, buy, candle, now)
+        exit_rule = self._exit(candle)
         if sell is not None and sell.fired:
             out += self._decide(Side.SELL, sell, candle, now)
+        elif exit_rule is not None:
+            out += self._decide(Side.SELL, exit_rule, candle, now)
         return out
+
+    def _exit(self, candle: Candle) -> RuleOutcome | None:
+        """A take-profit or stop-loss sell, if the close has reached one."""
+        s = self.settings
+        if self.held <= 0 or self.entry_cost <= 0 or (s.take_profit_pct is None and s.stop_loss_pct is None):
+            return None
+        entry = self.entry_cost / self.held
+        inputs = {"entry": str(entry), "close": str(candle.close)}
+        if s.take_profit_pct is not None and candle.close >= entry * (1 + s.take_profit_pct / 100):
+            return RuleOutcome(f"take_profit({s.take_profit_pct}%)", True, inputs)
+        if s.stop_loss_pct is not None and candle.close <= entry * (1 - s.stop_loss_pct / 100):
+            return RuleOutcome(f"stop_loss({s.stop_loss_pct}%)", True, inputs)
+        return None
+
+    def wants_every_candle(self) -> bool:
+        """Whether skipping a candle could change what this strategy does (the Lab's fast
+        path asks): orders rest, or a position with exits is held."""
+        exits = self.settings.take_profit_pct is not None or self.settings.stop_loss_pct is not None
+        return bool(self.orders) or (exits and self.held > 0)
 
     # -------------------------------------------------------------- decisions
 
@@ -426,6 +452,10 @@ class StrategyCore:
         out = self._advance(
             fill.client_order_id, trigger, now, filled=filled, trade_ids=order.trade_ids | {fill.trade_id}
         )
+        if fill.side is Side.BUY:
+            self.entry_cost += fill.price * fill.amount
+        elif self.held > 0:
+            self.entry_cost -= self.entry_cost * min(fill.amount, self.held) / self.held
         self.held += fill.amount if fill.side is Side.BUY else -fill.amount
         if self.settings.cooldown_seconds and self.market_time is not None:
             self.cooldown_until = self.market_time + self.settings.cooldown_seconds

@@ -51,8 +51,8 @@ def parameter_problems(s: StrategySettings) -> list[str]:
         out.append(f"allocation: must not be negative, got quote {s.allocation.quote} base {s.allocation.base}")
     elif s.allocation.quote == 0 and s.allocation.base == 0:
         out.append("allocation: the strategy has no capital or inventory; set allocation.quote or allocation.base")
-    if s.buy is None and s.sell is None:
-        out.append("triggers: no buy and no sell trigger; add at least one")
+    if s.buy is None and s.sell is None and s.take_profit_pct is None and s.stop_loss_pct is None:
+        out.append("triggers: no buy or sell trigger and no exit; add at least one")
     for side in ("buy", "sell"):
         spec = getattr(s, side)
         if spec is not None:
@@ -65,6 +65,10 @@ def parameter_problems(s: StrategySettings) -> list[str]:
         out.append(f"cooldown_seconds: must be between 0 and {MAX_SECONDS}, got {s.cooldown_seconds}")
     if not 1 <= s.max_open_orders <= 100:
         out.append(f"max_open_orders: must be between 1 and 100, got {s.max_open_orders}")
+    if s.take_profit_pct is not None and not Decimal(0) < s.take_profit_pct <= 1000:
+        out.append(f"take_profit_pct: must be greater than 0 and at most 1000, got {s.take_profit_pct}")
+    if s.stop_loss_pct is not None and not Decimal(0) < s.stop_loss_pct < 100:
+        out.append(f"stop_loss_pct: must be greater than 0 and below 100, got {s.stop_loss_pct}")
     b = s.breaker
     if not 1 <= b.threshold <= 100:
         out.append(f"breaker.threshold: must be between 1 and 100, got {b.threshold}")

@@ -44,5 +44,10 @@ class StrategySettings:
     #: Market-time seconds after a fill during which no new order is placed.
     cooldown_seconds: int = 0
     max_open_orders: int = 1
+    #: Exits, checked on every candle while holding inventory: sell (a limit order, at the
+    #: usual offset) when the close is this many percent above (take-profit) or below
+    #: (stop-loss) the average entry price.
+    take_profit_pct: Decimal | None = None
+    stop_loss_pct: Decimal | None = None
     breaker: BreakerSettings = BreakerSettings()
     mode: Literal["shadow", "live"] = "shadow"
