@@ -98,6 +98,8 @@ class Lab:
             )
             parts = [a for a in (buy, sell) if a is not None]
             self._fired = np.flatnonzero(np.logical_or.reduce(parts)) if parts else np.array([], dtype=int)
+            if settings.python is not None:
+                self._fired = np.arange(len(candles))  # its decisions cannot be computed ahead
         self.strategy = StrategyCore(settings, allocated, record_evaluations=keep_events, triggers=triggers)
         self.keep_events = keep_events
         self.orders: dict[str, Order] = {}

@@ -52,3 +52,26 @@ def test_gaps_are_found_and_counted():
 
     candles = [c(0), c(3600), c(7200), c(18000), c(21600)]
     assert find_gaps(candles) == [{"after": 7200, "before": 18000, "missing": 2}]
+
+
+def test_a_python_strategy_runs_in_the_same_core_and_the_fast_path_agrees():
+    from decimal import Decimal as D
+
+    from actors.strategy.settings import Allocation, Sizing, StrategySettings
+    from exchange.candles import load_candles
+    from exchange.markets import MarketRules
+    from supervisors.lab import Lab
+
+    market = MarketRules.for_symbol("BTC/USD", tick_size=D("0.01"), lot_size=D("0.00001"), min_amount=D("0.0001"),
+                                    min_notional=D("10"), maker_fee=D("0.001"), taker_fee=D("0.002"))
+    settings = StrategySettings(
+        name="py", venue="sim", symbol="BTC/USD", sizing=Sizing(quote=D(200)), allocation=Allocation(quote=D(5000)),
+        python="actors.strategy.python:BuyTheDip", params={"drops": 3, "rises": 2}, limit_offset_bps=D(-5),
+    )
+    candles = load_candles(bundled_path())[:3000]
+    stepped = Lab(settings, market, candles).run()
+    fast = Lab(settings, market, candles, fast=True).run()
+    rules = {o.rule for o in stepped.orders.values()}
+    assert rules == {"python:3 falling closes", "python:2 rising closes"}
+    assert len(stepped.fills) > 20
+    assert fast.orders == stepped.orders and fast.fills == stepped.fills

@@ -62,6 +62,8 @@ from actors.orders import (
 )
 from actors.strategy.breaker import BreakerChange, CircuitBreaker
 from actors.strategy.preflight import VenueFacts, preflight
+from actors.strategy.python import View
+from actors.strategy.python import load as load_python
 from actors.strategy.rules import RuleOutcome, make_trigger
 from actors.strategy.settings import StrategySettings
 from exchange.candles import Candle
@@ -114,6 +116,10 @@ class StrategyCore:
         #: start, then from our own fills at average cost).
         self.entry_cost = Decimal(0)
         self._placed_at: dict[str, int] = {}
+        self._python = None
+        if settings.python is not None:
+            # A load problem is reported by pre-flight; the strategy then never goes active.
+            self._python, _ = load_python(settings.python, dict(settings.params))
         if triggers is not None:
             self._buy, self._sell = triggers
         else:
@@ -289,6 +295,11 @@ class StrategyCore:
             out += self._decide(Side.SELL, sell, candle, now)
         elif exit_rule is not None:
             out += self._decide(Side.SELL, exit_rule, candle, now)
+        if self._python is not None:
+            view = View(self.held, len(self.orders), self.settings.symbol)
+            for intent in self._python.on_candle(candle, view):
+                side = Side.BUY if intent.side == "buy" else Side.SELL
+                out += self._decide(side, RuleOutcome(f"python:{intent.reason}", True, {}), candle, now)
         return out
 
     def _exit(self, candle: Candle) -> RuleOutcome | None:
@@ -308,7 +319,7 @@ class StrategyCore:
         """Whether skipping a candle could change what this strategy does (the Lab's fast
         path asks): orders rest, or a position with exits is held."""
         exits = self.settings.take_profit_pct is not None or self.settings.stop_loss_pct is not None
-        return bool(self.orders) or (exits and self.held > 0)
+        return bool(self.orders) or (exits and self.held > 0) or self._python is not None
 
     # -------------------------------------------------------------- decisions
 

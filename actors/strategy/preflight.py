@@ -51,8 +51,14 @@ def parameter_problems(s: StrategySettings) -> list[str]:
         out.append(f"allocation: must not be negative, got quote {s.allocation.quote} base {s.allocation.base}")
     elif s.allocation.quote == 0 and s.allocation.base == 0:
         out.append("allocation: the strategy has no capital or inventory; set allocation.quote or allocation.base")
-    if s.buy is None and s.sell is None and s.take_profit_pct is None and s.stop_loss_pct is None:
-        out.append("triggers: no buy or sell trigger and no exit; add at least one")
+    if s.buy is None and s.sell is None and s.take_profit_pct is None and s.stop_loss_pct is None and s.python is None:
+        out.append("triggers: no buy or sell trigger, no exit and no python strategy; add at least one")
+    if s.python is not None:
+        from actors.strategy.python import load
+
+        _, problem = load(s.python, dict(s.params))
+        if problem is not None:
+            out.append(problem)
     for side in ("buy", "sell"):
         spec = getattr(s, side)
         if spec is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 
@@ -51,3 +51,7 @@ class StrategySettings:
     stop_loss_pct: Decimal | None = None
     breaker: BreakerSettings = BreakerSettings()
     mode: Literal["shadow", "live"] = "shadow"
+    #: A strategy written in Python, ``package.module:ClassName`` (see actors/strategy/python.py),
+    #: instead of (or besides) the buy and sell triggers; ``params`` go to its constructor.
+    python: str | None = None
+    params: dict[str, Any] = attrs.Factory(dict)
