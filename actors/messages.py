@@ -70,11 +70,20 @@ class Reserve:
     #: The worst fee rate the order can pay; a buy reserves price * amount * (1 + fee_rate).
     fee_rate: Decimal
     reply_to: str
+    #: Size a buy as this share (0 to 1) of the strategy's free capital instead of
+    #: ``amount``: only the ledger knows it at the moment of reserving. The amount is rounded
+    #: down to ``lot_size`` and must meet the market's minimums.
+    share_of_free: Decimal | None = None
+    lot_size: Decimal = Decimal(0)
+    min_amount: Decimal = Decimal(0)
+    min_notional: Decimal = Decimal(0)
 
 
 @attrs.frozen
 class ReservationGranted:
     client_order_id: str
+    #: The amount reserved for, when the ledger sized the order (share_of_free).
+    amount: Decimal | None = None
 
 
 @attrs.frozen

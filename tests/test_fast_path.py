@@ -58,11 +58,12 @@ triggers_or_combos = st.one_of(triggers, st.builds(lambda a, b, k: Combination((
     base=st.sampled_from([D(0), D("0.5")]),
     take_profit=st.sampled_from([None, D(1), D(5)]),
     stop_loss=st.sampled_from([None, D(1), D(3)]),
+    sizing=st.sampled_from([Sizing(quote=D(150)), Sizing(percent=D(20))]),
 )
 def test_the_fast_path_trades_exactly_like_stepping_every_bar(candles, buy, sell, offset, ttl, cooldown, max_open, base,
-                                                               take_profit, stop_loss):
+                                                               take_profit, stop_loss, sizing):
     strategy = StrategySettings(
-        name="p", venue="sim", symbol="BTC/USD", sizing=Sizing(quote=D(150)), allocation=Allocation(quote=D(1000), base=base),
+        name="p", venue="sim", symbol="BTC/USD", sizing=sizing, allocation=Allocation(quote=D(1000), base=base),
         buy=buy, sell=sell, limit_offset_bps=D(offset), ttl_seconds=ttl, cooldown_seconds=cooldown, max_open_orders=max_open,
         take_profit_pct=take_profit, stop_loss_pct=stop_loss,
     )

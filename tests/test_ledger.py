@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal as D
 
+import attrs
+
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
@@ -117,6 +119,21 @@ def test_a_fee_in_the_base_asset_comes_out_of_the_inventory():
     assert account.base_free == D("0.999")
     assert account.quote_free == D("900")  # the reserved worst-case fee came back
     core.check_invariants()
+
+
+def test_a_share_of_free_capital_is_sized_by_the_ledger_when_it_reserves():
+    core = ledger(quote="1000")
+    request = attrs.evolve(reserve("c1", price="100", amount="0", fee="0.001"), share_of_free=D("0.25"),
+                           lot_size=D("0.01"), min_amount=D("0.01"), min_notional=D("10"))
+    [_, granted] = core.handle(request, 1.0)
+    # 25 % of 1000 = 250, at 100.1 per unit (fee included): 2.4975..., rounded down to the lot.
+    assert granted.message == ReservationGranted("c1", D("2.49"))
+    assert core.accounts["a"].quote_reserved == D("100") * D("2.49") * D("1.001")
+    # The next one is sized on what is free now.
+    [_, granted] = core.handle(attrs.evolve(request, client_order_id="c2"), 2.0)
+    assert granted.message.amount == D("1.87")  # 25 % of the 750.751 still free
+    [denied] = core.handle(attrs.evolve(request, client_order_id="c3", share_of_free=D("0.001")), 3.0)
+    assert denied.message.reason == "sizing: 0.100 % of free 563.56 USD buys 0.00 BTC at 100, below the market's minimum (0.01 BTC, 10 USD)"
 
 
 def test_account_query_answers_the_balances():

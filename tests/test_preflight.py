@@ -32,8 +32,9 @@ def test_a_sane_strategy_passes():
 @pytest.mark.parametrize(
     "changes, message",
     [
-        (dict(sizing=Sizing()), "sizing: give exactly one of quote or base, got neither"),
-        (dict(sizing=Sizing(quote=D("1"), base=D("1"))), "sizing: give exactly one of quote or base, got quote and base"),
+        (dict(sizing=Sizing()), "sizing: give exactly one of quote, base or percent, got none"),
+        (dict(sizing=Sizing(quote=D("1"), base=D("1"))), "sizing: give exactly one of quote, base or percent, got quote and base"),
+        (dict(sizing=Sizing(percent=D("150"))), "sizing.percent: must be at most 100, got 150"),
         (dict(sizing=Sizing(quote=D("-5"))), "sizing.quote: must be greater than 0, got -5"),
         (dict(allocation=Allocation()), "allocation: the strategy has no capital or inventory; set allocation.quote or allocation.base"),
         (dict(buy=None, sell=None), "triggers: no buy or sell trigger, no exit and no python strategy; add at least one"),

@@ -13,7 +13,7 @@ Invariants after every message (checked by :meth:`LedgerCore.check_invariants`):
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 from typing import Any, Iterable, Mapping
 
 import attrs
@@ -168,14 +168,39 @@ class LedgerCore:
         return [entry]
 
     def reserve(self, request: Reserve, now: float) -> list[Send]:
+        sized = None
+        if request.share_of_free is not None:
+            sized = self._size(request)
+            if isinstance(sized, str):
+                return [Send(request.reply_to, ReservationDenied(request.client_order_id, sized))]
+            request = attrs.evolve(request, amount=sized, share_of_free=None)
         decision = self._decide_reserve(request, now)
         if isinstance(decision, str):
             return [Send(request.reply_to, ReservationDenied(request.client_order_id, decision))]
         self.apply(decision)
         return [
             Send(WRITER, RecordJournal((decision,))),
-            Send(request.reply_to, ReservationGranted(request.client_order_id)),
+            Send(request.reply_to, ReservationGranted(request.client_order_id, sized)),
         ]
+
+    def _size(self, request: Reserve) -> Decimal | str:
+        """The amount a share of the free capital buys, or why it cannot."""
+        account = self.accounts.get(request.strategy)
+        if account is None:
+            return f"no allocation: strategy {request.strategy} has no capital or inventory in the ledger"
+        assert request.share_of_free is not None
+        budget = account.quote_free * request.share_of_free
+        per_unit = request.price * (1 + request.fee_rate)
+        amount = budget / per_unit
+        if request.lot_size > 0:
+            amount = (amount / request.lot_size).to_integral_value(ROUND_FLOOR) * request.lot_size
+        if amount <= 0 or amount < request.min_amount or amount * request.price < request.min_notional:
+            return (
+                f"sizing: {request.share_of_free * 100:f} % of free {_money(account.quote_free)} {request.quote} buys "
+                f"{amount:f} {request.base} at {request.price}, below the market's minimum "
+                f"({request.min_amount} {request.base}, {request.min_notional} {request.quote})"
+            )
+        return amount
 
     def _decide_reserve(self, request: Reserve, now: float) -> JournalEntry | str:
         account = self.accounts.get(request.strategy)

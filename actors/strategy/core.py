@@ -207,7 +207,8 @@ class StrategyCore:
             self._balances_known = True
             return self._maybe_activate(now)
         if isinstance(message, ReservationGranted):
-            return self._advance(message.client_order_id, Trigger.GRANTED, now, durable=True)
+            sized = {} if message.amount is None else {"amount": message.amount}
+            return self._advance(message.client_order_id, Trigger.GRANTED, now, durable=True, **sized)
         if isinstance(message, ReservationDenied):
             return self._on_denied(message, now)
         if isinstance(message, OrderDurable):
@@ -331,15 +332,20 @@ class StrategyCore:
         assert self.market is not None
         market = self.market
         offset = self.settings.limit_offset_bps / BPS
+        share = None
         if side is Side.BUY:
             price = market.round_price(candle.close * (1 - offset), passive_side_is_down=True)
             sizing = self.settings.sizing
-            raw = sizing.base if sizing.base is not None else (sizing.quote or Decimal(0)) / price
-            amount = market.round_amount(raw)
+            if sizing.percent is not None:
+                # Only the ledger knows the free capital right now: it sizes the order.
+                share, amount = sizing.percent / 100, Decimal(0)
+            else:
+                raw = sizing.base if sizing.base is not None else (sizing.quote or Decimal(0)) / price
+                amount = market.round_amount(raw)
         else:
             price = market.round_price(candle.close * (1 + offset), passive_side_is_down=False)
             amount = market.round_amount(self._sellable())
-        problem = market.violation(price, amount)
+        problem = None if share is not None else market.violation(price, amount)
         if problem is not None:
             return out + [self._event("blocked", now, rule=outcome.rule, reason=problem, payload={"side": side.value})]
         cid = client_order_id(self.name, self.next_sequence)
@@ -373,6 +379,10 @@ class StrategyCore:
                     amount=amount,
                     fee_rate=max(market.maker_fee, market.taker_fee),
                     reply_to=self.address,
+                    share_of_free=share,
+                    lot_size=market.lot_size,
+                    min_amount=market.min_amount,
+                    min_notional=market.min_notional,
                 ),
             )
         ]

@@ -87,12 +87,14 @@ def parameter_problems(s: StrategySettings) -> list[str]:
 
 
 def _sizing_problems(s: StrategySettings) -> list[str]:
-    given = [name for name in ("quote", "base") if getattr(s.sizing, name) is not None]
+    given = [name for name in ("quote", "base", "percent") if getattr(s.sizing, name) is not None]
     if len(given) != 1:
-        return [f"sizing: give exactly one of quote or base, got {' and '.join(given) or 'neither'}"]
+        return [f"sizing: give exactly one of quote, base or percent, got {' and '.join(given) or 'none'}"]
     value = getattr(s.sizing, given[0])
     if value <= 0:
         return [f"sizing.{given[0]}: must be greater than 0, got {value}"]
+    if given[0] == "percent" and value > 100:
+        return [f"sizing.percent: must be at most 100, got {value}"]
     return []
 
 
@@ -121,6 +123,8 @@ def venue_problems(s: StrategySettings, facts: VenueFacts, allocated: Mapping[st
 
 def _size_problems(s: StrategySettings, market: MarketRules, price: Decimal | None) -> list[str]:
     sizing = s.sizing
+    if sizing.percent is not None:
+        return []  # sized by the ledger at each reservation, against the minimums
     if sizing.base is not None:
         amount = market.round_amount(sizing.base)
         if amount < market.min_amount:

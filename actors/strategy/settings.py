@@ -13,10 +13,12 @@ from actors.strategy.rules import TriggerSpec
 
 @attrs.frozen
 class Sizing:
-    """How big each buy is: a fixed quote amount or a fixed base amount (exactly one)."""
+    """How big each buy is (exactly one): a fixed quote amount, a fixed base amount, or a
+    percentage of the strategy's free capital at the moment of reserving."""
 
     quote: Decimal | None = None
     base: Decimal | None = None
+    percent: Decimal | None = None
 
 
 @attrs.frozen
