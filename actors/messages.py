@@ -170,6 +170,16 @@ class CandleClosed:
 
 
 @attrs.frozen
+class Quote:
+    """The best bid and ask, where the venue gives them."""
+
+    venue: str
+    symbol: str
+    bid: Decimal
+    ask: Decimal
+
+
+@attrs.frozen
 class CandleDone:
     strategy: str
     symbol: str

@@ -13,6 +13,7 @@ from actors.messages import (
     OrderAccepted,
     OrderOutcomeUnknown,
     OrderRejected,
+    Quote,
     Subscribe,
     SubmitOrder,
     Tick,
@@ -84,9 +85,16 @@ def test_a_failed_read_is_retried_later_each_time_then_the_venue_is_isolated():
     assert not sends(recovered, VenueStatus)[0].message.isolated
 
 
+def test_the_ticker_becomes_a_quote_for_subscribers():
+    core, _ = started()
+    [ticker] = [c for c in calls(core.handle(Tick(1.0), 1.0)) if c.method == "fetch_ticker"]
+    [quote] = sends(core.handle(CallDone(ticker.call_id, {"bid": 100.5, "ask": 100.7}), 1.1), Quote)
+    assert quote.to == "strategy:s" and (quote.message.bid, quote.message.ask) == (D("100.5"), D("100.7"))
+
+
 def test_a_429_pauses_every_call_for_retry_after():
     core, _ = started()
-    [candles] = calls(core.handle(Tick(1.0), 1.0))
+    [_, candles] = calls(core.handle(Tick(1.0), 1.0))
     core.handle(CallDone(candles.call_id, error_kind="rate_limited", error="DDoSProtection: 429", retry_after=2.0), 1.0)
     core.handle(SubmitOrder(order()), 1.5)
     assert calls(core.handle(Tick(2.9), 2.9)) == []  # queued, not sent
@@ -116,7 +124,7 @@ def test_a_rejected_submit_releases_and_an_unavailable_one_is_not_unknown():
 
 def test_a_fatal_error_isolates_the_venue_and_tells_its_strategies():
     core, _ = started()
-    [candles] = calls(core.handle(Tick(1.0), 1.0))
+    [_, candles] = calls(core.handle(Tick(1.0), 1.0))
     out = core.handle(CallDone(candles.call_id, error_kind="fatal", error="AuthenticationError: key revoked"), 1.0)
     [status] = sends(out, VenueStatus)
     assert status.message.isolated and "key revoked" in status.message.reason

@@ -13,6 +13,7 @@ from actors.messages import (
     OrderCanceled,
     OrderDurable,
     OrderOutcomeUnknown,
+    Quote,
     Reconciled,
     RecordEvent,
     RecordOrder,
@@ -255,3 +256,12 @@ def test_take_profit_and_stop_loss_sell_from_the_average_entry():
         assert sell.side is Side.SELL and sell.amount == D("1.0214")
         assert core.orders[sell.client_order_id].rule == rule
         assert core.wants_every_candle()
+
+
+def test_limit_prices_can_start_from_the_best_bid_and_ask():
+    core = active_core(price_from="best")
+    core.handle(Quote("sim", "BTC/USD", D("97.50"), D("98.50")), 0.5)
+    assert buy_intent(core).price == D("97.40")  # 97.50 (the bid) less 10 bp, down to the tick
+    plain = active_core()
+    plain.handle(Quote("sim", "BTC/USD", D("97.50"), D("98.50")), 0.5)
+    assert buy_intent(plain).price == D("97.90")  # from the close, as configured

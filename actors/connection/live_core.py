@@ -38,6 +38,7 @@ from actors.messages import (
     OrderCanceled,
     OrderOutcomeUnknown,
     OrderRejected,
+    Quote,
     RecordEvent,
     RecordFill,
     Send,
@@ -343,6 +344,8 @@ class LiveConnectionCore:
             return out + self._call(now, "fetch_time", what="probe")
         self.next_poll = now + self.settings.poll_seconds
         for symbol in self.subscribers:
+            if not self._in_flight("ticker", symbol):
+                out += self._call(now, "fetch_ticker", (symbol,), what="ticker", key=symbol)
             if not self._in_flight("candles", symbol):
                 since = self.last_candle_ms.get(symbol)
                 out += self._call(now, "fetch_ohlcv", (symbol, self.settings.timeframe), {"since": None if since is None else since + 1, "limit": 100}, what="candles", key=symbol)
@@ -388,6 +391,12 @@ class LiveConnectionCore:
             return []
         if what == "candles":
             return self._candles(key, result, now)
+        if what == "ticker":
+            bid, ask = result.get("bid"), result.get("ask")
+            if not bid or not ask:
+                return []  # this venue gives no best bid and ask: strategies use the close
+            quote = Quote(self.venue, key, _d(bid), _d(ask))
+            return [Send(to, quote) for to in self.subscribers.get(key, [])]
         if what == "open_orders":
             return self._open_orders(key, result, now)
         if what == "trades":

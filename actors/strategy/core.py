@@ -33,6 +33,7 @@ from actors.messages import (
     OrderOutcomeUnknown,
     OrderRejected,
     Pause,
+    Quote,
     Reconciled,
     ReconciledQuery,
     RecordEvent,
@@ -104,6 +105,8 @@ class StrategyCore:
         #: Why the reconciler paused this strategy, until an operator resumes it.
         self.paused: str | None = None
         self._ack_due: tuple[str, int] | None = None
+        #: The venue's latest best bid and ask, if it gives them.
+        self._quote: tuple[Decimal, Decimal] | None = None
         self._ready_sent = False
         #: Orders not yet final, by client order id.
         self.orders: dict[str, Order] = {}
@@ -186,6 +189,9 @@ class StrategyCore:
         if isinstance(message, VenueInfo):
             self._venue = message.facts
             return self._maybe_activate(now)
+        if isinstance(message, Quote):
+            self._quote = (message.bid, message.ask)
+            return []
         if isinstance(message, VenueStatus):
             return self._on_venue_status(message, now)
         if isinstance(message, Reconciled):
@@ -333,8 +339,10 @@ class StrategyCore:
         market = self.market
         offset = self.settings.limit_offset_bps / BPS
         share = None
+        best = self._quote if self.settings.price_from == "best" else None
         if side is Side.BUY:
-            price = market.round_price(candle.close * (1 - offset), passive_side_is_down=True)
+            reference = best[0] if best is not None else candle.close
+            price = market.round_price(reference * (1 - offset), passive_side_is_down=True)
             sizing = self.settings.sizing
             if sizing.percent is not None:
                 # Only the ledger knows the free capital right now: it sizes the order.
@@ -343,7 +351,8 @@ class StrategyCore:
                 raw = sizing.base if sizing.base is not None else (sizing.quote or Decimal(0)) / price
                 amount = market.round_amount(raw)
         else:
-            price = market.round_price(candle.close * (1 + offset), passive_side_is_down=False)
+            reference = best[1] if best is not None else candle.close
+            price = market.round_price(reference * (1 + offset), passive_side_is_down=False)
             amount = market.round_amount(self._sellable())
         problem = None if share is not None else market.violation(price, amount)
         if problem is not None:

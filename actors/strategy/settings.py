@@ -41,6 +41,9 @@ class StrategySettings:
     #: Distance of the limit price from the close, in basis points. Positive rests
     #: passively (a buy below the close, a sell above); negative crosses through it.
     limit_offset_bps: Decimal = Decimal(0)
+    #: What the offset is taken from: the candle's ``close``, or the ``best`` bid (buys) and
+    #: ask (sells) where the venue gives them (a live venue's ticker), else the close.
+    price_from: Literal["close", "best"] = "close"
     #: Market-time seconds an order may rest unfilled before we cancel it (it EXPIREs).
     ttl_seconds: int = 3 * 3600
     #: Market-time seconds after a fill during which no new order is placed.
