@@ -1,6 +1,7 @@
-"""One cattrs converter for everything that leaves the process as JSON: the store and /status.
+"""JSON for everything that leaves the process: event payloads in the store, and /status.
 
-Decimals travel as strings (never floats), enums as their values, sets as sorted lists.
+One rule: Decimals travel as strings (never floats), enums as their values, sets as sorted
+lists, attrs objects through cattrs.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import cattrs
 
 converter = cattrs.Converter()
 converter.register_unstructure_hook(Decimal, str)
-converter.register_structure_hook(Decimal, lambda value, _: Decimal(str(value)))
 converter.register_unstructure_hook(frozenset, lambda value: sorted(value))
 converter.register_unstructure_hook(set, lambda value: sorted(value))
 
@@ -29,14 +29,6 @@ def _json_default(value: Any) -> Any:
     return converter.unstructure(value)
 
 
-def payload_json(payload: dict[str, Any]) -> str:
-    """An event's payload: already plain data, so it skips the converter (hot path)."""
-    return json.dumps(payload, default=_json_default, separators=(",", ":"))
-
-
-def to_json(value: Any) -> str:
-    return json.dumps(converter.unstructure(value), default=_json_default, separators=(",", ":"))
-
-
-def from_json(text: str, cls: type) -> Any:
-    return converter.structure(json.loads(text), cls)
+def dumps(value: Any) -> str:
+    """``value`` (plain data, possibly holding Decimals, enums, sets or attrs objects) as JSON."""
+    return json.dumps(value, default=_json_default, separators=(",", ":"))

@@ -17,7 +17,7 @@ import attrs
 
 from actors.messages import FillReport, JournalEntry, RecordEvent
 from actors.orders import Order, OrderState, Side
-from store.codec import payload_json
+from store.codec import dumps
 from store.schema import migrate
 
 
@@ -63,7 +63,7 @@ def write_batch(connection: sqlite3.Connection, batch: Batch) -> None:
             "INSERT INTO events (at, kind, actor, strategy, client_order_id, rule, reason, payload)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (e.at, e.kind, e.actor, e.strategy, e.client_order_id, e.rule, e.reason, payload_json(e.payload))
+                (e.at, e.kind, e.actor, e.strategy, e.client_order_id, e.rule, e.reason, dumps(e.payload))
                 for e in batch.events
             ],
         )

@@ -92,9 +92,10 @@ class Lab:
             self._closes = np.fromiter((float(c.close) for c in candles), dtype=float, count=len(candles))
             buy = fired(settings.buy, candles, self._closes) if settings.buy else None
             sell = fired(settings.sell, candles, self._closes) if settings.sell else None
+            index = {candle.ts: i for i, candle in enumerate(candles)}
             triggers = (
-                Precomputed(settings.buy.name, buy, candles) if settings.buy else None,
-                Precomputed(settings.sell.name, sell, candles) if settings.sell else None,
+                Precomputed(settings.buy.name, buy, index) if settings.buy else None,
+                Precomputed(settings.sell.name, sell, index) if settings.sell else None,
             )
             parts = [a for a in (buy, sell) if a is not None]
             self._fired = np.flatnonzero(np.logical_or.reduce(parts)) if parts else np.array([], dtype=int)

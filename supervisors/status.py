@@ -14,7 +14,6 @@ read-only connections.
 from __future__ import annotations
 
 import hmac
-import json
 import os
 import time
 from typing import Any, Awaitable, Callable, Protocol
@@ -26,6 +25,7 @@ from hypercorn.trio import serve
 
 from actors.messages import Resume, strategy_address
 from actors.shell import ActorEnv
+from store.codec import dumps
 from store.db import latest_events
 from supervisors.tree import ChildContext
 
@@ -94,7 +94,7 @@ async def _resume(name: str, scope: Scope, env: ActorEnv, send: SendASGI) -> Non
 
 
 async def _respond(send: SendASGI, status: int, body: dict[str, Any]) -> None:
-    payload = json.dumps(body, default=str).encode()
+    payload = dumps(body).encode()
     await send(
         {
             "type": "http.response.start",

@@ -63,12 +63,15 @@ def _change(closes: np.ndarray, spec: Change) -> np.ndarray:
 
 
 class Precomputed:
-    """A trigger whose outcomes were computed up front; stands in for the incremental one."""
+    """A trigger whose outcomes were computed up front; stands in for the incremental one.
 
-    def __init__(self, name: str, outcomes: np.ndarray, candles: Sequence[Candle]) -> None:
+    ``index`` maps each candle's timestamp to its position in the series (shared by the
+    buy and sell triggers of one run)."""
+
+    def __init__(self, name: str, outcomes: np.ndarray, index: dict[int, int]) -> None:
         self.name = name
         self._fired = outcomes
-        self._index = {candle.ts: i for i, candle in enumerate(candles)}
+        self._index = index
 
     def update(self, candle: Candle) -> RuleOutcome:
         return RuleOutcome(self.name, bool(self._fired[self._index[candle.ts]]), {})
