@@ -9,13 +9,14 @@ result) are messages here, never exceptions.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 import attrs
 
-from actors.orders import Order, Side
+from actors.orders import Order
 from exchange.candles import Candle
-from actors.strategy.preflight import VenueFacts
+from exchange.markets import MarketRules
+from exchange.records import ExchangeOrder, ExchangeTrade, Side
 
 LEDGER = "ledger"
 WRITER = "writer"
@@ -150,6 +151,20 @@ class Release:
 class Subscribe:
     strategy: str
     symbol: str
+
+
+@attrs.frozen
+class VenueFacts:
+    """What the exchange connection knows, or why it does not: the basis of pre-flight."""
+
+    venue: str
+    #: None when the connection is up; otherwise what went wrong (e.g. bad credentials).
+    connection_error: str | None
+    markets: Mapping[str, MarketRules]
+    #: The account's total balance per asset on the exchange.
+    balances: Mapping[str, Decimal]
+    #: The latest price per market, when known: used to check the order size.
+    last_prices: Mapping[str, Decimal]
 
 
 @attrs.frozen
@@ -347,10 +362,11 @@ class RecordJournal:
 
 @attrs.frozen
 class ExchangeCall:
-    """An effect: call ccxt's ``method(*args, **kwargs)`` on a worker thread."""
+    """An effect: run ``operation`` of the exchange adapter (``exchange.ccxt_adapter.OPERATIONS``)
+    with these arguments on a worker thread."""
 
     call_id: int
-    method: str
+    operation: str
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = attrs.field(factory=dict)
     #: A create or cancel: an unclear outcome makes the order UNKNOWN instead of failed.
@@ -386,29 +402,6 @@ class VenueStatus:
 class SnapshotRequest:
     reply_to: str
     request_id: int = 0
-
-
-@attrs.frozen
-class ExchangeOrder:
-    client_order_id: str
-    exchange_order_id: str
-    symbol: str
-    side: Side
-    price: Decimal
-    amount: Decimal
-    filled: Decimal
-
-
-@attrs.frozen
-class ExchangeTrade:
-    trade_id: str
-    exchange_order_id: str
-    symbol: str
-    side: Side
-    price: Decimal
-    amount: Decimal
-    fee: Decimal
-    fee_currency: str
 
 
 @attrs.frozen

@@ -19,6 +19,8 @@ from decimal import Decimal
 
 import attrs
 
+from exchange.records import Side
+
 
 class OrderState(enum.Enum):
     INTENT = "INTENT"
@@ -127,11 +129,6 @@ TRANSITIONS: dict[OrderState, dict[Trigger, OrderState]] = {
 
 class IllegalTransition(Exception):
     """A trigger that the table does not allow in the order's state: a bug, refused."""
-
-
-class Side(enum.Enum):
-    BUY = "buy"
-    SELL = "sell"
 
 
 @attrs.frozen

@@ -20,14 +20,22 @@ import trio
 
 from actors.connection.live_core import LiveSettings
 from actors.connection.live_shell import THREADS_PER_CONNECTION, live_connection_actor
-from actors.messages import LEDGER, WRITER, OrderAccepted, SubmitOrder, connection_address
-from actors.orders import Order, OrderState, Side
-from actors.shell import ActorEnv
+from actors.mailbox import Mailbox
+from actors.messages import (
+    LEDGER,
+    WRITER,
+    OrderAccepted,
+    SubmitOrder,
+    connection_address,
+)
+from actors.orders import Order, OrderState
+from actors.runtime import ActorEnv
 from exchange.candles import bundled_path
-from exchange.ccxt_client import make_client
+from exchange.ccxt_adapter import make_client
+from exchange.records import Side
 from exchange.sandbox import Sandbox, SandboxSettings, serve_sandbox
+from store.access import SqliteReader
 from store.db import open_store
-from supervisors.mailbox import Mailbox
 from supervisors.tree import ChildSpec, Supervisor
 
 BALANCES = {"USDT": Decimal("1e12"), "BTC": Decimal("1e6")}
@@ -58,7 +66,7 @@ async def raw_ccxt(url: str, orders: int, tag: str) -> float:
 async def through_actor(url: str, orders: int, store: Path) -> float:
     boxes = {name: Mailbox(orders + 16) for name in (WRITER, LEDGER, "strategy:bench", connection_address("sandbox"))}
     directory = {name: box.send_channel for name, box in boxes.items()}
-    env = ActorEnv(directory, store)
+    env = ActorEnv(directory, SqliteReader(store))
     start_actor = functools.partial(
         live_connection_actor,
         venue="sandbox",

@@ -32,12 +32,13 @@ from pathlib import Path
 import trio
 
 from actors.ledger.shell import ledger_actor
-from actors.messages import LEDGER, WRITER, Release, Reserve, ReservationGranted, Send
-from actors.orders import Side
-from actors.shell import ActorEnv, deliver
+from actors.mailbox import Mailbox, receive_batch
+from actors.messages import LEDGER, WRITER, Release, ReservationGranted, Reserve, Send
+from actors.runtime import ActorEnv, deliver
 from actors.strategy.settings import Allocation
 from actors.writer.shell import writer_actor
-from supervisors.mailbox import Mailbox, receive_batch
+from exchange.records import Side
+from store.access import SqliteReader, SqliteWriter
 from supervisors.tree import ChildSpec, RestartStrategy, Supervisor
 
 
@@ -96,7 +97,7 @@ class ActorRig:
 
     def __init__(self, store: Path, strategies: int) -> None:
         self.directory: dict = {}
-        self.env = ActorEnv(self.directory, store)
+        self.env = ActorEnv(self.directory, SqliteReader(store))
         self.inboxes = {}
         for index in range(strategies):
             mailbox = Mailbox(64)
@@ -109,7 +110,7 @@ class ActorRig:
         self.root = Supervisor(
             "root",
             [
-                ChildSpec(WRITER, functools.partial(writer_actor, store_path=store, directory=self.directory), mailbox=writer_box),
+                ChildSpec(WRITER, functools.partial(writer_actor, open_sink=functools.partial(SqliteWriter, store), directory=self.directory), mailbox=writer_box),
                 ChildSpec(LEDGER, functools.partial(ledger_actor, allocations=allocations, env=self.env), mailbox=ledger_box),
             ],
             RestartStrategy.REST_FOR_ONE,

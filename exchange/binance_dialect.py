@@ -20,9 +20,9 @@ from urllib.parse import parse_qsl
 
 import attrs
 
-from actors.orders import Side
 from exchange.candles import Candle
-from exchange.matching import Rejection, SimFill, SimOrder, SimulatedExchange
+from exchange.matching import Rejection, SimOrder, SimulatedExchange
+from exchange.records import ExchangeTrade, Side
 from exchange.replay import ReplayFeed
 
 # Binance error codes used here (https://developers.binance.com/docs/binance-spot-api-docs/errors).
@@ -85,11 +85,11 @@ class BinanceDialect:
         # Binance ids: "BTCUSDT" <-> ccxt's "BTC/USDT".
         self.ids = {symbol.replace("/", ""): symbol for symbol in exchange.markets}
         self.closed: dict[str, list[Candle]] = {symbol: [] for symbol in exchange.markets}
-        self.fills: list[SimFill] = []
+        self.fills: list[ExchangeTrade] = []
 
     # ------------------------------------------------------------- the market
 
-    def advance(self, clock: float, now_ms: int) -> list[SimFill]:
+    def advance(self, clock: float, now_ms: int) -> list[ExchangeTrade]:
         """Close the candles due by ``clock`` and match resting orders against each."""
         fills = []
         for symbol, feed in self.feeds.items():
@@ -332,7 +332,7 @@ class BinanceDialect:
             c.ts * 1000 + self.interval_ms - 1, str(c.volume * c.close), 0, "0", "0", "0",
         ]
 
-    def _trade_json(self, fill: SimFill) -> dict[str, Any]:
+    def _trade_json(self, fill: ExchangeTrade) -> dict[str, Any]:
         return {
             "symbol": fill.symbol.replace("/", ""),
             "id": int(fill.trade_id),

@@ -22,9 +22,9 @@ from typing import Iterable
 
 import attrs
 
-from actors.orders import Side
 from exchange.candles import Candle
 from exchange.markets import MarketRules
+from exchange.records import ExchangeOrder, ExchangeTrade, Side
 
 # Binance's codes, so the sandbox can answer with them verbatim.
 CODE_FILTER_FAILURE = -1013
@@ -34,6 +34,8 @@ CODE_UNKNOWN_ORDER = -2011
 
 @attrs.define
 class SimOrder:
+    """An order in the engine's book (mutable: it fills and unlocks as it goes)."""
+
     exchange_order_id: str
     client_order_id: str
     symbol: str
@@ -49,20 +51,12 @@ class SimOrder:
     def remaining(self) -> Decimal:
         return self.amount - self.filled
 
-
-@attrs.frozen
-class SimFill:
-    trade_id: str
-    exchange_order_id: str
-    client_order_id: str
-    symbol: str
-    side: Side
-    price: Decimal
-    amount: Decimal
-    fee: Decimal
-    fee_currency: str
-    at: float
-    order_complete: bool
+    def record(self) -> ExchangeOrder:
+        """The order as the exchange lists it."""
+        return ExchangeOrder(
+            self.client_order_id, self.exchange_order_id, self.symbol, self.side, self.price, self.amount,
+            self.filled, self.status,
+        )
 
 
 @attrs.frozen
@@ -100,7 +94,7 @@ class SimulatedExchange:
         self._by_client_id: dict[str, str] = {}
         self._next_order = 1
         self._next_trade = 1
-        self.trades: list[SimFill] = []
+        self.trades: list[ExchangeTrade] = []
 
     # ------------------------------------------------------------- orders
 
@@ -159,13 +153,13 @@ class SimulatedExchange:
 
     # ------------------------------------------------------------ matching
 
-    def match(self, symbol: str, candle: Candle, now: float) -> list[SimFill]:
+    def match(self, symbol: str, candle: Candle, now: float) -> list[ExchangeTrade]:
         """Fill what ``candle`` could fill of the orders resting on ``symbol``."""
         if not self._open:
             return []
         market = self.markets[symbol]
         budget = market.round_amount(candle.volume * self.volume_share)
-        fills: list[SimFill] = []
+        fills: list[ExchangeTrade] = []
         for order in self._queue(symbol):
             if budget <= 0:
                 break
@@ -186,7 +180,7 @@ class SimulatedExchange:
             key=lambda o: (-o.price if o.side is Side.BUY else o.price, int(o.exchange_order_id)),
         )
 
-    def _fill(self, market: MarketRules, order: SimOrder, amount: Decimal, now: float) -> SimFill:
+    def _fill(self, market: MarketRules, order: SimOrder, amount: Decimal, now: float) -> ExchangeTrade:
         cost = order.price * amount
         fee = cost * market.maker_fee
         quote, base = self.balances[market.quote], self.balances[market.base]
@@ -206,7 +200,7 @@ class SimulatedExchange:
             del self._open[order.exchange_order_id]
             # Whatever is still locked (a worst-case fee not charged) goes back.
             self._unlock(order, order.locked)
-        fill = SimFill(
+        fill = ExchangeTrade(
             trade_id=str(self._next_trade),
             exchange_order_id=order.exchange_order_id,
             client_order_id=order.client_order_id,

@@ -31,12 +31,12 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
-from actors.orders import Side
 from exchange.binance_dialect import BinanceDialect, Request, Response, error
 from exchange.candles import load_candles
 from exchange.faults import FaultPlan, FaultSettings
 from exchange.markets import MarketRules
 from exchange.matching import Rejection, SimulatedExchange
+from exchange.records import Side
 from exchange.replay import ReplayFeed
 
 DEFAULT_API_KEY = "sandbox-key"

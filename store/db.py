@@ -13,10 +13,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import attrs
-
-from actors.messages import FillReport, JournalEntry, RecordEvent
-from actors.orders import Order, OrderState, Side
+from actors.messages import JournalEntry
+from actors.orders import Order, OrderState
+from actors.writer.core import Batch
+from exchange.records import Side
 from store.codec import dumps
 from store.schema import migrate
 
@@ -38,21 +38,6 @@ def open_store(path: str | Path, *, readonly: bool = False) -> sqlite3.Connectio
     connection.isolation_level = "DEFERRED"
     migrate(connection)
     return connection
-
-
-@attrs.define
-class Batch:
-    """Rows for one transaction."""
-
-    events: list[RecordEvent] = attrs.Factory(list)
-    orders: dict[str, Order] = attrs.Factory(dict)  # the last state of each order wins
-    fills: list[FillReport] = attrs.Factory(list)
-    journal: list[JournalEntry] = attrs.Factory(list)
-    #: Commit with synchronous=FULL: some sender waits for this batch to be on disk.
-    durable: bool = False
-
-    def __len__(self) -> int:
-        return len(self.events) + len(self.orders) + len(self.fills) + len(self.journal)
 
 
 def write_batch(connection: sqlite3.Connection, batch: Batch) -> None:

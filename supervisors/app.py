@@ -26,37 +26,50 @@ from typing import Any, Callable
 
 import trio
 
-from actors.connection.shell import shadow_connection_actor
+from actors.connection.live_core import LiveSettings
+from actors.connection.live_shell import live_connection_actor, scrub
+from actors.connection.shadow_core import ShadowConnectionCore
+from actors.connection.shadow_shell import shadow_connection_actor
+from actors.connection.simulated_orders import LazySimulatedExchange
 from actors.ledger.shell import ledger_actor
+from actors.mailbox import Mailbox
 from actors.messages import (
     LEDGER,
     RECONCILER,
     WRITER,
     RecordEvent,
+    VenueFacts,
     connection_address,
     strategy_address,
 )
 from actors.reconciler.core import Market
 from actors.reconciler.shell import reconciler_actor
-from actors.shell import ActorEnv
+from actors.runtime import ActorEnv
+from actors.strategy.preflight import preflight
 from actors.strategy.shell import strategy_actor
 from actors.writer.shell import writer_actor
 from exchange.candles import load_candles
+from exchange.ccxt_adapter import (
+    classify,
+    make_client,
+    parse_balances,
+    parse_markets,
+    timeframe_seconds,
+)
 from exchange.markets import MarketRules
 from exchange.matching import SimulatedExchange
 from exchange.replay import ReplayFeed
 from exchange.shadow import ShadowVenue
-from actors.connection.core import ShadowConnectionCore
-from actors.strategy.preflight import preflight
-from actors.connection.live_core import LiveSettings, parse_balances, parse_markets
-from actors.connection.live_shell import live_connection_actor, scrub
-from actors.connection.simulated_orders import LazySimulatedExchange
-from actors.strategy.preflight import VenueFacts
-from exchange.ccxt_client import make_client
-from exchange.errors import classify
-from supervisors.config import CcxtVenueConfig, Config, SimulatedVenueConfig, VenueConfig, allocated_on, data_path
+from store.access import SqliteReader, SqliteWriter
+from supervisors.config import (
+    CcxtVenueConfig,
+    Config,
+    SimulatedVenueConfig,
+    VenueConfig,
+    allocated_on,
+    data_path,
+)
 from supervisors.secrets import CredentialsError, guard_logs, resolve
-from supervisors.mailbox import Mailbox
 from supervisors.status import status_actor
 from supervisors.tree import ChildSpec, RestartStrategy, Supervisor
 
@@ -75,7 +88,9 @@ class App:
         self.live = live
         self.mailboxes: dict[str, Mailbox] = {}
         self.directory: dict[str, trio.MemorySendChannel[Any]] = {}
-        self.env = ActorEnv(self.directory, Path(config.store))
+        self.store_path = Path(config.store)
+        self.store = SqliteReader(self.store_path)
+        self.env = ActorEnv(self.directory, self.store)
         self.dropped_events = 0
         self.shadow_books: dict[str, LazySimulatedExchange] = {}
         self.shadow_venues = {
@@ -86,7 +101,9 @@ class App:
 
         writer = ChildSpec(
             WRITER,
-            functools.partial(writer_actor, store_path=self.env.store_path, directory=self.directory, echo=echo),
+            functools.partial(
+                writer_actor, open_sink=functools.partial(SqliteWriter, self.store_path), directory=self.directory, echo=echo
+            ),
             mailbox=self._mailbox(WRITER, WRITER_MAILBOX),
             shutdown_timeout=30,
         )
@@ -118,11 +135,11 @@ class App:
             mailbox=self._mailbox(RECONCILER),
         )
         modes = sorted({s.mode for s in config.strategies})
-        facts = {"mode": "live" if "live" in modes else "shadow", "armed_live": live, "store": str(self.env.store_path)}
+        facts = {"mode": "live" if "live" in modes else "shadow", "armed_live": live, "store": str(self.store_path)}
         status = ChildSpec(
             "status",
             functools.partial(
-                status_actor, root=self, env=self.env, host=config.status.host, port=config.status.port, facts=facts
+                status_actor, root=self, env=self.env, store=self.store, host=config.status.host, port=config.status.port, facts=facts
             ),
         )
         # The status server is the last child: a crash of the reconciler restarts it only.
@@ -226,6 +243,7 @@ def build_client(venue: CcxtVenueConfig, credentials: Any) -> Any:
 def live_settings(venue: CcxtVenueConfig) -> LiveSettings:
     return LiveSettings(
         timeframe=venue.timeframe,
+        timeframe_seconds=timeframe_seconds(venue.timeframe),
         poll_seconds=venue.poll_seconds,
         rate_limit_per_second=venue.rate_limit_per_second,
         isolate_after_seconds=venue.isolate_after_seconds,

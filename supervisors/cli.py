@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-from decimal import Decimal
 import os
 import signal
 import sys
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any, Sequence
 
 import trio
@@ -160,7 +160,12 @@ def lab_market(config: Config, settings: Any) -> tuple[Any, str | None]:
 def run_sandbox(args: argparse.Namespace) -> int:
     from exchange.candles import CandleDataError, bundled_path, load_candles
     from exchange.faults import FaultSettings
-    from exchange.sandbox import Sandbox, SandboxSettings, credentials_from_env, serve_sandbox
+    from exchange.sandbox import (
+        Sandbox,
+        SandboxSettings,
+        credentials_from_env,
+        serve_sandbox,
+    )
 
     faults = None
     if args.faults:

@@ -23,9 +23,21 @@ from typing import Any, Literal
 import attrs
 import cattrs
 import yaml
-from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+from cattrs.errors import (
+    ClassValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+)
 
-from actors.strategy.rules import Change, Combination, Grid, PriceCross, Rsi, SmaCross, TriggerSpec
+from actors.strategy.rules import (
+    Change,
+    Combination,
+    Grid,
+    PriceCross,
+    Rsi,
+    SmaCross,
+    TriggerSpec,
+)
 from actors.strategy.settings import StrategySettings
 
 DEFAULT_CONFIG = Path(__file__).with_name("default_config.yaml")
@@ -323,17 +335,17 @@ def check_config(config: Config, live: bool = False) -> list[str]:
 
 
 def _ccxt_problems(venue: CcxtVenueConfig, at: str) -> list[str]:
-    import ccxt
-
-    from actors.connection.live_core import TIMEFRAME_SECONDS
+    from exchange.ccxt_adapter import exchange_exists, timeframe_seconds
 
     out = []
-    if not isinstance(getattr(ccxt, venue.exchange, None), type):
+    if not exchange_exists(venue.exchange):
         out.append(f"{at}.exchange: ccxt has no exchange {venue.exchange!r}")
     if venue.base_url is not None and not re.match(r"^https?://[^/]+", venue.base_url):
         out.append(f"{at}.base_url: must look like http://HOST:PORT, got {venue.base_url!r}")
-    if venue.timeframe not in TIMEFRAME_SECONDS:
-        out.append(f"{at}.timeframe: must be one of {', '.join(TIMEFRAME_SECONDS)}, got {venue.timeframe!r}")
+    try:
+        timeframe_seconds(venue.timeframe)
+    except ValueError as problem:
+        out.append(f"{at}.timeframe: {problem}")
     for field in ("poll_seconds", "rate_limit_per_second", "isolate_after_seconds", "probe_max_seconds", "timeout_seconds",
                   "never_placed_after_seconds"):
         if getattr(venue, field) <= 0:

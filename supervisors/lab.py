@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 import attrs
 
-from actors.connection.core import ShadowConnectionCore
+from actors.connection.shadow_core import ShadowConnectionCore
 from actors.ledger.core import LedgerCore
 from actors.messages import (
     LEDGER,

@@ -24,7 +24,8 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from actors.messages import Resume, strategy_address
-from actors.shell import ActorEnv
+from actors.runtime import ActorEnv
+from store.access import SqliteReader
 from store.codec import dumps
 from store.db import latest_events
 from supervisors.tree import ChildContext
@@ -39,7 +40,7 @@ class Snapshotter(Protocol):
     def snapshot(self) -> dict[str, Any]: ...
 
 
-def make_status_app(root: Snapshotter, env: ActorEnv, facts: dict[str, Any]) -> Callable[..., Awaitable[None]]:
+def make_status_app(root: Snapshotter, env: ActorEnv, store: SqliteReader, facts: dict[str, Any]) -> Callable[..., Awaitable[None]]:
     async def app(scope: Scope, receive: Receive, send: SendASGI) -> None:
         if scope["type"] == "lifespan":
             while True:
@@ -63,7 +64,7 @@ def make_status_app(root: Snapshotter, env: ActorEnv, facts: dict[str, Any]) -> 
             limit_text = query.get("limit", ["100"])[0]
             if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_EVENTS:
                 return await _respond(send, 400, {"error": f"limit: must be a whole number from 1 to {MAX_EVENTS}, got {limit_text!r}"})
-            events = await env.read_store(
+            events = await store.read(
                 latest_events,
                 strategy=query.get("strategy", [None])[0],
                 kind=query.get("kind", [None])[0],
@@ -109,6 +110,7 @@ async def status_actor(
     ctx: ChildContext,
     root: Snapshotter,
     env: ActorEnv,
+    store: SqliteReader,
     host: str,
     port: int,
     facts: dict[str, Any],
@@ -119,7 +121,7 @@ async def status_actor(
     config.bind = [f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = None
-    app = make_status_app(root, env, facts)
+    app = make_status_app(root, env, store, facts)
 
     async def serving(*, task_status: trio.TaskStatus[list[str]]) -> None:
         await serve(app, config, shutdown_trigger=trio.sleep_forever, task_status=task_status)  # type: ignore[arg-type]

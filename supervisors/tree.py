@@ -33,7 +33,7 @@ from typing import Any, Awaitable, Callable, Protocol
 import attrs
 import trio
 
-from supervisors.mailbox import Mailbox
+from actors.mailbox import Mailbox
 
 
 class RestartStrategy(enum.Enum):

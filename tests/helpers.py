@@ -60,9 +60,8 @@ class Lines:
         self.queue.put("")
 
     def wait_for(self, pattern: str, timeout: float = 60):
-        import re
-
         import queue
+        import re
 
         while True:
             try:

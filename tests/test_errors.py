@@ -5,7 +5,8 @@ from __future__ import annotations
 import ccxt
 import pytest
 
-from exchange.errors import ErrorKind, classify
+from exchange.ccxt_adapter import classify
+from exchange.errors import ErrorKind
 
 K = ErrorKind
 

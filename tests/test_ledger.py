@@ -5,7 +5,6 @@ from __future__ import annotations
 from decimal import Decimal as D
 
 import attrs
-
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
@@ -19,11 +18,11 @@ from actors.messages import (
     CorrectionRefused,
     FillReport,
     OrderCanceled,
-    Reserve,
     ReservationDenied,
     ReservationGranted,
+    Reserve,
 )
-from actors.orders import Side
+from exchange.records import Side
 
 
 def reserve(cid, strategy="a", side=Side.BUY, price="100", amount="1", fee="0.001") -> Reserve:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import urllib.error
 import urllib.request
-import sqlite3
-from decimal import Decimal
-from contextlib import asynccontextmanager
 from collections import Counter
+from contextlib import asynccontextmanager
+from decimal import Decimal
 
 import pytest
 import trio

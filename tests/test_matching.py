@@ -6,10 +6,10 @@ from decimal import Decimal as D
 
 import pytest
 
-from actors.orders import Side
 from exchange.candles import Candle
 from exchange.markets import MarketRules
 from exchange.matching import Rejection, SimulatedExchange
+from exchange.records import Side
 
 MARKET = MarketRules.for_symbol(
     "BTC/USD",

@@ -14,12 +14,12 @@ from actors.orders import (
     IllegalTransition,
     Order,
     OrderState,
-    Side,
     Trigger,
     client_order_id,
     parse_sequence,
     transition,
 )
+from exchange.records import Side
 
 
 def order(state: OrderState) -> Order:

@@ -7,8 +7,9 @@ from decimal import Decimal as D
 import attrs
 import pytest
 
+from actors.messages import VenueFacts
 from actors.strategy.breaker import BreakerSettings
-from actors.strategy.preflight import VenueFacts, preflight
+from actors.strategy.preflight import preflight
 from actors.strategy.rules import Change, SmaCross
 from actors.strategy.settings import Allocation, Sizing, StrategySettings
 from exchange.markets import MarketRules

@@ -8,9 +8,7 @@ from decimal import Decimal as D
 from actors.messages import (
     LEDGER,
     CheckOrder,
-    ExchangeOrder,
     ExchangeSnapshot,
-    ExchangeTrade,
     FillReport,
     LedgerSnapshot,
     Pause,
@@ -19,8 +17,9 @@ from actors.messages import (
     RecordEvent,
     Release,
 )
-from actors.orders import Order, OrderState, Side
+from actors.orders import Order, OrderState
 from actors.reconciler.core import Market, ReconcilerCore, Record
+from exchange.records import ExchangeOrder, ExchangeTrade, Side
 
 MARKETS = {"a": Market("sim", "BTC", "USD"), "b": Market("sim", "BTC", "USD")}
 

@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.strategy.rules import Combination, Grid, PriceCross, Rsi, SmaCross, make_trigger
+from actors.strategy.rules import (
+    Combination,
+    Grid,
+    PriceCross,
+    Rsi,
+    SmaCross,
+    make_trigger,
+)
 from exchange.candles import Candle
 from supervisors.config import ConfigError, parse_config
 

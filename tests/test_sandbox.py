@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from exchange.candles import bundled_path
-from exchange.ccxt_client import make_client, rewrite_urls
+from exchange.ccxt_adapter import make_client, rewrite_urls
 from exchange.faults import FaultSettings
 from exchange.sandbox import Sandbox, SandboxSettings, serve_sandbox
 

@@ -7,9 +7,19 @@ from decimal import Decimal as D
 
 import pytest
 
-from actors.messages import FillReport, JournalEntry, OrderDurable, RecordEvent, RecordFill, RecordJournal, RecordOrder, Send
-from actors.orders import Order, OrderState, Side
+from actors.messages import (
+    FillReport,
+    JournalEntry,
+    OrderDurable,
+    RecordEvent,
+    RecordFill,
+    RecordJournal,
+    RecordOrder,
+    Send,
+)
+from actors.orders import Order, OrderState
 from actors.writer.core import plan_batch
+from exchange.records import Side
 from store.db import latest_events, load_journal, load_orders, open_store, write_batch
 from store.schema import SCHEMA_VERSION, current_version, migrate
 

@@ -17,20 +17,21 @@ from actors.messages import (
     Reconciled,
     RecordEvent,
     RecordOrder,
-    Reserve,
     ReservationDenied,
     ReservationGranted,
+    Reserve,
     SubmitOrder,
     Subscribe,
+    VenueFacts,
     VenueInfo,
 )
-from actors.orders import OrderState, Side
+from actors.orders import OrderState
 from actors.strategy.core import StrategyCore
-from actors.strategy.preflight import VenueFacts
 from actors.strategy.rules import Change
 from actors.strategy.settings import Allocation, Sizing, StrategySettings
 from exchange.candles import Candle
 from exchange.markets import MarketRules
+from exchange.records import Side
 
 MARKET = MarketRules.for_symbol(
     "BTC/USD", tick_size=D("0.01"), lot_size=D("0.0001"), min_amount=D("0.0001"),

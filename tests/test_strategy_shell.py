@@ -11,6 +11,7 @@ from decimal import Decimal as D
 
 import trio
 
+from actors.mailbox import Mailbox
 from actors.messages import (
     AccountInfo,
     AccountQuery,
@@ -22,22 +23,22 @@ from actors.messages import (
     ReconciledQuery,
     RecordEvent,
     RecordOrder,
-    Reserve,
     ReservationGranted,
+    Reserve,
     SubmitOrder,
     Subscribe,
+    VenueFacts,
     VenueInfo,
 )
-from actors.shell import ActorEnv
+from actors.runtime import ActorEnv
 from actors.strategy.breaker import BreakerSettings
-from actors.strategy.preflight import VenueFacts
 from actors.strategy.rules import Change
 from actors.strategy.settings import Allocation, Sizing, StrategySettings
 from actors.strategy.shell import strategy_actor
 from exchange.candles import Candle
 from exchange.markets import MarketRules
+from store.access import SqliteReader
 from store.db import open_store
-from supervisors.mailbox import Mailbox
 from supervisors.tree import ChildSpec, Supervisor
 
 MARKET = MarketRules.for_symbol(
@@ -120,7 +121,7 @@ async def test_the_breaker_opens_probes_and_closes_in_virtual_time(tmp_path, aut
         breaker=BreakerSettings(threshold=3, cooldown_seconds=30, max_cooldown_seconds=120),
     )
     n = Neighbours()
-    env = ActorEnv(n.directory, tmp_path / "s.sqlite")
+    env = ActorEnv(n.directory, SqliteReader(tmp_path / "s.sqlite"))
     start = functools.partial(strategy_actor, settings=settings, allocated={"USD": D("1000000")}, env=env)
     sup = Supervisor("venue:sim", [ChildSpec("strategy:s", start, mailbox=n.boxes["strategy:s"])])
     price = [D("1000")]

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import trio
 
-from supervisors.mailbox import Mailbox
+from actors.mailbox import Mailbox
 from supervisors.tree import (
     ChildContext,
     ChildSpec,

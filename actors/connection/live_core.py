@@ -1,7 +1,8 @@
 """A connection to one exchange account through ccxt: the rules, without the I/O.
 
-The core never calls ccxt. It returns :class:`ExchangeCall` effects; the shell runs each on
-a worker thread and feeds the outcome back as :class:`CallDone`. So this module decides,
+The core never calls ccxt. It returns :class:`ExchangeCall` effects naming an operation of
+:mod:`exchange.ccxt_adapter`; the shell runs each on a worker thread and feeds the outcome
+back as :class:`CallDone`, already parsed into exchange records. So this module decides,
 in one place: what to poll and when, how fast to go (its own rate limiter: ccxt's
 synchronous throttle is not safe across threads), what each error means (through
 ``exchange.errors``), and when the venue is isolated or recovered.
@@ -20,6 +21,7 @@ from typing import Any
 
 import attrs
 
+from actors.connection.simulated_orders import LazySimulatedExchange, SimulatedOrders
 from actors.messages import (
     LEDGER,
     WRITER,
@@ -30,9 +32,7 @@ from actors.messages import (
     CandleDone,
     CheckOrder,
     ExchangeCall,
-    ExchangeOrder,
     ExchangeSnapshot,
-    ExchangeTrade,
     FillReport,
     OrderAccepted,
     OrderCanceled,
@@ -47,24 +47,24 @@ from actors.messages import (
     SubmitOrder,
     Subscribe,
     Tick,
+    VenueFacts,
     VenueInfo,
     VenueStatus,
     connection_address,
     strategy_address,
 )
-from actors.connection.simulated_orders import LazySimulatedExchange, SimulatedOrders
-from actors.orders import Order, OrderState, Side
-from actors.strategy.preflight import VenueFacts
+from actors.orders import Order, OrderState
 from exchange.candles import Candle
 from exchange.errors import ErrorKind
 from exchange.markets import MarketRules
-
-TIMEFRAME_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "4h": 14400, "1d": 86400}
+from exchange.records import ExchangeOrder, ExchangeTrade, Side
 
 
 @attrs.frozen
 class LiveSettings:
     timeframe: str = "1h"
+    #: The timeframe's length (the supervisor computes it by ccxt's rule).
+    timeframe_seconds: int = 3600
     poll_seconds: float = 2.0
     #: Requests per second this connection allows itself (token bucket, burst of 2 s).
     rate_limit_per_second: float = 10.0
@@ -117,39 +117,10 @@ class Tracked:
     done: bool = False
 
 
-def parse_markets(markets: dict[str, Any]) -> dict[str, MarketRules]:
-    """ccxt's loaded spot markets as our market rules (tick, lot, minimums, fees)."""
-    out = {}
-    for symbol, m in markets.items():
-        if not m.get("spot") or m.get("type") != "spot":
-            continue
-        precision, limits = m["precision"], m["limits"]
-        out[symbol] = MarketRules.for_symbol(
-            symbol,
-            tick_size=_d(precision["price"]),
-            lot_size=_d(precision["amount"]),
-            min_amount=_d(limits["amount"]["min"] or precision["amount"]),
-            min_notional=_d((limits.get("cost") or {}).get("min") or 0),
-            maker_fee=_d(m.get("maker") or 0),
-            taker_fee=_d(m.get("taker") or 0),
-            active=bool(m.get("active", True)),
-        )
-    return out
-
-
-def parse_balances(balance: dict[str, Any]) -> dict[str, Decimal]:
-    """ccxt's ``fetch_balance`` as total per asset."""
-    return {asset: _d(total) for asset, total in (balance.get("total") or {}).items() if total is not None}
-
-
 @attrs.frozen
 class _Pending:
     what: str
     key: str = ""
-
-
-def _d(value: Any) -> Decimal:
-    return Decimal(str(value))
 
 
 class LiveConnectionCore:
@@ -297,8 +268,8 @@ class LiveConnectionCore:
             return [Send(to, rejected), Send(LEDGER, rejected)]
         self.tracked[order.client_order_id] = Tracked(order.client_order_id, order.strategy, order.symbol, order.side, order.amount)
         return self._call(
-            now, "create_order", (order.symbol, "limit", order.side.value, float(order.amount), float(order.price)),
-            {"params": {"clientOrderId": order.client_order_id}}, write=True, what="create", key=order.client_order_id,
+            now, "create_limit_order", (order.symbol, order.side, order.amount, order.price, order.client_order_id),
+            write=True, what="create", key=order.client_order_id,
         )
 
     def check(self, order: Order, now: float) -> list[Any]:
@@ -345,20 +316,19 @@ class LiveConnectionCore:
         self.next_poll = now + self.settings.poll_seconds
         for symbol in self.subscribers:
             if not self._in_flight("ticker", symbol):
-                out += self._call(now, "fetch_ticker", (symbol,), what="ticker", key=symbol)
+                out += self._call(now, "fetch_quote", (symbol,), what="ticker", key=symbol)
             if not self._in_flight("candles", symbol):
                 since = self.last_candle_ms.get(symbol)
-                out += self._call(now, "fetch_ohlcv", (symbol, self.settings.timeframe), {"since": None if since is None else since + 1, "limit": 100}, what="candles", key=symbol)
+                out += self._call(now, "fetch_candles", (symbol, self.settings.timeframe, None if since is None else since + 1, 100), what="candles", key=symbol)
         for symbol in sorted({t.symbol for t in self.tracked.values() if not t.done}):
             if not self._in_flight("open_orders", symbol):
                 out += self._call(now, "fetch_open_orders", (symbol,), what="open_orders", key=symbol)
             if not self._in_flight("trades", symbol):
                 last = self.last_trade_id.get(symbol)
-                params = {} if last is None else {"fromId": last + 1}
-                out += self._call(now, "fetch_my_trades", (symbol,), {"params": params}, what="trades", key=symbol)
+                out += self._call(now, "fetch_trades", (symbol, None if last is None else last + 1), what="trades", key=symbol)
         for tracked in self.tracked.values():
             if tracked.unknown and not tracked.done and not self._in_flight("lookup", tracked.client_order_id):
-                out += self._call(now, "fetch_order", (None, tracked.symbol), {"params": {"origClientOrderId": tracked.client_order_id}}, what="lookup", key=tracked.client_order_id)
+                out += self._call(now, "fetch_order_by_client_id", (tracked.client_order_id, tracked.symbol), what="lookup", key=tracked.client_order_id)
         return out
 
     # --------------------------------------------------------------- outcomes
@@ -384,7 +354,7 @@ class LiveConnectionCore:
         if what == "markets":
             return self._markets_loaded(result, now)
         if what == "balance":
-            self.balances = parse_balances(result)
+            self.balances = result
             self._balances_loaded = True
             return self._answer_waiting()
         if what == "probe":
@@ -392,10 +362,9 @@ class LiveConnectionCore:
         if what == "candles":
             return self._candles(key, result, now)
         if what == "ticker":
-            bid, ask = result.get("bid"), result.get("ask")
-            if not bid or not ask:
+            if result is None:
                 return []  # this venue gives no best bid and ask: strategies use the close
-            quote = Quote(self.venue, key, _d(bid), _d(ask))
+            quote = Quote(self.venue, key, *result)
             return [Send(to, quote) for to in self.subscribers.get(key, [])]
         if what == "open_orders":
             return self._open_orders(key, result, now)
@@ -403,7 +372,7 @@ class LiveConnectionCore:
             return self._trades(result, now)
         if what == "create":
             tracked = self.tracked[key]
-            tracked.exchange_order_id = str(result["id"])
+            tracked.exchange_order_id = result.exchange_order_id
             self.by_exchange_id[tracked.exchange_order_id] = key
             return [Send(strategy_address(tracked.strategy), OrderAccepted(key, tracked.exchange_order_id, now))]
         if what == "cancel":
@@ -415,10 +384,10 @@ class LiveConnectionCore:
         if what == "snapshot_orders":
             return self._snapshot_orders(result, now, key)
         if what == "snapshot_trades":
-            self._snapshot_trades += [self._exchange_trade(t) for t in result]
+            self._snapshot_trades += result
             return self._snapshot_done(now, key)
         if what == "snapshot_balance":
-            self.balances = parse_balances(result)
+            self.balances = result
             return self._snapshot_done(now, key)
         raise AssertionError(f"no handler for {what}")
 
@@ -469,8 +438,8 @@ class LiveConnectionCore:
 
     # ---------------------------------------------------------------- helpers
 
-    def _markets_loaded(self, markets: dict[str, Any], now: float) -> list[Any]:
-        self.markets = parse_markets(markets)
+    def _markets_loaded(self, markets: dict[str, MarketRules], now: float) -> list[Any]:
+        self.markets = dict(markets)
         if self._shadow_exchange is not None and self.shadow is None:
             self.shadow = SimulatedOrders(self.venue, self._shadow_exchange.get(self.markets.values()))
             self.shadow.restore(self._restored)
@@ -479,22 +448,21 @@ class LiveConnectionCore:
             return self._answer_waiting()
         return self._call(now, "fetch_balance", what="balance")
 
-    def _candles(self, symbol: str, rows: list[list[Any]], now: float) -> list[Any]:
-        frame_ms = TIMEFRAME_SECONDS[self.settings.timeframe] * 1000
+    def _candles(self, symbol: str, candles: list[Candle], now: float) -> list[Any]:
+        frame_ms = self.settings.timeframe_seconds * 1000
         now_ms = int(now * 1000)
         first_poll = symbol not in self.last_candle_ms
-        # The newest row may be the candle still forming; only closed candles are news.
-        closed = rows[:-1] if rows and rows[-1][0] + frame_ms > now_ms else rows
-        fresh = [row for row in closed if row[0] > self.last_candle_ms.get(symbol, -1)]
+        # The newest candle may be the one still forming; only closed candles are news.
+        closed = candles[:-1] if candles and candles[-1].ts * 1000 + frame_ms > now_ms else candles
+        fresh = [c for c in closed if c.ts * 1000 > self.last_candle_ms.get(symbol, -1)]
         if not fresh:
             return []
-        self.last_candle_ms[symbol] = fresh[-1][0]
-        self.last_prices[symbol] = _d(fresh[-1][4])
+        self.last_candle_ms[symbol] = fresh[-1].ts * 1000
+        self.last_prices[symbol] = fresh[-1].close
         if first_poll:
             return []  # history is not news: decisions start with the next closed candle
         out: list[Any] = []
-        for row in fresh:
-            candle = Candle(int(row[0] // 1000), _d(row[1]), _d(row[2]), _d(row[3]), _d(row[4]), _d(row[5]))
+        for candle in fresh:
             if self.shadow is not None:
                 # Simulated orders trade against the real candle before anyone sees it,
                 # exactly as on a shadow venue.
@@ -503,11 +471,11 @@ class LiveConnectionCore:
             out += [Send(to, update) for to in self.subscribers.get(symbol, [])]
         return out
 
-    def _open_orders(self, symbol: str, orders: list[dict[str, Any]], now: float) -> list[Any]:
-        open_ids = {str(o["id"]) for o in orders}
+    def _open_orders(self, symbol: str, orders: list[ExchangeOrder], now: float) -> list[Any]:
+        open_ids = {o.exchange_order_id for o in orders}
         out: list[Any] = []
         for listed in orders:  # evidence for UNKNOWN orders: listed open under their client id
-            tracked = self.tracked.get(listed.get("clientOrderId") or "")
+            tracked = self.tracked.get(listed.client_order_id)
             if tracked is not None and tracked.unknown and not tracked.done:
                 out += self._looked_up(tracked.client_order_id, listed, now)
         for tracked in self.tracked.values():
@@ -516,26 +484,25 @@ class LiveConnectionCore:
                 out += self._call(now, "fetch_order", (tracked.exchange_order_id, symbol), what="order", key=tracked.client_order_id)
         return out
 
-    def _trades(self, trades: list[dict[str, Any]], now: float) -> list[Any]:
+    def _trades(self, trades: list[ExchangeTrade], now: float) -> list[Any]:
         out: list[Any] = []
         for trade in trades:
-            trade_id = str(trade["id"])
-            symbol = trade["symbol"]
+            trade_id = trade.trade_id
+            symbol = trade.symbol
             self.last_trade_id[symbol] = max(self.last_trade_id.get(symbol, 0), int(trade_id) if trade_id.isdigit() else 0)
             if trade_id in self.trade_ids:
                 continue
-            cid = self.by_exchange_id.get(str(trade["order"]))
+            cid = self.by_exchange_id.get(trade.exchange_order_id)
             tracked = self.tracked.get(cid) if cid else None
             if tracked is None:
                 continue  # not ours: the reconciler classifies those
             self.trade_ids.add(trade_id)
-            amount = _d(trade["amount"])
+            amount = trade.amount
             tracked.filled += amount
-            fee = trade.get("fee") or {}
             report = FillReport(
                 venue=self.venue, client_order_id=tracked.client_order_id, exchange_order_id=tracked.exchange_order_id or "",
-                trade_id=trade_id, symbol=symbol, side=tracked.side, price=_d(trade["price"]), amount=amount,
-                fee=_d(fee.get("cost") or 0), fee_currency=fee.get("currency") or "", at=now,
+                trade_id=trade_id, symbol=symbol, side=tracked.side, price=trade.price, amount=amount,
+                fee=trade.fee, fee_currency=trade.fee_currency, at=now,
                 order_complete=tracked.filled >= tracked.amount,
             )
             if report.order_complete:
@@ -543,9 +510,9 @@ class LiveConnectionCore:
             out += [Send(WRITER, RecordFill(report)), Send(LEDGER, report), Send(strategy_address(tracked.strategy), report)]
         return out
 
-    def _order_status(self, cid: str, order: dict[str, Any], now: float) -> list[Any]:
+    def _order_status(self, cid: str, order: ExchangeOrder, now: float) -> list[Any]:
         tracked = self.tracked[cid]
-        if order.get("status") == "canceled" and not tracked.done:
+        if order.status == "canceled" and not tracked.done:
             return self._closed(tracked, now, canceled_by_us=False)
         return []  # closed (filled): the trades poll settles it
 
@@ -562,14 +529,14 @@ class LiveConnectionCore:
         rejected = OrderRejected(tracked.client_order_id, reason, now)
         return [Send(strategy_address(tracked.strategy), rejected), Send(LEDGER, rejected)]
 
-    def _looked_up(self, cid: str, order: dict[str, Any], now: float) -> list[Any]:
+    def _looked_up(self, cid: str, order: ExchangeOrder, now: float) -> list[Any]:
         """Evidence for an UNKNOWN order: the exchange has it."""
         tracked = self.tracked[cid]
         tracked.unknown = False
-        tracked.exchange_order_id = str(order["id"])
+        tracked.exchange_order_id = order.exchange_order_id
         self.by_exchange_id[tracked.exchange_order_id] = cid
         to = strategy_address(tracked.strategy)
-        if order.get("status") == "canceled":
+        if order.status == "canceled":
             return [Send(to, OrderAccepted(cid, tracked.exchange_order_id, now))] + self._closed(tracked, now, canceled_by_us=tracked.cancel_reason is not None)
         return [Send(to, OrderAccepted(cid, tracked.exchange_order_id, now))]
 
@@ -598,19 +565,14 @@ class LiveConnectionCore:
         out: list[Any] = []
         for symbol in symbols:
             out += self._call(now, "fetch_open_orders", (symbol,), what="snapshot_orders", key=f"orders:{symbol}")
-            out += self._call(now, "fetch_my_trades", (symbol,), {"limit": 1000}, what="snapshot_trades", key=f"trades:{symbol}")
+            out += self._call(now, "fetch_trades", (symbol, None, 1000), what="snapshot_trades", key=f"trades:{symbol}")
         if self.authenticated:
             self._snapshot_waiting.add(":balance")
             out += self._call(now, "fetch_balance", what="snapshot_balance", key=":balance")
         return out + self._snapshot_done(now, None)
 
-    def _snapshot_orders(self, orders: list[dict[str, Any]], now: float, key: str) -> list[Any]:
-        self._snapshot_open += tuple(
-            ExchangeOrder(
-                o.get("clientOrderId") or "", str(o["id"]), o["symbol"], Side(o["side"]), _d(o["price"]), _d(o["amount"]), _d(o.get("filled") or 0)
-            )
-            for o in orders
-        )
+    def _snapshot_orders(self, orders: list[ExchangeOrder], now: float, key: str) -> list[Any]:
+        self._snapshot_open += tuple(orders)
         return self._snapshot_done(now, key)
 
     def _snapshot_done(self, now: float, symbol: str | None) -> list[Any]:
@@ -632,14 +594,6 @@ class LiveConnectionCore:
             Send(to, ExchangeSnapshot(self.venue, listed, balances, now, request_id, trades))
             for to, request_id in waiting
         ]
-
-    @staticmethod
-    def _exchange_trade(trade: dict[str, Any]) -> ExchangeTrade:
-        fee = trade.get("fee") or {}
-        return ExchangeTrade(
-            str(trade["id"]), str(trade["order"]), trade["symbol"], Side(trade["side"]), _d(trade["price"]),
-            _d(trade["amount"]), _d(fee.get("cost") or 0), fee.get("currency") or "",
-        )
 
     def _isolate(self, now: float, reason: str) -> list[Any]:
         if self.isolated:
@@ -665,9 +619,9 @@ class LiveConnectionCore:
     def _in_flight(self, what: str, key: str = "") -> bool:
         return any(p.what == what and p.key == key for p in self._pending.values())
 
-    def _call(self, now: float, method: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
+    def _call(self, now: float, operation: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
               *, write: bool = False, what: str, key: str = "") -> list[Any]:
-        call = ExchangeCall(next(self._ids), method, args, kwargs or {}, write)
+        call = ExchangeCall(next(self._ids), operation, args, kwargs or {}, write)
         self._pending[call.call_id] = _Pending(what, key)
         if self._queue or not self.limiter.take(now):
             self._queue.append(call)

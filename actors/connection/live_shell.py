@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import Any, Callable
 
@@ -10,13 +9,10 @@ import trio
 
 from actors.connection.live_core import LiveConnectionCore, LiveSettings
 from actors.connection.simulated_orders import LazySimulatedExchange
+from actors.mailbox import receive_batch
 from actors.messages import CallDone, ExchangeCall, Send, Tick
-from actors.shell import ActorEnv, deliver
-from exchange.ccxt_client import call as call_ccxt
-from exchange.errors import classify
-from store.db import load_orders
-from supervisors.mailbox import receive_batch
-from supervisors.tree import ChildContext
+from actors.runtime import ActorContext, ActorEnv, deliver
+from exchange.ccxt_adapter import classify, perform
 
 #: ccxt calls in flight at once for one connection.
 THREADS_PER_CONNECTION = 4
@@ -34,7 +30,7 @@ def _crash(point: str) -> None:
 
 
 async def live_connection_actor(
-    ctx: ChildContext,
+    ctx: ActorContext,
     venue: str,
     make_client: Callable[[], Any],
     secrets: tuple[str, ...],
@@ -56,20 +52,21 @@ async def live_connection_actor(
         venue, settings, env.clock.now(), fatal,
         shadow_strategies=shadow_strategies, shadow_exchange=shadow_exchange, authenticated=authenticated,
     )
-    core.restore(await env.read_store(load_orders, venue=venue), env.clock.now())
+    core.restore(await env.store.orders(venue=venue), env.clock.now())
     limiter = trio.CapacityLimiter(THREADS_PER_CONNECTION)
     own = env.directory[core.address]
     ctx.status_provider = core.status
 
     async def run_call(call: ExchangeCall) -> None:
-        method = functools.partial(getattr(client, call.method), *call.args, **call.kwargs)
-        if call.method == "create_order":
+        if call.operation == "create_limit_order":
             _crash("before_send")  # the intent is durable; nothing has left the process
         try:
-            result = await trio.to_thread.run_sync(call_ccxt, method, limiter=limiter, abandon_on_cancel=True)
-            if call.method == "create_order":
+            result = await trio.to_thread.run_sync(
+                perform, client, call.operation, call.args, call.kwargs, limiter=limiter, abandon_on_cancel=True
+            )
+            if call.operation == "create_limit_order":
                 _crash("after_send")  # the exchange has the order; we never hear the answer
-            if call.method == "fetch_my_trades" and result:
+            if call.operation == "fetch_trades" and result:
                 _crash("before_fill_record")  # the exchange filled it; nothing is recorded yet
             done = CallDone(call.call_id, result)
         except Exception as error:  # noqa: BLE001 - every outcome is data for the core

@@ -10,13 +10,14 @@ Routing of the simulated exchange's reports:
 
 from __future__ import annotations
 
+from decimal import Decimal
+from typing import Iterable
+
 from actors.messages import (
     LEDGER,
     WRITER,
     CancelFailed,
     CancelOrder,
-    ExchangeOrder,
-    ExchangeTrade,
     FillReport,
     OrderAccepted,
     OrderCanceled,
@@ -25,13 +26,11 @@ from actors.messages import (
     Send,
     strategy_address,
 )
-from decimal import Decimal
-from typing import Iterable
-
 from actors.orders import Order
 from exchange.candles import Candle
 from exchange.markets import MarketRules
-from exchange.matching import Rejection, SimFill, SimulatedExchange
+from exchange.matching import Rejection, SimulatedExchange
+from exchange.records import ExchangeOrder, ExchangeTrade
 
 
 class LazySimulatedExchange:
@@ -107,7 +106,7 @@ class SimulatedOrders:
             out += self.route_fill(fill)
         return out
 
-    def route_fill(self, fill: SimFill) -> list[Send]:
+    def route_fill(self, fill: ExchangeTrade) -> list[Send]:
         report = FillReport(
             venue=self.venue,
             client_order_id=fill.client_order_id,
@@ -130,13 +129,7 @@ class SimulatedOrders:
 
     def trades(self) -> tuple[ExchangeTrade, ...]:
         """Recent trades of the simulated account (the last 1,000, like an exchange's list)."""
-        return tuple(
-            ExchangeTrade(f.trade_id, f.exchange_order_id, f.symbol, f.side, f.price, f.amount, f.fee, f.fee_currency)
-            for f in self.exchange.trades[-1000:]
-        )
+        return tuple(self.exchange.trades[-1000:])
 
     def open_orders(self) -> tuple[ExchangeOrder, ...]:
-        return tuple(
-            ExchangeOrder(o.client_order_id, o.exchange_order_id, o.symbol, o.side, o.price, o.amount, o.filled)
-            for o in self.exchange.open_orders()
-        )
+        return tuple(o.record() for o in self.exchange.open_orders())

@@ -24,20 +24,20 @@ from actors.messages import (
     AccountQuery,
     Correct,
     CorrectionRefused,
-    LedgerSnapshot,
-    LedgerSnapshotRequest,
     FillReport,
     JournalEntry,
+    LedgerSnapshot,
+    LedgerSnapshotRequest,
     OrderCanceled,
     OrderRejected,
     RecordJournal,
     Release,
-    Reserve,
     ReservationDenied,
     ReservationGranted,
+    Reserve,
     Send,
 )
-from actors.orders import Side
+from exchange.records import Side
 
 ZERO = Decimal(0)
 

@@ -8,14 +8,12 @@ import trio
 
 from actors.ledger.core import LedgerCore
 from actors.messages import WRITER, RecordJournal, Send
-from actors.shell import ActorEnv, deliver, serve
+from actors.runtime import ActorContext, ActorEnv, deliver, serve
 from actors.strategy.settings import Allocation
-from store.db import load_journal
-from supervisors.tree import ChildContext
 
 
 async def ledger_actor(
-    ctx: ChildContext,
+    ctx: ActorContext,
     allocations: Mapping[str, Allocation],
     env: ActorEnv,
     accounts_of: Mapping[str, tuple[str, str, str]] | None = None,
@@ -24,7 +22,7 @@ async def ledger_actor(
 ) -> None:
     assert ctx.inbox is not None
     # Restart path equals cold-start path: the state is the fold of the journal.
-    core = LedgerCore.from_journal(await env.read_store(load_journal), accounts_of)
+    core = LedgerCore.from_journal(await env.store.journal(), accounts_of)
     now = env.clock.now()
     new = []
     for strategy, allocation in allocations.items():

@@ -22,13 +22,11 @@ from actors.messages import (
     connection_address,
 )
 from actors.reconciler.core import Market, ReconcilerCore, Record
-from actors.shell import ActorEnv, deliver
-from store.db import load_record
-from supervisors.tree import ChildContext
+from actors.runtime import ActorContext, ActorEnv, deliver
 
 
 async def reconciler_actor(
-    ctx: ChildContext,
+    ctx: ActorContext,
     venues: list[str],
     markets: Mapping[str, Market],
     interval: float,
@@ -60,7 +58,7 @@ async def reconciler_actor(
                 continue
             # Read the record after the snapshots: what is in flight now is recorded by the
             # next cycle, and the two-cycle rule waits for that.
-            orders, trade_ids = await env.read_store(load_record, venue=venue)
+            orders, trade_ids = await env.store.record(venue=venue)
             record = Record(tuple(orders), trade_ids)
             await deliver(env.directory, core.on_cycle(record, exchange, ledger, env.clock.now()))
         # Until every venue is reconciled, cycle quickly: strategies wait for it to start.

@@ -38,14 +38,15 @@ from actors.messages import (
     ReconciledQuery,
     RecordEvent,
     RecordOrder,
-    Reserve,
     ReservationDenied,
     ReservationGranted,
+    Reserve,
     Resume,
     Send,
     StrategyReady,
     SubmitOrder,
     Subscribe,
+    VenueFacts,
     VenueInfo,
     VenueStatus,
     connection_address,
@@ -55,20 +56,20 @@ from actors.orders import (
     IllegalTransition,
     Order,
     OrderState,
-    Side,
     Trigger,
     client_order_id,
     parse_sequence,
     transition,
 )
 from actors.strategy.breaker import BreakerChange, CircuitBreaker
-from actors.strategy.preflight import VenueFacts, preflight
+from actors.strategy.preflight import preflight
 from actors.strategy.python import View
 from actors.strategy.python import load as load_python
 from actors.strategy.rules import RuleOutcome, make_trigger
 from actors.strategy.settings import StrategySettings
 from exchange.candles import Candle
 from exchange.markets import MarketRules
+from exchange.records import Side
 
 BPS = Decimal(10000)
 #: Orders whose answer is still coming: a lockstep candle is done only when none is left.

@@ -22,26 +22,11 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Mapping
 
-import attrs
-
+from actors.messages import VenueFacts
 from actors.strategy.settings import StrategySettings
 from exchange.markets import MarketRules
 
 MAX_SECONDS = 30 * 24 * 3600
-
-
-@attrs.frozen
-class VenueFacts:
-    """What the exchange connection knows, or why it does not."""
-
-    venue: str
-    #: None when the connection is up; otherwise what went wrong (e.g. bad credentials).
-    connection_error: str | None
-    markets: Mapping[str, MarketRules]
-    #: The account's total balance per asset on the exchange.
-    balances: Mapping[str, Decimal]
-    #: The latest price per market, when known: used to check the order size.
-    last_prices: Mapping[str, Decimal]
 
 
 def parameter_problems(s: StrategySettings) -> list[str]:

@@ -7,15 +7,13 @@ from typing import Mapping
 
 import trio
 
-from actors.shell import ActorEnv, deliver, serve
+from actors.runtime import ActorContext, ActorEnv, deliver, serve
 from actors.strategy.core import StrategyCore
 from actors.strategy.settings import StrategySettings
-from store.db import load_orders
-from supervisors.tree import ChildContext
 
 
 async def strategy_actor(
-    ctx: ChildContext,
+    ctx: ActorContext,
     settings: StrategySettings,
     allocated: Mapping[str, Decimal],
     env: ActorEnv,
@@ -26,7 +24,7 @@ async def strategy_actor(
     assert ctx.inbox is not None
     core = StrategyCore(settings, allocated)
     now = env.clock.now()
-    restored = core.restore(await env.read_store(load_orders, strategy=settings.name), now)
+    restored = core.restore(await env.store.orders(strategy=settings.name), now)
     await deliver(env.directory, core.start(now) + restored)
     ctx.status_provider = core.status
     task_status.started()

@@ -13,7 +13,14 @@ from typing import Sequence
 
 import numpy as np
 
-from actors.strategy.rules import Change, Combination, RuleOutcome, SmaCross, TriggerSpec, make_trigger
+from actors.strategy.rules import (
+    Change,
+    Combination,
+    RuleOutcome,
+    SmaCross,
+    TriggerSpec,
+    make_trigger,
+)
 from exchange.candles import Candle
 
 

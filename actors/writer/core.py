@@ -7,9 +7,13 @@ commit: the intent is on disk before the request can leave the process.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Protocol
+
+import attrs
 
 from actors.messages import (
+    FillReport,
+    JournalEntry,
     OrderDurable,
     RecordEvent,
     RecordFill,
@@ -17,7 +21,35 @@ from actors.messages import (
     RecordOrder,
     Send,
 )
-from store.db import Batch
+from actors.orders import Order
+
+
+@attrs.define
+class Batch:
+    """Rows for one transaction."""
+
+    events: list[RecordEvent] = attrs.Factory(list)
+    orders: dict[str, Order] = attrs.Factory(dict)  # the last state of each order wins
+    fills: list[FillReport] = attrs.Factory(list)
+    journal: list[JournalEntry] = attrs.Factory(list)
+    #: Commit with synchronous=FULL: some sender waits for this batch to be on disk.
+    durable: bool = False
+
+    def __len__(self) -> int:
+        return len(self.events) + len(self.orders) + len(self.fills) + len(self.journal)
+
+
+class BatchSink(Protocol):
+    """Where batches go (the store): synchronous, called from one worker thread at a time."""
+
+    #: Where it writes, for the status endpoint.
+    location: str
+
+    def write(self, batch: Batch) -> None:
+        """Write ``batch`` in one transaction (fsynced when ``batch.durable``)."""
+        ...
+
+    def close(self) -> None: ...
 
 
 def plan_batch(messages: Iterable[Any]) -> tuple[Batch, list[Send]]:

@@ -1,18 +1,15 @@
-"""The writer actor: the only code that writes the sqlite file."""
+"""The writer actor: the only code that writes the store (through the sink it is given)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable
 
 import trio
 
+from actors.mailbox import receive_batch
 from actors.messages import RecordEvent, RecordOrder
-from actors.shell import Directory, deliver
-from actors.writer.core import plan_batch
-from store.db import open_store, write_batch
-from supervisors.mailbox import receive_batch
-from supervisors.tree import ChildContext
+from actors.runtime import ActorContext, Directory, deliver
+from actors.writer.core import BatchSink, plan_batch
 
 #: Larger than an actor's usual batch: a commit costs the same for 1 row or 1,000.
 WRITE_BATCH_LIMIT = 2048
@@ -39,26 +36,27 @@ def _is_durable(message: object) -> bool:
 
 
 async def writer_actor(
-    ctx: ChildContext,
-    store_path: Path,
+    ctx: ActorContext,
+    open_sink: Callable[[], BatchSink],
     directory: Directory,
     echo: Callable[[RecordEvent], None] | None = None,
     *,
     task_status: trio.TaskStatus[None],
 ) -> None:
-    """``echo``, if given, sees every event as it is written (the CLI prints some)."""
+    """``open_sink`` opens the store for writing (on a worker thread); ``echo``, if given,
+    sees every event as it is written (the CLI prints some)."""
     assert ctx.inbox is not None
-    # One connection, used by one worker thread at a time.
+    # One sink, used by one worker thread at a time.
     limiter = trio.CapacityLimiter(1)
-    connection = await trio.to_thread.run_sync(open_store, store_path, limiter=limiter)
-    ctx.status.update(path=str(store_path), batches=0, rows=0)
+    sink = await trio.to_thread.run_sync(open_sink, limiter=limiter)
+    ctx.status.update(path=sink.location, batches=0, rows=0)
     task_status.started()
     try:
         while True:
             messages = await _gather(ctx.inbox)
             batch, replies = plan_batch(messages)
             # Not cancellable: a write that started finishes, so a stop never half-writes.
-            await trio.to_thread.run_sync(write_batch, connection, batch, limiter=limiter)
+            await trio.to_thread.run_sync(sink.write, batch, limiter=limiter)
             ctx.status["batches"] += 1
             ctx.status["rows"] += len(batch)
             if echo is not None:
@@ -67,11 +65,11 @@ async def writer_actor(
             await deliver(directory, replies)
     finally:
         with trio.CancelScope(shield=True):
-            await _flush(ctx, connection, limiter)
-            connection.close()
+            await _flush(ctx, sink, limiter)
+            sink.close()
 
 
-async def _flush(ctx: ChildContext, connection, limiter: trio.CapacityLimiter) -> None:
+async def _flush(ctx: ActorContext, sink: BatchSink, limiter: trio.CapacityLimiter) -> None:
     """On the way out, write what is still queued: a stop loses no event."""
     assert ctx.inbox is not None
     pending = []
@@ -82,4 +80,4 @@ async def _flush(ctx: ChildContext, connection, limiter: trio.CapacityLimiter) -
             break
     if pending:
         batch, _ = plan_batch(pending)
-        await trio.to_thread.run_sync(write_batch, connection, batch, limiter=limiter)
+        await trio.to_thread.run_sync(sink.write, batch, limiter=limiter)

@@ -16,9 +16,9 @@ from actors.connection.simulated_orders import SimulatedOrders
 from actors.messages import (
     WRITER,
     CancelOrder,
+    CandleClosed,
     CandleDone,
     CheckOrder,
-    CandleClosed,
     ExchangeSnapshot,
     RecordEvent,
     Send,
@@ -27,12 +27,12 @@ from actors.messages import (
     SubmitOrder,
     Subscribe,
     Tick,
+    VenueFacts,
     VenueInfo,
     connection_address,
     strategy_address,
 )
 from actors.orders import Order
-from actors.strategy.preflight import VenueFacts
 from exchange.candles import Candle
 from exchange.shadow import ShadowVenue
 

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import trio
 
-from actors.connection.core import ShadowConnectionCore
+from actors.connection.shadow_core import ShadowConnectionCore
 from actors.messages import Tick
-from actors.shell import ActorEnv, serve
+from actors.runtime import ActorContext, ActorEnv, serve
 from exchange.shadow import ShadowVenue
-from store.db import load_orders
-from supervisors.tree import ChildContext
 
 
 async def shadow_connection_actor(
-    ctx: ChildContext,
+    ctx: ActorContext,
     venue: str,
     shadow: ShadowVenue,
     tick_interval: float,
@@ -24,7 +22,7 @@ async def shadow_connection_actor(
 ) -> None:
     assert ctx.inbox is not None
     core = ShadowConnectionCore(venue, shadow, lockstep_with)
-    core.restore(await env.read_store(load_orders, venue=venue))
+    core.restore(await env.store.orders(venue=venue))
     own_inbox = env.directory[core.address]
 
     async def tick() -> None:

@@ -1,23 +1,52 @@
-"""What every actor shell shares: delivering a core's messages, and the clock it reads.
+"""What every actor shell runs on: the context its supervisor hands it, delivery of a core's
+messages, the clock, and the store reader it is given.
 
-This and the ``shell.py`` of each actor are the only modules of ``actors`` that know trio.
+Shells depend on the small protocols here, not on the supervisor or the store: the
+supervisor's child context satisfies :class:`ActorContext`, and the composition root
+(``supervisors.app``) injects a :class:`StoreReader`. This module, ``mailbox.py`` and the
+``*shell.py`` modules are the only ones of ``actors`` that know trio.
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, TypeVar
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 import trio
 
-from actors.messages import Send
-from store.db import open_store
-from supervisors.mailbox import receive_batch
-
-T = TypeVar("T")
+from actors.mailbox import receive_batch
+from actors.messages import JournalEntry, Send
+from actors.orders import Order
 
 Directory = Mapping[str, trio.MemorySendChannel[Any]]
+
+
+class ActorContext(Protocol):
+    """What a supervisor hands to each incarnation of an actor."""
+
+    name: str
+    #: This incarnation's receive side of the actor's mailbox (None for an actor without one).
+    inbox: trio.MemoryReceiveChannel[Any] | None
+    #: Facts the actor publishes about itself for the status endpoint (JSON-able).
+    status: dict[str, Any]
+    #: Set by the actor: called when a snapshot is taken, merged over ``status``.
+    status_provider: Callable[[], dict[str, Any]] | None
+    #: 1 at the first start, +1 at every restart.
+    incarnation: int
+
+
+class StoreReader(Protocol):
+    """The reads actors rebuild from (the store's own connection, off the event loop)."""
+
+    async def orders(
+        self, *, strategy: str | None = None, venue: str | None = None, open_only: bool = False
+    ) -> list[Order]: ...
+
+    async def journal(self) -> list[JournalEntry]: ...
+
+    async def record(self, *, venue: str) -> tuple[list[Order], frozenset[str]]:
+        """One venue's orders and the trade ids of its recorded fills, read together."""
+        ...
 
 
 class UnknownAddress(Exception):
@@ -56,11 +85,12 @@ class WallClock:
 
 
 class ActorEnv:
-    """What every shell needs from the running process."""
+    """What every shell needs from the running process: the directory of mailboxes, the
+    store reader, and the clock."""
 
-    def __init__(self, directory: Directory, store_path: Path, clock: WallClock | None = None) -> None:
+    def __init__(self, directory: Directory, store: StoreReader, clock: WallClock | None = None) -> None:
         self.directory = directory
-        self.store_path = store_path
+        self.store = store
         self._clock = clock
 
     @property
@@ -69,18 +99,6 @@ class ActorEnv:
         if self._clock is None:
             self._clock = WallClock()
         return self._clock
-
-    async def read_store(self, query: Callable[..., T], **kwargs: Any) -> T:
-        """Run a read of the store on a worker thread, with a read-only connection of its own."""
-
-        def read() -> T:
-            connection = open_store(self.store_path, readonly=True)
-            try:
-                return query(connection, **kwargs)
-            finally:
-                connection.close()
-
-        return await trio.to_thread.run_sync(read)
 
 
 async def serve(

@@ -1,0 +1,66 @@
+"""The store as the actors get it: a reader for their rebuilds and a sink for the writer.
+
+The composition root (``supervisors.app``) makes these and hands them to the shells, so no
+actor imports the store. Reads run on a worker thread, each with a read-only connection
+of its own (WAL lets them read while the writer writes).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import trio
+
+from actors.messages import JournalEntry
+from actors.orders import Order
+from actors.writer.core import Batch
+from store.db import load_journal, load_orders, load_record, open_store, write_batch
+
+T = TypeVar("T")
+
+
+class SqliteReader:
+    """:class:`actors.runtime.StoreReader` over the sqlite file at ``path``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    async def read(self, query: Callable[..., T], **kwargs: Any) -> T:
+        """Run ``query(connection, **kwargs)`` on a worker thread."""
+
+        def run() -> T:
+            connection = open_store(self.path, readonly=True)
+            try:
+                return query(connection, **kwargs)
+            finally:
+                connection.close()
+
+        return await trio.to_thread.run_sync(run)
+
+    async def orders(
+        self, *, strategy: str | None = None, venue: str | None = None, open_only: bool = False
+    ) -> list[Order]:
+        return await self.read(load_orders, strategy=strategy, venue=venue, open_only=open_only)
+
+    async def journal(self) -> list[JournalEntry]:
+        return await self.read(load_journal)
+
+    async def record(self, *, venue: str) -> tuple[list[Order], frozenset[str]]:
+        return await self.read(load_record, venue=venue)
+
+
+class SqliteWriter:
+    """:class:`actors.writer.core.BatchSink` over the sqlite file at ``path`` (the writer's
+    one connection; opened, used and closed on the writer's worker thread)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.location = str(path)
+        self._connection: sqlite3.Connection = open_store(path)
+
+    def write(self, batch: Batch) -> None:
+        write_batch(self._connection, batch)
+
+    def close(self) -> None:
+        self._connection.close()
