@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from actors.messages import JournalEntry
 from actors.orders import Order, OrderState
 from actors.writer.core import Batch
-from exchange.records import Side
 from store.codec import dumps
+from store.rows import Columns
 from store.schema import migrate
+
+#: A column per field (store/schema.py has the same ones): amounts as decimal text, enums as
+#: their values, an order's trade ids as a sorted JSON list. The orders table's ``type``
+#: column is left to its default, ``limit``, the only kind of order there is.
+JOURNAL_COLUMNS = Columns(JournalEntry)
+ORDER_COLUMNS = Columns(Order)
 
 
 def open_store(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -53,21 +58,13 @@ def write_batch(connection: sqlite3.Connection, batch: Batch) -> None:
             ],
         )
         connection.executemany(
-            """INSERT INTO orders (client_order_id, strategy, venue, symbol, side, price, amount,
-                   filled, state, exchange_order_id, rule, reason, trade_ids, created_at, updated_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            # The columns an order changes over its life; the rest are fixed when it is made.
+            f"""INSERT INTO orders ({ORDER_COLUMNS.sql}) VALUES ({ORDER_COLUMNS.placeholders})
                ON CONFLICT (client_order_id) DO UPDATE SET
                    filled = excluded.filled, state = excluded.state,
                    exchange_order_id = excluded.exchange_order_id, reason = excluded.reason,
                    trade_ids = excluded.trade_ids, updated_at = excluded.updated_at""",
-            [
-                (
-                    o.client_order_id, o.strategy, o.venue, o.symbol, o.side.value, str(o.price),
-                    str(o.amount), str(o.filled), o.state.value, o.exchange_order_id, o.rule,
-                    o.reason, json.dumps(sorted(o.trade_ids)), o.created_at, o.updated_at,
-                )
-                for o in batch.orders.values()
-            ],
+            [ORDER_COLUMNS.row(o) for o in batch.orders.values()],
         )
         connection.executemany(
             """INSERT INTO fills (venue, trade_id, client_order_id, exchange_order_id, symbol, side,
@@ -82,58 +79,17 @@ def write_batch(connection: sqlite3.Connection, batch: Batch) -> None:
             ],
         )
         connection.executemany(
-            f"INSERT INTO journal ({_JOURNAL_COLUMNS}) VALUES ({', '.join('?' * 17)})",
-            [_journal_row(j) for j in batch.journal],
+            f"INSERT INTO journal ({JOURNAL_COLUMNS.sql}) VALUES ({JOURNAL_COLUMNS.placeholders})",
+            [JOURNAL_COLUMNS.row(j) for j in batch.journal],
         )
-
-
-_JOURNAL_COLUMNS = (
-    "at, kind, strategy, client_order_id, trade_id, side, price, amount, fee, fee_currency,"
-    " quote_free, quote_reserved, base_free, base_reserved, realized_pnl, cost_basis, reason"
-)
-
-
-def _journal_row(j: JournalEntry) -> tuple[Any, ...]:
-    # Plain text for decimals: exact, and several times cheaper than a JSON document.
-    return (
-        j.at, j.kind, j.strategy, j.client_order_id, j.trade_id, j.side.value if j.side else None,
-        _text(j.price), _text(j.amount), str(j.fee), j.fee_currency, str(j.quote_free),
-        str(j.quote_reserved), str(j.base_free), str(j.base_reserved), str(j.realized_pnl),
-        str(j.cost_basis), j.reason,
-    )
-
-
-def _text(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
-
-
-def _decimal(text: str | None) -> Decimal | None:
-    return None if text is None else Decimal(text)
 
 
 # ----------------------------------------------------------------- reads
 
 
 def load_journal(connection: sqlite3.Connection) -> list[JournalEntry]:
-    rows = connection.execute(f"SELECT {_JOURNAL_COLUMNS} FROM journal ORDER BY seq").fetchall()
-    return [
-        JournalEntry(
-            kind=kind, strategy=strategy, at=at, client_order_id=cid, trade_id=trade_id,
-            side=Side(side) if side else None, price=_decimal(price), amount=_decimal(amount),
-            fee=Decimal(fee), fee_currency=fee_currency, quote_free=Decimal(quote_free),
-            quote_reserved=Decimal(quote_reserved), base_free=Decimal(base_free),
-            base_reserved=Decimal(base_reserved), realized_pnl=Decimal(realized_pnl),
-            cost_basis=Decimal(cost_basis), reason=reason,
-        )
-        for (at, kind, strategy, cid, trade_id, side, price, amount, fee, fee_currency, quote_free,
-             quote_reserved, base_free, base_reserved, realized_pnl, cost_basis, reason) in rows
-    ]
-
-
-_ORDER_COLUMNS = (
-    "client_order_id, strategy, venue, symbol, side, price, amount, filled, state,"
-    " exchange_order_id, rule, reason, trade_ids, created_at, updated_at"
-)
+    rows = connection.execute(f"SELECT {JOURNAL_COLUMNS.sql} FROM journal ORDER BY seq").fetchall()
+    return [JOURNAL_COLUMNS.record(row) for row in rows]
 
 
 def load_orders(
@@ -155,30 +111,8 @@ def load_orders(
         clauses.append(f"state NOT IN ({', '.join('?' * len(finals))})")
         params.extend(finals)
     where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-    rows = connection.execute(f"SELECT {_ORDER_COLUMNS} FROM orders{where} ORDER BY created_at", params)
-    return [_order_from_row(row) for row in rows.fetchall()]
-
-
-def _order_from_row(row: tuple[Any, ...]) -> Order:
-    (cid, strategy, venue, symbol, side, price, amount, filled, state, exchange_id, rule, reason,
-     trade_ids, created_at, updated_at) = row
-    return Order(
-        client_order_id=cid,
-        strategy=strategy,
-        venue=venue,
-        symbol=symbol,
-        side=Side(side),
-        price=Decimal(price),
-        amount=Decimal(amount),
-        state=OrderState(state),
-        created_at=created_at,
-        updated_at=updated_at,
-        rule=rule or "",
-        filled=Decimal(filled),
-        exchange_order_id=exchange_id,
-        reason=reason or "",
-        trade_ids=frozenset(json.loads(trade_ids)),
-    )
+    rows = connection.execute(f"SELECT {ORDER_COLUMNS.sql} FROM orders{where} ORDER BY created_at", params)
+    return [ORDER_COLUMNS.record(row) for row in rows.fetchall()]
 
 
 def load_fill_trade_ids(connection: sqlite3.Connection, *, venue: str) -> frozenset[str]:

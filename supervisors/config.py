@@ -15,14 +15,16 @@ stays inactive with the message and every other one runs.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import attrs
 import cattrs
 import yaml
+from cattrs.cols import list_structure_factory, mapping_structure_factory
 from cattrs.errors import (
     ClassValidationError,
     ForbiddenExtraKeysError,
@@ -157,32 +159,47 @@ _TRIGGERS: dict[str, type] = {
 }
 
 
+#: The most of a value (or an unknown key) a message repeats: a huge YAML value must not
+#: make a huge error.
+ECHO_MAX = 80
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= ECHO_MAX else text[: ECHO_MAX - 1] + "…"
+
+
+def _shown(value: Any) -> str:
+    """``value`` as a message repeats it: its repr, cut to ``ECHO_MAX`` characters."""
+    return _cut(repr(value))
+
+
 def _decimal(value: Any, _: type) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(f"expected a number, got {value!r}")
+        raise ValueError(f"expected a number, got {_shown(value)}")
     try:
         result = Decimal(str(value))
     except InvalidOperation:
-        raise ValueError(f"expected a number, got {value!r}") from None
+        raise ValueError(f"expected a number, got {_shown(value)}") from None
     if not result.is_finite():
-        raise ValueError(f"expected a finite number, got {value!r}")
+        raise ValueError(f"expected a finite number, got {_shown(value)}")
     return result
 
 
 def _trigger(value: Any, _: type) -> TriggerSpec:
     if not isinstance(value, dict) or "kind" not in value:
-        raise ValueError(f"expected a mapping with a kind ({', '.join(_TRIGGERS)}), got {value!r}")
-    cls = _TRIGGERS.get(value["kind"])
+        raise ValueError(f"expected a mapping with a kind ({', '.join(_TRIGGERS)}), got {_shown(value)}")
+    kind = value["kind"]
+    cls = _TRIGGERS.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise ValueError(f"kind must be one of {', '.join(_TRIGGERS)}, got {value['kind']!r}")
+        raise ValueError(f"kind must be one of {', '.join(_TRIGGERS)}, got {_shown(kind)}")
     if cls is Combination:
         parts = value.get("of")
         if not isinstance(parts, list):
-            raise ValueError(f"{value['kind']}: 'of' must be a list of triggers")
+            raise ValueError(f"{kind}: 'of' must be a list of triggers")
         extra = set(value) - {"kind", "of"}
         if extra:
-            raise ValueError(f"{value['kind']}: unknown field(s) {sorted(extra)}")
-        return Combination(tuple(_trigger(part, TriggerSpec) for part in parts), value["kind"])
+            raise ValueError(f"{kind}: unknown field(s) {_shown(sorted(map(str, extra)))}")
+        return Combination(tuple(_trigger(part, TriggerSpec) for part in parts), kind)
     return _converter.structure(value, cls)
 
 
@@ -192,39 +209,74 @@ def _datetime(value: Any, _: type) -> datetime:
     try:
         return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"expected an ISO-8601 time, got {value!r}") from None
+        raise ValueError(f"expected an ISO-8601 time, got {_shown(value)}") from None
 
 
 def _strict_int(value: Any, _: type) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"expected a whole number, got {value!r}")
+        raise ValueError(f"expected a whole number, got {_shown(value)}")
     return value
 
 
 def _strict_bool(value: Any, _: type) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {value!r}")
+        raise ValueError(f"expected true or false, got {_shown(value)}")
     return value
 
 
 def _strict_float(value: Any, _: type) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"expected a number, got {value!r}")
+        raise ValueError(f"expected a number, got {_shown(value)}")
     return float(value)
 
 
 def _strict_str(value: Any, _: type) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"expected text, got {value!r}")
+        raise ValueError(f"expected text, got {_shown(value)}")
     return value
 
 
 def _venue(value: Any, _: type) -> VenueConfig:
-    kind = value.get("kind", "simulated") if isinstance(value, dict) else None
-    cls = {"simulated": SimulatedVenueConfig, "ccxt": CcxtVenueConfig}.get(kind)  # type: ignore[arg-type]
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a mapping, got {_shown(value)}")
+    kind = value.get("kind", "simulated")
+    cls = {"simulated": SimulatedVenueConfig, "ccxt": CcxtVenueConfig}.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise ValueError(f"kind must be simulated or ccxt, got {kind!r}")
+        raise ValueError(f"kind must be simulated or ccxt, got {_shown(kind)}")
     return _converter.structure(value, cls)
+
+
+def _literal(type_: Any, _: cattrs.Converter) -> Callable[[Any, type], Any]:
+    """A hook for ``Literal[...]`` (all text in the config) that names the choices."""
+    allowed = get_args(type_)
+
+    def structure(value: Any, _: type) -> Any:
+        if isinstance(value, str) and value in allowed:
+            return value
+        raise ValueError(f"must be one of {', '.join(map(str, allowed))}, got {_shown(value)}")
+
+    return structure
+
+
+def _shaped(
+    shape: type | tuple[type, ...], expected: str, default: Callable[[Any, cattrs.Converter], Callable[[Any, Any], Any]]
+) -> Callable[[Any, cattrs.Converter], Callable[[Any, Any], Any]]:
+    """A hook factory that refuses a value of the wrong container type with ``expected ...,
+    got ...`` before cattrs' own hook (``default``) sees it: given a list where a mapping
+    belongs, cattrs would fail with Python's own words (``'list' object has no attribute
+    'keys'``), and given a mapping or text where a list belongs, it would iterate it."""
+
+    def factory(type_: Any, converter: cattrs.Converter) -> Callable[[Any, Any], Any]:
+        structure = default(type_, converter)
+
+        def checked(value: Any, _: Any) -> Any:
+            if not isinstance(value, shape):
+                raise ValueError(f"expected {expected}, got {_shown(value)}")
+            return structure(value, type_)
+
+        return checked
+
+    return factory
 
 
 _converter.register_structure_hook(Decimal, _decimal)
@@ -236,30 +288,53 @@ _converter.register_structure_hook(int, _strict_int)
 _converter.register_structure_hook(bool, _strict_bool)
 _converter.register_structure_hook(float, _strict_float)
 _converter.register_structure_hook(str, _strict_str)
+_converter.register_structure_hook_factory(lambda t: get_origin(t) is Literal, _literal)
+_converter.register_structure_hook_factory(
+    attrs.has, _shaped(dict, "a mapping", lambda t, c: c.gen_structure_attrs_fromdict(t))
+)
+_converter.register_structure_hook_factory(
+    lambda t: get_origin(t) is dict, _shaped(dict, "a mapping", mapping_structure_factory)
+)
+_converter.register_structure_hook_factory(
+    lambda t: get_origin(t) is list, _shaped((list, tuple), "a list", list_structure_factory)
+)
 
 
 def _structure_problems(error: BaseException, path: str = "") -> list[str]:
-    """Flatten cattrs' nested errors into ``path: message`` lines."""
-    if isinstance(error, ForbiddenExtraKeysError):
-        return [f"{_join(path, key)}: unknown field (check its spelling)" for key in sorted(error.extra_fields)]
-    if isinstance(error, (ClassValidationError, IterableValidationError)):
-        out = []
-        for sub in error.exceptions:
-            note = next((n for n in getattr(sub, "__notes__", []) if hasattr(n, "name") or hasattr(n, "index")), None)
-            if note is None:
-                out += _structure_problems(sub, path)
-            elif hasattr(note, "name"):
-                out += _structure_problems(sub, _join(path, note.name))
-            else:
-                out += _structure_problems(sub, f"{path}[{note.index}]")
-        return out
-    if isinstance(error, KeyError):
-        return [f"{path}: is required"]
-    message = str(error)
-    if isinstance(error, TypeError) and "missing" in message and "required" in message:
-        fields = re.findall(r"'(\w+)'", message)
-        return [f"{_join(path, field)}: is required" for field in fields] or [f"{path}: {message}"]
-    return [f"{path or 'config'}: {message}"]
+    """cattrs' nested errors as ``path: message`` lines.
+
+    :func:`cattrs.transform_error` walks the nesting and builds each path, but hands back
+    only ``{message} @ {path}`` strings. So the ``message`` it is given for each error is
+    that error's index in ``errors`` (no `` @ `` in it: the first one splits the line
+    exactly), and the message proper is written here, where the path is known too: each
+    unknown key becomes a line of its own, at its own path."""
+    errors: list[tuple[BaseException, Any]] = []
+
+    def remember(exc: BaseException, type_: Any) -> str:
+        errors.append((exc, type_))
+        return str(len(errors) - 1)
+
+    problems = []
+    for line in cattrs.transform_error(error, path=path, format_exception=remember):
+        index, _, at = line.partition(" @ ")
+        exc, type_ = errors[int(index)]
+        at = at.removeprefix(".")
+        if isinstance(exc, ForbiddenExtraKeysError):
+            problems += [
+                f"{_join(at, _cut(str(key)))}: unknown field (check its spelling)"
+                for key in sorted(exc.extra_fields, key=str)  # YAML keys need not all be text
+            ]
+        elif isinstance(exc, (ClassValidationError, IterableValidationError)):
+            problems += _structure_problems(exc, at)  # from inside a hook, with no note to place it
+        elif isinstance(exc, KeyError):
+            problems.append(f"{at}: is required")
+        elif isinstance(exc, ValueError):
+            problems.append(f"{at or 'config'}: {exc}")  # our hooks' words; they cap what they echo
+        else:
+            # Not expected, every hook above raising ValueError; still one short, clean line.
+            expected = f"expected {getattr(type_, '__name__', type_)}, " if type_ is not None else ""
+            problems.append(f"{at or 'config'}: {expected}cannot be read ({_cut(str(exc))})")
+    return problems
 
 
 def _join(path: str, name: object) -> str:
@@ -287,8 +362,8 @@ def check_config(config: Config, live: bool = False) -> list[str]:
     venues: dict[str, VenueConfig] = {}
     for i, venue in enumerate(config.venues):
         at = f"venues[{i}]"
-        need(bool(NAME.match(venue.name)), f"{at}.name", f"must be 1-64 letters, digits, '_', '.' or '-', got {venue.name!r}")
-        need(venue.name not in venues, f"{at}.name", f"another venue is already named {venue.name!r}")
+        need(bool(NAME.match(venue.name)), f"{at}.name", f"must be 1-64 letters, digits, '_', '.' or '-', got {_shown(venue.name)}")
+        need(venue.name not in venues, f"{at}.name", f"another venue is already named {_shown(venue.name)}")
         venues[venue.name] = venue
         if isinstance(venue, CcxtVenueConfig):
             problems += _ccxt_problems(venue, at)
@@ -313,14 +388,14 @@ def check_config(config: Config, live: bool = False) -> list[str]:
     names: set[str] = set()
     for i, s in enumerate(config.strategies):
         at = f"strategies[{i}]"
-        need(bool(NAME.match(s.name)), f"{at}.name", f"must be 1-64 letters, digits, '_', '.' or '-', got {s.name!r}")
-        need(s.name not in names, f"{at}.name", f"another strategy is already named {s.name!r}")
+        need(bool(NAME.match(s.name)), f"{at}.name", f"must be 1-64 letters, digits, '_', '.' or '-', got {_shown(s.name)}")
+        need(s.name not in names, f"{at}.name", f"another strategy is already named {_shown(s.name)}")
         names.add(s.name)
         venue = venues.get(s.venue)
         if venue is None:
-            problems.append(f"{at}.venue: no venue is named {s.venue!r} (venues: {sorted(venues)})")
+            problems.append(f"{at}.venue: no venue is named {_shown(s.venue)} (venues: {sorted(venues)})")
         elif s.mode == "live" and not isinstance(venue, CcxtVenueConfig):
-            problems.append(f"{at}.mode: live trading needs a ccxt venue; venue {s.venue!r} is simulated")
+            problems.append(f"{at}.mode: live trading needs a ccxt venue; venue {_shown(s.venue)} is simulated")
         elif s.mode == "live" and not live:
             problems.append(
                 f"{at}.mode: strategy {s.name} is set to live but limitline was started without --live; "
@@ -328,7 +403,7 @@ def check_config(config: Config, live: bool = False) -> list[str]:
             )
         elif s.mode == "live" and venue.secrets_file is None and (venue.api_key_env is None or venue.secret_env is None):
             problems.append(
-                f"{at}.mode: live trading on venue {s.venue!r} needs credentials: name api_key_env and secret_env "
+                f"{at}.mode: live trading on venue {_shown(s.venue)} needs credentials: name api_key_env and secret_env "
                 "(environment variables), or secrets_file"
             )
     return problems
@@ -339,13 +414,13 @@ def _ccxt_problems(venue: CcxtVenueConfig, at: str) -> list[str]:
 
     out = []
     if not exchange_exists(venue.exchange):
-        out.append(f"{at}.exchange: ccxt has no exchange {venue.exchange!r}")
+        out.append(f"{at}.exchange: ccxt has no exchange {_shown(venue.exchange)}")
     if venue.base_url is not None and not re.match(r"^https?://[^/]+", venue.base_url):
-        out.append(f"{at}.base_url: must look like http://HOST:PORT, got {venue.base_url!r}")
+        out.append(f"{at}.base_url: must look like http://HOST:PORT, got {_shown(venue.base_url)}")
     try:
         timeframe_seconds(venue.timeframe)
-    except ValueError as problem:
-        out.append(f"{at}.timeframe: {problem}")
+    except ValueError:
+        out.append(f"{at}.timeframe: must be a timeframe ccxt reads (1m, 15m, 1h, 4h, 1d, 1w ...), got {_shown(venue.timeframe)}")
     for field in ("poll_seconds", "rate_limit_per_second", "isolate_after_seconds", "probe_max_seconds", "timeout_seconds",
                   "never_placed_after_seconds"):
         if getattr(venue, field) <= 0:
@@ -357,7 +432,7 @@ def _market_problems(market: MarketConfig, at: str) -> list[str]:
     out = []
     base, slash, quote = market.symbol.partition("/")
     if not (base and slash and quote):
-        out.append(f"{at}.symbol: must look like BASE/QUOTE (ccxt's unified form), got {market.symbol!r}")
+        out.append(f"{at}.symbol: must look like BASE/QUOTE (ccxt's unified form), got {_shown(market.symbol)}")
     for field in ("tick_size", "lot_size"):
         value = getattr(market, field)
         if value <= 0:

@@ -143,3 +143,50 @@ def test_a_missing_file_and_bad_yaml_say_so(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_config(bad)
     assert caught.value.problems[0].startswith("config: not valid YAML: line")
+
+
+def test_a_huge_value_is_echoed_cut_short():
+    raw = default_raw()
+    raw["strategies"][0]["sizing"]["quote"] = "9" * 5000 + "x"
+    raw["strategies"][0]["mode"] = ["shadow"] * 1000
+    raw["strategies"][0]["y" * 500] = 1
+    quote, mode, unknown = sorted(problems_of(raw), key=lambda p: ("quote" not in p, "mode" not in p))
+    assert quote == "strategies[0].sizing.quote: expected a number, got '" + "9" * 78 + "…"
+    assert mode.startswith("strategies[0].mode: must be one of shadow, live, got ['shadow', 'shadow', ")
+    assert mode.endswith("…") and len(mode) < 140
+    assert unknown == "strategies[0]." + "y" * 79 + "…: unknown field (check its spelling)"
+
+
+def test_a_wrong_container_gives_its_path_and_what_was_expected():
+    raw = default_raw()
+    raw["strategies"] = {"a": 1}
+    raw["venues"][0]["markets"] = "BTC/USD"
+    raw["venues"][0]["balances"] = ["USD", 1000]
+    raw["status"] = None
+    assert sorted(problems_of(raw)) == [
+        "status: expected a mapping, got None",
+        "strategies: expected a list, got {'a': 1}",
+        "venues[0].balances: expected a mapping, got ['USD', 1000]",
+        "venues[0].markets: expected a list, got 'BTC/USD'",
+    ]
+    raw = default_raw()
+    raw["strategies"][0]["sizing"] = [100]
+    raw["strategies"][1] = "sma-cross"
+    raw["venues"][0]["replay"]["BTC/USD"] = ["bundled:btc_usd_1h_coinbase.csv"]
+    raw["venues"][0]["markets"].append(["ETH/USD"])
+    assert sorted(problems_of(raw)) == [
+        "strategies[0].sizing: expected a mapping, got [100]",
+        "strategies[1]: expected a mapping, got 'sma-cross'",
+        "venues[0].markets[1]: expected a mapping, got ['ETH/USD']",
+        "venues[0].replay['BTC/USD']: expected a mapping, got ['bundled:btc_usd_1h_coinbase.csv']",
+    ]
+
+
+def test_unknown_keys_that_are_not_text_are_listed_too():
+    raw = default_raw()
+    raw["strategies"][0][7] = "x"
+    raw["strategies"][0]["zz"] = "x"
+    assert problems_of(raw) == [
+        "strategies[0].7: unknown field (check its spelling)",
+        "strategies[0].zz: unknown field (check its spelling)",
+    ]

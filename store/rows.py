@@ -1,0 +1,105 @@
+"""One attrs record, one sqlite row: a column per field, named as the field.
+
+Each field's type says how its value is stored: a Decimal as decimal text (exact, and
+several times cheaper than a JSON document), an enum as its value, a frozenset as a sorted
+JSON list, None as NULL; text and numbers as they are. The conversions are chosen once per
+class, when the module that stores it is imported, never per row: the writer turns every
+ledger movement into a row.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import operator
+import types
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import Any, Generic, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import attrs
+
+T = TypeVar("T")
+Convert = Callable[[Any], Any]
+
+
+class Columns(Generic[T]):
+    """The columns of ``cls`` (every field, in field order) and its rows each way."""
+
+    def __init__(self, cls: type[T]) -> None:
+        # get_type_hints: with `from __future__ import annotations` a field's .type is a string.
+        hints = get_type_hints(cls)
+        fields = attrs.fields(cls)  # type: ignore[misc]
+        self.cls = cls
+        self.names: tuple[str, ...] = tuple(f.name for f in fields)
+        #: ``a, b, c`` for a SELECT or an INSERT.
+        self.sql = ", ".join(self.names)
+        #: ``?, ?, ?``, as many as there are columns.
+        self.placeholders = ", ".join("?" * len(self.names))
+        conversions = [_conversions(hints[f.name], f.default) for f in fields]
+        self._from_column = tuple(back for _, back in conversions)
+        #: ``row(record)``: ``record``'s values, in the order of :attr:`sql`.
+        self.row: Callable[[T], tuple[Any, ...]] = _compile_row(cls, self.names, [to for to, _ in conversions])
+
+    def record(self, row: Sequence[Any]) -> T:
+        """The record a row read by ``SELECT {sql}`` holds."""
+        values = {name: v if back is None else back(v) for name, back, v in zip(self.names, self._from_column, row)}
+        return self.cls(**values)
+
+
+def _compile_row(cls: type, names: Sequence[str], to_column: Sequence[Convert | None]) -> Callable[[Any], tuple[Any, ...]]:
+    """``lambda r: (r.a, _to_b(r.b), ...)``, compiled once, as attrs compiles ``__init__``.
+
+    As fast as the tuple written out by hand; a loop over the fields costs more than twice
+    as much per row, and the writer makes a row of every ledger movement."""
+    namespace = {f"_to_{name}": to for name, to in zip(names, to_column) if to is not None}
+    values = ", ".join(f"r.{name}" if to is None else f"_to_{name}(r.{name})" for name, to in zip(names, to_column))
+    source = f"def row(r):\n    return ({values},)\n"
+    exec(compile(source, f"<row of {cls.__qualname__}>", "exec"), namespace)
+    return namespace["row"]  # type: ignore[no-any-return]
+
+
+def _conversions(type_: Any, default: Any) -> tuple[Convert | None, Convert | None]:
+    """(to the column, from the column) for a field of ``type_``; None where the value is
+    stored as it is. An optional field is NULL for None; any other field reads a NULL (a
+    nullable column never written) as its default."""
+    optional = get_origin(type_) in (Union, types.UnionType) and type(None) in get_args(type_)
+    if optional:
+        [type_] = [arg for arg in get_args(type_) if arg is not type(None)]
+    to: Convert | None
+    back: Convert | None
+    if type_ is Decimal:
+        to, back = str, Decimal
+    elif isinstance(type_, type) and issubclass(type_, enum.Enum):
+        to, back = operator.attrgetter("value"), type_
+    elif get_origin(type_) is frozenset:
+        to, back = _sorted_json, _frozenset
+    elif type_ in (str, int, float):
+        to, back = None, None
+    else:
+        raise TypeError(f"no column type for a field of type {type_!r}")
+    if optional:
+        return _or_null(to), _or_null(back)
+    if default is attrs.NOTHING or isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+        return to, back
+    return to, _or_default(back, default)
+
+
+def _sorted_json(values: frozenset[Any]) -> str:
+    return json.dumps(sorted(values))
+
+
+def _frozenset(text: str) -> frozenset[Any]:
+    return frozenset(json.loads(text))
+
+
+def _or_null(convert: Convert | None) -> Convert | None:
+    if convert is None:
+        return None
+    return lambda value: None if value is None else convert(value)
+
+
+def _or_default(convert: Convert | None, default: Any) -> Convert:
+    if convert is None:
+        return lambda value: default if value is None else value
+    return lambda value: default if value is None else convert(value)

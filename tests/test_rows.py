@@ -1,0 +1,52 @@
+"""Rows derived from attrs fields: the same columns as the schema, and the same values."""
+
+from __future__ import annotations
+
+from decimal import Decimal as D
+
+import attrs
+import pytest
+
+from actors.messages import JournalEntry
+from actors.orders import Order, OrderState, Side
+from store.db import JOURNAL_COLUMNS, ORDER_COLUMNS, Batch, load_orders, open_store, write_batch
+from store.rows import Columns
+
+
+def table_columns(connection, table: str) -> set[str]:
+    return {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+
+
+def test_every_field_has_its_column_and_every_column_but_the_defaults_its_field(tmp_path):
+    connection = open_store(tmp_path / "s.sqlite")
+    assert table_columns(connection, "journal") == {*JOURNAL_COLUMNS.names, "seq"}
+    assert table_columns(connection, "orders") == {*ORDER_COLUMNS.names, "type"}
+
+
+def test_values_are_stored_as_text_values_and_null():
+    entry = JournalEntry("settle", "a", 2.5, trade_id="t1", side=Side.SELL, price=D("100.50"), fee=D("1E-8"))
+    row = dict(zip(JOURNAL_COLUMNS.names, JOURNAL_COLUMNS.row(entry)))
+    assert row["side"] == "sell" and row["price"] == "100.50" and row["fee"] == "1E-8"
+    assert row["amount"] is None and row["client_order_id"] is None and row["at"] == 2.5
+    assert JOURNAL_COLUMNS.record(JOURNAL_COLUMNS.row(entry)) == entry
+    order = Order("ll-a-1", "a", "sim", "BTC/USD", Side.BUY, D("1"), D("2"), OrderState.OPEN, 1.0, 1.0,
+                  trade_ids=frozenset({"t2", "t1"}))
+    assert dict(zip(ORDER_COLUMNS.names, ORDER_COLUMNS.row(order)))["trade_ids"] == '["t1", "t2"]'
+
+
+def test_a_null_in_a_nullable_column_reads_as_the_fields_default(tmp_path):
+    connection = open_store(tmp_path / "s.sqlite")
+    order = Order("ll-a-1", "a", "sim", "BTC/USD", Side.BUY, D("1"), D("2"), OrderState.OPEN, 1.0, 1.0, rule="r")
+    write_batch(connection, Batch(orders={order.client_order_id: order}))
+    with connection:
+        connection.execute("UPDATE orders SET rule = NULL, reason = NULL")
+    assert load_orders(connection) == [attrs.evolve(order, rule="")]
+
+
+def test_a_field_with_no_column_type_is_refused_when_the_class_is_read():
+    @attrs.frozen
+    class Odd:
+        values: list[int]
+
+    with pytest.raises(TypeError, match="no column type"):
+        Columns(Odd)
