@@ -101,7 +101,10 @@ class AccountQuery:
 
 @attrs.frozen
 class AccountInfo:
-    """A strategy's balances in the ledger (sent on request, e.g. when it starts)."""
+    """A strategy's balances in the ledger: the only source of what a strategy holds.
+
+    Sent on request (when it starts) and after every change to its account (a fill
+    settled, a release, a correction), so a strategy never sums fills itself."""
 
     strategy: str
     quote_free: Decimal
@@ -111,8 +114,13 @@ class AccountInfo:
     #: What every strategy on the same exchange account holds now, per asset (pre-flight
     #: checks it against the account's balance). Empty if the ledger does not know.
     account_holdings: dict[str, Decimal] = attrs.field(factory=dict)
-    #: What the inventory held cost, in quote (average-cost basis).
+    #: What the inventory held cost, in quote (average-cost basis, fees included).
     cost_basis: Decimal = Decimal(0)
+    #: Realized P&L in quote, and fees paid per currency.
+    realized_pnl: Decimal = Decimal(0)
+    fees_paid: dict[str, Decimal] = attrs.field(factory=dict)
+    #: Trade ids the ledger has booked (or refused) since its last answer to this strategy.
+    settled: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -141,6 +149,19 @@ class Release:
     """Free what an order still holds: it ended without filling the rest (or never left)."""
 
     client_order_id: str
+    reason: str
+    #: As in :class:`OrderCanceled`: the exchange's filled amount at the end, if known.
+    filled: Decimal | None = None
+
+
+@attrs.frozen
+class LedgerRefused:
+    """The ledger refused an entry that would break an invariant (a balance going
+    negative): nothing of it was applied. Sent to the strategy concerned, which pauses:
+    the difference needs an operator."""
+
+    strategy: str
+    client_order_id: str | None
     reason: str
 
 
@@ -182,6 +203,9 @@ class CandleClosed:
     candle: Candle
     #: Lockstep replay: answer with CandleDone once every order it caused is answered.
     ack: bool = False
+    #: Trade ids of the recipient's fills this candle made (simulated venues): the strategy
+    #: decides on the candle once the ledger has settled them, so it sees what it holds.
+    fills: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -248,6 +272,10 @@ class OrderCanceled:
     at: float
     #: True when we cancelled it because its time-to-live ran out.
     expired: bool = False
+    #: What the exchange says had filled when the order ended (None: it did not say).
+    #: Trades up to this amount may still be reported after the cancel: exchanges report
+    #: trades asynchronously. The ledger keeps their funds reserved until they arrive.
+    filled: Decimal | None = None
 
 
 @attrs.frozen
@@ -320,11 +348,6 @@ class OrderDurable:
 
 
 @attrs.frozen
-class RecordFill:
-    fill: FillReport
-
-
-@attrs.frozen
 class JournalEntry:
     """One ledger movement. The ledger's state is the fold of these, in order.
 
@@ -354,7 +377,11 @@ class JournalEntry:
 
 @attrs.frozen
 class RecordJournal:
+    """The ledger's movements and the fills they settle: one transaction, so a fill row
+    never exists without its journal entries, nor the reverse."""
+
     entries: tuple[JournalEntry, ...]
+    fills: tuple[FillReport, ...] = ()
 
 
 # ------------------------------------------------------ connection <-> shell

@@ -150,6 +150,9 @@ class Order:
     exchange_order_id: str | None = None
     reason: str = ""
     trade_ids: frozenset[str] = frozenset()
+    #: What the exchange said had filled when it ended the order (cancelled, expired);
+    #: trades up to it may be reported later and still count.
+    final_filled: Decimal | None = None
 
     @property
     def remaining(self) -> Decimal:

@@ -133,7 +133,8 @@ def _config(tmp: Path, url: str) -> Path:
                     "isolate_after_seconds": 20}],
         "strategies": [
             {**s, "venue": "binance", "symbol": "BTC/USDT", "mode": "live",
-             "allocation": {"quote": str(ALLOCATIONS[s["name"]][0]), "base": str(ALLOCATIONS[s["name"]][1])},
+             "allocation": {"quote": str(ALLOCATIONS[s["name"]][0]), "base": str(ALLOCATIONS[s["name"]][1]),
+                            "base_cost": 2500},
              "limit_offset_bps": -3, "ttl_seconds": 10800, "max_open_orders": 3,
              "breaker": {"threshold": 3, "cooldown_seconds": 1, "max_cooldown_seconds": 4}}
             for s in strategies

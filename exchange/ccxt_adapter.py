@@ -287,8 +287,11 @@ def _create_limit_order(
     return parse_order(order)
 
 
-def _cancel_order(client: ccxt.Exchange, exchange_order_id: str, symbol: str) -> None:
-    client.cancel_order(exchange_order_id, symbol)
+def _cancel_order(client: ccxt.Exchange, exchange_order_id: str, symbol: str) -> ExchangeOrder | None:
+    """The order as the exchange ended it (its ``filled`` counts trades it may report
+    later), or None when the answer says nothing of it."""
+    order = client.cancel_order(exchange_order_id, symbol)
+    return parse_order(order) if order and order.get("id") is not None else None
 
 
 #: What the connection core may ask of an exchange: operation -> function(client, *args).

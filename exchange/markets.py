@@ -23,6 +23,12 @@ class MarketRules:
     maker_fee: Decimal  # a rate: 0.001 is 0.1 %
     taker_fee: Decimal
     active: bool = True
+    #: The currency a fill's fee is charged in (the simulated exchange): ``received``, the
+    #: asset the fill pays out (base on a buy, quote on a sell: Binance spot's rule),
+    #: ``quote``, or a third currency such as ``BNB``, valued at ``fee_currency_price``
+    #: (quote per unit) and taken from that balance while it lasts, else as ``received``.
+    fee_in: str = "received"
+    fee_currency_price: Decimal | None = None
 
     @classmethod
     def for_symbol(cls, symbol: str, **values: object) -> "MarketRules":

@@ -8,7 +8,9 @@ Rules (the ones a paper trader most often gets wrong are the ones that flatter i
   when the market trades *below* its price (low < price) and a sell only when it trades
   *above* (high > price): trading at the price says nothing about the queue ahead of us;
 - fills are at the order's own price (we are the maker) and pay the maker fee in the
-  quote asset;
+  currency the market charges (``MarketRules.fee_in``): by default the asset received, as
+  Binance spot does (a buy's fee comes out of the coins bought), or the quote asset, or a
+  third currency (BNB) while its balance lasts;
 - each candle can fill at most ``volume_share`` of its traded volume across all our orders
   on that market, best price first, then first placed first: partial fills are normal.
   A candle with zero volume fills nothing.
@@ -180,19 +182,34 @@ class SimulatedExchange:
             key=lambda o: (-o.price if o.side is Side.BUY else o.price, int(o.exchange_order_id)),
         )
 
+    def _fee(self, market: MarketRules, side: Side, cost: Decimal, amount: Decimal) -> tuple[Decimal, str]:
+        """The fee of a fill and the currency it is charged in."""
+        rate = market.maker_fee
+        if market.fee_in not in ("received", "quote") and market.fee_currency_price:
+            fee = cost * rate / market.fee_currency_price
+            if self.balances[market.fee_in].free >= fee:
+                return fee, market.fee_in
+        if market.fee_in == "quote" or side is Side.SELL:
+            return cost * rate, market.quote
+        return amount * rate, market.base
+
     def _fill(self, market: MarketRules, order: SimOrder, amount: Decimal, now: float) -> ExchangeTrade:
         cost = order.price * amount
-        fee = cost * market.maker_fee
+        fee, fee_currency = self._fee(market, order.side, cost, amount)
         quote, base = self.balances[market.quote], self.balances[market.base]
+        fee_quote = fee if fee_currency == market.quote else Decimal(0)
+        fee_base = fee if fee_currency == market.base else Decimal(0)
+        if fee_currency not in (market.quote, market.base):
+            self.balances[fee_currency].free -= fee
         if order.side is Side.BUY:
-            spent = cost + fee
+            spent = cost + fee_quote
             quote.used -= spent
             order.locked -= spent
-            base.free += amount
+            base.free += amount - fee_base
         else:
             base.used -= amount
             order.locked -= amount
-            quote.free += cost - fee
+            quote.free += cost - fee_quote
         order.filled += amount
         complete = order.remaining == 0
         if complete:
@@ -209,7 +226,7 @@ class SimulatedExchange:
             price=order.price,
             amount=amount,
             fee=fee,
-            fee_currency=market.quote,
+            fee_currency=fee_currency,
             at=now,
             order_complete=complete,
         )

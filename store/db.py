@@ -63,7 +63,8 @@ def write_batch(connection: sqlite3.Connection, batch: Batch) -> None:
                ON CONFLICT (client_order_id) DO UPDATE SET
                    filled = excluded.filled, state = excluded.state,
                    exchange_order_id = excluded.exchange_order_id, reason = excluded.reason,
-                   trade_ids = excluded.trade_ids, updated_at = excluded.updated_at""",
+                   trade_ids = excluded.trade_ids, updated_at = excluded.updated_at,
+                   final_filled = excluded.final_filled""",
             [ORDER_COLUMNS.row(o) for o in batch.orders.values()],
         )
         connection.executemany(

@@ -48,15 +48,17 @@ class Columns(Generic[T]):
 
 
 def _compile_row(cls: type, names: Sequence[str], to_column: Sequence[Convert | None]) -> Callable[[Any], tuple[Any, ...]]:
-    """``lambda r: (r.a, _to_b(r.b), ...)``, compiled once, as attrs compiles ``__init__``.
+    """``row(r)``: the values of ``r`` in column order, each through its conversion.
 
-    As fast as the tuple written out by hand; a loop over the fields costs more than twice
-    as much per row, and the writer makes a row of every ledger movement."""
-    namespace = {f"_to_{name}": to for name, to in zip(names, to_column) if to is not None}
-    values = ", ".join(f"r.{name}" if to is None else f"_to_{name}(r.{name})" for name, to in zip(names, to_column))
-    source = f"def row(r):\n    return ({values},)\n"
-    exec(compile(source, f"<row of {cls.__qualname__}>", "exec"), namespace)
-    return namespace["row"]  # type: ignore[no-any-return]
+    A plain loop over the fields: about 1.3 µs a journal row against 0.5 µs for a tuple
+    written out by hand, small beside sqlite's own cost per row, and nothing generated."""
+    getters = tuple(operator.attrgetter(name) for name in names)
+    steps = tuple(zip(getters, to_column))
+
+    def row(r: Any) -> tuple[Any, ...]:
+        return tuple(get(r) if to is None else to(get(r)) for get, to in steps)
+
+    return row
 
 
 def _conversions(type_: Any, default: Any) -> tuple[Convert | None, Convert | None]:

@@ -80,6 +80,8 @@ MIGRATIONS: list[list[str]] = [
             reason TEXT NOT NULL
         )""",
     ],
+    # 1 -> 2: what the exchange said had filled when it ended an order (late trades count).
+    ["ALTER TABLE orders ADD COLUMN final_filled TEXT"],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

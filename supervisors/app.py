@@ -294,6 +294,8 @@ def build_shadow_venue(venue: SimulatedVenueConfig) -> ShadowVenue:
             min_notional=m.min_notional,
             maker_fee=m.maker_fee,
             taker_fee=m.taker_fee,
+            fee_in=m.fee_in,
+            fee_currency_price=m.fee_currency_price,
         )
         for m in venue.markets
     ]

@@ -64,6 +64,10 @@ class MarketConfig:
     min_notional: Decimal
     maker_fee: Decimal = Decimal("0.001")
     taker_fee: Decimal = Decimal("0.002")
+    #: ``received`` (Binance spot: a buy pays its fee in the coin bought), ``quote``, or a
+    #: third currency (``BNB``) with ``fee_currency_price`` in quote per unit.
+    fee_in: str = "received"
+    fee_currency_price: Decimal | None = None
 
 
 @attrs.frozen
@@ -445,6 +449,11 @@ def _market_problems(market: MarketConfig, at: str) -> list[str]:
         value = getattr(market, field)
         if value >= Decimal("0.1"):
             out.append(f"{at}.{field}: is a rate (0.001 is 0.1 %); must be below 0.1, got {value}")
+    if market.fee_in not in ("received", "quote") and (market.fee_currency_price is None or market.fee_currency_price <= 0):
+        out.append(
+            f"{at}.fee_currency_price: fees in {_shown(market.fee_in)} need its price in {quote or 'quote'} per unit "
+            "(greater than 0); or set fee_in to received or quote"
+        )
     return out
 
 

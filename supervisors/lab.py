@@ -25,7 +25,6 @@ from actors.messages import (
     Reconciled,
     ReconciledQuery,
     RecordEvent,
-    RecordFill,
     RecordJournal,
     RecordOrder,
     Send,
@@ -119,7 +118,8 @@ class Lab:
     def run(self, progress: Callable[[int, int], None] | None = None) -> LabResult:
         first = self.candles[0].ts
         self.journal += self.ledger.allocate(
-            self.settings.name, self.settings.allocation.quote, self.settings.allocation.base, first, "Lab allocation"
+            self.settings.name, self.settings.allocation.quote, self.settings.allocation.base, first, "Lab allocation",
+            self.settings.allocation.base_cost,
         )
         self._deliver(self.strategy.start(first), first)
         if self.fast:
@@ -148,6 +148,8 @@ class Lab:
         quote_held: list[float] = []
         base_held: list[float] = []
         index = int(fired[0]) if len(fired) else total
+        if self.strategy.wants_every_candle():
+            index = 0  # e.g. starting inventory with exits: the first candle may already sell
         while index < total:
             candle = self.candles[index]
             now = float(candle.ts)
@@ -185,10 +187,9 @@ class Lab:
             self.orders[message.order.client_order_id] = message.order
             if message.durable_reply_to is not None:
                 return [Send(message.durable_reply_to, OrderDurable(message.order.client_order_id))]
-        elif isinstance(message, RecordFill):
-            self.fills.append(message.fill)
         elif isinstance(message, RecordJournal):
             self.journal.extend(message.entries)
+            self.fills.extend(message.fills)
         elif isinstance(message, RecordEvent) and self.keep_events:
             self.events.append(message)
         return []

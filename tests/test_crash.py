@@ -65,7 +65,7 @@ def write_config(tmp: Path, url: str) -> Path:
                     "api_key_env": "LL_KEY", "secret_env": "LL_SECRET", "poll_seconds": 0.1,
                     "rate_limit_per_second": 200, "never_placed_after_seconds": 2}],
         "strategies": [{"name": "dipper", "venue": "binance", "symbol": "BTC/USDT", "mode": "live",
-                        "allocation": {"quote": 5000, "base": 0.5}, "sizing": {"quote": 300},
+                        "allocation": {"quote": 5000, "base": 0.5, "base_cost": 2500}, "sizing": {"quote": 300},
                         "buy": {"kind": "change", "percent": -0.2, "lookback": 1},
                         "sell": {"kind": "change", "percent": 0.2, "lookback": 1},
                         "limit_offset_bps": -5, "ttl_seconds": 36000, "max_open_orders": 2}],

@@ -63,7 +63,7 @@ triggers_or_combos = st.one_of(triggers, st.builds(lambda a, b, k: Combination((
 def test_the_fast_path_trades_exactly_like_stepping_every_bar(candles, buy, sell, offset, ttl, cooldown, max_open, base,
                                                                take_profit, stop_loss, sizing):
     strategy = StrategySettings(
-        name="p", venue="sim", symbol="BTC/USD", sizing=sizing, allocation=Allocation(quote=D(1000), base=base),
+        name="p", venue="sim", symbol="BTC/USD", sizing=sizing, allocation=Allocation(quote=D(1000), base=base, base_cost=D(100) if base else None),
         buy=buy, sell=sell, limit_offset_bps=D(offset), ttl_seconds=ttl, cooldown_seconds=cooldown, max_open_orders=max_open,
         take_profit_pct=take_profit, stop_loss_pct=stop_loss,
     )

@@ -40,7 +40,7 @@ def live_config(tmp_path, url: str, **venue) -> dict:
         ],
         "strategies": [
             {"name": "dipper", "venue": "binance", "symbol": "BTC/USDT", "mode": "live",
-             "allocation": {"quote": 5000, "base": 0.5}, "sizing": {"quote": 200},
+             "allocation": {"quote": 5000, "base": 0.5, "base_cost": 2500}, "sizing": {"quote": 200},
              "buy": {"kind": "change", "percent": -0.3, "lookback": 1},
              "sell": {"kind": "change", "percent": 0.3, "lookback": 1},
              "limit_offset_bps": -5, "ttl_seconds": 7200, "max_open_orders": 2,

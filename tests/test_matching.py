@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal as D
 
+import attrs
 import pytest
 
 from exchange.candles import Candle
@@ -36,10 +37,28 @@ def test_a_buy_fills_only_when_the_market_trades_below_its_price():
     assert ex.match("BTC/USD", candle("100", "110"), 1) == []  # touching is not enough
     [fill] = ex.match("BTC/USD", candle("99.99", "110"), 2)
     assert fill.price == D("100") and fill.amount == D("1") and fill.order_complete
-    assert fill.fee == D("0.1") and fill.fee_currency == "USD"
-    assert ex.balances["USD"].free == D("10000") - D("100.1")
+    # As on Binance spot, a buy pays its fee in the coin it receives.
+    assert fill.fee == D("0.001") and fill.fee_currency == "BTC"
+    assert ex.balances["USD"].free == D("10000") - D("100")  # the reserved worst-case fee came back
     assert ex.balances["USD"].used == 0
-    assert ex.balances["BTC"].free == D("2")
+    assert ex.balances["BTC"].free == D("2") - D("0.001")
+
+
+def test_fees_in_the_quote_asset_or_a_third_currency_while_it_lasts():
+    quote_fees = SimulatedExchange([attrs.evolve(MARKET, fee_in="quote")], {"USD": D("10000")})
+    quote_fees.create_limit_order("BTC/USD", Side.BUY, D("1"), D("100"), "q", 0)
+    [fill] = quote_fees.match("BTC/USD", candle("99", "110"), 1)
+    assert (fill.fee, fill.fee_currency) == (D("0.1"), "USD")
+    assert quote_fees.balances["USD"].free == D("10000") - D("100.1")
+    # BNB at 50 USD: a 0.1 USD fee is 0.002 BNB, taken from the BNB balance while it lasts.
+    bnb = SimulatedExchange([attrs.evolve(MARKET, fee_in="BNB", fee_currency_price=D("50"))],
+                            {"USD": D("10000"), "BNB": D("0.003")}, volume_share=D("1"))
+    bnb.create_limit_order("BTC/USD", Side.BUY, D("1"), D("100"), "b1", 0)
+    bnb.create_limit_order("BTC/USD", Side.BUY, D("1"), D("100"), "b2", 0)
+    first, second = bnb.match("BTC/USD", candle("99", "110"), 1)
+    assert (first.fee, first.fee_currency) == (D("0.002"), "BNB")
+    assert (second.fee, second.fee_currency) == (D("0.001"), "BTC")  # BNB ran out: the usual fee
+    assert bnb.balances["BNB"].free == D("0.001") and bnb.balances["BTC"].free == D("1.999")
 
 
 def test_a_sell_fills_only_when_the_market_trades_above_its_price():
@@ -93,8 +112,9 @@ def test_cancel_unlocks_what_is_left_and_a_second_cancel_is_unknown():
     ex = exchange(share="0.01")
     ex.create_limit_order("BTC/USD", Side.BUY, D("2"), D("100"), "c", 0)
     ex.match("BTC/USD", candle("90", "95", volume="100"), 1)  # fills 1 of 2
-    ex.cancel_order("c")
+    ended = ex.cancel_order("c")
+    assert ended.filled == D("1")  # what the exchange says had filled when it ended the order
     assert ex.balances["USD"].used == 0
-    assert ex.balances["USD"].free == D("10000") - D("100.1")
+    assert ex.balances["USD"].free == D("10000") - D("100")
     again = ex.cancel_order("c")
     assert isinstance(again, Rejection) and again.code == -2011

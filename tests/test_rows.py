@@ -9,7 +9,14 @@ import pytest
 
 from actors.messages import JournalEntry
 from actors.orders import Order, OrderState, Side
-from store.db import JOURNAL_COLUMNS, ORDER_COLUMNS, Batch, load_orders, open_store, write_batch
+from store.db import (
+    JOURNAL_COLUMNS,
+    ORDER_COLUMNS,
+    Batch,
+    load_orders,
+    open_store,
+    write_batch,
+)
 from store.rows import Columns
 
 

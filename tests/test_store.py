@@ -12,7 +12,6 @@ from actors.messages import (
     JournalEntry,
     OrderDurable,
     RecordEvent,
-    RecordFill,
     RecordJournal,
     RecordOrder,
     Send,
@@ -67,7 +66,7 @@ def test_rows_round_trip_and_fills_are_unique_per_trade(tmp_path):
                          amount=D("0.25"), quote_free=D("-25.15"), quote_reserved=D("25.15"))
     batch, _ = plan_batch([
         RecordOrder(order(state=OrderState.PARTIALLY_FILLED, filled=D("0.1"), trade_ids=frozenset({"t1"}))),
-        RecordFill(fill), RecordFill(fill),
+        RecordJournal((), (fill,)), RecordJournal((), (fill,)),
         RecordJournal((entry,)),
         RecordEvent("fill", "strategy:a", 2.0, strategy="a", client_order_id="ll-a-1", payload={"price": "100.5"}),
     ])

@@ -145,6 +145,9 @@ def test_fills_move_the_order_and_duplicates_are_ignored():
     assert cid not in core.orders
     [record] = messages(out, RecordOrder)
     assert record.order.state is OrderState.FILLED and record.order.filled == D("1.0214")
+    # What it holds is the ledger's answer alone, never a sum of fills.
+    assert core.held == 0
+    core.handle(AccountInfo("dip", D("900"), D(0), D("1.0214"), D(0), cost_basis=D("100")), 7.5)
     assert core.held == D("1.0214")
 
 
@@ -217,7 +220,8 @@ def test_sell_sizes_only_what_open_sells_do_not_already_offer():
     core.handle(AccountInfo("dip", D("1000"), D(0), D("1"), D(0)), 0.0)
     core.handle(candle(0, "100"), 1.0)
     [first] = messages(core.handle(candle(1, "102"), 2.0), Reserve)
-    assert first.amount == D("1")
+    # The ledger sizes a sell: all that is free when it reserves (it owns the holdings).
+    assert first.share_of_free == D("1") and first.side is Side.SELL
     out = core.handle(candle(2, "104"), 3.0)
     assert messages(out, Reserve) == []
     assert events(out, "blocked")[0].reason == "nothing to sell: all 1 BTC held is already in open sell orders"
@@ -249,12 +253,14 @@ def test_take_profit_and_stop_loss_sell_from_the_average_entry():
         core = active_core(take_profit_pct=D(2), stop_loss_pct=D(3), sell=None, max_open_orders=2)
         cid = place(core)  # a buy at 97.90
         core.handle(report(cid, "t1", "1.0214", complete=True), 6.0)
-        assert core.entry_cost == D("97.90") * D("1.0214")
+        assert core.entry_cost == 0  # until the ledger answers
+        core.handle(AccountInfo("dip", D("900"), D(0), D("1.0214"), D(0), cost_basis=D("97.90") * D("1.0214")), 6.5)
+        assert core.entry_price == D("97.90")
         out = core.handle(candle(2, "99.00"), 7.0)  # +1.1 % from entry: no exit yet
         assert messages(out, Reserve) == []
         out = core.handle(candle(3, close), 8.0)
         [sell] = [r for r in messages(out, Reserve) if r.side is Side.SELL]  # (a -4 % drop also fires the buy)
-        assert sell.side is Side.SELL and sell.amount == D("1.0214")
+        assert sell.side is Side.SELL and sell.share_of_free == D("1")
         assert core.orders[sell.client_order_id].rule == rule
         assert core.wants_every_candle()
 

@@ -21,7 +21,11 @@ from typing import Any
 
 import attrs
 
-from actors.connection.simulated_orders import LazySimulatedExchange, SimulatedOrders
+from actors.connection.simulated_orders import (
+    LazySimulatedExchange,
+    SimulatedOrders,
+    fills_of,
+)
 from actors.messages import (
     LEDGER,
     WRITER,
@@ -40,7 +44,6 @@ from actors.messages import (
     OrderRejected,
     Quote,
     RecordEvent,
-    RecordFill,
     Send,
     SnapshotRequest,
     StrategyReady,
@@ -115,6 +118,13 @@ class Tracked:
     unknown: bool = False
     unknown_since: float | None = None
     done: bool = False
+    #: What the exchange said had filled when it ended the order: its trades are polled
+    #: until they add up to this.
+    final_filled: Decimal | None = None
+
+    @property
+    def awaiting_trades(self) -> bool:
+        return not self.done or (self.final_filled is not None and self.filled < self.final_filled)
 
 
 @attrs.frozen
@@ -320,7 +330,7 @@ class LiveConnectionCore:
             if not self._in_flight("candles", symbol):
                 since = self.last_candle_ms.get(symbol)
                 out += self._call(now, "fetch_candles", (symbol, self.settings.timeframe, None if since is None else since + 1, 100), what="candles", key=symbol)
-        for symbol in sorted({t.symbol for t in self.tracked.values() if not t.done}):
+        for symbol in sorted({t.symbol for t in self.tracked.values() if t.awaiting_trades}):
             if not self._in_flight("open_orders", symbol):
                 out += self._call(now, "fetch_open_orders", (symbol,), what="open_orders", key=symbol)
             if not self._in_flight("trades", symbol):
@@ -376,7 +386,7 @@ class LiveConnectionCore:
             self.by_exchange_id[tracked.exchange_order_id] = key
             return [Send(strategy_address(tracked.strategy), OrderAccepted(key, tracked.exchange_order_id, now))]
         if what == "cancel":
-            return self._closed(self.tracked[key], now, canceled_by_us=True)
+            return self._closed(self.tracked[key], now, canceled_by_us=True, filled=result.filled if result else None)
         if what == "lookup":
             return self._looked_up(key, result, now)
         if what == "order":
@@ -466,9 +476,11 @@ class LiveConnectionCore:
             if self.shadow is not None:
                 # Simulated orders trade against the real candle before anyone sees it,
                 # exactly as on a shadow venue.
-                out += self.shadow.match(symbol, candle, now)
-            update = CandleClosed(self.venue, symbol, candle)
-            out += [Send(to, update) for to in self.subscribers.get(symbol, [])]
+                fills = self.shadow.match(symbol, candle, now)
+                out += fills
+            else:
+                fills = []
+            out += [Send(to, CandleClosed(self.venue, symbol, candle, fills=fills_of(fills, to))) for to in self.subscribers.get(symbol, [])]
         return out
 
     def _open_orders(self, symbol: str, orders: list[ExchangeOrder], now: float) -> list[Any]:
@@ -507,13 +519,13 @@ class LiveConnectionCore:
             )
             if report.order_complete:
                 tracked.done = True
-            out += [Send(WRITER, RecordFill(report)), Send(LEDGER, report), Send(strategy_address(tracked.strategy), report)]
+            out += [Send(LEDGER, report), Send(strategy_address(tracked.strategy), report)]
         return out
 
     def _order_status(self, cid: str, order: ExchangeOrder, now: float) -> list[Any]:
         tracked = self.tracked[cid]
         if order.status == "canceled" and not tracked.done:
-            return self._closed(tracked, now, canceled_by_us=False)
+            return self._closed(tracked, now, canceled_by_us=False, filled=order.filled)
         return []  # closed (filled): the trades poll settles it
 
     def _not_found(self, tracked: Tracked, now: float) -> list[Any]:
@@ -537,13 +549,18 @@ class LiveConnectionCore:
         self.by_exchange_id[tracked.exchange_order_id] = cid
         to = strategy_address(tracked.strategy)
         if order.status == "canceled":
-            return [Send(to, OrderAccepted(cid, tracked.exchange_order_id, now))] + self._closed(tracked, now, canceled_by_us=tracked.cancel_reason is not None)
+            return [Send(to, OrderAccepted(cid, tracked.exchange_order_id, now))] + self._closed(
+                tracked, now, canceled_by_us=tracked.cancel_reason is not None, filled=order.filled
+            )
         return [Send(to, OrderAccepted(cid, tracked.exchange_order_id, now))]
 
-    def _closed(self, tracked: Tracked, now: float, canceled_by_us: bool) -> list[Any]:
+    def _closed(self, tracked: Tracked, now: float, canceled_by_us: bool, filled: Decimal | None) -> list[Any]:
+        """The exchange ended the order; ``filled``: how much it says had filled (trades up
+        to that may still be reported, and are)."""
         tracked.done = True
+        tracked.final_filled = filled
         reason = tracked.cancel_reason if canceled_by_us and tracked.cancel_reason else "canceled outside limitline"
-        canceled = OrderCanceled(tracked.client_order_id, reason, now, expired=reason == "expired")
+        canceled = OrderCanceled(tracked.client_order_id, reason, now, expired=reason == "expired", filled=filled)
         out: list[Any] = [Send(strategy_address(tracked.strategy), canceled), Send(LEDGER, canceled)]
         if not canceled_by_us:
             # Found by the connection before the reconciler: the same class in the event log.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors.connection.simulated_orders import SimulatedOrders
+from actors.connection.simulated_orders import SimulatedOrders, fills_of
 from actors.messages import (
     WRITER,
     CancelOrder,
@@ -133,9 +133,12 @@ class ShadowConnectionCore:
         for symbol, candle in candles:
             # Fills first: orders resting before this candle trade against it; a strategy
             # deciding on its close can only rest from the next candle on.
-            out += self.orders.match(symbol, candle, now)
-            update = CandleClosed(self.venue, symbol, candle, ack)
-            out += [Send(to, update) for to in self.subscribers.get(symbol, [])]
+            fills = self.orders.match(symbol, candle, now)
+            out += fills
+            out += [
+                Send(to, CandleClosed(self.venue, symbol, candle, ack, fills_of(fills, to)))
+                for to in self.subscribers.get(symbol, [])
+            ]
         return out
 
     def snapshot(self, now: float, request_id: int = 0) -> ExchangeSnapshot:

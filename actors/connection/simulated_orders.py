@@ -5,7 +5,8 @@ Routing of the simulated exchange's reports:
 
 - acceptances → the owning strategy;
 - rejections, cancellations → the owning strategy and the ledger (which releases funds);
-- fills → the owning strategy, the ledger (which settles) and the writer (``fills`` table).
+- fills → the owning strategy and the ledger (which settles them and records the fill row
+  with its journal entries, in one transaction).
 """
 
 from __future__ import annotations
@@ -15,14 +16,12 @@ from typing import Iterable
 
 from actors.messages import (
     LEDGER,
-    WRITER,
     CancelFailed,
     CancelOrder,
     FillReport,
     OrderAccepted,
     OrderCanceled,
     OrderRejected,
-    RecordFill,
     Send,
     strategy_address,
 )
@@ -31,6 +30,11 @@ from exchange.candles import Candle
 from exchange.markets import MarketRules
 from exchange.matching import Rejection, SimulatedExchange
 from exchange.records import ExchangeOrder, ExchangeTrade
+
+
+def fills_of(sends: list[Send], to: str) -> tuple[str, ...]:
+    """Trade ids of the fills among ``sends`` that go to ``to``."""
+    return tuple(s.message.trade_id for s in sends if s.to == to and isinstance(s.message, FillReport))
 
 
 class LazySimulatedExchange:
@@ -82,7 +86,9 @@ class SimulatedOrders:
         if isinstance(result, Rejection):
             # Most often it filled in the meantime; the fill report settles it.
             return [Send(to, CancelFailed(message.client_order_id, f"{result.message} (code {result.code})", now))]
-        canceled = OrderCanceled(message.client_order_id, message.reason, now, expired=message.reason == "expired")
+        canceled = OrderCanceled(
+            message.client_order_id, message.reason, now, expired=message.reason == "expired", filled=result.filled
+        )
         return [Send(to, canceled), Send(LEDGER, canceled)]
 
     def check(self, order: Order, now: float) -> list[Send]:
@@ -95,7 +101,7 @@ class SimulatedOrders:
             return [Send(to, rejected), Send(LEDGER, rejected)]
         out: list[Send] = [Send(to, OrderAccepted(order.client_order_id, found.exchange_order_id, now))]
         if found.status == "canceled":
-            canceled = OrderCanceled(order.client_order_id, "canceled while limitline was down", now)
+            canceled = OrderCanceled(order.client_order_id, "canceled while limitline was down", now, filled=found.filled)
             out += [Send(to, canceled), Send(LEDGER, canceled)]
         return out
 
@@ -121,7 +127,7 @@ class SimulatedOrders:
             at=fill.at,
             order_complete=fill.order_complete,
         )
-        out = [Send(WRITER, RecordFill(report)), Send(LEDGER, report)]
+        out = [Send(LEDGER, report)]
         owner = self.owners.get(fill.client_order_id)
         if owner is not None:
             out.append(Send(strategy_address(owner), report))

@@ -1,14 +1,23 @@
 """The ledger's rules: allocations, reservations, settlement of fills, per strategy.
 
-Every operation is decided first, as a list of :class:`JournalEntry` deltas, and then
-applied with :meth:`LedgerCore.apply`, the same function that rebuilds the state from the
-journal on start-up. The state is therefore always the fold of the journal.
+The ledger is the one owner of what a strategy holds, owes and has reserved, of its entry
+cost, realized P&L and fees. Everyone else asks it: strategies get an :class:`AccountInfo`
+after every change to their account and never sum fills themselves.
 
-Invariants after every message (checked by :meth:`LedgerCore.check_invariants`):
+Every operation is decided first, as a list of :class:`JournalEntry` deltas, checked, and
+then applied with :meth:`LedgerCore.apply`, the same function that rebuilds the state from
+the journal on start-up. The state is therefore always the fold of the journal.
+
+Invariants, checked where entries are applied (an entry that would break one is refused
+with its reason and nothing of it is applied; ``python -O`` does not remove the checks):
 
 - no balance is negative;
 - what a strategy holds reserved equals the sum of its open reservations;
 - one strategy never draws on another's allocation: every entry names one strategy.
+
+Funds of an order the exchange ended (cancelled, expired) stay reserved for the part the
+exchange says had filled until those trades are reported: a late fill never finds its
+money handed to another order.
 """
 
 from __future__ import annotations
@@ -26,20 +35,28 @@ from actors.messages import (
     CorrectionRefused,
     FillReport,
     JournalEntry,
+    LedgerRefused,
     LedgerSnapshot,
     LedgerSnapshotRequest,
     OrderCanceled,
     OrderRejected,
+    RecordEvent,
     RecordJournal,
     Release,
     ReservationDenied,
     ReservationGranted,
     Reserve,
     Send,
+    strategy_address,
 )
 from exchange.records import Side
 
 ZERO = Decimal(0)
+BALANCES = ("quote_free", "quote_reserved", "base_free", "base_reserved")
+
+
+class LedgerInvariantError(Exception):
+    """The ledger's state broke an invariant: a bug (entries are checked before they apply)."""
 
 
 @attrs.define
@@ -51,9 +68,14 @@ class Reservation:
     amount: Decimal
     quote_reserved: Decimal = ZERO
     base_reserved: Decimal = ZERO
+    #: Quote reserved per unit of amount when the buy was reserved (price, worst fee).
+    unit_quote: Decimal = ZERO
     filled: Decimal = ZERO
     trade_ids: set[str] = attrs.Factory(set)
     open: bool = True
+    #: The exchange ended the order having filled this much; trades up to it are still to
+    #: be reported, and their funds stay reserved until they are.
+    awaiting: Decimal | None = None
 
 
 @attrs.define
@@ -78,6 +100,7 @@ class Account:
             "base_free": str(self.base_free),
             "base_reserved": str(self.base_reserved),
             "realized_pnl": str(self.realized_pnl),
+            "cost_basis": str(self.cost_basis),
             "fees_paid": {k: str(v) for k, v in self.fees_paid.items()},
         }
 
@@ -109,60 +132,82 @@ class LedgerCore:
     # -------------------------------------------------------------- dispatch
 
     def handle_batch(self, messages: Iterable[Any], now: float) -> list[Send]:
-        """Handle a drained inbox in order; the batch's journal goes to the writer as one
-        message (replies never wait for the journal: only order intents are durable)."""
+        """Handle a drained inbox in order. The batch's journal and fill rows go to the
+        writer as one message (one transaction; replies never wait for it: only order
+        intents are durable), and each strategy whose account changed hears its balances
+        once, after the batch's other replies to it."""
         out: list[Send] = []
-        journal: list[JournalEntry] = []
+        entries: list[JournalEntry] = []
+        fills: list[FillReport] = []
+        infos: dict[str, AccountInfo] = {}
+        settled: dict[str, tuple[str, ...]] = {}
         for message in messages:
             for send in self.handle(message, now):
                 if send.to == WRITER and isinstance(send.message, RecordJournal):
-                    journal.extend(send.message.entries)
+                    entries.extend(send.message.entries)
+                    fills.extend(send.message.fills)
+                elif isinstance(send.message, AccountInfo) and not send.message.account_holdings:
+                    infos.pop(send.to, None)
+                    infos[send.to] = send.message
+                    settled[send.to] = settled.get(send.to, ()) + send.message.settled
                 else:
                     out.append(send)
-        if journal:
-            out.append(Send(WRITER, RecordJournal(tuple(journal))))
-        return out
+        if entries or fills:
+            out.append(Send(WRITER, RecordJournal(tuple(entries), tuple(fills))))
+        return out + [Send(to, attrs.evolve(info, settled=settled[to])) for to, info in infos.items()]
 
     def handle(self, message: Any, now: float) -> list[Send]:
         if isinstance(message, Reserve):
             return self.reserve(message, now)
         if isinstance(message, FillReport):
-            return self._journal(self.settle(message, now))
-        if isinstance(message, (Release, OrderRejected, OrderCanceled)):
-            return self._journal(self.release(message.client_order_id, message.reason, now))
+            return self.settle(message, now)
+        if isinstance(message, (Release, OrderCanceled)):
+            return self._changed(self.release(message.client_order_id, message.reason, now, message.filled), now)
+        if isinstance(message, OrderRejected):
+            return self._changed(self.release(message.client_order_id, message.reason, now), now)
         if isinstance(message, Correct):
             return self.correct(message, now)
         if isinstance(message, LedgerSnapshotRequest):
             holdings = {
                 name: (a.quote_free + a.quote_reserved, a.base_free + a.base_reserved) for name, a in self.accounts.items()
             }
-            reservations = {r.client_order_id: r.strategy for r in self.open_reservations()}
+            reservations = {r.client_order_id: r.strategy for r in self.open_reservations() if r.awaiting is None}
             return [Send(message.reply_to, LedgerSnapshot(message.request_id, holdings, reservations))]
         if isinstance(message, AccountQuery):
-            account = self.accounts.get(message.strategy, Account(message.strategy))
-            info = AccountInfo(
-                message.strategy,
-                account.quote_free,
-                account.quote_reserved,
-                account.base_free,
-                account.base_reserved,
-                self.account_holdings(message.strategy),
-                account.cost_basis,
-            )
-            return [Send(message.reply_to, info)]
+            return [Send(message.reply_to, self.account_info(message.strategy, with_holdings=True))]
         raise TypeError(f"the ledger does not handle {type(message).__name__}")
 
-    def _journal(self, entries: list[JournalEntry]) -> list[Send]:
-        return [Send(WRITER, RecordJournal(tuple(entries)))] if entries else []
+    def account_info(self, strategy: str, with_holdings: bool = False) -> AccountInfo:
+        """``strategy``'s balances now; ``with_holdings``: and what its whole exchange
+        account's strategies hold (for pre-flight)."""
+        a = self.accounts.get(strategy, Account(strategy))
+        return AccountInfo(
+            strategy, a.quote_free, a.quote_reserved, a.base_free, a.base_reserved,
+            self.account_holdings(strategy) if with_holdings else {}, a.cost_basis, a.realized_pnl, dict(a.fees_paid),
+        )
+
+    def _changed(self, entries: list[JournalEntry], now: float, fills: tuple[FillReport, ...] = ()) -> list[Send]:
+        """The journal (and fill rows) to record, and the new balances of each strategy
+        the entries touched, naming the trades just booked."""
+        out: list[Send] = [Send(WRITER, RecordJournal(tuple(entries), fills))] if entries or fills else []
+        trade_ids = tuple(f.trade_id for f in fills)
+        for strategy in dict.fromkeys(e.strategy for e in entries):
+            out.append(Send(strategy_address(strategy), attrs.evolve(self.account_info(strategy), settled=trade_ids)))
+        return out
 
     # ------------------------------------------------------------ operations
 
-    def allocate(self, strategy: str, quote: Decimal, base: Decimal, now: float, reason: str) -> list[JournalEntry]:
-        """Give ``strategy`` capital and inventory of its own."""
-        if quote < 0 or base < 0:
+    def allocate(
+        self, strategy: str, quote: Decimal, base: Decimal, now: float, reason: str, base_cost: Decimal | None = None
+    ) -> list[JournalEntry]:
+        """Give ``strategy`` capital and inventory of its own. ``base_cost``: what each unit
+        of the starting inventory cost, in quote (its entry price); without it, the starting
+        inventory enters at cost 0 and selling it books the whole proceeds as profit."""
+        if quote < 0 or base < 0 or (base_cost is not None and base_cost < 0):
             raise ValueError(f"allocation of {strategy} must not be negative")
         entry = JournalEntry(
-            kind="allocate", strategy=strategy, at=now, quote_free=quote, base_free=base, reason=reason
+            kind="allocate", strategy=strategy, at=now, quote_free=quote, base_free=base, reason=reason,
+            price=base_cost, cost_basis=base * base_cost if base_cost is not None else ZERO,
         )
         self.apply(entry)
         return [entry]
@@ -184,23 +229,32 @@ class LedgerCore:
         ]
 
     def _size(self, request: Reserve) -> Decimal | str:
-        """The amount a share of the free capital buys, or why it cannot."""
+        """The amount a share of what is free buys (a buy: of the capital) or sells (a sell:
+        of the inventory), floored to the lot, or why it cannot."""
         account = self.accounts.get(request.strategy)
         if account is None:
             return f"no allocation: strategy {request.strategy} has no capital or inventory in the ledger"
-        assert request.share_of_free is not None
-        budget = account.quote_free * request.share_of_free
-        per_unit = request.price * (1 + request.fee_rate)
-        amount = budget / per_unit
+        share = request.share_of_free or ZERO
+        if request.side is Side.BUY:
+            amount = account.quote_free * share / (request.price * (1 + request.fee_rate))
+        else:
+            amount = account.base_free * share
         if request.lot_size > 0:
             amount = (amount / request.lot_size).to_integral_value(ROUND_FLOOR) * request.lot_size
-        if amount <= 0 or amount < request.min_amount or amount * request.price < request.min_notional:
+        if amount > 0 and amount >= request.min_amount and amount * request.price >= request.min_notional:
+            return amount
+        minimum = f"({request.min_amount} {request.base}, {request.min_notional} {request.quote})"
+        if request.side is Side.BUY:
             return (
-                f"sizing: {request.share_of_free * 100:f} % of free {_money(account.quote_free)} {request.quote} buys "
-                f"{amount:f} {request.base} at {request.price}, below the market's minimum "
-                f"({request.min_amount} {request.base}, {request.min_notional} {request.quote})"
+                f"sizing: {share * 100:f} % of free {_money(account.quote_free)} {request.quote} buys "
+                f"{amount:f} {request.base} at {request.price}, below the market's minimum {minimum}"
             )
-        return amount
+        if account.base_free <= 0:
+            return f"nothing to sell: no free {request.base}"
+        return (
+            f"dust: {account.base_free} {request.base} free sells {amount:f} {request.base} at {request.price}, "
+            f"below the market's minimum {minimum}; it is sold with the next position"
+        )
 
     def _decide_reserve(self, request: Reserve, now: float) -> JournalEntry | str:
         account = self.accounts.get(request.strategy)
@@ -234,12 +288,15 @@ class LedgerCore:
             )
         return JournalEntry(**common, base_free=-request.amount, base_reserved=request.amount)  # type: ignore[arg-type]
 
-    def settle(self, fill: FillReport, now: float) -> list[JournalEntry]:
-        """Turn a fill into inventory or capital at its actual price and fee."""
+    def settle(self, fill: FillReport, now: float) -> list[Send]:
+        """Turn a fill into inventory or capital at its actual price and fee, in whatever
+        currency the exchange charged it, and record the fill row with its entries."""
         reservation = self.reservations.get(fill.client_order_id)
-        if reservation is None or fill.trade_id in reservation.trade_ids:
-            # Not ours (the reconciler deals with those), or a duplicate report.
-            return []
+        if reservation is None:
+            # Not an order of ours (the reconciler classifies those): the row is kept.
+            return [Send(WRITER, RecordJournal((), (fill,)))]
+        if fill.trade_id in reservation.trade_ids:
+            return []  # a duplicate report
         account = self.accounts[reservation.strategy]
         base, _, quote = fill.symbol.partition("/")
         cost = fill.price * fill.amount
@@ -278,28 +335,48 @@ class LedgerCore:
             fee_currency=fill.fee_currency,
             **deltas,
         )
+        problem = self._violation(entry)
+        if problem is not None:
+            return self._refuse(entry, problem, now, fill)
         self.apply(entry)
         entries = [entry]
-        if fill.order_complete:
+        done = fill.order_complete or (reservation.awaiting is not None and reservation.filled >= reservation.awaiting)
+        if done:
             entries += self.release(fill.client_order_id, "filled", now)
-        return entries
+        return self._changed(entries, now, (fill,))
 
-    def release(self, client_order_id: str, reason: str, now: float) -> list[JournalEntry]:
-        """Give back what an order still holds; it will not fill any further."""
+    def release(self, client_order_id: str, reason: str, now: float, filled: Decimal | None = None) -> list[JournalEntry]:
+        """Give back what an order still holds once it can fill no further. ``filled``: what
+        the exchange says had filled when the order ended; the funds of trades not yet
+        reported stay reserved (the entry carries ``filled`` as its amount) until they are."""
         reservation = self.reservations.get(client_order_id)
         if reservation is None or not reservation.open:
             return []
+        if filled is None:
+            filled = reservation.awaiting  # already ended: still waiting for those trades
+        keep_quote = keep_base = ZERO
+        awaiting = None
+        if filled is not None and filled > reservation.filled:
+            outstanding = filled - reservation.filled
+            awaiting = filled
+            if reservation.side is Side.BUY:
+                keep_quote = min(reservation.quote_reserved, outstanding * reservation.unit_quote)
+            else:
+                keep_base = min(reservation.base_reserved, outstanding)
+        quote_back = reservation.quote_reserved - keep_quote
+        base_back = reservation.base_reserved - keep_base
         entry = JournalEntry(
             kind="release",
             strategy=reservation.strategy,
             at=now,
             client_order_id=client_order_id,
             side=reservation.side,
-            quote_free=reservation.quote_reserved,
-            quote_reserved=-reservation.quote_reserved,
-            base_free=reservation.base_reserved,
-            base_reserved=-reservation.base_reserved,
-            reason=reason,
+            amount=awaiting,
+            quote_free=quote_back,
+            quote_reserved=-quote_back,
+            base_free=base_back,
+            base_reserved=-base_back,
+            reason=reason if awaiting is None else f"{reason}; {awaiting - reservation.filled} still to be reported",
         )
         self.apply(entry)
         return [entry]
@@ -328,7 +405,29 @@ class LedgerCore:
             reason=message.reason,
         )
         self.apply(entry)
-        return [Send(WRITER, RecordJournal((entry,)))]
+        return self._changed([entry], now)
+
+    def _violation(self, entry: JournalEntry) -> str | None:
+        """Why applying ``entry`` would break an invariant, or None."""
+        account = self.accounts.get(entry.strategy) or Account(entry.strategy)
+        for field in BALANCES:
+            after = getattr(account, field) + getattr(entry, field)
+            if after < 0:
+                return f"{entry.kind} of {entry.client_order_id or '-'} would leave {entry.strategy}.{field} at {after}"
+        return None
+
+    def _refuse(self, entry: JournalEntry, problem: str, now: float, fill: FillReport) -> list[Send]:
+        """Apply nothing of ``entry``; tell the strategy (it pauses) and the event log."""
+        reason = f"ledger refused {problem}: the exchange's fill is recorded, the books are not changed"
+        return [
+            Send(WRITER, RecordJournal((), (fill,))),
+            Send(WRITER, RecordEvent(kind="ledger_refused", actor="ledger", at=now, strategy=entry.strategy,
+                                     client_order_id=entry.client_order_id, reason=reason,
+                                     payload={"trade_id": entry.trade_id})),
+            Send(strategy_address(entry.strategy), LedgerRefused(entry.strategy, entry.client_order_id, reason)),
+            # The trade is answered for (refused): a candle waiting on it may be decided.
+            Send(strategy_address(entry.strategy), attrs.evolve(self.account_info(entry.strategy), settled=(fill.trade_id,))),
+        ]
 
     # ------------------------------------------------------------------ fold
 
@@ -348,15 +447,18 @@ class LedgerCore:
             account.fees_paid[entry.fee_currency] = account.fees_paid.get(entry.fee_currency, ZERO) + entry.fee
         cid = entry.client_order_id
         if entry.kind == "reserve":
-            assert cid is not None and entry.side is not None
+            if cid is None or entry.side is None:
+                raise LedgerInvariantError(f"a reserve entry without a client order id or side: {entry}")
+            amount = entry.amount or ZERO
             reservation = Reservation(
                 client_order_id=cid,
                 strategy=entry.strategy,
                 side=entry.side,
                 price=entry.price or ZERO,
-                amount=entry.amount or ZERO,
+                amount=amount,
                 quote_reserved=entry.quote_reserved,
                 base_reserved=entry.base_reserved,
+                unit_quote=entry.quote_reserved / amount if amount else ZERO,
             )
             self.reservations[cid] = reservation
             self._open.setdefault(entry.strategy, {})[cid] = reservation
@@ -368,7 +470,9 @@ class LedgerCore:
                 reservation.filled += entry.amount or ZERO
                 if entry.trade_id:
                     reservation.trade_ids.add(entry.trade_id)
-            else:
+            elif entry.amount is not None and reservation.filled < entry.amount:
+                reservation.awaiting = entry.amount  # ended; trades up to this still to come
+            elif reservation.open:
                 reservation.open = False
                 del self._open[entry.strategy][cid]
 
@@ -399,20 +503,20 @@ class LedgerCore:
         self.check_invariants(touched)
 
     def check_invariants(self, strategies: Iterable[str] | None = None) -> None:
-        """Raise AssertionError naming the first broken invariant (of every account by default)."""
+        """Raise :class:`LedgerInvariantError` naming the first broken invariant (of every
+        account by default)."""
         names = self.accounts if strategies is None else strategies
         for name in names:
             account = self.accounts[name]
-            for field in ("quote_free", "quote_reserved", "base_free", "base_reserved"):
+            for field in BALANCES:
                 value = getattr(account, field)
-                assert value >= 0, f"{name}.{field} is negative: {value}"
+                if value < 0:
+                    raise LedgerInvariantError(f"{name}.{field} is negative: {value}")
             open_ = self.open_reservations(name)
-            assert account.quote_reserved == sum((r.quote_reserved for r in open_), ZERO), (
-                f"{name}: quote reserved {account.quote_reserved} != sum of open reservations"
-            )
-            assert account.base_reserved == sum((r.base_reserved for r in open_), ZERO), (
-                f"{name}: base reserved {account.base_reserved} != sum of open reservations"
-            )
+            if account.quote_reserved != sum((r.quote_reserved for r in open_), ZERO):
+                raise LedgerInvariantError(f"{name}: quote reserved {account.quote_reserved} != sum of open reservations")
+            if account.base_reserved != sum((r.base_reserved for r in open_), ZERO):
+                raise LedgerInvariantError(f"{name}: base reserved {account.base_reserved} != sum of open reservations")
 
     def snapshot(self) -> dict[str, Any]:
         return {

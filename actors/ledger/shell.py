@@ -27,13 +27,15 @@ async def ledger_actor(
     new = []
     for strategy, allocation in allocations.items():
         if strategy not in core.accounts:
-            new += core.allocate(strategy, allocation.quote, allocation.base, now, "allocation from the config")
+            new += core.allocate(
+                strategy, allocation.quote, allocation.base, now, "allocation from the config", allocation.base_cost
+            )
     core.check_invariants()
     if new:
         await deliver(env.directory, [Send(WRITER, RecordJournal(tuple(new)))])
 
     ctx.status_provider = lambda: {"accounts": core.snapshot()}
     task_status.started()
-    # A broken invariant is a bug: the actor crashes and its next incarnation rebuilds
-    # from the journal.
-    await serve(ctx.inbox, core.handle, env, core.check_touched, handle_batch=core.handle_batch)
+    # Entries are checked where they apply: one that would break an invariant is refused
+    # with its reason, so no batch's journal or replies are ever dropped by a crash.
+    await serve(ctx.inbox, core.handle, env, handle_batch=core.handle_batch)

@@ -38,7 +38,6 @@ from actors.messages import (
     Reconciled,
     ReconciledQuery,
     RecordEvent,
-    RecordFill,
     Release,
     Send,
     connection_address,
@@ -99,7 +98,7 @@ def compare(record: Record, exchange: ExchangeSnapshot, ledger: LedgerSnapshot,
         out.append((
             Difference("missed_fill", venue, trade.trade_id, order.strategy,
                        f"trade {trade.trade_id} of {order.client_order_id}: {trade.amount} @ {trade.price}"),
-            [Send(WRITER, RecordFill(report)), Send(LEDGER, report), Send(strategy_address(order.strategy), report)],
+            [Send(LEDGER, report), Send(strategy_address(order.strategy), report)],
         ))
 
     for cid, order in sorted(ours.items()):

@@ -67,9 +67,16 @@ class CircuitBreaker:
         return None, changes
 
     def sent(self, client_order_id: str) -> None:
-        """An order left the process; when half-open, it is the probe."""
+        """An order was decided (it will be sent unless the ledger denies it); when half-open,
+        it is the one probe, and no other order may go until the probe's outcome is known,
+        however many orders the strategy may have open."""
         if self.state is BreakerState.HALF_OPEN and self.probe is None:
             self.probe = client_order_id
+
+    def withdrawn(self, client_order_id: str) -> None:
+        """The probe never reached the exchange (the ledger denied it): another may go."""
+        if self.probe == client_order_id:
+            self.probe = None
 
     def success(self, now: float) -> list[BreakerChange]:
         self.failures = 0

@@ -27,6 +27,7 @@ from actors.messages import (
     CandleDone,
     CheckOrder,
     FillReport,
+    LedgerRefused,
     OrderAccepted,
     OrderCanceled,
     OrderDurable,
@@ -72,6 +73,8 @@ from exchange.markets import MarketRules
 from exchange.records import Side
 
 BPS = Decimal(10000)
+#: How many booked trade ids a strategy remembers for candles that wait on them.
+SETTLED_REMEMBERED = 4096
 #: Orders whose answer is still coming: a lockstep candle is done only when none is left.
 IN_TRANSIT = frozenset({OrderState.INTENT, OrderState.RESERVED, OrderState.SUBMITTING, OrderState.CANCELING})
 
@@ -106,19 +109,28 @@ class StrategyCore:
         #: Why the reconciler paused this strategy, until an operator resumes it.
         self.paused: str | None = None
         self._ack_due: tuple[str, int] | None = None
+        #: A closed candle whose fills the ledger has not booked yet, and the trade ids it
+        #: has booked lately (an ordered set, trimmed).
+        self._waiting: CandleClosed | None = None
+        self._settled: dict[str, None] = {}
         #: The venue's latest best bid and ask, if it gives them.
         self._quote: tuple[Decimal, Decimal] | None = None
         self._ready_sent = False
         #: Orders not yet final, by client order id.
         self.orders: dict[str, Order] = {}
+        #: Orders the exchange ended (cancelled, expired) having filled more than we have
+        #: seen: their late trades are still applied to them, until the filled amounts meet.
+        self.settling: dict[str, Order] = {}
         self.next_sequence = 1
         self.market_time: int | None = None
         self.cooldown_until: int | None = None
-        #: Base asset this strategy holds, by its own fills (the ledger has the last word).
+        #: What this strategy holds, as the ledger last said (its only source): base held
+        #: (free + in open sells), base free, and what the holding cost in quote.
         self.held = Decimal(0)
-        #: What ``held`` cost, for the take-profit and stop-loss exits (from the ledger at
-        #: start, then from our own fills at average cost).
+        self.base_free = Decimal(0)
         self.entry_cost = Decimal(0)
+        self.realized_pnl = Decimal(0)
+        self.fees_paid: dict[str, Decimal] = {}
         self._placed_at: dict[str, int] = {}
         self._python = None
         if settings.python is not None:
@@ -150,6 +162,8 @@ class StrategyCore:
             if sequence is not None:
                 self.next_sequence = max(self.next_sequence, sequence + 1)
             if order.state.is_final:
+                if order.final_filled is not None and order.filled < order.final_filled:
+                    self.settling[order.client_order_id] = order  # its late trades still count
                 continue
             self.orders[order.client_order_id] = order
             if order.state in (OrderState.RESERVED, OrderState.SUBMITTING):
@@ -165,6 +179,11 @@ class StrategyCore:
             "inactive_reason": None if self.active else self.inactive_reason,
             "open_orders": len(self.orders),
             "held": str(self.held),
+            "base_free": str(self.base_free),
+            "entry_price": str(self.entry_price) if self.entry_price is not None else None,
+            "realized_pnl": str(self.realized_pnl),
+            "fees_paid": {k: str(v) for k, v in self.fees_paid.items()},
+            "dust": str(self.base_free) if self._is_dust(self.base_free) else None,
             "mode": self.settings.mode,
             "preflight_problems": self.preflight_problems,
             "paused": self.paused,
@@ -183,10 +202,12 @@ class StrategyCore:
 
     def _handle(self, message: Any, now: float) -> list[Send]:
         if isinstance(message, CandleClosed):
-            if message.ack:
-                # Lockstep replay: say when every order this candle caused is answered.
-                self._ack_due = (message.symbol, message.candle.ts)
-            return self.on_candle(message.candle, now)
+            out = self._decide_waiting(now, force=True)  # a newer candle: the older one goes first
+            if any(trade_id not in self._settled for trade_id in message.fills):
+                # Its fills are not booked yet: decide once the ledger says what we hold.
+                self._waiting = message
+                return out
+            return out + self._closed(message, now)
         if isinstance(message, VenueInfo):
             self._venue = message.facts
             return self._maybe_activate(now)
@@ -204,15 +225,25 @@ class StrategyCore:
         if isinstance(message, Resume):
             was, self.paused = self.paused, None
             return [self._event("strategy_resumed", now, reason=f"resumed by {message.by} (was: {was})")] if was else []
+        if isinstance(message, LedgerRefused):
+            self.paused = message.reason
+            return [self._event("strategy_paused", now, message.client_order_id, reason=message.reason)]
         if isinstance(message, AccountInfo):
             self.held = message.base_free + message.base_reserved
+            self.base_free = message.base_free
             self.entry_cost = message.cost_basis
+            self.realized_pnl = message.realized_pnl
+            self.fees_paid = dict(message.fees_paid)
             if message.account_holdings:
                 # What the account's strategies hold now, not what they were first given:
                 # after trading, that is what must fit the exchange's balance.
                 self.allocated = dict(message.account_holdings)
             self._balances_known = True
-            return self._maybe_activate(now)
+            for trade_id in message.settled:
+                self._settled[trade_id] = None
+            while len(self._settled) > SETTLED_REMEMBERED:
+                del self._settled[next(iter(self._settled))]
+            return self._maybe_activate(now) + self._decide_waiting(now)
         if isinstance(message, ReservationGranted):
             sized = {} if message.amount is None else {"amount": message.amount}
             return self._advance(message.client_order_id, Trigger.GRANTED, now, durable=True, **sized)
@@ -242,6 +273,20 @@ class StrategyCore:
         raise TypeError(f"strategy {self.name} does not handle {type(message).__name__}")
 
     # ---------------------------------------------------------------- market
+
+    def _closed(self, message: CandleClosed, now: float) -> list[Send]:
+        if message.ack:
+            # Lockstep replay: say when every order this candle caused is answered.
+            self._ack_due = (message.symbol, message.candle.ts)
+        return self.on_candle(message.candle, now)
+
+    def _decide_waiting(self, now: float, force: bool = False) -> list[Send]:
+        """The candle that waited for its fills to be booked, once they are (or now)."""
+        waiting = self._waiting
+        if waiting is None or not (force or all(t in self._settled for t in waiting.fills)):
+            return []
+        self._waiting = None
+        return self._closed(waiting, now)
 
     def _on_venue_status(self, status: VenueStatus, now: float) -> list[Send]:
         """Isolated: stop submitting. Recovered: pre-flight again, from fresh facts."""
@@ -313,9 +358,12 @@ class StrategyCore:
     def _exit(self, candle: Candle) -> RuleOutcome | None:
         """A take-profit or stop-loss sell, if the close has reached one."""
         s = self.settings
-        if self.held <= 0 or self.entry_cost <= 0 or (s.take_profit_pct is None and s.stop_loss_pct is None):
+        entry = self.entry_price
+        if entry is None or (s.take_profit_pct is None and s.stop_loss_pct is None):
             return None
-        entry = self.entry_cost / self.held
+        sellable = self._sellable()
+        if sellable <= 0 or self._is_dust(sellable, candle.close):
+            return None  # nothing an exit could sell now (in open sells already, or dust)
         inputs = {"entry": str(entry), "close": str(candle.close)}
         if s.take_profit_pct is not None and candle.close >= entry * (1 + s.take_profit_pct / 100):
             return RuleOutcome(f"take_profit({s.take_profit_pct}%)", True, inputs)
@@ -354,7 +402,9 @@ class StrategyCore:
         else:
             reference = best[1] if best is not None else candle.close
             price = market.round_price(reference * (1 + offset), passive_side_is_down=False)
-            amount = market.round_amount(self._sellable())
+            # Everything free, as the ledger counts it at the moment of reserving (it owns
+            # the holdings: a fee taken in the coin received is already out of them).
+            share, amount = Decimal(1), Decimal(0)
         problem = None if share is not None else market.violation(price, amount)
         if problem is not None:
             return out + [self._event("blocked", now, rule=outcome.rule, reason=problem, payload={"side": side.value})]
@@ -375,6 +425,7 @@ class StrategyCore:
         )
         self.orders[cid] = order
         self._placed_at[cid] = candle.ts
+        self.breaker.sent(cid)  # when half-open, this order is the one probe
         return out + [
             Send(
                 LEDGER,
@@ -414,17 +465,42 @@ class StrategyCore:
             return f"cooldown after a fill until {self.cooldown_until} (market time)", changes
         if len(self.orders) >= self.settings.max_open_orders:
             return f"max open orders reached ({self.settings.max_open_orders})", changes
-        if side is Side.SELL and self._sellable() <= 0:
+        if side is Side.SELL:
             base = self.market.base if self.market else "base asset"
-            if self.held <= 0:
+            sellable = self._sellable()
+            if sellable <= 0 and self.held <= 0:
                 return f"nothing to sell: holds no {base}", changes
-            return f"nothing to sell: all {self.held} {base} held is already in open sell orders", changes
+            if sellable <= 0:
+                return f"nothing to sell: all {self.held} {base} held is already in open sell orders", changes
+            if self._is_dust(sellable, candle.close):
+                return (
+                    f"dust: {sellable} {base} free is below the market's minimum "
+                    f"({self.market.min_amount if self.market else '?'} {base}, "
+                    f"{self.market.min_notional if self.market else '?'} notional); it is sold with the next position",
+                    changes,
+                )
         return None, changes
 
     def _sellable(self) -> Decimal:
-        """Inventory not already offered by this strategy's own open sell orders."""
-        offered = sum((o.remaining for o in self.orders.values() if o.side is Side.SELL), Decimal(0))
-        return self.held - offered
+        """Inventory free in the ledger, unless a sell is already being reserved (it takes
+        all that is free)."""
+        if any(o.side is Side.SELL and o.state is OrderState.INTENT for o in self.orders.values()):
+            return Decimal(0)
+        return self.base_free
+
+    def _is_dust(self, amount: Decimal, price: Decimal | None = None) -> bool:
+        """``amount`` of the base asset is held but cannot be sold alone (below the market's
+        minimum amount or notional, once rounded down to the lot)."""
+        if self.market is None or amount <= 0:
+            return False
+        lots = self.market.round_amount(amount)
+        reference = price if price is not None else self.entry_price
+        return lots < self.market.min_amount or (reference is not None and lots * reference < self.market.min_notional)
+
+    @property
+    def entry_price(self) -> Decimal | None:
+        """Average entry price of what is held, fees included, as the ledger counts it."""
+        return self.entry_cost / self.held if self.held > 0 and self.entry_cost > 0 else None
 
     def _expire(self, market_time: int, now: float) -> list[Send]:
         out: list[Send] = []
@@ -432,16 +508,31 @@ class StrategyCore:
             placed = self._placed_at.get(cid)
             if placed is None or order.state not in (OrderState.OPEN, OrderState.PARTIALLY_FILLED):
                 continue
-            if market_time - placed >= self.settings.ttl_seconds:
+            age = market_time - placed
+            if age >= self.settings.ttl_seconds:
+                if age < 2 * self.settings.ttl_seconds and self._would_strand_dust(order):
+                    continue  # one more time-to-live, to fill enough to be sold
                 out += self._advance(cid, Trigger.CANCEL, now, reason="expired")
                 out.append(Send(self.connection, CancelOrder(cid, self.name, "expired")))
         return out
+
+    def _would_strand_dust(self, order: Order) -> bool:
+        """Cancelling this partly filled order now would leave base that cannot be sold alone
+        (the filled part of a buy, or the unfilled rest of a sell)."""
+        if order.filled <= 0:
+            return False
+        if order.side is Side.BUY:
+            free_after = max(self.base_free, order.filled)  # the ledger's answer may lag the fill
+        else:
+            free_after = self.base_free + order.remaining
+        return self._is_dust(free_after, order.price)
 
     # ----------------------------------------------------------------- replies
 
     def _on_denied(self, message: ReservationDenied, now: float) -> list[Send]:
         order = self.orders.get(message.client_order_id)
         out = self._advance(message.client_order_id, Trigger.DENIED, now, reason=message.reason)
+        self.breaker.withdrawn(message.client_order_id)  # a denied order never reached the exchange
         rule = order.rule if order else None
         return out + [self._event("blocked", now, message.client_order_id, rule=rule, reason=message.reason)]
 
@@ -450,7 +541,6 @@ class StrategyCore:
         order = self.orders.get(cid)
         if order is None or order.state is not OrderState.SUBMITTING:
             return out
-        self.breaker.sent(cid)
         return out + [
             Send(self.connection, SubmitOrder(order)),
             self._event(
@@ -470,24 +560,23 @@ class StrategyCore:
 
     def _on_canceled(self, message: OrderCanceled, now: float) -> list[Send]:
         trigger = Trigger.EXPIRED if message.expired else Trigger.CANCELED
-        out = self._advance(message.client_order_id, trigger, now, reason=message.reason)
+        changes: dict[str, Any] = {"final_filled": message.filled} if message.filled is not None else {}
+        out = self._advance(message.client_order_id, trigger, now, reason=message.reason, **changes)
         kind = "order_expired" if message.expired else "order_canceled"
         return out + [self._event(kind, now, message.client_order_id, reason=message.reason)]
 
     def _on_fill(self, fill: FillReport, now: float) -> list[Send]:
-        order = self.orders.get(fill.client_order_id)
+        order = self.orders.get(fill.client_order_id) or self.settling.get(fill.client_order_id)
         if order is None or fill.trade_id in order.trade_ids:
             return []  # not ours, already final, or a duplicate report
         filled = order.filled + fill.amount
         trigger = Trigger.FILL_COMPLETE if fill.order_complete or filled >= order.amount else Trigger.FILL
+        if order.state.is_final:
+            trigger = Trigger.FILL  # a late trade of an order that ended: it stays ended
         out = self._advance(
             fill.client_order_id, trigger, now, filled=filled, trade_ids=order.trade_ids | {fill.trade_id}
         )
-        if fill.side is Side.BUY:
-            self.entry_cost += fill.price * fill.amount
-        elif self.held > 0:
-            self.entry_cost -= self.entry_cost * min(fill.amount, self.held) / self.held
-        self.held += fill.amount if fill.side is Side.BUY else -fill.amount
+        # What is held changes only by the ledger's answer to this fill (AccountInfo).
         if self.settings.cooldown_seconds and self.market_time is not None:
             self.cooldown_until = self.market_time + self.settings.cooldown_seconds
         return out + [
@@ -518,7 +607,7 @@ class StrategyCore:
 
     def _advance(self, cid: str, trigger: Trigger, now: float, durable: bool = False, **changes: Any) -> list[Send]:
         """Move one order through the table and record it; refuse what the table forbids."""
-        order = self.orders.get(cid)
+        order = self.orders.get(cid) or self.settling.get(cid)
         if order is None:
             return [self._event("unknown_order", now, cid, reason=f"{trigger.value} for an order this strategy does not hold")]
         was_unknown = order.state is OrderState.UNKNOWN
@@ -530,8 +619,14 @@ class StrategyCore:
         if was_unknown and order.state is not OrderState.UNKNOWN:
             resolved = [self._event("order_resolved", now, cid, reason=f"UNKNOWN -> {order.state.value} on the exchange's evidence")]
         if order.state.is_final:
-            del self.orders[cid]
+            self.orders.pop(cid, None)
             self._placed_at.pop(cid, None)
+            if order.final_filled is not None and order.filled < order.final_filled:
+                # The exchange ended it having filled more than it has reported yet: those
+                # trades still come, and still count.
+                self.settling[cid] = order
+            else:
+                self.settling.pop(cid, None)
         else:
             self.orders[cid] = order
         record = RecordOrder(order, durable_reply_to=self.address if durable else None)

@@ -36,6 +36,13 @@ def parameter_problems(s: StrategySettings) -> list[str]:
         out.append(f"allocation: must not be negative, got quote {s.allocation.quote} base {s.allocation.base}")
     elif s.allocation.quote == 0 and s.allocation.base == 0:
         out.append("allocation: the strategy has no capital or inventory; set allocation.quote or allocation.base")
+    if s.allocation.base > 0 and s.allocation.base_cost is None:
+        out.append(
+            f"allocation.base_cost: required with allocation.base ({s.allocation.base}): what each unit of the starting "
+            "inventory cost, in quote per base; it is the entry price of take-profit, stop-loss and realized P&L"
+        )
+    elif s.allocation.base_cost is not None and s.allocation.base_cost < 0:
+        out.append(f"allocation.base_cost: must not be negative, got {s.allocation.base_cost}")
     if s.buy is None and s.sell is None and s.take_profit_pct is None and s.stop_loss_pct is None and s.python is None:
         out.append("triggers: no buy or sell trigger, no exit and no python strategy; add at least one")
     if s.python is not None:

@@ -27,6 +27,9 @@ class Allocation:
 
     quote: Decimal = Decimal(0)
     base: Decimal = Decimal(0)
+    #: What each unit of the starting inventory cost, in quote per base (its entry price):
+    #: required with ``base``, so realized P&L, take-profit and stop-loss are honest.
+    base_cost: Decimal | None = None
 
 
 @attrs.frozen

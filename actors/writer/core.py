@@ -16,7 +16,6 @@ from actors.messages import (
     JournalEntry,
     OrderDurable,
     RecordEvent,
-    RecordFill,
     RecordJournal,
     RecordOrder,
     Send,
@@ -64,10 +63,9 @@ def plan_batch(messages: Iterable[Any]) -> tuple[Batch, list[Send]]:
             if message.durable_reply_to is not None:
                 batch.durable = True
                 replies.append(Send(message.durable_reply_to, OrderDurable(message.order.client_order_id)))
-        elif isinstance(message, RecordFill):
-            batch.fills.append(message.fill)
         elif isinstance(message, RecordJournal):
             batch.journal.extend(message.entries)
+            batch.fills.extend(message.fills)
         else:
             raise TypeError(f"the writer does not handle {type(message).__name__}")
     return batch, replies
