@@ -209,6 +209,13 @@ class LiveConnectionCore:
                 )
                 if order.exchange_order_id:
                     self.by_exchange_id[order.exchange_order_id] = order.client_order_id
+            elif order.final_filled is not None and order.filled < order.final_filled and order.exchange_order_id:
+                # Ended on the exchange with trades not yet reported: keep polling for them.
+                self.tracked[order.client_order_id] = Tracked(
+                    order.client_order_id, order.strategy, order.symbol, order.side, order.amount,
+                    order.exchange_order_id, order.filled, done=True, final_filled=order.final_filled,
+                )
+                self.by_exchange_id[order.exchange_order_id] = order.client_order_id
             self.trade_ids |= set(order.trade_ids)
 
     def status(self) -> dict[str, Any]:
