@@ -33,7 +33,15 @@ import trio
 
 from actors.ledger.shell import ledger_actor
 from actors.mailbox import Mailbox, receive_batch
-from actors.messages import LEDGER, WRITER, Release, ReservationGranted, Reserve, Send
+from actors.messages import (
+    LEDGER,
+    WRITER,
+    AccountInfo,
+    Release,
+    ReservationGranted,
+    Reserve,
+    Send,
+)
 from actors.runtime import ActorEnv, deliver
 from actors.strategy.settings import Allocation
 from actors.writer.shell import writer_actor
@@ -125,6 +133,8 @@ class ActorRig:
         start = time.perf_counter()
         await deliver(self.directory, [Send(LEDGER, reserve)])
         reply = await self.inboxes[index].receive()
+        while isinstance(reply, AccountInfo):  # the ledger's balances after the last release
+            reply = await self.inboxes[index].receive()
         latency = time.perf_counter() - start
         assert isinstance(reply, ReservationGranted), reply
         # Free it again (journaled too), so the books stay small; not part of the round trip.
@@ -168,7 +178,8 @@ async def actors_pipelined(rig: ActorRig, trips: int, clients: int, window: int)
                 out.append(Send(LEDGER, Reserve(cid, strategy, Side.BUY, "BTC/USD", "BTC", "USD", Decimal("100"), Decimal("0.01"), Decimal("0.001"), f"strategy:{strategy}")))
             sent += len(out)
             await deliver(rig.directory, out)
-            replies = await receive_batch(inbox)
+            # The ledger also tells each strategy its balances after a release: not a reply.
+            replies = [r for r in await receive_batch(inbox) if not isinstance(r, AccountInfo)]
             for reply in replies:
                 assert isinstance(reply, ReservationGranted), reply
             received += len(replies)

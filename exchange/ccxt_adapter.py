@@ -35,8 +35,8 @@ _last_error_headers = threading.local()
 
 
 def exchange_exists(exchange_id: str) -> bool:
-    """ccxt has an exchange class of this id (``binance``, ``kraken`` ...)."""
-    return isinstance(getattr(ccxt, exchange_id, None), type)
+    """ccxt has an exchange of this id (``binance``, ``kraken`` ...; not its base class)."""
+    return exchange_id in ccxt.exchanges
 
 
 def make_client(
@@ -126,8 +126,10 @@ TAXONOMY: tuple[tuple[type[BaseException], ErrorKind, ErrorKind], ...] = (
     (ccxt.DDoSProtection, ErrorKind.RATE_LIMITED, ErrorKind.RATE_LIMITED),
     # Not a subclass of DDoSProtection: both derive from NetworkError.
     (ccxt.RateLimitExceeded, ErrorKind.RATE_LIMITED, ErrorKind.RATE_LIMITED),
-    # The exchange said it is unavailable: it did not act on the request.
-    (ccxt.ExchangeNotAvailable, ErrorKind.TRANSIENT, ErrorKind.TRANSIENT),
+    # HTTP 5xx. Binance: "the execution status is UNKNOWN and could have been a success"
+    # (https://developers.binance.com/docs/binance-spot-api-docs/rest-api/general-api-information):
+    # on a create or cancel the exchange may have acted.
+    (ccxt.ExchangeNotAvailable, ErrorKind.TRANSIENT, ErrorKind.AMBIGUOUS),
     (ccxt.InvalidNonce, ErrorKind.TRANSIENT, ErrorKind.TRANSIENT),
     # No answer in time, or the connection dropped: it may have acted.
     (ccxt.RequestTimeout, ErrorKind.TRANSIENT, ErrorKind.AMBIGUOUS),
@@ -151,15 +153,25 @@ def classify(error: BaseException, *, write: bool) -> ErrorKind:
 # --------------------------------------------------------------- timeframes
 
 
-def timeframe_seconds(timeframe: str) -> int:
+def timeframes(exchange_id: str) -> tuple[str, ...]:
+    """The candle timeframes the exchange offers, as ccxt describes it (no network)."""
+    return tuple(getattr(ccxt, exchange_id)().timeframes or ())
+
+
+def timeframe_seconds(timeframe: str, exchange_id: str | None = None) -> int:
     """Seconds in a ccxt timeframe (``1s``, ``3m``, ``1h``, ``1w``, ``1M`` ...), by ccxt's own
-    rule; ValueError for text ccxt cannot read."""
+    rule. With ``exchange_id``, only a timeframe that exchange offers is accepted.
+
+    Raises ValueError saying what is accepted."""
+    offered = timeframes(exchange_id) if exchange_id is not None else ()
+    if offered and timeframe not in offered:
+        raise ValueError(f"{exchange_id} offers the timeframes {', '.join(offered)}")
     try:
         seconds = int(ccxt.Exchange.parse_timeframe(timeframe))
     except Exception:  # noqa: BLE001 - ccxt raises NotSupported or a parsing error
-        raise ValueError(f"{timeframe!r} is not a timeframe (examples: 1m, 15m, 1h, 4h, 1d, 1w)") from None
+        seconds = 0
     if seconds <= 0:
-        raise ValueError(f"{timeframe!r} is not a timeframe (examples: 1m, 15m, 1h, 4h, 1d, 1w)")
+        raise ValueError("a timeframe looks like 1m, 15m, 1h, 4h, 1d or 1w")
     return seconds
 
 
@@ -201,7 +213,7 @@ def parse_order(order: dict[str, Any]) -> ExchangeOrder:
         client_order_id=order.get("clientOrderId") or "",
         exchange_order_id=str(order["id"]),
         symbol=order.get("symbol") or "",
-        side=Side(order["side"]) if order.get("side") else Side.BUY,
+        side=Side(order["side"]),
         price=_d(order.get("price") or 0),
         amount=_d(order.get("amount") or 0),
         filled=_d(order.get("filled") or 0),
@@ -291,7 +303,9 @@ def _cancel_order(client: ccxt.Exchange, exchange_order_id: str, symbol: str) ->
     """The order as the exchange ended it (its ``filled`` counts trades it may report
     later), or None when the answer says nothing of it."""
     order = client.cancel_order(exchange_order_id, symbol)
-    return parse_order(order) if order and order.get("id") is not None else None
+    if not order or order.get("id") is None or order.get("side") is None or order.get("filled") is None:
+        return None  # the answer does not say what had filled: the order is looked up
+    return parse_order(order)
 
 
 #: What the connection core may ask of an exchange: operation -> function(client, *args).

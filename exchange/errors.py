@@ -4,8 +4,8 @@
 |---|---|---|
 | ``fatal`` | AuthenticationError (PermissionDenied, AccountSuspended) | isolate the venue; its strategies fail pre-flight with the message |
 | ``rate_limited`` | DDoSProtection, RateLimitExceeded (HTTP 429/418) | the whole venue pauses (``Retry-After`` honoured); never retried at once |
-| ``transient`` | ExchangeNotAvailable (5xx, maintenance), InvalidNonce; any network error on a *read* | retry the read with back-off; counts toward the strategy's breaker when it was the strategy's operation |
-| ``ambiguous`` | RequestTimeout, other NetworkError / OperationFailed on a *create or cancel* | the order goes to UNKNOWN, never to failed: the exchange may have acted |
+| ``transient`` | ExchangeNotAvailable (5xx, maintenance), InvalidNonce; any network error on a *read* | retry the read with capped, jittered back-off |
+| ``ambiguous`` | ExchangeNotAvailable (5xx: Binance documents the outcome as unknown), RequestTimeout, other NetworkError / OperationFailed on a *create or cancel* | a create's order goes to UNKNOWN (reservation kept, resolved by evidence); a cancel is asked again; never failed: the exchange may have acted |
 | ``rejected`` | InsufficientFunds, InvalidOrder (OrderNotFound, ...), BadRequest, OperationRejected, other ExchangeError | the order is rejected with the exchange's message; reservation released; the breaker counts it |
 
 The kinds are the exchange layer's vocabulary; :mod:`exchange.ccxt_adapter` (the only

@@ -7,7 +7,10 @@ Kinds, each with the effect a real exchange has on its client:
 - ``timeout``: the answer is held past the client's timeout, before processing (nothing
   happened, but the client cannot know);
 - ``timeout_after_accept``: the request *is* processed (an order is placed or cancelled),
-  then the answer is held past the client's timeout: the client must not assume failure.
+  then the answer is held past the client's timeout: the client must not assume failure;
+- ``server_error_after_accept``: the request *is* processed, then answered with HTTP 503
+  (Binance documents a 5xx as "execution status UNKNOWN");
+- ``reject``: an order or cancel refused with Binance's -2010 / -2011 (nothing happened).
 
 A seeded random generator decides, so a failing run can be replayed.
 """
@@ -19,7 +22,9 @@ from typing import Any
 
 import attrs
 
-KINDS = ("server_error", "rate_limit", "timeout", "timeout_after_accept")
+KINDS = ("server_error", "rate_limit", "timeout", "timeout_after_accept", "server_error_after_accept", "reject")
+#: Kinds that only apply to a create or a cancel (POST or DELETE /api/v3/order).
+WRITE_ONLY = ("timeout_after_accept", "server_error_after_accept", "reject")
 
 
 @attrs.define
@@ -67,7 +72,7 @@ class FaultPlan:
             return self._count("rate_limit")
         for kind in KINDS:
             rate = settings.error_rates.get(kind, 0.0)
-            if kind == "timeout_after_accept" and not (path == "/api/v3/order" and method in ("POST", "DELETE")):
+            if kind in WRITE_ONLY and not (path == "/api/v3/order" and method in ("POST", "DELETE")):
                 continue
             if rate and self._random.random() < rate:
                 return self._count(kind)

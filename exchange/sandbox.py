@@ -148,12 +148,19 @@ class Sandbox:
                          (("Retry-After", str(settings.retry_after_seconds)),))
         if fault == "timeout":
             await trio.sleep(settings.hold_seconds)
+        if fault == "reject":
+            if method == "POST":
+                return error(400, -2010, "Account has insufficient balance for requested action.")
+            return error(400, -2011, "Unknown order sent.")
         self.advance()
         request = Request(method, path, query, body, headers.get("x-mbx-apikey"))
         response = self.dialect.handle(request, self.now_ms())
         if fault == "timeout_after_accept":
             # The exchange acted; the client hears nothing in time.
             await trio.sleep(settings.hold_seconds)
+        if fault == "server_error_after_accept":
+            # The exchange acted; the gateway answers 503 anyway.
+            return Response(503, "<html><body><h1>503 Service Unavailable</h1></body></html>")
         return response
 
     def _admin(self, method: str, path: str, body: bytes) -> Response:

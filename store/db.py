@@ -24,6 +24,7 @@ from store.schema import migrate
 #: column is left to its default, ``limit``, the only kind of order there is.
 JOURNAL_COLUMNS = Columns(JournalEntry)
 ORDER_COLUMNS = Columns(Order)
+_ORDER_UPDATES = ", ".join(f"{name} = excluded.{name}" for name in ORDER_COLUMNS.names if name != "client_order_id")
 
 
 def open_store(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -58,13 +59,9 @@ def write_batch(connection: sqlite3.Connection, batch: Batch) -> None:
             ],
         )
         connection.executemany(
-            # The columns an order changes over its life; the rest are fixed when it is made.
+            # The row is the order's latest state: every column but the key is replaced.
             f"""INSERT INTO orders ({ORDER_COLUMNS.sql}) VALUES ({ORDER_COLUMNS.placeholders})
-               ON CONFLICT (client_order_id) DO UPDATE SET
-                   filled = excluded.filled, state = excluded.state,
-                   exchange_order_id = excluded.exchange_order_id, reason = excluded.reason,
-                   trade_ids = excluded.trade_ids, updated_at = excluded.updated_at,
-                   final_filled = excluded.final_filled""",
+               ON CONFLICT (client_order_id) DO UPDATE SET {_ORDER_UPDATES}""",
             [ORDER_COLUMNS.row(o) for o in batch.orders.values()],
         )
         connection.executemany(

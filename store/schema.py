@@ -82,6 +82,8 @@ MIGRATIONS: list[list[str]] = [
     ],
     # 1 -> 2: what the exchange said had filled when it ended an order (late trades count).
     ["ALTER TABLE orders ADD COLUMN final_filled TEXT"],
+    # 2 -> 3: the market time an order was placed at (its time-to-live survives restarts).
+    ["ALTER TABLE orders ADD COLUMN placed_market_ts INTEGER"],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

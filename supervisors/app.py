@@ -49,13 +49,7 @@ from actors.strategy.preflight import preflight
 from actors.strategy.shell import strategy_actor
 from actors.writer.shell import writer_actor
 from exchange.candles import load_candles
-from exchange.ccxt_adapter import (
-    classify,
-    make_client,
-    parse_balances,
-    parse_markets,
-    timeframe_seconds,
-)
+from exchange.ccxt_adapter import classify, make_client, perform, timeframe_seconds
 from exchange.markets import MarketRules
 from exchange.matching import SimulatedExchange
 from exchange.replay import ReplayFeed
@@ -243,7 +237,7 @@ def build_client(venue: CcxtVenueConfig, credentials: Any) -> Any:
 def live_settings(venue: CcxtVenueConfig) -> LiveSettings:
     return LiveSettings(
         timeframe=venue.timeframe,
-        timeframe_seconds=timeframe_seconds(venue.timeframe),
+        timeframe_seconds=timeframe_seconds(venue.timeframe, venue.exchange),
         poll_seconds=venue.poll_seconds,
         rate_limit_per_second=venue.rate_limit_per_second,
         isolate_after_seconds=venue.isolate_after_seconds,
@@ -265,15 +259,14 @@ def venue_facts(venue: VenueConfig) -> VenueFacts:
         return VenueFacts(venue.name, str(problem), {}, {}, {})
     secrets = credentials.values() if credentials else ()
     guard_logs(secrets)
-    found = {}
-    for method in ("load_markets", "fetch_balance") if credentials else ("load_markets",):
+    found: dict[str, Any] = {"fetch_balance": {}}
+    for operation in ("load_markets", "fetch_balance") if credentials else ("load_markets",):
         try:
-            found[method] = getattr(client, method)()
+            found[operation] = perform(client, operation)
         except Exception as error:  # noqa: BLE001 - reported as the venue's problem
             kind = classify(error, write=False).value
             return VenueFacts(venue.name, scrub(f"{kind}: {type(error).__name__}: {error}", secrets), {}, {}, {})
-    balances = parse_balances(found["fetch_balance"]) if "fetch_balance" in found else {}
-    return VenueFacts(venue.name, None, parse_markets(found["load_markets"]), balances, {})
+    return VenueFacts(venue.name, None, found["load_markets"], found["fetch_balance"], {})
 
 
 def preflight_all(config: Config) -> dict[str, list[str]]:

@@ -276,6 +276,8 @@ def _echo(event: RecordEvent) -> None:
     at = datetime.fromtimestamp(event.at, tz=timezone.utc).strftime("%H:%M:%S")
     who = event.strategy or event.actor
     detail = " ".join(f"{k}={v}" for k, v in event.payload.items() if k in ("side", "price", "amount", "fee"))
+    if "fee" in event.payload and event.payload.get("fee_currency"):
+        detail += f" {event.payload['fee_currency']}"  # a fee means nothing without its currency
     parts = [at, f"{event.kind:<20}", who]
     if event.client_order_id:
         parts.append(event.client_order_id)

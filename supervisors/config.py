@@ -422,9 +422,10 @@ def _ccxt_problems(venue: CcxtVenueConfig, at: str) -> list[str]:
     if venue.base_url is not None and not re.match(r"^https?://[^/]+", venue.base_url):
         out.append(f"{at}.base_url: must look like http://HOST:PORT, got {_shown(venue.base_url)}")
     try:
-        timeframe_seconds(venue.timeframe)
-    except ValueError:
-        out.append(f"{at}.timeframe: must be a timeframe ccxt reads (1m, 15m, 1h, 4h, 1d, 1w ...), got {_shown(venue.timeframe)}")
+        if exchange_exists(venue.exchange):
+            timeframe_seconds(venue.timeframe, venue.exchange)
+    except ValueError as problem:
+        out.append(f"{at}.timeframe: {problem}; got {_shown(venue.timeframe)}")
     for field in ("poll_seconds", "rate_limit_per_second", "isolate_after_seconds", "probe_max_seconds", "timeout_seconds",
                   "never_placed_after_seconds"):
         if getattr(venue, field) <= 0:
@@ -510,6 +511,8 @@ def load_config(path: str | Path | None = None, live: bool = False) -> Config:
         raise ConfigError(str(source), [f"the config file cannot be read: {error.strerror}"]) from None
     try:
         raw = yaml.safe_load(text)
+    except ValueError as error:  # e.g. an integer of more digits than Python converts
+        raise ConfigError(str(source), [f"config: a value cannot be read: {_shown(str(error))}"]) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

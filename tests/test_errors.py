@@ -19,8 +19,8 @@ K = ErrorKind
         (ccxt.AccountSuspended("suspended"), K.FATAL, K.FATAL),
         (ccxt.DDoSProtection("429"), K.RATE_LIMITED, K.RATE_LIMITED),
         (ccxt.RateLimitExceeded("429"), K.RATE_LIMITED, K.RATE_LIMITED),
-        (ccxt.ExchangeNotAvailable("503"), K.TRANSIENT, K.TRANSIENT),
-        (ccxt.OnMaintenance("maintenance"), K.TRANSIENT, K.TRANSIENT),
+        (ccxt.ExchangeNotAvailable("503"), K.TRANSIENT, K.AMBIGUOUS),  # Binance: 5xx outcome UNKNOWN
+        (ccxt.OnMaintenance("maintenance"), K.TRANSIENT, K.AMBIGUOUS),
         (ccxt.RequestTimeout("timed out"), K.TRANSIENT, K.AMBIGUOUS),
         (ccxt.NetworkError("connection reset"), K.TRANSIENT, K.AMBIGUOUS),
         (ccxt.OperationFailed("-1001 internal error"), K.TRANSIENT, K.AMBIGUOUS),

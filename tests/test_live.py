@@ -97,10 +97,13 @@ async def test_live_orders_are_placed_partly_filled_filled_and_expired_through_t
     ]
     placed = [e for e in watch.events if e.kind == "order_placed"]
     assert placed and all(e.payload["type"] == "limit" for e in placed)
-    # Every order the strategy placed is on the sandbox exchange under its client order id.
+    # Every order the strategy placed is on the sandbox exchange under its client order id,
+    # but one still on the wire when the run stopped (recorded SUBMITTING: sent, no answer).
     on_exchange = {o.client_order_id for o in sandbox.dialect.exchange.orders.values()}
-    assert {e.client_order_id for e in placed} <= on_exchange
     store = sqlite3.connect(config.store)
+    states = dict(store.execute("SELECT client_order_id, state FROM orders").fetchall())
+    in_flight = {e.client_order_id for e in placed} - on_exchange
+    assert all(states[cid] == "SUBMITTING" for cid in in_flight), {cid: states[cid] for cid in in_flight}
     kinds = Counter(dict(store.execute("SELECT kind, count(*) FROM events GROUP BY kind").fetchall()))
     assert kinds["fill"] >= 3 and kinds["evaluated"] > 0
     # Same books as in shadow mode: fills stored once each, and settled in the journal.
@@ -208,11 +211,12 @@ async def test_the_breaker_opens_on_server_errors_and_closes_after_a_good_probe(
     # The strategy's breaker (live_config): threshold 3, cooldown 1 s, capped at 4 s.
     async with live_runtime(tmp_path) as (watch, sandbox, app, _):
         await watch.until(lambda events: watch.count("strategy_active") >= 1)
-        sandbox.faults.update(FaultSettings(error_rates={"server_error": 1.0}, paths=["/api/v3/order"]))
+        # Definite refusals count (a 5xx on a create is UNKNOWN instead: it may have been placed).
+        sandbox.faults.update(FaultSettings(error_rates={"reject": 1.0}, paths=["/api/v3/order"]))
         await watch.until(lambda events: watch.count("breaker_open") >= 1)
         status = node(app.snapshot(), "strategy:dipper")["status"]["breaker"]
         assert status["state"] == "open" and status["consecutive_failures"] >= 3
-        assert "ExchangeNotAvailable" in status["last_failure"]
+        assert "insufficient balance" in status["last_failure"]
         sandbox.faults.update(FaultSettings())
         await watch.until(lambda events: watch.count("breaker_closed") >= 1)
         placed_before = watch.count("order_placed")

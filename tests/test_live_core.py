@@ -77,8 +77,10 @@ def test_a_failed_read_is_retried_later_each_time_then_the_venue_is_isolated():
         core.handle(CallDone(candles.call_id, error_kind="transient", error="ExchangeNotAvailable: 503"), now)
         delays.append(core.next_poll - now)
         now = core.next_poll
-    assert delays == [2, 4, 8]
-    # 14.8 s without a successful call, past isolate_after_seconds (10): isolated, probed.
+    # Doubling from 2 s (2 x poll_seconds), each with at most 20 % of jitter.
+    for delay, expected in zip(delays, [2, 4, 8]):
+        assert expected * 0.8 <= delay <= expected * 1.2
+    # Over 10 s without a successful call, past isolate_after_seconds (10): isolated, probed.
     out = core.handle(Tick(now), now)
     assert sends(out, VenueStatus)[0].message.isolated
     assert [c.operation for c in calls(out)] == ["fetch_time"]
@@ -112,7 +114,7 @@ def test_an_ambiguous_submit_is_unknown_and_looked_up_by_client_order_id():
     assert not [s for s in out if getattr(s, "to", None) == LEDGER]  # the reservation stays
     lookup = [c for c in calls(core.handle(Tick(3.0), 3.0)) if c.operation == "fetch_order_by_client_id"]
     assert lookup[0].args == ("c1", "BTC/USDT")
-    out = core.handle(CallDone(lookup[0].call_id, parse_order({"id": "77", "status": "open"})), 3.1)
+    out = core.handle(CallDone(lookup[0].call_id, parse_order({"id": "77", "side": "buy", "status": "open"})), 3.1)
     assert sends(out, OrderAccepted)[0].message.exchange_order_id == "77"
 
 

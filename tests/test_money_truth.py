@@ -28,7 +28,6 @@ from actors.messages import (
     RecordOrder,
     ReservationDenied,
     ReservationGranted,
-    Reserve,
     Send,
     SubmitOrder,
     VenueFacts,

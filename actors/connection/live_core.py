@@ -21,6 +21,7 @@ from typing import Any
 
 import attrs
 
+from actors.connection.pacing import Backoff, RateLimiter
 from actors.connection.simulated_orders import (
     LazySimulatedExchange,
     SimulatedOrders,
@@ -78,30 +79,15 @@ class LiveSettings:
     #: An UNKNOWN order is declared never placed only after every source (lookup by client
     #: order id, the open orders) has lacked it this long. Until then it blocks its symbol.
     never_placed_after_seconds: float = 60.0
+    #: Seed of the back-off's jitter (a run can be replayed).
+    seed: int = 0
 
 
-class RateLimiter:
-    """A token bucket plus the pause a rate-limited venue must honour."""
-
-    def __init__(self, per_second: float, now: float) -> None:
-        self.per_second = per_second
-        self.capacity = max(1.0, per_second * 2)
-        self.tokens = self.capacity
-        self.updated = now
-        self.paused_until = 0.0
-
-    def take(self, now: float) -> bool:
-        if now < self.paused_until:
-            return False
-        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.per_second)
-        self.updated = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
-
-    def pause(self, now: float, seconds: float) -> None:
-        self.paused_until = max(self.paused_until, now + seconds)
+#: Cancel attempts the exchange refuses while the order stays open, before the strategy
+#: hears that the cancel failed (it tries again at its next decision).
+CANCEL_ATTEMPTS = 8
+#: The exchange ended these orders without filling the rest (ccxt's unified statuses).
+ENDED = {"canceled": "cancelled", "expired": "expired on the exchange", "rejected": "rejected by the exchange"}
 
 
 @attrs.define
@@ -118,6 +104,10 @@ class Tracked:
     unknown: bool = False
     unknown_since: float | None = None
     done: bool = False
+    #: A cancel we asked for and the exchange has not confirmed: retried with back-off
+    #: from ``cancel_due`` until the exchange says cancelled, filled or unknown.
+    cancel_due: float | None = None
+    cancel_failures: int = 0
     #: What the exchange said had filled when it ended the order: its trades are polled
     #: until they add up to this.
     final_filled: Decimal | None = None
@@ -131,6 +121,8 @@ class Tracked:
 class _Pending:
     what: str
     key: str = ""
+    #: When the call was decided (before it waited for the rate limiter or the network).
+    issued_at: float = 0.0
 
 
 class LiveConnectionCore:
@@ -170,8 +162,13 @@ class LiveConnectionCore:
         self.last_success = now
         self.next_poll = now
         self.backoff = settings.poll_seconds
-        #: Consecutive failed reads: each pushes the next poll out (doubling, capped).
+        #: Consecutive failed reads: each pushes the next poll out (doubling, capped, jittered).
         self.read_failures = 0
+        self.retry = Backoff(
+            min(2 * settings.poll_seconds, settings.probe_max_seconds), settings.probe_max_seconds, seed=settings.seed
+        )
+        #: The account balance is asked again from this time after a failure (start-up).
+        self._balance_due: float | None = None
         self.shadow_strategies = shadow_strategies
         self._shadow_exchange = shadow_exchange
         self.shadow: SimulatedOrders | None = None
@@ -203,9 +200,13 @@ class LiveConnectionCore:
                 continue
             if order.state.on_exchange or order.state is OrderState.RESERVED:
                 unknown = order.exchange_order_id is None
+                canceling = order.state is OrderState.CANCELING and not unknown
                 self.tracked[order.client_order_id] = Tracked(
                     order.client_order_id, order.strategy, order.symbol, order.side, order.amount,
                     order.exchange_order_id, order.filled, unknown=unknown, unknown_since=now if unknown else None,
+                    # A cancel asked for before the restart and never confirmed: asked again.
+                    cancel_reason=(order.reason or "expired") if canceling else None,
+                    cancel_due=now if canceling else None,
                 )
                 if order.exchange_order_id:
                     self.by_exchange_id[order.exchange_order_id] = order.client_order_id
@@ -306,10 +307,18 @@ class LiveConnectionCore:
         if self.shadow is not None and self.shadow.owns(message.client_order_id):
             return list(self.shadow.cancel(message, now))
         tracked = self.tracked.get(message.client_order_id)
-        if tracked is None or tracked.exchange_order_id is None:
-            return [Send(strategy_address(message.strategy), CancelFailed(message.client_order_id, "no exchange order id known yet", now))]
+        if tracked is None:
+            return [Send(strategy_address(message.strategy), CancelFailed(message.client_order_id, "this connection does not track the order", now))]
         tracked.cancel_reason = message.reason
-        return self._call(now, "cancel_order", (tracked.exchange_order_id, tracked.symbol), write=True, what="cancel", key=message.client_order_id)
+        if tracked.exchange_order_id is None:
+            tracked.cancel_due = now  # cancelled as soon as the exchange's id is known
+            return []
+        tracked.cancel_due = None
+        return self._cancel(tracked, now)
+
+    def _cancel(self, tracked: Tracked, now: float) -> list[Any]:
+        assert tracked.exchange_order_id is not None
+        return self._call(now, "cancel_order", (tracked.exchange_order_id, tracked.symbol), write=True, what="cancel", key=tracked.client_order_id)
 
     # ----------------------------------------------------------------- time
 
@@ -317,13 +326,21 @@ class LiveConnectionCore:
         out = self._flush_queue(now)
         if self.fatal is not None and self.markets is None:
             return out  # nothing can be called: the problem needs an operator
-        if self.markets is None and not self._in_flight("markets"):
-            if now >= self.next_poll:
-                self.next_poll = now + self.backoff
-                out += self._call(now, "load_markets", what="markets")
-            return out
+        # Unreachable from the start is isolated like unreachable later.
         if now - self.last_success > self.settings.isolate_after_seconds and not self.isolated:
             out += self._isolate(now, f"no successful call for {now - self.last_success:.0f}s")
+        if self.markets is None:
+            if now >= self.next_poll and not self._in_flight("markets"):
+                out += self._call(now, "load_markets", what="markets")
+            return out
+        if self._balance_due is not None and now >= self._balance_due and not self._in_flight("balance"):
+            self._balance_due = None
+            out += self._call(now, "fetch_balance", what="balance")
+        for tracked in self.tracked.values():
+            if tracked.cancel_due is not None and now >= tracked.cancel_due and not tracked.done and tracked.exchange_order_id:
+                tracked.cancel_due = None
+                if not self._in_flight("cancel", tracked.client_order_id):
+                    out += self._cancel(tracked, now)
         if now < self.next_poll:
             return out
         if self.isolated or self.fatal:
@@ -386,15 +403,24 @@ class LiveConnectionCore:
         if what == "open_orders":
             return self._open_orders(key, result, now)
         if what == "trades":
-            return self._trades(result, now)
+            return self._trades(key, result, now)
         if what == "create":
             tracked = self.tracked[key]
             tracked.exchange_order_id = result.exchange_order_id
             self.by_exchange_id[tracked.exchange_order_id] = key
             return [Send(strategy_address(tracked.strategy), OrderAccepted(key, tracked.exchange_order_id, now))]
         if what == "cancel":
-            return self._closed(self.tracked[key], now, canceled_by_us=True, filled=result.filled if result else None)
+            tracked = self.tracked[key]
+            if tracked.done:
+                return []
+            if result is None:
+                # Cancelled, but the answer does not say what had filled: the lookup does,
+                # and only then are the order's funds released.
+                return self._call(now, "fetch_order", (tracked.exchange_order_id, tracked.symbol), what="order", key=key)
+            return self._closed(tracked, now, canceled_by_us=True, filled=result.filled)
         if what == "lookup":
+            if not self.tracked[key].unknown:
+                return self._order_status(key, result, now)  # resolved meanwhile (open orders)
             return self._looked_up(key, result, now)
         if what == "order":
             return self._order_status(key, result, now)
@@ -418,17 +444,15 @@ class LiveConnectionCore:
             pause = done.retry_after if done.retry_after is not None else max(1.0, self.settings.poll_seconds)
             self.limiter.pause(now, pause)
             out.append(self._event("venue_rate_limited", now, f"pausing every request for {pause:g}s"))
-        elif kind is ErrorKind.TRANSIENT and what not in ("create", "cancel"):
-            # A read failed: the next poll retries it, later each time.
+        elif what not in ("create", "cancel"):
+            # A read failed: the next poll retries it, later each time (capped, jittered).
             self.read_failures += 1
-            delay = min(self.settings.poll_seconds * 2 ** self.read_failures, self.settings.probe_max_seconds)
-            self.next_poll = max(self.next_poll, now + delay)
+            self.next_poll = max(self.next_poll, now + self.retry.delay(self.read_failures))
         if what in ("markets", "balance"):
-            if what == "balance" and kind is not ErrorKind.FATAL:
-                out += self._call(now, "fetch_balance", what="balance")  # the rate limiter paces it
-                return out
             if kind is ErrorKind.FATAL:
-                out += self._answer_waiting()  # with the reason, for their pre-flight
+                return out + self._answer_waiting()  # with the reason, for their pre-flight
+            if what == "balance":
+                self._balance_due = self.next_poll  # asked again after the back-off
             return out
         if what == "create":
             tracked = self.tracked[key]
@@ -440,17 +464,35 @@ class LiveConnectionCore:
             rejected = OrderRejected(key, f"{kind.value}: {done.error}", now)
             return out + [Send(to, rejected), Send(LEDGER, rejected)]
         if what == "cancel":
-            tracked = self.tracked[key]
-            to = strategy_address(tracked.strategy)
-            if kind is ErrorKind.AMBIGUOUS:
-                tracked.unknown, tracked.unknown_since = True, now
-                return out + [Send(to, OrderOutcomeUnknown(key, done.error, now))]
-            return out + [Send(to, CancelFailed(key, f"{kind.value}: {done.error}", now))]
+            return out + self._cancel_failed(self.tracked[key], kind, done.error, now)
         if what == "lookup" and kind is ErrorKind.REJECTED:
             return out + self._not_found(self.tracked[key], now)
         if what in ("snapshot_orders", "snapshot_trades", "snapshot_balance"):
             self._snapshot_for.clear()  # the reconciler times out and asks again
             self._snapshot_waiting.clear()
+        return out
+
+    def _cancel_failed(self, tracked: Tracked, kind: ErrorKind, error: str, now: float) -> list[Any]:
+        """A cancel is asked again until the exchange says what became of the order.
+
+        A passing failure (429, 5xx, a timeout: a cancel is safe to repeat) is retried with
+        back-off. A refusal most often means the order is no longer open (it filled, or was
+        cancelled already): the order is looked up, and only if it is still open after
+        :data:`CANCEL_ATTEMPTS` refusals does the strategy hear that the cancel failed."""
+        if tracked.done:
+            return []
+        tracked.cancel_failures += 1
+        if kind is ErrorKind.REJECTED:
+            if tracked.cancel_failures >= CANCEL_ATTEMPTS:
+                tracked.cancel_reason, tracked.cancel_failures = None, 0
+                failed = CancelFailed(tracked.client_order_id, f"the exchange refused {CANCEL_ATTEMPTS} cancels: {error}", now)
+                return [Send(strategy_address(tracked.strategy), failed)]
+            out = []
+            if not self._in_flight("order", tracked.client_order_id):
+                out = self._call(now, "fetch_order", (tracked.exchange_order_id, tracked.symbol), what="order", key=tracked.client_order_id)
+        else:
+            out = []
+        tracked.cancel_due = now + self.retry.delay(tracked.cancel_failures)
         return out
 
     # ---------------------------------------------------------------- helpers
@@ -503,18 +545,29 @@ class LiveConnectionCore:
                 out += self._call(now, "fetch_order", (tracked.exchange_order_id, symbol), what="order", key=tracked.client_order_id)
         return out
 
-    def _trades(self, trades: list[ExchangeTrade], now: float) -> list[Any]:
+    def _trades(self, symbol: str, trades: list[ExchangeTrade], now: float) -> list[Any]:
+        """Our trades become fills, each once. The cursor (the next poll's first trade id)
+        never moves past a trade we cannot map to an order yet while an order of ours on
+        this market has no exchange id (its create in flight, or UNKNOWN): that trade may
+        be its fill, and it is read again once the order is known."""
+        unmapped_possible = any(
+            t.symbol == symbol and t.exchange_order_id is None and not t.done for t in self.tracked.values()
+        )
+        cursor = self.last_trade_id.get(symbol, 0)
+        held_back: int | None = None
         out: list[Any] = []
         for trade in trades:
             trade_id = trade.trade_id
-            symbol = trade.symbol
-            self.last_trade_id[symbol] = max(self.last_trade_id.get(symbol, 0), int(trade_id) if trade_id.isdigit() else 0)
-            if trade_id in self.trade_ids:
-                continue
+            number = int(trade_id) if trade_id.isdigit() else 0
             cid = self.by_exchange_id.get(trade.exchange_order_id)
             tracked = self.tracked.get(cid) if cid else None
+            if tracked is None and unmapped_possible and trade_id not in self.trade_ids:
+                held_back = number if held_back is None else min(held_back, number)
+            cursor = max(cursor, number)
+            if trade_id in self.trade_ids:
+                continue
             if tracked is None:
-                continue  # not ours: the reconciler classifies those
+                continue  # not ours (or not known yet): the reconciler classifies those
             self.trade_ids.add(trade_id)
             amount = trade.amount
             tracked.filled += amount
@@ -527,13 +580,18 @@ class LiveConnectionCore:
             if report.order_complete:
                 tracked.done = True
             out += [Send(LEDGER, report), Send(strategy_address(tracked.strategy), report)]
+        self.last_trade_id[symbol] = cursor if held_back is None else min(cursor, held_back - 1)
         return out
 
     def _order_status(self, cid: str, order: ExchangeOrder, now: float) -> list[Any]:
+        """What a lookup says of an order we track: ended (cancelled, expired, rejected) is
+        closed and released; filled is settled by the trades poll; open stays."""
         tracked = self.tracked[cid]
-        if order.status == "canceled" and not tracked.done:
-            return self._closed(tracked, now, canceled_by_us=False, filled=order.filled)
-        return []  # closed (filled): the trades poll settles it
+        if order.status in ENDED and not tracked.done:
+            return self._closed(tracked, now, canceled_by_us=tracked.cancel_reason is not None, filled=order.filled, status=order.status)
+        if order.status == "closed":
+            tracked.cancel_due = None  # a cancel that lost the race with the fill: no failure
+        return []
 
     def _not_found(self, tracked: Tracked, now: float) -> list[Any]:
         """The lookup found nothing. Only after the whole window is it declared never placed."""
@@ -555,18 +613,27 @@ class LiveConnectionCore:
         tracked.exchange_order_id = order.exchange_order_id
         self.by_exchange_id[tracked.exchange_order_id] = cid
         to = strategy_address(tracked.strategy)
-        if order.status == "canceled":
+        if order.status in ENDED:
             return [Send(to, OrderAccepted(cid, tracked.exchange_order_id, now))] + self._closed(
-                tracked, now, canceled_by_us=tracked.cancel_reason is not None, filled=order.filled
+                tracked, now, canceled_by_us=tracked.cancel_reason is not None, filled=order.filled, status=order.status
             )
         return [Send(to, OrderAccepted(cid, tracked.exchange_order_id, now))]
 
-    def _closed(self, tracked: Tracked, now: float, canceled_by_us: bool, filled: Decimal | None) -> list[Any]:
+    def _closed(
+        self, tracked: Tracked, now: float, canceled_by_us: bool, filled: Decimal | None, status: str = "canceled"
+    ) -> list[Any]:
         """The exchange ended the order; ``filled``: how much it says had filled (trades up
         to that may still be reported, and are)."""
         tracked.done = True
         tracked.final_filled = filled
-        reason = tracked.cancel_reason if canceled_by_us and tracked.cancel_reason else "canceled outside limitline"
+        tracked.cancel_due = None
+        if canceled_by_us and tracked.cancel_reason:
+            reason = tracked.cancel_reason
+        elif status != "canceled":
+            reason = ENDED[status]
+            canceled_by_us = True  # the exchange's own rule, not an operator: nothing to reconcile
+        else:
+            reason = "canceled outside limitline"
         canceled = OrderCanceled(tracked.client_order_id, reason, now, expired=reason == "expired", filled=filled)
         out: list[Any] = [Send(strategy_address(tracked.strategy), canceled), Send(LEDGER, canceled)]
         if not canceled_by_us:
@@ -646,7 +713,7 @@ class LiveConnectionCore:
     def _call(self, now: float, operation: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
               *, write: bool = False, what: str, key: str = "") -> list[Any]:
         call = ExchangeCall(next(self._ids), operation, args, kwargs or {}, write)
-        self._pending[call.call_id] = _Pending(what, key)
+        self._pending[call.call_id] = _Pending(what, key, now)
         if self._queue or not self.limiter.take(now):
             self._queue.append(call)
             return []

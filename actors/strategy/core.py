@@ -112,6 +112,8 @@ class StrategyCore:
         #: A closed candle whose fills the ledger has not booked yet, and the trade ids it
         #: has booked lately (an ordered set, trimmed).
         self._waiting: CandleClosed | None = None
+        #: Orders whose cancel the exchange refused: asked again at the next candle.
+        self._cancel_again: set[str] = set()
         self._settled: dict[str, None] = {}
         #: The venue's latest best bid and ask, if it gives them.
         self._quote: tuple[Decimal, Decimal] | None = None
@@ -131,7 +133,6 @@ class StrategyCore:
         self.entry_cost = Decimal(0)
         self.realized_pnl = Decimal(0)
         self.fees_paid: dict[str, Decimal] = {}
-        self._placed_at: dict[str, int] = {}
         self._python = None
         if settings.python is not None:
             # A load problem is reported by pre-flight; the strategy then never goes active.
@@ -266,6 +267,7 @@ class StrategyCore:
             out = self._advance(message.client_order_id, Trigger.OUTCOME_UNKNOWN, now, reason=message.reason)
             return out + self._breaker_events(self.breaker.failure(now, message.reason), now)
         if isinstance(message, CancelFailed):
+            self._cancel_again.add(message.client_order_id)  # asked again at the next candle
             out = [self._event("cancel_failed", now, message.client_order_id, reason=message.reason)]
             return out + self._breaker_events(self.breaker.failure(now, message.reason), now)
         if isinstance(message, FillReport):
@@ -422,9 +424,9 @@ class StrategyCore:
             created_at=now,
             updated_at=now,
             rule=outcome.rule,
+            placed_market_ts=candle.ts,
         )
         self.orders[cid] = order
-        self._placed_at[cid] = candle.ts
         self.breaker.sent(cid)  # when half-open, this order is the one probe
         return out + [
             Send(
@@ -504,8 +506,14 @@ class StrategyCore:
 
     def _expire(self, market_time: int, now: float) -> list[Send]:
         out: list[Send] = []
+        for cid in sorted(self._cancel_again):
+            order = self.orders.get(cid)
+            if order is not None and order.state is OrderState.CANCELING:
+                out.append(Send(self.connection, CancelOrder(cid, self.name, order.reason or "expired")))
+        self._cancel_again.clear()
         for cid, order in list(self.orders.items()):
-            placed = self._placed_at.get(cid)
+            # Rows from before placed_market_ts was kept: the wall time of the decision.
+            placed = order.placed_market_ts if order.placed_market_ts is not None else int(order.created_at)
             if placed is None or order.state not in (OrderState.OPEN, OrderState.PARTIALLY_FILLED):
                 continue
             age = market_time - placed
@@ -620,7 +628,6 @@ class StrategyCore:
             resolved = [self._event("order_resolved", now, cid, reason=f"UNKNOWN -> {order.state.value} on the exchange's evidence")]
         if order.state.is_final:
             self.orders.pop(cid, None)
-            self._placed_at.pop(cid, None)
             if order.final_filled is not None and order.filled < order.final_filled:
                 # The exchange ended it having filled more than it has reported yet: those
                 # trades still come, and still count.
