@@ -130,7 +130,8 @@ TAXONOMY: tuple[tuple[type[BaseException], ErrorKind, ErrorKind], ...] = (
     # (https://developers.binance.com/docs/binance-spot-api-docs/rest-api/general-api-information):
     # on a create or cancel the exchange may have acted.
     (ccxt.ExchangeNotAvailable, ErrorKind.TRANSIENT, ErrorKind.AMBIGUOUS),
-    (ccxt.InvalidNonce, ErrorKind.TRANSIENT, ErrorKind.TRANSIENT),
+    # Binance -1021: the timestamp is outside the receive window. Nothing was done.
+    (ccxt.InvalidNonce, ErrorKind.CLOCK, ErrorKind.CLOCK),
     # No answer in time, or the connection dropped: it may have acted.
     (ccxt.RequestTimeout, ErrorKind.TRANSIENT, ErrorKind.AMBIGUOUS),
     (ccxt.NetworkError, ErrorKind.TRANSIENT, ErrorKind.AMBIGUOUS),
@@ -257,6 +258,12 @@ def _fetch_time(client: ccxt.Exchange) -> int:
     return int(client.fetch_time())
 
 
+def _sync_clock(client: ccxt.Exchange) -> float:
+    """Measure the exchange's clock against ours and make ccxt sign with the exchange's
+    time from now on; returns the offset in seconds (exchange minus local)."""
+    return -float(client.load_time_difference()) / 1000
+
+
 def _fetch_quote(client: ccxt.Exchange, symbol: str) -> tuple[Decimal, Decimal] | None:
     ticker = client.fetch_ticker(symbol)
     bid, ask = ticker.get("bid"), ticker.get("ask")
@@ -314,6 +321,7 @@ OPERATIONS: dict[str, Callable[..., Any]] = {
     "load_markets": _load_markets,
     "fetch_balance": _fetch_balance,
     "fetch_time": _fetch_time,
+    "sync_clock": _sync_clock,
     "fetch_quote": _fetch_quote,
     "fetch_candles": _fetch_candles,
     "fetch_open_orders": _fetch_open_orders,

@@ -24,6 +24,7 @@ K = ErrorKind
         (ccxt.RequestTimeout("timed out"), K.TRANSIENT, K.AMBIGUOUS),
         (ccxt.NetworkError("connection reset"), K.TRANSIENT, K.AMBIGUOUS),
         (ccxt.OperationFailed("-1001 internal error"), K.TRANSIENT, K.AMBIGUOUS),
+        (ccxt.InvalidNonce("-1021 timestamp outside recvWindow"), K.CLOCK, K.CLOCK),
         (ccxt.InsufficientFunds("no money"), K.REJECTED, K.REJECTED),
         (ccxt.InvalidOrder("PRICE_FILTER"), K.REJECTED, K.REJECTED),
         (ccxt.OrderNotFound("unknown order"), K.REJECTED, K.REJECTED),

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 from decimal import Decimal as D
 
+import attrs
+
 from actors.connection.live_core import LiveConnectionCore, LiveSettings
 from actors.messages import (
     LEDGER,
     CallDone,
+    CancelFailed,
+    CancelOrder,
+    CandleClosed,
     ExchangeCall,
     OrderAccepted,
+    OrderCanceled,
     OrderOutcomeUnknown,
     OrderRejected,
     Quote,
@@ -21,8 +27,9 @@ from actors.messages import (
     VenueStatus,
 )
 from actors.orders import Order, OrderState
+from exchange.candles import Candle
 from exchange.ccxt_adapter import parse_balances, parse_markets, parse_order
-from exchange.records import Side
+from exchange.records import ExchangeTrade, Side
 
 MARKETS = parse_markets({
     "BTC/USDT": {
@@ -47,8 +54,9 @@ def started() -> tuple[LiveConnectionCore, list]:
     [load] = calls(core.start(0.0))
     assert load.operation == "load_markets"
     assert core.handle(Subscribe("s", "BTC/USDT"), 0.0) == []  # answered once the facts are known
-    [balance] = calls(core.handle(CallDone(load.call_id, MARKETS), 0.1))
-    assert balance.operation == "fetch_balance"
+    clock, balance = calls(core.handle(CallDone(load.call_id, MARKETS), 0.1))
+    assert (clock.operation, balance.operation) == ("sync_clock", "fetch_balance")
+    assert core.handle(CallDone(clock.call_id, 0.0), 0.15) == []
     out = core.handle(CallDone(balance.call_id, parse_balances({"total": {"USDT": 1000.0, "BTC": 0.5}})), 0.2)
     [info] = sends(out, VenueInfo)
     assert info.message.facts.connection_error is None
@@ -118,12 +126,15 @@ def test_an_ambiguous_submit_is_unknown_and_looked_up_by_client_order_id():
     assert sends(out, OrderAccepted)[0].message.exchange_order_id == "77"
 
 
-def test_a_rejected_submit_releases_and_an_unavailable_one_is_not_unknown():
+def test_a_rejected_submit_releases_and_a_5xx_one_is_unknown():
     core, _ = started()
-    for error_kind in ("rejected", "transient"):
-        [create] = calls(core.handle(SubmitOrder(order(error_kind)), 1.0))
-        out = core.handle(CallDone(create.call_id, error_kind=error_kind, error="x"), 1.1)
-        assert {s.to for s in sends(out, OrderRejected)} == {"strategy:s", LEDGER}
+    [create] = calls(core.handle(SubmitOrder(order("r")), 1.0))
+    out = core.handle(CallDone(create.call_id, error_kind="rejected", error="-2010 insufficient balance"), 1.1)
+    assert {s.to for s in sends(out, OrderRejected)} == {"strategy:s", LEDGER}
+    # Binance: a 5xx means the execution status is UNKNOWN: the reservation stays.
+    [create] = calls(core.handle(SubmitOrder(order("u")), 1.0))
+    out = core.handle(CallDone(create.call_id, error_kind="ambiguous", error="ExchangeNotAvailable: 503"), 1.1)
+    assert sends(out, OrderRejected) == [] and sends(out, OrderOutcomeUnknown)[0].to == "strategy:s"
 
 
 def test_a_fatal_error_isolates_the_venue_and_tells_its_strategies():
@@ -134,3 +145,148 @@ def test_a_fatal_error_isolates_the_venue_and_tells_its_strategies():
     assert status.message.isolated and "key revoked" in status.message.reason
     rejected = sends(core.handle(SubmitOrder(order()), 2.0), OrderRejected)
     assert rejected and "isolated" in rejected[0].message.reason
+
+
+# ------------------------------------------------------------ venue truth
+
+
+def accepted(core, cid="c1", exchange_id="77"):
+    [create] = calls(core.handle(SubmitOrder(order(cid)), 1.0))
+    core.handle(CallDone(create.call_id, parse_order({"id": exchange_id, "side": "buy", "clientOrderId": cid})), 1.1)
+    return core
+
+
+def test_a_cancel_that_fails_for_a_passing_reason_is_asked_again_until_the_exchange_answers():
+    core = accepted(started()[0])
+    [cancel] = calls(core.handle(CancelOrder("c1", "s", "expired"), 2.0))
+    out = core.handle(CallDone(cancel.call_id, error_kind="ambiguous", error="ExchangeNotAvailable: 503"), 2.1)
+    assert sends(out, CancelFailed) == [] and sends(out, OrderOutcomeUnknown) == []
+    due = core.tracked["c1"].cancel_due
+    assert due is not None and due > 2.1  # after a back-off
+    assert [c for c in calls(core.handle(Tick(due - 0.01), due - 0.01)) if c.operation == "cancel_order"] == []
+    [again] = [c for c in calls(core.handle(Tick(due), due)) if c.operation == "cancel_order"]
+    ended = parse_order({"id": "77", "side": "buy", "status": "canceled", "filled": 0.02})
+    [canceled] = [s for s in sends(core.handle(CallDone(again.call_id, ended), due + 0.1), OrderCanceled) if s.to == "strategy:s"]
+    assert canceled.message.expired and canceled.message.filled == D("0.02")
+
+
+def test_a_cancel_that_lost_the_race_with_the_fill_is_no_failure():
+    core = accepted(started()[0])
+    [cancel] = calls(core.handle(CancelOrder("c1", "s", "expired"), 2.0))
+    out = core.handle(CallDone(cancel.call_id, error_kind="rejected", error="OrderNotFound: -2011 Unknown order sent."), 2.1)
+    assert sends(out, CancelFailed) == []
+    [lookup] = [c for c in calls(out) if c.operation == "fetch_order"]
+    out = core.handle(CallDone(lookup.call_id, parse_order({"id": "77", "side": "buy", "status": "closed", "filled": 0.1})), 2.2)
+    assert sends(out, CancelFailed) == [] and sends(out, OrderCanceled) == []
+    assert core.tracked["c1"].cancel_due is None  # no more cancels: the trades poll settles it
+
+
+def test_orders_the_exchange_expired_or_rejected_are_closed_and_released():
+    for status, reason in (("expired", "expired on the exchange"), ("rejected", "rejected by the exchange")):
+        core = accepted(started()[0])
+        out = core.handle(Tick(3.0), 3.0)
+        [listing] = [c for c in calls(out) if c.operation == "fetch_open_orders"]
+        [lookup] = [c for c in calls(core.handle(CallDone(listing.call_id, []), 3.1)) if c.operation == "fetch_order"]
+        out = core.handle(CallDone(lookup.call_id, parse_order({"id": "77", "side": "buy", "status": status, "filled": 0})), 3.2)
+        assert {(s.to, s.message.reason) for s in sends(out, OrderCanceled)} == {("strategy:s", reason), (LEDGER, reason)}
+        assert core.tracked["c1"].done
+
+
+def test_an_unknown_order_found_twice_in_one_tick_is_resolved_once():
+    core, _ = started()
+    [create] = calls(core.handle(SubmitOrder(order()), 1.0))
+    core.handle(CallDone(create.call_id, error_kind="ambiguous", error="RequestTimeout"), 1.1)
+    out = core.handle(Tick(2.0), 2.0)
+    [listing] = [c for c in calls(out) if c.operation == "fetch_open_orders"]
+    [lookup] = [c for c in calls(out) if c.operation == "fetch_order_by_client_id"]
+    resting = parse_order({"id": "77", "side": "buy", "clientOrderId": "c1", "status": "open"})
+    first = core.handle(CallDone(listing.call_id, [resting]), 2.1)
+    second = core.handle(CallDone(lookup.call_id, resting), 2.2)
+    assert len(sends(first + second, OrderAccepted)) == 1
+
+
+def test_the_trades_cursor_waits_for_a_trade_whose_order_is_not_known_yet():
+    core, _ = started()
+    [create] = calls(core.handle(SubmitOrder(order()), 1.0))  # no answer yet
+    out = core.handle(Tick(2.0), 2.0)
+    [trades] = [c for c in calls(out) if c.operation == "fetch_trades"]
+    early = ExchangeTrade("41", "77", "BTC/USDT", Side.BUY, D("100"), D("0.1"), D("0.0001"), "BTC")
+    core.handle(CallDone(trades.call_id, [early]), 2.1)
+    assert core.last_trade_id["BTC/USDT"] == 40  # not past trade 41: it may be ours
+    core.handle(CallDone(create.call_id, parse_order({"id": "77", "side": "buy", "clientOrderId": "c1"})), 2.2)
+    out = core.handle(Tick(4.0), 4.0)
+    [trades] = [c for c in calls(out) if c.operation == "fetch_trades"]
+    assert trades.args == ("BTC/USDT", 41)
+    [fill] = [s for s in core.handle(CallDone(trades.call_id, [early]), 4.1) if s.to == LEDGER]
+    assert fill.message.trade_id == "41" and fill.message.order_complete
+
+
+def test_back_off_is_capped_and_never_overflows():
+    core, _ = started()
+    now = 1.0
+    for _ in range(3000):
+        for call in calls(core.handle(Tick(now), now)):
+            core.handle(CallDone(call.call_id, error_kind="transient", error="503"), now)
+        assert core.next_poll - now <= SETTINGS.probe_max_seconds + 1e-6
+        now = max(now, core.next_poll)
+
+
+def test_the_balance_at_start_up_is_asked_again_after_a_back_off_not_at_once():
+    core = LiveConnectionCore("binance", SETTINGS, now=0.0)
+    [load] = calls(core.start(0.0))
+    clock, balance = calls(core.handle(CallDone(load.call_id, MARKETS), 0.1))
+    out = core.handle(CallDone(balance.call_id, error_kind="transient", error="503"), 0.2)
+    assert calls(out) == [] and calls(core.handle(Tick(0.3), 0.3)) == []
+    assert [c.operation for c in calls(core.handle(Tick(5.0), 5.0))].count("fetch_balance") == 1
+
+
+def test_a_clock_outside_the_window_is_measured_then_named_in_pre_flight():
+    core = LiveConnectionCore("binance", SETTINGS, now=0.0)
+    core.handle(Subscribe("s", "BTC/USDT"), 0.0)
+    [load] = calls(core.start(0.0))
+    clock, balance = calls(core.handle(CallDone(load.call_id, MARKETS), 0.1))
+    core.handle(CallDone(clock.call_id, -0.9), 0.15)  # the host is 0.9 s ahead
+    out = core.handle(CallDone(balance.call_id, error_kind="clock", error="InvalidNonce: -1021"), 0.2)
+    [resync] = calls(out)
+    assert resync.operation == "sync_clock"
+    core.handle(CallDone(resync.call_id, -0.9), 0.3)
+    [again] = [c for c in calls(core.handle(Tick(0.4), 0.4)) if c.operation == "fetch_balance"]
+    out = core.handle(CallDone(again.call_id, error_kind="clock", error="InvalidNonce: -1021"), 0.5)
+    [info] = sends(out, VenueInfo)
+    assert info.message.facts.connection_error.startswith("clock: binance refuses this host's request times")
+    assert "-900 ms" in info.message.facts.connection_error
+
+
+def test_a_candle_is_closed_by_the_exchanges_clock_when_asked_not_by_ours_on_arrival():
+    core, _ = started()
+    hour = 3600
+    t0 = 1_700_000_000 - 1_700_000_000 % hour
+    core.clock_offset = t0 - 10.0  # the exchange's clock: at our 10.0 s it is t0 there
+
+    def poll(asked_at: float, arrived_at: float, candles: list) -> list:
+        core.last_success = core.next_poll = asked_at  # a healthy venue, due for a poll
+        [ask] = [c for c in calls(core.handle(Tick(asked_at), asked_at)) if c.operation == "fetch_candles"]
+        return sends(core.handle(CallDone(ask.call_id, candles), arrived_at), CandleClosed)
+
+    def candle(ts, close="100"):
+        return Candle(ts, D(close), D(close), D(close), D(close), D(1))
+
+    poll(10.0, 10.1, [candle(t0 - hour)])  # history: not news
+    # Asked 0.5 s before the hour (exchange time); the answer, with the forming candle,
+    # arrives 0.7 s later, after the hour: still forming when it was read.
+    assert poll(hour + 9.5, hour + 10.2, [candle(t0 - hour), candle(t0, "101")]) == []
+    # Asked after the hour: closed, with its final values, once.
+    [update] = poll(hour + 12.0, hour + 12.1, [candle(t0, "102"), candle(t0 + hour, "103")])
+    assert update.message.candle.close == D("102")
+    assert poll(hour + 15.0, hour + 15.1, [candle(t0, "102"), candle(t0 + hour, "103")]) == []
+
+
+def test_a_cancel_asked_before_a_restart_is_asked_again_after_it():
+    core = LiveConnectionCore("binance", SETTINGS, now=0.0)
+    canceling = attrs.evolve(order(), state=OrderState.CANCELING, exchange_order_id="77", reason="expired")
+    core.restore([canceling], 0.0)
+    started_core = core
+    [load] = calls(started_core.start(0.0))
+    for call in calls(started_core.handle(CallDone(load.call_id, MARKETS), 0.1)):
+        started_core.handle(CallDone(call.call_id, 0.0 if call.operation == "sync_clock" else parse_balances({"total": {}})), 0.2)
+    assert [c.operation for c in calls(started_core.handle(Tick(0.3), 0.3))].count("cancel_order") == 1

@@ -64,6 +64,16 @@ def test_a_missed_fill_is_settled_through_the_ledger():
     assert classes == []
 
 
+def test_a_repaired_missed_fill_is_not_also_an_unexplained_balance_change():
+    # The exchange spent 40.04 USD on a trade our books lack: the fill is repaired, and the
+    # same cycle does not pause anyone for "balance changed outside limitline".
+    trade = ExchangeTrade("t9", "1", "BTC/USD", Side.BUY, D("100"), D("0.4"), D("0.04"), "USD")
+    snapshot = exchange([listed("c1")], balances={"USD": D("959.96"), "BTC": D("1.4")}, trades=[trade])
+    classes, _, actions = twice(Record((order("c1"),), frozenset()), snapshot)
+    assert classes == ["missed_fill"]
+    assert not [s for s in actions if isinstance(s.message, Pause)]
+
+
 def test_an_order_gone_from_the_exchange_is_checked_by_evidence():
     classes, events, actions = twice(Record((order("c1"),), frozenset()), exchange([]))
     assert classes == ["missing_on_exchange"]

@@ -86,6 +86,9 @@ class LiveSettings:
 #: Cancel attempts the exchange refuses while the order stays open, before the strategy
 #: hears that the cancel failed (it tries again at its next decision).
 CANCEL_ATTEMPTS = 8
+#: Calls signed with our clock: their success shows the exchange accepts our timestamps.
+SIGNED = frozenset({"balance", "create", "cancel", "lookup", "order", "open_orders", "trades", "probe",
+                    "snapshot_orders", "snapshot_trades", "snapshot_balance"})
 #: The exchange ended these orders without filling the rest (ccxt's unified statuses).
 ENDED = {"canceled": "cancelled", "expired": "expired on the exchange", "rejected": "rejected by the exchange"}
 
@@ -108,6 +111,7 @@ class Tracked:
     #: from ``cancel_due`` until the exchange says cancelled, filled or unknown.
     cancel_due: float | None = None
     cancel_failures: int = 0
+    price: Decimal = Decimal(0)
     #: What the exchange said had filled when it ended the order: its trades are polled
     #: until they add up to this.
     final_filled: Decimal | None = None
@@ -169,6 +173,13 @@ class LiveConnectionCore:
         )
         #: The account balance is asked again from this time after a failure (start-up).
         self._balance_due: float | None = None
+        #: The exchange's clock minus ours, in seconds (measured once the markets load).
+        self.clock_offset = 0.0
+        #: Clock errors since the last signed call that succeeded; why the clock is the
+        #: problem once measuring it did not help; creates to send again after measuring.
+        self.clock_errors = 0
+        self.clock_problem: str | None = None
+        self._after_sync: list[str] = []
         self.shadow_strategies = shadow_strategies
         self._shadow_exchange = shadow_exchange
         self.shadow: SimulatedOrders | None = None
@@ -267,7 +278,7 @@ class LiveConnectionCore:
     def facts(self, to: str | None = None) -> VenueFacts:
         """The facts for a strategy's pre-flight: a shadow strategy's balances are those
         of the simulated account its orders go to."""
-        error = self.fatal or (f"isolated: {self.isolated}" if self.isolated else None)
+        error = self.fatal or self.clock_problem or (f"isolated: {self.isolated}" if self.isolated else None)
         balances = dict(self.balances)
         if self.shadow is not None and to is not None and to.removeprefix("strategy:") in self.shadow_strategies:
             balances = {asset: b.free + b.used for asset, b in self.shadow.exchange.balances.items()}
@@ -284,10 +295,14 @@ class LiveConnectionCore:
         if self.isolated or self.fatal:
             rejected = OrderRejected(order.client_order_id, f"venue {self.venue} is isolated: {self.isolated or self.fatal}; not sent", now)
             return [Send(to, rejected), Send(LEDGER, rejected)]
-        self.tracked[order.client_order_id] = Tracked(order.client_order_id, order.strategy, order.symbol, order.side, order.amount)
+        tracked = Tracked(order.client_order_id, order.strategy, order.symbol, order.side, order.amount, price=order.price)
+        self.tracked[order.client_order_id] = tracked
+        return self._create(tracked, now)
+
+    def _create(self, tracked: Tracked, now: float) -> list[Any]:
         return self._call(
-            now, "create_limit_order", (order.symbol, order.side, order.amount, order.price, order.client_order_id),
-            write=True, what="create", key=order.client_order_id,
+            now, "create_limit_order", (tracked.symbol, tracked.side, tracked.amount, tracked.price, tracked.client_order_id),
+            write=True, what="create", key=tracked.client_order_id,
         )
 
     def check(self, order: Order, now: float) -> list[Any]:
@@ -346,7 +361,9 @@ class LiveConnectionCore:
         if self.isolated or self.fatal:
             self.next_poll = now + self.backoff
             self.backoff = min(self.backoff * 2, self.settings.probe_max_seconds)
-            return out + self._call(now, "fetch_time", what="probe")
+            # The clock can only be judged by a signed call.
+            probe = "fetch_balance" if self.clock_problem and self.authenticated else "fetch_time"
+            return out + self._call(now, probe, what="probe")
         self.next_poll = now + self.settings.poll_seconds
         for symbol in self.subscribers:
             if not self._in_flight("ticker", symbol):
@@ -372,6 +389,10 @@ class LiveConnectionCore:
         if pending is None:
             return []
         if done.error_kind is None:
+            if pending.what in SIGNED:
+                self.clock_errors = 0
+                if pending.what == "probe" or self.clock_problem:
+                    self.clock_problem = None  # a signed call went through: the clock is fine
             out = self._succeeded(now)
             return out + self._on_result(pending, done.result, now)
         return self._on_error(pending, ErrorKind(done.error_kind), done, now)
@@ -393,8 +414,17 @@ class LiveConnectionCore:
             return self._answer_waiting()
         if what == "probe":
             return []
+        if what == "clock":
+            self.clock_offset = result
+            retry, self._after_sync = self._after_sync, []
+            out: list[Any] = []
+            for cid in retry:
+                tracked = self.tracked.get(cid)
+                if tracked is not None and tracked.exchange_order_id is None and not tracked.done:
+                    out += self._create(tracked, now)
+            return out
         if what == "candles":
-            return self._candles(key, result, now)
+            return self._candles(key, result, now, pending.issued_at)
         if what == "ticker":
             if result is None:
                 return []  # this venue gives no best bid and ask: strategies use the close
@@ -437,6 +467,8 @@ class LiveConnectionCore:
     def _on_error(self, pending: _Pending, kind: ErrorKind, done: CallDone, now: float) -> list[Any]:
         what, key = pending.what, pending.key
         out: list[Any] = [self._event("exchange_error", now, f"{what}: {kind.value}: {done.error}", key if what in ("create", "cancel", "lookup") else None)]
+        if kind is ErrorKind.CLOCK:
+            return out + self._clock_error(pending, done.error, now)
         if kind is ErrorKind.FATAL:
             self.fatal = done.error
             out += self._isolate(now, f"fatal: {done.error}")
@@ -472,6 +504,42 @@ class LiveConnectionCore:
             self._snapshot_waiting.clear()
         return out
 
+    def _clock_error(self, pending: _Pending, error: str, now: float) -> list[Any]:
+        """The exchange refused a request's timestamp (nothing was done). The first time,
+        the clock is measured against the exchange's (ccxt then signs with its time) and the
+        call is made again; if it still fails, the clock is the problem: the venue is
+        isolated and its strategies' pre-flight names the clock and the offset."""
+        what, key = pending.what, pending.key
+        self.clock_errors += 1
+        if what == "create":
+            tracked = self.tracked[key]
+        if self.clock_errors == 1:
+            if what == "create":
+                self._after_sync.append(key)
+            elif what == "balance":
+                self._balance_due = now  # after the measurement below (calls keep their order)
+            elif what == "cancel":
+                self.tracked[key].cancel_due = now
+            else:
+                self.next_poll = min(self.next_poll, now)
+            return [] if self._in_flight("clock") else self._call(now, "sync_clock", what="clock")
+        self.clock_problem = (
+            f"clock: {self.venue} refuses this host's request times even after measuring its clock "
+            f"(the exchange's clock minus ours: {self.clock_offset * 1000:+.0f} ms; {error}); "
+            "synchronise this host's clock (NTP)"
+        )
+        out: list[Any] = []
+        if what == "create":
+            tracked.done = True
+            rejected = OrderRejected(key, self.clock_problem, now)
+            out += [Send(strategy_address(tracked.strategy), rejected), Send(LEDGER, rejected)]
+        elif what == "balance":
+            self._balance_due = now + self.retry.delay(self.clock_errors)
+        elif what == "cancel":
+            self.tracked[key].cancel_due = now + self.retry.delay(self.clock_errors)
+        out += self._isolate(now, self.clock_problem)
+        return out + self._answer_waiting()
+
     def _cancel_failed(self, tracked: Tracked, kind: ErrorKind, error: str, now: float) -> list[Any]:
         """A cancel is asked again until the exchange says what became of the order.
 
@@ -499,20 +567,26 @@ class LiveConnectionCore:
 
     def _markets_loaded(self, markets: dict[str, MarketRules], now: float) -> list[Any]:
         self.markets = dict(markets)
+        # The exchange's time: closed candles are judged by it, and ccxt signs with it.
+        out = self._call(now, "sync_clock", what="clock")
         if self._shadow_exchange is not None and self.shadow is None:
             self.shadow = SimulatedOrders(self.venue, self._shadow_exchange.get(self.markets.values()))
             self.shadow.restore(self._restored)
         if not self.authenticated:
             self._balances_loaded = True  # public data only: no account to ask
-            return self._answer_waiting()
-        return self._call(now, "fetch_balance", what="balance")
+            return out + self._answer_waiting()
+        return out + self._call(now, "fetch_balance", what="balance")
 
-    def _candles(self, symbol: str, candles: list[Candle], now: float) -> list[Any]:
+    def _candles(self, symbol: str, candles: list[Candle], now: float, asked_at: float) -> list[Any]:
+        """Closed candles are news, each once, with its final values. A candle is closed when
+        the exchange says so: a newer one follows it, or the exchange's clock had passed its
+        end when we asked (not when the answer arrived, and not by our own clock: a late
+        answer or a host clock ahead would take a forming candle for a closed one)."""
         frame_ms = self.settings.timeframe_seconds * 1000
-        now_ms = int(now * 1000)
+        exchange_ms = int((asked_at + self.clock_offset) * 1000)
         first_poll = symbol not in self.last_candle_ms
-        # The newest candle may be the one still forming; only closed candles are news.
-        closed = candles[:-1] if candles and candles[-1].ts * 1000 + frame_ms > now_ms else candles
+        last_closed = bool(candles) and candles[-1].ts * 1000 + frame_ms <= exchange_ms
+        closed = candles if last_closed else candles[:-1]
         fresh = [c for c in closed if c.ts * 1000 > self.last_candle_ms.get(symbol, -1)]
         if not fresh:
             return []

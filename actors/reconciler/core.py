@@ -138,6 +138,10 @@ def compare(record: Record, exchange: ExchangeSnapshot, ledger: LedgerSnapshot,
                 [Send(LEDGER, Release(cid, f"reconciler: no live order ({state})"))],
             ))
 
+    if any(difference.kind == "missed_fill" for difference, _ in out):
+        # Fills being repaired change the books: balances are judged once they are booked,
+        # so a repaired difference is never also reported as an unexplained one.
+        return out
     held: dict[str, Decimal] = {}
     holders: dict[str, list[str]] = {}
     for strategy, (quote, base) in ledger.holdings.items():
