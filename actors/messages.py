@@ -76,6 +76,8 @@ class Reserve:
     #: down to ``lot_size`` and must meet the market's minimums.
     share_of_free: Decimal | None = None
     lot_size: Decimal = Decimal(0)
+    #: Instead of a lot: amounts keep this many significant digits (ccxt SIGNIFICANT_DIGITS).
+    amount_digits: int | None = None
     min_amount: Decimal = Decimal(0)
     min_notional: Decimal = Decimal(0)
 
@@ -216,6 +218,8 @@ class Quote:
     symbol: str
     bid: Decimal
     ask: Decimal
+    #: When the connection received it (wall-clock seconds): an old quote is not a price.
+    at: float = 0.0
 
 
 @attrs.frozen

@@ -183,18 +183,39 @@ def _d(value: Any) -> Decimal:
     return Decimal(str(value))
 
 
-def parse_markets(markets: dict[str, Any]) -> dict[str, MarketRules]:
-    """ccxt's loaded spot markets as our market rules (tick, lot, minimums, fees)."""
+def _precision(value: Any, mode: int) -> tuple[Decimal, int | None]:
+    """ccxt's precision number as (step, significant digits), by the exchange's counting
+    mode (``exchange.precisionMode``): TICK_SIZE gives the step itself, DECIMAL_PLACES a
+    count of decimals (step 10^-n), SIGNIFICANT_DIGITS a count of significant digits."""
+    if value is None:
+        raise ValueError("the market gives no precision")
+    if mode == ccxt.SIGNIFICANT_DIGITS:
+        return Decimal(0), int(value)
+    if mode == ccxt.DECIMAL_PLACES:
+        return Decimal(1).scaleb(-int(value)), None
+    return _d(value), None
+
+
+def parse_markets(markets: dict[str, Any], precision_mode: int = ccxt.TICK_SIZE) -> dict[str, MarketRules]:
+    """ccxt's loaded spot markets as our market rules (tick, lot, minimums, fees).
+    A market without usable precision is left out (it cannot be traded safely)."""
     out = {}
     for symbol, m in markets.items():
         if not m.get("spot") or m.get("type") != "spot":
             continue
         precision, limits = m["precision"], m["limits"]
+        try:
+            tick, price_digits = _precision(precision.get("price"), precision_mode)
+            lot, amount_digits = _precision(precision.get("amount"), precision_mode)
+        except (ValueError, TypeError, ArithmeticError):
+            continue
         out[symbol] = MarketRules.for_symbol(
             symbol,
-            tick_size=_d(precision["price"]),
-            lot_size=_d(precision["amount"]),
-            min_amount=_d(limits["amount"]["min"] or precision["amount"]),
+            tick_size=tick,
+            lot_size=lot,
+            price_digits=price_digits,
+            amount_digits=amount_digits,
+            min_amount=_d(limits["amount"]["min"] or lot),
             min_notional=_d((limits.get("cost") or {}).get("min") or 0),
             maker_fee=_d(m.get("maker") or 0),
             taker_fee=_d(m.get("taker") or 0),
@@ -247,7 +268,7 @@ def parse_candle(row: list[Any]) -> Candle:
 
 
 def _load_markets(client: ccxt.Exchange) -> dict[str, MarketRules]:
-    return parse_markets(client.load_markets())
+    return parse_markets(client.load_markets(), client.precisionMode)
 
 
 def _fetch_balance(client: ccxt.Exchange) -> dict[str, Decimal]:

@@ -118,3 +118,56 @@ def test_cancel_unlocks_what_is_left_and_a_second_cancel_is_unknown():
     assert ex.balances["USD"].free == D("10000") - D("100")
     again = ex.cancel_order("c")
     assert isinstance(again, Rejection) and again.code == -2011
+
+
+# ----------------------------------------------- precision as ccxt counts it
+
+from ccxt.base.decimal_to_precision import (  # noqa: E402
+    NO_PADDING,
+    SIGNIFICANT_DIGITS,
+    TICK_SIZE,
+    TRUNCATE,
+    decimal_to_precision,
+)
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from exchange.ccxt_adapter import parse_markets  # noqa: E402
+
+
+def ccxt_market(price, amount):
+    return {"X/USD": {"spot": True, "type": "spot", "active": True, "maker": 0.001, "taker": 0.002,
+                      "precision": {"price": price, "amount": amount}, "limits": {"amount": {"min": None}, "cost": {"min": 1}}}}
+
+
+def test_each_ccxt_precision_mode_gives_usable_ticks_and_lots():
+    import ccxt
+
+    by_tick = parse_markets(ccxt_market(0.01, 0.0001), ccxt.TICK_SIZE)["X/USD"]
+    by_places = parse_markets(ccxt_market(2, 4), ccxt.DECIMAL_PLACES)["X/USD"]
+    assert (by_tick.tick_size, by_tick.lot_size) == (by_places.tick_size, by_places.lot_size) == (D("0.01"), D("0.0001"))
+    # bitfinex counts significant digits: 5 for BTC/USD prices, 8 for amounts. Today's
+    # 5 BTC ticks (every buy rounding to zero) are gone.
+    digits = parse_markets(ccxt_market(5, 8), ccxt.SIGNIFICANT_DIGITS)["X/USD"]
+    assert digits.round_price(D("43251.789"), passive_side_is_down=True) == D("43251")
+    assert digits.round_price(D("0.123456"), passive_side_is_down=False) == D("0.12346")
+    assert digits.round_amount(D("0.0123456789")) == D("0.012345678")
+    assert digits.violation(D("43251"), D("0.012345678")) is None
+    assert "PRICE_FILTER" in digits.violation(D("43251.5"), D("0.01"))
+
+
+@given(value=st.decimals("0.00000001", "1000000", places=8), digits=st.integers(1, 10))
+def test_significant_digits_round_down_exactly_like_ccxt(value, digits):
+    rules = parse_markets(ccxt_market(digits, digits), 3)["X/USD"]  # 3: ccxt.SIGNIFICANT_DIGITS
+    ours = rules.round_amount(value)
+    theirs = D(decimal_to_precision(str(value), TRUNCATE, digits, SIGNIFICANT_DIGITS, NO_PADDING))
+    assert ours == theirs
+
+
+@given(value=st.decimals("0.00000001", "1000000", places=8), exponent=st.integers(-8, 2))
+def test_steps_round_down_exactly_like_ccxt(value, exponent):
+    step = D(1).scaleb(exponent)
+    rules = parse_markets(ccxt_market(str(step), str(step)), 4)["X/USD"]  # 4: ccxt.TICK_SIZE
+    ours = rules.round_amount(value)
+    theirs = D(decimal_to_precision(str(value), TRUNCATE, str(step), TICK_SIZE, NO_PADDING))
+    assert ours == theirs

@@ -267,8 +267,14 @@ def test_take_profit_and_stop_loss_sell_from_the_average_entry():
 
 def test_limit_prices_can_start_from_the_best_bid_and_ask():
     core = active_core(price_from="best")
-    core.handle(Quote("sim", "BTC/USD", D("97.50"), D("98.50")), 0.5)
+    core.handle(Quote("sim", "BTC/USD", D("97.50"), D("98.50"), at=0.5), 0.5)
     assert buy_intent(core).price == D("97.40")  # 97.50 (the bid) less 10 bp, down to the tick
     plain = active_core()
     plain.handle(Quote("sim", "BTC/USD", D("97.50"), D("98.50")), 0.5)
     assert buy_intent(plain).price == D("97.90")  # from the close, as configured
+
+
+def test_a_stale_best_bid_is_not_a_price():
+    core = active_core(price_from="best", quote_max_age_seconds=30)
+    core.handle(Quote("sim", "BTC/USD", D("97.50"), D("98.50"), at=-40.0), 0.5)  # 42 s old when deciding
+    assert buy_intent(core).price == D("97.90")  # from the close

@@ -428,7 +428,7 @@ class LiveConnectionCore:
         if what == "ticker":
             if result is None:
                 return []  # this venue gives no best bid and ask: strategies use the close
-            quote = Quote(self.venue, key, *result)
+            quote = Quote(self.venue, key, *result, at=now)
             return [Send(to, quote) for to in self.subscribers.get(key, [])]
         if what == "open_orders":
             return self._open_orders(key, result, now)

@@ -22,7 +22,7 @@ money handed to another order.
 
 from __future__ import annotations
 
-from decimal import ROUND_FLOOR, Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import Any, Iterable, Mapping
 
 import attrs
@@ -49,6 +49,7 @@ from actors.messages import (
     Send,
     strategy_address,
 )
+from exchange.markets import round_to
 from exchange.records import Side
 
 ZERO = Decimal(0)
@@ -239,8 +240,8 @@ class LedgerCore:
             amount = account.quote_free * share / (request.price * (1 + request.fee_rate))
         else:
             amount = account.base_free * share
-        if request.lot_size > 0:
-            amount = (amount / request.lot_size).to_integral_value(ROUND_FLOOR) * request.lot_size
+        if request.lot_size > 0 or request.amount_digits is not None:
+            amount = round_to(amount, request.lot_size, request.amount_digits, ROUND_DOWN)
         if amount > 0 and amount >= request.min_amount and amount * request.price >= request.min_notional:
             return amount
         minimum = f"({request.min_amount} {request.base}, {request.min_notional} {request.quote})"

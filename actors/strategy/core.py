@@ -116,7 +116,7 @@ class StrategyCore:
         self._cancel_again: set[str] = set()
         self._settled: dict[str, None] = {}
         #: The venue's latest best bid and ask, if it gives them.
-        self._quote: tuple[Decimal, Decimal] | None = None
+        self._quote: Quote | None = None
         self._ready_sent = False
         #: Orders not yet final, by client order id.
         self.orders: dict[str, Order] = {}
@@ -213,7 +213,7 @@ class StrategyCore:
             self._venue = message.facts
             return self._maybe_activate(now)
         if isinstance(message, Quote):
-            self._quote = (message.bid, message.ask)
+            self._quote = message
             return []
         if isinstance(message, VenueStatus):
             return self._on_venue_status(message, now)
@@ -390,7 +390,9 @@ class StrategyCore:
         market = self.market
         offset = self.settings.limit_offset_bps / BPS
         share = None
-        best = self._quote if self.settings.price_from == "best" else None
+        quote = self._quote
+        fresh = quote is not None and now - quote.at <= self.settings.quote_max_age_seconds
+        best = (quote.bid, quote.ask) if self.settings.price_from == "best" and fresh and quote is not None else None
         if side is Side.BUY:
             reference = best[0] if best is not None else candle.close
             price = market.round_price(reference * (1 - offset), passive_side_is_down=True)
@@ -444,6 +446,7 @@ class StrategyCore:
                     reply_to=self.address,
                     share_of_free=share,
                     lot_size=market.lot_size,
+                    amount_digits=market.amount_digits,
                     min_amount=market.min_amount,
                     min_notional=market.min_notional,
                 ),

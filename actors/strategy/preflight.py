@@ -61,6 +61,8 @@ def parameter_problems(s: StrategySettings) -> list[str]:
         out.append(f"ttl_seconds: must be between 60 and {MAX_SECONDS}, got {s.ttl_seconds}")
     if not 0 <= s.cooldown_seconds <= MAX_SECONDS:
         out.append(f"cooldown_seconds: must be between 0 and {MAX_SECONDS}, got {s.cooldown_seconds}")
+    if not 0 < s.quote_max_age_seconds <= 3600:
+        out.append(f"quote_max_age_seconds: must be greater than 0 and at most 3600, got {s.quote_max_age_seconds:g}")
     if not 1 <= s.max_open_orders <= 100:
         out.append(f"max_open_orders: must be between 1 and 100, got {s.max_open_orders}")
     if s.take_profit_pct is not None and not Decimal(0) < s.take_profit_pct <= 1000:

@@ -47,6 +47,9 @@ class StrategySettings:
     #: What the offset is taken from: the candle's ``close``, or the ``best`` bid (buys) and
     #: ask (sells) where the venue gives them (a live venue's ticker), else the close.
     price_from: Literal["close", "best"] = "close"
+    #: A best bid/ask older than this (wall-clock seconds; e.g. the venue was isolated) is
+    #: not used: the offset is taken from the close instead.
+    quote_max_age_seconds: float = 30.0
     #: Market-time seconds an order may rest unfilled before we cancel it (it EXPIREs).
     ttl_seconds: int = 3 * 3600
     #: Market-time seconds after a fill during which no new order is placed.
