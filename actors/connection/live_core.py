@@ -232,6 +232,14 @@ class LiveConnectionCore:
     # -------------------------------------------------------------- dispatch
 
     def handle(self, message: Any, now: float) -> list[Any]:
+        out = self._handle(message, now)
+        if self.shadow is not None:
+            # The simulated account's changes reach the writer ahead of what they caused
+            # (see actors.connection.simulated_orders): shadow strategies continue exactly.
+            return self.shadow.record_changes() + out
+        return out
+
+    def _handle(self, message: Any, now: float) -> list[Any]:
         if isinstance(message, Tick):
             return self.on_tick(now)
         if isinstance(message, CallDone):
@@ -459,11 +467,13 @@ class LiveConnectionCore:
         self.markets = dict(markets)
         if self._shadow_exchange is not None and self.shadow is None:
             self.shadow = SimulatedOrders(self.venue, self._shadow_exchange.get(self.markets.values()))
-            self.shadow.restore(self._restored)
+            out = self.shadow.restore(self._restored, now)
+        else:
+            out = []
         if not self.authenticated:
             self._balances_loaded = True  # public data only: no account to ask
-            return self._answer_waiting()
-        return self._call(now, "fetch_balance", what="balance")
+            return out + self._answer_waiting()
+        return out + self._call(now, "fetch_balance", what="balance")
 
     def _candles(self, symbol: str, candles: list[Candle], now: float) -> list[Any]:
         frame_ms = self.settings.timeframe_seconds * 1000

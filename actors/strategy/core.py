@@ -166,6 +166,8 @@ class StrategyCore:
                     self.settling[order.client_order_id] = order  # its late trades still count
                 continue
             self.orders[order.client_order_id] = order
+            if order.market_ts is not None:
+                self._placed_at[order.client_order_id] = order.market_ts  # its time-to-live goes on
             if order.state in (OrderState.RESERVED, OrderState.SUBMITTING):
                 out += self._advance(order.client_order_id, Trigger.OUTCOME_UNKNOWN, now, reason="restarted before the exchange answered")
                 out.append(self._event("order_unknown", now, order.client_order_id, reason="restarted before the exchange answered"))
@@ -422,6 +424,7 @@ class StrategyCore:
             created_at=now,
             updated_at=now,
             rule=outcome.rule,
+            market_ts=candle.ts,
         )
         self.orders[cid] = order
         self._placed_at[cid] = candle.ts
@@ -505,9 +508,11 @@ class StrategyCore:
     def _expire(self, market_time: int, now: float) -> list[Send]:
         out: list[Send] = []
         for cid, order in list(self.orders.items()):
-            placed = self._placed_at.get(cid)
-            if placed is None or order.state not in (OrderState.OPEN, OrderState.PARTIALLY_FILLED):
+            if order.state not in (OrderState.OPEN, OrderState.PARTIALLY_FILLED):
                 continue
+            # An order restored from a row that does not say when it was decided counts
+            # from the first candle after the restart: late, but never forever.
+            placed = self._placed_at.setdefault(cid, market_time)
             age = market_time - placed
             if age >= self.settings.ttl_seconds:
                 if age < 2 * self.settings.ttl_seconds and self._would_strand_dust(order):
