@@ -16,6 +16,7 @@ import attrs
 from actors.orders import Order
 from exchange.candles import Candle
 from exchange.markets import MarketRules
+from exchange.matching import ExchangeState
 from exchange.records import ExchangeOrder, ExchangeTrade, Side
 
 LEDGER = "ledger"
@@ -386,6 +387,23 @@ class RecordJournal:
 
     entries: tuple[JournalEntry, ...]
     fills: tuple[FillReport, ...] = ()
+
+
+@attrs.frozen
+class RecordSimulatedExchange:
+    """A simulated account's state, as it changed, and how far its replay has gone.
+
+    A connection sends it to the writer *before* it tells anyone what the change caused
+    (an acceptance, a fill, a cancellation, a candle), so that the writer, committing its
+    inbox in order, has it on disk no later than anything recorded because of it: after
+    any crash the stored simulated exchange is at least as far as the ledger and the
+    order book of record, and never gives a trade id twice.
+    """
+
+    venue: str
+    state: ExchangeState | None
+    #: market -> time of the last candle released (the markets whose replay moved).
+    replay: dict[str, int] = attrs.field(factory=dict)
 
 
 # ------------------------------------------------------ connection <-> shell

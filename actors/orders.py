@@ -153,9 +153,9 @@ class Order:
     #: What the exchange said had filled when it ended the order (cancelled, expired);
     #: trades up to it may be reported later and still count.
     final_filled: Decimal | None = None
-    #: Market time (the deciding candle's timestamp) when it was placed: its time-to-live
-    #: runs from here, across restarts.
-    placed_market_ts: int | None = None
+    #: The market time (candle timestamp) it was decided at: its time-to-live counts from
+    #: it, across restarts too. None in rows written before it was kept.
+    market_ts: int | None = None
 
     @property
     def remaining(self) -> Decimal:

@@ -14,6 +14,12 @@ Rules (the ones a paper trader most often gets wrong are the ones that flatter i
 - each candle can fill at most ``volume_share`` of its traded volume across all our orders
   on that market, best price first, then first placed first: partial fills are normal.
   A candle with zero volume fills nothing.
+
+Its state (balances, every order, the trades, the next order and trade ids) is what a real
+exchange would keep while we are down. With ``track_changes`` on, the engine remembers what
+changed, and :meth:`SimulatedExchange.drain_changes` hands it over as an
+:class:`ExchangeState` for the store; :meth:`SimulatedExchange.restore` continues from what
+the store holds. The Lab leaves tracking off and pays nothing for it.
 """
 
 from __future__ import annotations
@@ -62,6 +68,22 @@ class SimOrder:
 
 
 @attrs.frozen
+class ExchangeState:
+    """The simulated account as the store keeps it: whole (to restore from) or only what
+    changed since it was last drained (to write).
+
+    ``balances`` and the id sequences are always whole; ``orders`` are the orders that
+    changed (their latest state, copies), ``trades`` the new trades.
+    """
+
+    balances: dict[str, tuple[Decimal, Decimal]]  # asset -> (free, used)
+    next_order: int
+    next_trade: int
+    orders: tuple[SimOrder, ...] = ()
+    trades: tuple[ExchangeTrade, ...] = ()
+
+
+@attrs.frozen
 class Rejection:
     code: int
     message: str
@@ -97,6 +119,59 @@ class SimulatedExchange:
         self._next_order = 1
         self._next_trade = 1
         self.trades: list[ExchangeTrade] = []
+        #: Remember what changes, for :meth:`drain_changes` (shadow mode persists it).
+        self.track_changes = False
+        self._changed: dict[str, SimOrder] = {}
+        self._new_trades: list[ExchangeTrade] = []
+
+    # ------------------------------------------------------------- state
+
+    def drain_changes(self) -> ExchangeState | None:
+        """What changed since the last call (None: nothing), with the whole balances and id
+        sequences; forgotten once handed over."""
+        if not self._changed and not self._new_trades:
+            return None
+        state = ExchangeState(
+            balances={asset: (b.free, b.used) for asset, b in self.balances.items()},
+            next_order=self._next_order,
+            next_trade=self._next_trade,
+            # Copies: the book goes on changing after the state has been handed over.
+            orders=tuple(attrs.evolve(order) for order in self._changed.values()),
+            trades=tuple(self._new_trades),
+        )
+        self._changed = {}
+        self._new_trades = []
+        return state
+
+    def restore(self, state: ExchangeState) -> None:
+        """Continue from ``state`` as the store holds it: its balances, its orders (the open
+        ones rest again, with what they filled and what they lock), its trades, and id
+        sequences that never give an id twice."""
+        self.balances = defaultdict(Balance, {asset: Balance(free, used) for asset, (free, used) in state.balances.items()})
+        orders = sorted((attrs.evolve(o) for o in state.orders), key=lambda o: int(o.exchange_order_id))
+        self.orders = {o.exchange_order_id: o for o in orders}
+        self._open = {o.exchange_order_id: o for o in orders if o.status == "open"}
+        # A client order id reused after its first order ended names the latest order.
+        self._by_client_id = {o.client_order_id: o.exchange_order_id for o in orders}
+        self.trades = sorted(state.trades, key=lambda t: int(t.trade_id))
+        self._next_order = state.next_order
+        self._next_trade = state.next_trade
+        self._changed = {}
+        self._new_trades = []
+
+    def resync(self) -> None:
+        """Hand over everything again with the next changes (orders and trades alike).
+
+        For a restart of whoever carries the changes to the store within one process: a
+        batch the writer failed to write is lost, and later changes alone would leave the
+        store behind for good. (Not needed after a restore: the store is where it came from.)"""
+        if self.track_changes:
+            self._changed = dict(self.orders)
+            self._new_trades = list(self.trades)
+
+    def trades_of(self, exchange_order_id: str) -> list[ExchangeTrade]:
+        """The trades of one order, oldest first (of those the engine still holds)."""
+        return [t for t in self.trades if t.exchange_order_id == exchange_order_id]
 
     # ------------------------------------------------------------- orders
 
@@ -135,6 +210,7 @@ class SimulatedExchange:
         self.orders[order.exchange_order_id] = order
         self._open[order.exchange_order_id] = order
         self._by_client_id[client_order_id] = order.exchange_order_id
+        self._touched(order)
         return order
 
     def cancel_order(self, client_order_id: str) -> SimOrder | Rejection:
@@ -144,6 +220,7 @@ class SimulatedExchange:
         order.status = "canceled"
         del self._open[order.exchange_order_id]
         self._unlock(order, order.locked)
+        self._touched(order)
         return order
 
     def order_by_client_id(self, client_order_id: str) -> SimOrder | None:
@@ -172,6 +249,8 @@ class SimulatedExchange:
             budget -= amount
             fills.append(self._fill(market, order, amount, now))
         self.trades.extend(fills)
+        if self.track_changes:
+            self._new_trades.extend(fills)
         return fills
 
     def _queue(self, symbol: str) -> list[SimOrder]:
@@ -231,7 +310,12 @@ class SimulatedExchange:
             order_complete=complete,
         )
         self._next_trade += 1
+        self._touched(order)
         return fill
+
+    def _touched(self, order: SimOrder) -> None:
+        if self.track_changes:
+            self._changed[order.exchange_order_id] = order
 
     def _unlock(self, order: SimOrder, amount: Decimal) -> None:
         market = self.markets[order.symbol]

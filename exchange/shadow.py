@@ -1,7 +1,9 @@
 """A shadow venue: the simulated exchange plus the replay feeds that move its markets.
 
 It stands where a real exchange would: it keeps its orders and balances while the
-connection actor that talks to it restarts.
+connection actor that talks to it restarts, and (its state being kept in the store) while
+limitline itself is down: :meth:`ShadowVenue.restore` continues the account and the replay
+where the store says they were.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from exchange.candles import Candle
-from exchange.matching import SimulatedExchange
+from exchange.matching import ExchangeState, SimulatedExchange
 from exchange.replay import ReplayFeed
 
 
@@ -21,6 +23,34 @@ class ShadowVenue:
             raise ValueError(f"replay feeds for markets the exchange does not list: {sorted(unknown)}")
         self.exchange = exchange
         self.feeds = feeds
+        #: The replay positions last handed over by :meth:`replay_changes`.
+        self._positions: dict[str, int] = {}
+
+    def restore(self, state: ExchangeState | None, positions: dict[str, int]) -> None:
+        """Continue from the store: the account (if it was ever recorded) and each replay
+        from the candle after the last one released (``positions``: market -> its time)."""
+        if state is not None:
+            self.exchange.restore(state)
+        for symbol, ts in positions.items():
+            feed = self.feeds.get(symbol)
+            if feed is not None:
+                feed.resume_after(ts)
+        self._positions = {symbol: ts for symbol, ts in positions.items() if symbol in self.feeds}
+
+    def resync(self) -> None:
+        """Hand over the whole account and every replay position with the next changes
+        (see :meth:`SimulatedExchange.resync`)."""
+        self.exchange.resync()
+        self._positions = {}
+
+    def replay_changes(self) -> dict[str, int]:
+        """Each market whose replay moved since the last call, and its last candle's time."""
+        moved = {}
+        for symbol, feed in self.feeds.items():
+            ts = feed.last_ts
+            if ts is not None and self._positions.get(symbol) != ts:
+                moved[symbol] = self._positions[symbol] = ts
+        return moved
 
     def advance(self, clock: float) -> list[tuple[str, Candle]]:
         """The candles due by ``clock`` (the feeds' clock), oldest first per market; the

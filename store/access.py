@@ -9,14 +9,23 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterable, TypeVar
 
 import trio
 
 from actors.messages import JournalEntry
 from actors.orders import Order
 from actors.writer.core import Batch
-from store.db import load_journal, load_orders, load_record, open_store, write_batch
+from exchange.matching import ExchangeState
+from store.db import (
+    load_journal,
+    load_orders,
+    load_record,
+    load_simulated,
+    open_store,
+    write_batch,
+)
+from store.schema import current_version
 
 T = TypeVar("T")
 
@@ -49,6 +58,35 @@ class SqliteReader:
 
     async def record(self, *, venue: str) -> tuple[list[Order], frozenset[str]]:
         return await self.read(load_record, venue=venue)
+
+
+#: The first schema version that keeps the simulated exchange's state.
+SIMULATED_SINCE_VERSION = 3
+
+
+def stored_simulated(
+    path: str | Path, venue: str, strategies: Iterable[str] | None = None
+) -> tuple[ExchangeState | None, dict[str, int], bool]:
+    """The simulated account of ``venue`` and its replay positions as the store at
+    ``path`` holds them, read once at start-up, before any actor runs; and whether the
+    store has orders on it (of ``strategies``, if given: the shadow ones of a live venue)
+    written before the simulated exchange's state was kept, which cannot be continued
+    exactly. A missing file holds nothing."""
+    path = Path(path)
+    if not path.exists():
+        return None, {}, False
+    connection = open_store(path, readonly=True)
+    try:
+        version = current_version(connection)
+        if version == 0:
+            return None, {}, False
+        if version < SIMULATED_SINCE_VERSION:
+            rows = connection.execute("SELECT strategy FROM orders WHERE venue = ?", (venue,)).fetchall()
+            return None, {}, any(strategies is None or strategy in strategies for (strategy,) in rows)
+        state, replay = load_simulated(connection, venue=venue)
+        return state, replay, False
+    finally:
+        connection.close()
 
 
 class SqliteWriter:

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from datetime import datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from actors.messages import JournalEntry
+from actors.messages import JournalEntry, RecordSimulatedExchange
 from actors.orders import Order, OrderState
 from actors.writer.core import Batch
+from exchange.matching import ExchangeState, SimOrder
+from exchange.records import ExchangeTrade
 from store.codec import dumps
 from store.rows import Columns
 from store.schema import migrate
@@ -25,6 +29,12 @@ from store.schema import migrate
 JOURNAL_COLUMNS = Columns(JournalEntry)
 ORDER_COLUMNS = Columns(Order)
 _ORDER_UPDATES = ", ".join(f"{name} = excluded.{name}" for name in ORDER_COLUMNS.names if name != "client_order_id")
+#: The simulated exchange's orders and trades, each row after its venue.
+SIM_ORDER_COLUMNS = Columns(SimOrder)
+SIM_TRADE_COLUMNS = Columns(ExchangeTrade)
+#: Trades kept in memory after a restart besides those of orders still being settled: as
+#: many as the recent-trades list a snapshot shows.
+RECENT_SIM_TRADES = 1000
 
 
 def open_store(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -44,6 +54,36 @@ def open_store(path: str | Path, *, readonly: bool = False) -> sqlite3.Connectio
     connection.isolation_level = "DEFERRED"
     migrate(connection)
     return connection
+
+
+def archive_store(path: str | Path, now: datetime | None = None) -> Path | None:
+    """Move the store at ``path`` aside, to ``<stem>.<UTC time><suffix>`` beside it, so a
+    new one starts empty; None if there is none. Its write-ahead log is folded into it
+    first (a store left by ``kill -9`` may hold committed rows only there), so the archive
+    is one file that opens as it was; if that fails, the log files move along with it."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        connection = sqlite3.connect(path, isolation_level=None)
+        try:
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            connection.close()
+    except sqlite3.Error:
+        pass  # moved with its -wal and -shm below: sqlite reads them under the new name
+    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    target = path.with_name(f"{path.stem}.{stamp}{path.suffix}")
+    n = 1
+    while target.exists():
+        target = path.with_name(f"{path.stem}.{stamp}-{n}{path.suffix}")
+        n += 1
+    for extra in ("-wal", "-shm"):
+        side = path.with_name(path.name + extra)
+        if side.exists():
+            side.rename(target.with_name(target.name + extra))
+    path.rename(target)
+    return target
 
 
 def write_batch(connection: sqlite3.Connection, batch: Batch) -> None:
@@ -80,6 +120,40 @@ def write_batch(connection: sqlite3.Connection, batch: Batch) -> None:
             f"INSERT INTO journal ({JOURNAL_COLUMNS.sql}) VALUES ({JOURNAL_COLUMNS.placeholders})",
             [JOURNAL_COLUMNS.row(j) for j in batch.journal],
         )
+        for record in batch.simulated:
+            _write_simulated(connection, record)
+
+
+def _write_simulated(connection: sqlite3.Connection, record: RecordSimulatedExchange) -> None:
+    """One simulated account's changes (inside the batch's transaction)."""
+    venue, state = record.venue, record.state
+    if state is not None:
+        connection.execute(
+            """INSERT INTO sim_accounts (venue, next_order, next_trade) VALUES (?, ?, ?)
+               ON CONFLICT (venue) DO UPDATE SET next_order = excluded.next_order, next_trade = excluded.next_trade""",
+            (venue, state.next_order, state.next_trade),
+        )
+        connection.executemany(
+            """INSERT INTO sim_balances (venue, asset, free, used) VALUES (?, ?, ?, ?)
+               ON CONFLICT (venue, asset) DO UPDATE SET free = excluded.free, used = excluded.used""",
+            [(venue, asset, str(free), str(used)) for asset, (free, used) in state.balances.items()],
+        )
+        connection.executemany(
+            f"""INSERT INTO sim_orders (venue, {SIM_ORDER_COLUMNS.sql}) VALUES (?, {SIM_ORDER_COLUMNS.placeholders})
+               ON CONFLICT (venue, exchange_order_id) DO UPDATE SET
+                   filled = excluded.filled, status = excluded.status, locked = excluded.locked""",
+            [(venue, *SIM_ORDER_COLUMNS.row(o)) for o in state.orders],
+        )
+        connection.executemany(
+            f"""INSERT INTO sim_trades (venue, {SIM_TRADE_COLUMNS.sql}) VALUES (?, {SIM_TRADE_COLUMNS.placeholders})
+               ON CONFLICT DO NOTHING""",
+            [(venue, *SIM_TRADE_COLUMNS.row(t)) for t in state.trades],
+        )
+    connection.executemany(
+        """INSERT INTO sim_replay (venue, symbol, last_ts) VALUES (?, ?, ?)
+           ON CONFLICT (venue, symbol) DO UPDATE SET last_ts = excluded.last_ts""",
+        [(venue, symbol, ts) for symbol, ts in record.replay.items()],
+    )
 
 
 # ----------------------------------------------------------------- reads
@@ -124,6 +198,41 @@ def load_record(connection: sqlite3.Connection, *, venue: str) -> tuple[list[Ord
     with connection:
         connection.execute("BEGIN")
         return load_orders(connection, venue=venue), load_fill_trade_ids(connection, venue=venue)
+
+
+def load_simulated(connection: sqlite3.Connection, *, venue: str) -> tuple[ExchangeState | None, dict[str, int]]:
+    """A simulated account as the store holds it (None if it never changed) and its
+    replay positions (market -> time of the last candle released), read together.
+
+    Every order comes back; of the trades, the last :data:`RECENT_SIM_TRADES` and every
+    trade of an order the order book of record does not yet hold as final (the evidence
+    a restart may still have to report)."""
+    finals = [s.value for s in OrderState if s.is_final]
+    with connection:
+        connection.execute("BEGIN")
+        replay = dict(connection.execute("SELECT symbol, last_ts FROM sim_replay WHERE venue = ?", (venue,)).fetchall())
+        account = connection.execute("SELECT next_order, next_trade FROM sim_accounts WHERE venue = ?", (venue,)).fetchone()
+        if account is None:
+            return None, replay
+        balances = {
+            asset: (Decimal(free), Decimal(used))
+            for asset, free, used in connection.execute("SELECT asset, free, used FROM sim_balances WHERE venue = ?", (venue,))
+        }
+        orders = [
+            SIM_ORDER_COLUMNS.record(row[1:])
+            for row in connection.execute(f"SELECT venue, {SIM_ORDER_COLUMNS.sql} FROM sim_orders WHERE venue = ?", (venue,))
+        ]
+        trades = [
+            SIM_TRADE_COLUMNS.record(row)
+            for row in connection.execute(
+                f"""SELECT {SIM_TRADE_COLUMNS.sql} FROM sim_trades WHERE venue = ? AND (
+                        rowid IN (SELECT rowid FROM sim_trades WHERE venue = ? ORDER BY rowid DESC LIMIT ?)
+                        OR client_order_id IN (SELECT client_order_id FROM orders
+                                               WHERE venue = ? AND state NOT IN ({', '.join('?' * len(finals))})))""",
+                (venue, venue, RECENT_SIM_TRADES, venue, *finals),
+            )
+        ]
+    return ExchangeState(balances, account[0], account[1], tuple(orders), tuple(trades)), replay
 
 
 def latest_events(

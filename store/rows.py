@@ -2,9 +2,9 @@
 
 Each field's type says how its value is stored: a Decimal as decimal text (exact, and
 several times cheaper than a JSON document), an enum as its value, a frozenset as a sorted
-JSON list, None as NULL; text and numbers as they are. The conversions are chosen once per
-class, when the module that stores it is imported, never per row: the writer turns every
-ledger movement into a row.
+JSON list, a bool as 0 or 1, None as NULL; text and numbers as they are. The conversions
+are chosen once per class, when the module that stores it is imported, never per row: the
+writer turns every ledger movement into a row.
 """
 
 from __future__ import annotations
@@ -76,6 +76,8 @@ def _conversions(type_: Any, default: Any) -> tuple[Convert | None, Convert | No
         to, back = operator.attrgetter("value"), type_
     elif get_origin(type_) is frozenset:
         to, back = _sorted_json, _frozenset
+    elif type_ is bool:
+        to, back = int, bool
     elif type_ in (str, int, float):
         to, back = None, None
     else:

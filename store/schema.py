@@ -82,8 +82,61 @@ MIGRATIONS: list[list[str]] = [
     ],
     # 1 -> 2: what the exchange said had filled when it ended an order (late trades count).
     ["ALTER TABLE orders ADD COLUMN final_filled TEXT"],
-    # 2 -> 3: the market time an order was placed at (its time-to-live survives restarts).
-    ["ALTER TABLE orders ADD COLUMN placed_market_ts INTEGER"],
+    # 2 -> 3: the simulated exchange's state, so shadow mode continues across restarts
+    # (one typed column per field of exchange.matching.SimOrder and of
+    # exchange.records.ExchangeTrade), and the market time an order was decided at, so its
+    # time-to-live still counts after a restart.
+    [
+        "ALTER TABLE orders ADD COLUMN market_ts INTEGER",
+        """CREATE TABLE sim_accounts (
+            venue TEXT PRIMARY KEY,
+            next_order INTEGER NOT NULL,
+            next_trade INTEGER NOT NULL
+        )""",
+        """CREATE TABLE sim_balances (
+            venue TEXT NOT NULL,
+            asset TEXT NOT NULL,
+            free TEXT NOT NULL,
+            used TEXT NOT NULL,
+            PRIMARY KEY (venue, asset)
+        )""",
+        """CREATE TABLE sim_orders (
+            venue TEXT NOT NULL,
+            exchange_order_id TEXT NOT NULL,
+            client_order_id TEXT NOT NULL,
+            symbol TEXT NOT NULL,
+            side TEXT NOT NULL,
+            price TEXT NOT NULL,
+            amount TEXT NOT NULL,
+            placed_at REAL NOT NULL,
+            filled TEXT NOT NULL,
+            status TEXT NOT NULL,
+            locked TEXT NOT NULL,
+            PRIMARY KEY (venue, exchange_order_id)
+        )""",
+        """CREATE TABLE sim_trades (
+            venue TEXT NOT NULL,
+            trade_id TEXT NOT NULL,
+            exchange_order_id TEXT NOT NULL,
+            symbol TEXT NOT NULL,
+            side TEXT NOT NULL,
+            price TEXT NOT NULL,
+            amount TEXT NOT NULL,
+            fee TEXT NOT NULL,
+            fee_currency TEXT NOT NULL,
+            client_order_id TEXT NOT NULL,
+            at REAL NOT NULL,
+            order_complete INTEGER NOT NULL,
+            PRIMARY KEY (venue, trade_id)
+        )""",
+        "CREATE INDEX sim_trades_by_order ON sim_trades (venue, client_order_id)",
+        """CREATE TABLE sim_replay (
+            venue TEXT NOT NULL,
+            symbol TEXT NOT NULL,
+            last_ts INTEGER NOT NULL,
+            PRIMARY KEY (venue, symbol)
+        )""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -15,6 +15,11 @@ root                      rest_for_one
 Under ``rest_for_one`` order matters: a writer or ledger crash restarts everything after it
 (their state feeds everyone); a reconciler crash restarts only the status server.
 Mailboxes are made here, once, so that every address stays valid across restarts.
+
+Simulated exchanges are made here too, once per process, and continue from the store: the
+account, its open orders, its trades and id sequences, and where the replay was (see
+``actors.connection.simulated_orders`` for how they are kept exact). They outlive any
+restart of the connection actor, as a real exchange would.
 """
 
 from __future__ import annotations
@@ -51,10 +56,10 @@ from actors.writer.shell import writer_actor
 from exchange.candles import load_candles
 from exchange.ccxt_adapter import classify, make_client, perform, timeframe_seconds
 from exchange.markets import MarketRules
-from exchange.matching import SimulatedExchange
+from exchange.matching import ExchangeState, SimulatedExchange
 from exchange.replay import ReplayFeed
 from exchange.shadow import ShadowVenue
-from store.access import SqliteReader, SqliteWriter
+from store.access import SqliteReader, SqliteWriter, stored_simulated
 from supervisors.config import (
     CcxtVenueConfig,
     Config,
@@ -86,9 +91,11 @@ class App:
         self.store = SqliteReader(self.store_path)
         self.env = ActorEnv(self.directory, self.store)
         self.dropped_events = 0
+        #: Things the operator should know before the run starts (the CLI prints them).
+        self.notices: list[str] = []
         self.shadow_books: dict[str, LazySimulatedExchange] = {}
         self.shadow_venues = {
-            venue.name: build_shadow_venue(venue) for venue in config.venues if isinstance(venue, SimulatedVenueConfig)
+            venue.name: self._restored_shadow_venue(venue) for venue in config.venues if isinstance(venue, SimulatedVenueConfig)
         }
         supervision = config.supervision
         limits = dict(max_restarts=supervision.max_restarts, period=supervision.period_seconds)
@@ -147,6 +154,23 @@ class App:
     def snapshot(self) -> dict[str, Any]:
         return self.root.snapshot()
 
+    def _stored(self, venue: str, strategies: frozenset[str] | None = None) -> tuple[ExchangeState | None, dict[str, int]]:
+        """A simulated account's state and replay positions from the store, if any
+        (``strategies``: the shadow strategies of a live venue, whose account it is)."""
+        state, replay, unkept = stored_simulated(self.store_path, venue, strategies)
+        if unkept:
+            self.notices.append(
+                f"the store {self.store_path} holds orders on {venue} from a limitline that did not keep the "
+                f"simulated exchange's state: the simulated account starts again from the config and those "
+                f"orders cannot rest on it (run --fresh to start shadow mode over)"
+            )
+        return state, replay
+
+    def _restored_shadow_venue(self, venue: SimulatedVenueConfig) -> ShadowVenue:
+        shadow = build_shadow_venue(venue)
+        shadow.restore(*self._stored(venue.name))
+        return shadow
+
     def _mailbox(self, address: str, capacity: int = ACTOR_MAILBOX) -> Mailbox:
         mailbox = Mailbox(capacity)
         self.mailboxes[address] = mailbox
@@ -189,8 +213,12 @@ class App:
                 fatal = str(problem)
         shadow = frozenset(s.name for s in self.config.strategies if s.venue == venue.name and s.mode == "shadow")
         if shadow and venue.name not in self.shadow_books:
-            # Survives connection restarts, like the exchange it stands for.
-            self.shadow_books[venue.name] = LazySimulatedExchange(allocated_on(self.config, venue.name, "shadow"))
+            # Survives connection restarts, like the exchange it stands for, and continues
+            # from the store across process restarts.
+            restored, _ = self._stored(venue.name, shadow)
+            self.shadow_books[venue.name] = LazySimulatedExchange(
+                allocated_on(self.config, venue.name, "shadow"), restored=restored, persist=True
+            )
         return functools.partial(
             live_connection_actor,
             venue=venue.name,

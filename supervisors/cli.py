@@ -2,7 +2,9 @@
 
 - ``limitline run [-c CONFIG]``: run every configured strategy in one process (shadow mode
   unless armed for live trading). SIGINT or SIGTERM stops the tree in reverse order and
-  flushes the store; a second signal exits at once.
+  flushes the store; a second signal exits at once. A run continues where the store says
+  the last one stopped (shadow mode included: the simulated exchange's state is kept);
+  ``--fresh`` moves the store aside first and starts over.
 - ``limitline check [-c CONFIG]``: run every pre-flight check without starting anything.
 - ``limitline sandbox [--port N] [--data CSV] [--faults FILE]``: a local exchange speaking
   Binance's spot REST, to run a live configuration end to end before real money.
@@ -49,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("-c", "--config", help=f"YAML config (default: the embedded {DEFAULT_CONFIG.name})")
     run.add_argument("-q", "--quiet", action="store_true", help="do not print orders and fills")
     run.add_argument("--live", action="store_true", help="arm live trading for strategies with mode: live (real orders)")
+    run.add_argument("--fresh", action="store_true",
+                     help="start over from nothing: move the store aside (kept, with the time in its name) first; "
+                          "refused if any strategy is live")
     check = commands.add_parser("check", help="check the config without starting anything")
     check.add_argument("-c", "--config", help="YAML config (default: the embedded one)")
     check.add_argument("--live", action="store_true", help="check as `run --live` would")
@@ -83,7 +88,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check(config)
     if args.command == "lab":
         return run_lab(config, args)
+    if args.fresh:
+        problem = start_fresh(config)
+        if problem is not None:
+            print(f"limitline: --fresh: {problem}", file=sys.stderr)
+            return EXIT_USAGE
     return trio.run(_run, config, args.quiet, args.live)
+
+
+def start_fresh(config: Config) -> str | None:
+    """Move the store aside so this run starts from nothing; why not, if it must not.
+
+    The whole store moves, not only the simulated exchange's tables: the ledger, the order
+    book and the simulated account agree with each other, and a ledger that kept coins a
+    fresh account lacks would fail every pre-flight. Nothing is deleted: the old store is
+    kept beside the new one with the time in its name. Refused when a strategy is live:
+    that store is the only record of real orders and real money."""
+    from store.db import archive_store
+
+    live = [s.name for s in config.strategies if s.mode == "live"]
+    if live:
+        return (f"refused: strategies {', '.join(live)} are live; the store holds the record of their real orders. "
+                f"Use a config (or a store path) of shadow strategies only")
+    archived = archive_store(config.store)
+    if archived is None:
+        print(f"limitline: --fresh: no store at {config.store} yet; starting from nothing", file=sys.stderr)
+    else:
+        print(f"limitline: --fresh: the previous store is kept as {archived}; starting from nothing", file=sys.stderr)
+    return None
 
 
 def run_lab(config: Config, args: argparse.Namespace) -> int:
@@ -227,6 +259,8 @@ def _check(config: Config) -> int:
 
 async def _run(config: Config, quiet: bool, live: bool) -> int:
     app = App(config, echo=None if quiet else _echo, live=live)
+    for notice in app.notices:
+        print(f"limitline: {notice}", file=sys.stderr, flush=True)
     stop = trio.CancelScope()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_watch_signals, stop)

@@ -244,6 +244,14 @@ class LiveConnectionCore:
     # -------------------------------------------------------------- dispatch
 
     def handle(self, message: Any, now: float) -> list[Any]:
+        out = self._handle(message, now)
+        if self.shadow is not None:
+            # The simulated account's changes reach the writer ahead of what they caused
+            # (see actors.connection.simulated_orders): shadow strategies continue exactly.
+            return self.shadow.record_changes() + out
+        return out
+
+    def _handle(self, message: Any, now: float) -> list[Any]:
         if isinstance(message, Tick):
             return self.on_tick(now)
         if isinstance(message, CallDone):
@@ -571,7 +579,7 @@ class LiveConnectionCore:
         out = self._call(now, "sync_clock", what="clock")
         if self._shadow_exchange is not None and self.shadow is None:
             self.shadow = SimulatedOrders(self.venue, self._shadow_exchange.get(self.markets.values()))
-            self.shadow.restore(self._restored)
+            out += self.shadow.restore(self._restored, now)
         if not self.authenticated:
             self._balances_loaded = True  # public data only: no account to ask
             return out + self._answer_waiting()

@@ -53,6 +53,8 @@ async def live_connection_actor(
         shadow_strategies=shadow_strategies, shadow_exchange=shadow_exchange, authenticated=authenticated,
     )
     core.restore(await env.store.orders(venue=venue), env.clock.now())
+    if ctx.incarnation > 1 and shadow_exchange is not None and shadow_exchange.exchange is not None:
+        shadow_exchange.exchange.resync()  # what a failed write lost reaches the store again
     limiter = trio.CapacityLimiter(THREADS_PER_CONNECTION)
     own = env.directory[core.address]
     ctx.status_provider = core.status

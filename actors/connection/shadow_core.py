@@ -5,7 +5,10 @@ The simulated exchange and its replay feeds (:class:`exchange.shadow.ShadowVenue
 its orders while our connection restarts. The core keeps only what a connection knows:
 who subscribed to which market, and which strategy owns which client order id.
 
-Orders are routed by :class:`actors.connection.simulated_orders.SimulatedOrders`.
+Orders are routed by :class:`actors.connection.simulated_orders.SimulatedOrders`. With
+``persist``, every change of the simulated account and of the replay position goes to the
+writer ahead of the messages it causes (see that module for why this order makes shadow
+mode exact across any crash); the Lab runs the same core without it.
 """
 
 from __future__ import annotations
@@ -38,10 +41,15 @@ from exchange.shadow import ShadowVenue
 
 
 class ShadowConnectionCore:
-    def __init__(self, venue: str, exchange: ShadowVenue, lockstep_with: frozenset[str] | None = None) -> None:
+    def __init__(
+        self, venue: str, exchange: ShadowVenue, lockstep_with: frozenset[str] | None = None, persist: bool = False
+    ) -> None:
         """``lockstep_with``: the strategies of this venue; when given, each candle is
-        released only once all of them are ready and done with the previous one."""
+        released only once all of them are ready and done with the previous one.
+        ``persist``: record the simulated account and the replay position in the store."""
         self.venue = venue
+        self.persist = persist
+        exchange.exchange.track_changes = persist
         self.address = connection_address(venue)
         self.exchange = exchange
         self.orders = SimulatedOrders(venue, exchange.exchange)
@@ -51,8 +59,9 @@ class ShadowConnectionCore:
         self._not_done: set[str] = set()
         self._finished_reported = False
 
-    def restore(self, orders: list[Order]) -> None:
-        self.orders.restore(orders)
+    def restore(self, orders: list[Order], now: float) -> list[Send]:
+        """Who owns which order again, and what the exchange did that their records lack."""
+        return self.orders.restore(orders, now)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -63,6 +72,14 @@ class ShadowConnectionCore:
         }
 
     def handle(self, message: Any, now: float) -> list[Send]:
+        out = self._handle(message, now)
+        return self._record_changes() + out if self.persist else out
+
+    def _record_changes(self) -> list[Send]:
+        """The account's and the replay's changes, for the writer, ahead of what they cause."""
+        return self.orders.record_changes(self.exchange.replay_changes())
+
+    def _handle(self, message: Any, now: float) -> list[Send]:
         if isinstance(message, Tick):
             return self.on_tick(message.now, now)
         if isinstance(message, SubmitOrder):
@@ -124,7 +141,8 @@ class ShadowConnectionCore:
 
     def release(self, candles: list[tuple[str, Candle]], now: float) -> list[Send]:
         """Close these candles now, whatever the feed's clock says (the Lab's fast path)."""
-        return self._release(candles, now, ack=False)
+        out = self._release(candles, now, ack=False)
+        return self._record_changes() + out if self.persist else out
 
     def _release(self, candles: list[tuple[str, Candle]], now: float, ack: bool) -> list[Send]:
         out: list[Send] = []

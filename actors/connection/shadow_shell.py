@@ -6,7 +6,7 @@ import trio
 
 from actors.connection.shadow_core import ShadowConnectionCore
 from actors.messages import Tick
-from actors.runtime import ActorContext, ActorEnv, serve
+from actors.runtime import ActorContext, ActorEnv, deliver, serve
 from exchange.shadow import ShadowVenue
 
 
@@ -17,12 +17,18 @@ async def shadow_connection_actor(
     tick_interval: float,
     env: ActorEnv,
     lockstep_with: frozenset[str] | None = None,
+    persist: bool = True,
     *,
     task_status: trio.TaskStatus[None],
 ) -> None:
+    """``shadow`` outlives this actor (it stands for the exchange); ``persist``: its
+    changes are recorded in the store, so shadow mode continues across restarts."""
     assert ctx.inbox is not None
-    core = ShadowConnectionCore(venue, shadow, lockstep_with)
-    core.restore(await env.store.orders(venue=venue))
+    core = ShadowConnectionCore(venue, shadow, lockstep_with, persist=persist)
+    if persist and ctx.incarnation > 1:
+        shadow.resync()  # what a failed write lost (the writer restarts us) reaches the store again
+    # What the exchange did that the records lack goes out before anything new happens.
+    await deliver(env.directory, core.restore(await env.store.orders(venue=venue), env.clock.now()))
     own_inbox = env.directory[core.address]
 
     async def tick() -> None:

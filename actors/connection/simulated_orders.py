@@ -7,6 +7,22 @@ Routing of the simulated exchange's reports:
 - rejections, cancellations → the owning strategy and the ledger (which releases funds);
 - fills → the owning strategy and the ledger (which settles them and records the fill row
   with its journal entries, in one transaction).
+
+Persistence (shadow mode continues across restarts). The simulated exchange's state is
+written to the store as it changes, as records through the writer, not rebuilt from the
+order book, fills and journal: those are the strategies' and the ledger's view and lag the
+exchange by whatever was in flight at a crash (a fill the exchange made that the ledger had
+not booked, a cancel not yet heard of), while the exchange's own record is exact by
+construction. Every change goes to the writer as a :class:`RecordSimulatedExchange`
+*ahead of* the messages that report it (:meth:`SimulatedOrders.record_changes`), and the writer
+commits its inbox in order, so whatever a crash leaves on disk, the stored exchange is at
+least as far as anything recorded because of it:
+
+- an order the order book holds OPEN rests on it, with its filled amount and locked funds;
+- a trade id in the fills table or the journal is below the stored next trade id, so none
+  is ever given twice;
+- what the exchange did that the books had not recorded yet is evidence, reported again at
+  the next start (:meth:`SimulatedOrders.restore`), as a real exchange's trade history is.
 """
 
 from __future__ import annotations
@@ -16,20 +32,25 @@ from typing import Iterable
 
 from actors.messages import (
     LEDGER,
+    WRITER,
     CancelFailed,
     CancelOrder,
     FillReport,
     OrderAccepted,
     OrderCanceled,
     OrderRejected,
+    RecordSimulatedExchange,
     Send,
     strategy_address,
 )
-from actors.orders import Order
+from actors.orders import Order, OrderState
 from exchange.candles import Candle
 from exchange.markets import MarketRules
-from exchange.matching import Rejection, SimulatedExchange
+from exchange.matching import ExchangeState, Rejection, SimulatedExchange
 from exchange.records import ExchangeOrder, ExchangeTrade
+
+#: States in which the order book of record holds that the exchange accepted the order.
+ACCEPTED = frozenset({OrderState.OPEN, OrderState.PARTIALLY_FILLED, OrderState.CANCELING})
 
 
 def fills_of(sends: list[Send], to: str) -> tuple[str, ...]:
@@ -41,16 +62,22 @@ class LazySimulatedExchange:
     """A simulated account whose markets are known only once a live venue has loaded them.
 
     Held outside the connection actor, so that, like any exchange, it keeps its orders
-    while the connection restarts.
+    while the connection restarts. ``restored``: its state as the store holds it (it goes
+    on from there once made); ``persist``: track its changes for the store.
     """
 
-    def __init__(self, balances: dict[str, Decimal]) -> None:
+    def __init__(self, balances: dict[str, Decimal], restored: ExchangeState | None = None, persist: bool = False) -> None:
         self.balances = balances
+        self.restored = restored
+        self.persist = persist
         self.exchange: SimulatedExchange | None = None
 
     def get(self, markets: Iterable[MarketRules]) -> SimulatedExchange:
         if self.exchange is None:
             self.exchange = SimulatedExchange(markets, self.balances)
+            if self.restored is not None:
+                self.exchange.restore(self.restored)
+            self.exchange.track_changes = self.persist
         return self.exchange
 
 
@@ -64,10 +91,28 @@ class SimulatedOrders:
     def owns(self, client_order_id: str) -> bool:
         return client_order_id in self.owners
 
-    def restore(self, orders: list[Order]) -> None:
-        """Know again who owns the orders a previous incarnation sent."""
+    def restore(self, orders: list[Order], now: float) -> list[Send]:
+        """Know again who owns the orders a previous incarnation (or process) sent, and
+        report what the exchange did to them that their records lack.
+
+        Orders the record holds accepted (OPEN, PARTIALLY_FILLED, CANCELING) are checked
+        here; the strategy itself asks about the others (RESERVED, SUBMITTING and UNKNOWN
+        ones become :class:`CheckOrder`). Reports already known are ignored by strategy and
+        ledger alike (by trade id; a release happens once)."""
+        out: list[Send] = []
         for order in orders:
             self.owners[order.client_order_id] = order.strategy
+            if order.state in ACCEPTED:
+                out += self.evidence(order, now)
+        return out
+
+    def record_changes(self, replay: dict[str, int] | None = None) -> list[Send]:
+        """The exchange's changes since the last call, for the writer (nothing if none):
+        put ahead of the messages that report them."""
+        state = self.exchange.drain_changes()
+        if state is None and not replay:
+            return []
+        return [Send(WRITER, RecordSimulatedExchange(self.venue, state, replay or {}))]
 
     def submit(self, order: Order, now: float) -> list[Send]:
         to = strategy_address(order.strategy)
@@ -92,16 +137,33 @@ class SimulatedOrders:
         return [Send(to, canceled), Send(LEDGER, canceled)]
 
     def check(self, order: Order, now: float) -> list[Send]:
-        """An UNKNOWN order: the simulated exchange knows at once whether it has it."""
+        """An UNKNOWN order (or one the reconciler misses): the simulated exchange knows at
+        once whether it has it, and all that happened to it."""
         to = strategy_address(order.strategy)
         self.owners[order.client_order_id] = order.strategy
-        found = self.exchange.order_by_client_id(order.client_order_id)
-        if found is None:
+        if self.exchange.order_by_client_id(order.client_order_id) is None:
             rejected = OrderRejected(order.client_order_id, "never placed: the simulated exchange has no such order", now)
             return [Send(to, rejected), Send(LEDGER, rejected)]
-        out: list[Send] = [Send(to, OrderAccepted(order.client_order_id, found.exchange_order_id, now))]
-        if found.status == "canceled":
-            canceled = OrderCanceled(order.client_order_id, "canceled while limitline was down", now, filled=found.filled)
+        return self.evidence(order, now)
+
+    def evidence(self, order: Order, now: float) -> list[Send]:
+        """What the exchange knows of ``order`` that its record lacks: that it was accepted
+        (if the record does not say so), each trade the record does not name, and its end
+        by a cancellation. Nothing if the exchange does not have it."""
+        found = self.exchange.order_by_client_id(order.client_order_id)
+        if found is None:
+            return []
+        to = strategy_address(order.strategy)
+        out: list[Send] = []
+        if order.state in (OrderState.SUBMITTING, OrderState.UNKNOWN):
+            out.append(Send(to, OrderAccepted(order.client_order_id, found.exchange_order_id, now)))
+        for trade in self.exchange.trades_of(found.exchange_order_id):
+            if trade.trade_id not in order.trade_ids:
+                out += self.route_fill(trade)
+        if found.status == "canceled" and not order.state.is_final:
+            expired = order.reason == "expired"  # the cancel we asked for when its time ran out
+            reason = "expired" if expired else "canceled while limitline was down"
+            canceled = OrderCanceled(order.client_order_id, reason, now, expired=expired, filled=found.filled)
             out += [Send(to, canceled), Send(LEDGER, canceled)]
         return out
 

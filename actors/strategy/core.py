@@ -15,6 +15,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, Mapping
 
+import attrs
+
 from actors.messages import (
     LEDGER,
     RECONCILER,
@@ -426,7 +428,7 @@ class StrategyCore:
             created_at=now,
             updated_at=now,
             rule=outcome.rule,
-            placed_market_ts=candle.ts,
+            market_ts=candle.ts,
         )
         self.orders[cid] = order
         self.breaker.sent(cid)  # when half-open, this order is the one probe
@@ -515,10 +517,13 @@ class StrategyCore:
                 out.append(Send(self.connection, CancelOrder(cid, self.name, order.reason or "expired")))
         self._cancel_again.clear()
         for cid, order in list(self.orders.items()):
-            # Rows from before placed_market_ts was kept: the wall time of the decision.
-            placed = order.placed_market_ts if order.placed_market_ts is not None else int(order.created_at)
-            if placed is None or order.state not in (OrderState.OPEN, OrderState.PARTIALLY_FILLED):
+            if order.state not in (OrderState.OPEN, OrderState.PARTIALLY_FILLED):
                 continue
+            if order.market_ts is None:
+                # A row from before the decision's market time was kept: its time-to-live
+                # counts from the first candle after the restart (late, but never forever).
+                order = self.orders[cid] = attrs.evolve(order, market_ts=market_time)
+            placed = order.market_ts
             age = market_time - placed
             if age >= self.settings.ttl_seconds:
                 if age < 2 * self.settings.ttl_seconds and self._would_strand_dust(order):

@@ -18,6 +18,7 @@ from actors.messages import (
     RecordEvent,
     RecordJournal,
     RecordOrder,
+    RecordSimulatedExchange,
     Send,
 )
 from actors.orders import Order
@@ -31,11 +32,13 @@ class Batch:
     orders: dict[str, Order] = attrs.Factory(dict)  # the last state of each order wins
     fills: list[FillReport] = attrs.Factory(list)
     journal: list[JournalEntry] = attrs.Factory(list)
+    #: Simulated accounts' changes, in the order they happened.
+    simulated: list[RecordSimulatedExchange] = attrs.Factory(list)
     #: Commit with synchronous=FULL: some sender waits for this batch to be on disk.
     durable: bool = False
 
     def __len__(self) -> int:
-        return len(self.events) + len(self.orders) + len(self.fills) + len(self.journal)
+        return len(self.events) + len(self.orders) + len(self.fills) + len(self.journal) + len(self.simulated)
 
 
 class BatchSink(Protocol):
@@ -66,6 +69,8 @@ def plan_batch(messages: Iterable[Any]) -> tuple[Batch, list[Send]]:
         elif isinstance(message, RecordJournal):
             batch.journal.extend(message.entries)
             batch.fills.extend(message.fills)
+        elif isinstance(message, RecordSimulatedExchange):
+            batch.simulated.append(message)
         else:
             raise TypeError(f"the writer does not handle {type(message).__name__}")
     return batch, replies
