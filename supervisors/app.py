@@ -48,7 +48,7 @@ from actors.runtime import ActorEnv
 from actors.strategy.preflight import preflight
 from actors.strategy.shell import strategy_actor
 from actors.writer.shell import writer_actor
-from exchange.candles import load_candles
+from exchange.candles import load_candles_cached
 from exchange.ccxt_adapter import (
     classify,
     make_client,
@@ -61,6 +61,8 @@ from exchange.matching import SimulatedExchange
 from exchange.replay import ReplayFeed
 from exchange.shadow import ShadowVenue
 from store.access import SqliteReader, SqliteWriter
+from store.db import check_store, open_store
+from store.lock import StoreLock
 from supervisors.config import (
     CcxtVenueConfig,
     Config,
@@ -70,7 +72,7 @@ from supervisors.config import (
     data_path,
 )
 from supervisors.secrets import CredentialsError, guard_logs, resolve
-from supervisors.status import status_actor
+from supervisors.status import StatusListener, status_actor
 from supervisors.tree import ChildSpec, RestartStrategy, Supervisor
 
 log = logging.getLogger("limitline")
@@ -136,10 +138,11 @@ class App:
         )
         modes = sorted({s.mode for s in config.strategies})
         facts = {"mode": "live" if "live" in modes else "shadow", "armed_live": live, "store": str(self.store_path)}
+        self.status_listener = StatusListener(config.status.host, config.status.port)
         status = ChildSpec(
             "status",
             functools.partial(
-                status_actor, root=self, env=self.env, store=self.store, host=config.status.host, port=config.status.port, facts=facts
+                status_actor, root=self, env=self.env, store=self.store, listener=self.status_listener, facts=facts
             ),
         )
         # The status server is the last child: a crash of the reconciler restarts it only.
@@ -221,7 +224,17 @@ class App:
             log.warning("event not recorded (writer unavailable): %s %s %s", kind, actor, reason)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        await self.root.run_root(self.emit, task_status=task_status)
+        """Run the tree until cancelled. Before anything starts, and before anything is
+        written: hold the store for this process alone (:class:`StoreBusy` names the other
+        process), refuse a file that is not a limitline store (:class:`NotAStore`), listen
+        where ``status`` says (:class:`StatusAddressError`), and only then create or migrate
+        the store (:class:`StoreUnavailable` if it cannot be written). Each raises before
+        ``task_status.started()``, with a message for the user."""
+        with StoreLock(self.store_path):
+            check_store(self.store_path)
+            with self.status_listener:
+                await trio.to_thread.run_sync(lambda: open_store(self.store_path).close())
+                await self.root.run_root(self.emit, task_status=task_status)
 
 
 def has_credentials(venue: CcxtVenueConfig) -> bool:
@@ -301,7 +314,7 @@ def build_shadow_venue(venue: SimulatedVenueConfig) -> ShadowVenue:
     ]
     exchange = SimulatedExchange(markets, dict(venue.balances), venue.volume_share)
     feeds = {
-        symbol: ReplayFeed(load_candles(data_path(replay.data)), replay.speed, start=replay.start)
+        symbol: ReplayFeed(load_candles_cached(data_path(replay.data)), replay.speed, start=replay.start)
         for symbol, replay in venue.replay.items()
     }
     return ShadowVenue(exchange, feeds)
