@@ -20,8 +20,9 @@ from actors.writer.core import Batch
 from exchange.matching import ExchangeState, SimOrder
 from exchange.records import ExchangeTrade
 from store.codec import dumps
+from store.errors import NotAStore, StoreUnavailable
 from store.rows import Columns
-from store.schema import migrate
+from store.schema import migrate, not_a_store
 
 #: A column per field (store/schema.py has the same ones): amounts as decimal text, enums as
 #: their values, an order's trade ids as a sorted JSON list. The orders table's ``type``
@@ -38,21 +39,42 @@ RECENT_SIM_TRADES = 1000
 
 
 def open_store(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
-    """Open (creating and migrating if needed) the store at ``path``."""
+    """Open (creating and migrating if needed) the store at ``path``.
+
+    For writing, a file that is not a limitline store is refused before anything is
+    written to it (:class:`NotAStore`), and a file or directory that cannot be created or
+    written raises :class:`StoreUnavailable`, each with a message naming the path."""
     path = Path(path)
     if readonly:
         connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
         connection.execute("PRAGMA busy_timeout = 5000")
         return connection
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The writer's connection moves between trio's worker threads (one at a time, under a
-    # capacity limiter of 1), hence check_same_thread=False.
-    connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    connection.execute("PRAGMA journal_mode = WAL")
-    connection.execute("PRAGMA synchronous = NORMAL")
-    connection.execute("PRAGMA busy_timeout = 5000")
-    connection.isolation_level = "DEFERRED"
-    migrate(connection)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # The writer's connection moves between trio's worker threads (one at a time, under a
+        # capacity limiter of 1), hence check_same_thread=False.
+        connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    except (OSError, sqlite3.Error) as error:
+        raise StoreUnavailable(_cannot_write(path, error)) from None
+    try:
+        connection.execute("PRAGMA busy_timeout = 5000")
+        # Before the first write (switching to WAL writes the file's header): is it ours?
+        foreign = not_a_store(connection)
+        if foreign is not None:
+            raise NotAStore(_not_ours(path, foreign))
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute("PRAGMA synchronous = NORMAL")
+        connection.isolation_level = "DEFERRED"
+        migrate(connection)
+    except NotAStore:
+        connection.close()
+        raise
+    except sqlite3.OperationalError as error:  # read-only file or directory, disk full, locked
+        connection.close()
+        raise StoreUnavailable(_cannot_write(path, error)) from None
+    except sqlite3.DatabaseError:  # "file is not a database"
+        connection.close()
+        raise NotAStore(_not_ours(path, "is not a sqlite database")) from None
     return connection
 
 
@@ -84,6 +106,48 @@ def archive_store(path: str | Path, now: datetime | None = None) -> Path | None:
             side.rename(target.with_name(target.name + extra))
     path.rename(target)
     return target
+
+
+def check_store(path: str | Path) -> None:
+    """Refuse, without writing anything, a store path that cannot be limitline's store:
+    another program's sqlite database, a file that is not sqlite, a store of a newer
+    limitline, a directory. A path where nothing exists yet is fine."""
+    path = Path(path)
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise StoreUnavailable(f"store {path}: is a directory; set `store` to a file path such as {path / 'limitline.sqlite'}")
+    try:
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as error:
+        raise StoreUnavailable(_cannot_write(path, error)) from None
+    try:
+        foreign = not_a_store(connection)
+    except sqlite3.OperationalError as error:
+        raise StoreUnavailable(_cannot_write(path, error)) from None
+    except sqlite3.DatabaseError:
+        foreign = "is not a sqlite database"
+    finally:
+        connection.close()
+    if foreign is not None:
+        raise NotAStore(_not_ours(path, foreign))
+
+
+def _not_ours(path: Path, why: str) -> str:
+    if "newer than this limitline" in why:
+        return f"store {path}: {why}"
+    return (
+        f"store {path}: {why}; limitline never writes into a file that is not its own. "
+        "Set `store` to a new path (or to an existing limitline store)"
+    )
+
+
+def _cannot_write(path: Path, error: BaseException) -> str:
+    why = getattr(error, "strerror", None) or str(error)
+    return (
+        f"store {path}: cannot be created or written ({why}); the file and its directory must be writable "
+        "by this user: fix the permissions or set `store` to another path"
+    )
 
 
 def write_batch(connection: sqlite3.Connection, batch: Batch) -> None:

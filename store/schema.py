@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from store.errors import NotAStore
+
 MIGRATIONS: list[list[str]] = [
     # 0 -> 1: the first schema.
     [
@@ -140,6 +142,8 @@ MIGRATIONS: list[list[str]] = [
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
+#: Tables every limitline store has had since the first schema.
+FIRST_TABLES = frozenset({"meta", "events", "orders", "fills", "journal"})
 
 
 def current_version(connection: sqlite3.Connection) -> int:
@@ -152,13 +156,38 @@ def current_version(connection: sqlite3.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def migrate(connection: sqlite3.Connection) -> int:
-    """Bring the file to :data:`SCHEMA_VERSION`, one migration per transaction."""
-    version = current_version(connection)
-    if version > SCHEMA_VERSION:
-        raise RuntimeError(
-            f"the store has schema version {version}, newer than this limitline ({SCHEMA_VERSION}): upgrade limitline"
+def not_a_store(connection: sqlite3.Connection) -> str | None:
+    """Why the database on ``connection`` is not a limitline store, or None: it is one, or
+    it has no tables yet (a new or empty file). Only reads.
+
+    A database with tables but no ``meta.schema_version``, or without the tables every
+    store has, belongs to another program: migrating would write our tables into it."""
+    tables = sorted(
+        row[0] for row in connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
         )
+    )
+    if not tables:
+        return None
+    try:
+        version = current_version(connection)
+    except (sqlite3.Error, ValueError):  # a `meta` table of another shape
+        version = 0
+    if version == 0 or not FIRST_TABLES <= set(tables):
+        shown = ", ".join(tables[:6]) + (f" and {len(tables) - 6} more" if len(tables) > 6 else "")
+        return f"is a sqlite database of another program (tables: {shown}), not a limitline store"
+    if version > SCHEMA_VERSION:
+        return f"has schema version {version}, newer than this limitline ({SCHEMA_VERSION}): upgrade limitline"
+    return None
+
+
+def migrate(connection: sqlite3.Connection) -> int:
+    """Bring the file to :data:`SCHEMA_VERSION`, one migration per transaction. A database
+    that is not a limitline store is refused (:class:`NotAStore`), never migrated into."""
+    foreign = not_a_store(connection)
+    if foreign is not None:
+        raise NotAStore(f"the store {foreign}")
+    version = current_version(connection)
     while version < SCHEMA_VERSION:
         with connection:
             for statement in MIGRATIONS[version]:

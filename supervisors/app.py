@@ -53,13 +53,15 @@ from actors.runtime import ActorEnv
 from actors.strategy.preflight import preflight
 from actors.strategy.shell import strategy_actor
 from actors.writer.shell import writer_actor
-from exchange.candles import load_candles
+from exchange.candles import load_candles_cached
 from exchange.ccxt_adapter import classify, make_client, perform, timeframe_seconds
 from exchange.markets import MarketRules
 from exchange.matching import ExchangeState, SimulatedExchange
 from exchange.replay import ReplayFeed
 from exchange.shadow import ShadowVenue
 from store.access import SqliteReader, SqliteWriter, stored_simulated
+from store.db import check_store, open_store
+from store.lock import StoreLock
 from supervisors.config import (
     CcxtVenueConfig,
     Config,
@@ -69,7 +71,7 @@ from supervisors.config import (
     data_path,
 )
 from supervisors.secrets import CredentialsError, guard_logs, resolve
-from supervisors.status import status_actor
+from supervisors.status import StatusListener, status_actor
 from supervisors.tree import ChildSpec, RestartStrategy, Supervisor
 
 log = logging.getLogger("limitline")
@@ -91,11 +93,13 @@ class App:
         self.store = SqliteReader(self.store_path)
         self.env = ActorEnv(self.directory, self.store)
         self.dropped_events = 0
-        #: Things the operator should know before the run starts (the CLI prints them).
+        #: Things the operator should know once the run starts (the CLI prints them).
         self.notices: list[str] = []
         self.shadow_books: dict[str, LazySimulatedExchange] = {}
+        #: Built from the config here; their stored state is read in :meth:`run`, once the
+        #: store is this process's and known to be limitline's.
         self.shadow_venues = {
-            venue.name: self._restored_shadow_venue(venue) for venue in config.venues if isinstance(venue, SimulatedVenueConfig)
+            venue.name: build_shadow_venue(venue) for venue in config.venues if isinstance(venue, SimulatedVenueConfig)
         }
         supervision = config.supervision
         limits = dict(max_restarts=supervision.max_restarts, period=supervision.period_seconds)
@@ -137,10 +141,11 @@ class App:
         )
         modes = sorted({s.mode for s in config.strategies})
         facts = {"mode": "live" if "live" in modes else "shadow", "armed_live": live, "store": str(self.store_path)}
+        self.status_listener = StatusListener(config.status.host, config.status.port)
         status = ChildSpec(
             "status",
             functools.partial(
-                status_actor, root=self, env=self.env, store=self.store, host=config.status.host, port=config.status.port, facts=facts
+                status_actor, root=self, env=self.env, store=self.store, listener=self.status_listener, facts=facts
             ),
         )
         # The status server is the last child: a crash of the reconciler restarts it only.
@@ -166,10 +171,13 @@ class App:
             )
         return state, replay
 
-    def _restored_shadow_venue(self, venue: SimulatedVenueConfig) -> ShadowVenue:
-        shadow = build_shadow_venue(venue)
-        shadow.restore(*self._stored(venue.name))
-        return shadow
+    def _restore_simulated(self) -> None:
+        """Continue every simulated account (and replay) from the store."""
+        for name, shadow in self.shadow_venues.items():
+            shadow.restore(*self._stored(name))
+        for name, book in self.shadow_books.items():
+            strategies = frozenset(s.name for s in self.config.strategies if s.venue == name and s.mode == "shadow")
+            book.restored, _ = self._stored(name, strategies)
 
     def _mailbox(self, address: str, capacity: int = ACTOR_MAILBOX) -> Mailbox:
         mailbox = Mailbox(capacity)
@@ -215,10 +223,7 @@ class App:
         if shadow and venue.name not in self.shadow_books:
             # Survives connection restarts, like the exchange it stands for, and continues
             # from the store across process restarts.
-            restored, _ = self._stored(venue.name, shadow)
-            self.shadow_books[venue.name] = LazySimulatedExchange(
-                allocated_on(self.config, venue.name, "shadow"), restored=restored, persist=True
-            )
+            self.shadow_books[venue.name] = LazySimulatedExchange(allocated_on(self.config, venue.name, "shadow"), persist=True)
         return functools.partial(
             live_connection_actor,
             venue=venue.name,
@@ -243,7 +248,18 @@ class App:
             log.warning("event not recorded (writer unavailable): %s %s %s", kind, actor, reason)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        await self.root.run_root(self.emit, task_status=task_status)
+        """Run the tree until cancelled. Before anything starts, and before anything is
+        written: hold the store for this process alone (:class:`StoreBusy` names the other
+        process), refuse a file that is not a limitline store (:class:`NotAStore`), listen
+        where ``status`` says (:class:`StatusAddressError`), and only then create or migrate
+        the store (:class:`StoreUnavailable` if it cannot be written). Each raises before
+        ``task_status.started()``, with a message for the user."""
+        with StoreLock(self.store_path):
+            check_store(self.store_path)
+            await trio.to_thread.run_sync(self._restore_simulated)
+            with self.status_listener:
+                await trio.to_thread.run_sync(lambda: open_store(self.store_path).close())
+                await self.root.run_root(self.emit, task_status=task_status)
 
 
 def has_credentials(venue: CcxtVenueConfig) -> bool:
@@ -322,7 +338,7 @@ def build_shadow_venue(venue: SimulatedVenueConfig) -> ShadowVenue:
     ]
     exchange = SimulatedExchange(markets, dict(venue.balances), venue.volume_share)
     feeds = {
-        symbol: ReplayFeed(load_candles(data_path(replay.data)), replay.speed, start=replay.start)
+        symbol: ReplayFeed(load_candles_cached(data_path(replay.data)), replay.speed, start=replay.start)
         for symbol, replay in venue.replay.items()
     }
     return ShadowVenue(exchange, feeds)

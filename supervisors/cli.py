@@ -1,10 +1,11 @@
 """The ``limitline`` command.
 
 - ``limitline run [-c CONFIG]``: run every configured strategy in one process (shadow mode
-  unless armed for live trading). SIGINT or SIGTERM stops the tree in reverse order and
-  flushes the store; a second signal exits at once. A run continues where the store says
-  the last one stopped (shadow mode included: the simulated exchange's state is kept);
-  ``--fresh`` moves the store aside first and starts over.
+  unless armed for live trading). SIGINT, SIGTERM or SIGHUP stops the tree in reverse order
+  and flushes the store; a second signal exits at once. A store another process holds is
+  refused (exit 2), naming that process. A run continues where the store says the last one
+  stopped (shadow mode included: the simulated exchange's state is kept); ``--fresh`` moves
+  the store aside first and starts over.
 - ``limitline check [-c CONFIG]``: run every pre-flight check without starting anything.
 - ``limitline sandbox [--port N] [--data CSV] [--faults FILE]``: a local exchange speaking
   Binance's spot REST, to run a live configuration end to end before real money.
@@ -23,13 +24,16 @@ import signal
 import sys
 from datetime import datetime, timezone
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Sequence
 
 import trio
 
 from actors.messages import RecordEvent
+from store.errors import StoreBusy, StoreUnavailable
 from supervisors.app import App, preflight_all
 from supervisors.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+from supervisors.status import StatusAddressError
 from supervisors.tree import ShutdownTimeout, SupervisorGaveUp
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FORCED = 0, 1, 2, 130
@@ -78,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_sandbox(args)
 
     try:
-        config = load_config(args.config, live=getattr(args, "live", False))
+        config = load_config(args.config, live=getattr(args, "live", False), lab=args.command == "lab")
     except ConfigError as error:
         print(f"limitline: invalid config {error.source}:", file=sys.stderr)
         for problem in error.problems:
@@ -89,7 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "lab":
         return run_lab(config, args)
     if args.fresh:
-        problem = start_fresh(config)
+        try:
+            problem = start_fresh(config)
+        except (StoreBusy, StoreUnavailable) as refused:
+            problem = str(refused)
         if problem is not None:
             print(f"limitline: --fresh: {problem}", file=sys.stderr)
             return EXIT_USAGE
@@ -110,7 +117,10 @@ def start_fresh(config: Config) -> str | None:
     if live:
         return (f"refused: strategies {', '.join(live)} are live; the store holds the record of their real orders. "
                 f"Use a config (or a store path) of shadow strategies only")
-    archived = archive_store(config.store)
+    from store.lock import StoreLock
+
+    with StoreLock(config.store):  # never move the store of a running process (StoreBusy)
+        archived = archive_store(config.store)
     if archived is None:
         print(f"limitline: --fresh: no store at {config.store} yet; starting from nothing", file=sys.stderr)
     else:
@@ -120,7 +130,6 @@ def start_fresh(config: Config) -> str | None:
 
 def run_lab(config: Config, args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
-    from pathlib import Path
 
     from exchange.candles import CandleDataError, bundled_path, find_gaps, load_candles
     from supervisors.lab import Lab
@@ -143,20 +152,50 @@ def run_lab(config: Config, args: argparse.Namespace) -> int:
     if len(candles) < 2:
         print("limitline: fewer than 2 candles between --from and --to", file=sys.stderr)
         return EXIT_USAGE
+    directory = Path(args.report or Path("lab-report") / settings.name)
+    problem = _report_directory_problem(directory)
+    if problem is not None:  # found now, not after the whole backtest has run
+        print(f"limitline: --report {directory}: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    if settings.mode == "live":
+        print(f"lab: {settings.name} is a live strategy; the Lab backtests it as configured and never places an order",
+              file=sys.stderr)
 
     def progress(done: int, total: int) -> None:
         print(f"\rlab: {done * 100 // total:3d} % ({done:,}/{total:,} candles)", end="", file=sys.stderr, flush=True)
 
     result = Lab(settings, market, candles, keep_events=False, fast=not args.every_bar).run(progress)
     print(file=sys.stderr)
-    directory = Path(args.report or Path("lab-report") / settings.name)
     numbers = write_report(result, directory, settings.name, find_gaps(candles))
     first = datetime.fromtimestamp(candles[0].ts, timezone.utc).date()
     last = datetime.fromtimestamp(candles[-1].ts, timezone.utc).date()
     print(f"Strategy Lab: {settings.name} on {settings.symbol}, {first} to {last}")
     print(summary(settings.name, numbers))
+    if result.below_tick:
+        at = datetime.fromtimestamp(result.below_tick[0], timezone.utc).isoformat().replace("+00:00", "Z")
+        print(f"warning: {len(result.below_tick)} signal(s) blocked because the limit price was below one tick "
+              f"({market.tick_size} {market.quote}), first at the candle of {at}: the market's tick_size is too coarse "
+              "for these prices, so this backtest says little about the strategy")
     print(f"report: {directory / 'report.json'} and {directory / 'report.html'}")
     return EXIT_OK
+
+
+def _report_directory_problem(directory: Path) -> str | None:
+    """Why report.json and report.html could not be written into ``directory``, or None.
+    Creates the directory (as writing the report would); writes nothing else."""
+    import tempfile
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except FileExistsError:
+        return "is a file, not a directory; name a directory for report.json and report.html"
+    except NotADirectoryError:
+        return "a part of this path is a file, not a directory; name a directory for report.json and report.html"
+    except OSError as error:
+        return f"cannot be written ({error.strerror or error}); name a directory you can write to"
+    return None
 
 
 def _utc(text: str | None, name: str) -> int | None:
@@ -205,9 +244,13 @@ def run_sandbox(args: argparse.Namespace) -> int:
             import cattrs
             import yaml
 
-            faults = cattrs.structure(yaml.safe_load(open(args.faults)) or {}, FaultSettings)
-        except (OSError, yaml.YAMLError, cattrs.BaseValidationError) as bad:
-            print(f"limitline: --faults {args.faults}: {bad}", file=sys.stderr)
+            from supervisors.config import read_yaml
+
+            with open(args.faults, "rb") as handle:
+                faults = cattrs.structure(read_yaml(handle.read(1 << 20).decode()) or {}, FaultSettings)
+        except (OSError, ValueError, yaml.YAMLError, cattrs.BaseValidationError) as bad:
+            shown = str(bad) if len(str(bad)) <= 200 else str(bad)[:199] + "…"
+            print(f"limitline: --faults {args.faults}: {shown}", file=sys.stderr)
             return EXIT_USAGE
         if faults.problems():
             print(f"limitline: --faults {args.faults}: {'; '.join(faults.problems())}", file=sys.stderr)
@@ -220,6 +263,10 @@ def run_sandbox(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if not 0 <= args.port <= 65535 or args.speed <= 0:
         print("limitline: --port must be 0-65535 and --speed greater than 0", file=sys.stderr)
+        return EXIT_USAGE
+    if args.port and not _port_free(args.port):
+        print(f"limitline: --port: 127.0.0.1:{args.port} is already in use by another program; choose another --port, "
+              "or 0 for any free port", file=sys.stderr)
         return EXIT_USAGE
     try:
         balances = {asset.strip(): Decimal(amount) for asset, amount in (pair.split("=") for pair in args.balances.split(","))}
@@ -235,13 +282,26 @@ def run_sandbox(args: argparse.Namespace) -> int:
             url = await nursery.start(serve_sandbox, sandbox, args.port)
             print(f"limitline sandbox: Binance spot REST on {url} ({args.symbol}, {args.speed:g} candles/s); "
                   f"admin at {url}/admin/state. Point an exchange's base_url at it. Ctrl-C stops.", file=sys.stderr, flush=True)
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
                 async for _ in signals:
                     nursery.cancel_scope.cancel()
                     break
 
     trio.run(serve_until_signal)
     return EXIT_OK
+
+
+def _port_free(port: int) -> bool:
+    """Whether 127.0.0.1:``port`` can be listened on now (as the server will, SO_REUSEADDR)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _check(config: Config) -> int:
@@ -259,14 +319,16 @@ def _check(config: Config) -> int:
 
 async def _run(config: Config, quiet: bool, live: bool) -> int:
     app = App(config, echo=None if quiet else _echo, live=live)
-    for notice in app.notices:
-        print(f"limitline: {notice}", file=sys.stderr, flush=True)
     stop = trio.CancelScope()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_watch_signals, stop)
         try:
             with stop:
                 await app.run(task_status=_Announce(config, app))
+        except (StoreUnavailable, StatusAddressError) as refused:
+            # Found before anything started or was written: the config or the machine.
+            print(f"limitline: {refused}", file=sys.stderr)
+            return EXIT_USAGE
         except (SupervisorGaveUp, ShutdownTimeout) as error:
             print(f"limitline: stopped: {error}", file=sys.stderr)
             return EXIT_FAILED
@@ -281,6 +343,8 @@ class _Announce:
         self.config, self.app = config, app
 
     def started(self, value: object = None) -> None:
+        for notice in self.app.notices:
+            print(f"limitline: {notice}", file=sys.stderr, flush=True)
         status = next(c for c in self.app.snapshot()["children"] if c["name"] == "status")
         url = status.get("status", {}).get("url")
         live = sum(s.mode == "live" for s in self.config.strategies)
@@ -293,8 +357,14 @@ class _Announce:
         )
 
 
+#: Each stops the process in order. SIGHUP too: a closed terminal or a lost ssh session
+#: must flush the store like Ctrl-C, not kill the process mid-write (limitline does not
+#: reload its config on SIGHUP: editing the YAML of a running process changes nothing).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 async def _watch_signals(stop: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async for signum in signals:
             if not stop.cancel_called:
                 print(f"limitline: {signal.Signals(signum).name}: stopping in order (again to exit at once)", file=sys.stderr, flush=True)

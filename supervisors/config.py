@@ -14,9 +14,10 @@ stays inactive with the message and every other one runs.
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Iterator
+from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -46,11 +47,19 @@ DEFAULT_CONFIG = Path(__file__).with_name("default_config.yaml")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
+#: The most problems a ConfigError lists (a generated or aliased config can repeat one
+#: mistake thousands of times); the rest are counted.
+PROBLEMS_SHOWN = 50
+
+
 class ConfigError(Exception):
-    """The config cannot be used; ``problems`` lists every reason, one per line."""
+    """The config cannot be used; ``problems`` lists every reason, one per line (at most
+    :data:`PROBLEMS_SHOWN`, then how many more)."""
 
     def __init__(self, source: str, problems: list[str]) -> None:
         self.source = source
+        if len(problems) > PROBLEMS_SHOWN:
+            problems = problems[:PROBLEMS_SHOWN] + [f"... and {len(problems) - PROBLEMS_SHOWN} more problems"]
         self.problems = problems
         super().__init__(f"{source}: {len(problems)} problem(s)\n" + "\n".join(f"  {p}" for p in problems))
 
@@ -173,8 +182,46 @@ def _cut(text: str) -> str:
 
 
 def _shown(value: Any) -> str:
-    """``value`` as a message repeats it: its repr, cut to ``ECHO_MAX`` characters."""
-    return _cut(repr(value))
+    """``value`` as a message repeats it: its repr, cut to ``ECHO_MAX`` characters.
+
+    Built piece by piece and stopped once long enough, so the cost is bounded whatever the
+    value: YAML aliases can make a small file hold a structure of millions of items (or
+    one that contains itself), whose whole repr would take gigabytes."""
+    pieces: list[str] = []
+    length = 0
+    for piece in _repr_pieces(value):
+        pieces.append(piece)
+        length += len(piece)
+        if length > ECHO_MAX:
+            break
+    return _cut("".join(pieces))
+
+
+def _repr_pieces(value: Any) -> Iterator[str]:
+    """``repr(value)`` of YAML's plain data, lazily, in pieces."""
+    if isinstance(value, (list, tuple)):
+        opening, closing = ("[", "]") if isinstance(value, list) else ("(", ")")
+        yield opening
+        for i, item in enumerate(value):
+            if i:
+                yield ", "
+            yield from _repr_pieces(item)
+        yield closing
+    elif isinstance(value, dict):
+        yield "{"
+        for i, (key, item) in enumerate(value.items()):
+            if i:
+                yield ", "
+            yield from _repr_pieces(key)
+            yield ": "
+            yield from _repr_pieces(item)
+        yield "}"
+    elif isinstance(value, (str, bytes)):
+        yield repr(value[: ECHO_MAX + 1])  # long enough to be cut before its closing quote
+    elif isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 4 * ECHO_MAX:
+        yield f"<a whole number of {value.bit_length()} bits>"  # str() of a huge int is slow
+    else:
+        yield repr(value)
 
 
 def _decimal(value: Any, _: type) -> Decimal:
@@ -208,12 +255,17 @@ def _trigger(value: Any, _: type) -> TriggerSpec:
 
 
 def _datetime(value: Any, _: type) -> datetime:
-    if isinstance(value, datetime):
-        return value
-    try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"expected an ISO-8601 time, got {_shown(value)}") from None
+    """A time; one without a zone is UTC (never the machine's local time)."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    elif not isinstance(value, datetime):
+        try:
+            if not isinstance(value, str):
+                raise ValueError
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"expected an ISO-8601 time, got {_shown(value)}") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
 
 
 def _strict_int(value: Any, _: type) -> int:
@@ -231,7 +283,13 @@ def _strict_bool(value: Any, _: type) -> bool:
 def _strict_float(value: Any, _: type) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"expected a number, got {_shown(value)}")
-    return float(value)
+    try:
+        result = float(value)
+    except OverflowError:
+        raise ValueError(f"expected a finite number, got {_shown(value)}") from None
+    if not math.isfinite(result):  # YAML's .inf and .nan
+        raise ValueError(f"expected a finite number, got {_shown(value)}")
+    return result
 
 
 def _strict_str(value: Any, _: type) -> str:
@@ -348,8 +406,9 @@ def _join(path: str, name: object) -> str:
 # ------------------------------------------------------------------ checking
 
 
-def check_config(config: Config, live: bool = False) -> list[str]:
-    """Every semantic problem of a structurally valid config."""
+def check_config(config: Config, live: bool = False, lab: bool = False) -> list[str]:
+    """Every semantic problem of a structurally valid config (``live``, ``lab``: see
+    :func:`parse_config`)."""
     problems: list[str] = []
 
     def need(condition: bool, path: str, message: str) -> None:
@@ -360,8 +419,8 @@ def check_config(config: Config, live: bool = False) -> list[str]:
     need(bool(config.strategies), "strategies", "at least one strategy is required")
     need(0 <= config.status.port <= 65535, "status.port", f"must be between 0 (any free port) and 65535, got {config.status.port}")
     need(config.supervision.max_restarts >= 0, "supervision.max_restarts", f"must be 0 or more, got {config.supervision.max_restarts}")
-    need(config.supervision.period_seconds > 0, "supervision.period_seconds", f"must be greater than 0, got {config.supervision.period_seconds}")
-    need(config.reconciler.interval_seconds > 0, "reconciler.interval_seconds", f"must be greater than 0, got {config.reconciler.interval_seconds}")
+    problems += _seconds_problems(config.supervision, "supervision", ("period_seconds",))
+    problems += _seconds_problems(config.reconciler, "reconciler", ("interval_seconds",))
 
     venues: dict[str, VenueConfig] = {}
     for i, venue in enumerate(config.venues):
@@ -378,16 +437,14 @@ def check_config(config: Config, live: bool = False) -> list[str]:
         for j, market in enumerate(venue.markets):
             problems += _market_problems(market, f"{at}.markets[{j}]")
         for asset, amount in venue.balances.items():
-            need(amount >= 0, f"{at}.balances.{asset}", f"must be 0 or more, got {amount}")
+            need(amount >= 0, f"{at}.balances.{_cut(asset)}", f"must be 0 or more, got {amount}")
         for symbol, replay in venue.replay.items():
-            need(symbol in symbols, f"{at}.replay.{symbol}", f"is not one of the venue's markets {symbols}")
-            need(0 < replay.speed <= 10_000, f"{at}.replay.{symbol}.speed", f"must be greater than 0 and at most 10000 candles per second, got {replay.speed:g}")
-            try:
-                data_path(replay.data)
-            except FileNotFoundError as error:
-                problems.append(f"{at}.replay.{symbol}.data: {error}")
+            where = f"{at}.replay.{_cut(symbol)}"
+            need(symbol in symbols, where, f"is not one of the venue's markets {_shown(symbols)}")
+            need(0 < replay.speed <= 10_000, f"{where}.speed", f"must be greater than 0 and at most 10000 candles per second, got {replay.speed:g}")
+            problems += _replay_problems(replay, where)
         for symbol in symbols:
-            need(symbol in venue.replay, f"{at}.replay", f"a simulated venue needs replay data for {symbol}")
+            need(symbol in venue.replay, f"{at}.replay", f"a simulated venue needs replay data for {_cut(symbol)}")
 
     names: set[str] = set()
     for i, s in enumerate(config.strategies):
@@ -397,9 +454,11 @@ def check_config(config: Config, live: bool = False) -> list[str]:
         names.add(s.name)
         venue = venues.get(s.venue)
         if venue is None:
-            problems.append(f"{at}.venue: no venue is named {_shown(s.venue)} (venues: {sorted(venues)})")
+            problems.append(f"{at}.venue: no venue is named {_shown(s.venue)} (venues: {_shown(sorted(venues))})")
         elif s.mode == "live" and not isinstance(venue, CcxtVenueConfig):
             problems.append(f"{at}.mode: live trading needs a ccxt venue; venue {_shown(s.venue)} is simulated")
+        elif s.mode == "live" and lab:
+            pass  # backtested exactly as it will run; the Lab never places an order
         elif s.mode == "live" and not live:
             problems.append(
                 f"{at}.mode: strategy {s.name} is set to live but limitline was started without --live; "
@@ -426,11 +485,48 @@ def _ccxt_problems(venue: CcxtVenueConfig, at: str) -> list[str]:
             timeframe_seconds(venue.timeframe, venue.exchange)
     except ValueError as problem:
         out.append(f"{at}.timeframe: {problem}; got {_shown(venue.timeframe)}")
-    for field in ("poll_seconds", "rate_limit_per_second", "isolate_after_seconds", "probe_max_seconds", "timeout_seconds",
-                  "never_placed_after_seconds"):
-        if getattr(venue, field) <= 0:
-            out.append(f"{at}.{field}: must be greater than 0, got {getattr(venue, field)}")
+    out += _seconds_problems(
+        venue, at, ("poll_seconds", "isolate_after_seconds", "probe_max_seconds", "timeout_seconds", "never_placed_after_seconds")
+    )
+    rate = venue.rate_limit_per_second
+    if not 0 < rate <= 1 / MIN_SECONDS:
+        out.append(f"{at}.rate_limit_per_second: must be greater than 0 and at most {1 / MIN_SECONDS:g} (one request a millisecond), got {rate:g}")
     return out
+
+
+#: Every duration in the config (seconds) lies within these: shorter than a millisecond is
+#: a busy loop (and almost always a typo), longer than 30 days is never meant.
+MIN_SECONDS, MAX_SECONDS = 0.001, 2_592_000
+
+
+def _seconds_problems(section: Any, at: str, fields: tuple[str, ...]) -> list[str]:
+    out = []
+    for field in fields:
+        value = getattr(section, field)
+        if not MIN_SECONDS <= value <= MAX_SECONDS:
+            out.append(
+                f"{at}.{field}: must be between {MIN_SECONDS:g} (1 ms) and {MAX_SECONDS} (30 days) seconds, got {value:g}"
+            )
+    return out
+
+
+def _replay_problems(replay: ReplayConfig, at: str) -> list[str]:
+    """The replay's data file must be readable candles, and its start inside them."""
+    from exchange.candles import CandleDataError, load_candles_cached
+
+    try:
+        candles = load_candles_cached(data_path(replay.data))
+    except FileNotFoundError as error:
+        return [f"{at}.data: {error}"]
+    except CandleDataError as error:
+        return [f"{at}.data: {error}"]
+    if replay.start is not None and int(replay.start.timestamp()) > candles[-1].ts:
+        start, last = replay.start.astimezone(timezone.utc), datetime.fromtimestamp(candles[-1].ts, timezone.utc)
+        return [
+            f"{at}.start: {start.isoformat().replace('+00:00', 'Z')} is after the data ends "
+            f"(last candle {last.isoformat().replace('+00:00', 'Z')}); set an earlier start, or data that covers it"
+        ]
+    return []
 
 
 def _market_problems(market: MarketConfig, at: str) -> list[str]:
@@ -500,29 +596,112 @@ def _inline_secrets(raw: dict[str, Any]) -> list[str]:
     return out
 
 
-def load_config(path: str | Path | None = None, live: bool = False) -> Config:
-    """Read, structure and check the config at ``path`` (the embedded default if None)."""
+#: A config is a few kilobytes. These bounds keep a broken or hostile file from taking the
+#: machine's memory and time: the file's size, and how many values it holds once YAML
+#: aliases are expanded (600 bytes of nested aliases can stand for hundreds of millions).
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_VALUES = 100_000
+
+
+class YamlTooLarge(ValueError):
+    """A YAML document bigger than a config can be, or one that contains itself."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a document whose aliases expand beyond
+    :data:`MAX_CONFIG_VALUES` values (or into themselves) before anything is built from it.
+    PyYAML shares an aliased value rather than copying it, so loading such a file is cheap;
+    it is everything after (structuring, checking, echoing a value) that would expand it."""
+
+    def get_single_node(self) -> yaml.Node | None:
+        node = super().get_single_node()
+        if node is not None:
+            _expanded_size(node, {}, set())
+        return node
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:  # Python reads at most 4300 digits
+            raise yaml.constructor.ConstructorError(
+                None, None, "a whole number too long to read (more than 4300 digits)", node.start_mark
+            ) from None
+
+
+_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """How many values ``node`` stands for with every alias expanded (memoised per node, so
+    linear in the size of the file)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:
+        raise YamlTooLarge("an alias (*name) refers to a value that contains it; a config value cannot contain itself")
+    open_nodes.add(key)
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        total += sum(_expanded_size(item, sizes, open_nodes) for item in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        total += sum(_expanded_size(k, sizes, open_nodes) + _expanded_size(v, sizes, open_nodes) for k, v in node.value)
+    open_nodes.discard(key)
+    if total > MAX_CONFIG_VALUES:
+        raise YamlTooLarge(
+            f"holds more than {MAX_CONFIG_VALUES:,} values once its aliases (*name) are expanded; a config is far "
+            "smaller: check its anchors (&name) and aliases"
+        )
+    sizes[key] = total
+    return total
+
+
+def read_yaml(text: str) -> Any:
+    """``text`` as plain data, like ``yaml.safe_load``, within the bounds above. Raises
+    ``yaml.YAMLError`` (not YAML), :class:`YamlTooLarge`, or ``ValueError`` (a value YAML
+    cannot build, such as a whole number of more than 4300 digits)."""
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)  # a SafeLoader: plain data only
+    except RecursionError:
+        raise YamlTooLarge("is nested too deeply; a config has a few levels") from None
+
+
+def load_config(path: str | Path | None = None, live: bool = False, lab: bool = False) -> Config:
+    """Read, structure and check the config at ``path`` (the embedded default if None).
+    ``live`` and ``lab``: see :func:`parse_config`."""
     source = Path(path) if path is not None else DEFAULT_CONFIG
     try:
-        text = source.read_text()
+        with source.open("rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(str(source), ["the config file does not exist"]) from None
     except OSError as error:
         raise ConfigError(str(source), [f"the config file cannot be read: {error.strerror}"]) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(str(source), [f"config: the file is larger than {MAX_CONFIG_BYTES:,} bytes; a config is a few kilobytes"])
     try:
-        raw = yaml.safe_load(text)
-    except ValueError as error:  # e.g. an integer of more digits than Python converts
-        raise ConfigError(str(source), [f"config: a value cannot be read: {_shown(str(error))}"]) from None
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            str(source), [f"config: not UTF-8 text (byte {data[error.start]:#04x} at offset {error.start}); save the config as UTF-8"]
+        ) from None
+    try:
+        raw = read_yaml(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(error, "problem", None) or str(error)
-        raise ConfigError(str(source), [f"config: not valid YAML: {where}{problem}"]) from None
-    return parse_config(raw, str(source), live)
+        raise ConfigError(str(source), [f"config: not valid YAML: {where}{_cut(problem)}"]) from None
+    except YamlTooLarge as error:
+        raise ConfigError(str(source), [f"config: {error}"]) from None
+    except ValueError as error:  # e.g. a whole number too long to convert
+        raise ConfigError(str(source), [f"config: a value cannot be read: {_cut(str(error))}"]) from None
+    return parse_config(raw, str(source), live, lab)
 
 
-def parse_config(raw: Any, source: str = "config", live: bool = False) -> Config:
-    """``live``: the process was started with ``--live`` (live strategies may be armed)."""
+def parse_config(raw: Any, source: str = "config", live: bool = False, lab: bool = False) -> Config:
+    """``live``: the process was started with ``--live`` (live strategies may be armed).
+    ``lab``: the config is to be backtested in the Lab, which never trades: a strategy with
+    ``mode: live`` needs neither ``--live`` nor credentials there."""
     if not isinstance(raw, dict):
         raise ConfigError(source, ["config: must be a mapping with venues and strategies"])
     secrets = _inline_secrets(raw)
@@ -532,7 +711,7 @@ def parse_config(raw: Any, source: str = "config", live: bool = False) -> Config
         config = _converter.structure(raw, Config)
     except (ClassValidationError, IterableValidationError, ForbiddenExtraKeysError) as error:
         raise ConfigError(source, _structure_problems(error)) from None
-    problems = check_config(config, live)
+    problems = check_config(config, live, lab)
     if problems:
         raise ConfigError(source, problems)
     return config

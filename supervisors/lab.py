@@ -53,6 +53,12 @@ class LabResult:
     equity: list[tuple[int, float, float]]
     #: Candles the loop actually visited (all of them unless the fast path skipped some).
     visited: int = 0
+    #: Signals blocked because the limit price was below one tick (market time of each).
+    #: A close below the market's tick is a decision (``blocked``), exactly as in shadow and
+    #: live mode, not a data error: the Lab must decide what ``run`` would decide on the same
+    #: candles, and the candles are not wrong, the tick is too coarse for them. The CLI
+    #: warns about them, since such a backtest says little about the strategy.
+    below_tick: list[int] = attrs.Factory(list)
 
 
 class Lab:
@@ -106,6 +112,7 @@ class Lab:
         self.fills: list[Any] = []
         self.events: list[RecordEvent] = []
         self.journal: list[Any] = []
+        self.below_tick: list[int] = []
         self._bus: deque[Send] = deque()
         self._handlers: dict[str, Callable[[Any, float], list[Send]]] = {
             LEDGER: self.ledger.handle,
@@ -134,7 +141,7 @@ class Lab:
             equity.append((candle.ts, float(account.quote_free + account.quote_reserved + held * candle.close), float(held)))
             if progress is not None and (index % 10_000 == 0 or index == total - 1):
                 progress(index + 1, total)
-        return LabResult(self.candles, self.orders, self.fills, self.events, self.journal, equity, total)
+        return LabResult(self.candles, self.orders, self.fills, self.events, self.journal, equity, total, self.below_tick)
 
     def _run_fast(self, progress: Callable[[int, int], None] | None) -> LabResult:
         import numpy as np
@@ -174,7 +181,9 @@ class Lab:
         base = np.where(steps >= 0, np.array(base_held + [start_base])[steps], start_base)
         values = quote + base * self._closes
         equity = [(c.ts, float(v), float(b)) for c, v, b in zip(self.candles, values, base)]
-        return LabResult(self.candles, self.orders, self.fills, self.events, self.journal, equity, len(visited_at))
+        return LabResult(
+            self.candles, self.orders, self.fills, self.events, self.journal, equity, len(visited_at), self.below_tick
+        )
 
     def _deliver(self, sends: list[Send], now: float) -> None:
         self._bus.extend(sends)
@@ -190,8 +199,11 @@ class Lab:
         elif isinstance(message, RecordJournal):
             self.journal.extend(message.entries)
             self.fills.extend(message.fills)
-        elif isinstance(message, RecordEvent) and self.keep_events:
-            self.events.append(message)
+        elif isinstance(message, RecordEvent):
+            if message.kind == "blocked" and message.payload.get("below_tick"):
+                self.below_tick.append(int(now))
+            if self.keep_events:
+                self.events.append(message)
         return []
 
     def _reconcile(self, message: Any, now: float) -> list[Send]:

@@ -13,8 +13,10 @@ read-only connections.
 
 from __future__ import annotations
 
+import errno
 import hmac
 import os
+import socket
 import time
 from typing import Any, Awaitable, Callable, Protocol
 from urllib.parse import parse_qs
@@ -106,19 +108,86 @@ async def _respond(send: SendASGI, status: int, body: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
+class StatusAddressError(Exception):
+    """The status endpoint cannot listen where the config says; the message names the
+    field and what to change."""
+
+
+class StatusListener:
+    """The status endpoint's listening socket, bound once before the tree starts and held
+    for the life of the process: a port in use or a host that is not this machine's is a
+    message at start-up (exit 2), never a status actor that crashes until its supervisor
+    gives up; and a restarted status actor serves on the very same socket."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self._socket: socket.socket | None = None
+
+    def open(self) -> None:
+        where = f"{self.host}:{self.port}"
+        try:
+            infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except (socket.gaierror, UnicodeError) as error:
+            raise StatusAddressError(
+                f"status.host: cannot resolve {_short(self.host)} ({getattr(error, 'strerror', None) or error}); "
+                "set status.host to an address of this machine, such as 127.0.0.1"
+            ) from None
+        # IPv4 first where a name has both (``localhost``), as a bind of ``host:port`` would.
+        family, kind, proto, _, address = min(infos, key=lambda info: info[0] != socket.AF_INET)
+        listener = socket.socket(family, kind, proto)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(address)
+            listener.listen(128)
+        except OSError as error:
+            listener.close()
+            if error.errno == errno.EADDRINUSE:
+                raise StatusAddressError(
+                    f"status.port: {where} is already in use by another program; set status.port to a free port, "
+                    "or to 0 to let limitline pick one (it prints the address at start)"
+                ) from None
+            raise StatusAddressError(
+                f"status.host: cannot listen on {_short(where)} ({error.strerror or error}); set status.host to an "
+                "address of this machine, such as 127.0.0.1"
+            ) from None
+        self._socket = listener
+
+    def bind_spec(self) -> str:
+        """A hypercorn bind for a new server on the held socket (a duplicate of it, which
+        that server owns and closes; the held one stays open)."""
+        if self._socket is None:
+            raise RuntimeError("the status listener is not open")
+        return f"fd://{os.dup(self._socket.fileno())}"
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+    def __enter__(self) -> "StatusListener":
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 80 else text[:79] + "…"
+
+
 async def status_actor(
     ctx: ChildContext,
     root: Snapshotter,
     env: ActorEnv,
     store: SqliteReader,
-    host: str,
-    port: int,
+    listener: StatusListener,
     facts: dict[str, Any],
     *,
     task_status: trio.TaskStatus[None],
 ) -> None:
     config = HypercornConfig()
-    config.bind = [f"{host}:{port}"]
+    config.bind = [listener.bind_spec()]
     config.accesslog = None
     config.errorlog = None
     app = make_status_app(root, env, store, facts)

@@ -48,6 +48,26 @@ def test_a_wrong_header_and_a_missing_file_are_explained(tmp_path):
         load_candles(tmp_path / "missing.csv")
 
 
+
+def test_a_file_that_is_not_a_csv_of_text_is_named_with_its_row(tmp_path):
+    binary = tmp_path / "photo.csv"
+    binary.write_bytes(HEADER.encode() + b"2020-01-01T00:00:00Z,1,2,1,2,5\n" + bytes(range(128, 256)) * 100)
+    with pytest.raises(CandleDataError) as caught:
+        load_candles(binary)
+    assert str(caught.value) == (
+        f"{binary}:3: not UTF-8 text; a candle file is a CSV of UTF-8 text with the header timestamp,open,high,low,close,volume"
+    )
+    one_line = tmp_path / "one-line.csv"
+    one_line.write_text(HEADER + "x" * 200_000 + "\n")
+    with pytest.raises(CandleDataError, match=r":2: not readable as CSV \(field larger than field limit"):
+        load_candles(one_line)
+    wide = tmp_path / "wide.csv"
+    wide.write_text(",".join(["col"] * 10_000) + "\n")
+    with pytest.raises(CandleDataError) as caught:
+        load_candles(wide)
+    assert str(caught.value).endswith("got ['col', 'col', 'col', 'col', 'col', 'col', 'col', 'col', 'col', 'col', 'col', '…")
+
+
 def test_replay_releases_candles_as_time_passes():
     candles = load_candles(bundled_path())[:10]
     feed = ReplayFeed(candles, speed=2.0, started_at=100.0)

@@ -190,3 +190,154 @@ def test_unknown_keys_that_are_not_text_are_listed_too():
         "strategies[0].7: unknown field (check its spelling)",
         "strategies[0].zz: unknown field (check its spelling)",
     ]
+
+
+def ccxt_venue(**fields) -> dict:
+    return {"name": "binance", "kind": "ccxt", "exchange": "binance", **fields}
+
+
+@pytest.mark.parametrize("value, shown", [(float("inf"), "inf"), (float("-inf"), "-inf"), (float("nan"), "nan")])
+def test_a_non_finite_number_is_refused_wherever_a_number_is_read(value, shown):
+    raw = default_raw()
+    raw["reconciler"]["interval_seconds"] = value
+    raw["supervision"]["period_seconds"] = value
+    raw["venues"][0]["replay"]["BTC/USD"]["speed"] = value
+    raw["venues"][0]["volume_share"] = value
+    raw["strategies"][0]["breaker"] = {"cooldown_seconds": value}
+    raw["venues"].append(ccxt_venue(poll_seconds=value, rate_limit_per_second=value))
+    assert sorted(problems_of(raw)) == sorted(
+        f"{path}: expected a finite number, got {shown}"
+        for path in (
+            "reconciler.interval_seconds", "supervision.period_seconds", "venues[0].replay['BTC/USD'].speed",
+            "venues[0].volume_share", "strategies[0].breaker.cooldown_seconds", "venues[1].poll_seconds",
+            "venues[1].rate_limit_per_second",
+        )
+    )
+
+
+def test_every_interval_lies_between_a_millisecond_and_thirty_days():
+    raw = default_raw()
+    raw["reconciler"]["interval_seconds"] = 0.0005
+    raw["supervision"]["period_seconds"] = 3_000_000
+    raw["venues"].append(ccxt_venue(poll_seconds=0.0001, timeout_seconds=0, never_placed_after_seconds=1e-9,
+                                    rate_limit_per_second=5000))
+    between = "must be between 0.001 (1 ms) and 2592000 (30 days) seconds, got"
+    assert problems_of(raw) == [
+        f"supervision.period_seconds: {between} 3e+06",
+        f"reconciler.interval_seconds: {between} 0.0005",
+        f"venues[1].poll_seconds: {between} 0.0001",
+        f"venues[1].timeout_seconds: {between} 0",
+        f"venues[1].never_placed_after_seconds: {between} 1e-09",
+        "venues[1].rate_limit_per_second: must be greater than 0 and at most 1000 (one request a millisecond), got 5000",
+    ]
+    raw = default_raw()
+    raw["reconciler"]["interval_seconds"] = 0.001  # the bounds themselves are fine
+    raw["supervision"]["period_seconds"] = 2_592_000
+    parse_config(raw)
+
+
+def test_a_replay_file_is_checked_whole_and_its_start_must_lie_inside_it(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("timestamp,open,high,low,close,volume\n2020-01-01T00:00:00Z,1,2,1,2,5\n2020-01-01T01:00:00Z,1,x,1,2,5\n")
+    raw = default_raw()
+    raw["venues"][0]["replay"]["BTC/USD"]["data"] = str(bad)
+    assert problems_of(raw) == [f"venues[0].replay.BTC/USD.data: {bad}:3: high 'x' is not a number"]
+    raw = default_raw()
+    raw["venues"][0]["replay"]["BTC/USD"]["start"] = "2019-10-17T09:00:00"  # the last candle, no zone: UTC
+    assert parse_config(raw).venues[0].replay["BTC/USD"].start.tzinfo is not None
+    raw["venues"][0]["replay"]["BTC/USD"]["start"] = "2019-10-17T10:00:00+01:00"  # the same moment
+    parse_config(raw)
+    raw["venues"][0]["replay"]["BTC/USD"]["start"] = "2019-10-17T09:00:01Z"
+    assert problems_of(raw) == [
+        "venues[0].replay.BTC/USD.start: 2019-10-17T09:00:01Z is after the data ends (last candle 2019-10-17T09:00:00Z); "
+        "set an earlier start, or data that covers it"
+    ]
+
+
+def load_problems(path) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    return caught.value.problems
+
+
+def test_yaml_that_would_expand_without_bound_is_refused_before_it_is_built(tmp_path):
+    import time
+
+    bomb = tmp_path / "bomb.yaml"
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 12)]
+    bomb.write_text("\n".join(levels) + "\nvenues: *a11\nstrategies: *a11\n")
+    started = time.perf_counter()
+    assert load_problems(bomb) == [
+        "config: holds more than 100,000 values once its aliases (*name) are expanded; a config is far smaller: "
+        "check its anchors (&name) and aliases"
+    ]
+    assert time.perf_counter() - started < 2
+    looped = tmp_path / "loop.yaml"
+    looped.write_text("a: &a [1, *a]\nvenues: *a\nstrategies: []\n")
+    assert load_problems(looped) == [
+        "config: an alias (*name) refers to a value that contains it; a config value cannot contain itself"
+    ]
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("venues: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert load_problems(deep) == ["config: is nested too deeply; a config has a few levels"]
+    # Aliases within reason are fine: one trigger shared by two strategies.
+    shared = default_raw()
+    text = yaml.safe_dump(shared).replace("buy:\n    direction: up", "buy: &up\n    direction: up", 1)
+    shared_path = tmp_path / "shared.yaml"
+    shared_path.write_text(text)
+    assert load_config(shared_path).strategies[0].buy is not None
+
+
+def test_a_file_that_is_not_a_config_says_what_it_is(tmp_path):
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"venues: []\n\xff\xfe\x00")
+    assert load_problems(binary) == ["config: not UTF-8 text (byte 0xff at offset 11); save the config as UTF-8"]
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("# " + "x" * (1 << 20) + "\n")
+    assert load_problems(huge) == ["config: the file is larger than 1,048,576 bytes; a config is a few kilobytes"]
+    number = tmp_path / "number.yaml"
+    number.write_text("venues: []\nstrategies: []\nstore: " + "9" * 5000 + "\n")
+    assert load_problems(number) == [
+        "config: not valid YAML: line 3, column 8: a whole number too long to read (more than 4300 digits)"
+    ]
+
+
+def test_a_huge_or_self_containing_value_is_echoed_cut_short_and_quickly():
+    import time
+
+    looped: list = ["x"]
+    looped.append(looped)
+    wide = [["y"] * 1000] * 100_000  # 100 million items, shared
+    raw = default_raw()
+    raw["status"] = looped
+    raw["reconciler"] = wide
+    raw["strategies"][0]["mode"] = {"a" * 10_000: wide}
+    started = time.perf_counter()
+    problems = problems_of(raw)
+    assert time.perf_counter() - started < 2
+    assert sorted(problems) == [
+        "reconciler: expected a mapping, got [['y', " + "'y', " * 14 + "'y…",
+        "status: expected a mapping, got " + "['x', " * 13 + "[…",
+        "strategies[0].mode: must be one of shadow, live, got {'" + "a" * 77 + "…",
+    ]
+
+
+def test_at_most_fifty_problems_are_listed_then_counted():
+    raw = default_raw()
+    for i in range(80):
+        raw["strategies"][0][f"typo{i:02d}"] = 1
+    problems = problems_of(raw)
+    assert len(problems) == 51 and problems[-1] == "... and 30 more problems"
+
+
+def test_the_lab_takes_a_live_strategy_without_arming_or_credentials():
+    raw = live_raw()
+    for key in ("api_key_env", "secret_env"):
+        del raw["venues"][1][key]
+    config = parse_config(raw, lab=True)
+    assert config.strategies[0].mode == "live"
+    assert problems_of(raw) and problems_of(live_raw())  # run and check still refuse it
+    raw["strategies"][0]["venue"] = "sim"
+    with pytest.raises(ConfigError, match="live trading needs a ccxt venue"):
+        parse_config(raw, lab=True)  # never runs live anywhere: wrong in the Lab too

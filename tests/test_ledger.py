@@ -135,6 +135,15 @@ def test_a_share_of_free_capital_is_sized_by_the_ledger_when_it_reserves():
     assert denied.message.reason == "sizing: 0.100 % of free 563.56 USD buys 0.00 BTC at 100, below the market's minimum (0.01 BTC, 10 USD)"
 
 
+
+def test_a_share_of_free_capital_at_a_price_of_zero_is_denied_not_a_crash():
+    core = ledger(quote="1000")
+    request = attrs.evolve(reserve("c1", price="0", amount="0"), share_of_free=D("0.25"), lot_size=D("0.01"))
+    [denied] = core.handle(request, 1.0)
+    assert denied.message == ReservationDenied("c1", "price must be greater than 0, got 0")
+    core.check_invariants()
+
+
 def test_account_query_answers_the_balances():
     core = ledger(quote="10", base="2")
     [send] = core.handle(AccountQuery("a", "strategy:a"), 0.0)

@@ -81,3 +81,30 @@ def test_allocations_of_all_strategies_must_fit_the_balance():
         "allocations on sim exceed the account balance: 6000 USD allocated to all strategies, balance 5000 USD",
         "allocations on sim exceed the account balance: 2 BTC allocated to all strategies, balance 1 BTC",
     ]
+
+
+def test_a_python_strategy_must_be_a_class_with_on_candle_checked_before_anything_is_called(tmp_path, monkeypatch):
+    from actors.strategy.python import load
+
+    (tmp_path / "user_strategies.py").write_text(
+        "CALLS = []\n"
+        "def helper(**params):\n    CALLS.append(('helper', params))\n"
+        "class NoCandles:\n    def __init__(self, **params):\n        CALLS.append(('NoCandles', params))\n"
+        "class Fine:\n    def __init__(self, n=1):\n        CALLS.append(('Fine', n))\n"
+        "    def on_candle(self, candle, view):\n        return []\n"
+        "LIMIT = 3\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import user_strategies
+
+    expected = "a class with an on_candle(candle, view) method, e.g. actors.strategy.python:BuyTheDip"
+    assert load("os:system", {"command": "echo hi"}) == (None, f"python: os:system is a function, not a class; name {expected}")
+    assert load("user_strategies:helper", {}) == (None, f"python: user_strategies:helper is a function, not a class; name {expected}")
+    assert load("user_strategies:LIMIT", {}) == (None, f"python: user_strategies:LIMIT is a value of type int, not a class; name {expected}")
+    assert load("user_strategies:NoCandles", {}) == (None, f"python: user_strategies:NoCandles has no on_candle method; name {expected}")
+    assert load("user_strategies:a.b", {}) == (
+        None, f"python: must look like package.module:ClassName ({expected}), got 'user_strategies:a.b'"
+    )
+    assert user_strategies.CALLS == []  # nothing it named was called
+    instance, problem = load("user_strategies:Fine", {"n": 2})
+    assert problem is None and user_strategies.CALLS == [("Fine", 2)]

@@ -278,3 +278,24 @@ def test_a_stale_best_bid_is_not_a_price():
     core = active_core(price_from="best", quote_max_age_seconds=30)
     core.handle(Quote("sim", "BTC/USD", D("97.50"), D("98.50"), at=-40.0), 0.5)  # 42 s old when deciding
     assert buy_intent(core).price == D("97.90")  # from the close
+
+
+def test_a_close_below_one_tick_is_a_blocked_decision_never_a_crash():
+    # A buy at a close of 0.008 with a 0.01 tick rounds down to 0: no limit order exists.
+    for sizing in (Sizing(quote=D("100")), Sizing(percent=D("10"))):
+        core = active_core(sizing=sizing)
+        core.handle(candle(0, "0.010"), 1.0)
+        out = core.handle(candle(1, "0.008"), 2.0)  # -20 %: the buy trigger fires
+        assert messages(out, Reserve) == [] and core.orders == {}
+        [blocked] = events(out, "blocked")
+        assert blocked.reason == (
+            "price below one tick: close 0.008 at 10 bps rounds to 0.00 at the market's tick 0.01; "
+            "no limit order can be placed (is tick_size right for this market?)"
+        )
+        assert blocked.rule == "change(-1%,1)" and blocked.payload == {"side": "buy", "below_tick": True}
+    # The best bid too, where the offset is taken from it.
+    core = active_core(price_from="best")
+    core.handle(Quote("sim", "BTC/USD", D("0.004"), D("0.02")), 1.0)
+    core.handle(candle(0, "0.010"), 1.0)
+    [blocked] = events(core.handle(candle(1, "0.008"), 2.0), "blocked")
+    assert blocked.reason.startswith("price below one tick: best bid 0.004 at 10 bps rounds to 0.00")

@@ -236,6 +236,8 @@ class LedgerCore:
         if account is None:
             return f"no allocation: strategy {request.strategy} has no capital or inventory in the ledger"
         share = request.share_of_free or ZERO
+        if request.price <= 0:
+            return f"price must be greater than 0, got {request.price}"
         if request.side is Side.BUY:
             amount = account.quote_free * share / (request.price * (1 + request.fee_rate))
         else:

@@ -395,9 +395,18 @@ class StrategyCore:
         quote = self._quote
         fresh = quote is not None and now - quote.at <= self.settings.quote_max_age_seconds
         best = (quote.bid, quote.ask) if self.settings.price_from == "best" and fresh and quote is not None else None
+        reference = (best[0] if side is Side.BUY else best[1]) if best is not None else candle.close
+        price = market.round_price(reference * (1 - offset if side is Side.BUY else 1 + offset), passive_side_is_down=side is Side.BUY)
+        if price <= 0:
+            # A price below one tick rounds (down, for a buy) to 0: no limit order can be
+            # placed. A decision, not a crash: the strategy, its siblings and the Lab go on.
+            source = "close" if best is None else "best bid" if side is Side.BUY else "best ask"
+            reason = (
+                f"price below one tick: {source} {reference} at {self.settings.limit_offset_bps} bps rounds to {price} "
+                f"at the market's tick {market.tick_size}; no limit order can be placed (is tick_size right for this market?)"
+            )
+            return out + [self._event("blocked", now, rule=outcome.rule, reason=reason, payload={"side": side.value, "below_tick": True})]
         if side is Side.BUY:
-            reference = best[0] if best is not None else candle.close
-            price = market.round_price(reference * (1 - offset), passive_side_is_down=True)
             sizing = self.settings.sizing
             if sizing.percent is not None:
                 # Only the ledger knows the free capital right now: it sizes the order.
@@ -406,8 +415,6 @@ class StrategyCore:
                 raw = sizing.base if sizing.base is not None else (sizing.quote or Decimal(0)) / price
                 amount = market.round_amount(raw)
         else:
-            reference = best[1] if best is not None else candle.close
-            price = market.round_price(reference * (1 + offset), passive_side_is_down=False)
             # Everything free, as the ledger counts it at the moment of reserving (it owns
             # the holdings: a fee taken in the coin received is already out of them).
             share, amount = Decimal(1), Decimal(0)

@@ -14,6 +14,7 @@ Lab replays it, and the Lab's results must equal shadow mode's.
 from __future__ import annotations
 
 import importlib
+import inspect
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -39,21 +40,41 @@ class View:
 
 
 def load(spec: str, params: dict[str, Any]) -> tuple[Any, str | None]:
-    """An instance of the class named by ``module:Class``, or (None, what went wrong)."""
+    """An instance of the class named by ``module:Class``, or (None, what went wrong).
+
+    The name must be a class that defines ``on_candle``, and that is checked before
+    anything it names is called: ``python: os:system`` with a ``command`` param must be a
+    message, not a shell command run by ``limitline check``. (Importing the module runs
+    its top-level code, as any import does: name only modules you trust.)"""
     module_name, _, class_name = spec.partition(":")
-    if not module_name or not class_name:
-        return None, f"python: must look like package.module:ClassName, got {spec!r}"
+    expected = "a class with an on_candle(candle, view) method, e.g. actors.strategy.python:BuyTheDip"
+    if not module_name or not class_name.isidentifier():
+        return None, f"python: must look like package.module:ClassName ({expected}), got {_shown(spec)}"
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as error:
-        return None, f"python: cannot load {spec!r}: {type(error).__name__}: {error}"
+        return None, f"python: cannot load {_shown(spec)}: {type(error).__name__}: {_cut(str(error))}"
+    if not inspect.isclass(cls):
+        kind = "a function" if callable(cls) else f"a value of type {type(cls).__name__}"
+        return None, f"python: {spec} is {kind}, not a class; name {expected}"
+    if not callable(getattr(cls, "on_candle", None)):
+        return None, f"python: {spec} has no on_candle method; name {expected}"
     try:
         instance = cls(**params)
     except Exception as error:  # noqa: BLE001 - any failure of user code is a pre-flight problem
-        return None, f"python: {spec} could not be built with params {sorted(params)}: {type(error).__name__}: {error}"
-    if not callable(getattr(instance, "on_candle", None)):
-        return None, f"python: {spec} has no on_candle(candle, view) method"
+        return None, f"python: {spec} could not be built with params {_shown(sorted(params))}: {type(error).__name__}: {_cut(str(error))}"
     return instance, None
+
+
+SHOWN = 80
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= SHOWN else text[: SHOWN - 1] + "…"
+
+
+def _shown(value: object) -> str:
+    return _cut(repr(value))
 
 
 class BuyTheDip:

@@ -1,0 +1,194 @@
+"""One process per store: a second process is refused at once, naming the first, which runs
+on untouched; a file that is not limitline's is never written into."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import Lines
+
+from store.db import check_store, open_store
+from store.errors import NotAStore, StoreBusy
+from store.lock import StoreLock, lock_path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = [sys.executable, "-m", "supervisors.cli"]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def limitline(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([*BIN, *args], cwd=cwd, capture_output=True, text=True, timeout=60, env=ENV)
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_second_run_on_a_held_store_is_refused_naming_the_first_which_runs_on(fast_config_path, tmp_path):
+    first = subprocess.Popen([*BIN, "run", "-q", "-c", str(fast_config_path)], cwd=tmp_path,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        stderr = Lines(first.stderr)
+        base = stderr.wait_for(r"status at (http://127\.0\.0\.1:\d+)/status").group(1)
+        store = tmp_path / "limitline.sqlite"
+
+        second = limitline("run", "-c", str(fast_config_path), cwd=tmp_path)
+        assert second.returncode == 2
+        message = second.stderr.strip()
+        assert message.startswith(f"limitline: store {store} is in use by process {first.pid} on ")
+        assert f"run -q -c {fast_config_path}" in message and f"in {tmp_path}" in message
+        assert "Stop that process first" in message and "another `store`" in message
+        assert "Traceback" not in second.stderr and second.stdout == ""
+
+        # The first one never noticed: it is still running, trading and answering.
+        def fills() -> int:
+            return sqlite3.connect(store).execute("SELECT count(*) FROM fills").fetchone()[0]
+
+        before = fills()
+        with urllib.request.urlopen(f"{base}/status", timeout=10) as response:
+            assert json.loads(response.read())["tree"]["state"] == "running"
+        deadline = time.monotonic() + 30
+        while fills() <= before:
+            assert first.poll() is None, "the first process exited"
+            assert time.monotonic() < deadline, "the first process stopped trading"
+            time.sleep(0.1)
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=30) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+    # Every fill was settled once: one settle journal entry per fill row.
+    connection = sqlite3.connect(tmp_path / "limitline.sqlite")
+    settles = connection.execute("SELECT count(*) FROM journal WHERE kind = 'settle'").fetchone()[0]
+    assert settles == connection.execute("SELECT count(*) FROM fills").fetchone()[0]
+    # Released on the way out: the next process takes the store.
+    with StoreLock(tmp_path / "limitline.sqlite"):
+        pass
+
+
+HOLDER = """
+import sys, time
+from store.lock import StoreLock
+lock = StoreLock(sys.argv[1])
+lock.acquire()
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def test_the_kernel_releases_the_lock_of_a_process_killed_with_sigkill(tmp_path):
+    store = tmp_path / "s.sqlite"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(store)], stdout=subprocess.PIPE, text=True, env=ENV)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        written = lock_path(store).read_bytes()
+        with pytest.raises(StoreBusy) as busy:
+            StoreLock(store).acquire()
+        assert busy.value.holder["pid"] == holder.pid
+        assert f"is in use by process {holder.pid} on " in str(busy.value)
+        # A refused attempt leaves the holder's identity as it was.
+        assert lock_path(store).read_bytes() == written
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=10)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+    with StoreLock(store) as lock:  # no stale lock: nothing to clean up by hand
+        assert json.loads(lock.path.read_text())["pid"] == os.getpid()
+    assert lock_path(store).read_text() == ""  # an orderly release names no one
+
+
+def test_one_store_is_one_lock_whatever_the_path_says(tmp_path, monkeypatch):
+    store = tmp_path / "data" / "s.sqlite"
+    (tmp_path / "link").symlink_to(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    with StoreLock(store):
+        for other in (Path("data/s.sqlite"), tmp_path / "link" / "s.sqlite"):
+            with pytest.raises(StoreBusy, match=f"process {os.getpid()} "):
+                StoreLock(other).acquire()
+    with StoreLock(Path("link/s.sqlite")):
+        pass
+
+
+def test_check_only_reads_and_needs_no_lock(fast_config_path, tmp_path):
+    with StoreLock(tmp_path / "limitline.sqlite"):
+        result = limitline("check", "-c", str(fast_config_path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+def foreign_database(path: Path) -> Path:
+    connection = sqlite3.connect(path)
+    connection.execute("CREATE TABLE photos (id INTEGER PRIMARY KEY, name TEXT)")
+    connection.execute("INSERT INTO photos (name) VALUES ('cat.jpg')")
+    connection.commit()
+    connection.close()
+    return path
+
+
+def run_on_store(tmp_path: Path, store: Path) -> subprocess.CompletedProcess:
+    raw = yaml.safe_load((ROOT / "config.yaml").read_text())
+    raw["store"] = str(store)
+    raw["status"]["port"] = 0
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    return limitline("run", "-c", str(config), cwd=tmp_path)
+
+
+def test_a_sqlite_database_of_another_program_is_refused_and_never_written(tmp_path):
+    store = foreign_database(tmp_path / "photos.db")
+    before = digest(store)
+    result = run_on_store(tmp_path, store)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"limitline: store {store}: is a sqlite database of another program (tables: photos), not a limitline store; "
+        "limitline never writes into a file that is not its own. Set `store` to a new path (or to an existing limitline store)"
+    )
+    assert digest(store) == before
+    assert not Path(f"{store}-wal").exists()
+
+
+def test_a_file_that_is_not_sqlite_is_refused_and_never_written(tmp_path):
+    store = tmp_path / "notes.txt"
+    store.write_text("my trading notes\n" * 100)
+    before = digest(store)
+    result = run_on_store(tmp_path, store)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"limitline: store {store}: is not a sqlite database; limitline never writes into")
+    assert "Traceback" not in result.stderr
+    assert digest(store) == before
+
+
+def test_open_store_refuses_what_is_not_a_store_before_any_write_and_takes_an_empty_file(tmp_path):
+    store = foreign_database(tmp_path / "photos.db")
+    before = digest(store)
+    for refuse in (check_store, open_store):
+        with pytest.raises(NotAStore, match="is a sqlite database of another program"):
+            refuse(store)
+    assert digest(store) == before  # not even switched to WAL
+    empty = tmp_path / "empty.sqlite"
+    empty.touch()
+    check_store(empty)
+    connection = open_store(empty)
+    assert connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+    connection.close()
+    check_store(empty)  # now it is a store
+    # A `meta` table is not enough to be a store.
+    lookalike = tmp_path / "lookalike.db"
+    connection = sqlite3.connect(lookalike)
+    connection.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+    connection.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    connection.commit()
+    connection.close()
+    with pytest.raises(NotAStore, match=r"another program \(tables: meta\)"):
+        check_store(lookalike)

@@ -1,0 +1,268 @@
+"""Bad input from the command line: a clear message naming the field or the file and row,
+the right exit code, no traceback, and nothing written to the store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import fast_config_raw
+from helpers import Lines
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = [sys.executable, "-m", "supervisors.cli"]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def limitline(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([*BIN, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=ENV)
+
+
+def write_config(tmp_path: Path, raw: dict[str, Any], name: str = "config.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def refused(result: subprocess.CompletedProcess, message: str, code: int = 2) -> None:
+    assert result.returncode == code, result.stderr
+    assert message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def nothing_written(tmp_path: Path) -> None:
+    assert not (tmp_path / "limitline.sqlite").exists()
+
+
+def test_a_replay_file_that_is_not_csv_names_the_field_and_the_file(tmp_path):
+    binary = tmp_path / "candles.csv"
+    binary.write_bytes(bytes(range(255, -1, -1)) * 40)  # not text from its first byte
+    raw = fast_config_raw(tmp_path)
+    raw["venues"][0]["replay"]["BTC/USD"]["data"] = str(binary)
+    config = write_config(tmp_path, raw)
+    for command in ("run", "check"):
+        refused(
+            limitline(command, "-c", str(config), cwd=tmp_path),
+            f"venues[0].replay.BTC/USD.data: {binary}:1: not UTF-8 text; a candle file is a CSV of UTF-8 text with "
+            "the header timestamp,open,high,low,close,volume",
+        )
+    yaml_file = tmp_path / "notes.yaml"
+    yaml_file.write_text("a: 1\n" * 10)
+    raw["venues"][0]["replay"]["BTC/USD"]["data"] = str(yaml_file)
+    refused(
+        limitline("run", "-c", str(write_config(tmp_path, raw)), cwd=tmp_path),
+        f"venues[0].replay.BTC/USD.data: {yaml_file}:1: the header must be timestamp,open,high,low,close,volume, got ['a: 1']",
+    )
+    nothing_written(tmp_path)
+
+
+def test_a_replay_start_after_the_data_ends_is_refused(tmp_path):
+    raw = fast_config_raw(tmp_path)
+    raw["venues"][0]["replay"]["BTC/USD"]["start"] = "2030-01-01T00:00:00Z"
+    refused(
+        limitline("run", "-c", str(write_config(tmp_path, raw)), cwd=tmp_path),
+        "venues[0].replay.BTC/USD.start: 2030-01-01T00:00:00Z is after the data ends (last candle 2019-10-17T09:00:00Z); "
+        "set an earlier start, or data that covers it",
+    )
+    nothing_written(tmp_path)
+
+
+def test_a_bad_report_directory_is_refused_before_the_backtest_runs(tmp_path):
+    occupied = tmp_path / "report"
+    occupied.write_text("a file")
+    result = limitline("lab", "--strategy", "sma-cross", "--report", str(occupied), cwd=tmp_path)
+    refused(result, f"limitline: --report {occupied}: is a file, not a directory; name a directory for report.json and report.html")
+    assert "lab:" not in result.stderr  # no progress: the backtest never started
+    result = limitline("lab", "--strategy", "sma-cross", "--report", str(occupied / "inside"), cwd=tmp_path)
+    refused(result, f"--report {occupied / 'inside'}: a part of this path is a file, not a directory")
+
+
+@pytest.fixture
+def busy_port():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    yield listener.getsockname()[1]
+    listener.close()
+
+
+def test_a_status_port_in_use_is_refused_at_once(tmp_path, busy_port):
+    raw = fast_config_raw(tmp_path)
+    raw["status"]["port"] = busy_port
+    refused(
+        limitline("run", "-c", str(write_config(tmp_path, raw)), cwd=tmp_path, timeout=20),
+        f"limitline: status.port: 127.0.0.1:{busy_port} is already in use by another program; set status.port to a "
+        "free port, or to 0 to let limitline pick one",
+    )
+    nothing_written(tmp_path)
+
+
+def test_a_bad_status_host_is_refused_at_once(tmp_path):
+    raw = fast_config_raw(tmp_path)
+    for host, message in (
+        ("no-such-host.invalid", "limitline: status.host: cannot resolve no-such-host.invalid"),
+        ("192.0.2.1", "limitline: status.host: cannot listen on 192.0.2.1:0"),  # TEST-NET: not this machine
+    ):
+        raw["status"]["host"] = host
+        result = limitline("run", "-c", str(write_config(tmp_path, raw)), cwd=tmp_path, timeout=20)
+        refused(result, message)
+        assert "set status.host to an address of this machine" in result.stderr
+        nothing_written(tmp_path)
+
+
+def test_an_unwritable_store_is_refused_at_once(tmp_path):
+    (tmp_path / "data").write_text("a file where a directory should be")
+    raw = fast_config_raw(tmp_path)
+    raw["store"] = str(tmp_path / "data" / "limitline.sqlite")
+    result = limitline("run", "-c", str(write_config(tmp_path, raw)), cwd=tmp_path, timeout=20)
+    refused(result, f"limitline: store {tmp_path / 'data' / 'limitline.sqlite'}: cannot create its lock file")
+    assert "status at" not in result.stderr and result.stderr.count("\n") == 1
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_a_read_only_store_directory_is_refused_at_once(tmp_path):
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    readonly.chmod(0o555)
+    raw = fast_config_raw(tmp_path)
+    raw["store"] = str(readonly / "limitline.sqlite")
+    try:
+        result = limitline("run", "-c", str(write_config(tmp_path, raw)), cwd=tmp_path, timeout=20)
+    finally:
+        readonly.chmod(0o755)
+    refused(result, f"limitline: store {readonly / 'limitline.sqlite'}: cannot create its lock file")
+
+
+def test_a_small_yaml_alias_bomb_is_a_short_message_at_once(tmp_path):
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(levels) + "\nvenues: *a8\nstrategies: *a8\n")
+    assert bomb.stat().st_size < 700  # 9 ** 9 values once expanded
+    result = limitline("check", "-c", str(bomb), cwd=tmp_path, timeout=20)
+    refused(result, "config: holds more than 100,000 values once its aliases (*name) are expanded")
+    assert len(result.stderr) < 400
+
+
+def test_non_finite_and_sub_millisecond_intervals_are_refused_with_their_path(tmp_path):
+    raw = fast_config_raw(tmp_path)
+    raw["reconciler"]["interval_seconds"] = float("inf")
+    result = limitline("run", "-c", str(write_config(tmp_path, raw)), cwd=tmp_path)
+    refused(result, "  reconciler.interval_seconds: expected a finite number, got inf")
+    raw = fast_config_raw(tmp_path)
+    raw["supervision"]["period_seconds"] = 0.0001
+    result = limitline("run", "-c", str(write_config(tmp_path, raw)), cwd=tmp_path)
+    refused(result, "  supervision.period_seconds: must be between 0.001 (1 ms) and 2592000 (30 days) seconds, got 0.0001")
+    nothing_written(tmp_path)
+
+
+def test_sighup_stops_in_order_and_flushes_the_store(fast_config_path, tmp_path):
+    process = subprocess.Popen([*BIN, "run", "-q", "-c", str(fast_config_path)], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        stderr = Lines(process.stderr)
+        stderr.wait_for(r"status at http")
+        process.send_signal(signal.SIGHUP)
+        assert process.wait(timeout=30) == 0
+        stderr.wait_for(r"SIGHUP: stopping in order")
+        stderr.wait_for(r"stopped; the store is flushed")
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def live_config(tmp_path: Path) -> Path:
+    raw = fast_config_raw(tmp_path)
+    raw["venues"].append({"name": "binance", "kind": "ccxt", "exchange": "binance",
+                          "api_key_env": "LL_NOT_SET_KEY", "secret_env": "LL_NOT_SET_SECRET"})
+    raw["strategies"][0].update(venue="binance", symbol="BTC/USDT", mode="live")
+    return write_config(tmp_path, raw)
+
+
+def test_the_lab_backtests_a_live_strategy_as_configured_without_arming_anything(tmp_path):
+    config = live_config(tmp_path)
+    result = limitline("lab", "-c", str(config), "--strategy", "sma-cross", "--to", "2017-09-01T00:00:00Z",
+                       "--report", str(tmp_path / "r"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Strategy Lab: sma-cross on BTC/USDT" in result.stdout
+    assert "sma-cross is a live strategy; the Lab backtests it as configured and never places an order" in result.stderr
+    assert (tmp_path / "r" / "report.json").exists()
+    # Running it is still armed twice.
+    refused(limitline("run", "-c", str(config), cwd=tmp_path), "Start with `limitline run --live` to arm it")
+
+
+def test_a_python_strategy_must_be_a_class_and_nothing_else_is_called(tmp_path):
+    marker = tmp_path / "ran"
+    raw = fast_config_raw(tmp_path)
+    raw["strategies"][0].update(python="os:system", params={"command": f"touch {marker}"})
+    raw["strategies"][1].update(python="subprocess:Popen", params={"args": ["touch", str(marker)]})
+    result = limitline("check", "-c", str(write_config(tmp_path, raw)), cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.splitlines() == [
+        "FAIL  sma-cross: python: os:system is a function, not a class; name a class with an on_candle(candle, view) "
+        "method, e.g. actors.strategy.python:BuyTheDip",
+        "FAIL  dip-buyer: python: subprocess:Popen has no on_candle method; name a class with an on_candle(candle, view) "
+        "method, e.g. actors.strategy.python:BuyTheDip",
+    ]
+    assert not marker.exists()
+
+
+def test_a_close_below_one_tick_in_the_lab_is_a_blocked_decision_and_a_warning(tmp_path):
+    rows = ["timestamp,open,high,low,close,volume"]
+    closes = ["0.5"] * 5 + ["0.004", "0.002", "0.004", "0.001", "0.003"] * 4
+    rows += [f"2020-01-{1 + i // 24:02d}T{i % 24:02d}:00:00Z,{c},{c},{c},{c},1000000" for i, c in enumerate(closes)]
+    data = tmp_path / "pennies.csv"
+    data.write_text("\n".join(rows) + "\n")
+    result = limitline("lab", "--strategy", "dip-buyer", "--data", str(data), "--report", str(tmp_path / "r"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert ("signal(s) blocked because the limit price was below one tick (0.01 USD), first at the candle of "
+            "2020-01-01T05:00:00Z") in result.stdout
+
+
+async def test_a_close_below_one_tick_in_run_is_blocked_and_restarts_nothing(tmp_path):
+    import trio
+    from helpers import Watch, node
+
+    from supervisors.app import App
+    from supervisors.config import parse_config
+
+    rows = ["timestamp,open,high,low,close,volume"]
+    closes = ["0.5"] * 5 + ["0.004", "0.002", "0.004", "0.001", "0.003"] * 6
+    rows += [f"2020-01-{1 + i // 24:02d}T{i % 24:02d}:00:00Z,{c},{c},{c},{c},1000000" for i, c in enumerate(closes)]
+    data = tmp_path / "pennies.csv"
+    data.write_text("\n".join(rows) + "\n")
+    raw = fast_config_raw(tmp_path)
+    raw["venues"][0]["replay"]["BTC/USD"] = {"data": str(data), "speed": 50}
+    raw["strategies"][0]["buy"] = {"kind": "change", "percent": -10, "lookback": 1}  # fires on the pennies
+    raw["strategies"][0]["sizing"] = {"percent": 10}  # sized by the ledger: it must not divide by a price of 0
+    watch = Watch()
+    app = App(parse_config(raw), echo=watch)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(app.run)
+            await watch.until(lambda events: any(e.kind == "replay_finished" for e in events))
+            await watch.until(lambda events: sum(e.kind == "evaluated" for e in events) >= 2 * len(closes))
+            snapshot = app.snapshot()
+            nursery.cancel_scope.cancel()
+    blocked = [e for e in watch.of("blocked") if e.payload.get("below_tick")]
+    assert {e.strategy for e in blocked} == {"sma-cross", "dip-buyer"}
+    assert blocked[0].reason.startswith("price below one tick: close 0.00")
+    assert watch.count("child_restarting") == 0 and watch.count("child_exited") == 0
+    for name in ("strategy:sma-cross", "strategy:dip-buyer", "ledger"):
+        assert node(snapshot, name)["incarnation"] == 1 and node(snapshot, name)["state"] == "running"
+
+
+def test_a_sandbox_port_in_use_is_refused_at_once(tmp_path, busy_port):
+    refused(
+        limitline("sandbox", "--port", str(busy_port), cwd=tmp_path, timeout=20),
+        f"limitline: --port: 127.0.0.1:{busy_port} is already in use by another program; choose another --port, "
+        "or 0 for any free port",
+    )
