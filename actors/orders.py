@@ -121,7 +121,8 @@ TRANSITIONS: dict[OrderState, dict[Trigger, OrderState]] = {
     # A fill reported after the cancel confirmation still happened on the exchange.
     S.CANCELED: {T.FILL: S.CANCELED},
     S.EXPIRED: {T.FILL: S.EXPIRED},
-    S.FILLED: {},
+    # Trades can be reported out of order: one may arrive after the completing trade.
+    S.FILLED: {T.FILL: S.FILLED},
     S.DENIED: {},
     S.REJECTED: {},
 }

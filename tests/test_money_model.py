@@ -137,10 +137,10 @@ class MoneyMachine(RuleBasedStateMachine):
     def _boot(self) -> None:
         """Start the connection and the strategies, as the process does, from the store."""
         self.connection = ShadowConnectionCore(VENUE, self.venue)
-        self.connection.restore(list(self.orders.values()))
+        caught_up = self.connection.restore(list(self.orders.values()), float(self.ts))
         self.strategies = {name: StrategyCore(s, dict(self.start_holdings), record_evaluations=False)
                            for name, s in self.settings.items()}
-        out: list[Send] = []
+        out: list[Send] = list(caught_up)
         for name, core in self.strategies.items():
             restored = core.restore([o for o in self.orders.values() if o.strategy == name], float(self.ts))
             out += core.start(float(self.ts)) + restored

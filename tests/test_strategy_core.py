@@ -6,6 +6,7 @@ from decimal import Decimal as D
 
 from actors.messages import (
     AccountInfo,
+    AccountQuery,
     CancelOrder,
     CandleClosed,
     FillReport,
@@ -79,6 +80,10 @@ def active_core(**overrides) -> StrategyCore:
     out = core.handle(AccountInfo("dip", D("1000"), D(0), D(0), D(0)), 0.0)
     assert not core.active and core.inactive_reason == "waiting for the first reconciliation of sim"
     out = core.handle(Reconciled("sim"), 0.0)
+    # What the account and the exchange hold after the reconciliation, both asked again.
+    assert messages(out, AccountQuery) and messages(out, Subscribe)
+    core.handle(VenueInfo(facts()), 0.0)
+    out = core.handle(AccountInfo("dip", D("1000"), D(0), D(0), D(0)), 0.0)
     assert core.active and events(out, "strategy_active")
     return core
 

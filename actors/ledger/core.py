@@ -343,8 +343,11 @@ class LedgerCore:
             return self._refuse(entry, problem, now, fill)
         self.apply(entry)
         entries = [entry]
-        done = fill.order_complete or (reservation.awaiting is not None and reservation.filled >= reservation.awaiting)
-        if done:
+        if fill.order_complete and reservation.filled < reservation.amount:
+            # The exchange says the order is filled, but an earlier trade of it is not
+            # reported yet (trades can arrive out of order): keep what that trade needs.
+            entries += self.release(fill.client_order_id, "filled", now, filled=reservation.amount)
+        elif fill.order_complete or (reservation.awaiting is not None and reservation.filled >= reservation.awaiting):
             entries += self.release(fill.client_order_id, "filled", now)
         return self._changed(entries, now, (fill,))
 

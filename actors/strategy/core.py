@@ -221,7 +221,17 @@ class StrategyCore:
             return self._on_venue_status(message, now)
         if isinstance(message, Reconciled):
             self._reconciled = True
-            return self._maybe_activate(now)
+            if self.active:
+                return []
+            # The reconciliation booked what the exchange did while we were away: pre-flight
+            # compares what the account's strategies hold *now* with what the exchange holds
+            # now, so both are asked again (orders resting since may have filled).
+            self._balances_known = False
+            self._venue = None
+            return [
+                Send(self.connection, Subscribe(self.name, self.settings.symbol)),
+                Send(LEDGER, AccountQuery(self.name, self.address)),
+            ]
         if isinstance(message, Pause):
             self.paused = message.reason
             return [self._event("strategy_paused", now, reason=message.reason)]
@@ -496,9 +506,10 @@ class StrategyCore:
         return None, changes
 
     def _sellable(self) -> Decimal:
-        """Inventory free in the ledger, unless a sell is already being reserved (it takes
-        all that is free)."""
-        if any(o.side is Side.SELL and o.state is OrderState.INTENT for o in self.orders.values()):
+        """Inventory free in the ledger, unless a sell of ours is under way: a sell takes all
+        that is free when it is reserved, and the ledger's answer after it may not be here
+        yet (one sell at a time, so no sell is ever sent that the ledger must deny)."""
+        if any(o.side is Side.SELL for o in self.orders.values()):
             return Decimal(0)
         return self.base_free
 
@@ -594,10 +605,13 @@ class StrategyCore:
             return []  # not ours, already final, or a duplicate report
         filled = order.filled + fill.amount
         trigger = Trigger.FILL_COMPLETE if fill.order_complete or filled >= order.amount else Trigger.FILL
+        changes: dict[str, Any] = {}
         if order.state.is_final:
             trigger = Trigger.FILL  # a late trade of an order that ended: it stays ended
+        elif trigger is Trigger.FILL_COMPLETE and filled < order.amount:
+            changes["final_filled"] = order.amount  # filled on the exchange; a trade is still to come
         out = self._advance(
-            fill.client_order_id, trigger, now, filled=filled, trade_ids=order.trade_ids | {fill.trade_id}
+            fill.client_order_id, trigger, now, filled=filled, trade_ids=order.trade_ids | {fill.trade_id}, **changes
         )
         # What is held changes only by the ledger's answer to this fill (AccountInfo).
         if self.settings.cooldown_seconds and self.market_time is not None:
