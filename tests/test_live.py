@@ -98,12 +98,14 @@ async def test_live_orders_are_placed_partly_filled_filled_and_expired_through_t
     placed = [e for e in watch.events if e.kind == "order_placed"]
     assert placed and all(e.payload["type"] == "limit" for e in placed)
     # Every order the strategy placed is on the sandbox exchange under its client order id,
-    # but one still on the wire when the run stopped (recorded SUBMITTING: sent, no answer).
+    # but one still on the wire when the run stopped: recorded SUBMITTING (sent, no answer),
+    # or UNKNOWN (the stopping sandbox dropped the connection: it may have been placed).
     on_exchange = {o.client_order_id for o in sandbox.dialect.exchange.orders.values()}
     store = sqlite3.connect(config.store)
     states = dict(store.execute("SELECT client_order_id, state FROM orders").fetchall())
     in_flight = {e.client_order_id for e in placed} - on_exchange
-    assert all(states[cid] == "SUBMITTING" for cid in in_flight), {cid: states[cid] for cid in in_flight}
+    assert all(states[cid] in ("SUBMITTING", "UNKNOWN") for cid in in_flight), {cid: states[cid] for cid in in_flight}
+    assert len(in_flight) <= 2  # max_open_orders: only the last decisions can be in flight
     kinds = Counter(dict(store.execute("SELECT kind, count(*) FROM events GROUP BY kind").fetchall()))
     assert kinds["fill"] >= 3 and kinds["evaluated"] > 0
     # Same books as in shadow mode: fills stored once each, and settled in the journal.
