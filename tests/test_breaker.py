@@ -33,7 +33,8 @@ def test_after_the_cooldown_exactly_one_probe_goes():
     assert reason is None and change.new is BreakerState.HALF_OPEN
     breaker.sent("probe-1")
     assert breaker.blocked_reason(33)[0] == "circuit breaker half-open: waiting for probe probe-1"
-    [closed] = breaker.success(34)
+    assert breaker.success(33.5, "an-older-order") == []  # not the probe: still half-open
+    [closed] = breaker.success(34, "probe-1")
     assert closed.new is BreakerState.CLOSED
     assert breaker.blocked_reason(35) == (None, [])
     assert breaker.failures == 0
@@ -53,5 +54,14 @@ def test_a_failed_probe_reopens_with_a_capped_longer_cooldown():
         cooldowns.append(breaker.open_until - now)
     assert cooldowns == [20, 35, 35, 35]
     breaker.blocked_reason(breaker.open_until)
-    breaker.success(breaker.open_until)
+    breaker.sent("probe")
+    breaker.success(breaker.open_until, "probe")
     assert breaker.cooldown == 10  # closed again: back to the base cooldown
+
+
+def test_an_unrelated_success_neither_ends_the_cooldown_nor_closes_a_half_open_breaker():
+    breaker = CircuitBreaker(BreakerSettings(threshold=3, cooldown_seconds=30))
+    for t in range(3):
+        breaker.failure(t, "x")
+    assert breaker.success(3, "resting-order-cancelled") == []  # open: the cooldown stands
+    assert breaker.state is BreakerState.OPEN and breaker.blocked_reason(10)[0] is not None

@@ -371,6 +371,8 @@ class LedgerCore:
                 keep_base = min(reservation.base_reserved, outstanding)
         quote_back = reservation.quote_reserved - keep_quote
         base_back = reservation.base_reserved - keep_base
+        if not quote_back and not base_back and awaiting is not None and awaiting == reservation.awaiting:
+            return []  # said again (a duplicate cancel): nothing changes, nothing to journal
         entry = JournalEntry(
             kind="release",
             strategy=reservation.strategy,

@@ -78,7 +78,14 @@ class CircuitBreaker:
         if self.probe == client_order_id:
             self.probe = None
 
-    def success(self, now: float) -> list[BreakerChange]:
+    def success(self, now: float, client_order_id: str | None = None) -> list[BreakerChange]:
+        """The exchange answered an operation of ``client_order_id``. Closed: the count of
+        failures resets. Open: nothing changes (an order from before, answered now, says
+        nothing of the cooldown). Half-open: only the probe's answer closes it."""
+        if self.state is BreakerState.OPEN:
+            return []
+        if self.state is BreakerState.HALF_OPEN and (self.probe is None or client_order_id != self.probe):
+            return []
         self.failures = 0
         if self.state is BreakerState.CLOSED:
             return []

@@ -268,13 +268,13 @@ class StrategyCore:
             out = self._advance(
                 message.client_order_id, Trigger.ACCEPTED, now, exchange_order_id=message.exchange_order_id
             )
-            return out + self._breaker_events(self.breaker.success(now), now)
+            return out + self._breaker_events(self.breaker.success(now, message.client_order_id), now)
         if isinstance(message, OrderRejected):
             out = self._advance(message.client_order_id, Trigger.REJECTED, now, reason=message.reason)
             out.append(self._event("order_rejected", now, message.client_order_id, reason=message.reason))
             return out + self._breaker_events(self.breaker.failure(now, message.reason), now)
         if isinstance(message, OrderCanceled):
-            return self._on_canceled(message, now) + self._breaker_events(self.breaker.success(now), now)
+            return self._on_canceled(message, now) + self._breaker_events(self.breaker.success(now, message.client_order_id), now)
         if isinstance(message, OrderOutcomeUnknown):
             out = self._advance(message.client_order_id, Trigger.OUTCOME_UNKNOWN, now, reason=message.reason)
             return out + self._breaker_events(self.breaker.failure(now, message.reason), now)

@@ -41,8 +41,11 @@ def parameter_problems(s: StrategySettings) -> list[str]:
             f"allocation.base_cost: required with allocation.base ({s.allocation.base}): what each unit of the starting "
             "inventory cost, in quote per base; it is the entry price of take-profit, stop-loss and realized P&L"
         )
-    elif s.allocation.base_cost is not None and s.allocation.base_cost < 0:
-        out.append(f"allocation.base_cost: must not be negative, got {s.allocation.base_cost}")
+    elif s.allocation.base_cost is not None and s.allocation.base_cost <= 0:
+        out.append(
+            f"allocation.base_cost: must be greater than 0, got {s.allocation.base_cost}: a cost of 0 books the whole "
+            "proceeds as profit and leaves take-profit and stop-loss without an entry price"
+        )
     if s.buy is None and s.sell is None and s.take_profit_pct is None and s.stop_loss_pct is None and s.python is None:
         out.append("triggers: no buy or sell trigger, no exit and no python strategy; add at least one")
     if s.python is not None:
