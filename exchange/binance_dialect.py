@@ -8,6 +8,13 @@ Endpoints: ``GET /api/v3/ping``, ``/time``, ``/exchangeInfo``, ``/ticker/24hr``,
 ``GET /api/v3/openOrders``, ``GET /api/v3/myTrades``. Signed requests carry the API key in
 ``X-MBX-APIKEY`` and an HMAC-SHA256 of the query string followed by the body; errors are
 Binance's codes and messages, so ccxt raises its real exceptions.
+
+Candles come in two ways. By default the replay's historical candles are listed with their
+own timestamps as they are released (closed ones only: their times have nothing to do with
+the server's clock). With ``candles_on_server_clock``, candles live on the server's clock
+as on a real exchange: each ``interval_ms`` long, opening at multiples of it, the replay's
+next candle filling the next interval; klines list the forming candle last, with the values
+it has so far, exactly as Binance does.
 """
 
 from __future__ import annotations
@@ -76,12 +83,16 @@ class BinanceDialect:
         api_key: str,
         secret: str,
         interval_ms: int = 3_600_000,
+        candles_on_server_clock: bool = False,
     ) -> None:
         self.exchange = exchange
         self.feeds = dict(feeds)
         self.api_key = api_key
         self._secret = secret.encode()
         self.interval_ms = interval_ms
+        self.candles_on_server_clock = candles_on_server_clock
+        #: Server-clock candles: the opening time (ms) of each market's first candle.
+        self._first_open_ms: dict[str, int] = {}
         # Binance ids: "BTCUSDT" <-> ccxt's "BTC/USDT".
         self.ids = {symbol.replace("/", ""): symbol for symbol in exchange.markets}
         self.closed: dict[str, list[Candle]] = {symbol: [] for symbol in exchange.markets}
@@ -93,11 +104,54 @@ class BinanceDialect:
         """Close the candles due by ``clock`` and match resting orders against each."""
         fills = []
         for symbol, feed in self.feeds.items():
-            for candle in feed.due(clock):
+            due = self._due_on_server_clock(symbol, feed, now_ms) if self.candles_on_server_clock else feed.due(clock)
+            for candle in due:
                 self.closed[symbol].append(candle)
                 fills += self.exchange.match(symbol, candle, now_ms / 1000)
         self.fills += fills
         return fills
+
+    def _due_on_server_clock(self, symbol: str, feed: ReplayFeed, now_ms: int) -> list[Candle]:
+        """The replay's candles whose interval of the server's clock has ended, stamped
+        with their opening time on that clock."""
+        first = self._first_open_ms.setdefault(symbol, now_ms - now_ms % self.interval_ms)
+        ended = (now_ms - first) // self.interval_ms
+        due = []
+        while feed.cursor - feed.start_index < ended and not feed.finished:
+            opened = first + (feed.cursor - feed.start_index) * self.interval_ms
+            due.append(attrs.evolve(feed.candles[feed.cursor], ts=opened // 1000))
+            feed.take_next()
+        return due
+
+    def _forming(self, symbol: str, now_ms: int) -> Candle | None:
+        """The candle forming now on the server's clock, with the values it has so far: the
+        replay's next candle, its close moved from the open toward the final close in
+        proportion to the time gone (so it differs from the final candle until it ends)."""
+        feed = self.feeds[symbol]
+        first = self._first_open_ms.get(symbol)
+        if first is None or feed.finished:
+            return None
+        opened = first + (feed.cursor - feed.start_index) * self.interval_ms
+        if not opened <= now_ms < opened + self.interval_ms:
+            return None
+        final = feed.candles[feed.cursor]
+        gone = Decimal(now_ms - opened) / self.interval_ms
+        close = (final.open + (final.close - final.open) * gone).quantize(final.close)
+        volume = (final.volume * gone).quantize(final.volume)
+        return Candle(opened // 1000, final.open, max(final.open, close), min(final.open, close), close, volume)
+
+    def fill_now(self, client_order_id: str, now_ms: int) -> ExchangeTrade | Rejection:
+        """A counterparty takes all that is left of an open order now."""
+        trade = self.exchange.fill_whole(client_order_id, now_ms / 1000)
+        if isinstance(trade, ExchangeTrade):
+            self.fills.append(trade)
+        return trade
+
+    @staticmethod
+    def is_signed(method: str, path: str) -> bool:
+        """The request must carry a timestamp and a signature."""
+        route = _ROUTES.get((method, path))
+        return route is not None and route[1]
 
     # ---------------------------------------------------------------- routing
 
@@ -208,7 +262,10 @@ class BinanceDialect:
     def klines(self, params: dict[str, str], now_ms: int) -> Response:
         symbol = self._symbol(params)
         limit = min(int(params.get("limit", 500)), 1000)
-        candles = self.closed[symbol]
+        candles = list(self.closed[symbol])
+        forming = self._forming(symbol, now_ms) if self.candles_on_server_clock else None
+        if forming is not None:
+            candles.append(forming)
         if "startTime" in params:
             start = int(params["startTime"])
             candles = [c for c in candles if c.ts * 1000 >= start][:limit]
@@ -256,14 +313,14 @@ class BinanceDialect:
 
     def query_order(self, params: dict[str, str], now_ms: int) -> Response:
         self._symbol(params)
-        order = self._find(params)
+        order = self.find(params)
         if order is None:
             return error(400, NO_SUCH_ORDER, "Order does not exist.")
         return Response(200, self._order_json(order, now_ms))
 
     def cancel_order(self, params: dict[str, str], now_ms: int) -> Response:
         self._symbol(params)
-        order = self._find(params)
+        order = self.find(params)
         if order is None:
             return error(400, -2011, "Unknown order sent.")
         result = self.exchange.cancel_order(order.client_order_id)
@@ -295,14 +352,16 @@ class BinanceDialect:
             raise _BadRequest(BAD_SYMBOL, "Invalid symbol.")
         return symbol
 
-    def _find(self, params: dict[str, str]) -> SimOrder | None:
+    def find(self, params: dict[str, str]) -> SimOrder | None:
+        """The order a request names (``orderId`` or ``origClientOrderId``), or None."""
         if "orderId" in params:
             return self.exchange.orders.get(params["orderId"])
         cid = params.get("origClientOrderId")
         return self.exchange.order_by_client_id(cid) if cid else None
 
     def _order_json(self, order: SimOrder, now_ms: int) -> dict[str, Any]:
-        status = {"open": "PARTIALLY_FILLED" if order.filled else "NEW", "closed": "FILLED", "canceled": "CANCELED"}[order.status]
+        status = {"open": "PARTIALLY_FILLED" if order.filled else "NEW", "closed": "FILLED", "canceled": "CANCELED",
+                  "expired": "EXPIRED"}[order.status]
         return {
             "symbol": order.symbol.replace("/", ""),
             "orderId": int(order.exchange_order_id),

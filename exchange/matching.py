@@ -52,7 +52,7 @@ class SimOrder:
     amount: Decimal
     placed_at: float
     filled: Decimal = Decimal(0)
-    status: str = "open"  # open | closed (filled) | canceled
+    status: str = "open"  # open | closed (filled) | canceled | expired
     locked: Decimal = Decimal(0)  # what is still locked for it, in quote (buy) or base (sell)
 
     @property
@@ -222,6 +222,27 @@ class SimulatedExchange:
         self._unlock(order, order.locked)
         self._touched(order)
         return order
+
+    def expire_order(self, client_order_id: str) -> SimOrder | Rejection:
+        """The exchange ends an open order by its own rule (Binance's self-trade prevention,
+        for example): what has filled stays filled, the rest is unlocked."""
+        order = self.order_by_client_id(client_order_id)
+        if order is None or order.status != "open":
+            return Rejection(CODE_UNKNOWN_ORDER, "Unknown order sent.")
+        order.status = "expired"
+        del self._open[order.exchange_order_id]
+        self._unlock(order, order.locked)
+        return order
+
+    def fill_whole(self, client_order_id: str, now: float) -> ExchangeTrade | Rejection:
+        """A counterparty takes all that is left of an open order, at its price, at once
+        (whatever the candles say)."""
+        order = self.order_by_client_id(client_order_id)
+        if order is None or order.status != "open":
+            return Rejection(CODE_UNKNOWN_ORDER, "Unknown order sent.")
+        trade = self._fill(self.markets[order.symbol], order, order.remaining, now)
+        self.trades.append(trade)
+        return trade
 
     def order_by_client_id(self, client_order_id: str) -> SimOrder | None:
         exchange_id = self._by_client_id.get(client_order_id)

@@ -11,6 +11,8 @@ Admin endpoints (local only, no auth: the server binds 127.0.0.1):
 - ``POST /admin/operator/cancel``: ``{"clientOrderId": ...}`` cancels as an operator would;
 - ``POST /admin/operator/order``: ``{"symbol", "side", "price", "quantity"}`` places one;
 - ``POST /admin/operator/balance``: ``{"asset", "delta"}`` deposits (or withdraws);
+- ``POST /admin/operator/expire``: ``{"clientOrderId"}`` the exchange expires an open order
+  by its own rule (status ``EXPIRED``, as Binance's self-trade prevention does);
 - ``POST /admin/market``: ``{"frozen": true}`` stops the market (no candle, no fill).
 
 hypercorn's trio worker serves it; trio's socket streams set TCP_NODELAY (without it,
@@ -53,6 +55,10 @@ class SandboxSettings:
     api_key: str = DEFAULT_API_KEY
     secret: str = attrs.field(default=DEFAULT_SECRET, repr=False)
     volume_share: Decimal = Decimal("0.1")
+    #: None: the historical candles, replayed at ``speed`` with their own timestamps. N:
+    #: candles of N seconds on the server's clock, the forming one listed last by klines
+    #: (as a real exchange does; for a client's ``timeframe`` of the same length).
+    candle_seconds: int | None = None
 
 
 def default_rules(symbol: str) -> MarketRules:
@@ -73,7 +79,10 @@ class Sandbox:
     def __init__(self, settings: SandboxSettings, faults: FaultSettings | None = None) -> None:
         exchange = SimulatedExchange([default_rules(settings.symbol)], dict(settings.balances), settings.volume_share)
         feed = ReplayFeed(load_candles(settings.data), settings.speed)
-        self.dialect = BinanceDialect(exchange, {settings.symbol: feed}, settings.api_key, settings.secret)
+        self.dialect = BinanceDialect(
+            exchange, {settings.symbol: feed}, settings.api_key, settings.secret,
+            **({} if settings.candle_seconds is None else {"interval_ms": settings.candle_seconds * 1000, "candles_on_server_clock": True}),
+        )
         self.faults = FaultPlan(faults)
         self.requests = 0
         #: (trio time, method, path, status) of every /api/ request, for tests and tools.
@@ -83,13 +92,18 @@ class Sandbox:
         #: A frozen market closes no candles and fills nothing (for comparing books).
         self.frozen = False
         self._filled = trio.Event()
+        self._candle_closed = trio.Event()
 
     def advance(self) -> None:
         if self.frozen:
             return
+        closed = sum(map(len, self.dialect.closed.values()))
         if self.dialect.advance(trio.current_time(), self.now_ms()):
             self._filled.set()
             self._filled = trio.Event()
+        if sum(map(len, self.dialect.closed.values())) > closed:
+            self._candle_closed.set()
+            self._candle_closed = trio.Event()
 
     async def move_market(self) -> None:
         """The market moves whether or not anyone asks, as on a real exchange."""
@@ -101,8 +115,13 @@ class Sandbox:
         """Until the next fill (for tests and tools; no polling)."""
         await self._filled.wait()
 
+    async def wait_for_candle(self) -> None:
+        """Until the next candle closes."""
+        await self._candle_closed.wait()
+
     def now_ms(self) -> int:
-        return int(time.time() * 1000)
+        """The exchange's clock: the host's, shifted by the fault settings' ``clock_offset_ms``."""
+        return int(time.time() * 1000) + self.faults.settings.clock_offset_ms
 
     async def app(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict]], send: Callable[[dict], Awaitable[None]]) -> None:
         if scope["type"] == "lifespan":
@@ -139,7 +158,7 @@ class Sandbox:
         settings = self.faults.settings
         if settings.latency_ms:
             await trio.sleep(settings.latency_ms / 1000)
-        fault = self.faults.decide(method, path)
+        fault = self.faults.decide(method, path, signed=self.dialect.is_signed(method, path))
         if fault == "server_error":
             # What Binance's gateway answers when the exchange is down: no JSON, just 503.
             return Response(503, "<html><body><h1>503 Service Unavailable</h1></body></html>")
@@ -152,9 +171,22 @@ class Sandbox:
             if method == "POST":
                 return error(400, -2010, "Account has insufficient balance for requested action.")
             return error(400, -2011, "Unknown order sent.")
+        if fault == "invalid_timestamp":
+            return error(400, -1021, "Timestamp for this request is outside of the recvWindow.")
         self.advance()
         request = Request(method, path, query, body, headers.get("x-mbx-apikey"))
+        if fault == "fill_before_cancel":
+            # A counterparty's trade reaches the order just before the cancel does.
+            target = self.dialect.find(request.params)
+            if target is not None:
+                self._fill_now(target.client_order_id)
         response = self.dialect.handle(request, self.now_ms())
+        if fault == "fill_before_answer" and response.status == 200:
+            # Filled at once; the trade is listed while the answer is still on its way.
+            self._fill_now(str(response.body["clientOrderId"]))
+            await trio.sleep(settings.hold_seconds)
+        if settings.late_ms:
+            await trio.sleep(settings.late(path))  # computed now, answered late
         if fault == "timeout_after_accept":
             # The exchange acted; the client hears nothing in time.
             await trio.sleep(settings.hold_seconds)
@@ -162,6 +194,12 @@ class Sandbox:
             # The exchange acted; the gateway answers 503 anyway.
             return Response(503, "<html><body><h1>503 Service Unavailable</h1></body></html>")
         return response
+
+    def _fill_now(self, client_order_id: str) -> None:
+        if isinstance(self.dialect.fill_now(client_order_id, self.now_ms()), Rejection):
+            return
+        self._filled.set()
+        self._filled = trio.Event()
 
     def _admin(self, method: str, path: str, body: bytes) -> Response:
         try:
@@ -199,6 +237,11 @@ class Sandbox:
             if isinstance(result, Rejection):
                 return Response(404, {"error": result.message})
             return Response(200, {"canceled": result.client_order_id})
+        if (method, path) == ("POST", "/admin/operator/expire"):
+            result = exchange.expire_order(str(data.get("clientOrderId", "")))
+            if isinstance(result, Rejection):
+                return Response(404, {"error": result.message})
+            return Response(200, {"expired": result.client_order_id})
         if (method, path) == ("POST", "/admin/operator/order"):
             try:
                 side = Side(str(data["side"]).lower())

@@ -31,3 +31,12 @@ def fast_config_path(tmp_path: Path) -> Path:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(fast_config_raw(tmp_path)))
     return path
+
+
+@pytest.fixture
+def credentials(monkeypatch):
+    """The live tests' sandbox credentials, in the environment variables their config names."""
+    from helpers import KEY, SECRET
+
+    monkeypatch.setenv("LL_TEST_KEY", KEY)
+    monkeypatch.setenv("LL_TEST_SECRET", SECRET)

@@ -12,65 +12,17 @@ import sqlite3
 import urllib.error
 import urllib.request
 from collections import Counter
-from contextlib import asynccontextmanager
-from decimal import Decimal
 
-import pytest
 import trio
-from helpers import Watch, node
+from helpers import KEY, SECRET, Watch, live_config, live_runtime, node
+from helpers import open_reservations as _open_reservations
+from helpers import order_state as _state
 
 from exchange.candles import bundled_path
 from exchange.faults import FaultSettings
 from exchange.sandbox import Sandbox, SandboxSettings, serve_sandbox
 from supervisors.app import App
 from supervisors.config import parse_config
-
-KEY, SECRET = "canary-key-7f3a9", "canary-secret-b41c2"
-
-
-def live_config(tmp_path, url: str, **venue) -> dict:
-    return {
-        "store": str(tmp_path / "live.sqlite"),
-        "status": {"port": 0},
-        "reconciler": {"interval_seconds": 0.5},
-        "venues": [
-            {"name": "binance", "kind": "ccxt", "exchange": "binance", "base_url": url,
-             "api_key_env": "LL_TEST_KEY", "secret_env": "LL_TEST_SECRET",
-             "poll_seconds": 0.1, "rate_limit_per_second": 200, **venue},
-        ],
-        "strategies": [
-            {"name": "dipper", "venue": "binance", "symbol": "BTC/USDT", "mode": "live",
-             "allocation": {"quote": 5000, "base": 0.5, "base_cost": 2500}, "sizing": {"quote": 200},
-             "buy": {"kind": "change", "percent": -0.3, "lookback": 1},
-             "sell": {"kind": "change", "percent": 0.3, "lookback": 1},
-             "limit_offset_bps": -5, "ttl_seconds": 7200, "max_open_orders": 2,
-             "breaker": {"threshold": 3, "cooldown_seconds": 1, "max_cooldown_seconds": 4}},
-        ],
-    }
-
-
-@pytest.fixture
-def credentials(monkeypatch):
-    monkeypatch.setenv("LL_TEST_KEY", KEY)
-    monkeypatch.setenv("LL_TEST_SECRET", SECRET)
-
-
-@asynccontextmanager
-async def live_runtime(tmp_path, sandbox_speed=20.0, extra_venues=(), extra_strategies=(), port=0, volume_share="0.1", **venue):
-    """The sandbox and the runtime, running; yields (watch, sandbox, app, nursery)."""
-    sandbox = Sandbox(SandboxSettings(data=str(bundled_path()), speed=sandbox_speed, api_key=KEY, secret=SECRET,
-                                      volume_share=Decimal(volume_share)))
-    watch = Watch()
-    with trio.fail_after(90):
-        async with trio.open_nursery() as nursery:
-            url = await nursery.start(serve_sandbox, sandbox, port)
-            raw = live_config(tmp_path, url, **venue)
-            raw["venues"] += list(extra_venues)
-            raw["strategies"] += list(extra_strategies)
-            app = App(parse_config(raw, live=True), echo=watch, live=True)
-            await nursery.start(app.run)
-            yield watch, sandbox, app, nursery
-            nursery.cancel_scope.cancel()
 
 
 async def run_live(tmp_path, until, **options):
@@ -181,9 +133,6 @@ async def test_a_submit_that_times_out_after_the_exchange_accepted_is_unknown_th
     assert "UNKNOWN" not in states.values()
 
 
-def _state(app, cid: str) -> str | None:
-    row = sqlite3.connect(app.config.store).execute("SELECT state FROM orders WHERE client_order_id = ?", (cid,)).fetchone()
-    return row[0] if row else None
 
 
 async def test_a_rejection_releases_the_reservation_with_the_exchanges_message(tmp_path, credentials):
@@ -201,12 +150,6 @@ async def test_a_rejection_releases_the_reservation_with_the_exchanges_message(t
     assert "InsufficientFunds" in breaker["last_failure"]
 
 
-def _open_reservations(app) -> set[str]:
-    rows = sqlite3.connect(app.config.store).execute(
-        "SELECT client_order_id FROM journal GROUP BY client_order_id"
-        " HAVING sum(kind = 'reserve') > sum(kind = 'release')"
-    ).fetchall()
-    return {cid for (cid,) in rows}
 
 
 async def test_the_breaker_opens_on_server_errors_and_closes_after_a_good_probe(tmp_path, credentials):

@@ -15,11 +15,13 @@ from actors.messages import (
     CancelOrder,
     CandleClosed,
     ExchangeCall,
+    ExchangeSnapshot,
     OrderAccepted,
     OrderCanceled,
     OrderOutcomeUnknown,
     OrderRejected,
     Quote,
+    SnapshotRequest,
     SubmitOrder,
     Subscribe,
     Tick,
@@ -246,11 +248,14 @@ def test_a_clock_outside_the_window_is_measured_then_named_in_pre_flight():
     [load] = calls(core.start(0.0))
     clock, balance = calls(core.handle(CallDone(load.call_id, MARKETS), 0.1))
     core.handle(CallDone(clock.call_id, -0.9), 0.15)  # the host is 0.9 s ahead
-    out = core.handle(CallDone(balance.call_id, error_kind="clock", error="InvalidNonce: -1021"), 0.2)
-    [resync] = calls(out)
+    # Signed while the clock was being measured: made again, nothing held against the clock.
+    assert calls(core.handle(CallDone(balance.call_id, error_kind="clock", error="InvalidNonce: -1021"), 0.2)) == []
+    [again] = [c for c in calls(core.handle(Tick(0.3), 0.3)) if c.operation == "fetch_balance"]
+    # Refused with the measured clock: measured once more, and made again.
+    [resync] = calls(core.handle(CallDone(again.call_id, error_kind="clock", error="InvalidNonce: -1021"), 0.35))
     assert resync.operation == "sync_clock"
-    core.handle(CallDone(resync.call_id, -0.9), 0.3)
-    [again] = [c for c in calls(core.handle(Tick(0.4), 0.4)) if c.operation == "fetch_balance"]
+    core.handle(CallDone(resync.call_id, -0.9), 0.4)
+    [again] = [c for c in calls(core.handle(Tick(0.45), 0.45)) if c.operation == "fetch_balance"]
     out = core.handle(CallDone(again.call_id, error_kind="clock", error="InvalidNonce: -1021"), 0.5)
     [info] = sends(out, VenueInfo)
     assert info.message.facts.connection_error.startswith("clock: binance refuses this host's request times")
@@ -290,3 +295,99 @@ def test_a_cancel_asked_before_a_restart_is_asked_again_after_it():
     for call in calls(started_core.handle(CallDone(load.call_id, MARKETS), 0.1)):
         started_core.handle(CallDone(call.call_id, 0.0 if call.operation == "sync_clock" else parse_balances({"total": {}})), 0.2)
     assert [c.operation for c in calls(started_core.handle(Tick(0.3), 0.3))].count("cancel_order") == 1
+
+
+def test_calls_signed_before_the_clock_was_measured_are_made_again_and_prove_nothing():
+    # Markets load; the clock is measured while the balance and a snapshot are signed
+    # with the host's own time: both refused, neither is evidence that measuring failed.
+    core = LiveConnectionCore("binance", SETTINGS, now=0.0)
+    core.handle(Subscribe("s", "BTC/USDT"), 0.0)
+    [load] = calls(core.start(0.0))
+    clock, balance = calls(core.handle(CallDone(load.call_id, MARKETS), 0.1))
+    snapshot = calls(core.handle(SnapshotRequest("reconciler", 1), 0.1))
+    refused = "InvalidNonce: -1021"
+    out = core.handle(CallDone(balance.call_id, error_kind="clock", error=refused), 0.12)
+    for call in snapshot:
+        out += core.handle(CallDone(call.call_id, error_kind="clock", error=refused), 0.12)
+    assert sends(out, VenueInfo) == [] and core.isolated is None
+    assert calls(core.handle(CallDone(clock.call_id, 60.0), 0.15)) == []  # the exchange is 60 s ahead
+    [again] = [c for c in calls(core.handle(Tick(0.16), 0.16)) if c.operation == "fetch_balance"]  # made again
+    [info] = sends(core.handle(CallDone(again.call_id, parse_balances({"total": {"USDT": 1.0}})), 0.2), VenueInfo)
+    assert info.message.facts.connection_error is None
+    # The reconciler's next request is answered (a refused snapshot does not wedge it).
+    asked = calls(core.handle(SnapshotRequest("reconciler", 2), 0.3))
+    answered = []
+    for call in asked:
+        result = parse_balances({"total": {}}) if call.operation == "fetch_balance" else []
+        answered += sends(core.handle(CallDone(call.call_id, result), 0.31), ExchangeSnapshot)
+    assert [s.message.request_id for s in answered] == [2]
+
+
+def test_a_venue_isolated_for_its_clock_recovers_only_by_a_signed_call():
+    core, _ = started()
+    public = calls(core.handle(Tick(1.0), 1.0))  # candles and ticker, on the wire
+    refused = "InvalidNonce: -1021"
+    [create] = calls(core.handle(SubmitOrder(order()), 1.0))
+    [resync] = calls(core.handle(CallDone(create.call_id, error_kind="clock", error=refused), 1.1))
+    [again] = calls(core.handle(CallDone(resync.call_id, 0.0), 1.2))
+    assert again.operation == "create_limit_order"
+    out = core.handle(CallDone(again.call_id, error_kind="clock", error=refused), 1.3)
+    assert sends(out, VenueStatus)[0].message.isolated and core.clock_problem
+    assert sends(out, OrderRejected)  # refused twice, measured between: released
+    # Public calls go through: that proves nothing about our timestamps.
+    for call in public:
+        assert sends(core.handle(CallDone(call.call_id, [] if call.operation == "fetch_candles" else None), 1.4), VenueStatus) == []
+    assert core.isolated
+    # The probe is signed: once it goes through, the venue recovers.
+    [probe] = calls(core.handle(Tick(10.0), 10.0))
+    assert probe.operation == "fetch_balance"
+    assert not sends(core.handle(CallDone(probe.call_id, {}), 10.1), VenueStatus)[0].message.isolated
+
+
+def test_a_read_that_keeps_failing_backs_off_even_while_the_others_succeed():
+    core = LiveConnectionCore("binance", SETTINGS, now=0.0)
+    [load] = calls(core.start(0.0))
+    for call in calls(core.handle(CallDone(load.call_id, MARKETS), 0.1)):
+        done = CallDone(call.call_id, 0.0) if call.operation == "sync_clock" else CallDone(call.call_id, error_kind="transient", error="503")
+        core.handle(done, 0.1)
+    core.handle(Subscribe("s", "BTC/USDT"), 0.1)
+    asked = []
+    now = 0.1
+    while now < 30:
+        now = round(now + 0.1, 1)
+        for call in calls(core.handle(Tick(now), now)):
+            if call.operation == "fetch_balance":
+                asked.append(now)
+                core.handle(CallDone(call.call_id, error_kind="transient", error="503"), now)
+            else:  # candles and ticker go through, again and again
+                core.handle(CallDone(call.call_id, [] if call.operation == "fetch_candles" else None), now)
+    gaps = [b - a for a, b in zip([0.1] + asked, asked)]
+    # 2 s doubling to the 8 s cap (probe_max_seconds), +/- 20 %: a handful, not one per poll.
+    assert all(gap >= 0.8 * min(2 * 2**k, 8) for k, gap in enumerate(gaps)), gaps
+    assert len(asked) <= 6
+
+
+def test_a_snapshot_asked_before_the_markets_are_loaded_is_taken_once_they_are():
+    core = LiveConnectionCore("binance", SETTINGS, now=0.0)
+    core.handle(Subscribe("s", "BTC/USDT"), 0.0)
+    [load] = calls(core.start(0.0))
+    assert core.handle(SnapshotRequest("reconciler", 1), 0.1) == []  # markets load first, alone
+    assert core.handle(SnapshotRequest("reconciler", 2), 1.2) == []  # the newest is kept
+    out = calls(core.handle(CallDone(load.call_id, MARKETS), 1.5))
+    assert sorted(c.operation for c in out) == ["fetch_balance", "fetch_balance", "fetch_open_orders", "fetch_trades", "sync_clock"]
+    answered = []
+    for call in out:
+        result = {"sync_clock": 0.0, "fetch_balance": {}}.get(call.operation, [])
+        answered += sends(core.handle(CallDone(call.call_id, result), 1.6), ExchangeSnapshot)
+    assert [a.message.request_id for a in answered] == [2]
+
+
+def test_a_create_refused_for_its_timestamp_is_sent_again_even_if_measuring_failed_once():
+    core, _ = started()
+    [create] = calls(core.handle(SubmitOrder(order()), 1.0))
+    [sync] = calls(core.handle(CallDone(create.call_id, error_kind="clock", error="InvalidNonce: -1021"), 1.1))
+    assert calls(core.handle(CallDone(sync.call_id, error_kind="transient", error="503"), 1.2)) == []
+    # Measured again after the back-off, then the create is made again (it was never placed).
+    [again] = [c for c in calls(core.handle(Tick(5.0), 5.0)) if c.operation == "sync_clock"]
+    [create] = calls(core.handle(CallDone(again.call_id, 0.0), 5.1))
+    assert create.operation == "create_limit_order" and create.args[-1] == "c1"

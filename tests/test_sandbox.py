@@ -133,3 +133,71 @@ async def test_operator_actions_change_the_exchange():
     open_orders, balance = await run_against_sandbox(work)
     assert [o["clientOrderId"] for o in open_orders] == ["manual-1"]
     assert balance["total"]["USDT"] == 99000
+
+
+async def test_a_server_clock_ahead_refuses_signed_requests_until_the_client_measures_it():
+    def work(client, sandbox, url):
+        admin(url, "/admin/faults", {"clock_offset_ms": 60_000})
+        with pytest.raises(ccxt.InvalidNonce):  # Binance's -1021, through the rewritten base_url
+            client.fetch_balance()
+        measured = client.load_time_difference()  # what the connection's sync_clock calls
+        balance = client.fetch_balance()
+        admin(url, "/admin/faults", {"error_rates": {"invalid_timestamp": 1.0}})
+        with pytest.raises(ccxt.InvalidNonce):
+            client.fetch_balance()
+        client.fetch_time()  # public: no timestamp to refuse
+        return measured, balance
+
+    measured, balance = await run_against_sandbox(work)
+    assert -60_500 < measured <= -59_900  # ccxt's timeDifference: ours minus the exchange's
+    assert balance["total"]["USDT"] == 100000
+
+
+async def test_an_order_the_exchange_expires_is_expired_for_ccxt_and_its_funds_are_free():
+    def work(client, sandbox, url):
+        order = client.create_order("BTC/USDT", "limit", "buy", 0.01, 2000, {"clientOrderId": "ll-t-stp"})
+        assert admin(url, "/admin/operator/expire", {"clientOrderId": "ll-t-stp"}) == {"expired": "ll-t-stp"}
+        return client.fetch_order(order["id"], "BTC/USDT"), client.fetch_open_orders("BTC/USDT"), client.fetch_balance()
+
+    fetched, open_orders, balance = await run_against_sandbox(work)
+    assert fetched["status"] == "expired" and fetched["filled"] == 0
+    assert open_orders == [] and balance["used"]["USDT"] == 0
+
+
+async def test_a_fill_can_reach_the_order_before_the_answer_or_before_the_cancel():
+    def work(client, sandbox, url):
+        admin(url, "/admin/faults", {"error_rates": {"fill_before_answer": 1.0}, "hold_seconds": 3})
+        with pytest.raises(ccxt.RequestTimeout):  # the client waits 2 s
+            client.create_order("BTC/USDT", "limit", "buy", 0.01, 2000, {"clientOrderId": "ll-t-early"})
+        early = client.fetch_my_trades("BTC/USDT")
+        admin(url, "/admin/faults", {"error_rates": {"fill_before_cancel": 1.0}})
+        order = client.create_order("BTC/USDT", "limit", "buy", 0.01, 2000, {"clientOrderId": "ll-t-race"})
+        with pytest.raises(ccxt.OrderNotFound):
+            client.cancel_order(order["id"], "BTC/USDT")
+        return early, client.fetch_order(order["id"], "BTC/USDT")
+
+    early, raced = await run_against_sandbox(work)
+    assert [(t["amount"], t["price"]) for t in early] == [(0.01, 2000)]
+    assert raced["status"] == "closed" and raced["filled"] == 0.01
+
+
+async def test_candles_on_the_server_clock_list_the_forming_one_last_and_answers_can_be_late():
+    sandbox = Sandbox(SandboxSettings(data=str(bundled_path()), candle_seconds=1))
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(serve_sandbox, sandbox, 0)
+        client = make_client("binance", base_url=url, timeout_ms=2000)
+        await trio.to_thread.run_sync(client.load_markets)
+        sandbox.faults.update(FaultSettings(late_ms={"/api/v3/klines": 300}))
+        while not sandbox.dialect.closed["BTC/USDT"]:
+            await sandbox.wait_for_candle()
+        asked = sandbox.now_ms()
+        rows = await trio.to_thread.run_sync(lambda: client.fetch_ohlcv("BTC/USDT", "1s"))
+        answered = sandbox.now_ms()
+        nursery.cancel_scope.cancel()
+    closed = sandbox.dialect.closed["BTC/USDT"]
+    *done, forming = rows
+    assert answered - asked >= 300
+    assert [r[0] for r in done] == [c.ts * 1000 for c in closed[: len(done)]]
+    assert all(r[0] % 1000 == 0 for r in rows) and forming[0] - done[-1][0] == 1000
+    # The candle forming when the request was computed, not when the answer arrived.
+    assert asked < forming[0] + 1000 and forming[0] <= answered - 300

@@ -168,6 +168,10 @@ class LiveConnectionCore:
         self.backoff = settings.poll_seconds
         #: Consecutive failed reads: each pushes the next poll out (doubling, capped, jittered).
         self.read_failures = 0
+        #: Each read's own consecutive failures and when it may be asked again: a read that
+        #: keeps failing backs off even while the others succeed (which reset the count above).
+        self._read_failures: dict[tuple[str, str], int] = {}
+        self._read_due: dict[tuple[str, str], float] = {}
         self.retry = Backoff(
             min(2 * settings.poll_seconds, settings.probe_max_seconds), settings.probe_max_seconds, seed=settings.seed
         )
@@ -175,11 +179,15 @@ class LiveConnectionCore:
         self._balance_due: float | None = None
         #: The exchange's clock minus ours, in seconds (measured once the markets load).
         self.clock_offset = 0.0
-        #: Clock errors since the last signed call that succeeded; why the clock is the
-        #: problem once measuring it did not help; creates to send again after measuring.
+        #: Clock errors of calls signed with a measured clock since the last signed call
+        #: that succeeded; why the clock is the problem once measuring it did not help;
+        #: calls refused for their timestamp, made again once the clock is measured.
         self.clock_errors = 0
         self.clock_problem: str | None = None
-        self._after_sync: list[str] = []
+        self._after_sync: list[_Pending] = []
+        #: When the latest measurement of the exchange's clock came back: calls signed
+        #: before it may have used the clock as it was.
+        self._clock_measured_at = float("-inf")
         self.shadow_strategies = shadow_strategies
         self._shadow_exchange = shadow_exchange
         self.shadow: SimulatedOrders | None = None
@@ -269,6 +277,12 @@ class LiveConnectionCore:
         if isinstance(message, SnapshotRequest):
             if self.fatal is not None and self.markets is None:
                 return []  # no client: the reconciler records that this venue did not answer
+            if self.markets is None:
+                # Markets load first, alone (ccxt would load them again inside each call):
+                # taken once they are; only the newest request of each asker is kept.
+                self._snapshot_for = [(to, i) for to, i in self._snapshot_for if to != message.reply_to]
+                self._snapshot_for.append((message.reply_to, message.request_id))
+                return []
             self._snapshot_for.append((message.reply_to, message.request_id))
             return self._snapshot_start(now) if len(self._snapshot_for) == 1 else []
         raise TypeError(f"connection {self.venue} does not handle {type(message).__name__}")
@@ -356,6 +370,8 @@ class LiveConnectionCore:
             if now >= self.next_poll and not self._in_flight("markets"):
                 out += self._call(now, "load_markets", what="markets")
             return out
+        if (self._after_sync or self._clock_measured_at == float("-inf")) and self._may_read("clock", "", now):
+            out += self._call(now, "sync_clock", what="clock")  # measuring failed: again, after its back-off
         if self._balance_due is not None and now >= self._balance_due and not self._in_flight("balance"):
             self._balance_due = None
             out += self._call(now, "fetch_balance", what="balance")
@@ -374,19 +390,19 @@ class LiveConnectionCore:
             return out + self._call(now, probe, what="probe")
         self.next_poll = now + self.settings.poll_seconds
         for symbol in self.subscribers:
-            if not self._in_flight("ticker", symbol):
+            if self._may_read("ticker", symbol, now):
                 out += self._call(now, "fetch_quote", (symbol,), what="ticker", key=symbol)
-            if not self._in_flight("candles", symbol):
+            if self._may_read("candles", symbol, now):
                 since = self.last_candle_ms.get(symbol)
                 out += self._call(now, "fetch_candles", (symbol, self.settings.timeframe, None if since is None else since + 1, 100), what="candles", key=symbol)
         for symbol in sorted({t.symbol for t in self.tracked.values() if t.awaiting_trades}):
-            if not self._in_flight("open_orders", symbol):
+            if self._may_read("open_orders", symbol, now):
                 out += self._call(now, "fetch_open_orders", (symbol,), what="open_orders", key=symbol)
-            if not self._in_flight("trades", symbol):
+            if self._may_read("trades", symbol, now):
                 last = self.last_trade_id.get(symbol)
                 out += self._call(now, "fetch_trades", (symbol, None if last is None else last + 1), what="trades", key=symbol)
         for tracked in self.tracked.values():
-            if tracked.unknown and not tracked.done and not self._in_flight("lookup", tracked.client_order_id):
+            if tracked.unknown and not tracked.done and self._may_read("lookup", tracked.client_order_id, now):
                 out += self._call(now, "fetch_order_by_client_id", (tracked.client_order_id, tracked.symbol), what="lookup", key=tracked.client_order_id)
         return out
 
@@ -402,13 +418,17 @@ class LiveConnectionCore:
                 if pending.what == "probe" or self.clock_problem:
                     self.clock_problem = None  # a signed call went through: the clock is fine
             out = self._succeeded(now)
+            self._read_failures.pop((pending.what, pending.key), None)
+            self._read_due.pop((pending.what, pending.key), None)
             return out + self._on_result(pending, done.result, now)
         return self._on_error(pending, ErrorKind(done.error_kind), done, now)
 
     def _succeeded(self, now: float) -> list[Any]:
         self.last_success = now
         self.read_failures = 0
-        if self.isolated and self.fatal is None:
+        # Isolated for the clock: only a signed call that goes through (which clears the
+        # problem first) shows it is fixed; a public one proves nothing about timestamps.
+        if self.isolated and self.fatal is None and self.clock_problem is None:
             return self._recover(now)
         return []
 
@@ -424,12 +444,11 @@ class LiveConnectionCore:
             return []
         if what == "clock":
             self.clock_offset = result
+            self._clock_measured_at = now
             retry, self._after_sync = self._after_sync, []
             out: list[Any] = []
-            for cid in retry:
-                tracked = self.tracked.get(cid)
-                if tracked is not None and tracked.exchange_order_id is None and not tracked.done:
-                    out += self._create(tracked, now)
+            for refused in retry:
+                out += self._retry_signed(refused, now)
             return out
         if what == "candles":
             return self._candles(key, result, now, pending.issued_at)
@@ -453,7 +472,10 @@ class LiveConnectionCore:
                 return []
             if result is None:
                 # Cancelled, but the answer does not say what had filled: the lookup does,
-                # and only then are the order's funds released.
+                # and only then are the order's funds released. (A lookup on the wire or
+                # backing off: the open orders poll asks again, as it would anyway.)
+                if not self._may_read("order", key, now):
+                    return []
                 return self._call(now, "fetch_order", (tracked.exchange_order_id, tracked.symbol), what="order", key=key)
             return self._closed(tracked, now, canceled_by_us=True, filled=result.filled)
         if what == "lookup":
@@ -475,6 +497,9 @@ class LiveConnectionCore:
     def _on_error(self, pending: _Pending, kind: ErrorKind, done: CallDone, now: float) -> list[Any]:
         what, key = pending.what, pending.key
         out: list[Any] = [self._event("exchange_error", now, f"{what}: {kind.value}: {done.error}", key if what in ("create", "cancel", "lookup") else None)]
+        if what in ("snapshot_orders", "snapshot_trades", "snapshot_balance"):
+            self._snapshot_for.clear()  # the reconciler times out and asks again
+            self._snapshot_waiting.clear()
         if kind is ErrorKind.CLOCK:
             return out + self._clock_error(pending, done.error, now)
         if kind is ErrorKind.FATAL:
@@ -485,14 +510,17 @@ class LiveConnectionCore:
             self.limiter.pause(now, pause)
             out.append(self._event("venue_rate_limited", now, f"pausing every request for {pause:g}s"))
         elif what not in ("create", "cancel"):
-            # A read failed: the next poll retries it, later each time (capped, jittered).
+            # A read failed: the next poll retries it, later each time (capped, jittered),
+            # and this read later still while it alone keeps failing.
             self.read_failures += 1
             self.next_poll = max(self.next_poll, now + self.retry.delay(self.read_failures))
+            failures = self._read_failures[(what, key)] = self._read_failures.get((what, key), 0) + 1
+            self._read_due[(what, key)] = now + self.retry.delay(failures)
         if what in ("markets", "balance"):
             if kind is ErrorKind.FATAL:
                 return out + self._answer_waiting()  # with the reason, for their pre-flight
             if what == "balance":
-                self._balance_due = self.next_poll  # asked again after the back-off
+                self._balance_due = max(self.next_poll, self._read_due.get(("balance", ""), now))  # after the back-off
             return out
         if what == "create":
             tracked = self.tracked[key]
@@ -507,30 +535,26 @@ class LiveConnectionCore:
             return out + self._cancel_failed(self.tracked[key], kind, done.error, now)
         if what == "lookup" and kind is ErrorKind.REJECTED:
             return out + self._not_found(self.tracked[key], now)
-        if what in ("snapshot_orders", "snapshot_trades", "snapshot_balance"):
-            self._snapshot_for.clear()  # the reconciler times out and asks again
-            self._snapshot_waiting.clear()
         return out
 
     def _clock_error(self, pending: _Pending, error: str, now: float) -> list[Any]:
-        """The exchange refused a request's timestamp (nothing was done). The first time,
-        the clock is measured against the exchange's (ccxt then signs with its time) and the
-        call is made again; if it still fails, the clock is the problem: the venue is
-        isolated and its strategies' pre-flight names the clock and the offset."""
+        """The exchange refused a request's timestamp (nothing was done).
+
+        A call signed before the latest measurement of the exchange's clock was done (or
+        while one is on the wire) says nothing against it: it is made again once measured.
+        A call signed with the latest measurement: the first time, the clock is measured
+        again and the call made again; if that fails too, the clock is the problem: the
+        venue is isolated and its strategies' pre-flight names the clock and the offset."""
         what, key = pending.what, pending.key
+        if self._in_flight("clock"):
+            self._after_sync.append(pending)
+            return []
+        if pending.issued_at < self._clock_measured_at:
+            return self._retry_signed(pending, now)
         self.clock_errors += 1
-        if what == "create":
-            tracked = self.tracked[key]
         if self.clock_errors == 1:
-            if what == "create":
-                self._after_sync.append(key)
-            elif what == "balance":
-                self._balance_due = now  # after the measurement below (calls keep their order)
-            elif what == "cancel":
-                self.tracked[key].cancel_due = now
-            else:
-                self.next_poll = min(self.next_poll, now)
-            return [] if self._in_flight("clock") else self._call(now, "sync_clock", what="clock")
+            self._after_sync.append(pending)
+            return self._call(now, "sync_clock", what="clock")
         self.clock_problem = (
             f"clock: {self.venue} refuses this host's request times even after measuring its clock "
             f"(the exchange's clock minus ours: {self.clock_offset * 1000:+.0f} ms; {error}); "
@@ -538,6 +562,7 @@ class LiveConnectionCore:
         )
         out: list[Any] = []
         if what == "create":
+            tracked = self.tracked[key]
             tracked.done = True
             rejected = OrderRejected(key, self.clock_problem, now)
             out += [Send(strategy_address(tracked.strategy), rejected), Send(LEDGER, rejected)]
@@ -547,6 +572,24 @@ class LiveConnectionCore:
             self.tracked[key].cancel_due = now + self.retry.delay(self.clock_errors)
         out += self._isolate(now, self.clock_problem)
         return out + self._answer_waiting()
+
+    def _retry_signed(self, pending: _Pending, now: float) -> list[Any]:
+        """Make again a call the exchange refused for its timestamp (nothing was done)."""
+        what, key = pending.what, pending.key
+        tracked = self.tracked.get(key)
+        if what == "create":
+            if tracked is not None and tracked.exchange_order_id is None and not tracked.done:
+                return self._create(tracked, now)
+        elif what == "balance":
+            self._balance_due = now
+        elif what == "cancel":
+            if tracked is not None and not tracked.done:
+                tracked.cancel_due = now
+        elif what not in ("probe", "snapshot_orders", "snapshot_trades", "snapshot_balance"):
+            # A poll or a lookup: the next tick asks again. (The prober keeps its pace; the
+            # reconciler asks for its snapshot again.)
+            self.next_poll = min(self.next_poll, now)
+        return []
 
     def _cancel_failed(self, tracked: Tracked, kind: ErrorKind, error: str, now: float) -> list[Any]:
         """A cancel is asked again until the exchange says what became of the order.
@@ -564,7 +607,7 @@ class LiveConnectionCore:
                 failed = CancelFailed(tracked.client_order_id, f"the exchange refused {CANCEL_ATTEMPTS} cancels: {error}", now)
                 return [Send(strategy_address(tracked.strategy), failed)]
             out = []
-            if not self._in_flight("order", tracked.client_order_id):
+            if self._may_read("order", tracked.client_order_id, now):
                 out = self._call(now, "fetch_order", (tracked.exchange_order_id, tracked.symbol), what="order", key=tracked.client_order_id)
         else:
             out = []
@@ -580,6 +623,8 @@ class LiveConnectionCore:
         if self._shadow_exchange is not None and self.shadow is None:
             self.shadow = SimulatedOrders(self.venue, self._shadow_exchange.get(self.markets.values()))
             out += self.shadow.restore(self._restored, now)
+        if self._snapshot_for:
+            out += self._snapshot_start(now)  # asked for while the markets loaded
         if not self.authenticated:
             self._balances_loaded = True  # public data only: no account to ask
             return out + self._answer_waiting()
@@ -623,7 +668,7 @@ class LiveConnectionCore:
                 out += self._looked_up(tracked.client_order_id, listed, now)
         for tracked in self.tracked.values():
             if (tracked.symbol == symbol and not tracked.done and tracked.exchange_order_id
-                    and tracked.exchange_order_id not in open_ids and not self._in_flight("order", tracked.client_order_id)):
+                    and tracked.exchange_order_id not in open_ids and self._may_read("order", tracked.client_order_id, now)):
                 out += self._call(now, "fetch_order", (tracked.exchange_order_id, symbol), what="order", key=tracked.client_order_id)
         return out
 
@@ -788,6 +833,10 @@ class LiveConnectionCore:
 
     def _all_subscribers(self) -> list[str]:
         return sorted({to for subscribers in self.subscribers.values() for to in subscribers})
+
+    def _may_read(self, what: str, key: str, now: float) -> bool:
+        """The read is not on the wire, and past its back-off if it failed."""
+        return not self._in_flight(what, key) and now >= self._read_due.get((what, key), now)
 
     def _in_flight(self, what: str, key: str = "") -> bool:
         return any(p.what == what and p.key == key for p in self._pending.values())
