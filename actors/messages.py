@@ -478,6 +478,9 @@ class LedgerSnapshot:
     holdings: dict[str, tuple[Decimal, Decimal]]
     #: client order id -> strategy, for every open reservation
     open_reservations: dict[str, str]
+    #: strategy -> asset -> amount, for fees paid in a third currency (BNB) out of the
+    #: account's balance of it: negative, the strategy's share of that balance
+    others: dict[str, dict[str, Decimal]] = attrs.field(factory=dict)
 
 
 @attrs.frozen

@@ -50,7 +50,7 @@ from actors.messages import (
 from actors.reconciler.core import Market
 from actors.reconciler.shell import reconciler_actor
 from actors.runtime import ActorEnv
-from actors.strategy.preflight import preflight
+from actors.strategy.preflight import parameter_problems, preflight
 from actors.strategy.shell import strategy_actor
 from actors.writer.shell import writer_actor
 from exchange.candles import load_candles_cached
@@ -112,7 +112,9 @@ class App:
             mailbox=self._mailbox(WRITER, WRITER_MAILBOX),
             shutdown_timeout=30,
         )
-        allocations = {s.name: s.allocation for s in config.strategies}
+        # A strategy's allocation is journaled once its own parameters pass: an allocation
+        # journaled with a wrong or missing base_cost would stay in the books for good.
+        allocations = {s.name: s.allocation for s in config.strategies if not parameter_problems(s)}
         accounts_of = {s.name: ((s.venue, s.mode), *s.symbol.split("/")) for s in config.strategies}
         ledger = ChildSpec(
             LEDGER,

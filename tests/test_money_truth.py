@@ -320,3 +320,44 @@ def test_the_completing_trade_reported_before_an_earlier_one_keeps_its_funds_and
     assert len([e for e in desk.events if e.kind == "fill"]) == 2
     assert desk.account().base_free == desk.strategy.held == D("1.998")
     assert desk.ledger.open_reservations() == [] and not [e for e in desk.events if e.kind == "ledger_refused"]
+
+
+def test_a_fee_paid_in_bnb_is_owed_by_the_strategy_that_paid_it_and_nobody_looks_short():
+    from actors.messages import (
+        ExchangeSnapshot,
+        LedgerSnapshot,
+        LedgerSnapshotRequest,
+        Pause,
+        Reserve,
+    )
+    from actors.reconciler.core import Market, ReconcilerCore, Record
+
+    accounts_of = {"btc": (("sim", "shadow"), "BTC", "USDT"), "bnbholder": (("sim", "shadow"), "BNB", "USDT")}
+    ledger = LedgerCore(accounts_of)
+    journal = ledger.allocate("btc", D("1000"), D(0), 0.0, "test")
+    journal += ledger.allocate("bnbholder", D(0), D("0.5"), 0.0, "test", D("300"))
+    out = ledger.handle(Reserve("b1", "btc", Side.BUY, "BTC/USDT", "BTC", "USDT", D("100"), D("1"), D("0.001"), "strategy:btc"), 1.0)
+    # The exchange charged the fee in BNB (0.1 USDT at 300 USDT/BNB), out of the account's 0.5 BNB.
+    out += ledger.handle(FillReport("sim", "b1", "x", "t1", "BTC/USDT", Side.BUY, D("100"), D("1"), D("0.0003333"), "BNB", 1.0, True), 1.0)
+    journal += [e for s in out if isinstance(s.message, RecordJournal) for e in s.message.entries]
+    assert ledger.accounts["btc"].others == {"BNB": D("-0.0003333")}
+    assert ledger.accounts["bnbholder"].base_free == D("0.5")  # nobody else pays
+    [snapshot] = [s.message for s in ledger.handle(LedgerSnapshotRequest("reconciler", 1), 2.0)]
+    assert isinstance(snapshot, LedgerSnapshot)
+    exchange = ExchangeSnapshot("sim", (), {"USDT": D("900"), "BTC": D("1"), "BNB": D("0.4996667")}, 2.0, 1, ())
+    reconciler = ReconcilerCore({"btc": Market("sim", "BTC", "USDT"), "bnbholder": Market("sim", "BNB", "USDT")})
+    sends = [s for cycle in (2.0, 3.0, 4.0) for s in reconciler.on_cycle(Record((), frozenset()), exchange, snapshot, cycle)]
+    assert not [s for s in sends if isinstance(s.message, Pause)]
+    assert LedgerCore.from_journal(journal, accounts_of).snapshot() == ledger.snapshot()  # the fold knows it too
+
+
+def test_an_allocation_is_journaled_only_once_its_parameters_pass(fast_raw):
+    # Starting inventory without its cost fails pre-flight; its allocation must not reach
+    # the journal at cost 0, where a later base_cost could no longer change it.
+    from supervisors.app import App
+    from supervisors.config import parse_config
+
+    del fast_raw["strategies"][1]["allocation"]["base_cost"]
+    app = App(parse_config(fast_raw))
+    [ledger] = [c.spec for c in app.root._children if c.spec.name == "ledger"]
+    assert set(ledger.start.keywords["allocations"]) == {"sma-cross"}

@@ -89,6 +89,9 @@ class Account:
     realized_pnl: Decimal = ZERO
     cost_basis: Decimal = ZERO
     fees_paid: dict[str, Decimal] = attrs.Factory(dict)
+    #: Other currencies this strategy's orders took from the account (fees in BNB): what it
+    #: holds of them, negative; the reconciler counts them so no other strategy looks short.
+    others: dict[str, Decimal] = attrs.Factory(dict)
 
     @property
     def inventory(self) -> Decimal:
@@ -103,6 +106,7 @@ class Account:
             "realized_pnl": str(self.realized_pnl),
             "cost_basis": str(self.cost_basis),
             "fees_paid": {k: str(v) for k, v in self.fees_paid.items()},
+            "others": {k: str(v) for k, v in self.others.items()},
         }
 
 
@@ -173,7 +177,8 @@ class LedgerCore:
                 name: (a.quote_free + a.quote_reserved, a.base_free + a.base_reserved) for name, a in self.accounts.items()
             }
             reservations = {r.client_order_id: r.strategy for r in self.open_reservations() if r.awaiting is None}
-            return [Send(message.reply_to, LedgerSnapshot(message.request_id, holdings, reservations))]
+            others = {name: dict(a.others) for name, a in self.accounts.items() if a.others}
+            return [Send(message.reply_to, LedgerSnapshot(message.request_id, holdings, reservations, others))]
         if isinstance(message, AccountQuery):
             return [Send(message.reply_to, self.account_info(message.strategy, with_holdings=True))]
         raise TypeError(f"the ledger does not handle {type(message).__name__}")
@@ -453,6 +458,11 @@ class LedgerCore:
         account.cost_basis += entry.cost_basis
         if entry.fee and entry.fee_currency:
             account.fees_paid[entry.fee_currency] = account.fees_paid.get(entry.fee_currency, ZERO) + entry.fee
+            assets = self.accounts_of.get(entry.strategy)
+            if entry.kind == "settle" and assets is not None and entry.fee_currency not in assets[1:]:
+                # A fee in a third currency comes out of the account's balance of it, which
+                # may be another strategy's inventory: this strategy owes it.
+                account.others[entry.fee_currency] = account.others.get(entry.fee_currency, ZERO) - entry.fee
         cid = entry.client_order_id
         if entry.kind == "reserve":
             if cid is None or entry.side is None:

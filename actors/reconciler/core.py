@@ -144,6 +144,11 @@ def compare(record: Record, exchange: ExchangeSnapshot, ledger: LedgerSnapshot,
         return out
     held: dict[str, Decimal] = {}
     holders: dict[str, list[str]] = {}
+    for strategy, owed in ledger.others.items():
+        market = markets.get(strategy)
+        if market is not None and market.venue == venue:
+            for asset, amount in owed.items():
+                held[asset] = held.get(asset, Decimal(0)) + amount  # fees paid in BNB, say
     for strategy, (quote, base) in ledger.holdings.items():
         market = markets.get(strategy)
         if market is None or market.venue != venue:
