@@ -391,3 +391,25 @@ def test_a_create_refused_for_its_timestamp_is_sent_again_even_if_measuring_fail
     [again] = [c for c in calls(core.handle(Tick(5.0), 5.0)) if c.operation == "sync_clock"]
     [create] = calls(core.handle(CallDone(again.call_id, 0.0), 5.1))
     assert create.operation == "create_limit_order" and create.args[-1] == "c1"
+
+
+def test_a_late_answer_of_a_snapshot_round_given_up_on_never_joins_the_next_one():
+    # Found by review: round 1 failed on its balance; its orders and trades answers came
+    # back after round 2 was asked, and were counted as round 2's.
+    from actors.messages import ExchangeSnapshot, SnapshotRequest
+
+    core, _ = started()
+    first = calls(core.handle(SnapshotRequest("reconciler", 1), 1.0))
+    [balance1] = [c for c in first if c.operation == "fetch_balance"]
+    core.handle(CallDone(balance1.call_id, error_kind="transient", error="503"), 1.1)
+    second = calls(core.handle(SnapshotRequest("reconciler", 2), 2.0))
+    old = parse_order({"id": "9", "side": "buy", "symbol": "BTC/USDT", "price": 1, "amount": 1, "clientOrderId": "gone"})
+    for call in first:
+        if call.operation != "fetch_balance":
+            assert core.handle(CallDone(call.call_id, [old] if call.operation == "fetch_open_orders" else []), 2.1) == []
+    answers = []
+    for call in second:
+        result = [] if call.operation in ("fetch_open_orders", "fetch_trades") else parse_balances({"total": {}})
+        answers += sends(core.handle(CallDone(call.call_id, result), 2.2), ExchangeSnapshot)
+    [snapshot] = answers
+    assert snapshot.message.request_id == 2 and snapshot.message.open_orders == ()

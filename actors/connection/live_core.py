@@ -200,6 +200,7 @@ class LiveConnectionCore:
         self._snapshot_open: tuple[ExchangeOrder, ...] = ()
         self._snapshot_trades: list[ExchangeTrade] = []
         self._snapshot_waiting: set[str] = set()
+        self._snapshot_round = 0
 
     # ------------------------------------------------------------- lifecycle
 
@@ -351,6 +352,8 @@ class LiveConnectionCore:
             tracked.cancel_due = now  # cancelled as soon as the exchange's id is known
             return []
         tracked.cancel_due = None
+        if self._in_flight("cancel", tracked.client_order_id):
+            return []  # one cancel of an order on the wire at a time
         return self._cancel(tracked, now)
 
     def _cancel(self, tracked: Tracked, now: float) -> list[Any]:
@@ -484,6 +487,8 @@ class LiveConnectionCore:
             return self._looked_up(key, result, now)
         if what == "order":
             return self._order_status(key, result, now)
+        if what.startswith("snapshot_") and key not in self._snapshot_waiting:
+            return []  # a late answer of a round given up on: it would make a stale snapshot
         if what == "snapshot_orders":
             return self._snapshot_orders(result, now, key)
         if what == "snapshot_trades":
@@ -777,16 +782,19 @@ class LiveConnectionCore:
         ten times the rate-limit weight on Binance, and ccxt refuses it), then the balance."""
         self._snapshot_open = ()
         self._snapshot_trades = []
+        # Each round's calls carry its number: answers of an earlier round are not this one's.
+        self._snapshot_round += 1
+        round_ = self._snapshot_round
         # Without credentials there is no account to ask: only the simulated one (shadow).
         symbols = sorted(set(self.subscribers) | {t.symbol for t in self.tracked.values()}) if self.authenticated else []
-        self._snapshot_waiting = {f"orders:{s}" for s in symbols} | {f"trades:{s}" for s in symbols}
+        self._snapshot_waiting = {f"{round_}|orders:{s}" for s in symbols} | {f"{round_}|trades:{s}" for s in symbols}
         out: list[Any] = []
         for symbol in symbols:
-            out += self._call(now, "fetch_open_orders", (symbol,), what="snapshot_orders", key=f"orders:{symbol}")
-            out += self._call(now, "fetch_trades", (symbol, None, 1000), what="snapshot_trades", key=f"trades:{symbol}")
+            out += self._call(now, "fetch_open_orders", (symbol,), what="snapshot_orders", key=f"{round_}|orders:{symbol}")
+            out += self._call(now, "fetch_trades", (symbol, None, 1000), what="snapshot_trades", key=f"{round_}|trades:{symbol}")
         if self.authenticated:
-            self._snapshot_waiting.add(":balance")
-            out += self._call(now, "fetch_balance", what="snapshot_balance", key=":balance")
+            self._snapshot_waiting.add(f"{round_}|balance")
+            out += self._call(now, "fetch_balance", what="snapshot_balance", key=f"{round_}|balance")
         return out + self._snapshot_done(now, None)
 
     def _snapshot_orders(self, orders: list[ExchangeOrder], now: float, key: str) -> list[Any]:
