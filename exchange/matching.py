@@ -214,24 +214,23 @@ class SimulatedExchange:
         return order
 
     def cancel_order(self, client_order_id: str) -> SimOrder | Rejection:
-        order = self.order_by_client_id(client_order_id)
-        if order is None or order.status != "open":
-            return Rejection(CODE_UNKNOWN_ORDER, "Unknown order sent.")
-        order.status = "canceled"
-        del self._open[order.exchange_order_id]
-        self._unlock(order, order.locked)
-        self._touched(order)
-        return order
+        return self._end(client_order_id, "canceled")
 
     def expire_order(self, client_order_id: str) -> SimOrder | Rejection:
         """The exchange ends an open order by its own rule (Binance's self-trade prevention,
         for example): what has filled stays filled, the rest is unlocked."""
+        return self._end(client_order_id, "expired")
+
+    def _end(self, client_order_id: str, status: str) -> SimOrder | Rejection:
+        """End an open order with ``status``; its unfilled rest is unlocked, and the change
+        is tracked for the store like any other."""
         order = self.order_by_client_id(client_order_id)
         if order is None or order.status != "open":
             return Rejection(CODE_UNKNOWN_ORDER, "Unknown order sent.")
-        order.status = "expired"
+        order.status = status
         del self._open[order.exchange_order_id]
         self._unlock(order, order.locked)
+        self._touched(order)
         return order
 
     def fill_whole(self, client_order_id: str, now: float) -> ExchangeTrade | Rejection:
