@@ -94,6 +94,19 @@ def test_a_close_never_reserves_more_than_is_held_and_an_oco_pair_shares_one_res
     book.check_invariants()
 
 
+def test_a_smaller_replacement_joins_its_group_before_the_old_order_is_cancelled():
+    book = book_with()
+    book.reserve(request("o1", BUY, "1", "100"), 1.0)
+    book.settle(fill("o1", "t1", BUY, "1", "100", complete=True), 1.0)
+    book.reserve(request("sl1", SELL, "1", "90", reduce_only=True, oco="p1"), 2.0)
+    book.book_external("a", BTC, SELL, D(101), D("0.5"), D(0), "USDT", "op1", 3.0, "operator reduced it")
+    assert book.position("a", BTC).size_reserved == D("0.5")
+    assert not isinstance(book.reserve(request("sl2", SELL, "0.5", "90", reduce_only=True, oco="p1"), 4.0), str)
+    book.release("sl1", "replaced by sl2", 5.0)
+    assert book.position("a", BTC).size_reserved == D("0.5")
+    book.check_invariants()
+
+
 def test_a_reduce_only_fill_larger_than_the_position_is_refused_whole():
     book = book_with()
     book.reserve(request("o1", BUY, "1", "100"), 1.0)

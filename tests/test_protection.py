@@ -11,6 +11,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from actors.ledger.positions_core import PositionBook, PositionOrderRequest
+from actors.messages import FillReport
 from actors.strategy.protection_core import (
     LIMIT_TYPES,
     CancelProtective,
@@ -25,6 +27,7 @@ from actors.strategy.protection_core import (
 from exchange.records import Side
 
 BUY, SELL = Side.BUY, Side.SELL
+SYMBOL = "BTC/USDT:USDT"
 SETTINGS = ProtectionSettings(take_profit=D("0.02"), stop_loss=D("0.01"), stop_limit_offset=D("0.005"), gap_slippage=D("0.01"))
 
 
@@ -155,39 +158,58 @@ def test_a_position_below_the_minimum_is_reported_unprotected():
 
 
 class ProtectionMachine(RuleBasedStateMachine):
-    """An exchange holding one position and the protective orders placed for it."""
+    """An exchange holding one position and the protective orders placed for it, and the
+    ledger's position book, which reserves every protective order as a close of its OCO
+    group: the protection's make-before-break resizes must always fit."""
 
     def __init__(self) -> None:
         super().__init__()
         self.core = core()
+        self.ledger = PositionBook()
+        self.ledger.allocate("s", D(10) ** 6, 0.0, "test")
         self.size = D(0)
-        self.cost = D(0)
         self.book: dict[str, ProtectiveOrder] = {}  # key -> order resting on the exchange
         self.filled: dict[str, D] = {}
         self.triggered: set[str] = set()
         self.price = D(100)
+        self.trades = 0
 
     def _do(self, actions) -> None:
         for action in actions:
             if isinstance(action, PlaceProtective):
-                assert action.order.order_type in LIMIT_TYPES and action.order.reduce_only
-                assert "market" not in action.order.order_type
-                self.book[action.key] = action.order
+                order = action.order
+                assert order.order_type in LIMIT_TYPES and order.reduce_only
+                assert "market" not in order.order_type
+                granted = self.ledger.reserve(PositionOrderRequest(
+                    action.key, "s", SYMBOL, order.side, order.price, order.amount, D(10), D(0), True, action.group), 1.0)
+                assert not isinstance(granted, str), granted
+                self.book[action.key] = order
                 self.filled[action.key] = D(0)
             elif isinstance(action, CancelProtective):
                 if self.book.pop(action.key, None) is not None:
+                    self.ledger.release(action.key, "canceled", 1.0)
                     self._do(self.core.on_ended(action.key, "canceled"))
 
+    def _trade(self, cid: str, side: Side, amount: D, price: D, complete: bool) -> None:
+        self.trades += 1
+        result = self.ledger.settle(FillReport("usdm", cid, cid, f"t{self.trades}", SYMBOL, side, price, amount, D(0),
+                                               "USDT", 1.0, complete), 1.0)
+        assert not isinstance(result, str), result
+
     def _position(self) -> None:
-        entry = self.cost / self.size if self.size else None
-        self._do(self.core.on_position(self.size, entry))
+        position = self.ledger.position("s", SYMBOL)
+        assert position.size == self.size
+        self._do(self.core.on_position(position.size, position.entry_price))
 
     @rule(amount=st.decimals("0.001", "2", places=3), price=st.decimals("90", "110", places=1))
     def entry_fill(self, amount, price):
         if self.size < 0 or any(o.role == "escalation" for o in self.book.values()):
             return
+        self.trades += 1
+        cid = f"e{self.trades}"
+        assert not isinstance(self.ledger.reserve(PositionOrderRequest(cid, "s", SYMBOL, BUY, price, amount, D(10), D(0)), 1.0), str)
+        self._trade(cid, BUY, amount, price, True)
         self.size += amount
-        self.cost += amount * price
         self._position()
 
     @rule(which=st.integers(0, 5), share=st.sampled_from([D("0.3"), D("0.5"), D(1)]))
@@ -198,11 +220,10 @@ class ProtectionMachine(RuleBasedStateMachine):
         key = live[which % len(live)]
         order = self.book[key]
         amount = min(((order.amount - self.filled[key]) * share).quantize(D("0.001")) or order.amount, abs(self.size))
-        entry = self.cost / self.size
         self.size -= amount
-        self.cost = entry * self.size
         self.filled[key] += amount
-        complete = self.filled[key] >= order.amount or not self.size
+        complete = self.filled[key] >= order.amount
+        self._trade(key, order.side, amount, order.price, complete)
         if complete:
             del self.book[key]
         self._do(self.core.on_fill(key, amount, complete))
@@ -239,8 +260,10 @@ class ProtectionMachine(RuleBasedStateMachine):
                 assert amounts.get(role) == abs(self.size), (role, amounts, self.size)
 
     @invariant()
-    def what_rests_on_the_exchange_is_what_the_core_holds(self):
+    def what_rests_on_the_exchange_is_what_the_core_holds_and_the_ledger_reserves(self):
         assert set(self.book) <= set(self.core.resting)
+        assert {o.client_order_id for o in self.ledger.open_orders("s")} == set(self.book)
+        self.ledger.check_invariants()
 
 
 ProtectionMachine.TestCase.settings = settings(max_examples=120, stateful_step_count=40, deadline=None)

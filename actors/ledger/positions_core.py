@@ -298,13 +298,16 @@ class PositionBook:
                 return f"a reduce-only {request.side.value} cannot close a {held} position in {request.symbol}"
             group = request.oco_group or request.client_order_id
             was = position.groups.get(group, ZERO)
-            wanted = max([request.amount] + [o.remaining for o in self._members(request.strategy, request.symbol, group)])
             free = abs(position.size) - (position.size_reserved - was)
-            if wanted > free:
+            if request.amount > free:
                 return (
                     f"close too large: {request.amount} {request.symbol} to close, {free} of the "
                     f"{abs(position.size)} held is not already being closed"
                 )
+            # A replacement joins its group before the old order is cancelled: the group
+            # holds the largest rest of its orders, never more than is held beside the others.
+            members = self._members(request.strategy, request.symbol, group)
+            wanted = min(max([request.amount] + [o.remaining for o in members]), free)
             entry = PositionEntry("reserve", request.strategy, now, size_reserved=wanted - was, **common)
             return self._do([entry])
         notional = request.price * request.amount
@@ -510,7 +513,7 @@ class PositionBook:
         position.margin_used += entry.margin_used
         if entry.fee and entry.fee_currency:
             position.fees_paid[entry.fee_currency] = position.fees_paid.get(entry.fee_currency, ZERO) + entry.fee
-        if entry.kind in ("fill", "adopt") and entry.leverage is not None and entry.size and position.size:
+        if entry.kind in ("fill", "adopt") and entry.leverage is not None and position.size and (entry.size or entry.kind == "adopt"):
             position.leverage = entry.leverage
         cid = entry.client_order_id
         known = self.orders.get(cid) if cid is not None else None
