@@ -22,10 +22,11 @@ refuses two), so a symbol names its strategy.
 
 A symbol's size is judged only once the trades of our own entry and close orders are
 booked (the spot reconciler's ``missed_fill`` repairs those), and balances only in a cycle
-that repairs no trade and no funding (a difference
-being booked is never also reported as an unexplained one); the two-cycle rule of
-:class:`actors.reconciler.core.ReconcilerCore` (a difference counts when two consecutive
-cycles show it) applies to these differences too.
+that repairs no trade and no funding (a difference being booked is never also reported as
+an unexplained one). :func:`classify` judges one snapshot; the two-cycle rule of
+:class:`actors.reconciler.core.ReconcilerCore` (a difference counts only when two
+consecutive cycles show it) is meant to apply to its differences as to the spot ones, once
+it is wired into ``on_cycle`` (not done yet).
 """
 
 from __future__ import annotations
