@@ -107,6 +107,20 @@ def test_a_smaller_replacement_joins_its_group_before_the_old_order_is_cancelled
     book.check_invariants()
 
 
+def test_a_strategy_close_while_protection_rests_joins_the_protection_group():
+    book = book_with()
+    book.reserve(request("o1", BUY, "1", "100"), 1.0)
+    book.settle(fill("o1", "t1", BUY, "1", "100", complete=True), 1.0)
+    book.reserve(request("tp", SELL, "1", "120", reduce_only=True, oco="p1"), 2.0)
+    book.reserve(request("sl", SELL, "1", "90", reduce_only=True, oco="p1"), 2.0)
+    denied = book.reserve(request("close", SELL, "1", "101", reduce_only=True), 3.0)
+    assert "joins its group: p1" in denied
+    assert not isinstance(book.reserve(request("close", SELL, "1", "101", reduce_only=True, oco="p1"), 3.0), str)
+    book.settle(fill("close", "t2", SELL, "1", "101", complete=True), 4.0)
+    assert (book.position("a", BTC).size, book.position("a", BTC).size_reserved) == (0, 0)
+    book.check_invariants()
+
+
 def test_a_reduce_only_fill_larger_than_the_position_is_refused_whole():
     book = book_with()
     book.reserve(request("o1", BUY, "1", "100"), 1.0)
@@ -343,6 +357,15 @@ class PositionMachine(RuleBasedStateMachine):
         self._log(self.book.book_external(strategy, symbol, side, price, amount, D(0), "USDT", f"x{self.trade}", 1.0,
                                           "an operator traded"))
         self._model_trade(strategy, symbol, side, amount, price, D(0), "USDT")
+
+    @rule(strategy=st.sampled_from(STRATEGIES), delta=st.decimals("-300", "300", places=2))
+    def margin_moved_outside(self, strategy, delta):
+        result = self.book.adjust_collateral(strategy, delta, 1.0, "margin moved outside")
+        if isinstance(result, str):
+            assert self.book.account(strategy).wallet + delta < 0
+            return
+        self._log(result)
+        self.given[strategy] += delta
 
     @rule()
     def rebuild(self):

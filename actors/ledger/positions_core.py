@@ -30,9 +30,12 @@ The rules (units: sizes in base units, money in the settlement asset):
   (``wallet - margin reserved - margin used``, less the unrealized losses at the marks
   given). A fill releases its share of it; the end of the order releases the rest.
 - **A close (reduce-only) reserves the position it reduces**, never more than is held and
-  not yet reserved by another close. Orders of one OCO group (a take-profit and its
-  stop-loss) share one reservation: the largest rest of the group's open orders, since
-  only one of them can fill. A close's fee is taken from the wallet when it fills (the
+  not yet reserved by another close. The reduce-only orders of one OCO group share one
+  reservation: the largest rest of the group's open orders, never more than is held
+  beside the other groups. A position's group is its take-profit and stop-loss (only one
+  of them fills), their replacements while a resize is under way, and a close the
+  strategy sends while they rest: whatever of them fills, the exchange's reduce-only rule
+  lets them close no more than is held together. A close's fee is taken from the wallet when it fills (the
   margin the close frees covers it); a close never needs free collateral, so a strategy
   can always reduce its risk.
 - Shares of the cost and the margin are rounded to :data:`QUANTUM`; the residue stays in
@@ -303,6 +306,8 @@ class PositionBook:
                 return (
                     f"close too large: {request.amount} {request.symbol} to close, {free} of the "
                     f"{abs(position.size)} held is not already being closed"
+                    + (f" (a close while protection rests joins its group: {', '.join(sorted(position.groups))})"
+                       if position.groups else "")
                 )
             # A replacement joins its group before the old order is cancelled: the group
             # holds the largest rest of its orders, never more than is held beside the others.

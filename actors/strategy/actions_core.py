@@ -20,6 +20,10 @@ larger of what was asked for and what was held (or working) when the decision wa
 no instant is there more exposure than asked for. A new decision while orders of the last
 one are working cancels them first and goes on once they have ended.
 
+A close leg sent while the position's protection rests is reserved in the protection's
+OCO group (``ProtectionCore.group``): the position book then holds one close reservation
+for them all, and the exchange's reduce-only rule lets them close no more than is held.
+
 The planner is told the ledger's position on every call; it must be the position after
 the fills of the order just ended have been booked (the strategy core waits for the
 ledger's answer, as it does for spot).

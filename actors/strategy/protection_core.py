@@ -348,6 +348,12 @@ class ProtectionCore:
 
     # ----------------------------------------------------------- queries
 
+    @property
+    def group(self) -> str | None:
+        """The position's OCO group while protection rests: a close the strategy sends
+        then is reserved in it (the ledger shares one close reservation per group)."""
+        return self._group
+
     def protected_amounts(self) -> dict[str, Decimal]:
         """What rests per role (live orders, not being cancelled): each should be |size|."""
         out: dict[str, Decimal] = {}
