@@ -230,6 +230,9 @@ class PositionBook:
         self.orders: dict[str, PositionOrder] = {}
         #: Trade ids booked without an order of ours (external, liquidation), and funding ids.
         self.booked_ids: set[str] = set()
+        #: The open closes of each (strategy, symbol, group): what a group's reservation
+        #: follows (kept as an index: every order ever made stays in ``orders``).
+        self._closing: dict[tuple[str, str, str], dict[str, PositionOrder]] = {}
 
     @classmethod
     def from_journal(cls, entries: Iterable[PositionEntry], settlement: str = "USDT") -> "PositionBook":
@@ -448,10 +451,7 @@ class PositionBook:
         )
 
     def _members(self, strategy: str, symbol: str, group: str) -> list[PositionOrder]:
-        return [
-            o for o in self.orders.values()
-            if o.open and o.reduce_only and o.group == group and o.strategy == strategy and o.symbol == symbol
-        ]
+        return list(self._closing.get((strategy, symbol, group), {}).values())
 
     def _regroup(self, strategy: str, symbol: str, group: str, now: float) -> list[PositionEntry]:
         """A close group's reservation follows its open members: the largest rest of them
@@ -529,14 +529,15 @@ class PositionBook:
         if entry.kind == "reserve":
             if cid is None or entry.side is None or entry.amount is None or entry.price is None:
                 raise PositionInvariantError(f"a reserve entry without an order's id, side, amount or price: {entry}")
-            if entry.reduce_only:
-                position.groups.setdefault(group, ZERO)  # type: ignore[arg-type]
-            self.orders[cid] = PositionOrder(
+            order = self.orders[cid] = PositionOrder(
                 client_order_id=cid, strategy=entry.strategy, symbol=entry.symbol, side=entry.side,
                 price=entry.price, amount=entry.amount, reduce_only=entry.reduce_only,
                 leverage=entry.leverage or Decimal(1), group=group or cid, margin_reserved=entry.margin_reserved,
                 unit_margin=entry.margin_reserved / entry.amount,
             )
+            if entry.reduce_only:
+                position.groups.setdefault(order.group, ZERO)
+                self._closing.setdefault((entry.strategy, entry.symbol, order.group), {})[cid] = order
         elif entry.kind == "fill":
             order = self.orders.get(cid) if cid is not None else None
             if order is not None:
@@ -548,13 +549,15 @@ class PositionBook:
                 self.booked_ids.add(entry.trade_id)
         elif entry.kind == "funding" and entry.trade_id:
             self.booked_ids.add(entry.trade_id)
-        elif entry.kind == "release" and cid in self.orders:
-            order = self.orders[cid]
-            order.margin_reserved += entry.margin_reserved
-            order.open = False
-        if entry.kind in ("release", "trim") and group in position.groups and position.groups[group] == 0:
-            if not any(o.open and o.group == group for o in self.orders.values()):
+        elif entry.kind == "release" and known is not None:
+            known.margin_reserved += entry.margin_reserved
+            known.open = False
+            self._closing.get((entry.strategy, entry.symbol, known.group), {}).pop(known.client_order_id, None)
+        if entry.kind in ("release", "trim") and group is not None and position.groups.get(group) == 0:
+            key3 = (entry.strategy, entry.symbol, group)
+            if not self._closing.get(key3):
                 del position.groups[group]
+                self._closing.pop(key3, None)
 
     # -------------------------------------------------------- invariants
 
@@ -568,6 +571,10 @@ class PositionBook:
                 reserved[order.strategy] = reserved.get(order.strategy, ZERO) + order.margin_reserved
             elif order.margin_reserved:
                 raise PositionInvariantError(f"ended order {order.client_order_id} still holds {order.margin_reserved}")
+        closing = {(o.strategy, o.symbol, o.group, o.client_order_id) for o in self.orders.values() if o.open and o.reduce_only}
+        indexed = {(*key, cid) for key, orders in self._closing.items() for cid in orders}
+        if closing != indexed:
+            raise PositionInvariantError(f"the index of open closes is not the open closes: {sorted(closing ^ indexed)}")
         for name, account in self.collateral.items():
             if account.margin_reserved != reserved.get(name, ZERO):
                 raise PositionInvariantError(
