@@ -339,16 +339,15 @@ class PositionBook:
             return []
         if fill.side is not order.side:
             return f"fill {fill.trade_id} is a {fill.side.value}, order {order.client_order_id} a {order.side.value}"
+        complete = fill.order_complete or order.filled + fill.amount >= order.amount
+        released = order.margin_reserved if complete else min(order.margin_reserved, _q(order.unit_margin * fill.amount))
         entry = self._fill_entry(
             order.strategy, order.symbol, order.side, fill.price, fill.amount, fill.fee, fill.fee_currency, now,
             leverage=order.leverage, reduce_only=order.reduce_only, trade_id=fill.trade_id,
-            client_order_id=order.client_order_id,
+            client_order_id=order.client_order_id, margin_released=released,
         )
         if isinstance(entry, str):
             return entry
-        complete = fill.order_complete or order.filled + fill.amount >= order.amount
-        released = order.margin_reserved if complete else min(order.margin_reserved, _q(order.unit_margin * fill.amount))
-        entry = attrs.evolve(entry, margin_reserved=-released)
         entries = self._do([entry])
         if complete and self.orders[order.client_order_id].open:
             entries += self.release(order.client_order_id, "filled", now)
@@ -366,10 +365,10 @@ class PositionBook:
             return []
         lev = leverage or self.position(strategy, symbol).leverage or Decimal(1)
         entry = self._fill_entry(strategy, symbol, side, price, amount, fee, fee_currency, now, leverage=lev,
-                                 reduce_only=False, trade_id=trade_id, client_order_id=None)
+                                 reduce_only=False, trade_id=trade_id, client_order_id=None, reason=reason)
         if isinstance(entry, str):
             return entry
-        return self._do([attrs.evolve(entry, reason=reason)]) + self._trim(strategy, symbol, now)
+        return self._do([entry]) + self._trim(strategy, symbol, now)
 
     def release(self, client_order_id: str, reason: str, now: float) -> list[PositionEntry]:
         """The order can fill no further (cancelled, expired, rejected, filled): give back
@@ -417,7 +416,7 @@ class PositionBook:
     def _fill_entry(
         self, strategy: str, symbol: str, side: Side, price: Decimal, amount: Decimal, fee: Decimal,
         fee_currency: str, now: float, *, leverage: Decimal, reduce_only: bool, trade_id: str,
-        client_order_id: str | None,
+        client_order_id: str | None, margin_released: Decimal = ZERO, reason: str = "",
     ) -> PositionEntry | str:
         """The deltas of one trade: the reducing part realizes P&L and frees margin, the
         opening part (a flip's rest) adds cost and margin."""
@@ -447,7 +446,8 @@ class PositionBook:
             "fill", strategy, now, symbol=symbol, client_order_id=client_order_id, trade_id=trade_id, side=side,
             price=price, amount=amount, reduce_only=reduce_only, leverage=leverage, fee=fee,
             fee_currency=fee_currency, wallet=realized - fee_wallet, margin_used=margin_in - margin_out,
-            size=delta, entry_cost=cost_in - cost_out, realized_pnl=realized,
+            size=delta, entry_cost=cost_in - cost_out, realized_pnl=realized, margin_reserved=-margin_released,
+            reason=reason,
         )
 
     def _members(self, strategy: str, symbol: str, group: str) -> list[PositionOrder]:
@@ -476,6 +476,8 @@ class PositionBook:
         position = self.position(strategy, symbol)
         out: list[PositionEntry] = []
         excess = position.size_reserved - abs(position.size)
+        if excess <= 0:
+            return out
         for group in sorted(position.groups):
             if excess <= 0:
                 break
