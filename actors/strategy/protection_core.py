@@ -53,7 +53,6 @@ ZERO = Decimal(0)
 ONE = Decimal(1)
 #: The order types protection may use; anything else (every market type) is refused.
 LIMIT_TYPES = frozenset({"limit", "stop_limit", "limit_maker", "stop_loss_limit"})
-ROLES = ("take_profit", "stop_loss", "escalation")
 
 
 @attrs.frozen
@@ -153,6 +152,7 @@ class Resting:
 
 
 def _identity(price: Decimal, up: bool) -> Decimal:
+    """No rounding (a market without a tick, in tests)."""
     return price
 
 
@@ -246,7 +246,7 @@ class ProtectionCore:
     def wanted(self) -> list[ProtectiveOrder]:
         """The protective orders the position needs now (each for the whole position)."""
         size, entry = self.size, self.entry_price
-        if not size or entry is None or abs(size) < self.min_amount or abs(size) <= 0:
+        if not size or entry is None or abs(size) < self.min_amount:
             return []
         if any(r.role == "escalation" and not r.canceling for r in self.resting.values()):
             return []  # the position is being closed by an escalation
