@@ -153,8 +153,7 @@ class App:
         self.status_listener = StatusListener(config.status.host, config.status.port)
         warning = exposure_warning(config.status.host)
         if warning is not None:
-            self.notices.append(warning)
-            log.warning(warning)
+            self.notices.append(warning)  # printed at start, before anything else
         web = WebContext(
             root=self,
             env=self.env,

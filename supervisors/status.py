@@ -36,9 +36,6 @@ class StatusListener:
 
     def open(self) -> None:
         where = f"{self.host}:{self.port}"
-        problem = exposure_problem(self.host)
-        if problem is not None:
-            raise StatusAddressError(problem)
         try:
             infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         except (socket.gaierror, UnicodeError) as error:
@@ -64,6 +61,10 @@ class StatusListener:
                 f"status.host: cannot listen on {_short(where)} ({error.strerror or error}); set status.host to an "
                 "address of this machine, such as 127.0.0.1"
             ) from None
+        problem = exposure_problem(self.host)  # a real address of this machine, beyond loopback
+        if problem is not None:
+            listener.close()
+            raise StatusAddressError(problem)
         self._socket = listener
 
     def bind_spec(self) -> str:
