@@ -143,6 +143,8 @@ async def test_health_and_ready(fast_raw):
         await watch.until(lambda events: watch.count("venue_reconciled") >= 1)
         ready = await client.get("/ready")
         assert ready.status_code == 200 and ready.json() == {"ready": True, "problems": []}
+        [venue] = (await client.get("/status")).json()["venues"]
+        assert venue["reconciled"] is True and abs(venue["last_reconciled_at"] - app.env.clock.now()) < 30
 
 
 async def test_control_needs_the_operator_token_and_pauses_resumes_and_cancels(fast_raw, monkeypatch):
