@@ -351,7 +351,7 @@ class _Announce:
         mode = f"{live} LIVE (real orders)" if live else "all in shadow mode"
         print(
             f"limitline: running {len(self.config.strategies)} strategies, {mode}; "
-            f"status at {url}/status; store {self.config.store}. Ctrl-C stops.",
+            f"dashboard at {url}/, status at {url}/status; store {self.config.store}. Ctrl-C stops.",
             file=sys.stderr,
             flush=True,
         )
