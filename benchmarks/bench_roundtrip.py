@@ -125,6 +125,11 @@ class ActorRig:
         )
         self.sequence = 0
 
+    def writer_counts(self) -> tuple[int, int]:
+        """The writer's commits and rows so far."""
+        [writer] = [c for c in self.root.snapshot()["children"] if c["name"] == WRITER]
+        return writer["status"]["batches"], writer["status"]["rows"]
+
     async def trip(self, index: int) -> float:
         """One reservation round trip, sent the way a strategy shell sends; its latency."""
         self.sequence += 1
@@ -231,9 +236,13 @@ async def main(trips: int, clients: int, window: int) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(rig.root.run_root)
             await actors_sequential(rig, min(2000, trips))  # warm up
+            commits = [rig.writer_counts()]
             actor_lat = await actors_sequential(rig, trips)
+            commits.append(rig.writer_counts())
             actor_rate = await actors_concurrent(rig, trips, clients)
+            commits.append(rig.writer_counts())
             actor_piped = await actors_pipelined(rig, trips * 2, clients, window)
+            commits.append(rig.writer_counts())
             nursery.cancel_scope.cancel()
     b50, b99 = percentiles(bare_lat)
     a50, a99 = percentiles(actor_lat)
@@ -242,6 +251,11 @@ async def main(trips: int, clients: int, window: int) -> None:
     print(f"strategy->ledger->strategy  p50 {a50 * 1e6:7.1f} us  p99 {a99 * 1e6:7.1f} us  {1 / statistics.mean(actor_lat):9.0f} trips/s sequential  {actor_rate:9.0f} reservations/s concurrent")
     print(f"ratio to bare: p50 {a50 / b50:.2f}x  p99 {a99 / b99:.2f}x  concurrent throughput {bare_rate / actor_rate:.2f}x slower")
     print(f"pipelined, {window} in flight per strategy: bare {bare_piped:9.0f} trips/s   ledger actor {actor_piped:9.0f} reservations/s   ({bare_piped / actor_piped:.2f}x slower)")
+    per_commit = [
+        f"{phase} {(rows1 - rows0) / max(batches1 - batches0, 1):.0f}"
+        for phase, (batches0, rows0), (batches1, rows1) in zip(("sequential", "concurrent", "pipelined"), commits, commits[1:])
+    ]
+    print(f"journal rows per commit: {', '.join(per_commit)}")
 
 
 if __name__ == "__main__":

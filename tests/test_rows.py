@@ -11,8 +11,10 @@ from actors.messages import JournalEntry
 from actors.orders import Order, OrderState, Side
 from store.db import (
     JOURNAL_COLUMNS,
+    VALUES_PER_STATEMENT,
     ORDER_COLUMNS,
     Batch,
+    load_journal,
     load_orders,
     open_store,
     write_batch,
@@ -57,3 +59,24 @@ def test_a_field_with_no_column_type_is_refused_when_the_class_is_read():
 
     with pytest.raises(TypeError, match="no column type"):
         Columns(Odd)
+
+
+def test_a_batch_of_many_rows_is_stored_whole_and_in_order(tmp_path):
+    # More rows than one statement holds, and not a multiple of it: every piece in order.
+    connection = open_store(tmp_path / "s.sqlite")
+    count = 3 * (VALUES_PER_STATEMENT // len(JOURNAL_COLUMNS.names)) + 77
+    entries = [
+        JournalEntry("reserve", f"s{i % 7}", float(i), client_order_id=f"c{i}", side=Side.BUY, price=D(i + 1),
+                     amount=D("0.5"), quote_free=-D(i + 1) / 2, quote_reserved=D(i + 1) / 2)
+        for i in range(count)
+    ]
+    orders = {f"ll-a-{i}": Order(f"ll-a-{i}", "a", "sim", "BTC/USD", Side.BUY, D("1"), D(i + 1), OrderState.OPEN, float(i), float(i))
+              for i in range(300)}
+    write_batch(connection, Batch(journal=entries[:5]))
+    write_batch(connection, Batch(journal=entries[5:], orders=orders))
+    assert load_journal(connection) == entries
+    assert load_orders(connection) == list(orders.values())
+    # The latest state of an order replaces its row, as many rows as there are.
+    canceled = {cid: attrs.evolve(o, state=OrderState.CANCELED) for cid, o in orders.items()}
+    write_batch(connection, Batch(orders=canceled))
+    assert load_orders(connection) == list(canceled.values())
