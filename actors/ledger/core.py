@@ -29,7 +29,7 @@ order's entries back from the journal (:meth:`LedgerCore.unknown_orders`,
 from __future__ import annotations
 
 from decimal import ROUND_DOWN, Decimal
-from typing import Any, Iterable, Mapping
+from typing import AbstractSet, Any, Iterable, Mapping
 
 import attrs
 
@@ -79,7 +79,8 @@ class Reservation:
     #: Quote reserved per unit of amount when the buy was reserved (price, worst fee).
     unit_quote: Decimal = ZERO
     filled: Decimal = ZERO
-    trade_ids: set[str] = attrs.Factory(set)
+    #: The trades booked; a set of its own from the first (most orders never fill).
+    trade_ids: AbstractSet[str] = frozenset()
     open: bool = True
     #: The exchange ended the order having filled this much; trades up to it are still to
     #: be reported, and their funds stay reserved until they are.
@@ -254,7 +255,7 @@ class LedgerCore:
         answer.entries += entries
         if fills:
             answer.fills += fills
-        trade_ids = tuple(f.trade_id for f in fills)
+        trade_ids = tuple([f.trade_id for f in fills]) if fills else ()
         for strategy in dict.fromkeys(e.strategy for e in entries) if len(entries) > 1 else [e.strategy for e in entries]:
             answer.balances(strategy_address(strategy), self.accounts.get(strategy), strategy, trade_ids)
 
@@ -530,7 +531,10 @@ class LedgerCore:
             if cid is None or entry.side is None:
                 raise LedgerInvariantError(f"a reserve entry without a client order id or side: {entry}")
             reservation = self.reservations[cid] = _reservation(entry)
-            self._open.setdefault(entry.strategy, {})[cid] = reservation
+            open_ = self._open.get(entry.strategy)
+            if open_ is None:
+                open_ = self._open[entry.strategy] = {}
+            open_[cid] = reservation
         elif entry.kind in ("settle", "release") and cid in self.reservations:
             reservation = self.reservations[cid]
             was_open = reservation.open
@@ -609,6 +613,8 @@ def _advance(reservation: Reservation, entry: JournalEntry) -> None:
     if entry.kind == "settle":
         reservation.filled += entry.amount or ZERO
         if entry.trade_id:
+            if not isinstance(reservation.trade_ids, set):
+                reservation.trade_ids = set()
             reservation.trade_ids.add(entry.trade_id)
     elif entry.amount is not None and reservation.filled < entry.amount:
         reservation.awaiting = entry.amount  # ended; trades up to this still to come
