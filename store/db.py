@@ -170,55 +170,64 @@ def write_batch(connection: sqlite3.Connection, batch: Batch) -> None:
         # it for every batch would cost a statement (and a wait for the GIL) each time.
         connection.execute("PRAGMA synchronous = FULL")
     try:
-        _write(connection, batch)
+        # BEGIN and COMMIT as statements from the connection's cache: sqlite3's own
+        # transaction handling prepares them afresh each time, letting go of the GIL (and
+        # waiting to take it back from a busy event loop) at every step of that.
+        connection.execute("BEGIN")
+        try:
+            _write_rows(connection, batch)
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.rollback()
+            raise
     finally:
         if batch.durable:
             connection.execute("PRAGMA synchronous = NORMAL")
 
 
-def _write(connection: sqlite3.Connection, batch: Batch) -> None:
-    with connection:
-        _insert(
-            connection,
-            "INSERT INTO events (at, kind, actor, strategy, client_order_id, rule, reason, payload)",
-            8,
-            [
-                v
-                for e in batch.events
-                for v in (e.at, e.kind, e.actor, e.strategy, e.client_order_id, e.rule, e.reason, dumps(e.payload))
-            ],
-        )
-        _insert(
-            connection,
-            f"INSERT INTO orders ({ORDER_COLUMNS.sql})",
-            len(ORDER_COLUMNS.names),
-            ORDER_COLUMNS.values(batch.orders.values()),
-            # The row is the order's latest state: every column but the key is replaced.
-            f"ON CONFLICT (client_order_id) DO UPDATE SET {_ORDER_UPDATES}",
-        )
-        _insert(
-            connection,
-            """INSERT INTO fills (venue, trade_id, client_order_id, exchange_order_id, symbol, side,
-                   price, amount, fee, fee_currency, at)""",
-            11,
-            [
-                v
-                for f in batch.fills
-                for v in (
-                    f.venue, f.trade_id, f.client_order_id, f.exchange_order_id, f.symbol, f.side.value,
-                    str(f.price), str(f.amount), str(f.fee), f.fee_currency, f.at,
-                )
-            ],
-            "ON CONFLICT DO NOTHING",
-        )
-        _insert(
-            connection,
-            f"INSERT INTO journal ({JOURNAL_COLUMNS.sql})",
-            len(JOURNAL_COLUMNS.names),
-            JOURNAL_COLUMNS.values(batch.journal),
-        )
-        for record in batch.simulated:
-            _write_simulated(connection, record)
+def _write_rows(connection: sqlite3.Connection, batch: Batch) -> None:
+    _insert(
+        connection,
+        "INSERT INTO events (at, kind, actor, strategy, client_order_id, rule, reason, payload)",
+        8,
+        [
+            v
+            for e in batch.events
+            for v in (e.at, e.kind, e.actor, e.strategy, e.client_order_id, e.rule, e.reason, dumps(e.payload))
+        ],
+    )
+    _insert(
+        connection,
+        f"INSERT INTO orders ({ORDER_COLUMNS.sql})",
+        len(ORDER_COLUMNS.names),
+        ORDER_COLUMNS.values(batch.orders.values()),
+        # The row is the order's latest state: every column but the key is replaced.
+        f"ON CONFLICT (client_order_id) DO UPDATE SET {_ORDER_UPDATES}",
+    )
+    _insert(
+        connection,
+        """INSERT INTO fills (venue, trade_id, client_order_id, exchange_order_id, symbol, side,
+               price, amount, fee, fee_currency, at)""",
+        11,
+        [
+            v
+            for f in batch.fills
+            for v in (
+                f.venue, f.trade_id, f.client_order_id, f.exchange_order_id, f.symbol, f.side.value,
+                str(f.price), str(f.amount), str(f.fee), f.fee_currency, f.at,
+            )
+        ],
+        "ON CONFLICT DO NOTHING",
+    )
+    _insert(
+        connection,
+        f"INSERT INTO journal ({JOURNAL_COLUMNS.sql})",
+        len(JOURNAL_COLUMNS.names),
+        JOURNAL_COLUMNS.values(batch.journal),
+    )
+    for record in batch.simulated:
+        _write_simulated(connection, record)
 
 
 def _insert(connection: sqlite3.Connection, head: str, columns: int, values: list[Any], tail: str = "") -> None:

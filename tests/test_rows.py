@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 from decimal import Decimal as D
 
 import attrs
 import pytest
 
-from actors.messages import JournalEntry
+from actors.messages import JournalEntry, RecordEvent
 from actors.orders import Order, OrderState, Side
 from store.db import (
     JOURNAL_COLUMNS,
@@ -80,3 +81,17 @@ def test_a_batch_of_many_rows_is_stored_whole_and_in_order(tmp_path):
     canceled = {cid: attrs.evolve(o, state=OrderState.CANCELED) for cid, o in orders.items()}
     write_batch(connection, Batch(orders=canceled))
     assert load_orders(connection) == list(canceled.values())
+
+
+def test_a_batch_that_fails_writes_nothing_and_the_next_one_is_written(tmp_path):
+    connection = open_store(tmp_path / "s.sqlite")
+    good = JournalEntry("allocate", "a", 1.0, quote_free=D("10"))
+    bad = JournalEntry("borrow", "a", 2.0)  # the schema knows no such movement
+    event = RecordEvent(kind="note", actor="test", at=1.0)
+    for durable in (False, True):
+        with pytest.raises(sqlite3.IntegrityError):
+            write_batch(connection, Batch(events=[event], journal=[good, bad], durable=durable))
+        assert load_journal(connection) == [] and connection.execute("SELECT COUNT(*) FROM events").fetchone() == (0,)
+    write_batch(connection, Batch(events=[event], journal=[good]))
+    assert load_journal(connection) == [good]
+    assert connection.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL again after a durable batch
