@@ -153,10 +153,10 @@ def _cannot_write(path: Path, error: BaseException) -> str:
 
 #: Values bound to one INSERT statement at most (sqlite's classic limit; rows of 17
 #: columns go in statements of 1,927). ``executemany`` steps once per row, and each step
-#: lets go of the GIL and must take it back: while the event loop is busy, that takes up
-#: to the interpreter's switch interval (5 ms), at every row. One statement of many rows
-#: binds them all in C (about 2 ms for this many values, less than one switch interval)
-#: and steps once.
+#: lets go of the GIL and must take it back: while the event loop is busy, that can take
+#: up to the interpreter's switch interval (5 ms), row after row. One statement of many
+#: rows binds them all in C and steps once (binding and inserting this many values took
+#: 4 ms of CPU on the 2-core machine, the binding a part of it: within one switch interval).
 VALUES_PER_STATEMENT = 32766
 
 

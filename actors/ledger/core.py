@@ -256,7 +256,7 @@ class LedgerCore:
         if fills:
             answer.fills += fills
         trade_ids = tuple([f.trade_id for f in fills]) if fills else ()
-        for strategy in dict.fromkeys(e.strategy for e in entries) if len(entries) > 1 else [e.strategy for e in entries]:
+        for strategy in dict.fromkeys([e.strategy for e in entries]):
             answer.balances(strategy_address(strategy), self.accounts.get(strategy), strategy, trade_ids)
 
     # ------------------------------------------------------------ operations
