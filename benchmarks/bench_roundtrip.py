@@ -34,6 +34,7 @@ import tempfile
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import Awaitable, Callable, TypeVar
 
 import trio
 
@@ -56,6 +57,7 @@ from store.access import SqliteReader, SqliteWriter
 from supervisors.tree import ChildSpec, RestartStrategy, Supervisor
 
 
+T = TypeVar("T")
 PRICE, AMOUNT, FEE_RATE = Decimal("100"), Decimal("0.01"), Decimal("0.001")
 
 
@@ -134,6 +136,16 @@ class ActorRig:
             RestartStrategy.REST_FOR_ONE,
         )
         self.sequence = 0
+
+    async def writer_caught_up(self) -> None:
+        """Wait until the writer has committed everything sent to it (so the CPU time of a
+        phase includes writing its journal)."""
+        while True:
+            before = self.writer_counts()
+            await trio.sleep(0.05)
+            [writer] = [c for c in self.root.snapshot()["children"] if c["name"] == WRITER]
+            if writer["mailbox"]["depth"] == 0 and self.writer_counts() == before:
+                return
 
     def writer_counts(self) -> tuple[int, int]:
         """The writer's commits and rows so far."""
@@ -243,24 +255,40 @@ async def bare_pipelined(trips: int, clients: int, window: int) -> float:
     return per_client * clients / elapsed
 
 
+async def cpu_per_trip(count: int, phase: Awaitable[T], after: Callable[[], Awaitable[None]] | None = None) -> tuple[T, float]:
+    """``phase``'s result and the process's CPU time (every thread) per trip, counting what
+    ``after`` waits for (the writer catching up)."""
+    start = time.process_time()
+    result = await phase
+    if after is not None:
+        await after()
+    return result, (time.process_time() - start) / count
+
+
 async def main(trips: int, clients: int, window: int) -> None:
     bare_lat = await bare_sequential(trips)
-    bare_rate = await bare_concurrent(trips, clients)
-    bare_piped = await bare_pipelined(trips * 2, clients, window)
+    count = trips // clients * clients
+    piped = trips * 2 // clients * clients
+    bare_rate, bare_cpu = await cpu_per_trip(count, bare_concurrent(trips, clients))
+    bare_piped, bare_piped_cpu = await cpu_per_trip(piped, bare_pipelined(trips * 2, clients, window))
     phases = ("sequential", "sequential, after a release", "concurrent", "pipelined")
     with tempfile.TemporaryDirectory() as tmp:
         rig = ActorRig(Path(tmp) / "bench.sqlite", clients)
         async with trio.open_nursery() as nursery:
             await nursery.start(rig.root.run_root)
             await actors_sequential(rig, min(2000, trips), True)  # warm up
+            await rig.writer_caught_up()
             commits = [rig.writer_counts()]
             actor_lat = await actors_sequential(rig, trips, True)
             commits.append(rig.writer_counts())
             after_release = await actors_sequential(rig, trips, False)
+            await rig.writer_caught_up()
             commits.append(rig.writer_counts())
-            actor_rate = await actors_concurrent(rig, trips, clients)
+            actor_rate, actor_cpu = await cpu_per_trip(count, actors_concurrent(rig, trips, clients), rig.writer_caught_up)
             commits.append(rig.writer_counts())
-            actor_piped = await actors_pipelined(rig, trips * 2, clients, window)
+            actor_piped, actor_piped_cpu = await cpu_per_trip(
+                piped, actors_pipelined(rig, trips * 2, clients, window), rig.writer_caught_up
+            )
             commits.append(rig.writer_counts())
             nursery.cancel_scope.cancel()
     b50, b99 = percentiles(bare_lat)
@@ -273,6 +301,11 @@ async def main(trips: int, clients: int, window: int) -> None:
     print(f"  the same, after a release   p50 {r50 * us:7.1f} us  p99 {r99 * us:7.1f} us  (the release shares the ledger's batch)")
     print(f"ratio to bare: p50 {a50 / b50:.2f}x (after a release {r50 / b50:.2f}x)  p99 {a99 / b99:.2f}x  concurrent throughput {bare_rate / actor_rate:.2f}x slower")
     print(f"pipelined, {window} in flight per strategy: bare {bare_piped:9.0f} trips/s   ledger actor {actor_piped:9.0f} reservations/s   ({bare_piped / actor_piped:.2f}x slower)")
+    print(
+        f"CPU time per trip (every thread, the journal written): concurrent bare {bare_cpu * us:.1f} us, ledger {actor_cpu * us:.1f} us"
+        f" ({actor_cpu / bare_cpu:.2f}x); pipelined bare {bare_piped_cpu * us:.1f} us, ledger {actor_piped_cpu * us:.1f} us"
+        f" ({actor_piped_cpu / bare_piped_cpu:.2f}x)"
+    )
     # Commits that finished during each phase (a commit still running at its end is not
     # counted: under load the writer may finish none while the ledger runs ahead of it).
     per_commit = [
