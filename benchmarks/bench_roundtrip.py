@@ -19,8 +19,9 @@ Measures, in the same process and run:
 3. pipelined: each of the K strategies keeps ``--window`` reservations in flight (a
    strategy with several open orders), bare and through the ledger actor.
 
-Prints each figure, its ratio to bare, and how many rows the writer committed at a time in
-each phase. Targets (issue 12): the round trip's p50 within 2x of bare; at least 100k
+Prints each figure, its ratio to bare, the CPU time of the process per trip (every thread,
+counting the writer until it has committed the phase's journal: steadier than wall time on
+a shared machine), and how many rows the writer committed at a time in each phase. Targets (issue 12): the round trip's p50 within 2x of bare; at least 100k
 reservations/s with 100 concurrent strategies. Run it a few times: on a shared machine
 the ratios move from run to run (see the README for what was measured).
 """
