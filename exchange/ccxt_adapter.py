@@ -11,20 +11,29 @@ Building the client (synchronous API, called from worker threads):
   keeps the paths, so a testnet, a proxy or ``limitline sandbox`` can stand in for the
   exchange;
 - ``sandbox``: ccxt's own sandbox (testnet) mode;
-- spot only: markets are loaded from the spot endpoint alone, and currencies are not
-  fetched (they need account-level endpoints that a spot API key may not have).
+- ``market_type``: ``spot`` loads markets from the spot endpoint alone; ``swap`` loads the
+  linear perpetuals alone (``binanceusdm``: ``/fapi/v1/exchangeInfo``). Currencies are not
+  fetched (they need account-level endpoints that a trading API key may not have);
+- ``https_proxy``: every HTTPS request goes through this proxy (ccxt's ``httpsProxy``), and
+  ``ca_file``: TLS certificates are checked against this CA bundle (a corporate proxy that
+  intercepts TLS signs with its own CA). Both keep the exchange's real URLs, so ccxt's
+  error table for the production host still applies (:func:`classify` does not depend on it).
 
 Credentials are passed in, never read here, and never put in a message or a log.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import threading
 from decimal import Decimal
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import ccxt
+import requests.adapters
 
 from exchange.candles import Candle
 from exchange.errors import ErrorKind
@@ -48,16 +57,27 @@ def make_client(
     base_url: str | None = None,
     sandbox: bool = False,
     timeout_ms: int = 10_000,
+    market_type: str = "spot",
+    https_proxy: str | None = None,
+    ca_file: str | None = None,
 ) -> ccxt.Exchange:
+    """A synchronous ccxt client. Raises ValueError naming a bad argument (an unknown
+    exchange or market type, a proxy that is no URL, a CA file that cannot be read)."""
     cls = getattr(ccxt, exchange_id, None)
     if cls is None or not isinstance(cls, type):
         raise ValueError(f"ccxt has no exchange {exchange_id!r}")
+    if market_type not in MARKET_TYPES:
+        raise ValueError(f"market_type must be one of {', '.join(MARKET_TYPES)}, got {market_type!r}")
+    problem = proxy_problem(https_proxy) or ca_file_problem(ca_file)
+    if problem is not None:
+        raise ValueError(problem)
     config: dict[str, Any] = {
         "enableRateLimit": False,  # our own limiter, in the connection core (ccxt's is not thread-safe)
         "timeout": timeout_ms,
         "options": {
-            "defaultType": "spot",
-            "fetchMarkets": {"types": ["spot"]},
+            "defaultType": market_type,
+            # ccxt's names for the market families: spot, or linear perpetuals (USD-M).
+            "fetchMarkets": {"types": ["spot"] if market_type == "spot" else ["linear"]},
             "fetchMargins": False,  # margin pairs need account-level endpoints
             "fetchCurrencies": False,
         },
@@ -73,8 +93,51 @@ def make_client(
         client.set_sandbox_mode(True)
     if base_url is not None:
         client.urls["api"] = rewrite_urls(client.urls["api"], base_url)
+    if https_proxy is not None:
+        client.httpsProxy = https_proxy
+    if ca_file is not None:
+        client.session.mount("https://", _CaFileAdapter(ca_file))
     _capture_error_headers(client)
     return client
+
+
+#: ``market_type`` values: ccxt's ``defaultType`` for spot and for linear perpetuals.
+MARKET_TYPES = ("spot", "swap")
+
+
+def proxy_problem(https_proxy: str | None) -> str | None:
+    """Why ``https_proxy`` cannot be used, or None."""
+    if https_proxy is None:
+        return None
+    parts = urlsplit(https_proxy)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"https_proxy must look like http://HOST:PORT, got {https_proxy!r}"
+    return None
+
+
+def ca_file_problem(ca_file: str | None) -> str | None:
+    """Why ``ca_file`` cannot be used as a CA bundle, or None."""
+    if ca_file is None:
+        return None
+    if not os.path.isfile(ca_file):
+        return f"ca_file {ca_file!r} does not exist; give the path of the PEM bundle of the CA that signs your proxy's certificates"
+    if not os.access(ca_file, os.R_OK):
+        return f"ca_file {ca_file!r} cannot be read by this user"
+    return None
+
+
+class _CaFileAdapter(requests.adapters.HTTPAdapter):
+    """Checks TLS certificates against one CA bundle. (ccxt passes ``verify=True`` on every
+    request, which would override a session-wide CA setting; the adapter is below it.)"""
+
+    def __init__(self, ca_file: str) -> None:
+        super().__init__()
+        self.ca_file = ca_file
+
+    def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("verify", True) is True:
+            kwargs["verify"] = self.ca_file
+        return super().send(request, *args, **kwargs)
 
 
 def _capture_error_headers(client: ccxt.Exchange) -> None:
@@ -141,8 +204,83 @@ TAXONOMY: tuple[tuple[type[BaseException], ErrorKind, ErrorKind], ...] = (
 )
 
 
+#: Binance's own error codes, classified wherever the exchange is reached. ccxt maps them to
+#: its classes only when the request went to Binance's production or testnet host
+#: (``binance.get_exceptions_by_url``); behind any other host (a ``base_url`` rewrite, a
+#: gateway) they arrive as a plain ``ExchangeError``. Code -> (kind on a read, kind on a
+#: create or cancel, reason). Sources: Binance's error codes
+#: (https://developers.binance.com/docs/derivatives/usds-margined-futures/error-code and
+#: https://developers.binance.com/docs/binance-spot-api-docs/errors) and ccxt 4.5's
+#: ``binance.exceptions['linear']['exact']`` for the classes it gives them on Binance's host.
+EXCHANGE_CODES: dict[int, tuple[ErrorKind, ErrorKind, str]] = {
+    # -1003 TOO_MANY_REQUESTS (ccxt: RateLimitExceeded); -1015 TOO_MANY_ORDERS.
+    -1003: (ErrorKind.RATE_LIMITED, ErrorKind.RATE_LIMITED, "too many requests"),
+    -1015: (ErrorKind.RATE_LIMITED, ErrorKind.RATE_LIMITED, "too many new orders"),
+    # -1000 UNKNOWN, -1001 DISCONNECTED (ccxt: OperationFailed), -1006 UNEXPECTED_RESP and
+    # -1007 TIMEOUT ("execution status unknown"), -1008 SERVER_BUSY (ccxt linear:
+    # OperationFailed): the exchange may have acted on a create or cancel.
+    -1000: (ErrorKind.TRANSIENT, ErrorKind.AMBIGUOUS, "unknown error"),
+    -1001: (ErrorKind.TRANSIENT, ErrorKind.AMBIGUOUS, "internal error"),
+    -1006: (ErrorKind.TRANSIENT, ErrorKind.AMBIGUOUS, "unexpected response, execution status unknown"),
+    -1007: (ErrorKind.TRANSIENT, ErrorKind.AMBIGUOUS, "backend timeout, execution status unknown"),
+    -1008: (ErrorKind.TRANSIENT, ErrorKind.AMBIGUOUS, "server overloaded, outcome unknown"),
+    # -1021 INVALID_TIMESTAMP (ccxt: InvalidNonce).
+    -1021: (ErrorKind.CLOCK, ErrorKind.CLOCK, "timestamp outside the receive window"),
+    # -1022 INVALID_SIGNATURE, -2014 BAD_API_KEY_FMT, -2015 REJECTED_MBX_KEY (ccxt:
+    # AuthenticationError).
+    -1022: (ErrorKind.FATAL, ErrorKind.FATAL, "signature not valid"),
+    -2014: (ErrorKind.FATAL, ErrorKind.FATAL, "API key format invalid"),
+    -2015: (ErrorKind.FATAL, ErrorKind.FATAL, "API key, IP or permissions invalid"),
+    # Order rejections (nothing was done). -2019 MARGIN_NOT_SUFFICIENT (ccxt:
+    # InsufficientFunds), -2021 ORDER_WOULD_IMMEDIATELY_TRIGGER, -2022 REDUCE_ONLY_REJECT,
+    # -4116 DUPLICATED_CLIENT_ORDER_ID, -4164 MIN_NOTIONAL, -5022 GTX_ORDER_REJECT (ccxt:
+    # InvalidOrder / OrderImmediatelyFillable / OrderNotFillable).
+    -2010: (ErrorKind.REJECTED, ErrorKind.REJECTED, "order rejected"),
+    -2019: (ErrorKind.REJECTED, ErrorKind.REJECTED, "margin insufficient"),
+    -2021: (ErrorKind.REJECTED, ErrorKind.REJECTED, "order would immediately trigger"),
+    -2022: (ErrorKind.REJECTED, ErrorKind.REJECTED, "reduce-only order rejected"),
+    -4116: (ErrorKind.REJECTED, ErrorKind.REJECTED, "duplicate client order id"),
+    -4164: (ErrorKind.REJECTED, ErrorKind.REJECTED, "below the minimum notional"),
+    -5022: (ErrorKind.REJECTED, ErrorKind.REJECTED, "post-only order would take"),
+}
+
+_CODE = re.compile(r'"code"\s*:\s*(-?\d+)')
+
+
+def exchange_error_code(error: BaseException) -> int | None:
+    """The exchange's own error code in a ccxt error (ccxt puts the response body, with its
+    ``{"code": -2019, "msg": ...}``, in the message), or None."""
+    text = str(error)
+    start = text.find("{")
+    if start >= 0:
+        try:
+            body = json.loads(text[start:])
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and isinstance(body.get("code"), int):
+            return int(body["code"])
+    found = _CODE.search(text)
+    return int(found.group(1)) if found else None
+
+
+def error_reason(error: BaseException) -> str | None:
+    """What the exchange's own code says happened (``margin insufficient``, ...), or None."""
+    code = exchange_error_code(error)
+    return EXCHANGE_CODES[code][2] if code in EXCHANGE_CODES else None
+
+
 def classify(error: BaseException, *, write: bool) -> ErrorKind:
-    """The kind of ``error`` raised by a read (``write=False``) or a create/cancel."""
+    """The kind of ``error`` raised by a read (``write=False``) or a create/cancel.
+
+    By the exchange's own error code first (:data:`EXCHANGE_CODES`: the same kind whichever
+    host answered), then by ccxt's class (:data:`TAXONOMY`). ccxt's DDoSProtection stands:
+    it also marks what ccxt knows from more than the code (HTTP 418/429; Binance's -2015
+    after a successful login is a temporary ban)."""
+    if isinstance(error, ccxt.BaseError) and not isinstance(error, ccxt.DDoSProtection):
+        code = exchange_error_code(error)
+        if code in EXCHANGE_CODES:
+            on_read, on_write, _ = EXCHANGE_CODES[code]
+            return on_write if write else on_read
     for cls, on_read, on_write in TAXONOMY:
         if isinstance(error, cls):
             return on_write if write else on_read
@@ -196,12 +334,18 @@ def _precision(value: Any, mode: int) -> tuple[Decimal, int | None]:
     return _d(value), None
 
 
-def parse_markets(markets: dict[str, Any], precision_mode: int = ccxt.TICK_SIZE) -> dict[str, MarketRules]:
-    """ccxt's loaded spot markets as our market rules (tick, lot, minimums, fees).
-    A market without usable precision is left out (it cannot be traded safely)."""
+def parse_markets(
+    markets: dict[str, Any], precision_mode: int = ccxt.TICK_SIZE, market_type: str = "spot"
+) -> dict[str, MarketRules]:
+    """ccxt's loaded spot markets (or, with ``market_type="swap"``, linear perpetuals) as
+    our market rules (tick, lot, minimums, fees). A market without usable precision is left
+    out (it cannot be traded safely)."""
     out = {}
     for symbol, m in markets.items():
-        if not m.get("spot") or m.get("type") != "spot":
+        if market_type == "swap":
+            if not (m.get("swap") and m.get("linear")):
+                continue
+        elif not m.get("spot") or m.get("type") != "spot":
             continue
         precision, limits = m["precision"], m["limits"]
         try:
@@ -209,8 +353,10 @@ def parse_markets(markets: dict[str, Any], precision_mode: int = ccxt.TICK_SIZE)
             lot, amount_digits = _precision(precision.get("amount"), precision_mode)
         except (ValueError, TypeError, ArithmeticError):
             continue
-        out[symbol] = MarketRules.for_symbol(
-            symbol,
+        out[symbol] = MarketRules(
+            symbol=symbol,
+            base=m.get("base") or symbol.partition("/")[0],
+            quote=m.get("quote") or symbol.partition("/")[2],
             tick_size=tick,
             lot_size=lot,
             price_digits=price_digits,
@@ -268,7 +414,8 @@ def parse_candle(row: list[Any]) -> Candle:
 
 
 def _load_markets(client: ccxt.Exchange) -> dict[str, MarketRules]:
-    return parse_markets(client.load_markets(), client.precisionMode)
+    market_type = "swap" if client.options.get("defaultType") == "swap" else "spot"
+    return parse_markets(client.load_markets(), client.precisionMode, market_type)
 
 
 def _fetch_balance(client: ccxt.Exchange) -> dict[str, Decimal]:

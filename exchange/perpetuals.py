@@ -600,6 +600,16 @@ class PerpetualExchange:
             if algo.actual_order_id == order.exchange_order_id and algo.status == "TRIGGERED":
                 algo.status, algo.updated_at = "FINISHED", now
 
+    def fill_whole(self, client_order_id: str, now: float) -> PerpetualTrade | Rejection:
+        """A counterparty takes all that is left of an open order, at its price, at once
+        (whatever the candles say); a reduce-only order never beyond the position."""
+        order = self.find_order(client_order_id=client_order_id)
+        if order is None or order.status != "open":
+            return Rejection(CODE_UNKNOWN_ORDER, "Unknown order sent.")
+        first = len(self.trades)
+        self._fill(order, order.remaining, order.price, now, taker=False)
+        return self.trades[-1] if len(self.trades) > first else Rejection(CODE_UNKNOWN_ORDER, "Unknown order sent.")
+
     # ------------------------------------------------------------ operator
 
     def operator_reduce(self, symbol: str, amount: Decimal | None, now: float) -> PerpetualOrder | Rejection:
