@@ -62,7 +62,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, ROUND_UP, Decimal, InvalidOperation
 from pathlib import Path
 
 import attrs
@@ -101,6 +101,13 @@ CONDITIONAL_KINDS = ("STOP", "TAKE_PROFIT")
 MARKET_TYPES = ("MARKET", "STOP_MARKET", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET")
 INCOME_TYPES = ("REALIZED_PNL", "COMMISSION", "FUNDING_FEE", "TRANSFER", "INSURANCE_CLEAR")
 ZERO = Decimal(0)
+#: Money booked (margin held, P&L, fees, funding) is kept to the margin asset's 8 decimals,
+#: as Binance's wallet does: exact sums, so the wallet always equals its income.
+MONEY = Decimal("0.00000001")
+
+
+def money(amount: Decimal, rounding: str = ROUND_HALF_EVEN) -> Decimal:
+    return amount.quantize(MONEY, rounding)
 
 
 def perpetual_rules(symbol: str, **values: object) -> MarketRules:
@@ -113,8 +120,9 @@ def perpetual_rules(symbol: str, **values: object) -> MarketRules:
 
 
 def fee_of(market: MarketRules, price: Decimal, amount: Decimal, taker: bool) -> Decimal:
-    """A futures fill's fee, in the margin asset: notional times the maker or taker rate."""
-    return price * amount * (market.taker_fee if taker else market.maker_fee)
+    """A futures fill's fee, in the margin asset: notional times the maker or taker rate
+    (rounded up to the asset's 8 decimals)."""
+    return money(price * amount * (market.taker_fee if taker else market.maker_fee), ROUND_UP)
 
 
 def load_funding_rates(path: str | Path) -> dict[int, Decimal]:
@@ -479,7 +487,10 @@ class PerpetualExchange:
         taker = last_price is not None and crosses(side, price, last_price)
         if taker and post_only:
             return Rejection(CODE_POST_ONLY_REJECTED, "Due to the order could not be executed as maker, the Post Only order will be rejected. The order will not be recorded in the order history")
-        margin = ZERO if reduce_only else self._opening_amount(pos.size, side, amount) * price / pos.leverage
+        # Held for the part that would open exposure: its initial margin plus the worst-case
+        # (taker) fee, so a fill never leaves the wallet short of its fee.
+        opening = ZERO if reduce_only else self._opening_amount(pos.size, side, amount) * price
+        margin = money(opening / pos.leverage + opening * market.taker_fee, ROUND_UP)
         if margin > 0 and margin > self.available_margin():
             return Rejection(CODE_MARGIN_INSUFFICIENT, "Margin is insufficient.")
         order = PerpetualOrder(
@@ -635,9 +646,14 @@ class PerpetualExchange:
         if previous is not None:
             self._funding(symbol, previous, candle, now)
         self._last_candle_ts[symbol] = candle.ts
+        # The market opened beyond the liquidation price: nothing else happens first.
+        self._liquidate_if_reached(symbol, candle, now, at_open=True)
         for algo in sorted(self.open_conditional_orders(symbol), key=lambda a: int(a.algo_id)):
-            if algo.fires(candle):
-                self._trigger(algo, candle, now)
+            if algo.status == "NEW" and algo.fires(candle):
+                # A liquidation price on the way to this trigger is reached first.
+                self._liquidate_if_reached(symbol, candle, now, before=algo.fired_at(candle))
+                if algo.status == "NEW":
+                    self._trigger(algo, candle, now)
         self._rest_fills(symbol, candle, now)
         self._liquidate_if_reached(symbol, candle, now)
         self.mark[symbol] = candle.close
@@ -680,7 +696,7 @@ class PerpetualExchange:
         before = order.remaining
         trade = self._trade(order.symbol, order.side, amount, price, now, taker, order.exchange_order_id,
                             order.client_order_id, order.reduce_only)
-        order.margin -= order.margin * amount / before
+        order.margin -= money(order.margin * amount / before)
         order.filled += amount
         order.filled_cost += amount * price
         order.updated_at = now
@@ -703,9 +719,10 @@ class PerpetualExchange:
         size = pos.size
         closing = min(amount, abs(size)) if _reduces(size, side) else ZERO
         opening = amount - closing
-        realized = closing * (price - pos.entry_price) * (1 if size > 0 else -1) if closing else ZERO
+        realized = money(closing * (price - pos.entry_price) * (1 if size > 0 else -1)) if closing else ZERO
         if pos.margin_mode == "isolated" and closing:
-            pos.isolated_wallet -= pos.isolated_wallet * closing / abs(size)
+            released = pos.isolated_wallet if closing == abs(size) else money(pos.isolated_wallet * closing / abs(size))
+            pos.isolated_wallet -= released
         if opening:
             held = size if not closing else ZERO  # after a full close the rest opens anew
             pos.entry_price = (abs(held) * pos.entry_price + opening * price) / (abs(held) + opening)
@@ -713,7 +730,7 @@ class PerpetualExchange:
         if not pos.size:
             pos.entry_price = ZERO
         if pos.margin_mode == "isolated" and opening:
-            pos.isolated_wallet += opening * price / pos.leverage
+            pos.isolated_wallet += money(opening * price / pos.leverage, ROUND_UP)
         fee = ZERO if liquidation else fee_of(market, price, amount, taker)
         trade_id = str(self._next_trade)
         self._next_trade += 1
@@ -756,7 +773,7 @@ class PerpetualExchange:
         while due <= candle.ts:
             if pos.size:
                 rate = table.get(due, self.funding_rate) if table is not None else self.funding_rate
-                payment = -pos.size * candle.open * rate
+                payment = money(-pos.size * candle.open * rate)
                 pos.funding += payment
                 if pos.margin_mode == "isolated":
                     pos.isolated_wallet = max(pos.isolated_wallet + payment, ZERO)
@@ -765,14 +782,23 @@ class PerpetualExchange:
 
     # ---------------------------------------------------------- liquidation
 
-    def _liquidate_if_reached(self, symbol: str, candle: Candle, now: float) -> None:
+    def _liquidate_if_reached(
+        self, symbol: str, candle: Candle, now: float, *, at_open: bool = False, before: Decimal | None = None
+    ) -> None:
+        """Liquidate the position if the candle reaches its liquidation price: anywhere in
+        its range, or only at its open (``at_open``), or only on the way to ``before`` (a
+        price the market reached in the candle)."""
         pos = self.positions[symbol]
         price = self.liquidation_price(symbol)
         if price is None:
             return
-        if pos.size > 0 and candle.low <= price:
+        long = pos.size > 0
+        low, high = (candle.open, candle.open) if at_open else (candle.low, candle.high)
+        if before is not None:
+            low, high = max(low, before), min(high, before)
+        if long and low <= price:
             at = min(candle.open, price)
-        elif pos.size < 0 and candle.high >= price:
+        elif not long and high >= price:
             at = max(candle.open, price)
         else:
             return
@@ -796,7 +822,7 @@ class PerpetualExchange:
         elif self.wallet < 0:
             clear = -self.wallet
         else:
-            clear = -min(amount * at * self.maintenance_margin_rate, self.wallet)
+            clear = -min(money(amount * at * self.maintenance_margin_rate), self.wallet)
         if clear:
             self._book(symbol, "INSURANCE_CLEAR", clear, now)
         if isolated:
