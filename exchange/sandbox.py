@@ -120,6 +120,8 @@ class Sandbox:
             futures = PerpetualExchange([rules], Decimal(settings.balances.get(rules.quote, 0)),
                                         margin_asset=rules.quote, volume_share=settings.volume_share,
                                         funding_rate=settings.funding_rate)
+            # A market always has a last price: the replay's first open until a candle closes.
+            futures.mark[rules.symbol] = feed.candles[feed.cursor].open
             self.dialect = UsdmDialect(futures, {rules.symbol: feed}, settings.api_key, settings.secret, **candles)
         else:
             exchange = SimulatedExchange([default_rules(settings.symbol)], dict(settings.balances), settings.volume_share)
