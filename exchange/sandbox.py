@@ -338,11 +338,15 @@ async def _respond(send: Callable[[dict], Awaitable[None]], response: Response) 
 
 
 async def serve_sandbox(
-    sandbox: Sandbox, port: int, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+    sandbox: Sandbox, port: int, *, tls: tuple[str, str] | None = None,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until cancelled; reports the base URL once listening."""
+    """Serve until cancelled; reports the base URL once listening. ``tls``: (certificate
+    file, key file) to serve HTTPS (as a TLS-intercepting proxy or a gateway would)."""
     config = HypercornConfig()
     config.bind = [f"127.0.0.1:{port}"]
+    if tls is not None:
+        config.certfile, config.keyfile = tls
     config.accesslog = None
     config.errorlog = None
     config.keep_alive_timeout = 75

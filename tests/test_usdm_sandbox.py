@@ -277,3 +277,28 @@ async def test_funding_is_booked_as_income_every_eight_hours(flat):
 
     [funding] = await run_usdm(work, flat, speed=50)
     assert funding["amount"] == -0.1 and funding["code"] == "USDT"  # 1 BTC * 1000 * 0.0001, a long pays
+
+
+def test_limitline_sandbox_market_usdm_serves_binanceusdm(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from helpers import Lines
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "LIMITLINE_SANDBOX_API_KEY": "k", "LIMITLINE_SANDBOX_SECRET": "s"}
+    process = subprocess.Popen([sys.executable, "-m", "supervisors.cli", "sandbox", "--market", "usdm", "--port", "0",
+                                "--balances", "USDT=2500"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        url = Lines(process.stderr).wait_for(r"USD-M futures REST on (http://127\.0\.0\.1:\d+)").group(1)
+        client = make_client("binanceusdm", api_key="k", secret="s", base_url=url, market_type="swap")
+        client.load_markets()
+        assert client.fetch_balance()["USDT"]["total"] == 2500
+        order = client.create_order(S, "limit", "buy", 0.1, 1000)
+        assert order["status"] == "open" and admin(url, "/admin/state")["orders"][0]["type"] == "LIMIT"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
