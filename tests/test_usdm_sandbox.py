@@ -100,7 +100,7 @@ async def test_settings_and_a_limit_orders_life_through_binanceusdm(flat):
     assert (order["status"], order["type"], order["timeInForce"], order["postOnly"]) == ("open", "limit", "PO", True)
     assert [o["clientOrderId"] for o in listed] == ["ll-u-1"] and fetched["id"] == order["id"]
     assert canceled["status"] == "canceled"
-    assert sent[-1] | {"code": None} == sent[-1] and sent[-1]["timeInForce"] == "GTX"
+    assert sent[-1]["code"] is None and sent[-1]["timeInForce"] == "GTX"
 
 
 async def test_a_crossing_limit_takes_and_reads_back_as_a_position_trades_and_balance(flat):
@@ -277,6 +277,31 @@ async def test_funding_is_booked_as_income_every_eight_hours(flat):
 
     [funding] = await run_usdm(work, flat, speed=50)
     assert funding["amount"] == -0.1 and funding["code"] == "USDT"  # 1 BTC * 1000 * 0.0001, a long pays
+
+
+async def test_the_sandboxs_faults_apply_to_the_futures_paths_and_the_algo_endpoint(flat):
+    def work(client, sandbox, url):
+        admin(url, "/admin/faults", {"burst_429": 1})
+        with pytest.raises(ccxt.DDoSProtection):
+            client.fetch_balance()
+        client.create_order(S, "limit", "buy", 0.5, 1010)  # a long to protect
+        admin(url, "/admin/faults", {"error_rates": {"timeout_after_accept": 1.0}, "hold_seconds": 5,
+                                     "paths": ["/fapi/v1/algoOrder"]})
+        with pytest.raises(ccxt.RequestTimeout):
+            client.create_order(S, "limit", "sell", 0.5, 965, {"stopLossPrice": 970, "reduceOnly": True, "clientOrderId": "ll-u-late"})
+        admin(url, "/admin/faults", {})
+        placed = [o["clientOrderId"] for o in client.fetch_open_orders(S, params={"trigger": True})]
+        order = client.create_order(S, "limit", "sell", 0.2, 1100, {"reduceOnly": True})
+        admin(url, "/admin/faults", {"error_rates": {"fill_before_cancel": 1.0}})
+        with pytest.raises(ccxt.OrderNotFound):  # -2011: the cancel lost the race with a fill
+            client.cancel_order(order["id"], S)
+        admin(url, "/admin/faults", {})
+        return placed, client.fetch_order(order["id"], S), admin(url, "/admin/state")["faults"]["injected"]
+
+    placed, filled, injected = await run_usdm(work, flat)
+    assert placed == ["ll-u-late"]  # the exchange acted although the client timed out
+    assert filled["status"] == "closed" and filled["filled"] == 0.2
+    assert (injected["rate_limit"], injected["timeout_after_accept"], injected["fill_before_cancel"]) == (1, 1, 1)
 
 
 def test_limitline_sandbox_market_usdm_serves_binanceusdm(tmp_path):
