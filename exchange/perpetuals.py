@@ -298,6 +298,8 @@ class PerpetualExchange:
         if not 1 <= default_leverage <= max_leverage:
             raise ValueError(f"default_leverage must be within 1..{max_leverage}, got {default_leverage}")
         self.markets = {m.symbol: m for m in markets}
+        #: The same rules without the minimum notional (USD-M checks it on its own: -4164).
+        self._lot_and_tick = {s: attrs.evolve(m, min_notional=ZERO) for s, m in self.markets.items()}
         self.margin_asset = margin_asset
         self.wallet = Decimal(wallet)
         self.initial_wallet = self.wallet
@@ -314,6 +316,10 @@ class PerpetualExchange:
         self._open: dict[str, PerpetualOrder] = {}
         self._by_client_id: dict[str, str] = {}
         self.algo_orders: dict[str, ConditionalOrder] = {}
+        #: The conditional orders still waiting for their trigger, in placement order, and
+        #: the triggered ones by their child's id (a long run places many thousands).
+        self._open_algos: dict[str, ConditionalOrder] = {}
+        self._algo_of_child: dict[str, ConditionalOrder] = {}
         self._algo_by_client_id: dict[str, str] = {}
         self.trades: list[PerpetualTrade] = []
         self.income: list[Income] = []
@@ -475,7 +481,7 @@ class PerpetualExchange:
         market = self.markets.get(symbol)
         if market is None:
             return Rejection(CODE_BAD_SYMBOL, "Invalid symbol.")
-        problem = self._filter_problem(market, price, amount, reduce_only)
+        problem = self._filter_problem(symbol, price, amount, reduce_only)
         if problem is not None:
             return problem
         existing = self._by_client_id.get(client_order_id)
@@ -507,10 +513,11 @@ class PerpetualExchange:
             self._fill(order, order.remaining, last_price, now, taker=True)
         return order
 
-    def _filter_problem(self, market: MarketRules, price: Decimal, amount: Decimal, reduce_only: bool) -> Rejection | None:
+    def _filter_problem(self, symbol: str, price: Decimal, amount: Decimal, reduce_only: bool) -> Rejection | None:
         # Tick and lot by the market's own rule (one place); the notional is USD-M's -4164,
         # waived for reduce-only orders ("unless you choose reduce only").
-        problem = attrs.evolve(market, min_notional=ZERO).violation(price, amount)
+        market = self.markets[symbol]
+        problem = self._lot_and_tick[symbol].violation(price, amount)
         if problem is not None:
             if "PRICE_FILTER" in problem:
                 return Rejection(CODE_PRICE_TICK, "Price not increased by tick size.")
@@ -547,7 +554,7 @@ class PerpetualExchange:
             return Rejection(CODE_BAD_SYMBOL, "Invalid symbol.")
         if kind not in CONDITIONAL_KINDS:
             return Rejection(CODE_INVALID_ORDER_TYPE, f"Invalid orderType {kind}.")
-        problem = self._filter_problem(market, price, amount, reduce_only)
+        problem = self._filter_problem(symbol, price, amount, reduce_only)
         if problem is None and trigger_price != market.round_price(trigger_price, True):
             problem = Rejection(CODE_PRICE_TICK, "Price not increased by tick size.")
         if problem is not None:
@@ -564,6 +571,7 @@ class PerpetualExchange:
             return Rejection(CODE_WOULD_IMMEDIATELY_TRIGGER, "Order would immediately trigger.")
         self._next_algo += 1
         self.algo_orders[algo.algo_id] = algo
+        self._open_algos[algo.algo_id] = algo
         self._algo_by_client_id[client_algo_id] = algo.algo_id
         return algo
 
@@ -578,7 +586,7 @@ class PerpetualExchange:
         algo = self.find_conditional_order(algo_id, client_algo_id)
         if algo is None or algo.status != "NEW":
             return Rejection(CODE_UNKNOWN_ORDER, "Unknown order sent.")
-        algo.status, algo.updated_at = "CANCELED", now
+        self._algo_done(algo, "CANCELED", now)
         return algo
 
     def find_order(self, exchange_order_id: str | None = None, client_order_id: str | None = None) -> PerpetualOrder | None:
@@ -597,7 +605,12 @@ class PerpetualExchange:
         return [o for o in self._open.values() if symbol is None or o.symbol == symbol]
 
     def open_conditional_orders(self, symbol: str | None = None) -> list[ConditionalOrder]:
-        return [a for a in self.algo_orders.values() if a.status == "NEW" and (symbol is None or a.symbol == symbol)]
+        return [a for a in self._open_algos.values() if symbol is None or a.symbol == symbol]
+
+    def _algo_done(self, algo: ConditionalOrder, status: str, now: float) -> None:
+        """A waiting conditional order leaves the waiting list with ``status``."""
+        algo.status, algo.updated_at = status, now
+        del self._open_algos[algo.algo_id]
 
     def _end(self, order: PerpetualOrder, status: str, now: float) -> None:
         order.status, order.updated_at, order.margin = status, now, ZERO
@@ -605,11 +618,9 @@ class PerpetualExchange:
         self._child_ended(order, now)
 
     def _child_ended(self, order: PerpetualOrder, now: float) -> None:
-        if order.origin_type == "LIMIT":
-            return
-        for algo in self.algo_orders.values():
-            if algo.actual_order_id == order.exchange_order_id and algo.status == "TRIGGERED":
-                algo.status, algo.updated_at = "FINISHED", now
+        algo = self._algo_of_child.pop(order.exchange_order_id, None)
+        if algo is not None and algo.status == "TRIGGERED":
+            algo.status, algo.updated_at = "FINISHED", now
 
     def fill_whole(self, client_order_id: str, now: float) -> PerpetualTrade | Rejection:
         """A counterparty takes all that is left of an open order, at its price, at once
@@ -648,7 +659,7 @@ class PerpetualExchange:
         self._last_candle_ts[symbol] = candle.ts
         # The market opened beyond the liquidation price: nothing else happens first.
         self._liquidate_if_reached(symbol, candle, now, at_open=True)
-        for algo in sorted(self.open_conditional_orders(symbol), key=lambda a: int(a.algo_id)):
+        for algo in self.open_conditional_orders(symbol):  # placement order
             if algo.status == "NEW" and algo.fires(candle):
                 # A liquidation price on the way to this trigger is reached first.
                 self._liquidate_if_reached(symbol, candle, now, before=algo.fired_at(candle))
@@ -661,16 +672,19 @@ class PerpetualExchange:
 
     def _trigger(self, algo: ConditionalOrder, candle: Candle, now: float) -> None:
         at = algo.fired_at(candle)
-        algo.triggered_at, algo.updated_at = now, now
+        algo.triggered_at = now
+        # Marked before the child is placed: a child that takes at once ends it at once.
+        self._algo_done(algo, "TRIGGERED", now)
+        algo.actual_order_id = str(self._next_order)
+        self._algo_of_child[algo.actual_order_id] = algo
         child = self._place(algo.symbol, algo.side, algo.amount, algo.price, algo.client_algo_id, now, False,
                             algo.reduce_only, algo.kind, at)
         if isinstance(child, Rejection):
+            del self._algo_of_child[algo.actual_order_id]
+            algo.actual_order_id = ""
             algo.status = "EXPIRED" if child.code == CODE_REDUCE_ONLY_REJECTED else "REJECTED"
             return
-        algo.status, algo.actual_order_id = "TRIGGERED", child.exchange_order_id
         child.rests_after_ts = candle.ts
-        if child.status != "open":
-            self._child_ended(child, now)
 
     def _rest_fills(self, symbol: str, candle: Candle, now: float) -> None:
         market = self.markets[symbol]
@@ -694,8 +708,8 @@ class PerpetualExchange:
                 self._end(order, "expired", now)
                 return ZERO
         before = order.remaining
-        trade = self._trade(order.symbol, order.side, amount, price, now, taker, order.exchange_order_id,
-                            order.client_order_id, order.reduce_only)
+        self._trade(order.symbol, order.side, amount, price, now, taker, order.exchange_order_id,
+                    order.client_order_id, order.reduce_only, complete=amount == before)
         order.margin -= money(order.margin * amount / before)
         order.filled += amount
         order.filled_cost += amount * price
@@ -705,13 +719,13 @@ class PerpetualExchange:
             order.margin = ZERO
             del self._open[order.exchange_order_id]
             self._child_ended(order, now)
-        self.trades[-1] = attrs.evolve(trade, order_complete=order.remaining == 0)
         self._expire_reduce_only(order.symbol, now)
         return amount
 
     def _trade(
         self, symbol: str, side: Side, amount: Decimal, price: Decimal, now: float, taker: bool,
         exchange_order_id: str, client_order_id: str, reduce_only: bool, liquidation: bool = False,
+        complete: bool = True,
     ) -> PerpetualTrade:
         """Book one fill on the position and the wallet (realized P&L and fee as income)."""
         market, pos = self.markets[symbol], self.positions[symbol]
@@ -744,7 +758,7 @@ class PerpetualExchange:
         trade = PerpetualTrade(
             trade_id=trade_id, exchange_order_id=exchange_order_id, client_order_id=client_order_id, symbol=symbol,
             side=side, price=price, amount=amount, fee=fee, fee_currency=self.margin_asset, at=now,
-            realized_pnl=realized, maker=not taker, reduce_only=reduce_only, position_after=pos.size,
+            order_complete=complete, realized_pnl=realized, maker=not taker, reduce_only=reduce_only, position_after=pos.size,
             liquidation=liquidation,
         )
         self.trades.append(trade)
@@ -806,7 +820,7 @@ class PerpetualExchange:
         for order in self.open_orders(symbol):
             self._end(order, "canceled", now)
         for algo in self.open_conditional_orders(symbol):
-            algo.status, algo.updated_at = "CANCELED", now
+            self._algo_done(algo, "CANCELED", now)
         isolated = pos.margin_mode == "isolated"
         margin_before = pos.isolated_wallet if isolated else self.cross_wallet()
         side = Side.SELL if pos.size > 0 else Side.BUY
