@@ -22,7 +22,8 @@ from (Binance USD-M futures, https://developers.binance.com/docs/derivatives/usd
   keep it), realized P&L ``closed * (exit - entry)`` for a long (the reverse for a short);
   a fill larger than the position flips it (the rest opens at the fill's price).
 - **Margin**: initial margin = notional / leverage (a position at the mark price, an order
-  at its price for the part that would open exposure). Available margin = cross wallet +
+  at its price for the part that would open exposure, plus that part's worst-case taker fee,
+  so a fill never leaves the wallet short of its fee). Available margin = cross wallet +
   cross unrealized P&L - cross positions' initial margin - open orders' margin. An order
   that does not fit is rejected with -2019 "Margin is insufficient.". Isolated positions
   hold their own margin (the initial margin of each opening fill moves into the position's
@@ -48,13 +49,18 @@ from (Binance USD-M futures, https://developers.binance.com/docs/derivatives/usd
   the candle's range is closed there, or at the open on a gap. What margin the position had
   left goes to the insurance fund (``INSURANCE_CLEAR``; an isolated position loses its
   whole margin), and the symbol's open orders are cancelled. The wallet never goes below
-  zero: a loss beyond it is the insurance fund's. Order in a candle: funding, triggers,
-  resting fills, then liquidation.
+  zero: a loss beyond it is the insurance fund's. Order in a candle: funding; liquidation
+  if the candle opened beyond the liquidation price; triggers in placement order (each
+  preceded by the liquidation if its price lies on the way to the trigger); resting
+  fills; liquidation anywhere in the range.
 
 Every change of the wallet is an income entry (:class:`Income`: ``REALIZED_PNL``,
 ``COMMISSION``, ``FUNDING_FEE``, ``TRANSFER``, ``INSURANCE_CLEAR``), as Binance's
 ``/fapi/v1/income`` lists them, so the wallet always equals the initial wallet plus the sum
-of the income.
+of the income. Money booked is kept to the margin asset's 8 decimals (:func:`money`).
+
+Not yet: the engine's state is not persisted for shadow mode's restarts (the spot engine's
+``drain_changes``/``restore``); one-way position mode only; one maintenance-margin bracket.
 """
 
 from __future__ import annotations
