@@ -32,13 +32,21 @@ from decimal import Decimal
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
+import attrs
 import ccxt
 import requests.adapters
 
 from exchange.candles import Candle
 from exchange.errors import ErrorKind
 from exchange.markets import MarketRules
-from exchange.records import ExchangeOrder, ExchangeTrade, Side
+from exchange.records import (
+    ExchangeConditionalOrder,
+    ExchangeOrder,
+    ExchangePosition,
+    ExchangeTrade,
+    IncomeEntry,
+    Side,
+)
 
 _last_error_headers = threading.local()
 
@@ -466,11 +474,17 @@ def _fetch_trades(
 
 
 def _create_limit_order(
-    client: ccxt.Exchange, symbol: str, side: Side, amount: Decimal, price: Decimal, client_order_id: str
+    client: ccxt.Exchange, symbol: str, side: Side, amount: Decimal, price: Decimal, client_order_id: str,
+    *, reduce_only: bool = False, post_only: bool = False,
 ) -> ExchangeOrder:
-    order = client.create_order(
-        symbol, "limit", side.value, float(amount), float(price), params={"clientOrderId": client_order_id}
-    )
+    """A GTC limit order; ``reduce_only`` (derivatives: never increases the position) and
+    ``post_only`` (rejected rather than taking) are sent only when set."""
+    params: dict[str, Any] = {"clientOrderId": client_order_id}
+    if reduce_only:
+        params["reduceOnly"] = True
+    if post_only:
+        params["postOnly"] = True
+    order = client.create_order(symbol, "limit", side.value, float(amount), float(price), params=params)
     return parse_order(order)
 
 
@@ -481,6 +495,117 @@ def _cancel_order(client: ccxt.Exchange, exchange_order_id: str, symbol: str) ->
     if not order or order.get("id") is None or order.get("side") is None or order.get("filled") is None:
         return None  # the answer does not say what had filled: the order is looked up
     return parse_order(order)
+
+
+# ------------------------------------------------------- derivatives (swap)
+
+
+def parse_position(position: dict[str, Any]) -> ExchangePosition:
+    """One ccxt position dict (one-way mode) as a record; ``contracts`` signed by ``side``."""
+    contracts = _d(position.get("contracts") or 0) * _d(position.get("contractSize") or 1)
+    size = -contracts if position.get("side") == "short" else contracts
+    leverage = position.get("leverage")
+
+    def optional(name: str) -> Decimal | None:
+        value = position.get(name)
+        return None if value in (None, 0) else _d(value)
+
+    return ExchangePosition(
+        symbol=position["symbol"],
+        size=size,
+        entry_price=_d(position.get("entryPrice") or 0),
+        margin_mode=position.get("marginMode") or "cross",
+        leverage=int(leverage) if leverage else None,
+        mark_price=optional("markPrice"),
+        unrealized_pnl=_d(position.get("unrealizedPnl") or 0),
+        liquidation_price=optional("liquidationPrice"),
+        isolated_margin=_d(position.get("collateral") or 0) if position.get("marginMode") == "isolated" else Decimal(0),
+    )
+
+
+def parse_conditional_order(order: dict[str, Any]) -> ExchangeConditionalOrder:
+    """One ccxt conditional order dict (``params={'trigger': True}`` listings)."""
+    base = parse_order(order)
+    info = order.get("info") or {}
+    kind = "take_profit" if order.get("takeProfitPrice") or str(info.get("orderType", "")).startswith("TAKE_PROFIT") else "stop"
+    return ExchangeConditionalOrder(
+        *attrs.astuple(base, recurse=False),
+        trigger_price=_d(order.get("triggerPrice") or order.get("stopPrice") or 0),
+        kind=kind,
+        reduce_only=bool(order.get("reduceOnly")),
+        child_order_id=str(info.get("actualOrderId") or ""),
+        exchange_status=str(info.get("algoStatus") or info.get("status") or ""),
+    )
+
+
+def parse_income(entry: dict[str, Any]) -> IncomeEntry:
+    """One ccxt ledger entry as signed income (ccxt gives the size and a direction)."""
+    info = entry.get("info") or {}
+    amount = _d(entry.get("amount") or 0)
+    return IncomeEntry(
+        income_id=str(entry.get("id") or ""),
+        income_type=str(info.get("incomeType") or entry.get("type") or ""),
+        amount=-amount if entry.get("direction") == "out" else amount,
+        asset=entry.get("currency") or "",
+        at=(entry.get("timestamp") or 0) / 1000,
+        symbol=entry.get("symbol") or "",
+        trade_id=str(entry.get("referenceId") or ""),
+    )
+
+
+def _fetch_positions(client: ccxt.Exchange, symbols: list[str] | None = None) -> list[ExchangePosition]:
+    """The open positions (flat ones are left out)."""
+    return [p for p in map(parse_position, client.fetch_positions(symbols)) if p.size]
+
+
+def _fetch_leverage(client: ccxt.Exchange, symbol: str) -> tuple[int, str]:
+    """(leverage, margin mode) set for ``symbol``."""
+    answer = client.fetch_leverage(symbol)
+    return int(answer.get("longLeverage") or answer.get("shortLeverage")), answer.get("marginMode") or "cross"
+
+
+def _set_leverage(client: ccxt.Exchange, symbol: str, leverage: int) -> None:
+    client.set_leverage(leverage, symbol)
+
+
+def _set_margin_mode(client: ccxt.Exchange, symbol: str, margin_mode: str) -> None:
+    """Set ``cross`` or ``isolated``; already so is no error."""
+    try:
+        client.set_margin_mode(margin_mode, symbol)
+    except ccxt.MarginModeAlreadySet:
+        pass
+
+
+def _create_conditional_order(
+    client: ccxt.Exchange, symbol: str, side: Side, amount: Decimal, price: Decimal, trigger_price: Decimal,
+    client_order_id: str, *, kind: str = "stop", reduce_only: bool = True,
+) -> ExchangeConditionalOrder:
+    """A stop-limit (``kind="stop"``) or take-profit-limit: type ``limit`` with ccxt's
+    ``stopLossPrice`` / ``takeProfitPrice`` (binanceusdm sends STOP / TAKE_PROFIT to the algo
+    order endpoint). Never a market type."""
+    if kind not in ("stop", "take_profit"):
+        raise ValueError(f"kind must be stop or take_profit, got {kind!r}")
+    params: dict[str, Any] = {"clientOrderId": client_order_id,
+                              "stopLossPrice" if kind == "stop" else "takeProfitPrice": float(trigger_price)}
+    if reduce_only:
+        params["reduceOnly"] = True
+    return parse_conditional_order(client.create_order(symbol, "limit", side.value, float(amount), float(price), params=params))
+
+
+def _fetch_open_conditional_orders(client: ccxt.Exchange, symbol: str) -> list[ExchangeConditionalOrder]:
+    return [parse_conditional_order(o) for o in client.fetch_open_orders(symbol, params={"trigger": True})]
+
+
+def _fetch_conditional_order(client: ccxt.Exchange, exchange_order_id: str, symbol: str) -> ExchangeConditionalOrder:
+    return parse_conditional_order(client.fetch_order(exchange_order_id, symbol, params={"trigger": True}))
+
+
+def _cancel_conditional_order(client: ccxt.Exchange, exchange_order_id: str, symbol: str) -> None:
+    client.cancel_order(exchange_order_id, symbol, params={"trigger": True})
+
+
+def _fetch_income(client: ccxt.Exchange, asset: str, since_ms: int | None = None, limit: int | None = None) -> list[IncomeEntry]:
+    return [parse_income(e) for e in client.fetch_ledger(asset, since_ms, limit)]
 
 
 #: What the connection core may ask of an exchange: operation -> function(client, *args).
@@ -498,6 +623,16 @@ OPERATIONS: dict[str, Callable[..., Any]] = {
     "fetch_trades": _fetch_trades,
     "create_limit_order": _create_limit_order,
     "cancel_order": _cancel_order,
+    # derivatives (market_type swap)
+    "fetch_positions": _fetch_positions,
+    "fetch_leverage": _fetch_leverage,
+    "set_leverage": _set_leverage,
+    "set_margin_mode": _set_margin_mode,
+    "create_conditional_order": _create_conditional_order,
+    "fetch_open_conditional_orders": _fetch_open_conditional_orders,
+    "fetch_conditional_order": _fetch_conditional_order,
+    "cancel_conditional_order": _cancel_conditional_order,
+    "fetch_income": _fetch_income,
 }
 
 

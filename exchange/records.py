@@ -60,3 +60,52 @@ class ExchangeTrade:
     client_order_id: str = ""
     at: float = 0.0
     order_complete: bool = False
+
+
+@attrs.frozen
+class ExchangePosition:
+    """One symbol's position on a derivatives venue in one-way mode, as the exchange reports
+    it. ``size`` is signed (negative: short); ``leverage`` is None when the listing does not
+    carry it (Binance's ``/fapi/v3/positionRisk``); ``isolated_margin`` is the collateral an
+    isolated position holds (0 for cross)."""
+
+    symbol: str
+    size: Decimal
+    entry_price: Decimal
+    margin_mode: str  # cross | isolated
+    leverage: int | None = None
+    mark_price: Decimal | None = None
+    unrealized_pnl: Decimal = Decimal(0)
+    liquidation_price: Decimal | None = None
+    isolated_margin: Decimal = Decimal(0)
+
+
+@attrs.frozen
+class ExchangeConditionalOrder(ExchangeOrder):
+    """A conditional order resting on the exchange (a stop-limit or a take-profit-limit):
+    when the price reaches ``trigger_price`` the exchange places a limit order at ``price``.
+    ``status`` is ccxt's (a triggered one reads ``closed`` although its child order, id
+    ``child_order_id``, may still be open); ``exchange_status`` is the exchange's own
+    (Binance: NEW, TRIGGERED, FINISHED, CANCELED, EXPIRED, REJECTED)."""
+
+    trigger_price: Decimal = Decimal(0)
+    kind: str = "stop"  # stop | take_profit
+    reduce_only: bool = False
+    child_order_id: str = ""
+    exchange_status: str = ""
+
+
+@attrs.frozen
+class IncomeEntry:
+    """One change of a derivatives account's balance (realized P&L, fee, funding, transfer,
+    insurance clearance), ``amount`` signed, as the exchange's income history lists it.
+    ``income_type`` is the exchange's own name when it gives one (Binance: REALIZED_PNL,
+    COMMISSION, FUNDING_FEE, TRANSFER, INSURANCE_CLEAR), else ccxt's ledger type."""
+
+    income_id: str
+    income_type: str
+    amount: Decimal
+    asset: str
+    at: float
+    symbol: str = ""
+    trade_id: str = ""

@@ -304,6 +304,56 @@ async def test_the_sandboxs_faults_apply_to_the_futures_paths_and_the_algo_endpo
     assert (injected["rate_limit"], injected["timeout_after_accept"], injected["fill_before_cancel"]) == (1, 1, 1)
 
 
+async def test_the_adapters_derivatives_operations_read_the_exchange_as_records(tmp_path):
+    from exchange.ccxt_adapter import perform
+    from exchange.records import Side
+
+    data = write_candles(tmp_path / "drop.csv", [(1000, 1000, 1000, 1000), (1000, 1002, 950, 960)] + [(960, 960, 960, 960)] * 40)
+
+    def work(client, sandbox, url):
+        def op(name, *args, **kwargs):
+            return perform(client, name, args, kwargs)
+
+        op("set_leverage", S, 10)
+        op("set_margin_mode", S, "isolated")
+        op("set_margin_mode", S, "isolated")  # already so: no error
+        seen = {"leverage": op("fetch_leverage", S)}
+        op("create_limit_order", S, Side.BUY, Decimal("0.5"), Decimal("1010"), "ll-a-entry")
+        with pytest.raises(ccxt.ExchangeError) as caught:
+            op("create_limit_order", S, Side.BUY, Decimal("0.1"), Decimal("900"), "ll-a-ro", reduce_only=True)
+        seen["reduce_only"] = classify(caught.value, write=True), error_reason(caught.value)
+        seen["stop"] = op("create_conditional_order", S, Side.SELL, Decimal("0.5"), Decimal("965"), Decimal("970"), "ll-a-sl")
+        seen["take"] = op("create_conditional_order", S, Side.SELL, Decimal("0.5"), Decimal("1200"), Decimal("1190"), "ll-a-tp",
+                          kind="take_profit")
+        seen["open_conditional"] = op("fetch_open_conditional_orders", S)
+        seen["positions"] = op("fetch_positions", [S])
+        release_market(url)
+        trio.from_thread.run(sandbox.wait_for_fill)
+        seen["stop_after"] = op("fetch_conditional_order", seen["stop"].exchange_order_id, S)
+        op("cancel_conditional_order", seen["take"].exchange_order_id, S)
+        seen["open_after"] = op("fetch_open_conditional_orders", S)
+        seen["positions_after"] = op("fetch_positions", [S])
+        seen["income"] = op("fetch_income", "USDT")
+        seen["wallet"] = Decimal(admin(url, "/admin/state")["wallet"])
+        return seen
+
+    seen = await run_usdm(work, data)
+    assert seen["leverage"] == (10, "isolated")
+    assert seen["reduce_only"] == (ErrorKind.REJECTED, "reduce-only order rejected")
+    stop = seen["stop"]
+    assert (stop.client_order_id, stop.kind, stop.trigger_price, stop.price, stop.reduce_only, stop.status) == (
+        "ll-a-sl", "stop", Decimal(970), Decimal(965), True, "open")
+    assert [o.kind for o in seen["open_conditional"]] == ["stop", "take_profit"]
+    [position] = seen["positions"]
+    assert (position.size, position.entry_price, position.margin_mode, position.isolated_margin) == (
+        Decimal("0.5"), Decimal(1000), "isolated", Decimal(50))
+    after = seen["stop_after"]
+    assert (after.status, after.exchange_status) == ("closed", "FINISHED") and after.child_order_id
+    assert seen["open_after"] == [] and seen["positions_after"] == []
+    assert {e.income_type for e in seen["income"]} == {"COMMISSION", "REALIZED_PNL"}
+    assert Decimal(10000) + sum(e.amount for e in seen["income"]) == seen["wallet"]
+
+
 def test_limitline_sandbox_market_usdm_serves_binanceusdm(tmp_path):
     import os
     import signal
