@@ -41,10 +41,10 @@ from exchange.errors import ErrorKind
 from exchange.markets import MarketRules
 from exchange.records import (
     ExchangeConditionalOrder,
+    ExchangeIncome,
     ExchangeOrder,
     ExchangePosition,
     ExchangeTrade,
-    IncomeEntry,
     Side,
 )
 
@@ -515,7 +515,7 @@ def parse_position(position: dict[str, Any]) -> ExchangePosition:
         size=size,
         entry_price=_d(position.get("entryPrice") or 0),
         margin_mode=position.get("marginMode") or "cross",
-        leverage=int(leverage) if leverage else None,
+        leverage=_d(leverage) if leverage else None,
         mark_price=optional("markPrice"),
         unrealized_pnl=_d(position.get("unrealizedPnl") or 0),
         liquidation_price=optional("liquidationPrice"),
@@ -538,17 +538,20 @@ def parse_conditional_order(order: dict[str, Any]) -> ExchangeConditionalOrder:
     )
 
 
-def parse_income(entry: dict[str, Any]) -> IncomeEntry:
-    """One ccxt ledger entry as signed income (ccxt gives the size and a direction)."""
+def parse_income(entry: dict[str, Any], markets_by_id: dict[str, Any] | None = None) -> ExchangeIncome:
+    """One ccxt ledger entry as signed income (ccxt gives the size and a direction). The
+    exchange's own type and market id are read from the raw entry when it has them (ccxt's
+    ledger keeps neither: FUNDING_FEE and COMMISSION are both its ``fee``)."""
     info = entry.get("info") or {}
     amount = _d(entry.get("amount") or 0)
-    return IncomeEntry(
+    market = (markets_by_id or {}).get(info.get("symbol") or "")
+    return ExchangeIncome(
         income_id=str(entry.get("id") or ""),
-        income_type=str(info.get("incomeType") or entry.get("type") or ""),
+        symbol=entry.get("symbol") or (market[0]["symbol"] if isinstance(market, list) and market else ""),
+        kind=str(info.get("incomeType") or entry.get("type") or ""),
         amount=-amount if entry.get("direction") == "out" else amount,
         asset=entry.get("currency") or "",
         at=(entry.get("timestamp") or 0) / 1000,
-        symbol=entry.get("symbol") or "",
         trade_id=str(entry.get("referenceId") or ""),
     )
 
@@ -558,10 +561,10 @@ def _fetch_positions(client: ccxt.Exchange, symbols: list[str] | None = None) ->
     return [p for p in map(parse_position, client.fetch_positions(symbols)) if p.size]
 
 
-def _fetch_leverage(client: ccxt.Exchange, symbol: str) -> tuple[int, str]:
+def _fetch_leverage(client: ccxt.Exchange, symbol: str) -> tuple[Decimal, str]:
     """(leverage, margin mode) set for ``symbol``."""
     answer = client.fetch_leverage(symbol)
-    return int(answer.get("longLeverage") or answer.get("shortLeverage")), answer.get("marginMode") or "cross"
+    return _d(answer.get("longLeverage") or answer.get("shortLeverage")), answer.get("marginMode") or "cross"
 
 
 def _set_leverage(client: ccxt.Exchange, symbol: str, leverage: int) -> None:
@@ -604,8 +607,8 @@ def _cancel_conditional_order(client: ccxt.Exchange, exchange_order_id: str, sym
     client.cancel_order(exchange_order_id, symbol, params={"trigger": True})
 
 
-def _fetch_income(client: ccxt.Exchange, asset: str, since_ms: int | None = None, limit: int | None = None) -> list[IncomeEntry]:
-    return [parse_income(e) for e in client.fetch_ledger(asset, since_ms, limit)]
+def _fetch_income(client: ccxt.Exchange, asset: str, since_ms: int | None = None, limit: int | None = None) -> list[ExchangeIncome]:
+    return [parse_income(e, client.markets_by_id) for e in client.fetch_ledger(asset, since_ms, limit)]
 
 
 #: What the connection core may ask of an exchange: operation -> function(client, *args).

@@ -330,6 +330,8 @@ class PerpetualExchange:
         self.trades: list[PerpetualTrade] = []
         self.income: list[Income] = []
         self.violations: list[Violation] = []
+        #: The forced orders that closed liquidated positions, oldest first.
+        self.liquidation_orders: list[PerpetualOrder] = []
         self._next_order = 1
         self._next_algo = 1
         self._next_trade = 1
@@ -831,9 +833,18 @@ class PerpetualExchange:
         margin_before = pos.isolated_wallet if isolated else self.cross_wallet()
         side = Side.SELL if pos.size > 0 else Side.BUY
         amount = abs(pos.size)
-        order_id = str(self._next_order)
+        # The exchange's forced order, listed like any other (Binance: a LIMIT IOC order whose
+        # client id starts with ``autoclose-``, also in ``/fapi/v1/forceOrders``).
+        order = PerpetualOrder(
+            exchange_order_id=str(self._next_order), client_order_id=f"autoclose-{self._next_order}", symbol=symbol,
+            side=side, price=at, amount=amount, placed_at=now, time_in_force="IOC", reduce_only=True,
+            filled=amount, filled_cost=amount * at, status="closed", updated_at=now,
+        )
         self._next_order += 1
-        trade = self._trade(symbol, side, amount, at, now, True, order_id, f"autoclose-{order_id}", True, liquidation=True)
+        self.orders[order.exchange_order_id] = order
+        self.liquidation_orders.append(order)
+        trade = self._trade(symbol, side, amount, at, now, True, order.exchange_order_id, order.client_order_id, True,
+                            liquidation=True)
         # What the position had left is the insurance fund's: an isolated position loses
         # its whole margin, a cross one its maintenance margin; a loss beyond the wallet is
         # the insurance fund's too, so the wallet never goes below zero.

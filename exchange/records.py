@@ -65,15 +65,17 @@ class ExchangeTrade:
 @attrs.frozen
 class ExchangePosition:
     """One symbol's position on a derivatives venue in one-way mode, as the exchange reports
-    it. ``size`` is signed (negative: short); ``leverage`` is None when the listing does not
-    carry it (Binance's ``/fapi/v3/positionRisk``); ``isolated_margin`` is the collateral an
-    isolated position holds (0 for cross)."""
+    it (``fetch_positions``). ``size`` is signed, in base units (negative: short);
+    ``leverage`` is None when the listing does not carry it (Binance's
+    ``/fapi/v3/positionRisk``); ``isolated_margin`` is the collateral an isolated position
+    holds (0 for cross). The first four fields are those of
+    ``actors.reconciler.positions_core.ExchangePosition``."""
 
     symbol: str
     size: Decimal
     entry_price: Decimal
-    margin_mode: str  # cross | isolated
-    leverage: int | None = None
+    leverage: Decimal | None = None
+    margin_mode: str = "cross"  # cross | isolated
     mark_price: Decimal | None = None
     unrealized_pnl: Decimal = Decimal(0)
     liquidation_price: Decimal | None = None
@@ -96,16 +98,18 @@ class ExchangeConditionalOrder(ExchangeOrder):
 
 
 @attrs.frozen
-class IncomeEntry:
+class ExchangeIncome:
     """One change of a derivatives account's balance (realized P&L, fee, funding, transfer,
-    insurance clearance), ``amount`` signed, as the exchange's income history lists it.
-    ``income_type`` is the exchange's own name when it gives one (Binance: REALIZED_PNL,
-    COMMISSION, FUNDING_FEE, TRANSFER, INSURANCE_CLEAR), else ccxt's ledger type."""
+    insurance clearance) as the exchange's income history lists it, ``amount`` signed
+    (positive: the account received it). ``kind`` is the exchange's own name when it gives one
+    (Binance: REALIZED_PNL, COMMISSION, FUNDING_FEE, TRANSFER, INSURANCE_CLEAR), else ccxt's
+    ledger type. The fields are those of ``actors.reconciler.positions_core.ExchangeIncome``
+    plus ``trade_id``."""
 
     income_id: str
-    income_type: str
+    symbol: str
+    kind: str
     amount: Decimal
     asset: str
-    at: float
-    symbol: str = ""
+    at: float = 0.0
     trade_id: str = ""

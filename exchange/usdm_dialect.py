@@ -18,7 +18,8 @@ Sans-IO like the spot dialect it extends (signatures, timestamps, candles and kl
   algo endpoints (Binance moved them there on 2025-12-09; sent to ``/fapi/v1/order`` they get
   -4120): ``POST|GET|DELETE /fapi/v1/algoOrder``, ``GET /fapi/v1/openAlgoOrders``,
   ``GET /fapi/v1/allAlgoOrders``, ``DELETE /fapi/v1/algoOpenOrders``;
-- ``GET /fapi/v1/userTrades`` (with ``realizedPnl``), ``GET /fapi/v1/income``.
+- ``GET /fapi/v1/userTrades`` (with ``realizedPnl``; a liquidation's trades too),
+  ``GET /fapi/v1/income``, ``GET /fapi/v1/forceOrders`` (liquidations).
 
 Limit orders only: a ``MARKET``, ``STOP_MARKET``, ``TAKE_PROFIT_MARKET``,
 ``TRAILING_STOP_MARKET`` or ``closePosition`` order is refused with -1116 and recorded as a
@@ -440,7 +441,7 @@ class UsdmDialect(BinanceDialect):
 
     def user_trades(self, params: dict[str, str], now_ms: int) -> Response:
         symbol = self._symbol(params)
-        trades = [t for t in self.exchange.trades if t.symbol == symbol and not t.liquidation]
+        trades = [t for t in self.exchange.trades if t.symbol == symbol]
         if "fromId" in params:
             trades = [t for t in trades if int(t.trade_id) >= int(params["fromId"])]
         if "startTime" in params:
@@ -449,6 +450,17 @@ class UsdmDialect(BinanceDialect):
             trades = [t for t in trades if t.exchange_order_id == params["orderId"]]
         limit = min(int(params.get("limit", 500)), 1000)
         return Response(200, [self._trade_json(t) for t in trades[:limit]])
+
+    def force_orders(self, params: dict[str, str], now_ms: int) -> Response:
+        """The forced orders of liquidations (``autoCloseType`` LIQUIDATION; none for ADL)."""
+        orders = self.exchange.liquidation_orders
+        if "symbol" in params:
+            symbol = self._symbol(params)
+            orders = [o for o in orders if o.symbol == symbol]
+        if params.get("autoCloseType", "LIQUIDATION") != "LIQUIDATION":
+            orders = []
+        limit = min(int(params.get("limit", 50)), 100)
+        return Response(200, [self._order_json(o, now_ms) for o in orders[-limit:]])
 
     def income(self, params: dict[str, str], now_ms: int) -> Response:
         entries = self.exchange.income
@@ -607,5 +619,6 @@ _ROUTES = {
     ("GET", "/fapi/v1/allAlgoOrders"): (UsdmDialect.all_algo_orders, True),
     ("GET", "/fapi/v1/userTrades"): (UsdmDialect.user_trades, True),
     ("GET", "/fapi/v1/income"): (UsdmDialect.income, True),
+    ("GET", "/fapi/v1/forceOrders"): (UsdmDialect.force_orders, True),
 }
 UsdmDialect.ROUTES = _ROUTES

@@ -350,8 +350,30 @@ async def test_the_adapters_derivatives_operations_read_the_exchange_as_records(
     after = seen["stop_after"]
     assert (after.status, after.exchange_status) == ("closed", "FINISHED") and after.child_order_id
     assert seen["open_after"] == [] and seen["positions_after"] == []
-    assert {e.income_type for e in seen["income"]} == {"COMMISSION", "REALIZED_PNL"}
+    assert {(e.kind, e.symbol) for e in seen["income"]} == {("COMMISSION", S), ("REALIZED_PNL", S)}
     assert Decimal(10000) + sum(e.amount for e in seen["income"]) == seen["wallet"]
+
+
+async def test_a_liquidation_is_listed_as_a_forced_order_with_its_trade_and_income(tmp_path):
+    data = write_candles(tmp_path / "crash.csv", [(1000, 1000, 1000, 1000), (990, 995, 850, 870)] + [(870, 870, 870, 870)] * 40)
+
+    def work(client, sandbox, url):
+        client.set_margin_mode("isolated", S)
+        client.set_leverage(10, S)
+        client.create_order(S, "limit", "buy", 1.0, 1010)
+        [before] = client.fetch_positions([S])
+        release_market(url)
+        trio.from_thread.run(sandbox.wait_for_fill)
+        return before, client.fetch_my_liquidations(S), client.fetch_my_trades(S), client.fetch_positions([S]), client.fetch_ledger("USDT")
+
+    before, liquidations, trades, after, ledger = await run_usdm(work, data)
+    [liquidation] = liquidations
+    assert liquidation["price"] == pytest.approx(before["liquidationPrice"], abs=0.1) and liquidation["contracts"] == 1
+    forced = trades[-1]
+    assert forced["order"] == str(liquidation["info"]["orderId"]) and forced["takerOrMaker"] == "taker"
+    assert liquidation["info"]["clientOrderId"].startswith("autoclose-")
+    assert after == []
+    assert "INSURANCE_CLEAR" in [e["info"]["incomeType"] for e in ledger]
 
 
 def test_limitline_sandbox_market_usdm_serves_binanceusdm(tmp_path):
