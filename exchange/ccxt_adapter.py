@@ -241,13 +241,17 @@ EXCHANGE_CODES: dict[int, tuple[ErrorKind, ErrorKind, str]] = {
     -2015: (ErrorKind.FATAL, ErrorKind.FATAL, "API key, IP or permissions invalid"),
     # Order rejections (nothing was done). -2019 MARGIN_NOT_SUFFICIENT (ccxt:
     # InsufficientFunds), -2021 ORDER_WOULD_IMMEDIATELY_TRIGGER, -2022 REDUCE_ONLY_REJECT,
-    # -4116 DUPLICATED_CLIENT_ORDER_ID, -4164 MIN_NOTIONAL, -5022 GTX_ORDER_REJECT (ccxt:
-    # InvalidOrder / OrderImmediatelyFillable / OrderNotFillable).
+    # -4045 MAX_STOP_ORDER_EXCEEDED, -4116 DUPLICATED_CLIENT_ORDER_ID, -4120 (a conditional
+    # type sent to /fapi/v1/order since 2025-12-09), -4164 MIN_NOTIONAL, -5022
+    # GTX_ORDER_REJECT (ccxt: OperationRejected / InvalidOrder / OrderImmediatelyFillable /
+    # OrderNotFillable).
     -2010: (ErrorKind.REJECTED, ErrorKind.REJECTED, "order rejected"),
     -2019: (ErrorKind.REJECTED, ErrorKind.REJECTED, "margin insufficient"),
     -2021: (ErrorKind.REJECTED, ErrorKind.REJECTED, "order would immediately trigger"),
     -2022: (ErrorKind.REJECTED, ErrorKind.REJECTED, "reduce-only order rejected"),
+    -4045: (ErrorKind.REJECTED, ErrorKind.REJECTED, "too many conditional orders on the symbol"),
     -4116: (ErrorKind.REJECTED, ErrorKind.REJECTED, "duplicate client order id"),
+    -4120: (ErrorKind.REJECTED, ErrorKind.REJECTED, "conditional order sent to the regular order endpoint"),
     -4164: (ErrorKind.REJECTED, ErrorKind.REJECTED, "below the minimum notional"),
     -5022: (ErrorKind.REJECTED, ErrorKind.REJECTED, "post-only order would take"),
 }

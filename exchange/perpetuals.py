@@ -37,7 +37,8 @@ from (Binance USD-M futures, https://developers.binance.com/docs/derivatives/usd
   order is placed then: if it crosses that price it fills at once as a taker; otherwise it
   rests from the next candle (the path inside the candle is unknown), so a gapped stop can
   rest unfilled while the position stays open. The algo order then reads ``TRIGGERED``
-  with its child's id (``actualOrderId``), ``FINISHED`` once the child has ended.
+  with its child's id (``actualOrderId``), ``FINISHED`` once the child has ended. A symbol
+  holds at most ``max_conditional_orders`` waiting ones (Binance: 10; -4045 beyond).
 - **Funding** every ``funding_interval`` seconds (Binance: 00:00, 08:00, 16:00 UTC): a
   position pays ``size * mark * rate`` (a long pays a positive rate, a short receives it)
   with the mark at the first candle opening at or after the funding time. The rate is the
@@ -92,6 +93,7 @@ CODE_REDUCE_ONLY_REJECTED = -2022
 CODE_PRICE_TICK = -4014
 CODE_QUANTITY_STEP = -4023
 CODE_INVALID_LEVERAGE = -4028
+CODE_MAX_STOP_ORDERS = -4045
 CODE_NO_NEED_TO_CHANGE_MARGIN_TYPE = -4046
 CODE_MARGIN_TYPE_OPEN_ORDERS = -4047
 CODE_MARGIN_TYPE_POSITION = -4048
@@ -294,6 +296,7 @@ class PerpetualExchange:
         funding_rates: Mapping[str, Mapping[int, Decimal]] | None = None,
         default_leverage: int = 20,
         max_leverage: int = 125,
+        max_conditional_orders: int = 10,
     ) -> None:
         if not ZERO < volume_share <= 1:
             raise ValueError(f"volume_share must be in (0, 1], got {volume_share}")
@@ -315,6 +318,7 @@ class PerpetualExchange:
         self.funding_interval = funding_interval
         self.funding_rates = {s: dict(t) for s, t in (funding_rates or {}).items()}
         self.max_leverage = max_leverage
+        self.max_conditional_orders = max_conditional_orders
         self.positions = {s: Position(s, default_leverage) for s in self.markets}
         self.mark: dict[str, Decimal] = {}
         self._last_candle_ts: dict[str, int] = {}
@@ -577,6 +581,9 @@ class PerpetualExchange:
         last = self.mark.get(symbol)
         if last is not None and algo.fires_at_once(last):
             return Rejection(CODE_WOULD_IMMEDIATELY_TRIGGER, "Order would immediately trigger.")
+        # Binance: at most 10 open conditional orders per symbol (MAX_NUM_ALGO_ORDERS).
+        if len(self.open_conditional_orders(symbol)) >= self.max_conditional_orders:
+            return Rejection(CODE_MAX_STOP_ORDERS, "Reach max stop order limit.")
         self._next_algo += 1
         self.algo_orders[algo.algo_id] = algo
         self._open_algos[algo.algo_id] = algo

@@ -80,8 +80,10 @@ class SandboxSettings:
 
 
 def default_perpetual_rules(symbol: str) -> MarketRules:
-    """BTCUSDT perpetual's rules on Binance USD-M (tick 0.1, step 0.001, notional 100 USDT
-    since 2023; fees 0.02 % maker, 0.05 % taker at the base tier), for ``symbol``."""
+    """BTCUSDT perpetual's rules on Binance USD-M, for ``symbol``: tick 0.1, step 0.001, a
+    minimum notional of 100 USDT (Binance's "USDⓈ-Margined Futures Contract Specifications",
+    https://www.binance.com/en/support/faq/360033161972), fees 0.02 % maker and 0.05 % taker
+    (the base tier)."""
     if ":" not in symbol:
         symbol = f"{symbol}:{symbol.partition('/')[2]}"
     return perpetual_rules(

@@ -145,7 +145,7 @@ class UsdmDialect(BinanceDialect):
                     {"filterType": "LOT_SIZE", "minQty": str(m.min_amount), "maxQty": "1000", "stepSize": str(m.lot_size)},
                     {"filterType": "MARKET_LOT_SIZE", "minQty": str(m.min_amount), "maxQty": "120", "stepSize": str(m.lot_size)},
                     {"filterType": "MAX_NUM_ORDERS", "limit": 200},
-                    {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": 10},
+                    {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": self.exchange.max_conditional_orders},
                     {"filterType": "MIN_NOTIONAL", "notional": str(m.min_notional)},
                     {"filterType": "PERCENT_PRICE", "multiplierUp": "1.0500", "multiplierDown": "0.9500", "multiplierDecimal": "4"},
                 ],

@@ -231,6 +231,16 @@ def test_a_take_profit_limit_fires_on_the_way_up_for_a_sell():
     assert tp.status == "FINISHED" and x.position(S).realized_pnl == D(11)
 
 
+def test_a_symbol_holds_at_most_ten_waiting_conditional_orders():
+    x = engine()
+    ok(x.create_limit_order(S, Side.BUY, D(1), D(100), "long", 1))
+    for i in range(10):
+        ok(x.create_conditional_order(S, Side.SELL, "STOP", D(1), D(90), D(90 + i), f"sl{i}", 1, reduce_only=True))
+    assert code(x.create_conditional_order(S, Side.SELL, "STOP", D(1), D(80), D(80), "sl10", 1, reduce_only=True)) == -4045
+    ok(x.cancel_conditional_order(client_algo_id="sl0"))
+    ok(x.create_conditional_order(S, Side.SELL, "STOP", D(1), D(80), D(80), "sl10", 1, reduce_only=True))
+
+
 def test_a_cancelled_conditional_order_never_fires():
     x = engine()
     ok(x.create_limit_order(S, Side.BUY, D(1), D(100), "long", 1))
