@@ -60,8 +60,10 @@ Every change of the wallet is an income entry (:class:`Income`: ``REALIZED_PNL``
 ``/fapi/v1/income`` lists them, so the wallet always equals the initial wallet plus the sum
 of the income. Money booked is kept to the margin asset's 8 decimals (:func:`money`).
 
-Not yet: the engine's state is not persisted for shadow mode's restarts (the spot engine's
-``drain_changes``/``restore``); one-way position mode only; one maintenance-margin bracket.
+:meth:`PerpetualExchange.snapshot` hands over the whole account and
+:meth:`PerpetualExchange.restore` continues from it (shadow mode's restarts). Not yet: the
+spot engine's changes-only tracking (``drain_changes``); one-way position mode only; one
+maintenance-margin bracket.
 """
 
 from __future__ import annotations
@@ -280,6 +282,28 @@ class Violation:
     detail: str
 
 
+@attrs.frozen
+class PerpetualState:
+    """The whole simulated futures account, as a store would keep it (copies: the engine
+    goes on changing after a snapshot). :meth:`PerpetualExchange.restore` continues from it."""
+
+    wallet: Decimal
+    initial_wallet: Decimal
+    positions: tuple[Position, ...]
+    marks: tuple[tuple[str, Decimal], ...]
+    last_candle_ts: tuple[tuple[str, int], ...]
+    orders: tuple[PerpetualOrder, ...]
+    conditional_orders: tuple[ConditionalOrder, ...]
+    trades: tuple[PerpetualTrade, ...]
+    income: tuple[Income, ...]
+    violations: tuple[Violation, ...]
+    liquidation_order_ids: tuple[str, ...]
+    next_order: int
+    next_algo: int
+    next_trade: int
+    next_income: int
+
+
 class PerpetualExchange:
     """One simulated USD-M futures account (one-way position mode)."""
 
@@ -340,6 +364,56 @@ class PerpetualExchange:
         self._next_algo = 1
         self._next_trade = 1
         self._next_income = 1
+
+    # -------------------------------------------------------------- state
+
+    def snapshot(self) -> PerpetualState:
+        """The whole account now (for a store; the engine's own objects are copied)."""
+        return PerpetualState(
+            wallet=self.wallet,
+            initial_wallet=self.initial_wallet,
+            positions=tuple(attrs.evolve(p) for p in self.positions.values()),
+            marks=tuple(sorted(self.mark.items())),
+            last_candle_ts=tuple(sorted(self._last_candle_ts.items())),
+            orders=tuple(attrs.evolve(o) for o in self.orders.values()),
+            conditional_orders=tuple(attrs.evolve(a) for a in self.algo_orders.values()),
+            trades=tuple(self.trades),
+            income=tuple(self.income),
+            violations=tuple(self.violations),
+            liquidation_order_ids=tuple(o.exchange_order_id for o in self.liquidation_orders),
+            next_order=self._next_order,
+            next_algo=self._next_algo,
+            next_trade=self._next_trade,
+            next_income=self._next_income,
+        )
+
+    def restore(self, state: PerpetualState) -> None:
+        """Continue from ``state``: the same account, whose next candle, order or id follows
+        as if the engine had never stopped. Raises ValueError for a symbol this engine does
+        not list."""
+        unknown = {p.symbol for p in state.positions} - set(self.markets)
+        if unknown:
+            raise ValueError(f"the state holds markets this exchange does not list: {', '.join(sorted(unknown))}")
+        self.wallet, self.initial_wallet = state.wallet, state.initial_wallet
+        self.positions = {p.symbol: attrs.evolve(p) for p in state.positions}
+        self.mark = dict(state.marks)
+        self._last_candle_ts = dict(state.last_candle_ts)
+        orders = sorted((attrs.evolve(o) for o in state.orders), key=lambda o: int(o.exchange_order_id))
+        self.orders = {o.exchange_order_id: o for o in orders}
+        self._open = {o.exchange_order_id: o for o in orders if o.status == "open"}
+        # A client order id reused after its first order ended names the latest order.
+        self._by_client_id = {o.client_order_id: o.exchange_order_id for o in orders}
+        algos = sorted((attrs.evolve(a) for a in state.conditional_orders), key=lambda a: int(a.algo_id))
+        self.algo_orders = {a.algo_id: a for a in algos}
+        self._open_algos = {a.algo_id: a for a in algos if a.status == "NEW"}
+        self._algo_by_client_id = {a.client_algo_id: a.algo_id for a in algos}
+        self._algo_of_child = {a.actual_order_id: a for a in algos if a.status == "TRIGGERED" and a.actual_order_id}
+        self.trades = list(state.trades)
+        self.income = list(state.income)
+        self.violations = list(state.violations)
+        self.liquidation_orders = [self.orders[i] for i in state.liquidation_order_ids]
+        self._next_order, self._next_algo = state.next_order, state.next_algo
+        self._next_trade, self._next_income = state.next_trade, state.next_income
 
     # ------------------------------------------------------------- margin
 

@@ -328,11 +328,29 @@ class PerpetualsMachine(RuleBasedStateMachine):
 
     @initialize(wallet=st.integers(50, 5000))
     def start(self, wallet):
-        self.x = PerpetualExchange([rules()], D(wallet), funding_interval=2 * HOUR, maintenance_margin_rate=D("0.01"))
+        self.wallet = D(wallet)
+        self.x = self._new()
+        #: The same account, never restarted: every action reaches both.
+        self.twin = self._new()
         self.price = D(100)
         self.hour = 0
-        self.x.match(S, candle(0, 100), 0)
         self.ids = 0
+
+    def _new(self) -> PerpetualExchange:
+        x = PerpetualExchange([rules()], self.wallet, funding_interval=2 * HOUR, maintenance_margin_rate=D("0.01"))
+        x.match(S, candle(0, 100), 0)
+        return x
+
+    def _both(self, action):
+        action(self.twin)
+        return action(self.x)
+
+    @rule()
+    def restart(self):
+        """The engine stops and a new one continues from its snapshot (shadow mode's restart)."""
+        restored = PerpetualExchange([rules()], D(1), funding_interval=2 * HOUR, maintenance_margin_rate=D("0.01"))
+        restored.restore(self.x.snapshot())
+        self.x = restored
 
     def _id(self) -> str:
         self.ids += 1
@@ -345,7 +363,8 @@ class PerpetualsMachine(RuleBasedStateMachine):
         if price <= 0:
             return
         taker_before, available = len(self.x.trades), self.x.available_margin()
-        result = self.x.create_limit_order(S, side, D(qty) / 1000, price, self._id(), self.hour, post_only=post_only, reduce_only=reduce_only)
+        cid = self._id()
+        result = self._both(lambda x: x.create_limit_order(S, side, D(qty) / 1000, price, cid, self.hour, post_only=post_only, reduce_only=reduce_only))
         if not isinstance(result, Rejection) and len(self.x.trades) == taker_before:
             # An accepted order never overdraws the margin (one that opens nothing holds none).
             assert self.x.available_margin() >= 0 or self.x.available_margin() == available
@@ -357,7 +376,9 @@ class PerpetualsMachine(RuleBasedStateMachine):
         trigger_price = self.price + (D(trigger) if rising else -D(trigger)) / 2
         price = trigger_price + D(limit) / 2
         if price > 0 and trigger_price > 0:
-            self.x.create_conditional_order(S, side, kind, D(qty) / 1000, price, trigger_price, self._id(), self.hour, reduce_only=reduce_only)
+            cid = self._id()
+            self._both(lambda x: x.create_conditional_order(S, side, kind, D(qty) / 1000, price, trigger_price, cid, self.hour,
+                                                            reduce_only=reduce_only))
 
     @precondition(lambda self: self.x.open_orders() or self.x.open_conditional_orders())
     @rule(data=st.data())
@@ -365,9 +386,9 @@ class PerpetualsMachine(RuleBasedStateMachine):
         choices = [("o", o.exchange_order_id) for o in self.x.open_orders()] + [("a", a.algo_id) for a in self.x.open_conditional_orders()]
         kind, ident = data.draw(st.sampled_from(choices))
         if kind == "o":
-            ok(self.x.cancel_order(exchange_order_id=ident))
+            ok(self._both(lambda x: x.cancel_order(exchange_order_id=ident)))
         else:
-            ok(self.x.cancel_conditional_order(algo_id=ident))
+            ok(self._both(lambda x: x.cancel_conditional_order(algo_id=ident)))
 
     @rule(gap=st.integers(-40, 40), up=st.integers(0, 60), down=st.integers(0, 60), close=st.integers(-60, 60),
           volume=st.integers(0, 5000))
@@ -377,7 +398,8 @@ class PerpetualsMachine(RuleBasedStateMachine):
         c = min(max(o + D(close) / 2, o - D(down) / 2, D(1)), o + D(up) / 2)
         h = max(o, c, o + D(up) / 2)
         lo = max(min(o, c, o - D(down) / 2), D("0.5"))
-        for trade in self.x.match(S, Candle(self.hour * HOUR, o, h, lo, c, D(volume) / 100), self.hour):
+        bar = Candle(self.hour * HOUR, o, h, lo, c, D(volume) / 100)
+        for trade in self._both(lambda x: x.match(S, bar, self.hour)):
             event("liquidation" if trade.liquidation else "a fill on a candle")
         self.price = c
 
@@ -385,19 +407,23 @@ class PerpetualsMachine(RuleBasedStateMachine):
     def operator_reduce(self, fraction):
         size = abs(self.x.position(S).size)
         amount = None if fraction is None else (size * fraction).quantize(D("0.001"))
-        self.x.operator_reduce(S, amount if amount else None, self.hour)
+        self._both(lambda x: x.operator_reduce(S, amount if amount else None, self.hour))
 
     @rule(delta=st.integers(-500, 500))
     def transfer(self, delta):
-        self.x.transfer(D(delta), self.hour)
+        self._both(lambda x: x.transfer(D(delta), self.hour))
 
     @rule(leverage=st.integers(1, 50))
     def leverage(self, leverage):
-        self.x.set_leverage(S, leverage, self.hour)
+        self._both(lambda x: x.set_leverage(S, leverage, self.hour))
 
     @rule(mode=st.sampled_from(["cross", "isolated"]))
     def margin_mode(self, mode):
-        self.x.set_margin_mode(S, mode, self.hour)
+        self._both(lambda x: x.set_margin_mode(S, mode, self.hour))
+
+    @invariant()
+    def a_restarted_engine_is_the_engine_that_never_stopped(self):
+        assert self.x.snapshot() == self.twin.snapshot()
 
     @invariant()
     def wallet_is_the_sum_of_its_income(self):
