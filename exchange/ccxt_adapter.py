@@ -241,7 +241,7 @@ EXCHANGE_CODES: dict[int, tuple[ErrorKind, ErrorKind, str]] = {
     -2015: (ErrorKind.FATAL, ErrorKind.FATAL, "API key, IP or permissions invalid"),
     # Order rejections (nothing was done). -2019 MARGIN_NOT_SUFFICIENT (ccxt:
     # InsufficientFunds), -2021 ORDER_WOULD_IMMEDIATELY_TRIGGER, -2022 REDUCE_ONLY_REJECT,
-    # -4045 MAX_STOP_ORDER_EXCEEDED, -4116 DUPLICATED_CLIENT_ORDER_ID, -4120 (a conditional
+    # -4016 / -4024 (PERCENT_PRICE: price beyond the mark's band), -4045 MAX_STOP_ORDER_EXCEEDED, -4116 DUPLICATED_CLIENT_ORDER_ID, -4120 (a conditional
     # type sent to /fapi/v1/order since 2025-12-09), -4164 MIN_NOTIONAL, -5022
     # GTX_ORDER_REJECT (ccxt: OperationRejected / InvalidOrder / OrderImmediatelyFillable /
     # OrderNotFillable).
@@ -249,6 +249,8 @@ EXCHANGE_CODES: dict[int, tuple[ErrorKind, ErrorKind, str]] = {
     -2019: (ErrorKind.REJECTED, ErrorKind.REJECTED, "margin insufficient"),
     -2021: (ErrorKind.REJECTED, ErrorKind.REJECTED, "order would immediately trigger"),
     -2022: (ErrorKind.REJECTED, ErrorKind.REJECTED, "reduce-only order rejected"),
+    -4016: (ErrorKind.REJECTED, ErrorKind.REJECTED, "limit price above the exchange's band"),
+    -4024: (ErrorKind.REJECTED, ErrorKind.REJECTED, "limit price below the exchange's band"),
     -4045: (ErrorKind.REJECTED, ErrorKind.REJECTED, "too many conditional orders on the symbol"),
     -4116: (ErrorKind.REJECTED, ErrorKind.REJECTED, "duplicate client order id"),
     -4120: (ErrorKind.REJECTED, ErrorKind.REJECTED, "conditional order sent to the regular order endpoint"),

@@ -13,6 +13,8 @@ from (Binance USD-M futures, https://developers.binance.com/docs/derivatives/usd
   own price, as a *maker*. A new order that crosses the last price (the previous candle's
   close) is a *taker*: it fills at once, whole, at that last price (the best price the book
   offered), and pays the taker fee; a post-only order that would cross is rejected (-5022).
+  A buy above 1.05 times the mark or a sell below 0.95 times it is rejected (Binance's
+  PERCENT_PRICE filter: -4016, -4024).
   Fees are ``price * amount * rate`` in the margin asset (:func:`fee_of`).
 - **Reduce-only** (``reduceOnly=true``): refused with -2022 when the position is flat or on
   the order's side (it could only increase it); at a fill, never more than the position
@@ -93,7 +95,9 @@ CODE_MARGIN_INSUFFICIENT = -2019
 CODE_WOULD_IMMEDIATELY_TRIGGER = -2021
 CODE_REDUCE_ONLY_REJECTED = -2022
 CODE_PRICE_TICK = -4014
+CODE_PRICE_ABOVE_MULTIPLIER_UP = -4016
 CODE_QUANTITY_STEP = -4023
+CODE_PRICE_BELOW_MULTIPLIER_DOWN = -4024
 CODE_INVALID_LEVERAGE = -4028
 CODE_MAX_STOP_ORDERS = -4045
 CODE_NO_NEED_TO_CHANGE_MARGIN_TYPE = -4046
@@ -321,6 +325,7 @@ class PerpetualExchange:
         default_leverage: int = 20,
         max_leverage: int = 125,
         max_conditional_orders: int = 10,
+        percent_price: tuple[Decimal, Decimal] = (Decimal("1.05"), Decimal("0.95")),
     ) -> None:
         if not ZERO < volume_share <= 1:
             raise ValueError(f"volume_share must be in (0, 1], got {volume_share}")
@@ -343,6 +348,7 @@ class PerpetualExchange:
         self.funding_rates = {s: dict(t) for s, t in (funding_rates or {}).items()}
         self.max_leverage = max_leverage
         self.max_conditional_orders = max_conditional_orders
+        self.percent_price = percent_price
         self.positions = {s: Position(s, default_leverage) for s in self.markets}
         self.mark: dict[str, Decimal] = {}
         self._last_candle_ts: dict[str, int] = {}
@@ -576,6 +582,9 @@ class PerpetualExchange:
         pos = self.positions[symbol]
         if reduce_only and not _reduces(pos.size, side):
             return Rejection(CODE_REDUCE_ONLY_REJECTED, "ReduceOnly Order is rejected.")
+        band = self._price_band_problem(symbol, side, price, last_price)
+        if band is not None:
+            return band
         taker = last_price is not None and crosses(side, price, last_price)
         if taker and post_only:
             return Rejection(CODE_POST_ONLY_REJECTED, "Due to the order could not be executed as maker, the Post Only order will be rejected. The order will not be recorded in the order history")
@@ -598,6 +607,21 @@ class PerpetualExchange:
             assert last_price is not None
             self._fill(order, order.remaining, last_price, now, taker=True)
         return order
+
+    def _price_band_problem(self, symbol: str, side: Side, price: Decimal, mark: Decimal | None) -> Rejection | None:
+        """Binance's PERCENT_PRICE filter: a buy at most ``up`` times the mark price, a sell at
+        least ``down`` times it (1.05 and 0.95 for BTCUSDT), so a crossing limit's slippage
+        is bounded by the exchange too. ``mark``: the price now (a triggered order's is the
+        price that fired it)."""
+        if mark is None:
+            return None
+        up, down = self.percent_price
+        market = self.markets[symbol]
+        if side is Side.BUY and price > mark * up:
+            return Rejection(CODE_PRICE_ABOVE_MULTIPLIER_UP, f"Limit price can't be higher than {market.round_price(mark * up, True)}.")
+        if side is Side.SELL and price < mark * down:
+            return Rejection(CODE_PRICE_BELOW_MULTIPLIER_DOWN, f"Limit price can't be lower than {market.round_price(mark * down, False)}.")
+        return None
 
     def _filter_problem(self, symbol: str, price: Decimal, amount: Decimal, reduce_only: bool) -> Rejection | None:
         # Tick and lot by the market's own rule (one place); the notional is USD-M's -4164,

@@ -147,7 +147,8 @@ class UsdmDialect(BinanceDialect):
                     {"filterType": "MAX_NUM_ORDERS", "limit": 200},
                     {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": self.exchange.max_conditional_orders},
                     {"filterType": "MIN_NOTIONAL", "notional": str(m.min_notional)},
-                    {"filterType": "PERCENT_PRICE", "multiplierUp": "1.0500", "multiplierDown": "0.9500", "multiplierDecimal": "4"},
+                    {"filterType": "PERCENT_PRICE", "multiplierUp": str(self.exchange.percent_price[0]),
+                     "multiplierDown": str(self.exchange.percent_price[1]), "multiplierDecimal": "4"},
                 ],
             })
         return Response(200, {"timezone": "UTC", "serverTime": now_ms, "futuresType": "U_MARGINED", "rateLimits": [],

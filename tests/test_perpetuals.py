@@ -122,6 +122,13 @@ def test_reduce_only_is_refused_when_it_could_only_increase_and_never_exceeds_th
     assert (other.filled, other.status) == (D(0), "expired")  # the position closed: it could only open one
 
 
+def test_a_limit_beyond_the_marks_band_is_refused():
+    x = engine()
+    assert code(x.create_limit_order(S, Side.BUY, D(1), D("105.1"), "far-buy", 1)) == -4016
+    assert code(x.create_limit_order(S, Side.SELL, D(1), D("94.9"), "far-sell", 1)) == -4024
+    assert ok(x.create_limit_order(S, Side.BUY, D(1), D(105), "edge", 1)).average_price == D(100)
+
+
 def test_the_minimum_notional_is_waived_for_reduce_only_and_ticks_are_checked():
     x = engine()
     assert code(x.create_limit_order(S, Side.BUY, D("0.01"), D(99), "small", 1)) == CODE_MIN_NOTIONAL
