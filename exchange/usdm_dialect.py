@@ -524,7 +524,23 @@ class UsdmDialect(BinanceDialect):
     # ---------------------------------------------------------------- admin
 
     def admin(self, method: str, path: str, data: dict[str, Any], now_ms: int) -> Response:
-        """The sandbox's USD-M admin endpoints: state, and what an operator does by hand."""
+        """The sandbox's USD-M admin endpoints: state, and what an operator does by hand.
+
+        - ``GET /admin/state``: wallet, available margin, positions, every order (with its
+          type) and conditional order, trades, income, violations, and every order request;
+        - ``POST /admin/operator/close`` ``{"symbol", "quantity"?}``: reduce (or close, no
+          quantity) the position at the mark price, as a taker;
+        - ``POST /admin/operator/transfer`` ``{"delta"}``: deposit (or withdraw, negative)
+          collateral; a withdrawal beyond the available margin is refused (-2019);
+        - ``POST /admin/operator/leverage`` ``{"symbol", "leverage"}``;
+        - ``POST /admin/operator/margin`` ``{"symbol", "delta"}``: add (or remove) an isolated
+          position's margin;
+        - ``POST /admin/operator/cancel`` ``{"clientOrderId"}`` or ``{"clientAlgoId"}``;
+        - ``POST /admin/operator/order`` ``{"symbol", "side", "price", "quantity",
+          "reduceOnly"?}``: a limit order placed by hand.
+
+        ``symbol`` is Binance's id (``BTCUSDT``) or ccxt's (``BTC/USDT:USDT``). A refusal is
+        HTTP 400 with the exchange's ``code`` and message."""
         x, now = self.exchange, now_ms / 1000
         if (method, path) == ("GET", "/admin/state"):
             return Response(200, self.state())
