@@ -297,6 +297,9 @@ def build_client(venue: CcxtVenueConfig, credentials: Any) -> Any:
         base_url=venue.base_url,
         sandbox=venue.sandbox,
         timeout_ms=int(venue.timeout_seconds * 1000),
+        market_type=venue.market_type,
+        https_proxy=venue.https_proxy,
+        ca_file=venue.ca_file,
     )
 
 
