@@ -136,7 +136,7 @@ def run_lab(config: Config, args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
 
     from exchange.candles import CandleDataError, bundled_path, find_gaps, load_candles
-    from supervisors.lab import Lab
+    from supervisors.lab import Lab, StrategyFailed
     from supervisors.lab_report import summary, write_report
 
     settings = next((s for s in config.strategies if s.name == args.strategy), None)
@@ -168,7 +168,14 @@ def run_lab(config: Config, args: argparse.Namespace) -> int:
     def progress(done: int, total: int) -> None:
         print(f"\rlab: {done * 100 // total:3d} % ({done:,}/{total:,} candles)", end="", file=sys.stderr, flush=True)
 
-    result = Lab(settings, market, candles, keep_events=False, fast=not args.every_bar).run(progress)
+    try:
+        result = Lab(settings, market, candles, keep_events=False, fast=not args.every_bar).run(progress)
+    except StrategyFailed as failed:
+        at = datetime.fromtimestamp(failed.ts, timezone.utc).isoformat().replace("+00:00", "Z")
+        print(f"\nlimitline: lab: strategy {failed.strategy} stopped at the candle of {at}: {failed.problem}; "
+              "no report written (in `run` this strategy is paused with this message, its siblings go on)",
+              file=sys.stderr)
+        return EXIT_USAGE
     print(file=sys.stderr)
     numbers = write_report(result, directory, settings.name, find_gaps(candles))
     first = datetime.fromtimestamp(candles[0].ts, timezone.utc).date()

@@ -61,6 +61,17 @@ class LabResult:
     below_tick: list[int] = attrs.Factory(list)
 
 
+class StrategyFailed(Exception):
+    """The strategy's own Python code failed (raised, or answered something that is not a
+    list of intents) at the candle ``ts``: the backtest stops there, since what follows
+    would be a backtest of a strategy that no longer decides. ``run`` pauses the strategy
+    with the same message; the Lab, which has no operator to resume it, stops."""
+
+    def __init__(self, strategy: str, ts: int, problem: str) -> None:
+        self.strategy, self.ts, self.problem = strategy, ts, problem
+        super().__init__(f"strategy {strategy} failed at the candle of {ts}: {problem}")
+
+
 class Lab:
     def __init__(
         self,
@@ -137,6 +148,7 @@ class Lab:
         for index, candle in enumerate(self.candles):
             now = float(candle.ts)
             self._deliver(self.connection.handle(Tick(index + 1.0), now), now)
+            self._check_strategy(candle)
             held = account.base_free + account.base_reserved
             equity.append((candle.ts, float(account.quote_free + account.quote_reserved + held * candle.close), float(held)))
             if progress is not None and (index % 10_000 == 0 or index == total - 1):
@@ -161,6 +173,7 @@ class Lab:
             candle = self.candles[index]
             now = float(candle.ts)
             self._deliver(self.connection.release([(symbol, candle)], now), now)
+            self._check_strategy(candle)
             visited_at.append(index)
             quote_held.append(float(account.quote_free + account.quote_reserved))
             base_held.append(float(account.base_free + account.base_reserved))
@@ -184,6 +197,10 @@ class Lab:
         return LabResult(
             self.candles, self.orders, self.fills, self.events, self.journal, equity, len(visited_at), self.below_tick
         )
+
+    def _check_strategy(self, candle: Candle) -> None:
+        if self.strategy.python_failure is not None:
+            raise StrategyFailed(self.settings.name, candle.ts, self.strategy.python_failure)
 
     def _deliver(self, sends: list[Send], now: float) -> None:
         self._bus.extend(sends)

@@ -68,6 +68,7 @@ from actors.orders import (
 from actors.strategy.breaker import BreakerChange, CircuitBreaker
 from actors.strategy.preflight import preflight
 from actors.strategy.python import View
+from actors.strategy.python import ask as ask_python
 from actors.strategy.python import load as load_python
 from actors.strategy.rules import RuleOutcome, make_trigger
 from actors.strategy.settings import StrategySettings
@@ -137,6 +138,9 @@ class StrategyCore:
         self.realized_pnl = Decimal(0)
         self.fees_paid: dict[str, Decimal] = {}
         self._python = None
+        #: Why the Python strategy's code failed (it raised, or answered nonsense): it is
+        #: not called again until an operator resumes the strategy.
+        self.python_failure: str | None = None
         if settings.python is not None:
             # A load problem is reported by pre-flight; the strategy then never goes active.
             self._python, _ = load_python(settings.python, dict(settings.params))
@@ -238,6 +242,7 @@ class StrategyCore:
             return [self._event("strategy_paused", now, reason=message.reason)]
         if isinstance(message, Resume):
             was, self.paused = self.paused, None
+            self.python_failure = None  # the operator says: call its code again
             return [self._event("strategy_resumed", now, reason=f"resumed by {message.by} (was: {was})")] if was else []
         if isinstance(message, CancelOpenOrders):
             return self._cancel_open(message.by, now)
@@ -365,9 +370,15 @@ class StrategyCore:
             out += self._decide(Side.SELL, sell, candle, now)
         elif exit_rule is not None:
             out += self._decide(Side.SELL, exit_rule, candle, now)
-        if self._python is not None:
+        if self._python is not None and self.python_failure is None:
             view = View(self.held, len(self.orders), self.settings.symbol)
-            for intent in self._python.on_candle(candle, view):
+            intents, failure = ask_python(self._python, self.settings.python or "", candle, view)
+            if failure is not None:
+                # The user's code failed, not this actor: pause this strategy (its code is
+                # not called again until an operator resumes it); its siblings go on.
+                self.python_failure = self.paused = failure
+                out.append(self._event("strategy_paused", now, reason=failure, payload={"ts": candle.ts}))
+            for intent in intents:
                 side = Side.BUY if intent.side == "buy" else Side.SELL
                 out += self._decide(side, RuleOutcome(f"python:{intent.reason}", True, {}), candle, now)
         return out

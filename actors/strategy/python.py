@@ -9,6 +9,12 @@ called once per closed candle, in order. It returns what it wants (buy or sell, 
 the core does the rest exactly as for YAML rules: sizing, the limit price, reservation in
 the ledger, pre-flight, the breaker, blocks, events, time-to-live. It must not do I/O: the
 Lab replays it, and the Lab's results must equal shadow mode's.
+
+User code is called only through :func:`ask`: an exception it raises, or an answer that is
+not a list of :class:`Intent`, is a problem of that strategy, never a crash of its actor
+(a crash would restart it, the venue's supervisor would give up after a few candles and the
+sibling strategies on that venue would stop with it). The strategy core pauses the strategy
+with the message, until an operator resumes it.
 """
 
 from __future__ import annotations
@@ -66,6 +72,32 @@ def load(spec: str, params: dict[str, Any]) -> tuple[Any, str | None]:
     return instance, None
 
 
+def ask(strategy: Any, spec: str, candle: Candle, view: View) -> tuple[list[Intent], str | None]:
+    """``strategy.on_candle(candle, view)``, checked: (its intents, None), or ([], what went
+    wrong) when it raised or returned anything but a list (or tuple) of :class:`Intent`
+    with ``side`` ``"buy"`` or ``"sell"`` and a ``str`` reason. Nothing of a bad answer is
+    used, not even its valid part: the strategy's state is no longer known to be sound.
+
+    The message names the class, the method and the error, e.g. ``python: mystrats:Raises
+    .on_candle raised ZeroDivisionError: boom``. ``Exception`` only: a ``KeyboardInterrupt``
+    or ``SystemExit`` is not the strategy's to swallow."""
+    where = f"python: {spec}.on_candle"
+    try:
+        answer = strategy.on_candle(candle, view)
+        intents = list(answer) if isinstance(answer, (list, tuple)) else None
+    except Exception as error:  # noqa: BLE001 - any failure of user code is that strategy's problem
+        return [], f"{where} raised {type(error).__name__}: {_cut(str(error))}"
+    if intents is None:
+        return [], f"{where} returned {_shown(answer)}, not a list; {EXPECTED_ANSWER}"
+    for intent in intents:
+        if not isinstance(intent, Intent):
+            return [], f"{where} returned {_shown(intent)} in its list, not an Intent; {EXPECTED_ANSWER}"
+        if intent.side not in ("buy", "sell") or not isinstance(intent.reason, str):
+            return [], f"{where} returned {_shown(intent)}: side must be 'buy' or 'sell' and reason a str; {EXPECTED_ANSWER}"
+    return intents, None
+
+
+EXPECTED_ANSWER = "return a list of Intent('buy' or 'sell', reason), [] for nothing"
 SHOWN = 80
 
 
