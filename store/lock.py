@@ -18,6 +18,20 @@ Decisions:
   opened it); on an orderly release its content is cleared.
 - The path is resolved first, so a symlink or another working directory reaches the same
   lock for the same file.
+- The database file itself is locked too, with ``flock`` on the file (its inode), since a
+  lock file is found by *name*: a hard link to a held store (``ln limitline.sqlite
+  hard.sqlite``) has another name, so another lock file, but is the same file, and two
+  processes on it would be two WALs over one database. Refused the same way, the holder
+  named from ``/proc/locks`` (which lists each ``flock`` with its PID and inode). This
+  does not disturb sqlite: on Linux ``flock`` locks and the ``fcntl`` (POSIX) locks sqlite
+  takes are independent ("there is no interaction between the types of lock placed by
+  flock() and fcntl(2)", flock(2), NOTES; on NFS, where flock is emulated with fcntl byte
+  ranges, they would interact, one more reason the store must be on a local file system).
+  The trap to mind is the other way round: closing *any* descriptor of a file drops every
+  POSIX lock the process holds on it (fcntl(2); sqlite.org/howtocorrupt.html, 2.2), so
+  the descriptor of the database is opened once and closed only at release, after the
+  store's connections (a refused attempt closes its own at once: it has no connection).
+  A store that does not exist yet is locked once it is created (:meth:`StoreLock.hold_database`).
 - Only a process that writes the store takes it (``limitline run``); readers (``check``,
   ``/status``, ``sqlite3`` by hand) do not need it. ``flock`` is advisory and local to one
   host: a store on a network file system is not protected against another host.
@@ -30,6 +44,7 @@ import json
 import os
 import shlex
 import socket
+import stat
 import sys
 import time
 from pathlib import Path
@@ -59,6 +74,7 @@ class StoreLock:
         self.store = Path(path)
         self.path = lock_path(path)
         self._fd: int | None = None
+        self._db_fd: int | None = None
 
     def acquire(self) -> None:
         try:
@@ -82,11 +98,43 @@ class StoreLock:
                 f"store {self.store}: cannot lock {self.path} ({error.strerror or error}); "
                 "put the store on a local file system"
             ) from None
+        self._fd = fd
+        try:
+            self.hold_database()
+        except BaseException:
+            self.release()
+            raise
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder_identity()).encode(), 0)
-        self._fd = fd
+
+    def hold_database(self) -> None:
+        """Lock the database file itself (its inode: any hard link to it), if it exists and
+        is not held yet; call again once it has been created. Raises :class:`StoreBusy`
+        when another process holds that file under another name."""
+        if self._db_fd is not None:
+            return
+        try:
+            fd = os.open(self.store.expanduser().resolve(), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return  # not there yet (or unreadable): nothing to lock; check_store and open_store say why
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)  # a directory or a device: check_store refuses it with the reason
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _flock_holder(os.fstat(fd))
+            os.close(fd)  # this process holds no sqlite connection to it yet (see the module's notes)
+            raise StoreBusy(_busy_message(self.store, holder, hard_link=True), holder) from None
+        except OSError:
+            os.close(fd)  # a file system without flock: the lock file above still holds
+            return
+        self._db_fd = fd
 
     def release(self) -> None:
+        if self._db_fd is not None:
+            db_fd, self._db_fd = self._db_fd, None
+            os.close(db_fd)
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
@@ -129,7 +177,33 @@ def _read_holder(fd: int) -> dict[str, Any]:
     return {}
 
 
-def _busy_message(store: Path, holder: dict[str, Any]) -> str:
+def _flock_holder(file: os.stat_result) -> dict[str, Any]:
+    """Who holds a ``flock`` on ``file``, from ``/proc/locks`` (Linux), as far as ``/proc``
+    tells: ``{pid, host, command, cwd}``, or ``{}``."""
+    device = f"{os.major(file.st_dev):02x}:{os.minor(file.st_dev):02x}"
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return {}
+    # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF": the device as the kernel numbers it,
+    # which an overlay file system may not report in stat(), so the inode alone is the fallback.
+    found = [line.split() for line in lines]
+    found = [f for f in found if len(f) >= 6 and f[1] == "FLOCK" and f[4].isdigit() and f[5].endswith(f":{file.st_ino}")]
+    found.sort(key=lambda f: not f[5].startswith(device + ":"))
+    if not found:
+        return {}
+    pid = int(found[0][4])
+    holder: dict[str, Any] = {"pid": pid, "host": socket.gethostname()}
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        holder["command"] = shlex.join(a.decode(errors="replace") for a in argv)
+        holder["cwd"] = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        pass
+    return holder
+
+
+def _busy_message(store: Path, holder: dict[str, Any], hard_link: bool = False) -> str:
     if "pid" in holder:
         command = str(holder.get("command", ""))
         if len(command) > COMMAND_SHOWN:
@@ -140,8 +214,9 @@ def _busy_message(store: Path, holder: dict[str, Any]) -> str:
         who += f" ({', '.join(d for d in details if d)})" if any(details) else ""
     else:
         who = "another process (it has not said which yet)"
+    same = " (the same file under another name: a hard link)" if hard_link else ""
     return (
-        f"store {store} is in use by {who}. Only one limitline process may use a store: two would "
+        f"store {store} is in use by {who}{same}. Only one limitline process may use a store: two would "
         f"settle every fill twice. Stop that process first (it stops in order on Ctrl-C or SIGTERM), "
         f"or give this one another `store` in its config"
     )

@@ -276,11 +276,12 @@ class App:
         where ``status`` says (:class:`StatusAddressError`), and only then create or migrate
         the store (:class:`StoreUnavailable` if it cannot be written). Each raises before
         ``task_status.started()``, with a message for the user."""
-        with StoreLock(self.store_path):
+        with StoreLock(self.store_path) as lock:
             check_store(self.store_path)
             await trio.to_thread.run_sync(self._restore_simulated)
             with self.status_listener:
                 await trio.to_thread.run_sync(lambda: open_store(self.store_path).close())
+                lock.hold_database()  # a store created just now: locked by inode too (hard links)
                 await self.root.run_root(self.emit, task_status=task_status)
 
 

@@ -190,3 +190,50 @@ def test_open_store_refuses_what_is_not_a_store_before_any_write_and_takes_an_em
     connection.close()
     with pytest.raises(NotAStore, match=r"another program \(tables: meta\)"):
         check_store(lookalike)
+
+
+def test_a_hard_link_to_a_held_store_is_the_same_store(tmp_path):
+    """A lock file is found by name; a hard link has another name but is the same file."""
+    store = tmp_path / "limitline.sqlite"
+    open_store(store).close()
+    hard = tmp_path / "other" / "hard.sqlite"
+    hard.parent.mkdir()
+    os.link(store, hard)
+    with StoreLock(store):
+        with pytest.raises(StoreBusy) as busy:
+            StoreLock(hard).acquire()
+        assert busy.value.holder["pid"] == os.getpid()
+        assert str(busy.value).startswith(f"store {hard} is in use by process {os.getpid()} on ")
+        assert "(the same file under another name: a hard link)" in str(busy.value)
+        # The lock on the file does not stand in sqlite's way (flock and sqlite's fcntl locks
+        # are independent on Linux): another process writes and reads it meanwhile.
+        script = ("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('CREATE TABLE t (x)'); "
+                  "c.execute('INSERT INTO t VALUES (1)'); c.commit(); print(c.execute('SELECT x FROM t').fetchone()[0])")
+        assert subprocess.run([sys.executable, "-c", script, str(store)], capture_output=True, text=True,
+                              timeout=30).stdout.strip() == "1"
+    with StoreLock(hard):  # released with the store
+        pass
+
+
+def test_a_second_run_through_a_hard_link_is_refused_and_the_first_runs_on(fast_config_path, tmp_path):
+    """The first run creates its store: it is locked by inode once it exists."""
+    first = subprocess.Popen([*BIN, "run", "-c", str(fast_config_path)], cwd=tmp_path,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        stderr, stdout = Lines(first.stderr), Lines(first.stdout)
+        stderr.wait_for(r"status at (http://127\.0\.0\.1:\d+)/status")
+        hard = tmp_path / "hard" / "hard.sqlite"
+        hard.parent.mkdir()
+        os.link(tmp_path / "limitline.sqlite", hard)
+        second = run_on_store(tmp_path / "hard", hard)
+        assert second.returncode == 2, second.stderr
+        assert second.stderr.startswith(f"limitline: store {hard} is in use by process {first.pid} on ")
+        assert "a hard link" in second.stderr and "Traceback" not in second.stderr
+        assert not Path(f"{hard}-wal").exists()  # it never opened the database
+        stdout.wait_for(r"\bfill\b", timeout=60)  # the first trades on
+        assert first.poll() is None
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=30) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
