@@ -10,7 +10,7 @@ supervisor's child context satisfies :class:`ActorContext`, and the composition 
 from __future__ import annotations
 
 import time
-from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Protocol
 
 import trio
 
@@ -42,7 +42,10 @@ class StoreReader(Protocol):
         self, *, strategy: str | None = None, venue: str | None = None, open_only: bool = False
     ) -> list[Order]: ...
 
-    async def journal(self) -> list[JournalEntry]: ...
+    def journal_pages(self, page_size: int) -> AsyncIterator[list[JournalEntry]]:
+        """The journal in order, at most ``page_size`` entries a page (a rebuild's memory
+        is bounded by a page, not by the journal's length)."""
+        ...
 
     async def record(self, *, venue: str, wanted: RecordKeys) -> tuple[list[Order], frozenset[str]]:
         """One venue's orders that are not final plus those ``wanted`` names, and which of

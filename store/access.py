@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, AsyncIterator, Callable, Iterable, TypeVar
 
 import trio
 
@@ -19,6 +19,7 @@ from actors.writer.core import Batch
 from exchange.matching import ExchangeState
 from store.db import (
     load_journal,
+    load_journal_page,
     load_orders,
     load_journal_of,
     load_record,
@@ -56,6 +57,19 @@ class SqliteReader:
 
     async def journal(self) -> list[JournalEntry]:
         return await self.read(load_journal)
+
+    async def journal_pages(self, page_size: int) -> AsyncIterator[list[JournalEntry]]:
+        """The journal in order, ``page_size`` entries at a time, each page read on a worker
+        thread by sequence range (:func:`store.db.load_journal_page`): a fold of months of
+        entries holds one page. Entries committed while the pages are read come in the
+        later pages (the journal only grows at its end)."""
+        after = 0
+        while True:
+            page, after = await self.read(load_journal_page, after=after, limit=page_size)
+            if page:
+                yield page
+            if len(page) < page_size:
+                return
 
     async def record(self, *, venue: str, wanted: RecordKeys) -> tuple[list[Order], frozenset[str]]:
         return await self.read(

@@ -20,6 +20,7 @@ from actors.orders import Order, OrderState
 from actors.writer.core import Batch
 from exchange.matching import ExchangeState, SimOrder
 from exchange.records import ExchangeTrade
+from exchange.retention import KEEP_FINISHED_ORDERS
 from store.codec import dumps
 from store.errors import NotAStore, StoreUnavailable
 from store.rows import Columns
@@ -295,8 +296,20 @@ def _write_simulated(connection: sqlite3.Connection, record: RecordSimulatedExch
 
 
 def load_journal(connection: sqlite3.Connection) -> list[JournalEntry]:
+    """The whole journal, in order (tests and audits; a rebuild reads it in pages)."""
     rows = connection.execute(f"SELECT {JOURNAL_COLUMNS.sql} FROM journal ORDER BY seq").fetchall()
     return [JOURNAL_COLUMNS.record(row) for row in rows]
+
+
+def load_journal_page(connection: sqlite3.Connection, *, after: int, limit: int) -> tuple[list[JournalEntry], int]:
+    """Up to ``limit`` journal entries with a sequence number above ``after``, in order, and
+    the sequence number of the last one (``after`` if there is none). Read by the primary
+    key, so a page costs its own rows however long the journal: a rebuild that folds the
+    journal page by page holds one page in memory, not months of entries."""
+    rows = connection.execute(
+        f"SELECT seq, {JOURNAL_COLUMNS.sql} FROM journal WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
+    ).fetchall()
+    return [JOURNAL_COLUMNS.record(row[1:]) for row in rows], (rows[-1][0] if rows else after)
 
 
 def load_orders(
@@ -370,9 +383,14 @@ def load_simulated(connection: sqlite3.Connection, *, venue: str) -> tuple[Excha
     """A simulated account as the store holds it (None if it never changed) and its
     replay positions (market -> time of the last candle released), read together.
 
-    Every order comes back; of the trades, the last :data:`RECENT_SIM_TRADES` and every
-    trade of an order the order book of record does not yet hold as final (the evidence
-    a restart may still have to report)."""
+    Of the orders, the open ones, the :data:`KEEP_FINISHED_ORDERS` most recently placed of
+    those that ended (what the engine keeps in memory anyway: ``forget_finished``), and
+    every order the order book of record does not yet hold as final; of the trades, the
+    last :data:`RECENT_SIM_TRADES` and every trade of an order the order book of record
+    does not yet hold as final (the evidence a restart may still have to report). So a
+    restart after months reads what is live, not every order ever simulated (the table
+    keeps them all). Placement order is row order: an order's row is inserted when it is
+    placed and only updated after."""
     finals = [s.value for s in OrderState if s.is_final]
     with connection:
         connection.execute("BEGIN")
@@ -386,7 +404,15 @@ def load_simulated(connection: sqlite3.Connection, *, venue: str) -> tuple[Excha
         }
         orders = [
             SIM_ORDER_COLUMNS.record(row[1:])
-            for row in connection.execute(f"SELECT venue, {SIM_ORDER_COLUMNS.sql} FROM sim_orders WHERE venue = ?", (venue,))
+            for row in connection.execute(
+                f"""SELECT venue, {SIM_ORDER_COLUMNS.sql} FROM sim_orders WHERE venue = ? AND (
+                        status = 'open'
+                        OR rowid IN (SELECT rowid FROM sim_orders WHERE venue = ? AND status != 'open'
+                                     ORDER BY rowid DESC LIMIT ?)
+                        OR client_order_id IN (SELECT client_order_id FROM orders
+                                               WHERE venue = ? AND state NOT IN ({', '.join('?' * len(finals))})))""",
+                (venue, venue, KEEP_FINISHED_ORDERS, venue, *finals),
+            )
         ]
         trades = [
             SIM_TRADE_COLUMNS.record(row)
