@@ -14,6 +14,7 @@ stays inactive with the message and every other one runs.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Callable, Iterator
@@ -223,8 +224,21 @@ def _repr_pieces(value: Any) -> Iterator[str]:
             yield ": "
             yield from _repr_pieces(item)
         yield "}"
-    elif isinstance(value, (str, bytes)):
+    elif isinstance(value, (set, frozenset)):  # YAML's !!set
+        yield "!!set {"
+        for i, item in enumerate(sorted(itertools.islice(value, ECHO_MAX), key=str)):
+            if i:
+                yield ", "
+            yield from _repr_pieces(item)
+        yield "}"
+    elif isinstance(value, str):
         yield repr(value[: ECHO_MAX + 1])  # long enough to be cut before its closing quote
+    elif isinstance(value, bytes):  # YAML's !!binary: its bytes say nothing to a reader
+        yield f"!!binary ({len(value)} bytes)"
+    elif value is None or isinstance(value, bool):
+        yield {None: "null", True: "true", False: "false"}[value]  # as YAML writes them
+    elif isinstance(value, (datetime, date)):
+        yield value.isoformat()  # a YAML timestamp, not datetime.date(2020, 1, 1)
     elif isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 4 * ECHO_MAX:
         yield f"<a whole number of {value.bit_length()} bits>"  # str() of a huge int is slow
     else:
@@ -636,6 +650,9 @@ class _BoundedLoader(yaml.SafeLoader):
         node = super().get_single_node()
         if node is not None:
             _expanded_size(node, {}, set())
+            repeated = _repeated_keys(node, "", set())
+            if repeated:
+                raise RepeatedKeys(repeated)
         return node
 
     def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
@@ -648,6 +665,41 @@ class _BoundedLoader(yaml.SafeLoader):
 
 
 _BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
+
+
+class RepeatedKeys(ValueError):
+    """Keys given twice in one mapping: YAML says a key is unique, PyYAML keeps the last
+    silently, so a second ``allocation:`` would replace the first without a word."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def _repeated_keys(node: yaml.Node, path: str, seen_nodes: set[int]) -> list[str]:
+    """``path.key: given twice (lines A and B); keep one`` for each key repeated in a mapping
+    of ``node`` (each node visited once: aliases share theirs). A merge key (``<<``) is not
+    a repetition: the keys written beside it override the merged ones, as YAML means."""
+    if id(node) in seen_nodes:
+        return []
+    seen_nodes.add(id(node))
+    out: list[str] = []
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out += _repeated_keys(item, f"{path}[{i}]", seen_nodes)
+    elif isinstance(node, yaml.MappingNode):
+        lines: dict[str, int] = {}
+        for key, value in node.value:
+            name = _cut(str(key.value)) if isinstance(key, yaml.ScalarNode) else None
+            where = path if name is None else f"{path}.{name}" if path else name
+            if name is not None and key.tag != "tag:yaml.org,2002:merge":
+                if name in lines:
+                    out.append(f"{where}: given twice (lines {lines[name]} and {key.start_mark.line + 1}); "
+                               "YAML would keep only the last, silently; remove one")
+                else:
+                    lines[name] = key.start_mark.line + 1
+            out += _repeated_keys(value, where, seen_nodes)
+    return out
 
 
 def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
@@ -712,6 +764,8 @@ def load_config(path: str | Path | None = None, live: bool = False, lab: bool = 
         raise ConfigError(str(source), [f"config: not valid YAML: {where}{_cut(problem)}"]) from None
     except YamlTooLarge as error:
         raise ConfigError(str(source), [f"config: {error}"]) from None
+    except RepeatedKeys as error:
+        raise ConfigError(str(source), error.problems) from None
     except ValueError as error:  # e.g. a whole number too long to convert
         raise ConfigError(str(source), [f"config: a value cannot be read: {_cut(str(error))}"]) from None
     return parse_config(raw, str(source), live, lab)

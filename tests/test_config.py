@@ -164,7 +164,7 @@ def test_a_wrong_container_gives_its_path_and_what_was_expected():
     raw["venues"][0]["balances"] = ["USD", 1000]
     raw["status"] = None
     assert sorted(problems_of(raw)) == [
-        "status: expected a mapping, got None",
+        "status: expected a mapping, got null",
         "strategies: expected a list, got {'a': 1}",
         "venues[0].balances: expected a mapping, got ['USD', 1000]",
         "venues[0].markets: expected a list, got 'BTC/USD'",
@@ -341,3 +341,45 @@ def test_the_lab_takes_a_live_strategy_without_arming_or_credentials():
     raw["strategies"][0]["venue"] = "sim"
     with pytest.raises(ConfigError, match="live trading needs a ccxt venue"):
         parse_config(raw, lab=True)  # never runs live anywhere: wrong in the Lab too
+
+
+def test_a_key_given_twice_is_refused_with_its_path_and_lines(tmp_path):
+    text = (DEFAULT_CONFIG.read_text()
+            .replace("    allocation: {quote: 8000}\n", "    allocation: {quote: 1}\n    allocation: {quote: 8000}\n", 1)
+            .replace("reconciler:\n", "reconciler:\n  interval_seconds: 1\n", 1))
+    lines = text.splitlines()
+    first = lines.index("    allocation: {quote: 1}") + 1
+    reconciler = lines.index("reconciler:") + 2
+    path = tmp_path / "twice.yaml"
+    path.write_text(text)
+    assert load_problems(path) == [
+        f"reconciler.interval_seconds: given twice (lines {reconciler} and {reconciler + 1}); YAML would keep only the "
+        "last, silently; remove one",
+        f"strategies[0].allocation: given twice (lines {first} and {first + 1}); YAML would keep only the last, silently; "
+        "remove one",
+    ]
+    # A merge key is not a repetition: the keys beside it override the merged ones.
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("x-base: &base {quote: 100}\n" + DEFAULT_CONFIG.read_text().replace(
+        "    allocation: {quote: 8000}\n", "    allocation: {<<: *base, quote: 8000}\n", 1))
+    with pytest.raises(ConfigError) as error:
+        load_config(merged)
+    assert error.value.problems == ["x-base: unknown field (check its spelling)"]
+
+
+def test_values_are_echoed_as_yaml_writes_them_not_as_python_does(tmp_path):
+    text = DEFAULT_CONFIG.read_text().replace("  interval_seconds:", "  interval_seconds: 2020-01-01\n  x_old:", 1)
+    path = tmp_path / "values.yaml"
+    rest = ("strategies:\n- name: a\n  venue: sim\n  symbol: BTC/USD\n  sizing: !!set {b, a}\n  ttl_seconds: !!binary aGVsbG8=\n"
+            "  cooldown_seconds: 2020-01-01 10:00:00Z\n  max_open_orders: null\n  limit_offset_bps: true\n")
+    path.write_text(text.split("strategies:")[0] + rest)
+    problems = load_problems(path)
+    for expected in (
+        "reconciler.interval_seconds: expected a number, got 2020-01-01",
+        "strategies[0].sizing: expected a mapping, got !!set {'a', 'b'}",
+        "strategies[0].ttl_seconds: expected a whole number, got !!binary (5 bytes)",
+        "strategies[0].cooldown_seconds: expected a whole number, got 2020-01-01T10:00:00+00:00",
+        "strategies[0].max_open_orders: expected a whole number, got null",
+        "strategies[0].limit_offset_bps: expected a number, got true",
+    ):
+        assert expected in problems, problems
