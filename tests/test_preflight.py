@@ -108,3 +108,31 @@ def test_a_python_strategy_must_be_a_class_with_on_candle_checked_before_anythin
     assert user_strategies.CALLS == []  # nothing it named was called
     instance, problem = load("user_strategies:Fine", {"n": 2})
     assert problem is None and user_strategies.CALLS == [("Fine", 2)]
+
+
+def test_a_huge_figure_is_echoed_cut_to_eighty_characters(tmp_path):
+    huge = D("9" * 401)
+    [problem] = preflight(attrs.evolve(GOOD, sizing=Sizing(quote=huge)), FACTS, ALLOCATED)
+    assert problem == f"sizing.quote: one buy of {'9' * 79}… USD is more than the allocation 1000 USD"
+    [problem] = preflight(attrs.evolve(GOOD, ttl_seconds=10**500), FACTS, ALLOCATED)
+    assert problem == f"ttl_seconds: must be between 60 and 2592000, got 1{'0' * 78}…"
+    # From the command line too: `check` prints the same line.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    from supervisors.config import DEFAULT_CONFIG
+
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    raw["strategies"][0]["sizing"] = {"quote": int("9" * 401)}
+    config = tmp_path / "huge.yaml"
+    config.write_text(yaml.safe_dump(raw, width=10_000))
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-m", "supervisors.cli", "check", "-c", str(config)], capture_output=True,
+                            text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(root)}, cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"FAIL  sma-cross: sizing.quote: one buy of {'9' * 79}… USD is more than the allocation 8000 USD" in result.stdout
+    assert max(len(line) for line in result.stdout.splitlines()) < 200

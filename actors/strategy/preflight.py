@@ -19,6 +19,7 @@ Documented bounds of the parameters (also in the README):
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Mapping
 
@@ -143,5 +144,18 @@ def _size_problems(s: StrategySettings, market: MarketRules, price: Decimal | No
 
 
 def preflight(s: StrategySettings, facts: VenueFacts, allocated: Mapping[str, Decimal]) -> list[str]:
-    """Every reason the strategy may not become active, most basic first; [] to go."""
-    return parameter_problems(s) + venue_problems(s, facts, allocated)
+    """Every reason the strategy may not become active, most basic first; [] to go.
+    A figure longer than :data:`FIGURE_SHOWN` characters is cut (see :func:`_cut_figures`)."""
+    return [_cut_figures(problem) for problem in parameter_problems(s) + venue_problems(s, facts, allocated)]
+
+
+#: The most of one figure a message repeats, as the config's messages cut what they echo.
+FIGURE_SHOWN = 80
+_LONG_FIGURE = re.compile(r"\d[\d.]{%d,}" % FIGURE_SHOWN)
+
+
+def _cut_figures(problem: str) -> str:
+    """``problem`` with every figure of more than :data:`FIGURE_SHOWN` characters cut to
+    that many, ending in "…": the config reads numbers of up to 4,300 digits, and a
+    401-digit ``sizing.quote`` must not fill the screen, the event log and ``/status``."""
+    return _LONG_FIGURE.sub(lambda m: m[0][: FIGURE_SHOWN - 1] + "…", problem)
