@@ -156,7 +156,11 @@ def run_lab(config: Config, args: argparse.Namespace) -> int:
     if len(candles) < 2:
         print("limitline: fewer than 2 candles between --from and --to", file=sys.stderr)
         return EXIT_USAGE
-    directory = Path(args.report or Path("lab-report") / settings.name)
+    if args.report is not None and not args.report.strip():
+        print("limitline: --report: empty; name a directory for report.json and report.html "
+              f"(without --report: lab-report/{settings.name})", file=sys.stderr)
+        return EXIT_USAGE
+    directory = Path(args.report) if args.report is not None else Path("lab-report") / settings.name
     problem = _report_directory_problem(directory)
     if problem is not None:  # found now, not after the whole backtest has run
         print(f"limitline: --report {directory}: {problem}", file=sys.stderr)

@@ -75,3 +75,12 @@ def test_a_python_strategy_runs_in_the_same_core_and_the_fast_path_agrees():
     assert rules == {"python:3 falling closes", "python:2 rising closes"}
     assert len(stepped.fills) > 20
     assert fast.orders == stepped.orders and fast.fills == stepped.fills
+
+
+def test_an_empty_report_directory_is_refused_and_nothing_is_written(tmp_path):
+    for empty in ("", "  "):
+        result = lab("--strategy", "dip-buyer", "--report", empty, cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip() == ("limitline: --report: empty; name a directory for report.json and report.html "
+                                         "(without --report: lab-report/dip-buyer)")
+    assert list(tmp_path.iterdir()) == []
