@@ -14,8 +14,12 @@ Decisions:
   current holder's. A refused process never truncates or writes the file. (This is why the
   ``filelock`` package does not fit: it opens the file with ``O_TRUNC`` on every attempt,
   so a refused attempt would erase the holder's identity.)
-- The lock file is never deleted (deleting a lock file races with a process that has just
-  opened it); on an orderly release its content is cleared.
+- Once the store has been opened under it, the lock file is never deleted; on an orderly
+  release its content is cleared. A start refused before that (status port in use, a bad
+  host, another program's file) removes the lock file and the directories it made, so it
+  leaves nothing behind. Deleting a lock file races with a process that has just opened
+  it: so whoever takes the lock checks that the path still names the file it locked, and
+  starts again if not.
 - The path is resolved first, so a symlink or another working directory reaches the same
   lock for the same file.
 - The database file itself is locked too, with ``flock`` on the file (its inode), since a
@@ -75,17 +79,23 @@ class StoreLock:
         self.path = lock_path(path)
         self._fd: int | None = None
         self._db_fd: int | None = None
+        #: What acquire made, removed at a release unless the store was opened (:meth:`opened`).
+        self._created = False
+        self._made_directories: list[Path] = []
+        self._opened = False
 
     def acquire(self) -> None:
+        made = _missing_directories(self.path.parent)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            # No O_TRUNC: a refused attempt must not erase the holder's identity.
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd, self._created = _open_lock_file(self.path)
         except OSError as error:
+            _remove_directories(made)
             raise StoreUnavailable(
                 f"store {self.store}: cannot create its lock file {self.path} ({error.strerror or error}); "
                 "the store's directory must be writable by this user: fix its permissions or set `store` to another path"
             ) from None
+        self._made_directories = made
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -93,19 +103,35 @@ class StoreLock:
             os.close(fd)
             raise StoreBusy(_busy_message(self.store, holder), holder) from None
         except OSError as error:
-            os.close(fd)
+            self._fd = fd
+            self.release()
             raise StoreUnavailable(
                 f"store {self.store}: cannot lock {self.path} ({error.strerror or error}); "
                 "put the store on a local file system"
             ) from None
         self._fd = fd
         try:
+            if not _same_file(fd, self.path):
+                # A refused process removed the lock file it had made between our open and
+                # our flock: this lock is of a file no one else will find. Take the new one.
+                self._created = False
+                self.release()
+                return self.acquire()
             self.hold_database()
         except BaseException:
             self.release()
             raise
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder_identity()).encode(), 0)
+
+    def opened(self) -> None:
+        """The store has been created or opened for writing under this lock: lock its file
+        too (:meth:`hold_database`), and keep the lock file at release. Until this is
+        called, a release removes what :meth:`acquire` made (the lock file, the store's
+        directories), so a start refused before the store was opened (status port in use,
+        another program's file) leaves nothing behind."""
+        self._opened = True
+        self.hold_database()
 
     def hold_database(self) -> None:
         """Lock the database file itself (its inode: any hard link to it), if it exists and
@@ -140,6 +166,11 @@ class StoreLock:
         fd, self._fd = self._fd, None
         try:
             os.ftruncate(fd, 0)  # a lock file read by hand names no one who is gone
+            if self._created and not self._opened:
+                # Removed while still held: whoever opened it meanwhile finds, once it holds
+                # it, that the path names another file (or none) and starts again (acquire).
+                self.path.unlink(missing_ok=True)
+                _remove_directories(self._made_directories)
         finally:
             os.close(fd)  # closing releases the lock
 
@@ -149,6 +180,45 @@ class StoreLock:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         self.release()
+
+
+def _open_lock_file(path: Path) -> tuple[int, bool]:
+    """The lock file's descriptor, and whether this call created it. Never ``O_TRUNC``: a
+    refused attempt must not erase the holder's identity."""
+    while True:
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
+        except FileExistsError:
+            pass
+        try:
+            return os.open(path, os.O_RDWR), False
+        except FileNotFoundError:
+            continue  # removed in between by a refused start: make it
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+def _missing_directories(directory: Path) -> list[Path]:
+    """The directories from ``directory`` up that do not exist yet, deepest first."""
+    missing = []
+    while not directory.exists() and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    return missing
+
+
+def _remove_directories(directories: list[Path]) -> None:
+    for directory in directories:  # deepest first; one that is not empty stays
+        try:
+            directory.rmdir()
+        except OSError:
+            return
 
 
 def holder_identity() -> dict[str, Any]:

@@ -281,7 +281,7 @@ class App:
             await trio.to_thread.run_sync(self._restore_simulated)
             with self.status_listener:
                 await trio.to_thread.run_sync(lambda: open_store(self.store_path).close())
-                lock.hold_database()  # a store created just now: locked by inode too (hard links)
+                lock.opened()  # the store exists now: locked by inode too (hard links), and kept
                 await self.root.run_root(self.emit, task_status=task_status)
 
 

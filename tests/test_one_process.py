@@ -237,3 +237,58 @@ def test_a_second_run_through_a_hard_link_is_refused_and_the_first_runs_on(fast_
     finally:
         if first.poll() is None:
             first.kill()
+
+
+def test_a_refused_start_leaves_nothing_behind(tmp_path):
+    """Status port in use, a bad host, another program's file: no store directory, no
+    ``.lock``, nothing written (the default store path is limitline-data/limitline.sqlite)."""
+    import socket
+
+    raw = yaml.safe_load((ROOT / "config.yaml").read_text())
+    raw.pop("store", None)
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        for status, expected in (({"host": "127.0.0.1", "port": busy.getsockname()[1]}, "is already in use"),
+                                 ({"host": "no-such-host.invalid", "port": 0}, "cannot resolve")):
+            config = tmp_path / "config.yaml"
+            config.write_text(yaml.safe_dump({**raw, "status": status}))
+            result = limitline("run", "-c", str(config), cwd=tmp_path)
+            assert result.returncode == 2 and expected in result.stderr, result.stderr
+            assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
+    finally:
+        busy.close()
+    store = foreign_database(tmp_path / "photos.db")
+    result = run_on_store(tmp_path, store)
+    assert result.returncode == 2 and "another program" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "photos.db"]
+    # A start that is not refused keeps its lock file (empty once it has stopped).
+    with StoreLock(tmp_path / "kept" / "s.sqlite") as lock:
+        lock.opened()
+    assert lock_path(tmp_path / "kept" / "s.sqlite").read_text() == ""
+
+
+def test_a_lock_file_removed_between_open_and_flock_is_taken_again(tmp_path, monkeypatch):
+    """A refused start removes the lock file it made while another process may have just
+    opened it: that process must not hold a lock no one else can find."""
+    import store.lock as lock_module
+
+    store = tmp_path / "s.sqlite"
+    opened = lock_module._open_lock_file
+    calls = []
+
+    def open_then_lose(path):
+        fd, created = opened(path)
+        if not calls:  # the first open's file is unlinked before its flock
+            path.unlink()
+        calls.append(created)
+        return fd, created
+
+    monkeypatch.setattr(lock_module, "_open_lock_file", open_then_lose)
+    with StoreLock(store) as lock:
+        lock.opened()
+        assert os.fstat(lock._fd).st_ino == os.stat(lock_path(store)).st_ino  # the file the path names
+        with pytest.raises(StoreBusy):
+            StoreLock(store).acquire()
+    assert calls == [True, True, False]  # made, lost, made again; the refused one made nothing
