@@ -13,7 +13,8 @@
 
 Exit status: 0 done, 1 the runtime failed (a supervisor gave up) or, for ``check``, a
 strategy failed its pre-flight checks, 2 the config or the command line is wrong, 130
-stopped at once by a second signal.
+stopped at once by a second signal, or by Ctrl-C while starting (before the strategies
+ran: a short message, no traceback).
 """
 
 from __future__ import annotations
@@ -28,14 +29,26 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Sequence
 
-import trio
 
-from actors.messages import RecordEvent
-from store.errors import StoreBusy, StoreUnavailable
-from supervisors.app import App, preflight_all
-from supervisors.config import DEFAULT_CONFIG, Config, ConfigError, load_config
-from supervisors.status import StatusAddressError
-from supervisors.tree import ShutdownTimeout, SupervisorGaveUp
+def _interrupted_while_starting(signum: int, frame: object) -> None:
+    """Ctrl-C before anything runs (the imports alone take most of a second): nothing was
+    started or written, so stop here without a traceback. Exit 130, as a forced exit."""
+    print("\nlimitline: interrupted while starting; nothing was running yet", file=sys.stderr, flush=True)
+    raise SystemExit(130)
+
+
+if __name__ == "__main__" or Path(sys.argv[0]).name == "limitline":
+    # Only when this is the limitline program, not a module imported by another one.
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+import trio  # noqa: E402  (after the handler: importing takes most of the start)
+
+from actors.messages import RecordEvent  # noqa: E402
+from store.errors import StoreBusy, StoreUnavailable  # noqa: E402
+from supervisors.app import App, preflight_all  # noqa: E402
+from supervisors.config import DEFAULT_CONFIG, Config, ConfigError, load_config  # noqa: E402
+from supervisors.status import StatusAddressError  # noqa: E402
+from supervisors.tree import ShutdownTimeout, SupervisorGaveUp  # noqa: E402
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FORCED = 0, 1, 2, 130
 
@@ -104,7 +117,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if problem is not None:
             print(f"limitline: --fresh: {problem}", file=sys.stderr)
             return EXIT_USAGE
-    return trio.run(_run, config, args.quiet, args.live)
+    # trio takes Ctrl-C from here: a KeyboardInterrupt until the signal watcher runs, then
+    # an orderly stop (see _watch_signals).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return trio.run(_run, config, args.quiet, args.live)
+    except KeyboardInterrupt:
+        # Before the tree started: the store lock was released on the way out, and nothing
+        # had been written but what opening the store writes.
+        print("\nlimitline: interrupted while starting; stopped before anything ran", file=sys.stderr, flush=True)
+        return EXIT_FORCED
 
 
 def start_fresh(config: Config) -> str | None:

@@ -269,3 +269,28 @@ def test_a_sandbox_port_in_use_is_refused_at_once(tmp_path, busy_port):
         f"limitline: --port: 127.0.0.1:{busy_port} is already in use by another program; choose another --port, "
         "or 0 for any free port",
     )
+
+
+def test_ctrl_c_while_starting_stops_without_a_traceback(fast_config_path, tmp_path):
+    """Wherever in the start the signal lands (importing, reading the config, opening the
+    store, starting the tree): a short message, exit 130 (not running yet) or 0 (stopped
+    in order), never a traceback. The delays are points to land on, not waits for a state."""
+    import time
+
+    outcomes = set()
+    for delay in (0.05, 0.2, 0.4, 0.6, 0.8, 1.0, 1.3, 1.6, 2.0):
+        process = subprocess.Popen([*BIN, "run", "-q", "-c", str(fast_config_path)], cwd=tmp_path,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        try:
+            _, stderr = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert "Traceback" not in stderr, (delay, stderr)
+        assert process.returncode in (0, 130), (delay, process.returncode, stderr)
+        if process.returncode == 130:
+            assert "limitline: interrupted while starting" in stderr, stderr
+        outcomes.add(process.returncode)
+    assert 130 in outcomes  # at least one landed before the strategies ran
