@@ -27,16 +27,17 @@ import sys
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import trio
 
 from store.errors import StoreBusy, StoreUnavailable
-from supervisors.app import App, preflight_all
 from supervisors.console import DEFAULT_SUMMARY_SECONDS, EventEcho, print_summaries
 from supervisors.config import DEFAULT_CONFIG, Config, ConfigError, load_config
-from supervisors.status import StatusAddressError
 from supervisors.tree import ShutdownTimeout, SupervisorGaveUp
+
+if TYPE_CHECKING:
+    from supervisors.app import App
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FORCED = 0, 1, 2, 130
 
@@ -347,6 +348,8 @@ def run_status(args: argparse.Namespace, config: Config | None) -> int:
 
 def _check(config: Config) -> int:
     """Run every pre-flight check; one line per strategy; 1 if any fails."""
+    from supervisors.app import preflight_all
+
     failed = 0
     for name, problems in preflight_all(config).items():
         if problems:
@@ -360,6 +363,10 @@ def _check(config: Config) -> int:
 
 async def _run(config: Config, quiet: bool, live: bool, verbose: bool = False,
                summary_every: float = DEFAULT_SUMMARY_SECONDS) -> int:
+    # Imported here: `limitline status` needs none of the runtime (ccxt alone takes 0.3 s).
+    from supervisors.app import App
+    from supervisors.status import StatusAddressError
+
     app = App(config, echo=None if quiet else EventEcho(verbose), live=live)
     stop = trio.CancelScope()
     announce = _Announce(config, app)
