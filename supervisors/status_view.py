@@ -312,16 +312,28 @@ def render(view: StatusView) -> Group:
     return Group(*parts)
 
 
-def show(client: StatusClient, console: Console, *, watch: float | None = None, **page: Any) -> None:
-    """Print the view once, or (``watch`` seconds) redraw it until Ctrl-C; raises
-    :class:`StatusUnavailable` when the process cannot be read (at once, or when it stops
-    during a watch)."""
+def show(client: StatusClient, console: Console, *, watch: float | None = None, refreshes: int | None = None,
+         **page: Any) -> None:
+    """Print the view once, or (``watch`` seconds) redraw it until Ctrl-C (or ``refreshes``
+    times in all); raises :class:`StatusUnavailable` when the process cannot be read (at
+    once, or when it stops during a watch). On a terminal the view is redrawn in place;
+    otherwise (a pipe, a file) each refresh is printed after the last, with its time."""
     if watch is None:
         console.print(render(read_view(client, **page)))
         return
     from rich.live import Live
 
-    with Live(render(read_view(client, **page)), console=console, screen=False, auto_refresh=False) as live:
-        while True:
-            time.sleep(watch)  # the operator's refresh interval, in a terminal; never in tests
+    shown = 1
+    if not console.is_terminal:
+        console.print(render(read_view(client, **page)))
+        while refreshes is None or shown < refreshes:
+            time.sleep(watch)  # the operator's refresh interval
+            console.rule()
+            console.print(render(read_view(client, **page)))
+            shown += 1
+        return
+    with Live(render(read_view(client, **page)), console=console, auto_refresh=False) as live:
+        while refreshes is None or shown < refreshes:
+            time.sleep(watch)  # the operator's refresh interval
             live.update(render(read_view(client, **page)), refresh=True)
+            shown += 1

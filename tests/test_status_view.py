@@ -17,7 +17,7 @@ from supervisors import cli
 from supervisors.app import App
 from supervisors.config import parse_config
 from supervisors.display import money
-from supervisors.status_view import StatusClient, StatusUnavailable, StatusView, positions_table, read_view, render
+from supervisors.status_view import StatusClient, StatusUnavailable, StatusView, positions_table, read_view, render, show
 
 READER = "read-token-status-9c41"
 
@@ -79,6 +79,21 @@ async def test_status_shows_both_default_strategies_with_their_pnl_holdings_and_
     assert re.search(r"sim\s+shadow\s+yes\s+no\s+yes\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", venue), venue
     assert "Positions (perpetuals): not wired yet" in out
     assert "Last decisions" in out and re.search(r"dip-buyer\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\s+\S", out)
+
+
+async def test_watch_redraws_with_fresh_figures(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    async with running(short_replay(tmp_path)) as (app, watch, url):
+        await watch.until(lambda events: watch.count("strategy_active") == 2)
+        console = Console(file=io.StringIO(), width=200)
+        await trio.to_thread.run_sync(lambda: show(StatusClient(url), console, watch=0.05, refreshes=2))
+    text = console.file.getvalue()
+    read_at = re.findall(r"read at\s+(\S+ \S+) UTC", text)
+    assert text.count("Totals") == 2 and len(read_at) == 2 and read_at[0] <= read_at[1]
+    assert len(re.findall(r"^\s*sma-cross\b", text, re.M)) >= 2
 
 
 async def test_many_strategies_print_a_page_with_a_hint_and_reading_beyond_loopback_needs_the_token(
