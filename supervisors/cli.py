@@ -24,7 +24,6 @@ import logging
 import os
 import signal
 import sys
-from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
