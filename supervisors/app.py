@@ -164,6 +164,8 @@ class App:
             call_stats=self.call_stats,
             loopback=is_loopback(config.status.host),
         )
+        #: What the endpoints (and the console's summary line) read.
+        self.web = web
         status = ChildSpec(
             "status", functools.partial(status_actor, context=web, listener=self.status_listener)
         )
