@@ -309,6 +309,7 @@ class BinanceDialect:
         result = self.exchange.create_limit_order(symbol, side, amount, price, cid, now_ms / 1000)
         if isinstance(result, Rejection):
             return error(400, result.code, result.message)
+        self.fills += self.exchange.trades_of(result.exchange_order_id)  # it crossed: taken at once
         return Response(200, self._order_json(result, now_ms) | {"transactTime": now_ms, "fills": []})
 
     def query_order(self, params: dict[str, str], now_ms: int) -> Response:
@@ -404,7 +405,7 @@ class BinanceDialect:
             "commissionAsset": fill.fee_currency,
             "time": int(fill.at * 1000),
             "isBuyer": fill.side is Side.BUY,
-            "isMaker": True,
+            "isMaker": fill.taker_or_maker != "taker",
             "isBestMatch": True,
         }
 

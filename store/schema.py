@@ -139,6 +139,9 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (venue, symbol)
         )""",
     ],
+    # 3 -> 4: whether a simulated trade took liquidity on arrival or rested (ccxt's
+    # takerOrMaker, exchange.records.ExchangeTrade.taker_or_maker); NULL for older trades.
+    ["ALTER TABLE sim_trades ADD COLUMN taker_or_maker TEXT"],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
