@@ -169,6 +169,10 @@ class StrategyCore:
                     self.settling[order.client_order_id] = order  # its late trades still count
                 continue
             self.orders[order.client_order_id] = order
+            if order.state is OrderState.CANCELING:
+                # The cancel may have died with the process before the exchange had it: asked
+                # again at the next candle (if the exchange has ended it, its evidence comes first).
+                self._cancel_again.add(order.client_order_id)
             if order.state in (OrderState.RESERVED, OrderState.SUBMITTING):
                 out += self._advance(order.client_order_id, Trigger.OUTCOME_UNKNOWN, now, reason="restarted before the exchange answered")
                 out.append(self._event("order_unknown", now, order.client_order_id, reason="restarted before the exchange answered"))
