@@ -295,6 +295,15 @@ class SimulatedExchange:
     def open_orders(self, symbol: str | None = None) -> list[SimOrder]:
         return [order for order in self._open.values() if symbol is None or order.symbol == symbol]
 
+    def fill_thresholds(self, symbol: str) -> tuple[Decimal | None, Decimal | None]:
+        """(highest resting buy price, lowest resting sell price) on ``symbol``, None for a
+        side with nothing resting: a candle fills nothing unless it has volume and its low
+        is below the first or its high above the second (the rule of :meth:`match`). The
+        Lab's fast path searches the candles ahead for the next that can."""
+        buys = [o.price for o in self._open.values() if o.symbol == symbol and o.side is Side.BUY]
+        sells = [o.price for o in self._open.values() if o.symbol == symbol and o.side is Side.SELL]
+        return (max(buys) if buys else None, min(sells) if sells else None)
+
     # ------------------------------------------------------------ matching
 
     def match(self, symbol: str, candle: Candle, now: float) -> list[ExchangeTrade]:
