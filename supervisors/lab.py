@@ -9,6 +9,7 @@ submission). The writer is a list; the reconciler answers at once. Time is marke
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from decimal import Decimal
 from typing import Any, Callable, Sequence
@@ -101,14 +102,16 @@ class Lab:
             self._ts = np.fromiter((c.ts for c in candles), dtype=np.int64, count=len(candles))
             buy = fired(settings.buy, candles, self._closes) if settings.buy else None
             sell = fired(settings.sell, candles, self._closes) if settings.sell else None
+            self._ts_list = self._ts.tolist()
             triggers = (
-                Precomputed(settings.buy.name, buy, self._ts) if settings.buy else None,
-                Precomputed(settings.sell.name, sell, self._ts) if settings.sell else None,
+                Precomputed(settings.buy.name, buy, self._ts_list) if settings.buy else None,
+                Precomputed(settings.sell.name, sell, self._ts_list) if settings.sell else None,
             )
             parts = [a for a in (buy, sell) if a is not None]
             self._fired = np.flatnonzero(np.logical_or.reduce(parts)) if parts else np.array([], dtype=int)
             if settings.python is not None:
                 self._fired = np.arange(len(candles))  # its decisions cannot be computed ahead
+            self._fired_list = self._fired.tolist()
         self.strategy = StrategyCore(settings, allocated, record_evaluations=keep_events, triggers=triggers)
         self.keep_events = keep_events
         self.orders: dict[str, Order] = {}
@@ -191,9 +194,9 @@ class Lab:
         so the result is exactly that of stepping every candle (tests/test_fast_path.py)."""
         import numpy as np
 
-        fired = self._fired
-        later = int(np.searchsorted(fired, index, side="right"))
-        target = int(fired[later]) if later < len(fired) else len(self.candles)
+        fired = self._fired_list
+        later = bisect.bisect_right(fired, index)
+        target = fired[later] if later < len(fired) else len(self.candles)
         exchange = self.connection.exchange.exchange
         if not exchange.open_orders() and not self.strategy.wants_every_candle():
             return target
@@ -216,7 +219,7 @@ class Lab:
             # the candle before (its market time, for a cooldown): visit that one too.
             target = max(start, fill - 1)
         if wakeups.expiry is not None:
-            target = min(target, max(start, int(np.searchsorted(ts, wakeups.expiry, side="left"))))
+            target = min(target, max(start, bisect.bisect_left(self._ts_list, wakeups.expiry)))
         if wakeups.take_profit is not None:
             take = float(wakeups.take_profit)
             target = _first(lambda a, b: closes[a:b] >= take, start, target)

@@ -9,6 +9,7 @@ on the candles themselves (their comparisons are on Decimal prices).
 
 from __future__ import annotations
 
+import bisect
 from typing import Sequence
 
 import numpy as np
@@ -75,10 +76,10 @@ class Precomputed:
     ``timestamps``: each candle's opening time, ascending (the outcome of a candle is found
     by its time; shared by the buy and sell triggers of one run)."""
 
-    def __init__(self, name: str, outcomes: np.ndarray, timestamps: np.ndarray) -> None:
+    def __init__(self, name: str, outcomes: np.ndarray, timestamps: Sequence[int]) -> None:
         self.name = name
         self._fired = outcomes
         self._timestamps = timestamps
 
     def update(self, candle: Candle) -> RuleOutcome:
-        return RuleOutcome(self.name, bool(self._fired[np.searchsorted(self._timestamps, candle.ts)]), {})
+        return RuleOutcome(self.name, bool(self._fired[bisect.bisect_left(self._timestamps, candle.ts)]), {})
