@@ -43,6 +43,7 @@ import attrs
 from exchange.candles import Candle
 from exchange.markets import MarketRules
 from exchange.records import ExchangeOrder, ExchangeTrade, Side
+from exchange.retention import Forgetting
 
 # Binance's codes, so the sandbox can answer with them verbatim.
 CODE_FILTER_FAILURE = -1013
@@ -138,6 +139,7 @@ class SimulatedExchange:
         self.track_changes = False
         self._changed: dict[str, SimOrder] = {}
         self._new_trades: list[ExchangeTrade] = []
+        self._forgetting: Forgetting[str, SimOrder] | None = None
 
     # ------------------------------------------------------------- state
 
@@ -186,6 +188,21 @@ class SimulatedExchange:
         if self.track_changes:
             self._changed = dict(self.orders)
             self._new_trades = list(self.trades)
+
+    def forget_finished(self, keep_orders: int, keep_trades: int) -> None:
+        """Of the ended orders keep the ``keep_orders`` most recently placed, of the trades
+        the last ``keep_trades`` (a real exchange, too, stops answering for old orders);
+        open orders always stay. Shadow mode's store still holds every order and trade."""
+        if self._forgetting is None:
+            self._forgetting = Forgetting(keep_orders)
+        for exchange_id, order in self._forgetting.sweep(self.orders, lambda _, o: o.status != "open"):
+            if self._by_client_id.get(order.client_order_id) == exchange_id:
+                del self._by_client_id[order.client_order_id]
+        if len(self.trades) > 2 * keep_trades:
+            del self.trades[:-keep_trades]
+            self._trades_by_order = defaultdict(list)
+            for trade in self.trades:
+                self._trades_by_order[trade.exchange_order_id].append(trade)
 
     def trades_of(self, exchange_order_id: str) -> list[ExchangeTrade]:
         """The trades of one order, oldest first (of those the engine still holds). Right

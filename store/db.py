@@ -12,7 +12,7 @@ import sqlite3
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from actors.messages import JournalEntry, RecordSimulatedExchange
 from actors.orders import Order, OrderState
@@ -251,17 +251,48 @@ def load_orders(
     return [ORDER_COLUMNS.record(row) for row in rows.fetchall()]
 
 
-def load_fill_trade_ids(connection: sqlite3.Connection, *, venue: str) -> frozenset[str]:
-    rows = connection.execute("SELECT trade_id FROM fills WHERE venue = ?", (venue,)).fetchall()
-    return frozenset(row[0] for row in rows)
+def load_record(
+    connection: sqlite3.Connection,
+    *,
+    venue: str,
+    client_order_ids: Iterable[str] = (),
+    exchange_order_ids: Iterable[str] = (),
+    trade_ids: Iterable[str] = (),
+) -> tuple[list[Order], frozenset[str]]:
+    """What the reconciler compares for one venue, read in one transaction so the parts agree:
+    the venue's orders that are not final, plus those the snapshots name (by client or
+    exchange order id); and which of ``trade_ids`` the fills table holds.
 
-
-def load_record(connection: sqlite3.Connection, *, venue: str) -> tuple[list[Order], frozenset[str]]:
-    """One venue's orders (all of them) and the trade ids of its recorded fills, read in one
-    transaction so they agree with each other."""
+    The reads use indexes (schema version 4), so a cycle costs what is open or named, not
+    the whole history: a months-long run keeps every order ever placed in the store."""
+    finals = [s.value for s in OrderState if s.is_final]
     with connection:
         connection.execute("BEGIN")
-        return load_orders(connection, venue=venue), load_fill_trade_ids(connection, venue=venue)
+        rows = connection.execute(
+            f"""SELECT {ORDER_COLUMNS.sql} FROM orders WHERE venue = ? AND state NOT IN ({', '.join('?' * len(finals))})
+                UNION SELECT {ORDER_COLUMNS.sql} FROM orders
+                      WHERE client_order_id IN (SELECT value FROM json_each(?)) AND venue = ?
+                UNION SELECT {ORDER_COLUMNS.sql} FROM orders
+                      WHERE venue = ? AND exchange_order_id IN (SELECT value FROM json_each(?))""",
+            (venue, *finals, json.dumps(sorted(set(client_order_ids))), venue, venue,
+             json.dumps(sorted(set(exchange_order_ids)))),
+        ).fetchall()
+        recorded = connection.execute(
+            "SELECT trade_id FROM fills WHERE venue = ? AND trade_id IN (SELECT value FROM json_each(?))",
+            (venue, json.dumps(sorted(set(trade_ids)))),
+        ).fetchall()
+    orders = sorted((ORDER_COLUMNS.record(row) for row in rows), key=lambda o: (o.created_at, o.client_order_id))
+    return orders, frozenset(row[0] for row in recorded)
+
+
+def load_journal_of(connection: sqlite3.Connection, *, client_order_ids: Iterable[str]) -> list[JournalEntry]:
+    """The journal entries of these orders, in journal order (the ledger reads back a
+    reservation it no longer keeps in memory when a late fill names it)."""
+    rows = connection.execute(
+        f"SELECT {JOURNAL_COLUMNS.sql} FROM journal WHERE client_order_id IN (SELECT value FROM json_each(?)) ORDER BY seq",
+        (json.dumps(sorted(set(client_order_ids))),),
+    ).fetchall()
+    return [JOURNAL_COLUMNS.record(row) for row in rows]
 
 
 def load_simulated(connection: sqlite3.Connection, *, venue: str) -> tuple[ExchangeState | None, dict[str, int]]:

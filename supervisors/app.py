@@ -209,7 +209,9 @@ class App:
                 shadow_connection_actor,
                 venue=venue.name,
                 shadow=self.shadow_venues[venue.name],
-                tick_interval=min(0.25, 0.5 / speed),
+                # In lockstep the candles follow the strategies (CandleDone); a tick is only
+                # a fallback there, and need not spin at the replay's speed.
+                tick_interval=0.1 if lockstep else min(0.25, 0.5 / speed),
                 env=self.env,
                 lockstep_with=frozenset(s.name for s in self.config.strategies if s.venue == venue.name) if lockstep else None,
             )

@@ -51,6 +51,7 @@ from exchange.candles import Candle
 from exchange.markets import MarketRules
 from exchange.matching import ExchangeState, Rejection, SimulatedExchange
 from exchange.records import ExchangeOrder, ExchangeTrade
+from exchange.retention import KEEP_FINISHED_ORDERS, KEEP_TRADES, Forgetting
 
 #: States in which the order book of record holds that the exchange accepted the order.
 ACCEPTED = frozenset({OrderState.OPEN, OrderState.PARTIALLY_FILLED, OrderState.CANCELING})
@@ -88,8 +89,9 @@ class SimulatedOrders:
     def __init__(self, venue: str, exchange: SimulatedExchange) -> None:
         self.venue = venue
         self.exchange = exchange
-        #: client order id -> owning strategy's name
+        #: client order id -> owning strategy's name (of ended orders, the most recent)
         self.owners: dict[str, str] = {}
+        self._forget_owners: Forgetting[str, str] = Forgetting(KEEP_FINISHED_ORDERS)
         #: Per market, the fills made on arrival since its last candle (their routing).
         self._taken: dict[str, list[Send]] = {}
 
@@ -187,7 +189,19 @@ class SimulatedOrders:
         out: list[Send] = []
         for fill in self.exchange.match(symbol, candle, now):
             out += self.route_fill(fill)
+        self._forget_finished()
         return out
+
+    def _forget_finished(self) -> None:
+        """Bound a months-long run: the exchange forgets old ended orders and trades (the
+        store keeps them), and so does the routing of fills to their owners."""
+        self.exchange.forget_finished(KEEP_FINISHED_ORDERS, KEEP_TRADES)
+
+        def ended(client_order_id: str, _: str) -> bool:
+            order = self.exchange.order_by_client_id(client_order_id)
+            return order is None or order.status != "open"
+
+        self._forget_owners.sweep(self.owners, ended)
 
     def route_fill(self, fill: ExchangeTrade) -> list[Send]:
         report = FillReport(

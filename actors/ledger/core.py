@@ -18,6 +18,12 @@ with its reason and nothing of it is applied; ``python -O`` does not remove the 
 Funds of an order the exchange ended (cancelled, expired) stay reserved for the part the
 exchange says had filled until those trades are reported: a late fill never finds its
 money handed to another order.
+
+Memory stays bounded in a months-long run: of the closed reservations, the
+:data:`exchange.retention.KEEP_FINISHED_ORDERS` most recent stay in memory (:class:`exchange.retention.Forgetting`,
+applied in the fold, so a rebuild keeps the same ones); a fill naming an older one is settled after the shell reads that
+order's entries back from the journal (:meth:`LedgerCore.unknown_orders`,
+:meth:`LedgerCore.recall`). Open reservations are never dropped.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from actors.messages import (
 )
 from exchange.markets import round_to
 from exchange.records import Side
+from exchange.retention import KEEP_FINISHED_ORDERS, Forgetting
 
 ZERO = Decimal(0)
 BALANCES = ("quote_free", "quote_reserved", "base_free", "base_reserved")
@@ -118,8 +125,9 @@ class LedgerCore:
         quote asset; lets the ledger say what all strategies of one account hold."""
         self.accounts_of = dict(accounts_of or {})
         self.accounts: dict[str, Account] = {}
-        #: Every reservation ever made, open or not: a late fill still finds its owner.
+        #: The open reservations and the most recent closed ones, by client order id.
         self.reservations: dict[str, Reservation] = {}
+        self._forgetting: Forgetting[str, Reservation] = Forgetting(KEEP_FINISHED_ORDERS)
         #: The open ones, per strategy: what the invariants sum over (kept small and hot).
         self._open: dict[str, dict[str, Reservation]] = {}
         #: Accounts changed since the last :meth:`check_touched`.
@@ -135,6 +143,24 @@ class LedgerCore:
         return core
 
     # -------------------------------------------------------------- dispatch
+
+    def unknown_orders(self, messages: Iterable[Any]) -> set[str]:
+        """Client order ids of fills in ``messages`` whose reservation is not in memory: the
+        shell reads their journal entries (:meth:`recall`) before handling the batch. A fill
+        of an order the journal does not know either is recorded and not settled."""
+        return {m.client_order_id for m in messages if isinstance(m, FillReport) and m.client_order_id not in self.reservations}
+
+    def recall(self, entries: Iterable[JournalEntry]) -> None:
+        """Bring back closed reservations from their journal entries (in journal order),
+        without touching any account: their entries were applied long ago."""
+        for entry in entries:
+            cid = entry.client_order_id
+            if cid is None:
+                continue
+            if entry.kind == "reserve":
+                self.reservations[cid] = _reservation(entry)
+            elif cid in self.reservations:
+                _advance(self.reservations[cid], entry)
 
     def handle_batch(self, messages: Iterable[Any], now: float) -> list[Send]:
         """Handle a drained inbox in order. The batch's journal and fill rows go to the
@@ -467,32 +493,15 @@ class LedgerCore:
         if entry.kind == "reserve":
             if cid is None or entry.side is None:
                 raise LedgerInvariantError(f"a reserve entry without a client order id or side: {entry}")
-            amount = entry.amount or ZERO
-            reservation = Reservation(
-                client_order_id=cid,
-                strategy=entry.strategy,
-                side=entry.side,
-                price=entry.price or ZERO,
-                amount=amount,
-                quote_reserved=entry.quote_reserved,
-                base_reserved=entry.base_reserved,
-                unit_quote=entry.quote_reserved / amount if amount else ZERO,
-            )
-            self.reservations[cid] = reservation
+            reservation = self.reservations[cid] = _reservation(entry)
             self._open.setdefault(entry.strategy, {})[cid] = reservation
         elif entry.kind in ("settle", "release") and cid in self.reservations:
             reservation = self.reservations[cid]
-            reservation.quote_reserved += entry.quote_reserved
-            reservation.base_reserved += entry.base_reserved
-            if entry.kind == "settle":
-                reservation.filled += entry.amount or ZERO
-                if entry.trade_id:
-                    reservation.trade_ids.add(entry.trade_id)
-            elif entry.amount is not None and reservation.filled < entry.amount:
-                reservation.awaiting = entry.amount  # ended; trades up to this still to come
-            elif reservation.open:
-                reservation.open = False
+            was_open = reservation.open
+            _advance(reservation, entry)
+            if was_open and not reservation.open:
                 del self._open[entry.strategy][cid]
+                self._forgetting.sweep(self.reservations, lambda _, r: not r.open)
 
     # ------------------------------------------------------------- queries
 
@@ -541,6 +550,35 @@ class LedgerCore:
             name: {**account.snapshot(), "open_reservations": len(self.open_reservations(name))}
             for name, account in self.accounts.items()
         }
+
+
+def _reservation(entry: JournalEntry) -> Reservation:
+    """The reservation a ``reserve`` entry opens."""
+    amount = entry.amount or ZERO
+    return Reservation(
+        client_order_id=entry.client_order_id or "",
+        strategy=entry.strategy,
+        side=entry.side or Side.BUY,
+        price=entry.price or ZERO,
+        amount=amount,
+        quote_reserved=entry.quote_reserved,
+        base_reserved=entry.base_reserved,
+        unit_quote=entry.quote_reserved / amount if amount else ZERO,
+    )
+
+
+def _advance(reservation: Reservation, entry: JournalEntry) -> None:
+    """What a ``settle`` or ``release`` entry does to its reservation (not to the account)."""
+    reservation.quote_reserved += entry.quote_reserved
+    reservation.base_reserved += entry.base_reserved
+    if entry.kind == "settle":
+        reservation.filled += entry.amount or ZERO
+        if entry.trade_id:
+            reservation.trade_ids.add(entry.trade_id)
+    elif entry.amount is not None and reservation.filled < entry.amount:
+        reservation.awaiting = entry.amount  # ended; trades up to this still to come
+    else:
+        reservation.open = False
 
 
 def _money(value: Decimal) -> str:
