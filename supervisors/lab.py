@@ -192,8 +192,6 @@ class Lab:
         with volume) or expire, or an exit's price is reached. The searches are vectorised
         and err towards visiting: a visited candle on which nothing happens changes nothing,
         so the result is exactly that of stepping every candle (tests/test_fast_path.py)."""
-        import numpy as np
-
         fired = self._fired_list
         later = bisect.bisect_right(fired, index)
         target = fired[later] if later < len(fired) else len(self.candles)
@@ -205,7 +203,7 @@ class Lab:
         if wakeups is None:
             return start
         lows, highs, volumes = self._ranges()
-        closes, ts = self._closes, self._ts
+        closes = self._closes
         buy, sell = exchange.fill_thresholds(self.settings.symbol)
         # Float comparisons are inclusive where the rules are strict: a price that rounds
         # to the same float is a candle to look at, never one to skip.
