@@ -306,7 +306,9 @@ class BinanceDialect:
         except (KeyError, ArithmeticError):
             raise _BadRequest(MANDATORY_PARAM_MISSING, "Mandatory parameter 'quantity' or 'price' was not sent, was empty/null, or malformed.") from None
         cid = params.get("newClientOrderId") or f"sandbox-{now_ms}"
-        result = self.exchange.create_limit_order(symbol, side, amount, price, cid, now_ms / 1000)
+        result = self.exchange.create_limit_order(
+            symbol, side, amount, price, cid, now_ms / 1000, post_only=params.get("type") == "LIMIT_MAKER"
+        )
         if isinstance(result, Rejection):
             return error(400, result.code, result.message)
         self.fills += self.exchange.trades_of(result.exchange_order_id)  # it crossed: taken at once

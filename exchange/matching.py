@@ -220,8 +220,12 @@ class SimulatedExchange:
     # ------------------------------------------------------------- orders
 
     def create_limit_order(
-        self, symbol: str, side: Side, amount: Decimal, price: Decimal, client_order_id: str, now: float
+        self, symbol: str, side: Side, amount: Decimal, price: Decimal, client_order_id: str, now: float,
+        post_only: bool = False,
     ) -> SimOrder | Rejection:
+        """Place a limit order: rejected by the market's rules or the free balance, else
+        accepted, taking at once what it crosses (see the module's rules). ``post_only``
+        (Binance's ``LIMIT_MAKER``): an order that would cross is rejected instead."""
         market = self.markets.get(symbol)
         if market is None:
             return Rejection(CODE_REJECTED, f"Invalid symbol {symbol}.")
@@ -231,6 +235,8 @@ class SimulatedExchange:
         existing = self._by_client_id.get(client_order_id)
         if existing is not None and self.orders[existing].status == "open":
             return Rejection(CODE_REJECTED, "Duplicate order sent.")
+        if post_only and self._crosses(symbol, side, price):
+            return Rejection(CODE_REJECTED, "Order would immediately match and take.")
         if side is Side.BUY:
             # The worst fee it may pay: it may take (taker) now, or rest and fill later (maker).
             asset, lock = market.quote, price * amount * (1 + max(market.maker_fee, market.taker_fee))
@@ -262,12 +268,9 @@ class SimulatedExchange:
     def _take(self, market: MarketRules, order: SimOrder, now: float) -> None:
         """Fill at once what ``order`` takes from the market on arrival (see the module's
         rules): at the last trade's price, as a taker, up to the volume still takeable."""
-        last = self._last_trade.get(order.symbol)
-        if last is None:
+        if not self._crosses(order.symbol, order.side, order.price):
             return
-        crosses = order.price > last if order.side is Side.BUY else order.price < last
-        if not crosses:
-            return
+        last = self._last_trade[order.symbol]
         takeable = self._takeable[order.symbol]
         amount = min(order.remaining, takeable)
         if amount <= 0:
@@ -294,6 +297,14 @@ class SimulatedExchange:
         self._unlock(order, order.locked)
         self._touched(order)
         return order
+
+    def _crosses(self, symbol: str, side: Side, price: Decimal) -> bool:
+        """Whether a limit at ``price`` crosses the last trade (nothing crosses before the
+        exchange has seen a candle of the market)."""
+        last = self._last_trade.get(symbol)
+        if last is None:
+            return False
+        return price > last if side is Side.BUY else price < last
 
     def fill_whole(self, client_order_id: str, now: float) -> ExchangeTrade | Rejection:
         """A counterparty takes all that is left of an open order, at its price, at once

@@ -131,6 +131,17 @@ def test_a_crossing_order_takes_at_most_the_share_of_the_last_volume_and_the_res
     assert fresh.trades == []
 
 
+def test_a_post_only_order_that_would_cross_is_rejected_and_one_that_rests_is_placed():
+    ex = exchange()
+    ex.match("BTC/USD", closing("100"), 0)
+    crossing = ex.create_limit_order("BTC/USD", Side.BUY, D("1"), D("100.01"), "m1", 1, post_only=True)
+    assert isinstance(crossing, Rejection) and crossing.code == -2010
+    assert crossing.message == "Order would immediately match and take."  # Binance's LIMIT_MAKER answer
+    assert ex.balances["USD"].used == 0
+    resting = ex.create_limit_order("BTC/USD", Side.BUY, D("1"), D("100"), "m2", 1, post_only=True)
+    assert resting.status == "open" and ex.trades == []
+
+
 def test_a_buy_locks_the_worst_fee_it_may_pay():
     ex = exchange(usd="100.15")  # 1 BTC at 100 with the maker fee fits; with the taker fee it does not
     result = ex.create_limit_order("BTC/USD", Side.BUY, D("1"), D("100"), "x", 0)
