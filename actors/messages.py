@@ -523,3 +523,13 @@ class Pause:
 class Resume:
     strategy: str
     by: str
+
+
+@attrs.frozen
+class CancelOpenOrders:
+    """An operator's request: cancel every open order of this strategy now. The strategy
+    stays as it was (pause it first to stop new orders); an order whose outcome is not known
+    yet (submitting, unknown) or already being cancelled is left to its own course."""
+
+    strategy: str
+    by: str

@@ -41,6 +41,7 @@ from typing import Iterable
 import attrs
 
 from exchange.candles import Candle
+from exchange.fill_rules import queue_key, trades_through, volume_budget
 from exchange.markets import MarketRules
 from exchange.records import ExchangeOrder, ExchangeTrade, Side
 from exchange.retention import Forgetting
@@ -340,13 +341,12 @@ class SimulatedExchange:
         if not self._open:
             return []
         market = self.markets[symbol]
-        budget = market.round_amount(candle.volume * self.volume_share)
+        budget = volume_budget(market, candle, self.volume_share)
         fills: list[ExchangeTrade] = []
         for order in self._queue(symbol):
             if budget <= 0:
                 break
-            crossed = candle.low < order.price if order.side is Side.BUY else candle.high > order.price
-            if not crossed:
+            if not trades_through(order.side, order.price, candle):
                 continue
             amount = min(order.remaining, budget)
             budget -= amount
@@ -362,12 +362,7 @@ class SimulatedExchange:
             self._new_trades.extend(trades)
 
     def _queue(self, symbol: str) -> list[SimOrder]:
-        # Price priority (highest buy, lowest sell first), then time priority.
-        resting = self.open_orders(symbol)
-        return sorted(
-            resting,
-            key=lambda o: (-o.price if o.side is Side.BUY else o.price, int(o.exchange_order_id)),
-        )
+        return sorted(self.open_orders(symbol), key=lambda o: queue_key(o.side, o.price, int(o.exchange_order_id)))
 
     def _fee(self, market: MarketRules, side: Side, cost: Decimal, amount: Decimal, taker: bool) -> tuple[Decimal, str]:
         """The fee of a fill and the currency it is charged in: the taker fee for what an

@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 import trio
 
+from actors.connection.call_stats import CallStats
 from actors.connection.live_core import LiveSettings
 from actors.connection.live_shell import live_connection_actor, scrub
 from actors.connection.shadow_core import ShadowConnectionCore
@@ -72,6 +73,9 @@ from supervisors.config import (
 )
 from supervisors.secrets import CredentialsError, guard_logs, resolve
 from supervisors.status import StatusListener, status_actor
+from supervisors.web.access import exposure_warning, is_loopback
+from supervisors.web.server import WebContext
+from supervisors.web.views import StrategyFacts
 from supervisors.tree import ChildSpec, RestartStrategy, Supervisor
 
 log = logging.getLogger("limitline")
@@ -96,6 +100,9 @@ class App:
         #: Things the operator should know once the run starts (the CLI prints them).
         self.notices: list[str] = []
         self.shadow_books: dict[str, LazySimulatedExchange] = {}
+        #: Each ccxt venue's exchange-call latency and failures (``/metrics``), kept across
+        #: restarts of its connection.
+        self.call_stats: dict[str, CallStats] = {}
         #: Built from the config here; their stored state is read in :meth:`run`, once the
         #: store is this process's and known to be limitline's.
         self.shadow_venues = {
@@ -144,11 +151,21 @@ class App:
         modes = sorted({s.mode for s in config.strategies})
         facts = {"mode": "live" if "live" in modes else "shadow", "armed_live": live, "store": str(self.store_path)}
         self.status_listener = StatusListener(config.status.host, config.status.port)
+        warning = exposure_warning(config.status.host)
+        if warning is not None:
+            self.notices.append(warning)  # printed at start, before anything else
+        web = WebContext(
+            root=self,
+            env=self.env,
+            store=self.store,
+            facts=facts,
+            strategies=[StrategyFacts(s.name, s.venue, s.symbol, s.mode) for s in config.strategies],
+            venues=[v.name for v in config.venues],
+            call_stats=self.call_stats,
+            loopback=is_loopback(config.status.host),
+        )
         status = ChildSpec(
-            "status",
-            functools.partial(
-                status_actor, root=self, env=self.env, store=self.store, listener=self.status_listener, facts=facts
-            ),
+            "status", functools.partial(status_actor, context=web, listener=self.status_listener)
         )
         # The status server is the last child: a crash of the reconciler restarts it only.
         self.root = Supervisor(
@@ -239,6 +256,7 @@ class App:
             shadow_strategies=shadow,
             shadow_exchange=self.shadow_books.get(venue.name),
             authenticated=credentials is not None,
+            call_stats=self.call_stats.setdefault(venue.name, CallStats()),
         )
 
     def emit(self, kind: str, actor: str, reason: str, payload: dict[str, Any]) -> None:
@@ -279,6 +297,9 @@ def build_client(venue: CcxtVenueConfig, credentials: Any) -> Any:
         base_url=venue.base_url,
         sandbox=venue.sandbox,
         timeout_ms=int(venue.timeout_seconds * 1000),
+        market_type=venue.market_type,
+        https_proxy=venue.https_proxy,
+        ca_file=venue.ca_file,
     )
 
 

@@ -7,8 +7,9 @@
   stopped (shadow mode included: the simulated exchange's state is kept); ``--fresh`` moves
   the store aside first and starts over.
 - ``limitline check [-c CONFIG]``: run every pre-flight check without starting anything.
-- ``limitline sandbox [--port N] [--data CSV] [--faults FILE]``: a local exchange speaking
-  Binance's spot REST, to run a live configuration end to end before real money.
+- ``limitline sandbox [--market spot|usdm] [--port N] [--data CSV] [--faults FILE]``: a local
+  exchange speaking Binance's spot REST (or USD-M futures REST), to run a live configuration
+  end to end before real money.
 
 Exit status: 0 done, 1 the runtime failed (a supervisor gave up) or, for ``check``, a
 strategy failed its pre-flight checks, 2 the config or the command line is wrong, 130
@@ -67,7 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     sandbox.add_argument("--symbol", default="BTC/USDT", help="the market it lists (default BTC/USDT)")
     sandbox.add_argument("--speed", type=float, default=5.0, help="candles per second (default 5)")
     sandbox.add_argument("--faults", help="YAML or JSON file of faults to inject (see README)")
-    sandbox.add_argument("--balances", default="USDT=100000,BTC=2", help="the account, e.g. USDT=100000,BTC=2")
+    sandbox.add_argument("--balances", default="USDT=100000,BTC=2", help="the account, e.g. USDT=100000,BTC=2 (usdm: the quote asset's is the futures wallet)")
+    sandbox.add_argument("--market", choices=("spot", "usdm"), default="spot",
+                         help="spot: Binance spot REST (ccxt.binance); usdm: Binance USD-M futures REST (ccxt.binanceusdm), "
+                              "the symbol's linear perpetual")
     lab = commands.add_parser("lab", help="backtest one strategy of the config on historical candles")
     lab.add_argument("-c", "--config", help="YAML config (default: the embedded one)")
     lab.add_argument("--strategy", required=True, help="the strategy's name in the config")
@@ -274,13 +278,15 @@ def run_sandbox(args: argparse.Namespace) -> int:
         print(f"limitline: --balances must look like USDT=100000,BTC=2, got {args.balances!r}", file=sys.stderr)
         return EXIT_USAGE
     key, secret = credentials_from_env()
-    settings = SandboxSettings(data=data, symbol=args.symbol, port=args.port, speed=args.speed, api_key=key, secret=secret, balances=balances)
+    settings = SandboxSettings(data=data, symbol=args.symbol, port=args.port, speed=args.speed, api_key=key, secret=secret,
+                               balances=balances, market=args.market)
     sandbox = Sandbox(settings, faults)
 
     async def serve_until_signal() -> None:
         async with trio.open_nursery() as nursery:
             url = await nursery.start(serve_sandbox, sandbox, args.port)
-            print(f"limitline sandbox: Binance spot REST on {url} ({args.symbol}, {args.speed:g} candles/s); "
+            kind = "USD-M futures" if args.market == "usdm" else "spot"
+            print(f"limitline sandbox: Binance {kind} REST on {url} ({args.symbol}, {args.speed:g} candles/s); "
                   f"admin at {url}/admin/state. Point an exchange's base_url at it. Ctrl-C stops.", file=sys.stderr, flush=True)
             with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
                 async for _ in signals:
@@ -351,7 +357,7 @@ class _Announce:
         mode = f"{live} LIVE (real orders)" if live else "all in shadow mode"
         print(
             f"limitline: running {len(self.config.strategies)} strategies, {mode}; "
-            f"status at {url}/status; store {self.config.store}. Ctrl-C stops.",
+            f"dashboard at {url}/, status at {url}/status; store {self.config.store}. Ctrl-C stops.",
             file=sys.stderr,
             flush=True,
         )

@@ -240,7 +240,10 @@ async def test_a_close_below_one_tick_in_run_is_blocked_and_restarts_nothing(tmp
     data = tmp_path / "pennies.csv"
     data.write_text("\n".join(rows) + "\n")
     raw = fast_config_raw(tmp_path)
-    raw["venues"][0]["replay"]["BTC/USD"] = {"data": str(data), "speed": 50}
+    # Lockstep: every candle waits for both strategies, so each is decided however slow
+    # the machine (a free-running replay moves on while a strategy still waits for its
+    # first reconciliation, and candles released before are not evaluated, by design).
+    raw["venues"][0]["replay"]["BTC/USD"] = {"data": str(data), "speed": 50, "lockstep": True}
     raw["strategies"][0]["buy"] = {"kind": "change", "percent": -10, "lookback": 1}  # fires on the pennies
     raw["strategies"][0]["sizing"] = {"percent": 10}  # sized by the ledger: it must not divide by a price of 0
     watch = Watch()

@@ -202,6 +202,8 @@ class ReconcilerCore:
         self.counts: dict[str, int] = {}
         self._venue_cycles: dict[str, int] = {}
         self.venues_reconciled: set[str] = set()
+        #: venue -> when its last cycle was compared (for the operator's view).
+        self.last_cycle_at: dict[str, float] = {}
         self._asking: dict[str, set[str]] = {}
 
     def query(self, message: ReconciledQuery) -> list[Send]:
@@ -220,6 +222,7 @@ class ReconcilerCore:
         stable = current & self._previous.get(venue, set())
         self._previous[venue] = current
         self._venue_cycles[venue] = self._venue_cycles.get(venue, 0) + 1
+        self.last_cycle_at[venue] = now
         applied = self._applied[venue] = self._applied.get(venue, set()) & current
         out: list[Send] = []
         for difference, actions in found:
@@ -245,4 +248,9 @@ class ReconcilerCore:
         return venue in self.venues_reconciled
 
     def status(self) -> dict[str, Any]:
-        return {"cycles": self.cycles, "venues_reconciled": sorted(self.venues_reconciled), "differences": dict(self.counts)}
+        return {
+            "cycles": self.cycles,
+            "venues_reconciled": sorted(self.venues_reconciled),
+            "differences": dict(self.counts),
+            "last_cycle_at": dict(self.last_cycle_at),
+        }
