@@ -266,7 +266,8 @@ def classes(watch: Watch) -> set[str]:
 
 async def test_operator_actions_on_the_exchange_are_classified_and_applied(tmp_path, credentials, monkeypatch):
     monkeypatch.setenv("LIMITLINE_OPERATOR_TOKEN", "op-token-1")
-    async with live_runtime(tmp_path, sandbox_speed=5) as (watch, sandbox, app, _):
+    # Orders that rest (5 bp passive): one that crosses the market fills at once.
+    async with live_runtime(tmp_path, sandbox_speed=5, strategy={"limit_offset_bps": 5}) as (watch, sandbox, app, _):
         url = f"http://127.0.0.1:{sandbox_port(sandbox, app)}"
         await watch.until(lambda events: watch.count("order_placed") >= 1)
 

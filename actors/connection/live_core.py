@@ -666,8 +666,10 @@ class LiveConnectionCore:
             if self.shadow is not None:
                 # Simulated orders trade against the real candle before anyone sees it,
                 # exactly as on a shadow venue.
+                taken = self.shadow.since_last_candle(symbol)
                 fills = self.shadow.match(symbol, candle, now)
                 out += fills
+                fills = taken + fills  # a candle names the fills since the last one
             else:
                 fills = []
             out += [Send(to, CandleClosed(self.venue, symbol, candle, fills=fills_of(fills, to))) for to in self.subscribers.get(symbol, [])]
@@ -716,7 +718,7 @@ class LiveConnectionCore:
                 venue=self.venue, client_order_id=tracked.client_order_id, exchange_order_id=tracked.exchange_order_id or "",
                 trade_id=trade_id, symbol=symbol, side=tracked.side, price=trade.price, amount=amount,
                 fee=trade.fee, fee_currency=trade.fee_currency, at=now,
-                order_complete=tracked.filled >= tracked.amount,
+                order_complete=tracked.filled >= tracked.amount, taker_or_maker=trade.taker_or_maker,
             )
             if report.order_complete:
                 tracked.done = True

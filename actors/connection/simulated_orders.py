@@ -6,7 +6,10 @@ Routing of the simulated exchange's reports:
 - acceptances → the owning strategy;
 - rejections, cancellations → the owning strategy and the ledger (which releases funds);
 - fills → the owning strategy and the ledger (which settles them and records the fill row
-  with its journal entries, in one transaction).
+  with its journal entries, in one transaction). An order that crossed the market fills
+  (as a taker) when it is placed; those fills are routed at once and named again by the
+  market's next candle (:meth:`SimulatedOrders.since_last_candle`), so a strategy decides
+  on that candle only once the ledger has booked them, as it does for a candle's own fills.
 
 Persistence (shadow mode continues across restarts). The simulated exchange's state is
 written to the store as it changes, as records through the writer, not rebuilt from the
@@ -98,6 +101,8 @@ class SimulatedOrders:
         #: client order id -> owning strategy's name (of ended orders, the most recent)
         self.owners: dict[str, str] = {}
         self._forget_owners: Forgetting[str, str] = Forgetting(KEEP_FINISHED_ORDERS)
+        #: Per market, the fills made on arrival since its last candle (their routing).
+        self._taken: dict[str, list[Send]] = {}
 
     def owns(self, client_order_id: str) -> bool:
         return client_order_id in self.owners
@@ -134,7 +139,17 @@ class SimulatedOrders:
         if isinstance(result, Rejection):
             rejected = OrderRejected(order.client_order_id, f"{result.message} (code {result.code})", now)
             return [Send(to, rejected), Send(LEDGER, rejected)]
-        return [Send(to, OrderAccepted(order.client_order_id, self.id_prefix + result.exchange_order_id, now))]
+        out = [Send(to, OrderAccepted(order.client_order_id, self.id_prefix + result.exchange_order_id, now))]
+        for trade in self.exchange.trades_of(result.exchange_order_id):  # it crossed: taken at once
+            fills = self.route_fill(trade)
+            self._taken.setdefault(order.symbol, []).extend(fills)
+            out += fills
+        return out
+
+    def since_last_candle(self, symbol: str) -> list[Send]:
+        """The fills made on arrival on ``symbol`` since its last candle (routed already),
+        handed over once: the next candle names them to their strategies."""
+        return self._taken.pop(symbol, [])
 
     def cancel(self, message: CancelOrder, now: float) -> list[Send]:
         to = strategy_address(message.strategy)
@@ -212,6 +227,7 @@ class SimulatedOrders:
             fee_currency=fill.fee_currency,
             at=fill.at,
             order_complete=fill.order_complete,
+            taker_or_maker=fill.taker_or_maker,
         )
         out = [Send(LEDGER, report)]
         owner = self.owners.get(fill.client_order_id)
