@@ -166,7 +166,7 @@ def run_lab(config: Config, args: argparse.Namespace) -> int:
 
     result = Lab(settings, market, candles, keep_events=False, fast=not args.every_bar).run(progress)
     print(file=sys.stderr)
-    numbers = write_report(result, directory, settings.name, find_gaps(candles))
+    numbers = write_report(result, directory, settings.name, find_gaps(candles), market)
     first = datetime.fromtimestamp(candles[0].ts, timezone.utc).date()
     last = datetime.fromtimestamp(candles[-1].ts, timezone.utc).date()
     print(f"Strategy Lab: {settings.name} on {settings.symbol}, {first} to {last}")
