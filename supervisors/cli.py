@@ -70,12 +70,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     sandbox.add_argument("--balances", default="USDT=100000,BTC=2", help="the account, e.g. USDT=100000,BTC=2")
     lab = commands.add_parser("lab", help="backtest one strategy of the config on historical candles")
     lab.add_argument("-c", "--config", help="YAML config (default: the embedded one)")
-    lab.add_argument("--strategy", required=True, help="the strategy's name in the config")
+    lab.add_argument("--strategy", help="the strategy's name in the config (with --sweep: default the sweep file's)")
     lab.add_argument("--data", help="candle CSV (default: the venue's replay data, else the bundled BTC/USD 1h)")
     lab.add_argument("--from", dest="start", help="first candle, ISO-8601 (UTC)")
     lab.add_argument("--to", dest="end", help="last candle, ISO-8601 (UTC)")
     lab.add_argument("--report", help="directory for report.json and report.html (default: lab-report/NAME)")
     lab.add_argument("--every-bar", action="store_true", help="visit every candle (the default fast path skips quiet ones; same trades)")
+    lab.add_argument("--sweep", metavar="SWEEP.yaml", help="sweep parameters with walk-forward windows (see the README)")
+    lab.add_argument("--dask", metavar="ADDRESS", help="with --sweep: run on this Dask scheduler (tcp://host:8786, or local)")
+    lab.add_argument("--ray", metavar="ADDRESS", help="with --sweep: run on this Ray cluster (ray://host:10001, auto, or local)")
+    lab.add_argument("--workers", type=int, help="with --sweep: local processes (default: every core)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     if args.command == "sandbox":
@@ -135,10 +139,28 @@ def run_lab(config: Config, args: argparse.Namespace) -> int:
     from supervisors.lab import Lab
     from supervisors.lab_report import summary, write_report
 
-    settings = next((s for s in config.strategies if s.name == args.strategy), None)
+    sweep = None
+    if args.sweep is not None:
+        from supervisors.sweep_spec import load_sweep
+
+        try:
+            sweep = load_sweep(args.sweep)
+        except ConfigError as error:
+            print(f"limitline: invalid sweep {error.source}:", file=sys.stderr)
+            for problem in error.problems:
+                print(f"  {problem}", file=sys.stderr)
+            return EXIT_USAGE
+    elif args.dask is not None or args.ray is not None or args.workers is not None:
+        print("limitline: --dask, --ray and --workers run a sweep: give --sweep SWEEP.yaml too", file=sys.stderr)
+        return EXIT_USAGE
+    name = args.strategy or (sweep.strategy if sweep is not None else None)
+    if name is None:
+        print("limitline: --strategy: name the strategy to backtest (or strategy: in the sweep file)", file=sys.stderr)
+        return EXIT_USAGE
+    settings = next((s for s in config.strategies if s.name == name), None)
     if settings is None:
         names = ", ".join(s.name for s in config.strategies)
-        print(f"limitline: --strategy: no strategy is named {args.strategy!r} (strategies: {names})", file=sys.stderr)
+        print(f"limitline: --strategy: no strategy is named {name!r} (strategies: {names})", file=sys.stderr)
         return EXIT_USAGE
     market, data = lab_market(config, settings)
     try:
@@ -152,7 +174,7 @@ def run_lab(config: Config, args: argparse.Namespace) -> int:
     if len(candles) < 2:
         print("limitline: fewer than 2 candles between --from and --to", file=sys.stderr)
         return EXIT_USAGE
-    directory = Path(args.report or Path("lab-report") / settings.name)
+    directory = Path(args.report or Path("lab-report") / (settings.name + ("-sweep" if sweep is not None else "")))
     problem = _report_directory_problem(directory)
     if problem is not None:  # found now, not after the whole backtest has run
         print(f"limitline: --report {directory}: {problem}", file=sys.stderr)
@@ -160,6 +182,9 @@ def run_lab(config: Config, args: argparse.Namespace) -> int:
     if settings.mode == "live":
         print(f"lab: {settings.name} is a live strategy; the Lab backtests it as configured and never places an order",
               file=sys.stderr)
+
+    if sweep is not None:
+        return run_lab_sweep(args, sweep, settings.name, market, candles, directory)
 
     def progress(done: int, total: int) -> None:
         print(f"\rlab: {done * 100 // total:3d} % ({done:,}/{total:,} candles)", end="", file=sys.stderr, flush=True)
@@ -177,6 +202,55 @@ def run_lab(config: Config, args: argparse.Namespace) -> int:
               f"({market.tick_size} {market.quote}), first at the candle of {at}: the market's tick_size is too coarse "
               "for these prices, so this backtest says little about the strategy")
     print(f"report: {directory / 'report.json'} and {directory / 'report.html'}")
+    return EXIT_OK
+
+
+def run_lab_sweep(args: argparse.Namespace, sweep: Any, name: str, market: Any, candles: list[Any], directory: Path) -> int:
+    """``lab --sweep``: the walk-forward sweep on the executor asked for, its table printed,
+    sweep.json and sweep.html written."""
+    import time
+
+    from tqdm import tqdm
+
+    from supervisors.sweep import planned, run_sweep, windows
+    from supervisors.sweep_executors import ExecutorUnavailable, open_executor
+    from supervisors.sweep_report import table, write_sweep_report
+    from supervisors.sweep_spec import StrategyTemplate
+
+    template = StrategyTemplate(args.config, name)
+    problems = template.check_paths(sweep)
+    try:
+        windows(sweep, len(candles))
+    except ValueError as short:
+        problems.append(str(short))
+    if args.workers is not None and args.workers < 1:
+        problems.append(f"--workers: must be 1 or more, got {args.workers}")
+    if problems:
+        print(f"limitline: invalid sweep {args.sweep}:", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        executor = open_executor(candles, dask=args.dask, ray=args.ray, workers=args.workers)
+    except ExecutorUnavailable as unavailable:
+        print(f"limitline: {unavailable}", file=sys.stderr)
+        return EXIT_USAGE
+    started = time.monotonic()
+    try:
+        with tqdm(total=planned(sweep), unit="backtest", desc=f"sweep on {executor.name}", file=sys.stderr,
+                  dynamic_ncols=True) as bar:
+            result = run_sweep(sweep, template, market, candles, executor, bar.update)
+            bar.total = bar.n  # TPE or infeasible windows may run fewer than planned
+            bar.refresh()
+    finally:
+        executor.close()
+    elapsed = time.monotonic() - started
+    write_sweep_report(result, directory, name)
+    sets = len({repr(sorted(t.params.items())) for t in result.trials})
+    print(f"Sweep: {name} on {market.symbol}, {len(result.trials):,} in-sample backtests of {sets:,} parameter sets "
+          f"in {len(result.windows)} window(s) on {executor.name}, {elapsed:.1f} s; objective {sweep.objective}")
+    print(table(result))
+    print(f"report: {directory / 'sweep.json'} and {directory / 'sweep.html'}")
     return EXIT_OK
 
 
