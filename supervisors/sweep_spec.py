@@ -227,29 +227,56 @@ class StrategyTemplate:
         self.where = f"strategies[{index}]"
 
     def check_paths(self, sweep: Sweep) -> list[str]:
-        """Each path must lead into a mapping (or list) the strategy's config has."""
+        """Each path must lead into a mapping (or list) the strategy's config has, and every
+        value of the parameter must be one its field takes (a whole number for ``buy.fast``);
+        the limits pre-flight checks (``fast`` below ``slow``) are left to each set."""
         problems = []
-        for name in sweep.parameters:
+        for name, parameter in sweep.parameters.items():
+            missing = []
             for path in sweep.paths(name):
                 try:
                     _set(copy.deepcopy(self.raw), path, 0)
-                except (KeyError, IndexError, TypeError) as missing:
-                    problems.append(f"parameters.{name}: cannot set {path} in strategy {self.name}: {missing.args[0]}")
+                except (KeyError, IndexError, TypeError) as error:
+                    missing.append(f"parameters.{name}: cannot set {path} in strategy {self.name}: {error.args[0]}")
+            problems += missing
+            if missing:
+                continue
+            samples = parameter.choices if parameter.choices is not None else (
+                values(parameter) if parameter.step is not None else [parameter.low, parameter.high])
+            for value in samples:
+                raw = copy.deepcopy(self.raw)
+                for path in sweep.paths(name):
+                    _set(raw, path, _yaml_value(value))
+                try:
+                    _converter.structure(raw, StrategySettings)
+                except (ClassValidationError, IterableValidationError, ForbiddenExtraKeysError) as error:
+                    wrong = "; ".join(_structure_problems(error))
+                    problems.append(f"parameters.{name}: value {_yaml_value(value)} in strategy {self.name}: {wrong}")
+                    break
         return problems
 
     def build(self, sweep: Sweep, chosen: dict[str, Value]) -> tuple[StrategySettings | None, str | None]:
         """The settings with ``chosen`` written in, or why this parameter set cannot run."""
         raw = copy.deepcopy(self.raw)
         for name, value in chosen.items():
-            written = str(value) if isinstance(value, Decimal) else value  # the config reads numbers from text exactly
             for path in sweep.paths(name):
-                _set(raw, path, written)
+                _set(raw, path, _yaml_value(value))
         try:
             settings = _converter.structure(raw, StrategySettings)
         except (ClassValidationError, IterableValidationError, ForbiddenExtraKeysError) as error:
             return None, "; ".join(_structure_problems(error))
         problems = parameter_problems(settings)
         return (None, "; ".join(problems)) if problems else (settings, None)
+
+
+def _yaml_value(value: Value) -> Any:
+    """A parameter's value as YAML would have given it: a Decimal as the float with the same
+    digits (the config reads a number's shortest text exactly, and an int field then says
+    ``expected a whole number, got 20.5``), or as text when no float has its digits."""
+    if isinstance(value, Decimal):
+        as_float = float(value)
+        return as_float if Decimal(repr(as_float)) == value else str(value)
+    return value
 
 
 def _set(raw: Any, path: str, value: Any) -> None:
