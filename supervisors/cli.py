@@ -80,10 +80,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     lab.add_argument("--dask", metavar="ADDRESS", help="with --sweep: run on this Dask scheduler (tcp://host:8786, or local)")
     lab.add_argument("--ray", metavar="ADDRESS", help="with --sweep: run on this Ray cluster (ray://host:10001, auto, or local)")
     lab.add_argument("--workers", type=int, help="with --sweep: local processes (default: every core)")
+    lab.add_argument("--cache", help="where --data exchange:symbol:timeframe is looked for (default limitline-data/candles)")
+    data = commands.add_parser("data", help="candles for the Lab: download from an exchange into a local cache")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    download = data_commands.add_parser("download", help="page an exchange's candles (ccxt fetch_ohlcv) into the cache")
+    download.add_argument("--exchange", required=True, help="a ccxt exchange id, e.g. binance")
+    download.add_argument("--symbol", required=True, help="the market, e.g. BTC/USDT")
+    download.add_argument("--timeframe", default="1h", help="candle length, e.g. 1m, 1h, 1d (default 1h)")
+    download.add_argument("--since", help="first candle, ISO-8601 UTC (a new file; a file in the cache resumes after its last)")
+    download.add_argument("--until", help="last candle, ISO-8601 UTC (default: the last closed one)")
+    download.add_argument("--cache", help="cache directory (default limitline-data/candles)")
+    download.add_argument("--base-url", help="rewrite the exchange's REST URLs (a proxy, or `limitline sandbox`)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     if args.command == "sandbox":
         return run_sandbox(args)
+    if args.command == "data":
+        return run_data_download(args)
 
     try:
         config = load_config(args.config, live=getattr(args, "live", False), lab=args.command == "lab")
@@ -135,7 +148,9 @@ def start_fresh(config: Config) -> str | None:
 def run_lab(config: Config, args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
 
-    from exchange.candles import CandleDataError, bundled_path, find_gaps, load_candles
+    import numpy as np
+
+    from exchange.candles import CandleDataError, bundled_path, find_gaps
     from supervisors.lab import Lab
     from supervisors.lab_report import summary, write_report
 
@@ -164,13 +179,18 @@ def run_lab(config: Config, args: argparse.Namespace) -> int:
         return EXIT_USAGE
     market, data = lab_market(config, settings)
     try:
-        candles = load_candles(args.data or data or str(bundled_path()))
+        source, read = lab_candles(args.data or data or str(bundled_path()), args.cache)
         bounds = [_utc(text, name) for text, name in ((args.start, "--from"), (args.end, "--to"))]
     except (CandleDataError, ValueError) as bad:
         print(f"limitline: {bad}", file=sys.stderr)
         return EXIT_USAGE
+    for note in read.handling:
+        print(f"lab: {source}: {note}", file=sys.stderr)
     start, end = bounds
-    candles = [c for c in candles if (start is None or c.ts >= start) and (end is None or c.ts <= end)]
+    stamps = read.candles.timestamps()
+    first_index = 0 if start is None else int(np.searchsorted(stamps, start, side="left"))
+    end_index = len(stamps) if end is None else int(np.searchsorted(stamps, end, side="right"))
+    candles = read.candles[first_index:end_index]  # a view: no candle is copied
     if len(candles) < 2:
         print("limitline: fewer than 2 candles between --from and --to", file=sys.stderr)
         return EXIT_USAGE
@@ -191,7 +211,8 @@ def run_lab(config: Config, args: argparse.Namespace) -> int:
 
     result = Lab(settings, market, candles, keep_events=False, fast=not args.every_bar).run(progress)
     print(file=sys.stderr)
-    numbers = write_report(result, directory, settings.name, find_gaps(candles), market)
+    numbers = write_report(result, directory, settings.name, find_gaps(candles), market,
+                           {"source": source, "handling": list(read.handling)})
     first = datetime.fromtimestamp(candles[0].ts, timezone.utc).date()
     last = datetime.fromtimestamp(candles[-1].ts, timezone.utc).date()
     print(f"Strategy Lab: {settings.name} on {settings.symbol}, {first} to {last}")
@@ -205,7 +226,25 @@ def run_lab(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def run_lab_sweep(args: argparse.Namespace, sweep: Any, name: str, market: Any, candles: list[Any], directory: Path) -> int:
+def lab_candles(data: str, cache: str | None) -> tuple[str, Any]:
+    """(what was read, :class:`~exchange.candles.CandleFile`) for ``--data``: a CSV path, or
+    ``exchange:symbol:timeframe`` from the download cache. Raises CandleDataError or
+    ValueError with the fix."""
+    from exchange.candles import read_candles
+    from supervisors.candle_cache import DEFAULT_CACHE, parse_spec
+
+    spec = parse_spec(data) if not Path(data).exists() else None
+    if spec is None:
+        return data, read_candles(data)
+    path = spec.path(Path(cache) if cache else DEFAULT_CACHE)
+    if not path.exists():
+        raise ValueError(f"--data {spec}: no candles in the cache ({path}); download them first: limitline data download "
+                         f"--exchange {spec.exchange} --symbol {spec.symbol} --timeframe {spec.timeframe} --since 2024-01-01"
+                         + (f" --cache {cache}" if cache else ""))
+    return f"{spec} ({path})", read_candles(path)
+
+
+def run_lab_sweep(args: argparse.Namespace, sweep: Any, name: str, market: Any, candles: Any, directory: Path) -> int:
     """``lab --sweep``: the walk-forward sweep on the executor asked for, its table printed,
     sweep.json and sweep.html written."""
     import time
@@ -251,6 +290,50 @@ def run_lab_sweep(args: argparse.Namespace, sweep: Any, name: str, market: Any, 
           f"in {len(result.windows)} window(s) on {executor.name}, {elapsed:.1f} s; objective {sweep.objective}")
     print(table(result))
     print(f"report: {directory / 'sweep.json'} and {directory / 'sweep.html'}")
+    return EXIT_OK
+
+
+def run_data_download(args: argparse.Namespace) -> int:
+    """``data download``: page the exchange's candles into the cache, resuming; the gaps
+    found and the file written are printed."""
+    from exchange.ccxt_adapter import exchange_exists, make_client, timeframe_seconds
+    from supervisors.candle_cache import DEFAULT_CACHE, DataSpec, DownloadError, download, iso
+
+    if not exchange_exists(args.exchange):
+        print(f"limitline: --exchange: ccxt has no exchange {args.exchange!r}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        timeframe_seconds(args.timeframe, args.exchange)
+        since, until = _utc(args.since, "--since"), _utc(args.until, "--until")
+        client = make_client(args.exchange, base_url=args.base_url, timeout_ms=30_000)
+    except ValueError as bad:
+        print(f"limitline: {bad}", file=sys.stderr)
+        return EXIT_USAGE
+    spec = DataSpec(args.exchange, args.symbol, args.timeframe)
+    path = spec.path(Path(args.cache) if args.cache else DEFAULT_CACHE)
+    if since is None and not path.exists():
+        print(f"limitline: --since: {path} does not exist yet; give the first candle's time, e.g. --since 2024-01-01",
+              file=sys.stderr)
+        return EXIT_USAGE
+
+    def progress(report: Any) -> None:
+        print(f"\rdata: {report.added:,} candles, up to {iso(report.last)}", end="", file=sys.stderr, flush=True)
+
+    try:
+        report = download(client, spec, since or 0, path, until, progress)
+    except DownloadError as stopped:
+        print(f"\nlimitline: data download {spec} stopped: {stopped}. What was written is kept in {path}; "
+              "run the same command again to resume", file=sys.stderr)
+        return EXIT_FAILED
+    print(file=sys.stderr)
+    resumed = f", resumed after {iso(report.resumed_after)}" if report.resumed_after is not None else ""
+    span = f" ({iso(report.first)} to {iso(report.last)})" if report.first is not None else ""
+    print(f"data: {spec}: {report.added:,} new candles{span} in {report.pages} page(s){resumed} -> {path}")
+    for gap in report.gaps[:20]:
+        print(f"gap: no candles between {iso(gap['after'])} and {iso(gap['before'])} ({gap['missing']:,} missing; not filled in)")
+    if len(report.gaps) > 20:
+        print(f"gap: ... {len(report.gaps) - 20:,} more")
+    print(f"data: {len(report.gaps)} gap(s); the Lab reads it with --data {spec}")
     return EXIT_OK
 
 

@@ -120,9 +120,11 @@ def write_report(
     name: str,
     gaps: list[dict[str, Any]] | None = None,
     market: MarketRules | None = None,
+    data: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Writes ``report.json`` and ``report.html`` into ``directory`` (created); returns the
-    figures (as :func:`figures`, without the chart's series)."""
+    figures (as :func:`figures`, without the chart's series). ``data``: where the candles
+    came from and how they were read (``{"source": ..., "handling": [...]}``)."""
     directory.mkdir(parents=True, exist_ok=True)
     numbers = figures(result, gaps)
     drawdowns, held_value = numbers.pop("_drawdowns"), numbers.pop("_buy_and_hold")
@@ -133,13 +135,14 @@ def write_report(
         "strategy": name,
         "symbol": symbol,
         "quote": quote,
+        "data": data,
         **{key: _machine(value, key) for key, value in numbers.items()},
         "trade_list": [{("time" if key == "ts" else key): _machine(value, key) for key, value in trade.items()}
                        for trade in trades],
         "equity": [{"time": iso(ts), "equity": _decimal(e), "held": _decimal(h)} for ts, e, h in result.equity],
     }
     (directory / "report.json").write_text(json.dumps(document, indent=1))
-    page = render_html(name, symbol, quote, numbers, result, trades, drawdowns, held_value)
+    page = render_html(name, symbol, quote, numbers, result, trades, drawdowns, held_value, data)
     (directory / "report.html").write_text(page, encoding="utf-8")
     return numbers
 
@@ -273,6 +276,7 @@ def render_html(
     trades: list[dict[str, Any]],
     drawdowns: list[float],
     held_value: list[float],
+    data: dict[str, Any] | None = None,
 ) -> str:
     e = html.escape
     data = chart_data(result, symbol, quote, drawdowns, held_value)
@@ -306,6 +310,9 @@ def render_html(
         ("Fees paid", _fees(numbers["fees_paid"])),
         ("Gaps in the data", f"{len(numbers['gaps']):,}"),
     ]
+    if data is not None:
+        rows.append(("Data", str(data.get("source", ""))))
+        rows += [("Data read as", note) for note in data.get("handling", [])]
     figures_table = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows)
     card_html = "".join(f'<div class="card"><div class="label">{e(k)}</div><div class="value {t}">{e(v)}</div></div>'
                         for k, v, t in cards)

@@ -57,7 +57,7 @@ class LocalPool:
         self.workers = workers or os.cpu_count() or 1
         self._pool = concurrent.futures.ProcessPoolExecutor(
             self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
-            initargs=(tuple(candles),),
+            initargs=(candles,),
         )
 
     def run(self, function: Callable[[Any, Sequence[Candle]], Any], jobs: Sequence[Any]) -> Iterator[tuple[int, Any]]:
@@ -91,7 +91,7 @@ class DaskCluster:
             self.client = Client(address, timeout="10s")
         except (OSError, TimeoutError) as error:
             raise ExecutorUnavailable(f"--dask {address}: cannot reach the scheduler ({error})") from None
-        [self._candles] = self.client.scatter([tuple(candles)], broadcast=True)
+        [self._candles] = self.client.scatter([candles], broadcast=True)
 
     def run(self, function: Callable[[Any, Sequence[Candle]], Any], jobs: Sequence[Any]) -> Iterator[tuple[int, Any]]:
         from distributed import as_completed
@@ -124,7 +124,7 @@ class RayCluster:
             ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise ExecutorUnavailable(f"--ray {address}: cannot connect ({error})") from None
-        self._candles = ray.put(tuple(candles))
+        self._candles = ray.put(candles)
         self._remote: dict[Callable[..., Any], Any] = {}
 
     def run(self, function: Callable[[Any, Sequence[Candle]], Any], jobs: Sequence[Any]) -> Iterator[tuple[int, Any]]:
