@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import re
 from array import array
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
@@ -75,11 +76,17 @@ class CandleSeries(Sequence[Candle]):
     kept as a Decimal). Oldest first. Indexing builds a :class:`Candle`; slicing is a view
     (no copy). Pickles as its arrays (a sweep ships it to its workers once)."""
 
-    __slots__ = ("_ts", "_columns")
+    __slots__ = ("_ts", "_columns", "_views")
 
     def __init__(self, ts: np.ndarray, columns: tuple[tuple[np.ndarray, np.ndarray | None], ...]) -> None:
         self._ts = ts
         self._columns = columns  # (digits, exponents) per value; exponents None: an object array of Decimals
+        # Memoryviews index to plain ints faster than numpy scalars (building a Candle is
+        # the cost of every pass over the series).
+        self._views = tuple((memoryview(d), memoryview(e)) if e is not None else (d, None) for d, e in columns)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (CandleSeries, (self._ts, self._columns))
 
     def __len__(self) -> int:
         return len(self._ts)
@@ -90,7 +97,9 @@ class CandleSeries(Sequence[Candle]):
                 return [self[i] for i in range(*index.indices(len(self)))]
             return CandleSeries(self._ts[index], tuple((d[index], e[index] if e is not None else None) for d, e in self._columns))
         ts = int(self._ts[index])  # IndexError past the end, as a list
-        return Candle(ts, *(_value(d, e, index) for d, e in self._columns))
+        if index < 0:
+            index += len(self._ts)
+        return Candle(ts, *(Decimal(d[index]).scaleb(e[index]) if e is not None else d[index] for d, e in self._views))
 
     def __iter__(self) -> Iterator[Candle]:
         for i in range(len(self._ts)):
@@ -102,16 +111,20 @@ class CandleSeries(Sequence[Candle]):
         view.flags.writeable = False
         return view
 
-    def closes(self) -> np.ndarray:
-        """Every close as a float (for indicators and charts; never for money)."""
-        digits, exponents = self._columns[3]
+    def floats(self, name: str) -> np.ndarray:
+        """Every ``open``, ``high``, ``low``, ``close`` or ``volume`` as a float, each the very
+        float ``float(Decimal)`` gives (for indicators and charts; never for money)."""
+        digits, exponents = self._columns[COLUMNS.index(name) - 1]
         if exponents is None or len(digits) == 0 or np.abs(digits).max() >= 2**53 or np.abs(exponents).max() > 22:
-            return np.array([float(c.close) for c in self], dtype=float)
+            return np.array([float(getattr(c, name)) for c in self], dtype=float)
         # One correctly rounded operation on exact operands (digits below 2**53, powers of ten
-        # up to 1e22 are exact floats): the very float that float(Decimal) gives.
+        # up to 1e22 are exact floats): the same float as float(Decimal).
         scale = np.power(10.0, np.abs(exponents).astype(float))
         whole = digits.astype(float)
         return np.where(exponents < 0, whole / scale, whole * scale)
+
+    def closes(self) -> np.ndarray:
+        return self.floats("close")
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Sequence) and not isinstance(other, (str, bytes)):
@@ -122,12 +135,6 @@ class CandleSeries(Sequence[Candle]):
 
     def __repr__(self) -> str:
         return f"<CandleSeries of {len(self):,} candles>"
-
-
-def _value(digits: np.ndarray, exponents: np.ndarray | None, index: int) -> Decimal:
-    if exponents is None:
-        return digits[index]
-    return Decimal(int(digits[index])).scaleb(int(exponents[index]))
 
 
 class _Column:
@@ -141,7 +148,15 @@ class _Column:
         self.exponents = array("b")
         self.wide: list[Decimal] | None = None
 
-    def append(self, value: Decimal) -> None:
+    def append(self, value: Decimal, text: str) -> None:
+        if self.wide is None and PLAIN.match(text):  # digits and exponent straight from the text
+            point = text.find(".")
+            digits = int(text.replace(".", "", 1)) if point >= 0 else int(text)
+            exponent = point - len(text) + 1 if point >= 0 else 0
+            if digits < 2**63 and exponent >= -128:
+                self.digits.append(digits)
+                self.exponents.append(exponent)
+                return
         if self.wide is None:
             exponent = value.as_tuple().exponent
             if isinstance(exponent, int) and -128 <= exponent <= 127:
@@ -172,6 +187,8 @@ class CandleFile:
     handling: tuple[str, ...]
 
 
+#: A number written plainly (``2505.560``): its digits and exponent are read off the text.
+PLAIN = re.compile(r"^[0-9]+(\.[0-9]*)?$")
 #: Epoch timestamps of at least this many are milliseconds (in seconds it is the year 5138).
 EPOCH_MS_FROM = 100_000_000_000
 
@@ -221,8 +238,9 @@ def read_candles(path: str | Path) -> CandleFile:
                         raise CandleDataError(f"{path}:{row_number}: out-of-order timestamp {_shown(row[0])} "
                                               f"(the rows before it are {order})")
                 stamps.append(candle.ts)
-                for column, value in zip(columns, (candle.open, candle.high, candle.low, candle.close, candle.volume)):
-                    column.append(value)
+                values = (candle.open, candle.high, candle.low, candle.close, candle.volume)
+                for column, value, text in zip(columns, values, row[1:]):
+                    column.append(value, text.strip())
         except csv.Error as error:  # e.g. a field longer than any CSV line: not a CSV file
             raise CandleDataError(f"{path}:{reader.line_num or 1}: not readable as CSV ({error}); {EXPECTED}") from None
     if not stamps:

@@ -32,6 +32,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from exchange.candles import CandleSeries
 from exchange.markets import MarketRules
 from supervisors.lab import LabResult
 
@@ -45,27 +48,28 @@ VENDORED_CHART_LIBRARY = "lightweight-charts.standalone.production.js"
 
 def figures(result: LabResult, gaps: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The run's figures as numbers (floats, epoch seconds): for the summary, sweeps and the
-    report. Keys starting with ``_`` are series for the chart, not figures."""
-    equity = [float(e) for _, e, _ in result.equity]
-    first, last = equity[0], equity[-1]
+    report. Keys starting with ``_`` are series for the chart (numpy arrays), not figures."""
+    equity = np.fromiter((e for _, e, _ in result.equity), dtype=float, count=len(result.equity))
+    first, last = float(equity[0]), float(equity[-1])
     span = max(result.candles[-1].ts - result.candles[0].ts, 1)
     years = span / SECONDS_PER_YEAR
     total_return = last / first - 1 if first else 0.0
-    drawdowns, max_drawdown = _drawdowns(equity)
-    returns = [b / a - 1 for a, b in zip(equity, equity[1:]) if a]
+    drawdowns = _drawdowns(equity)
+    before, after = equity[:-1], equity[1:]
+    returns = after[before != 0] / before[before != 0] - 1
     per_year = len(returns) / years if years > 0 else 0.0
-    mean = sum(returns) / len(returns) if returns else 0.0
-    deviation = math.sqrt(sum((r - mean) ** 2 for r in returns) / len(returns)) if returns else 0.0
-    downside = math.sqrt(sum(min(r, 0.0) ** 2 for r in returns) / len(returns)) if returns else 0.0
+    mean = float(returns.mean()) if len(returns) else 0.0
+    deviation = float(np.sqrt(((returns - mean) ** 2).mean())) if len(returns) else 0.0
+    downside = float(np.sqrt((np.minimum(returns, 0.0) ** 2).mean())) if len(returns) else 0.0
     sells = [e for e in result.journal if e.kind == "settle" and e.side is not None and e.side.value == "sell"]
     pnl = [float(e.realized_pnl) for e in sells]
     wins, losses = [p for p in pnl if p > 0], [p for p in pnl if p < 0]
     fees: dict[str, Decimal] = {}
     for fill in result.fills:
         fees[fill.fee_currency] = fees.get(fill.fee_currency, Decimal(0)) + fill.fee
-    first_close, last_close = float(result.candles[0].close), float(result.candles[-1].close)
-    held_value = [first * float(c.close) / first_close for c in result.candles]
-    _, hold_drawdown = _drawdowns(held_value)
+    closes = _floats(result.candles, "close")
+    held_value = first * closes / closes[0]
+    held = np.fromiter((h for _, _, h in result.equity), dtype=float, count=len(result.equity))
     return {
         "candles": len(result.candles),
         "from": result.candles[0].ts,
@@ -74,7 +78,7 @@ def figures(result: LabResult, gaps: list[dict[str, Any]] | None = None) -> dict
         "end_equity": last,
         "total_return": total_return,
         "cagr": (1 + total_return) ** (1 / years) - 1 if years > 0 and total_return > -1 else None,
-        "max_drawdown": max_drawdown,
+        "max_drawdown": float(drawdowns.max()),
         "sharpe": mean / deviation * math.sqrt(per_year) if deviation else None,
         "sortino": mean / downside * math.sqrt(per_year) if downside else None,
         "orders": len(result.orders),
@@ -82,24 +86,28 @@ def figures(result: LabResult, gaps: list[dict[str, Any]] | None = None) -> dict
         "trades": len(pnl),
         "win_rate": len(wins) / len(pnl) if pnl else None,
         "profit_factor": sum(wins) / -sum(losses) if losses else None,
-        "exposure": sum(1 for _, _, held in result.equity if held > 0) / len(result.equity),
+        "exposure": float((held > 0).mean()),
         "fees_paid": {k: str(v) for k, v in fees.items()},
-        "buy_and_hold_return": last_close / first_close - 1,
-        "buy_and_hold_max_drawdown": hold_drawdown,
+        "buy_and_hold_return": float(closes[-1] / closes[0] - 1),
+        "buy_and_hold_max_drawdown": float(_drawdowns(held_value).max()),
         "gaps": gaps or [],
         "_drawdowns": drawdowns,
         "_buy_and_hold": held_value,
     }
 
 
-def _drawdowns(values: list[float]) -> tuple[list[float], float]:
-    peak, deepest, out = values[0], 0.0, []
-    for value in values:
-        peak = max(peak, value)
-        drawdown = (peak - value) / peak if peak else 0.0
-        out.append(drawdown)
-        deepest = max(deepest, drawdown)
-    return out, deepest
+def _drawdowns(values: np.ndarray) -> np.ndarray:
+    """Each value's fall from its running peak, as a fraction of the peak (0 at a peak)."""
+    peaks = np.maximum.accumulate(values)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(peaks > 0, (peaks - values) / peaks, 0.0)
+
+
+def _floats(candles: Any, name: str) -> np.ndarray:
+    """A column of the candles as floats: straight from a CandleSeries' arrays, else built."""
+    if isinstance(candles, CandleSeries):
+        return candles.floats(name)
+    return np.fromiter((float(getattr(c, name)) for c in candles), dtype=float, count=len(candles))
 
 
 def trade_list(result: LabResult) -> list[dict[str, Any]]:
@@ -139,9 +147,16 @@ def write_report(
         **{key: _machine(value, key) for key, value in numbers.items()},
         "trade_list": [{("time" if key == "ts" else key): _machine(value, key) for key, value in trade.items()}
                        for trade in trades],
-        "equity": [{"time": iso(ts), "equity": _decimal(e), "held": _decimal(h)} for ts, e, h in result.equity],
     }
-    (directory / "report.json").write_text(json.dumps(document, indent=1))
+    with (directory / "report.json").open("w", encoding="utf-8") as out:
+        # The equity series goes out one entry at a time: a million candles would otherwise be
+        # a million dicts in memory at once.
+        head = json.dumps(document, indent=1)
+        out.write(head[:-2] + ',\n "equity": [')
+        for i, (ts, equity, held) in enumerate(result.equity):
+            entry = {"time": iso(ts), "equity": _decimal(equity), "held": _decimal(held)}
+            out.write(("\n  " if i == 0 else ",\n  ") + json.dumps(entry, separators=(", ", ": ")))
+        out.write("\n ]\n}\n")
     page = render_html(name, symbol, quote, numbers, result, trades, drawdowns, held_value, data)
     (directory / "report.html").write_text(page, encoding="utf-8")
     return numbers
@@ -232,27 +247,34 @@ def chart_scripts() -> str:
     return "\n".join(parts)
 
 
-def chart_data(result: LabResult, symbol: str, quote: str, drawdowns: list[float], held_value: list[float]) -> dict[str, Any]:
+def chart_data(result: LabResult, symbol: str, quote: str, drawdowns: np.ndarray, held_value: np.ndarray) -> dict[str, Any]:
     """The data :file:`supervisors/web/chart.js` draws (its header gives the shape), with
     runs of candles merged when there are more than :data:`MAX_DRAWN_CANDLES`."""
     candles = result.candles
-    step = max(1, math.ceil(len(candles) / MAX_DRAWN_CANDLES))
-    drawn, equity, benchmark, drawdown = [], [], [], []
-    for start in range(0, len(candles), step):
-        run = candles[start: start + step]
-        end = start + len(run) - 1
-        drawn.append([run[0].ts, float(run[0].open), float(max(c.high for c in run)), float(min(c.low for c in run)),
-                      float(run[-1].close)])
-        equity.append([run[0].ts, round(result.equity[end][1], 2)])
-        benchmark.append([run[0].ts, round(held_value[end], 2)])
-        drawdown.append([run[0].ts, round(max(drawdowns[start: end + 1]), 6)])
+    count = len(candles)
+    step = max(1, math.ceil(count / MAX_DRAWN_CANDLES))
+    starts = np.arange(0, count, step)
+    ends = np.minimum(starts + step, count) - 1
+    if isinstance(candles, CandleSeries):
+        ts = candles.timestamps()
+    else:
+        ts = np.fromiter((c.ts for c in candles), dtype=np.int64, count=count)
+    opens, highs, lows, closes = (_floats(candles, name) for name in ("open", "high", "low", "close"))
+    equity = np.fromiter((e for _, e, _ in result.equity), dtype=float, count=count)
+    times = ts[starts].tolist()
+    drawn = [list(row) for row in zip(times, opens[starts].tolist(), np.maximum.reduceat(highs, starts).tolist(),
+                                      np.minimum.reduceat(lows, starts).tolist(), closes[ends].tolist())]
     fills = [[int(f.at), f.side.value, float(f.price), float(f.amount)] for f in result.fills]
     if step > 1:  # a merged candle's time is its first candle's: put each fill on its run
-        starts = [row[0] for row in drawn]
         for fill in fills:
-            fill[0] = starts[max(0, bisect.bisect_right(starts, fill[0]) - 1)]
-    return {"symbol": symbol, "quote": quote, "candles": drawn, "equity": equity, "benchmark": benchmark,
-            "drawdown": drawdown, "fills": fills, "merged": step}
+            fill[0] = times[max(0, bisect.bisect_right(times, fill[0]) - 1)]
+    return {
+        "symbol": symbol, "quote": quote, "candles": drawn,
+        "equity": [list(p) for p in zip(times, np.round(equity[ends], 2).tolist())],
+        "benchmark": [list(p) for p in zip(times, np.round(held_value[ends], 2).tolist())],
+        "drawdown": [list(p) for p in zip(times, np.round(np.maximum.reduceat(drawdowns, starts), 6).tolist())],
+        "fills": fills, "merged": step,
+    }
 
 
 def timeframe(candles: Any) -> str:
