@@ -215,3 +215,20 @@ def test_lab_sweep_from_the_command_line(tmp_path):
                          capture_output=True, text=True, timeout=60, env=env)
     assert bad.returncode == 2 and "parameters.fast.step: must be greater than 0, got -1" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_the_same_sweep_on_a_local_ray_cluster(grid_on_dask):
+    """Ray is optional (pip install -e ".[ray]"); where it is installed, a Ray cluster started
+    for the test (ray.init(address="local")) gives the very result Dask gave."""
+    pytest.importorskip("ray")
+    from supervisors.sweep_executors import RayCluster
+
+    sweep, template, market, on_dask, _ = grid_on_dask
+    executor = RayCluster(CANDLES, "local")
+    try:
+        on_ray = run_sweep(sweep, template, market, CANDLES, executor)
+    finally:
+        executor.close()
+    a, b = document(on_dask, "sma-cross"), document(on_ray, "sma-cross")
+    assert (a.pop("executor"), b.pop("executor")) == ("dask", "ray")
+    assert a == b
