@@ -24,10 +24,12 @@ from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np  # imported where used: the sans-IO cores import this module, and load no numpy
 
 import attrs
-import numpy as np
 
 COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 BUNDLED_BTC_USD_1H = "btc_usd_1h_coinbase.csv"
@@ -114,6 +116,8 @@ class CandleSeries(Sequence[Candle]):
     def floats(self, name: str) -> np.ndarray:
         """Every ``open``, ``high``, ``low``, ``close`` or ``volume`` as a float, each the very
         float ``float(Decimal)`` gives (for indicators and charts; never for money)."""
+        import numpy as np
+
         digits, exponents = self._columns[COLUMNS.index(name) - 1]
         if exponents is None or len(digits) == 0 or np.abs(digits).max() >= 2**53 or np.abs(exponents).max() > 22:
             return np.array([float(getattr(c, name)) for c in self], dtype=float)
@@ -170,6 +174,8 @@ class _Column:
         self.wide.append(value)
 
     def arrays(self, reverse: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        import numpy as np
+
         if self.wide is not None:
             values = np.empty(len(self.wide), dtype=object)
             values[:] = self.wide[::-1] if reverse else self.wide
@@ -197,6 +203,8 @@ def read_candles(path: str | Path) -> CandleFile:
     """Every candle of ``path``, checked (see :func:`load_candles`), in columns, with how the
     file was read. Rows must be strictly ordered one way: oldest first, or newest first
     (then reversed); timestamps all ISO-8601, all epoch milliseconds or all epoch seconds."""
+    import numpy as np
+
     path = Path(path)
     try:
         # Bytes that are not UTF-8 are kept (as surrogates) so the row holding them is named.
@@ -331,6 +339,8 @@ def find_gaps(candles: Sequence[Candle]) -> list[dict[str, int]]:
 
     The Lab reports them (it does not invent candles to fill them).
     """
+    import numpy as np
+
     if len(candles) < 3:
         return []
     if isinstance(candles, CandleSeries):
