@@ -154,7 +154,7 @@ def write_report(
         head = json.dumps(document, indent=1)
         out.write(head[:-2] + ',\n "equity": [')
         for i, (ts, equity, held) in enumerate(result.equity):
-            entry = {"time": iso(ts), "equity": _decimal(equity), "held": _decimal(held)}
+            entry = {"time": iso(ts), "equity": decimal_text(equity), "held": decimal_text(held)}
             out.write(("\n  " if i == 0 else ",\n  ") + json.dumps(entry, separators=(", ", ": ")))
         out.write("\n ]\n}\n")
     page = render_html(name, symbol, quote, numbers, result, trades, drawdowns, held_value, data)
@@ -172,7 +172,7 @@ def utc(ts: int | float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _decimal(value: float | Decimal) -> str:
+def decimal_text(value: float | Decimal) -> str:
     """A float as the shortest decimal that reads back as the same float, never in exponent
     form (``1e-05`` becomes ``0.00001``)."""
     if isinstance(value, Decimal):
@@ -190,7 +190,7 @@ def _machine(value: Any, key: str) -> Any:
     if isinstance(value, int):
         return value
     if isinstance(value, (float, Decimal)):
-        return _decimal(value)
+        return decimal_text(value)
     if key == "gaps":
         return [{"after": iso(g["after"]), "before": iso(g["before"]), "missing": g["missing"]} for g in value]
     return value
@@ -298,7 +298,7 @@ def render_html(
     trades: list[dict[str, Any]],
     drawdowns: list[float],
     held_value: list[float],
-    data: dict[str, Any] | None = None,
+    data_read: dict[str, Any] | None = None,
 ) -> str:
     e = html.escape
     data = chart_data(result, symbol, quote, drawdowns, held_value)
@@ -332,9 +332,9 @@ def render_html(
         ("Fees paid", _fees(numbers["fees_paid"])),
         ("Gaps in the data", f"{len(numbers['gaps']):,}"),
     ]
-    if data is not None:
-        rows.append(("Data", str(data.get("source", ""))))
-        rows += [("Data read as", note) for note in data.get("handling", [])]
+    if data_read is not None:
+        rows.append(("Data", str(data_read.get("source", ""))))
+        rows += [("Data read as", note) for note in data_read.get("handling", [])]
     figures_table = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows)
     card_html = "".join(f'<div class="card"><div class="label">{e(k)}</div><div class="value {t}">{e(v)}</div></div>'
                         for k, v, t in cards)

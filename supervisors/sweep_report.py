@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from supervisors.lab_report import _decimal, iso, utc
+from supervisors.lab_report import decimal_text, iso, utc
 from supervisors.sweep import Outcome, SweepResult, Trial
 
 #: An axis with more distinct values than this (TPE over a continuous range) is binned.
@@ -29,7 +29,7 @@ def _machine(value: Any) -> Any:
     if isinstance(value, bool) or value is None or isinstance(value, (str, int)):
         return value
     if isinstance(value, float):
-        return "inf" if value == math.inf else _decimal(value)
+        return "inf" if value == math.inf else decimal_text(value)
     if isinstance(value, Decimal):
         return f"{value:f}"
     return value

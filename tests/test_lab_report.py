@@ -41,7 +41,8 @@ def run():
 
 def write(run, directory: Path) -> tuple[dict, dict]:
     result, gaps = run
-    numbers = lab_report.write_report(result, directory, "sma-cross", gaps, MARKET)
+    data = {"source": "export.csv", "handling": ["rows newest first: reversed to oldest first"]}
+    numbers = lab_report.write_report(result, directory, "sma-cross", gaps, MARKET, data)
     return numbers, json.loads((directory / "report.json").read_text())
 
 
@@ -49,6 +50,7 @@ def test_report_json_has_decimal_strings_iso_times_and_buy_and_hold(run, tmp_pat
     numbers, report = write(run, tmp_path)
     result, _ = run
     assert report["symbol"] == "BTC/USD" and report["quote"] == "USD"
+    assert report["data"] == {"source": "export.csv", "handling": ["rows newest first: reversed to oldest first"]}
     assert ISO.match(report["from"]) and ISO.match(report["to"])
     for key in ("start_equity", "end_equity", "total_return", "max_drawdown", "sharpe", "buy_and_hold_return"):
         assert isinstance(report[key], str) and DECIMAL.match(report[key]), (key, report[key])
@@ -115,6 +117,7 @@ def test_the_report_opens_offline_in_chromium_and_the_chart_zooms_and_pans(run, 
         assert figures["Total return"] == f"{numbers['total_return'] * 100:+.2f} %"
         assert figures["Gaps in the data"] == "1"
         assert "USD" in figures["Fees paid"] and "BTC" in figures["Fees paid"]
+        assert figures["Data"] == "export.csv" and figures["Data read as"] == "rows newest first: reversed to oldest first"
         assert messages == []
 
 
