@@ -178,6 +178,16 @@ class Subscribe:
 
 
 @attrs.frozen
+class RecordKeys:
+    """What of the order book of record a reconciliation needs besides the open orders: the
+    orders and trades the exchange's and the ledger's snapshots name."""
+
+    client_order_ids: frozenset[str] = frozenset()
+    exchange_order_ids: frozenset[str] = frozenset()
+    trade_ids: frozenset[str] = frozenset()
+
+
+@attrs.frozen
 class VenueFacts:
     """What the exchange connection knows, or why it does not: the basis of pre-flight."""
 
@@ -508,5 +518,15 @@ class Pause:
 
 @attrs.frozen
 class Resume:
+    strategy: str
+    by: str
+
+
+@attrs.frozen
+class CancelOpenOrders:
+    """An operator's request: cancel every open order of this strategy now. The strategy
+    stays as it was (pause it first to stop new orders); an order whose outcome is not known
+    yet (submitting, unknown) or already being cancelled is left to its own course."""
+
     strategy: str
     by: str

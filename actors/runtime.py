@@ -10,12 +10,12 @@ supervisor's child context satisfies :class:`ActorContext`, and the composition 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol
 
 import trio
 
 from actors.mailbox import receive_batch
-from actors.messages import JournalEntry, Send
+from actors.messages import JournalEntry, RecordKeys, Send
 from actors.orders import Order
 
 Directory = Mapping[str, trio.MemorySendChannel[Any]]
@@ -44,8 +44,13 @@ class StoreReader(Protocol):
 
     async def journal(self) -> list[JournalEntry]: ...
 
-    async def record(self, *, venue: str) -> tuple[list[Order], frozenset[str]]:
-        """One venue's orders and the trade ids of its recorded fills, read together."""
+    async def record(self, *, venue: str, wanted: RecordKeys) -> tuple[list[Order], frozenset[str]]:
+        """One venue's orders that are not final plus those ``wanted`` names, and which of
+        ``wanted.trade_ids`` the fills table holds, read together."""
+        ...
+
+    async def journal_of(self, client_order_ids: Iterable[str]) -> list[JournalEntry]:
+        """The journal entries of these orders, in journal order."""
         ...
 
 
@@ -108,14 +113,19 @@ async def serve(
     after_batch: Callable[[], None] | None = None,
     *,
     handle_batch: Callable[[list[Any], float], list[Send]] | None = None,
+    before_batch: Callable[[list[Any]], Awaitable[None]] | None = None,
 ) -> None:
     """The loop of every actor: take a batch, let the core handle it, deliver what it says.
 
     A core that can do better with the whole batch at once (the ledger coalesces its
     journal) passes ``handle_batch``; otherwise each message goes to ``handle``.
+    ``before_batch`` fetches what the core needs for a batch (the ledger reads back
+    reservations it no longer keeps in memory) before the core sees it.
     """
     while True:
         batch = await receive_batch(inbox)
+        if before_batch is not None:
+            await before_batch(batch)
         now = env.clock.now()
         if handle_batch is not None:
             out = handle_batch(batch, now)

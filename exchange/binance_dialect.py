@@ -147,16 +147,19 @@ class BinanceDialect:
             self.fills.append(trade)
         return trade
 
-    @staticmethod
-    def is_signed(method: str, path: str) -> bool:
+    #: (method, path) -> (handler, signed); set below the class (a dialect has its own).
+    ROUTES: dict[tuple[str, str], tuple[Any, bool]] = {}
+
+    @classmethod
+    def is_signed(cls, method: str, path: str) -> bool:
         """The request must carry a timestamp and a signature."""
-        route = _ROUTES.get((method, path))
+        route = cls.ROUTES.get((method, path))
         return route is not None and route[1]
 
     # ---------------------------------------------------------------- routing
 
     def handle(self, request: Request, now_ms: int) -> Response:
-        route = _ROUTES.get((request.method, request.path))
+        route = self.ROUTES.get((request.method, request.path))
         if route is None:
             return error(404, UNKNOWN, f"Unknown endpoint {request.method} {request.path}.")
         handler, signed = route
@@ -167,7 +170,7 @@ class BinanceDialect:
                 return problem
         try:
             return handler(self, params, now_ms)
-        except _BadRequest as bad:
+        except BadRequest as bad:
             return error(400, bad.code, bad.message)
 
     def _authenticate(self, request: Request, params: dict[str, str], now_ms: int) -> Response | None:
@@ -297,14 +300,14 @@ class BinanceDialect:
     def new_order(self, params: dict[str, str], now_ms: int) -> Response:
         symbol = self._symbol(params)
         if params.get("type") not in ("LIMIT", "LIMIT_MAKER"):
-            raise _BadRequest(-1116, "Invalid orderType.")  # limitline's sandbox takes limit orders only
+            raise BadRequest(-1116, "Invalid orderType.")  # limitline's sandbox takes limit orders only
         side = {"BUY": Side.BUY, "SELL": Side.SELL}.get(params.get("side", ""))
         if side is None:
-            raise _BadRequest(BAD_PARAMETER, "Illegal characters found in parameter 'side'; legal range is 'BUY', 'SELL'.")
+            raise BadRequest(BAD_PARAMETER, "Illegal characters found in parameter 'side'; legal range is 'BUY', 'SELL'.")
         try:
             amount, price = Decimal(params["quantity"]), Decimal(params["price"])
         except (KeyError, ArithmeticError):
-            raise _BadRequest(MANDATORY_PARAM_MISSING, "Mandatory parameter 'quantity' or 'price' was not sent, was empty/null, or malformed.") from None
+            raise BadRequest(MANDATORY_PARAM_MISSING, "Mandatory parameter 'quantity' or 'price' was not sent, was empty/null, or malformed.") from None
         cid = params.get("newClientOrderId") or f"sandbox-{now_ms}"
         result = self.exchange.create_limit_order(symbol, side, amount, price, cid, now_ms / 1000)
         if isinstance(result, Rejection):
@@ -349,7 +352,7 @@ class BinanceDialect:
     def _symbol(self, params: dict[str, str]) -> str:
         symbol = self.ids.get(params.get("symbol", ""))
         if symbol is None:
-            raise _BadRequest(BAD_SYMBOL, "Invalid symbol.")
+            raise BadRequest(BAD_SYMBOL, "Invalid symbol.")
         return symbol
 
     def find(self, params: dict[str, str]) -> SimOrder | None:
@@ -409,7 +412,9 @@ class BinanceDialect:
         }
 
 
-class _BadRequest(Exception):
+class BadRequest(Exception):
+    """A request refused with Binance's error ``code`` and ``message`` (HTTP 400)."""
+
     def __init__(self, code: int, message: str) -> None:
         self.code, self.message = code, message
 
@@ -427,3 +432,4 @@ _ROUTES = {
     ("GET", "/api/v3/openOrders"): (BinanceDialect.open_orders, True),
     ("GET", "/api/v3/myTrades"): (BinanceDialect.my_trades, True),
 }
+BinanceDialect.ROUTES = _ROUTES

@@ -11,25 +11,42 @@ Building the client (synchronous API, called from worker threads):
   keeps the paths, so a testnet, a proxy or ``limitline sandbox`` can stand in for the
   exchange;
 - ``sandbox``: ccxt's own sandbox (testnet) mode;
-- spot only: markets are loaded from the spot endpoint alone, and currencies are not
-  fetched (they need account-level endpoints that a spot API key may not have).
+- ``market_type``: ``spot`` loads markets from the spot endpoint alone; ``swap`` loads the
+  linear perpetuals alone (``binanceusdm``: ``/fapi/v1/exchangeInfo``). Currencies are not
+  fetched (they need account-level endpoints that a trading API key may not have);
+- ``https_proxy``: every HTTPS request goes through this proxy (ccxt's ``httpsProxy``), and
+  ``ca_file``: TLS certificates are checked against this CA bundle (a corporate proxy that
+  intercepts TLS signs with its own CA). Both keep the exchange's real URLs, so ccxt's
+  error table for the production host still applies (:func:`classify` does not depend on it).
 
 Credentials are passed in, never read here, and never put in a message or a log.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import threading
 from decimal import Decimal
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
+import attrs
 import ccxt
+import requests.adapters
 
 from exchange.candles import Candle
 from exchange.errors import ErrorKind
 from exchange.markets import MarketRules
-from exchange.records import ExchangeOrder, ExchangeTrade, Side
+from exchange.records import (
+    ExchangeConditionalOrder,
+    ExchangeIncome,
+    ExchangeOrder,
+    ExchangePosition,
+    ExchangeTrade,
+    Side,
+)
 
 _last_error_headers = threading.local()
 
@@ -48,16 +65,27 @@ def make_client(
     base_url: str | None = None,
     sandbox: bool = False,
     timeout_ms: int = 10_000,
+    market_type: str = "spot",
+    https_proxy: str | None = None,
+    ca_file: str | None = None,
 ) -> ccxt.Exchange:
+    """A synchronous ccxt client. Raises ValueError naming a bad argument (an unknown
+    exchange or market type, a proxy that is no URL, a CA file that cannot be read)."""
     cls = getattr(ccxt, exchange_id, None)
     if cls is None or not isinstance(cls, type):
         raise ValueError(f"ccxt has no exchange {exchange_id!r}")
+    if market_type not in MARKET_TYPES:
+        raise ValueError(f"market_type must be one of {', '.join(MARKET_TYPES)}, got {market_type!r}")
+    problem = proxy_problem(https_proxy) or ca_file_problem(ca_file)
+    if problem is not None:
+        raise ValueError(problem)
     config: dict[str, Any] = {
         "enableRateLimit": False,  # our own limiter, in the connection core (ccxt's is not thread-safe)
         "timeout": timeout_ms,
         "options": {
-            "defaultType": "spot",
-            "fetchMarkets": {"types": ["spot"]},
+            "defaultType": market_type,
+            # ccxt's names for the market families: spot, or linear perpetuals (USD-M).
+            "fetchMarkets": {"types": ["spot"] if market_type == "spot" else ["linear"]},
             "fetchMargins": False,  # margin pairs need account-level endpoints
             "fetchCurrencies": False,
         },
@@ -73,8 +101,51 @@ def make_client(
         client.set_sandbox_mode(True)
     if base_url is not None:
         client.urls["api"] = rewrite_urls(client.urls["api"], base_url)
+    if https_proxy is not None:
+        client.httpsProxy = https_proxy
+    if ca_file is not None:
+        client.session.mount("https://", _CaFileAdapter(ca_file))
     _capture_error_headers(client)
     return client
+
+
+#: ``market_type`` values: ccxt's ``defaultType`` for spot and for linear perpetuals.
+MARKET_TYPES = ("spot", "swap")
+
+
+def proxy_problem(https_proxy: str | None) -> str | None:
+    """Why ``https_proxy`` cannot be used, or None."""
+    if https_proxy is None:
+        return None
+    parts = urlsplit(https_proxy)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"https_proxy must look like http://HOST:PORT, got {https_proxy!r}"
+    return None
+
+
+def ca_file_problem(ca_file: str | None) -> str | None:
+    """Why ``ca_file`` cannot be used as a CA bundle, or None."""
+    if ca_file is None:
+        return None
+    if not os.path.isfile(ca_file):
+        return f"ca_file {ca_file!r} does not exist; give the path of the PEM bundle of the CA that signs your proxy's certificates"
+    if not os.access(ca_file, os.R_OK):
+        return f"ca_file {ca_file!r} cannot be read by this user"
+    return None
+
+
+class _CaFileAdapter(requests.adapters.HTTPAdapter):
+    """Checks TLS certificates against one CA bundle. (ccxt passes ``verify=True`` on every
+    request, which would override a session-wide CA setting; the adapter is below it.)"""
+
+    def __init__(self, ca_file: str) -> None:
+        super().__init__()
+        self.ca_file = ca_file
+
+    def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("verify", True) is True:
+            kwargs["verify"] = self.ca_file
+        return super().send(request, *args, **kwargs)
 
 
 def _capture_error_headers(client: ccxt.Exchange) -> None:
@@ -141,8 +212,89 @@ TAXONOMY: tuple[tuple[type[BaseException], ErrorKind, ErrorKind], ...] = (
 )
 
 
+#: Binance's own error codes, classified wherever the exchange is reached. ccxt maps them to
+#: its classes only when the request went to Binance's production or testnet host
+#: (``binance.get_exceptions_by_url``); behind any other host (a ``base_url`` rewrite, a
+#: gateway) they arrive as a plain ``ExchangeError``. Code -> (kind on a read, kind on a
+#: create or cancel, reason). Sources: Binance's error codes
+#: (https://developers.binance.com/docs/derivatives/usds-margined-futures/error-code and
+#: https://developers.binance.com/docs/binance-spot-api-docs/errors) and ccxt 4.5's
+#: ``binance.exceptions['linear']['exact']`` for the classes it gives them on Binance's host.
+EXCHANGE_CODES: dict[int, tuple[ErrorKind, ErrorKind, str]] = {
+    # -1003 TOO_MANY_REQUESTS (ccxt: RateLimitExceeded); -1015 TOO_MANY_ORDERS.
+    -1003: (ErrorKind.RATE_LIMITED, ErrorKind.RATE_LIMITED, "too many requests"),
+    -1015: (ErrorKind.RATE_LIMITED, ErrorKind.RATE_LIMITED, "too many new orders"),
+    # -1000 UNKNOWN, -1001 DISCONNECTED (ccxt: OperationFailed), -1006 UNEXPECTED_RESP and
+    # -1007 TIMEOUT ("execution status unknown"), -1008 SERVER_BUSY (ccxt linear:
+    # OperationFailed): the exchange may have acted on a create or cancel.
+    -1000: (ErrorKind.TRANSIENT, ErrorKind.AMBIGUOUS, "unknown error"),
+    -1001: (ErrorKind.TRANSIENT, ErrorKind.AMBIGUOUS, "internal error"),
+    -1006: (ErrorKind.TRANSIENT, ErrorKind.AMBIGUOUS, "unexpected response, execution status unknown"),
+    -1007: (ErrorKind.TRANSIENT, ErrorKind.AMBIGUOUS, "backend timeout, execution status unknown"),
+    -1008: (ErrorKind.TRANSIENT, ErrorKind.AMBIGUOUS, "server overloaded, outcome unknown"),
+    # -1021 INVALID_TIMESTAMP (ccxt: InvalidNonce).
+    -1021: (ErrorKind.CLOCK, ErrorKind.CLOCK, "timestamp outside the receive window"),
+    # -1022 INVALID_SIGNATURE, -2014 BAD_API_KEY_FMT, -2015 REJECTED_MBX_KEY (ccxt:
+    # AuthenticationError).
+    -1022: (ErrorKind.FATAL, ErrorKind.FATAL, "signature not valid"),
+    -2014: (ErrorKind.FATAL, ErrorKind.FATAL, "API key format invalid"),
+    -2015: (ErrorKind.FATAL, ErrorKind.FATAL, "API key, IP or permissions invalid"),
+    # Order rejections (nothing was done). -2019 MARGIN_NOT_SUFFICIENT (ccxt:
+    # InsufficientFunds), -2021 ORDER_WOULD_IMMEDIATELY_TRIGGER, -2022 REDUCE_ONLY_REJECT,
+    # -4016 / -4024 (PERCENT_PRICE: price beyond the mark's band), -4045 MAX_STOP_ORDER_EXCEEDED, -4116 DUPLICATED_CLIENT_ORDER_ID, -4120 (a conditional
+    # type sent to /fapi/v1/order since 2025-12-09), -4164 MIN_NOTIONAL, -5022
+    # GTX_ORDER_REJECT (ccxt: OperationRejected / InvalidOrder / OrderImmediatelyFillable /
+    # OrderNotFillable).
+    -2010: (ErrorKind.REJECTED, ErrorKind.REJECTED, "order rejected"),
+    -2019: (ErrorKind.REJECTED, ErrorKind.REJECTED, "margin insufficient"),
+    -2021: (ErrorKind.REJECTED, ErrorKind.REJECTED, "order would immediately trigger"),
+    -2022: (ErrorKind.REJECTED, ErrorKind.REJECTED, "reduce-only order rejected"),
+    -4016: (ErrorKind.REJECTED, ErrorKind.REJECTED, "limit price above the exchange's band"),
+    -4024: (ErrorKind.REJECTED, ErrorKind.REJECTED, "limit price below the exchange's band"),
+    -4045: (ErrorKind.REJECTED, ErrorKind.REJECTED, "too many conditional orders on the symbol"),
+    -4116: (ErrorKind.REJECTED, ErrorKind.REJECTED, "duplicate client order id"),
+    -4120: (ErrorKind.REJECTED, ErrorKind.REJECTED, "conditional order sent to the regular order endpoint"),
+    -4164: (ErrorKind.REJECTED, ErrorKind.REJECTED, "below the minimum notional"),
+    -5022: (ErrorKind.REJECTED, ErrorKind.REJECTED, "post-only order would take"),
+}
+
+_CODE = re.compile(r'"code"\s*:\s*(-?\d+)')
+
+
+def exchange_error_code(error: BaseException) -> int | None:
+    """The exchange's own error code in a ccxt error (ccxt puts the response body, with its
+    ``{"code": -2019, "msg": ...}``, in the message), or None."""
+    text = str(error)
+    start = text.find("{")
+    if start >= 0:
+        try:
+            body = json.loads(text[start:])
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and isinstance(body.get("code"), int):
+            return int(body["code"])
+    found = _CODE.search(text)
+    return int(found.group(1)) if found else None
+
+
+def error_reason(error: BaseException) -> str | None:
+    """What the exchange's own code says happened (``margin insufficient``, ...), or None."""
+    code = exchange_error_code(error)
+    return EXCHANGE_CODES[code][2] if code in EXCHANGE_CODES else None
+
+
 def classify(error: BaseException, *, write: bool) -> ErrorKind:
-    """The kind of ``error`` raised by a read (``write=False``) or a create/cancel."""
+    """The kind of ``error`` raised by a read (``write=False``) or a create/cancel.
+
+    By the exchange's own error code first (:data:`EXCHANGE_CODES`: the same kind whichever
+    host answered), then by ccxt's class (:data:`TAXONOMY`). ccxt's DDoSProtection stands:
+    it also marks what ccxt knows from more than the code (HTTP 418/429; Binance's -2015
+    after a successful login is a temporary ban)."""
+    if isinstance(error, ccxt.BaseError) and not isinstance(error, ccxt.DDoSProtection):
+        code = exchange_error_code(error)
+        if code in EXCHANGE_CODES:
+            on_read, on_write, _ = EXCHANGE_CODES[code]
+            return on_write if write else on_read
     for cls, on_read, on_write in TAXONOMY:
         if isinstance(error, cls):
             return on_write if write else on_read
@@ -196,12 +348,18 @@ def _precision(value: Any, mode: int) -> tuple[Decimal, int | None]:
     return _d(value), None
 
 
-def parse_markets(markets: dict[str, Any], precision_mode: int = ccxt.TICK_SIZE) -> dict[str, MarketRules]:
-    """ccxt's loaded spot markets as our market rules (tick, lot, minimums, fees).
-    A market without usable precision is left out (it cannot be traded safely)."""
+def parse_markets(
+    markets: dict[str, Any], precision_mode: int = ccxt.TICK_SIZE, market_type: str = "spot"
+) -> dict[str, MarketRules]:
+    """ccxt's loaded spot markets (or, with ``market_type="swap"``, linear perpetuals) as
+    our market rules (tick, lot, minimums, fees). A market without usable precision is left
+    out (it cannot be traded safely)."""
     out = {}
     for symbol, m in markets.items():
-        if not m.get("spot") or m.get("type") != "spot":
+        if market_type == "swap":
+            if not (m.get("swap") and m.get("linear")):
+                continue
+        elif not m.get("spot") or m.get("type") != "spot":
             continue
         precision, limits = m["precision"], m["limits"]
         try:
@@ -209,8 +367,10 @@ def parse_markets(markets: dict[str, Any], precision_mode: int = ccxt.TICK_SIZE)
             lot, amount_digits = _precision(precision.get("amount"), precision_mode)
         except (ValueError, TypeError, ArithmeticError):
             continue
-        out[symbol] = MarketRules.for_symbol(
-            symbol,
+        out[symbol] = MarketRules(
+            symbol=symbol,
+            base=m.get("base") or symbol.partition("/")[0],
+            quote=m.get("quote") or symbol.partition("/")[2],
             tick_size=tick,
             lot_size=lot,
             price_digits=price_digits,
@@ -268,7 +428,8 @@ def parse_candle(row: list[Any]) -> Candle:
 
 
 def _load_markets(client: ccxt.Exchange) -> dict[str, MarketRules]:
-    return parse_markets(client.load_markets(), client.precisionMode)
+    market_type = "swap" if client.options.get("defaultType") == "swap" else "spot"
+    return parse_markets(client.load_markets(), client.precisionMode, market_type)
 
 
 def _fetch_balance(client: ccxt.Exchange) -> dict[str, Decimal]:
@@ -319,11 +480,17 @@ def _fetch_trades(
 
 
 def _create_limit_order(
-    client: ccxt.Exchange, symbol: str, side: Side, amount: Decimal, price: Decimal, client_order_id: str
+    client: ccxt.Exchange, symbol: str, side: Side, amount: Decimal, price: Decimal, client_order_id: str,
+    *, reduce_only: bool = False, post_only: bool = False,
 ) -> ExchangeOrder:
-    order = client.create_order(
-        symbol, "limit", side.value, float(amount), float(price), params={"clientOrderId": client_order_id}
-    )
+    """A GTC limit order; ``reduce_only`` (derivatives: never increases the position) and
+    ``post_only`` (rejected rather than taking) are sent only when set."""
+    params: dict[str, Any] = {"clientOrderId": client_order_id}
+    if reduce_only:
+        params["reduceOnly"] = True
+    if post_only:
+        params["postOnly"] = True
+    order = client.create_order(symbol, "limit", side.value, float(amount), float(price), params=params)
     return parse_order(order)
 
 
@@ -334,6 +501,120 @@ def _cancel_order(client: ccxt.Exchange, exchange_order_id: str, symbol: str) ->
     if not order or order.get("id") is None or order.get("side") is None or order.get("filled") is None:
         return None  # the answer does not say what had filled: the order is looked up
     return parse_order(order)
+
+
+# ------------------------------------------------------- derivatives (swap)
+
+
+def parse_position(position: dict[str, Any]) -> ExchangePosition:
+    """One ccxt position dict (one-way mode) as a record; ``contracts`` signed by ``side``."""
+    contracts = _d(position.get("contracts") or 0) * _d(position.get("contractSize") or 1)
+    size = -contracts if position.get("side") == "short" else contracts
+    leverage = position.get("leverage")
+
+    def optional(name: str) -> Decimal | None:
+        value = position.get(name)
+        return None if value in (None, 0) else _d(value)
+
+    return ExchangePosition(
+        symbol=position["symbol"],
+        size=size,
+        entry_price=_d(position.get("entryPrice") or 0),
+        margin_mode=position.get("marginMode") or "cross",
+        leverage=_d(leverage) if leverage else None,
+        mark_price=optional("markPrice"),
+        unrealized_pnl=_d(position.get("unrealizedPnl") or 0),
+        liquidation_price=optional("liquidationPrice"),
+        isolated_margin=_d(position.get("collateral") or 0) if position.get("marginMode") == "isolated" else Decimal(0),
+    )
+
+
+def parse_conditional_order(order: dict[str, Any]) -> ExchangeConditionalOrder:
+    """One ccxt conditional order dict (``params={'trigger': True}`` listings)."""
+    base = parse_order(order)
+    info = order.get("info") or {}
+    kind = "take_profit" if order.get("takeProfitPrice") or str(info.get("orderType", "")).startswith("TAKE_PROFIT") else "stop"
+    return ExchangeConditionalOrder(
+        *attrs.astuple(base, recurse=False),
+        trigger_price=_d(order.get("triggerPrice") or order.get("stopPrice") or 0),
+        kind=kind,
+        reduce_only=bool(order.get("reduceOnly")),
+        child_order_id=str(info.get("actualOrderId") or ""),
+        exchange_status=str(info.get("algoStatus") or info.get("status") or ""),
+    )
+
+
+def parse_income(entry: dict[str, Any], markets_by_id: dict[str, Any] | None = None) -> ExchangeIncome:
+    """One ccxt ledger entry as signed income (ccxt gives the size and a direction). The
+    exchange's own type and market id are read from the raw entry when it has them (ccxt's
+    ledger keeps neither: FUNDING_FEE and COMMISSION are both its ``fee``)."""
+    info = entry.get("info") or {}
+    amount = _d(entry.get("amount") or 0)
+    market = (markets_by_id or {}).get(info.get("symbol") or "")
+    return ExchangeIncome(
+        income_id=str(entry.get("id") or ""),
+        symbol=entry.get("symbol") or (market[0]["symbol"] if isinstance(market, list) and market else ""),
+        kind=str(info.get("incomeType") or entry.get("type") or ""),
+        amount=-amount if entry.get("direction") == "out" else amount,
+        asset=entry.get("currency") or "",
+        at=(entry.get("timestamp") or 0) / 1000,
+        trade_id=str(entry.get("referenceId") or ""),
+    )
+
+
+def _fetch_positions(client: ccxt.Exchange, symbols: list[str] | None = None) -> list[ExchangePosition]:
+    """The open positions (flat ones are left out)."""
+    return [p for p in map(parse_position, client.fetch_positions(symbols)) if p.size]
+
+
+def _fetch_leverage(client: ccxt.Exchange, symbol: str) -> tuple[Decimal, str]:
+    """(leverage, margin mode) set for ``symbol``."""
+    answer = client.fetch_leverage(symbol)
+    return _d(answer.get("longLeverage") or answer.get("shortLeverage")), answer.get("marginMode") or "cross"
+
+
+def _set_leverage(client: ccxt.Exchange, symbol: str, leverage: int) -> None:
+    client.set_leverage(leverage, symbol)
+
+
+def _set_margin_mode(client: ccxt.Exchange, symbol: str, margin_mode: str) -> None:
+    """Set ``cross`` or ``isolated``; already so is no error."""
+    try:
+        client.set_margin_mode(margin_mode, symbol)
+    except ccxt.MarginModeAlreadySet:
+        pass
+
+
+def _create_conditional_order(
+    client: ccxt.Exchange, symbol: str, side: Side, amount: Decimal, price: Decimal, trigger_price: Decimal,
+    client_order_id: str, *, kind: str = "stop", reduce_only: bool = True,
+) -> ExchangeConditionalOrder:
+    """A stop-limit (``kind="stop"``) or take-profit-limit: type ``limit`` with ccxt's
+    ``stopLossPrice`` / ``takeProfitPrice`` (binanceusdm sends STOP / TAKE_PROFIT to the algo
+    order endpoint). Never a market type."""
+    if kind not in ("stop", "take_profit"):
+        raise ValueError(f"kind must be stop or take_profit, got {kind!r}")
+    params: dict[str, Any] = {"clientOrderId": client_order_id,
+                              "stopLossPrice" if kind == "stop" else "takeProfitPrice": float(trigger_price)}
+    if reduce_only:
+        params["reduceOnly"] = True
+    return parse_conditional_order(client.create_order(symbol, "limit", side.value, float(amount), float(price), params=params))
+
+
+def _fetch_open_conditional_orders(client: ccxt.Exchange, symbol: str) -> list[ExchangeConditionalOrder]:
+    return [parse_conditional_order(o) for o in client.fetch_open_orders(symbol, params={"trigger": True})]
+
+
+def _fetch_conditional_order(client: ccxt.Exchange, exchange_order_id: str, symbol: str) -> ExchangeConditionalOrder:
+    return parse_conditional_order(client.fetch_order(exchange_order_id, symbol, params={"trigger": True}))
+
+
+def _cancel_conditional_order(client: ccxt.Exchange, exchange_order_id: str, symbol: str) -> None:
+    client.cancel_order(exchange_order_id, symbol, params={"trigger": True})
+
+
+def _fetch_income(client: ccxt.Exchange, asset: str, since_ms: int | None = None, limit: int | None = None) -> list[ExchangeIncome]:
+    return [parse_income(e, client.markets_by_id) for e in client.fetch_ledger(asset, since_ms, limit)]
 
 
 #: What the connection core may ask of an exchange: operation -> function(client, *args).
@@ -351,6 +632,16 @@ OPERATIONS: dict[str, Callable[..., Any]] = {
     "fetch_trades": _fetch_trades,
     "create_limit_order": _create_limit_order,
     "cancel_order": _cancel_order,
+    # derivatives (market_type swap)
+    "fetch_positions": _fetch_positions,
+    "fetch_leverage": _fetch_leverage,
+    "set_leverage": _set_leverage,
+    "set_margin_mode": _set_margin_mode,
+    "create_conditional_order": _create_conditional_order,
+    "fetch_open_conditional_orders": _fetch_open_conditional_orders,
+    "fetch_conditional_order": _fetch_conditional_order,
+    "cancel_conditional_order": _cancel_conditional_order,
+    "fetch_income": _fetch_income,
 }
 
 

@@ -17,7 +17,13 @@ Kinds, each with the effect a real exchange has on its client:
   then its answer is held for ``hold_seconds``: the trade can be listed before the client
   hears of its order (held past the client's timeout, the order's outcome is unknown);
 - ``fill_before_cancel``: the order fills whole just before the cancel reaches it, which is
-  then refused with -2011 ("Unknown order sent."): the cancel lost the race with a fill.
+  then refused with -2011 ("Unknown order sent."): the cancel lost the race with a fill;
+- ``overloaded``: a create or cancel answered with HTTP 503 and Binance's -1008 ("Server is
+  currently overloaded with other requests"), before processing (nothing happened, but
+  Binance does not promise it: the client must treat the outcome as unknown).
+
+The same kinds apply to Binance spot (``/api/...``) and USD-M futures (``/fapi/...``); the
+write-only kinds apply to the order endpoints of both, conditional (algo) orders included.
 
 Besides the kinds, drawn per request:
 
@@ -39,11 +45,17 @@ import attrs
 
 KINDS = (
     "server_error", "rate_limit", "timeout", "timeout_after_accept", "server_error_after_accept", "reject",
-    "invalid_timestamp", "fill_before_answer", "fill_before_cancel",
+    "invalid_timestamp", "fill_before_answer", "fill_before_cancel", "overloaded",
 )
-#: Kinds that only apply to a create or a cancel (POST or DELETE /api/v3/order).
-WRITE_ONLY = ("timeout_after_accept", "server_error_after_accept", "reject")
-#: Kinds that apply to one method of /api/v3/order only.
+#: The REST paths a fault may apply to (Binance spot and USD-M futures).
+API_PREFIXES = ("/api/", "/fapi/")
+#: The paths of a create or a cancel of a regular limit order.
+ORDER_PATHS = ("/api/v3/order", "/fapi/v1/order")
+#: Paths of a create or a cancel of any order, conditional (algo) orders included.
+WRITE_PATHS = ORDER_PATHS + ("/fapi/v1/algoOrder",)
+#: Kinds that only apply to a create or a cancel (POST or DELETE of WRITE_PATHS).
+WRITE_ONLY = ("timeout_after_accept", "server_error_after_accept", "reject", "overloaded")
+#: Kinds that apply to one method of ORDER_PATHS only.
 CREATE_ONLY = ("fill_before_answer",)
 CANCEL_ONLY = ("fill_before_cancel",)
 #: Kinds that apply to signed requests only (they carry a timestamp).
@@ -97,7 +109,7 @@ class FaultPlan:
 
     def decide(self, method: str, path: str, signed: bool = False) -> str | None:
         """The fault for this request, or None. ``signed``: the request carries a timestamp."""
-        if not path.startswith("/api/"):
+        if not path.startswith(API_PREFIXES):
             return None
         settings = self.settings
         if settings.paths and not any(path.startswith(p) for p in settings.paths):
@@ -107,12 +119,12 @@ class FaultPlan:
         if settings.burst_429 > 0:
             settings.burst_429 -= 1
             return self._count("rate_limit")
-        order = path == "/api/v3/order"
+        order, write = path in ORDER_PATHS, path in WRITE_PATHS
         for kind in KINDS:
             rate = settings.error_rates.get(kind, 0.0)
             if not rate:
                 continue  # no draw: a seed replays the same faults whatever kinds exist
-            if kind in WRITE_ONLY and not (order and method in ("POST", "DELETE")):
+            if kind in WRITE_ONLY and not (write and method in ("POST", "DELETE")):
                 continue
             if (kind in CREATE_ONLY and not (order and method == "POST")) or (kind in CANCEL_ONLY and not (order and method == "DELETE")):
                 continue

@@ -31,8 +31,10 @@ from typing import Iterable
 import attrs
 
 from exchange.candles import Candle
+from exchange.fill_rules import queue_key, trades_through, volume_budget
 from exchange.markets import MarketRules
 from exchange.records import ExchangeOrder, ExchangeTrade, Side
+from exchange.retention import Forgetting
 
 # Binance's codes, so the sandbox can answer with them verbatim.
 CODE_FILTER_FAILURE = -1013
@@ -123,6 +125,7 @@ class SimulatedExchange:
         self.track_changes = False
         self._changed: dict[str, SimOrder] = {}
         self._new_trades: list[ExchangeTrade] = []
+        self._forgetting: Forgetting[str, SimOrder] | None = None
 
     # ------------------------------------------------------------- state
 
@@ -168,6 +171,18 @@ class SimulatedExchange:
         if self.track_changes:
             self._changed = dict(self.orders)
             self._new_trades = list(self.trades)
+
+    def forget_finished(self, keep_orders: int, keep_trades: int) -> None:
+        """Of the ended orders keep the ``keep_orders`` most recently placed, of the trades
+        the last ``keep_trades`` (a real exchange, too, stops answering for old orders);
+        open orders always stay. Shadow mode's store still holds every order and trade."""
+        if self._forgetting is None:
+            self._forgetting = Forgetting(keep_orders)
+        for exchange_id, order in self._forgetting.sweep(self.orders, lambda _, o: o.status != "open"):
+            if self._by_client_id.get(order.client_order_id) == exchange_id:
+                del self._by_client_id[order.client_order_id]
+        if len(self.trades) > 2 * keep_trades:
+            del self.trades[:-keep_trades]
 
     def trades_of(self, exchange_order_id: str) -> list[ExchangeTrade]:
         """The trades of one order, oldest first (of those the engine still holds)."""
@@ -257,13 +272,12 @@ class SimulatedExchange:
         if not self._open:
             return []
         market = self.markets[symbol]
-        budget = market.round_amount(candle.volume * self.volume_share)
+        budget = volume_budget(market, candle, self.volume_share)
         fills: list[ExchangeTrade] = []
         for order in self._queue(symbol):
             if budget <= 0:
                 break
-            crossed = candle.low < order.price if order.side is Side.BUY else candle.high > order.price
-            if not crossed:
+            if not trades_through(order.side, order.price, candle):
                 continue
             amount = min(order.remaining, budget)
             budget -= amount
@@ -274,12 +288,7 @@ class SimulatedExchange:
         return fills
 
     def _queue(self, symbol: str) -> list[SimOrder]:
-        # Price priority (highest buy, lowest sell first), then time priority.
-        resting = self.open_orders(symbol)
-        return sorted(
-            resting,
-            key=lambda o: (-o.price if o.side is Side.BUY else o.price, int(o.exchange_order_id)),
-        )
+        return sorted(self.open_orders(symbol), key=lambda o: queue_key(o.side, o.price, int(o.exchange_order_id)))
 
     def _fee(self, market: MarketRules, side: Side, cost: Decimal, amount: Decimal) -> tuple[Decimal, str]:
         """The fee of a fill and the currency it is charged in."""

@@ -60,3 +60,56 @@ class ExchangeTrade:
     client_order_id: str = ""
     at: float = 0.0
     order_complete: bool = False
+
+
+@attrs.frozen
+class ExchangePosition:
+    """One symbol's position on a derivatives venue in one-way mode, as the exchange reports
+    it (``fetch_positions``). ``size`` is signed, in base units (negative: short);
+    ``leverage`` is None when the listing does not carry it (Binance's
+    ``/fapi/v3/positionRisk``); ``isolated_margin`` is the collateral an isolated position
+    holds (0 for cross). The first four fields are those of
+    ``actors.reconciler.positions_core.ExchangePosition``."""
+
+    symbol: str
+    size: Decimal
+    entry_price: Decimal
+    leverage: Decimal | None = None
+    margin_mode: str = "cross"  # cross | isolated
+    mark_price: Decimal | None = None
+    unrealized_pnl: Decimal = Decimal(0)
+    liquidation_price: Decimal | None = None
+    isolated_margin: Decimal = Decimal(0)
+
+
+@attrs.frozen
+class ExchangeConditionalOrder(ExchangeOrder):
+    """A conditional order resting on the exchange (a stop-limit or a take-profit-limit):
+    when the price reaches ``trigger_price`` the exchange places a limit order at ``price``.
+    ``status`` is ccxt's (a triggered one reads ``closed`` although its child order, id
+    ``child_order_id``, may still be open); ``exchange_status`` is the exchange's own
+    (Binance: NEW, TRIGGERED, FINISHED, CANCELED, EXPIRED, REJECTED)."""
+
+    trigger_price: Decimal = Decimal(0)
+    kind: str = "stop"  # stop | take_profit
+    reduce_only: bool = False
+    child_order_id: str = ""
+    exchange_status: str = ""
+
+
+@attrs.frozen
+class ExchangeIncome:
+    """One change of a derivatives account's balance (realized P&L, fee, funding, transfer,
+    insurance clearance) as the exchange's income history lists it, ``amount`` signed
+    (positive: the account received it). ``kind`` is the exchange's own name when it gives one
+    (Binance: REALIZED_PNL, COMMISSION, FUNDING_FEE, TRANSFER, INSURANCE_CLEAR), else ccxt's
+    ledger type. The fields are those of ``actors.reconciler.positions_core.ExchangeIncome``
+    plus ``trade_id``."""
+
+    income_id: str
+    symbol: str
+    kind: str
+    amount: Decimal
+    asset: str
+    at: float = 0.0
+    trade_id: str = ""

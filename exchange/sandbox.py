@@ -1,8 +1,12 @@
-"""``limitline sandbox``: a local exchange on 127.0.0.1 that speaks Binance's spot REST.
+"""``limitline sandbox``: a local exchange on 127.0.0.1 that speaks Binance's spot REST, or
+(``market="usdm"``) Binance's USD-M futures REST.
 
-The real ``ccxt.binance`` client talks to it over HTTP (point an exchange's ``base_url``
-at it), so the whole live path can be run end to end before real money. Backed by the
-same simulated matching engine and replay feed as shadow mode.
+The real ``ccxt.binance`` (or ``ccxt.binanceusdm``) client talks to it over HTTP (point an
+exchange's ``base_url`` at it), so the whole live path can be run end to end before real
+money. Backed by the same simulated matching engine and replay feed as shadow mode (spot),
+or by the perpetuals engine (:mod:`exchange.perpetuals`, USD-M; its dialect and admin
+endpoints are :mod:`exchange.usdm_dialect`'s: ``/admin/operator/close``, ``transfer``,
+``leverage``, ``margin``, ``cancel``, ``order``).
 
 Admin endpoints (local only, no auth: the server binds 127.0.0.1):
 
@@ -38,8 +42,12 @@ from exchange.candles import load_candles
 from exchange.faults import FaultPlan, FaultSettings
 from exchange.markets import MarketRules
 from exchange.matching import Rejection, SimulatedExchange
+from exchange.perpetuals import PerpetualExchange, perpetual_rules
 from exchange.records import Side
 from exchange.replay import ReplayFeed
+from exchange.usdm_dialect import SERVER_BUSY_MESSAGE, UsdmDialect
+
+MARKETS = ("spot", "usdm")
 
 DEFAULT_API_KEY = "sandbox-key"
 DEFAULT_SECRET = "sandbox-secret"
@@ -59,6 +67,34 @@ class SandboxSettings:
     #: candles of N seconds on the server's clock, the forming one listed last by klines
     #: (as a real exchange does; for a client's ``timeframe`` of the same length).
     candle_seconds: int | None = None
+    #: ``spot`` (Binance spot REST) or ``usdm`` (Binance USD-M futures REST; ``symbol``'s
+    #: linear perpetual, ``BTC/USDT`` -> ``BTC/USDT:USDT``, margined in the quote asset,
+    #: whose balance in ``balances`` is the futures wallet).
+    market: str = "spot"
+    #: USD-M: the funding rate charged every 8 hours.
+    funding_rate: Decimal = Decimal("0.0001")
+
+    def __attrs_post_init__(self) -> None:
+        if self.market not in MARKETS:
+            raise ValueError(f"market must be one of {', '.join(MARKETS)}, got {self.market!r}")
+
+
+def default_perpetual_rules(symbol: str) -> MarketRules:
+    """BTCUSDT perpetual's rules on Binance USD-M, for ``symbol``: tick 0.1, step 0.001, a
+    minimum notional of 100 USDT (Binance's "USDⓈ-Margined Futures Contract Specifications",
+    https://www.binance.com/en/support/faq/360033161972), fees 0.02 % maker and 0.05 % taker
+    (the base tier)."""
+    if ":" not in symbol:
+        symbol = f"{symbol}:{symbol.partition('/')[2]}"
+    return perpetual_rules(
+        symbol,
+        tick_size=Decimal("0.1"),
+        lot_size=Decimal("0.001"),
+        min_amount=Decimal("0.001"),
+        min_notional=Decimal("100"),
+        maker_fee=Decimal("0.0002"),
+        taker_fee=Decimal("0.0005"),
+    )
 
 
 def default_rules(symbol: str) -> MarketRules:
@@ -77,12 +113,21 @@ class Sandbox:
     """The server's state and its ASGI app."""
 
     def __init__(self, settings: SandboxSettings, faults: FaultSettings | None = None) -> None:
-        exchange = SimulatedExchange([default_rules(settings.symbol)], dict(settings.balances), settings.volume_share)
         feed = ReplayFeed(load_candles(settings.data), settings.speed)
-        self.dialect = BinanceDialect(
-            exchange, {settings.symbol: feed}, settings.api_key, settings.secret,
-            **({} if settings.candle_seconds is None else {"interval_ms": settings.candle_seconds * 1000, "candles_on_server_clock": True}),
-        )
+        candles = {} if settings.candle_seconds is None else {"interval_ms": settings.candle_seconds * 1000, "candles_on_server_clock": True}
+        self.market = settings.market
+        self.dialect: BinanceDialect
+        if settings.market == "usdm":
+            rules = default_perpetual_rules(settings.symbol)
+            futures = PerpetualExchange([rules], Decimal(settings.balances.get(rules.quote, 0)),
+                                        margin_asset=rules.quote, volume_share=settings.volume_share,
+                                        funding_rate=settings.funding_rate)
+            # A market always has a last price: the replay's first open until a candle closes.
+            futures.mark[rules.symbol] = feed.candles[feed.cursor].open
+            self.dialect = UsdmDialect(futures, {rules.symbol: feed}, settings.api_key, settings.secret, **candles)
+        else:
+            exchange = SimulatedExchange([default_rules(settings.symbol)], dict(settings.balances), settings.volume_share)
+            self.dialect = BinanceDialect(exchange, {settings.symbol: feed}, settings.api_key, settings.secret, **candles)
         self.faults = FaultPlan(faults)
         self.requests = 0
         #: (trio time, method, path, status) of every /api/ request, for tests and tools.
@@ -141,6 +186,8 @@ class Sandbox:
         path, method = scope["path"], scope["method"]
         if path.startswith("/admin/"):
             response = self._admin(method, path, body)
+            if path.startswith("/admin/operator/") and response.status == 200:
+                self._signal_fill()
         else:
             arrived = trio.current_time()
             response = await self._api(method, path, scope.get("query_string", b"").decode(), body.decode(), headers)
@@ -167,6 +214,8 @@ class Sandbox:
                          (("Retry-After", str(settings.retry_after_seconds)),))
         if fault == "timeout":
             await trio.sleep(settings.hold_seconds)
+        if fault == "overloaded":
+            return error(503, -1008, SERVER_BUSY_MESSAGE)
         if fault == "reject":
             if method == "POST":
                 return error(400, -2010, "Account has insufficient balance for requested action.")
@@ -198,6 +247,9 @@ class Sandbox:
     def _fill_now(self, client_order_id: str) -> None:
         if isinstance(self.dialect.fill_now(client_order_id, self.now_ms()), Rejection):
             return
+        self._signal_fill()
+
+    def _signal_fill(self) -> None:
         self._filled.set()
         self._filled = trio.Event()
 
@@ -206,6 +258,16 @@ class Sandbox:
             data = json.loads(body or b"{}")
         except json.JSONDecodeError as bad:
             return Response(400, {"error": f"body: not JSON ({bad.msg})"})
+        if (method, path) == ("POST", "/admin/faults"):
+            return self._set_faults(data)
+        if (method, path) == ("POST", "/admin/market"):
+            self.frozen = bool(data.get("frozen", False))
+            return Response(200, {"frozen": self.frozen})
+        if isinstance(self.dialect, UsdmDialect):
+            response = self.dialect.admin(method, path, data, self.now_ms())
+            if (method, path) == ("GET", "/admin/state"):
+                response.body.update({"requests": self.requests, "faults": self.faults.status()})
+            return response
         exchange = self.dialect.exchange
         if (method, path) == ("GET", "/admin/state"):
             return Response(200, {
@@ -219,19 +281,6 @@ class Sandbox:
                 "trades": [{"id": f.trade_id, "orderId": f.exchange_order_id, "clientOrderId": f.client_order_id,
                             "amount": str(f.amount), "price": str(f.price), "fee": str(f.fee)} for f in self.dialect.fills],
             })
-        if (method, path) == ("POST", "/admin/faults"):
-            try:
-                settings = cattrs.structure(data, FaultSettings)
-            except Exception as bad:  # noqa: BLE001 - any structuring problem is the caller's
-                return Response(400, {"error": f"faults: {bad}"})
-            problems = settings.problems()
-            if problems:
-                return Response(400, {"error": "; ".join(problems)})
-            self.faults.update(settings)
-            return Response(200, self.faults.status())
-        if (method, path) == ("POST", "/admin/market"):
-            self.frozen = bool(data.get("frozen", False))
-            return Response(200, {"frozen": self.frozen})
         if (method, path) == ("POST", "/admin/operator/cancel"):
             result = exchange.cancel_order(str(data.get("clientOrderId", "")))
             if isinstance(result, Rejection):
@@ -267,6 +316,18 @@ class Sandbox:
         return Response(404, {"error": f"no admin endpoint {method} {path}"})
 
 
+    def _set_faults(self, data: Any) -> Response:
+        try:
+            settings = cattrs.structure(data, FaultSettings)
+        except Exception as bad:  # noqa: BLE001 - any structuring problem is the caller's
+            return Response(400, {"error": f"faults: {bad}"})
+        problems = settings.problems()
+        if problems:
+            return Response(400, {"error": "; ".join(problems)})
+        self.faults.update(settings)
+        return Response(200, self.faults.status())
+
+
 async def _respond(send: Callable[[dict], Awaitable[None]], response: Response) -> None:
     if isinstance(response.body, str):
         payload, kind = response.body.encode(), b"text/html"
@@ -279,11 +340,15 @@ async def _respond(send: Callable[[dict], Awaitable[None]], response: Response) 
 
 
 async def serve_sandbox(
-    sandbox: Sandbox, port: int, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+    sandbox: Sandbox, port: int, *, tls: tuple[str, str] | None = None,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until cancelled; reports the base URL once listening."""
+    """Serve until cancelled; reports the base URL once listening. ``tls``: (certificate
+    file, key file) to serve HTTPS (as a TLS-intercepting proxy or a gateway would)."""
     config = HypercornConfig()
     config.bind = [f"127.0.0.1:{port}"]
+    if tls is not None:
+        config.certfile, config.keyfile = tls
     config.accesslog = None
     config.errorlog = None
     config.keep_alive_timeout = 75

@@ -13,13 +13,14 @@ from typing import Any, Callable, Iterable, TypeVar
 
 import trio
 
-from actors.messages import JournalEntry
+from actors.messages import JournalEntry, RecordKeys
 from actors.orders import Order
 from actors.writer.core import Batch
 from exchange.matching import ExchangeState
 from store.db import (
     load_journal,
     load_orders,
+    load_journal_of,
     load_record,
     load_simulated,
     open_store,
@@ -56,8 +57,14 @@ class SqliteReader:
     async def journal(self) -> list[JournalEntry]:
         return await self.read(load_journal)
 
-    async def record(self, *, venue: str) -> tuple[list[Order], frozenset[str]]:
-        return await self.read(load_record, venue=venue)
+    async def record(self, *, venue: str, wanted: RecordKeys) -> tuple[list[Order], frozenset[str]]:
+        return await self.read(
+            load_record, venue=venue, client_order_ids=wanted.client_order_ids,
+            exchange_order_ids=wanted.exchange_order_ids, trade_ids=wanted.trade_ids,
+        )
+
+    async def journal_of(self, client_order_ids: Iterable[str]) -> list[JournalEntry]:
+        return await self.read(load_journal_of, client_order_ids=tuple(client_order_ids))
 
 
 #: The first schema version that keeps the simulated exchange's state.

@@ -7,12 +7,13 @@ lets read while the writer writes. Only the writer actor ever calls :func:`write
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from actors.messages import JournalEntry, RecordSimulatedExchange
 from actors.orders import Order, OrderState
@@ -20,7 +21,7 @@ from actors.writer.core import Batch
 from exchange.matching import ExchangeState, SimOrder
 from exchange.records import ExchangeTrade
 from store.codec import dumps
-from store.errors import NotAStore, StoreUnavailable
+from store.errors import NotAStore, OrphanedOrders, StoreUnavailable
 from store.rows import Columns
 from store.schema import migrate, not_a_store
 
@@ -150,42 +151,104 @@ def _cannot_write(path: Path, error: BaseException) -> str:
     )
 
 
+#: Values bound to one INSERT statement at most (sqlite's classic limit; rows of 17
+#: columns go in statements of 1,927). ``executemany`` steps once per row, and each step
+#: lets go of the GIL and must take it back: while the event loop is busy, that can take
+#: up to the interpreter's switch interval (5 ms), row after row. One statement of many
+#: rows binds them all in C and steps once (binding and inserting this many values took
+#: 4 ms of CPU on the 2-core machine, the binding a part of it: within one switch interval).
+VALUES_PER_STATEMENT = 32766
+
+
 def write_batch(connection: sqlite3.Connection, batch: Batch) -> None:
-    """Write ``batch`` in one transaction; with ``batch.durable`` the commit is fsynced."""
-    connection.execute(f"PRAGMA synchronous = {'FULL' if batch.durable else 'NORMAL'}")
-    with connection:
-        connection.executemany(
-            "INSERT INTO events (at, kind, actor, strategy, client_order_id, rule, reason, payload)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (e.at, e.kind, e.actor, e.strategy, e.client_order_id, e.rule, e.reason, dumps(e.payload))
-                for e in batch.events
-            ],
-        )
-        connection.executemany(
-            # The row is the order's latest state: every column but the key is replaced.
-            f"""INSERT INTO orders ({ORDER_COLUMNS.sql}) VALUES ({ORDER_COLUMNS.placeholders})
-               ON CONFLICT (client_order_id) DO UPDATE SET {_ORDER_UPDATES}""",
-            [ORDER_COLUMNS.row(o) for o in batch.orders.values()],
-        )
-        connection.executemany(
-            """INSERT INTO fills (venue, trade_id, client_order_id, exchange_order_id, symbol, side,
-                   price, amount, fee, fee_currency, at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING""",
-            [
-                (
-                    f.venue, f.trade_id, f.client_order_id, f.exchange_order_id, f.symbol, f.side.value,
-                    str(f.price), str(f.amount), str(f.fee), f.fee_currency, f.at,
-                )
-                for f in batch.fills
-            ],
-        )
-        connection.executemany(
-            f"INSERT INTO journal ({JOURNAL_COLUMNS.sql}) VALUES ({JOURNAL_COLUMNS.placeholders})",
-            [JOURNAL_COLUMNS.row(j) for j in batch.journal],
-        )
-        for record in batch.simulated:
-            _write_simulated(connection, record)
+    """Write ``batch`` in one transaction; with ``batch.durable`` the commit is fsynced.
+
+    Rows go in in the order the batch holds them (a table's rows in one statement are
+    inserted in the order of its VALUES), so the journal's order is the ledger's."""
+    if batch.durable:
+        # The store runs at NORMAL (open_store); a durable batch alone is fsynced. Setting
+        # it for every batch would cost a statement (and a wait for the GIL) each time.
+        connection.execute("PRAGMA synchronous = FULL")
+    try:
+        # BEGIN and COMMIT as statements from the connection's cache: sqlite3's own
+        # transaction handling prepares them afresh each time, letting go of the GIL (and
+        # waiting to take it back from a busy event loop) at every step of that.
+        connection.execute("BEGIN")
+        try:
+            _write_rows(connection, batch)
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.rollback()
+            raise
+    finally:
+        if batch.durable:
+            connection.execute("PRAGMA synchronous = NORMAL")
+
+
+def _write_rows(connection: sqlite3.Connection, batch: Batch) -> None:
+    _insert(
+        connection,
+        "INSERT INTO events (at, kind, actor, strategy, client_order_id, rule, reason, payload)",
+        8,
+        [
+            v
+            for e in batch.events
+            for v in (e.at, e.kind, e.actor, e.strategy, e.client_order_id, e.rule, e.reason, dumps(e.payload))
+        ],
+    )
+    _insert(
+        connection,
+        f"INSERT INTO orders ({ORDER_COLUMNS.sql})",
+        len(ORDER_COLUMNS.names),
+        ORDER_COLUMNS.values(batch.orders.values()),
+        # The row is the order's latest state: every column but the key is replaced.
+        f"ON CONFLICT (client_order_id) DO UPDATE SET {_ORDER_UPDATES}",
+    )
+    _insert(
+        connection,
+        """INSERT INTO fills (venue, trade_id, client_order_id, exchange_order_id, symbol, side,
+               price, amount, fee, fee_currency, at)""",
+        11,
+        [
+            v
+            for f in batch.fills
+            for v in (
+                f.venue, f.trade_id, f.client_order_id, f.exchange_order_id, f.symbol, f.side.value,
+                str(f.price), str(f.amount), str(f.fee), f.fee_currency, f.at,
+            )
+        ],
+        "ON CONFLICT DO NOTHING",
+    )
+    _insert(
+        connection,
+        f"INSERT INTO journal ({JOURNAL_COLUMNS.sql})",
+        len(JOURNAL_COLUMNS.names),
+        JOURNAL_COLUMNS.values(batch.journal),
+    )
+    for record in batch.simulated:
+        _write_simulated(connection, record)
+
+
+def _insert(connection: sqlite3.Connection, head: str, columns: int, values: list[Any], tail: str = "") -> None:
+    """``{head} VALUES (?, ...), (?, ...) {tail}`` for the rows whose values ``values``
+    holds one after the other, ``columns`` each: in order, in statements as large as
+    :data:`VALUES_PER_STATEMENT` allows, the rest in powers of two (few statements to
+    prepare and cache)."""
+    rows = len(values) // columns
+    # sqlite before 3.32 binds at most 999 values to a statement.
+    most = min(VALUES_PER_STATEMENT, connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)) // columns
+    done = 0
+    while done < rows:
+        n = min(most, 1 << ((rows - done).bit_length() - 1))
+        connection.execute(_statement(head, columns, n, tail), values[done * columns : (done + n) * columns])
+        done += n
+
+
+@functools.lru_cache(maxsize=256)
+def _statement(head: str, columns: int, rows: int, tail: str) -> str:
+    row = f"({', '.join('?' * columns)})"
+    return f"{head} VALUES {', '.join([row] * rows)} {tail}"
 
 
 def _write_simulated(connection: sqlite3.Connection, record: RecordSimulatedExchange) -> None:
@@ -197,26 +260,34 @@ def _write_simulated(connection: sqlite3.Connection, record: RecordSimulatedExch
                ON CONFLICT (venue) DO UPDATE SET next_order = excluded.next_order, next_trade = excluded.next_trade""",
             (venue, state.next_order, state.next_trade),
         )
-        connection.executemany(
-            """INSERT INTO sim_balances (venue, asset, free, used) VALUES (?, ?, ?, ?)
-               ON CONFLICT (venue, asset) DO UPDATE SET free = excluded.free, used = excluded.used""",
-            [(venue, asset, str(free), str(used)) for asset, (free, used) in state.balances.items()],
+        _insert(
+            connection,
+            "INSERT INTO sim_balances (venue, asset, free, used)",
+            4,
+            [v for asset, (free, used) in state.balances.items() for v in (venue, asset, str(free), str(used))],
+            "ON CONFLICT (venue, asset) DO UPDATE SET free = excluded.free, used = excluded.used",
         )
-        connection.executemany(
-            f"""INSERT INTO sim_orders (venue, {SIM_ORDER_COLUMNS.sql}) VALUES (?, {SIM_ORDER_COLUMNS.placeholders})
-               ON CONFLICT (venue, exchange_order_id) DO UPDATE SET
+        _insert(
+            connection,
+            f"INSERT INTO sim_orders (venue, {SIM_ORDER_COLUMNS.sql})",
+            1 + len(SIM_ORDER_COLUMNS.names),
+            [v for o in state.orders for v in (venue, *SIM_ORDER_COLUMNS.row(o))],
+            """ON CONFLICT (venue, exchange_order_id) DO UPDATE SET
                    filled = excluded.filled, status = excluded.status, locked = excluded.locked""",
-            [(venue, *SIM_ORDER_COLUMNS.row(o)) for o in state.orders],
         )
-        connection.executemany(
-            f"""INSERT INTO sim_trades (venue, {SIM_TRADE_COLUMNS.sql}) VALUES (?, {SIM_TRADE_COLUMNS.placeholders})
-               ON CONFLICT DO NOTHING""",
-            [(venue, *SIM_TRADE_COLUMNS.row(t)) for t in state.trades],
+        _insert(
+            connection,
+            f"INSERT INTO sim_trades (venue, {SIM_TRADE_COLUMNS.sql})",
+            1 + len(SIM_TRADE_COLUMNS.names),
+            [v for t in state.trades for v in (venue, *SIM_TRADE_COLUMNS.row(t))],
+            "ON CONFLICT DO NOTHING",
         )
-    connection.executemany(
-        """INSERT INTO sim_replay (venue, symbol, last_ts) VALUES (?, ?, ?)
-           ON CONFLICT (venue, symbol) DO UPDATE SET last_ts = excluded.last_ts""",
-        [(venue, symbol, ts) for symbol, ts in record.replay.items()],
+    _insert(
+        connection,
+        "INSERT INTO sim_replay (venue, symbol, last_ts)",
+        3,
+        [v for symbol, ts in record.replay.items() for v in (venue, symbol, ts)],
+        "ON CONFLICT (venue, symbol) DO UPDATE SET last_ts = excluded.last_ts",
     )
 
 
@@ -251,17 +322,73 @@ def load_orders(
     return [ORDER_COLUMNS.record(row) for row in rows.fetchall()]
 
 
-def load_fill_trade_ids(connection: sqlite3.Connection, *, venue: str) -> frozenset[str]:
-    rows = connection.execute("SELECT trade_id FROM fills WHERE venue = ?", (venue,)).fetchall()
-    return frozenset(row[0] for row in rows)
+def load_record(
+    connection: sqlite3.Connection,
+    *,
+    venue: str,
+    client_order_ids: Iterable[str] = (),
+    exchange_order_ids: Iterable[str] = (),
+    trade_ids: Iterable[str] = (),
+) -> tuple[list[Order], frozenset[str]]:
+    """What the reconciler compares for one venue, read in one transaction so the parts agree:
+    the venue's orders that are not final, plus those the snapshots name (by client or
+    exchange order id); and which of ``trade_ids`` the fills table holds.
 
-
-def load_record(connection: sqlite3.Connection, *, venue: str) -> tuple[list[Order], frozenset[str]]:
-    """One venue's orders (all of them) and the trade ids of its recorded fills, read in one
-    transaction so they agree with each other."""
+    The reads use indexes (schema version 4), so a cycle costs what is open or named, not
+    the whole history: a months-long run keeps every order ever placed in the store."""
+    finals = [s.value for s in OrderState if s.is_final]
     with connection:
         connection.execute("BEGIN")
-        return load_orders(connection, venue=venue), load_fill_trade_ids(connection, venue=venue)
+        rows = connection.execute(
+            f"""SELECT {ORDER_COLUMNS.sql} FROM orders WHERE venue = ? AND state NOT IN ({', '.join('?' * len(finals))})
+                UNION SELECT {ORDER_COLUMNS.sql} FROM orders
+                      WHERE client_order_id IN (SELECT value FROM json_each(?)) AND venue = ?
+                UNION SELECT {ORDER_COLUMNS.sql} FROM orders
+                      WHERE venue = ? AND exchange_order_id IN (SELECT value FROM json_each(?))""",
+            (venue, *finals, json.dumps(sorted(set(client_order_ids))), venue, venue,
+             json.dumps(sorted(set(exchange_order_ids)))),
+        ).fetchall()
+        recorded = connection.execute(
+            "SELECT trade_id FROM fills WHERE venue = ? AND trade_id IN (SELECT value FROM json_each(?))",
+            (venue, json.dumps(sorted(set(trade_ids)))),
+        ).fetchall()
+    orders = sorted((ORDER_COLUMNS.record(row) for row in rows), key=lambda o: (o.created_at, o.client_order_id))
+    return orders, frozenset(row[0] for row in recorded)
+
+
+def check_owned(connection: sqlite3.Connection, strategies: Iterable[str]) -> None:
+    """Raise :class:`OrphanedOrders` if orders that are not final belong to a strategy not
+    in ``strategies``: after a config edit removed or renamed it, nothing would watch its
+    orders (their fills, their time-to-live), and the actors would address a strategy that
+    does not exist."""
+    finals = [s.value for s in OrderState if s.is_final]
+    rows = connection.execute(
+        f"SELECT strategy, client_order_id FROM orders WHERE state NOT IN ({', '.join('?' * len(finals))}) ORDER BY strategy, created_at",
+        finals,
+    ).fetchall()
+    known = set(strategies)
+    orphans: dict[str, list[str]] = {}
+    for strategy, cid in rows:
+        if strategy not in known:
+            orphans.setdefault(strategy, []).append(cid)
+    if orphans:
+        listed = "; ".join(f"{name}: {len(cids)} ({', '.join(cids[:3])}{', ...' if len(cids) > 3 else ''})" for name, cids in orphans.items())
+        raise OrphanedOrders(
+            f"the store holds open orders of strategies that are not in the config ({listed}). Put each strategy "
+            "back in the config so its orders are managed again (cancel them with the operator endpoint, then remove "
+            "it), or, for shadow mode only, start over with `limitline run --fresh`",
+            orphans,
+        )
+
+
+def load_journal_of(connection: sqlite3.Connection, *, client_order_ids: Iterable[str]) -> list[JournalEntry]:
+    """The journal entries of these orders, in journal order (the ledger reads back a
+    reservation it no longer keeps in memory when a late fill names it)."""
+    rows = connection.execute(
+        f"SELECT {JOURNAL_COLUMNS.sql} FROM journal WHERE client_order_id IN (SELECT value FROM json_each(?)) ORDER BY seq",
+        (json.dumps(sorted(set(client_order_ids))),),
+    ).fetchall()
+    return [JOURNAL_COLUMNS.record(row) for row in rows]
 
 
 def load_simulated(connection: sqlite3.Connection, *, venue: str) -> tuple[ExchangeState | None, dict[str, int]]:

@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 import trio
 
+from actors.connection.call_stats import CallStats
 from actors.connection.live_core import LiveSettings
 from actors.connection.live_shell import live_connection_actor, scrub
 from actors.connection.shadow_core import ShadowConnectionCore
@@ -60,7 +61,7 @@ from exchange.matching import ExchangeState, SimulatedExchange
 from exchange.replay import ReplayFeed
 from exchange.shadow import ShadowVenue
 from store.access import SqliteReader, SqliteWriter, stored_simulated
-from store.db import check_store, open_store
+from store.db import check_owned, check_store, open_store
 from store.lock import StoreLock
 from supervisors.config import (
     CcxtVenueConfig,
@@ -72,6 +73,9 @@ from supervisors.config import (
 )
 from supervisors.secrets import CredentialsError, guard_logs, resolve
 from supervisors.status import StatusListener, status_actor
+from supervisors.web.access import exposure_warning, is_loopback
+from supervisors.web.server import WebContext
+from supervisors.web.views import StrategyFacts
 from supervisors.tree import ChildSpec, RestartStrategy, Supervisor
 
 log = logging.getLogger("limitline")
@@ -96,6 +100,9 @@ class App:
         #: Things the operator should know once the run starts (the CLI prints them).
         self.notices: list[str] = []
         self.shadow_books: dict[str, LazySimulatedExchange] = {}
+        #: Each ccxt venue's exchange-call latency and failures (``/metrics``), kept across
+        #: restarts of its connection.
+        self.call_stats: dict[str, CallStats] = {}
         #: Built from the config here; their stored state is read in :meth:`run`, once the
         #: store is this process's and known to be limitline's.
         self.shadow_venues = {
@@ -144,11 +151,23 @@ class App:
         modes = sorted({s.mode for s in config.strategies})
         facts = {"mode": "live" if "live" in modes else "shadow", "armed_live": live, "store": str(self.store_path)}
         self.status_listener = StatusListener(config.status.host, config.status.port)
+        warning = exposure_warning(config.status.host)
+        if warning is not None:
+            self.notices.append(warning)  # printed at start, before anything else
+        web = WebContext(
+            root=self,
+            env=self.env,
+            store=self.store,
+            facts=facts,
+            strategies=[StrategyFacts(s.name, s.venue, s.symbol, s.mode) for s in config.strategies],
+            venues=[v.name for v in config.venues],
+            call_stats=self.call_stats,
+            loopback=is_loopback(config.status.host),
+        )
+        #: What the endpoints (and the console's summary line) read.
+        self.web = web
         status = ChildSpec(
-            "status",
-            functools.partial(
-                status_actor, root=self, env=self.env, store=self.store, listener=self.status_listener, facts=facts
-            ),
+            "status", functools.partial(status_actor, context=web, listener=self.status_listener)
         )
         # The status server is the last child: a crash of the reconciler restarts it only.
         self.root = Supervisor(
@@ -172,6 +191,16 @@ class App:
                 f"orders cannot rest on it (run --fresh to start shadow mode over)"
             )
         return state, replay
+
+    def _check_owned(self) -> None:
+        """Refuse open orders of strategies the config no longer names (OrphanedOrders)."""
+        if not Path(self.store_path).exists() or Path(self.store_path).stat().st_size == 0:
+            return
+        connection = open_store(self.store_path, readonly=True)
+        try:
+            check_owned(connection, [s.name for s in self.config.strategies])
+        finally:
+            connection.close()
 
     def _restore_simulated(self) -> None:
         """Continue every simulated account (and replay) from the store."""
@@ -209,7 +238,9 @@ class App:
                 shadow_connection_actor,
                 venue=venue.name,
                 shadow=self.shadow_venues[venue.name],
-                tick_interval=min(0.25, 0.5 / speed),
+                # In lockstep the candles follow the strategies (CandleDone); a tick is only
+                # a fallback there, and need not spin at the replay's speed.
+                tick_interval=0.1 if lockstep else min(0.25, 0.5 / speed),
                 env=self.env,
                 lockstep_with=frozenset(s.name for s in self.config.strategies if s.venue == venue.name) if lockstep else None,
             )
@@ -237,6 +268,7 @@ class App:
             shadow_strategies=shadow,
             shadow_exchange=self.shadow_books.get(venue.name),
             authenticated=credentials is not None,
+            call_stats=self.call_stats.setdefault(venue.name, CallStats()),
         )
 
     def emit(self, kind: str, actor: str, reason: str, payload: dict[str, Any]) -> None:
@@ -255,9 +287,11 @@ class App:
         process), refuse a file that is not a limitline store (:class:`NotAStore`), listen
         where ``status`` says (:class:`StatusAddressError`), and only then create or migrate
         the store (:class:`StoreUnavailable` if it cannot be written). Each raises before
-        ``task_status.started()``, with a message for the user."""
+        ``task_status.started()``, with a message for the user. Open orders of a strategy
+        the config no longer names are refused too (:class:`OrphanedOrders`)."""
         with StoreLock(self.store_path):
             check_store(self.store_path)
+            await trio.to_thread.run_sync(self._check_owned)
             await trio.to_thread.run_sync(self._restore_simulated)
             with self.status_listener:
                 await trio.to_thread.run_sync(lambda: open_store(self.store_path).close())
@@ -277,6 +311,9 @@ def build_client(venue: CcxtVenueConfig, credentials: Any) -> Any:
         base_url=venue.base_url,
         sandbox=venue.sandbox,
         timeout_ms=int(venue.timeout_seconds * 1000),
+        market_type=venue.market_type,
+        https_proxy=venue.https_proxy,
+        ca_file=venue.ca_file,
     )
 
 

@@ -7,8 +7,11 @@
   stopped (shadow mode included: the simulated exchange's state is kept); ``--fresh`` moves
   the store aside first and starts over.
 - ``limitline check [-c CONFIG]``: run every pre-flight check without starting anything.
-- ``limitline sandbox [--port N] [--data CSV] [--faults FILE]``: a local exchange speaking
-  Binance's spot REST, to run a live configuration end to end before real money.
+- ``limitline status [--url URL | -c CONFIG] [--watch N]``: a terminal view of a running
+  process, read from its status server (:mod:`supervisors.status_view`).
+- ``limitline sandbox [--market spot|usdm] [--port N] [--data CSV] [--faults FILE]``: a local
+  exchange speaking Binance's spot REST (or USD-M futures REST), to run a live configuration
+  end to end before real money.
 
 Exit status: 0 done, 1 the runtime failed (a supervisor gave up) or, for ``check``, a
 strategy failed its pre-flight checks, 2 the config or the command line is wrong, 130
@@ -22,31 +25,21 @@ import logging
 import os
 import signal
 import sys
-from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import trio
 
-from actors.messages import RecordEvent
 from store.errors import StoreBusy, StoreUnavailable
-from supervisors.app import App, preflight_all
+from supervisors.console import DEFAULT_SUMMARY_SECONDS, EventEcho, print_summaries
 from supervisors.config import DEFAULT_CONFIG, Config, ConfigError, load_config
-from supervisors.status import StatusAddressError
 from supervisors.tree import ShutdownTimeout, SupervisorGaveUp
 
+if TYPE_CHECKING:
+    from supervisors.app import App
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FORCED = 0, 1, 2, 130
-
-#: Events worth a line on the console; everything is in the event log anyway.
-ECHOED = {
-    "order_placed", "fill", "order_rejected", "order_canceled", "order_expired", "strategy_active",
-    "preflight_failed", "breaker_open", "breaker_half_open", "breaker_closed", "strategy_inactive",
-    "venue_isolated", "venue_recovered", "child_isolated", "order_unknown", "order_resolved", "strategy_paused",
-    "strategy_resumed", "venue_reconciled", "venue_rate_limited", "exchange_error", "child_exited", "child_restarting", "supervisor_gave_up", "child_abandoned",
-    "reconcile_difference",
-}
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="limitline", description="Run limit-order strategies safely.")
@@ -54,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = commands.add_parser("run", help="run the strategies (shadow mode unless armed for live)")
     run.add_argument("-c", "--config", help=f"YAML config (default: the embedded {DEFAULT_CONFIG.name})")
     run.add_argument("-q", "--quiet", action="store_true", help="do not print orders and fills")
+    run.add_argument("-v", "--verbose", action="store_true", help="also print every blocked signal with its reason")
+    run.add_argument("--summary-every", type=float, default=DEFAULT_SUMMARY_SECONDS, metavar="SECONDS",
+                     help=f"print a one-line summary every SECONDS (default {DEFAULT_SUMMARY_SECONDS:g}; 0: never)")
     run.add_argument("--live", action="store_true", help="arm live trading for strategies with mode: live (real orders)")
     run.add_argument("--fresh", action="store_true",
                      help="start over from nothing: move the store aside (kept, with the time in its name) first; "
@@ -61,13 +57,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = commands.add_parser("check", help="check the config without starting anything")
     check.add_argument("-c", "--config", help="YAML config (default: the embedded one)")
     check.add_argument("--live", action="store_true", help="check as `run --live` would")
+    add_status_command(commands)
     sandbox = commands.add_parser("sandbox", help="a local exchange on 127.0.0.1 speaking Binance's spot REST")
     sandbox.add_argument("--port", type=int, default=8790, help="port on 127.0.0.1 (0: any free port)")
     sandbox.add_argument("--data", help="candle CSV to replay (default: the bundled BTC/USD 1h)")
     sandbox.add_argument("--symbol", default="BTC/USDT", help="the market it lists (default BTC/USDT)")
     sandbox.add_argument("--speed", type=float, default=5.0, help="candles per second (default 5)")
     sandbox.add_argument("--faults", help="YAML or JSON file of faults to inject (see README)")
-    sandbox.add_argument("--balances", default="USDT=100000,BTC=2", help="the account, e.g. USDT=100000,BTC=2")
+    sandbox.add_argument("--balances", default="USDT=100000,BTC=2", help="the account, e.g. USDT=100000,BTC=2 (usdm: the quote asset's is the futures wallet)")
+    sandbox.add_argument("--market", choices=("spot", "usdm"), default="spot",
+                         help="spot: Binance spot REST (ccxt.binance); usdm: Binance USD-M futures REST (ccxt.binanceusdm), "
+                              "the symbol's linear perpetual")
     lab = commands.add_parser("lab", help="backtest one strategy of the config on historical candles")
     lab.add_argument("-c", "--config", help="YAML config (default: the embedded one)")
     lab.add_argument("--strategy", help="the strategy's name in the config (with --sweep: default the sweep file's)")
@@ -97,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_sandbox(args)
     if args.command == "data":
         return run_data_download(args)
+    if args.command == "status" and args.url:
+        return run_status(args, None)
 
     try:
         config = load_config(args.config, live=getattr(args, "live", False), lab=args.command == "lab")
@@ -107,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if args.command == "check":
         return _check(config)
+    if args.command == "status":
+        return run_status(args, config)
     if args.command == "lab":
         return run_lab(config, args)
     if args.fresh:
@@ -117,7 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if problem is not None:
             print(f"limitline: --fresh: {problem}", file=sys.stderr)
             return EXIT_USAGE
-    return trio.run(_run, config, args.quiet, args.live)
+    if args.summary_every < 0:
+        print("limitline: --summary-every must be 0 (never) or a number of seconds", file=sys.stderr)
+        return EXIT_USAGE
+    return trio.run(_run, config, args.quiet, args.live, args.verbose, args.summary_every)
 
 
 def start_fresh(config: Config) -> str | None:
@@ -431,13 +438,15 @@ def run_sandbox(args: argparse.Namespace) -> int:
         print(f"limitline: --balances must look like USDT=100000,BTC=2, got {args.balances!r}", file=sys.stderr)
         return EXIT_USAGE
     key, secret = credentials_from_env()
-    settings = SandboxSettings(data=data, symbol=args.symbol, port=args.port, speed=args.speed, api_key=key, secret=secret, balances=balances)
+    settings = SandboxSettings(data=data, symbol=args.symbol, port=args.port, speed=args.speed, api_key=key, secret=secret,
+                               balances=balances, market=args.market)
     sandbox = Sandbox(settings, faults)
 
     async def serve_until_signal() -> None:
         async with trio.open_nursery() as nursery:
             url = await nursery.start(serve_sandbox, sandbox, args.port)
-            print(f"limitline sandbox: Binance spot REST on {url} ({args.symbol}, {args.speed:g} candles/s); "
+            kind = "USD-M futures" if args.market == "usdm" else "spot"
+            print(f"limitline sandbox: Binance {kind} REST on {url} ({args.symbol}, {args.speed:g} candles/s); "
                   f"admin at {url}/admin/state. Point an exchange's base_url at it. Ctrl-C stops.", file=sys.stderr, flush=True)
             with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
                 async for _ in signals:
@@ -461,8 +470,48 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def add_status_command(commands: Any) -> None:
+    from supervisors.status_view import DEFAULT_LIMIT, MAX_LIMIT
+
+    status = commands.add_parser("status", help="a terminal view of a running process (strategies, P&L, orders, venues)")
+    status.add_argument("--url", help="its status server, e.g. http://127.0.0.1:8787 (default: status.host and "
+                                      "status.port of the config)")
+    status.add_argument("-c", "--config", help="the running process's YAML config (default: the embedded one)")
+    status.add_argument("--watch", type=float, metavar="SECONDS", help="redraw every SECONDS until Ctrl-C")
+    status.add_argument("--offset", type=int, default=0, help="first strategy of the page (default 0)")
+    status.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
+                        help=f"strategies on the page (1-{MAX_LIMIT}, default {DEFAULT_LIMIT})")
+    status.add_argument("--state", choices=["active", "paused", "inactive"], help="only strategies in this state")
+    status.add_argument("--strategy", metavar="NAME", help="one strategy, with all its open orders")
+
+
+def run_status(args: argparse.Namespace, config: Config | None) -> int:
+    """``limitline status``: 0 shown (or watched until Ctrl-C), 2 the process could not be
+    read (not running, a token missing) or bad options."""
+    from rich.console import Console
+
+    from supervisors.status_view import MAX_LIMIT, StatusClient, StatusUnavailable, default_url, show
+
+    if not 1 <= args.limit <= MAX_LIMIT or args.offset < 0 or (args.watch is not None and args.watch <= 0):
+        print(f"limitline: --limit must be 1-{MAX_LIMIT}, --offset 0 or more, --watch more than 0 seconds",
+              file=sys.stderr)
+        return EXIT_USAGE
+    url = args.url or default_url(config.status.host, config.status.port)  # type: ignore[union-attr]
+    try:
+        show(StatusClient.from_env(url), Console(), watch=args.watch, offset=args.offset, limit=args.limit,
+             state=args.state, strategy=args.strategy)
+    except StatusUnavailable as problem:
+        print(f"limitline status: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
 def _check(config: Config) -> int:
     """Run every pre-flight check; one line per strategy; 1 if any fails."""
+    from supervisors.app import preflight_all
+
     failed = 0
     for name, problems in preflight_all(config).items():
         if problems:
@@ -474,14 +523,22 @@ def _check(config: Config) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-async def _run(config: Config, quiet: bool, live: bool) -> int:
-    app = App(config, echo=None if quiet else _echo, live=live)
+async def _run(config: Config, quiet: bool, live: bool, verbose: bool = False,
+               summary_every: float = DEFAULT_SUMMARY_SECONDS) -> int:
+    # Imported here: `limitline status` needs none of the runtime (ccxt alone takes 0.3 s).
+    from supervisors.app import App
+    from supervisors.status import StatusAddressError
+
+    app = App(config, echo=None if quiet else EventEcho(verbose), live=live)
     stop = trio.CancelScope()
+    announce = _Announce(config, app)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_watch_signals, stop)
+        if summary_every > 0:
+            nursery.start_soon(_summaries, announce, app, summary_every)
         try:
             with stop:
-                await app.run(task_status=_Announce(config, app))
+                await app.run(task_status=announce)
         except (StoreUnavailable, StatusAddressError) as refused:
             # Found before anything started or was written: the config or the machine.
             print(f"limitline: {refused}", file=sys.stderr)
@@ -495,11 +552,18 @@ async def _run(config: Config, quiet: bool, live: bool) -> int:
     return EXIT_OK
 
 
+async def _summaries(announce: "_Announce", app: App, every: float) -> None:
+    await announce.running.wait()
+    await print_summaries(app, every)
+
+
 class _Announce:
     def __init__(self, config: Config, app: App) -> None:
         self.config, self.app = config, app
+        self.running = trio.Event()
 
     def started(self, value: object = None) -> None:
+        self.running.set()
         for notice in self.app.notices:
             print(f"limitline: {notice}", file=sys.stderr, flush=True)
         status = next(c for c in self.app.snapshot()["children"] if c["name"] == "status")
@@ -508,7 +572,8 @@ class _Announce:
         mode = f"{live} LIVE (real orders)" if live else "all in shadow mode"
         print(
             f"limitline: running {len(self.config.strategies)} strategies, {mode}; "
-            f"status at {url}/status; store {self.config.store}. Ctrl-C stops.",
+            f"dashboard at {url}/, status at {url}/status (or `limitline status`); store {self.config.store}. "
+            "Times are UTC. Ctrl-C stops.",
             file=sys.stderr,
             flush=True,
         )
@@ -529,26 +594,6 @@ async def _watch_signals(stop: trio.CancelScope) -> None:
             else:
                 print("limitline: second signal: exiting now", file=sys.stderr, flush=True)
                 os._exit(EXIT_FORCED)
-
-
-def _echo(event: RecordEvent) -> None:
-    if event.kind not in ECHOED:
-        return
-    at = datetime.fromtimestamp(event.at, tz=timezone.utc).strftime("%H:%M:%S")
-    who = event.strategy or event.actor
-    detail = " ".join(f"{k}={v}" for k, v in event.payload.items() if k in ("side", "price", "amount", "fee"))
-    if "fee" in event.payload and event.payload.get("fee_currency"):
-        detail += f" {event.payload['fee_currency']}"  # a fee means nothing without its currency
-    parts = [at, f"{event.kind:<20}", who]
-    if event.client_order_id:
-        parts.append(event.client_order_id)
-    if detail:
-        parts.append(detail)
-    if event.rule:
-        parts.append(f"rule={event.rule}")
-    if event.reason:
-        parts.append(f"({event.reason})")
-    print("  ".join(parts), flush=True)
 
 
 if __name__ == "__main__":

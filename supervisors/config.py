@@ -114,6 +114,13 @@ class CcxtVenueConfig:
     base_url: str | None = None
     #: ccxt's sandbox (testnet) mode.
     sandbox: bool = False
+    #: ``spot``, or ``swap`` (linear perpetuals, e.g. ``binanceusdm``).
+    market_type: str = "spot"
+    #: Every HTTPS request through this proxy (http://HOST:PORT); the exchange's URLs stay
+    #: its own, so its errors are recognised as the production host's.
+    https_proxy: str | None = None
+    #: PEM bundle of the CA that signs a TLS-intercepting proxy's certificates.
+    ca_file: str | None = None
     api_key_env: str | None = None
     secret_env: str | None = None
     password_env: str | None = None
@@ -473,13 +480,25 @@ def check_config(config: Config, live: bool = False, lab: bool = False) -> list[
 
 
 def _ccxt_problems(venue: CcxtVenueConfig, at: str) -> list[str]:
-    from exchange.ccxt_adapter import exchange_exists, timeframe_seconds
+    from exchange.ccxt_adapter import (
+        MARKET_TYPES,
+        ca_file_problem,
+        exchange_exists,
+        proxy_problem,
+        timeframe_seconds,
+    )
 
     out = []
     if not exchange_exists(venue.exchange):
         out.append(f"{at}.exchange: ccxt has no exchange {_shown(venue.exchange)}")
     if venue.base_url is not None and not re.match(r"^https?://[^/]+", venue.base_url):
         out.append(f"{at}.base_url: must look like http://HOST:PORT, got {_shown(venue.base_url)}")
+    if venue.market_type not in MARKET_TYPES:
+        out.append(f"{at}.market_type: must be one of {', '.join(MARKET_TYPES)}, got {_shown(venue.market_type)}")
+    if proxy_problem(venue.https_proxy) is not None:
+        out.append(f"{at}.https_proxy: must look like http://HOST:PORT, got {_shown(venue.https_proxy)}")
+    if venue.ca_file is not None and ca_file_problem(venue.ca_file) is not None:
+        out.append(f"{at}.ca_file: {ca_file_problem(venue.ca_file)}")
     try:
         if exchange_exists(venue.exchange):
             timeframe_seconds(venue.timeframe, venue.exchange)

@@ -85,7 +85,7 @@ def test_run_in_shadow_mode_serves_status_and_events_and_stops_cleanly_on_sigter
             for child in node.get("children", []):
                 walk(child)
 
-        walk(status["tree"])
+        walk(get_json(f"{base}/status/tree"))
         for name in ["writer", "ledger", "venues", "venue:sim", "connection:sim", "strategy:sma-cross",
                      "strategy:dip-buyer", "reconciler", "status"]:
             assert names[name]["state"] == "running", name

@@ -150,6 +150,46 @@ def test_account_query_answers_the_balances():
     assert send.message == AccountInfo("a", D("10"), D("0"), D("2"), D("0"))
 
 
+def test_a_batch_records_its_journal_once_and_each_strategy_hears_its_balances_once_after_its_replies():
+    core = ledger(strategies=("a", "b"))
+    core.handle_batch([reserve("a1"), reserve("b1", strategy="b"), reserve("a2")], 1.0)
+    out = core.handle_batch(
+        [
+            fill("a1", "t1", amount="0.5", fee="0"),
+            OrderCanceled("a1", "expired", 2.0),
+            reserve("a3", price="100", amount="2", fee="0"),
+            OrderCanceled("b1", "expired", 2.0),
+            fill("a2", "t2", amount="1", fee="0", complete=True),
+            reserve("b1", strategy="b"),  # a duplicate id: denied
+        ],
+        2.0,
+    )
+    to = [s.to for s in out]
+    assert to == [WRITER, "strategy:a", "strategy:b", "strategy:b", "strategy:a"]
+    journal, granted, denied, info_b, info_a = (s.message for s in out)
+    assert [(e.kind, e.client_order_id) for e in journal.entries] == [
+        ("settle", "a1"), ("release", "a1"), ("reserve", "a3"), ("release", "b1"), ("settle", "a2"), ("release", "a2"),
+    ]
+    assert [f.trade_id for f in journal.fills] == ["t1", "t2"]
+    assert granted == ReservationGranted("a3") and isinstance(denied, ReservationDenied)
+    # Each as it was at its account's last change, naming every trade booked in the batch.
+    a = core.accounts["a"]
+    assert info_a == AccountInfo("a", a.quote_free, a.quote_reserved, a.base_free, a.base_reserved, {}, a.cost_basis,
+                                 a.realized_pnl, dict(a.fees_paid), ("t1", "t2"))
+    assert info_b.settled == () and info_b.quote_reserved == 0
+    # A reservation does not answer with balances: those a release sent stand as they were.
+    again = ledger(strategies=("a",))
+    again.handle(reserve("a1", fee="0"), 1.0)
+    [_, _, info] = again.handle_batch([OrderCanceled("a1", "expired", 2.0), reserve("a2", fee="0")], 2.0)
+    assert info.message.quote_free == D("1000") and again.accounts["a"].quote_free == D("900")
+    # One message at a time says the same, in as many answers.
+    single = ledger(strategies=("a",))
+    single.handle(reserve("a1"), 1.0)
+    [record, info] = single.handle(OrderCanceled("a1", "expired", 2.0), 2.0)
+    assert record.to == WRITER and [e.kind for e in record.message.entries] == ["release"]
+    assert info.message == AccountInfo("a", D("1000"), D("0"), D("0"), D("0"))
+
+
 def test_a_correction_needs_a_reason_and_never_leaves_a_balance_negative():
     core = ledger(quote="100", base="1")
     out = core.handle(Correct("a", D("-20"), D("0.5"), "operator withdrew 20 USD", "reconciler"), 1.0)

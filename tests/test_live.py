@@ -14,6 +14,7 @@ import urllib.request
 from collections import Counter
 
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 from helpers import KEY, SECRET, Watch, live_config, live_runtime, node
 from helpers import open_reservations as _open_reservations
 from helpers import order_state as _state
@@ -206,12 +207,25 @@ async def test_an_unreachable_venue_is_isolated_while_another_keeps_trading_and_
             assert node(app.snapshot(), "connection:binance")["status"]["isolated"].startswith("no successful call")
             assert node(app.snapshot(), "strategy:dipper")["status"]["active"] is False
             assert node(app.snapshot(), "strategy:dip-buyer")["status"]["active"] is True
+            status_url = node(app.snapshot(), "status")["status"]["url"]
+            not_ready = await trio.to_thread.run_sync(_get, f"{status_url}/ready")
+            assert not_ready[0] == 503 and any(p.startswith("venue binance is isolated") for p in json.loads(not_ready[1])["problems"])
+            metrics = {f.name: f for f in text_string_to_metric_families((await trio.to_thread.run_sync(_get, f"{status_url}/metrics"))[1])}
+            isolated = {s.labels["venue"]: s.value for s in metrics["limitline_venue_isolated"].samples}
+            assert isolated == {"binance": 1.0, "sim": 0.0}
+            calls = [s for s in metrics["limitline_exchange_call_seconds"].samples
+                     if s.name.endswith("_count") and s.labels["venue"] == "binance"]
+            assert sum(s.value for s in calls) > 0 and {"load_markets", "fetch_balance"} <= {s.labels["operation"] for s in calls}
+            errors = {s.labels["kind"] for s in metrics["limitline_exchange_errors"].samples if s.labels["venue"] == "binance"}
+            assert errors, "the failed calls are counted by kind"
 
             exchange_up = trio.CancelScope()
             await nursery.start(run_exchange)  # back, on the same address
             await watch.until(lambda events: watch.count("venue_recovered") == 1 and watch.count("strategy_active", "dipper") == 2)
             connection = node(app.snapshot(), "connection:binance")
+            ready = await trio.to_thread.run_sync(_get, f"{status_url}/ready")
             nursery.cancel_scope.cancel()
+    assert ready[0] == 200, ready
     assert connection["incarnation"] == 1, "recovery must not need a restart"
     assert connection["status"]["isolated"] is None
     inactive = [e for e in watch.of("strategy_inactive") if e.strategy == "dipper"]
@@ -298,3 +312,41 @@ def _post(url: str, token: str | None) -> int:
             return response.status
     except urllib.error.HTTPError as error:
         return error.code
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+async def test_shadow_and_live_strategies_on_one_venue_never_share_an_order_or_trade_id(tmp_path, credentials):
+    """The sandbox numbers its orders and trades from 1, and so does the simulated account of
+    the shadow strategy beside the live one: every fill of both must be in the fills table."""
+    paper = {
+        "name": "paper", "venue": "binance", "symbol": "BTC/USDT", "mode": "shadow",
+        "allocation": {"quote": 5000, "base": 0.5, "base_cost": 2500}, "sizing": {"quote": 200},
+        "buy": {"kind": "change", "percent": -0.3, "lookback": 1},
+        "sell": {"kind": "change", "percent": 0.3, "lookback": 1},
+        "limit_offset_bps": -5, "ttl_seconds": 7200, "max_open_orders": 2,
+    }
+
+    def both_filled_twice(events) -> bool:
+        fills = Counter(e.strategy for e in events if e.kind == "fill")
+        return fills["dipper"] >= 2 and fills["paper"] >= 2
+
+    async with live_runtime(tmp_path, extra_strategies=[paper]) as (watch, sandbox, app, _):
+        await watch.until(both_filled_twice)
+        store = sqlite3.connect(app.config.store)
+        real_trades = {t.trade_id for t in sandbox.dialect.exchange.trades}
+        ours = dict(store.execute("SELECT trade_id, client_order_id FROM fills").fetchall())
+    settled = store.execute("SELECT trade_id FROM journal WHERE kind = 'settle'").fetchall()
+    assert sorted(tid for (tid,) in settled) == sorted(ours), "every settled trade has its fill row, once"
+    shadow_ids = {tid for tid, cid in ours.items() if "-paper-" in cid}
+    live_ids = {tid for tid, cid in ours.items() if "-dipper-" in cid}
+    assert shadow_ids and all(tid.startswith("shadow-") for tid in shadow_ids)
+    assert live_ids and live_ids <= real_trades
+    exchange_ids = dict(store.execute("SELECT client_order_id, exchange_order_id FROM orders WHERE exchange_order_id IS NOT NULL").fetchall())
+    assert all(eid.startswith("shadow-") for cid, eid in exchange_ids.items() if "-paper-" in cid)

@@ -240,7 +240,10 @@ async def test_a_close_below_one_tick_in_run_is_blocked_and_restarts_nothing(tmp
     data = tmp_path / "pennies.csv"
     data.write_text("\n".join(rows) + "\n")
     raw = fast_config_raw(tmp_path)
-    raw["venues"][0]["replay"]["BTC/USD"] = {"data": str(data), "speed": 50}
+    # Lockstep: every candle waits for both strategies, so each is decided however slow
+    # the machine (a free-running replay moves on while a strategy still waits for its
+    # first reconciliation, and candles released before are not evaluated, by design).
+    raw["venues"][0]["replay"]["BTC/USD"] = {"data": str(data), "speed": 50, "lockstep": True}
     raw["strategies"][0]["buy"] = {"kind": "change", "percent": -10, "lookback": 1}  # fires on the pennies
     raw["strategies"][0]["sizing"] = {"percent": 10}  # sized by the ledger: it must not divide by a price of 0
     watch = Watch()
@@ -266,3 +269,26 @@ def test_a_sandbox_port_in_use_is_refused_at_once(tmp_path, busy_port):
         f"limitline: --port: 127.0.0.1:{busy_port} is already in use by another program; choose another --port, "
         "or 0 for any free port",
     )
+
+
+def test_open_orders_of_a_strategy_the_config_no_longer_names_are_refused_at_start(tmp_path):
+    from decimal import Decimal
+
+    from actors.orders import Order, OrderState
+    from actors.writer.core import Batch
+    from exchange.records import Side
+    from store.db import open_store, write_batch
+
+    raw = fast_config_raw(tmp_path)
+    connection = open_store(tmp_path / "limitline.sqlite")
+    orders = {
+        f"ll-gone-{i}": Order(f"ll-gone-{i}", "gone", "sim", "BTC/USD", Side.BUY, Decimal("100"), Decimal("1"), state, 0.0, 0.0)
+        for i, state in enumerate((OrderState.OPEN, OrderState.PARTIALLY_FILLED, OrderState.FILLED))
+    }
+    write_batch(connection, Batch(orders=orders))
+    connection.close()
+    before = (tmp_path / "limitline.sqlite").read_bytes()
+    result = limitline("run", "-c", str(write_config(tmp_path, raw)), cwd=tmp_path, timeout=30)
+    refused(result, "open orders of strategies that are not in the config (gone: 2 (ll-gone-0, ll-gone-1))")
+    assert "Put each strategy back in the config" in result.stderr
+    assert (tmp_path / "limitline.sqlite").read_bytes() == before, "nothing written"

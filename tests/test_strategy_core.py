@@ -304,3 +304,30 @@ def test_a_close_below_one_tick_is_a_blocked_decision_never_a_crash():
     core.handle(candle(0, "0.010"), 1.0)
     [blocked] = events(core.handle(candle(1, "0.008"), 2.0), "blocked")
     assert blocked.reason.startswith("price below one tick: best bid 0.004 at 10 bps rounds to 0.00")
+
+
+def test_an_operator_cancels_every_open_order_and_the_strategy_carries_on():
+    from actors.messages import CancelOpenOrders
+
+    core = active_core(max_open_orders=3, ttl_seconds=10 * HOUR)
+    resting = place(core)  # accepted by the exchange: OPEN
+    core.handle(report(resting, "t1", "0.5"), 6.0)  # partly filled: still resting
+    in_flight = buy_intent_after(core, 3)  # decided, its outcome not known yet: left alone
+    core.handle(ReservationGranted(in_flight), 8.0)
+    core.handle(OrderDurable(in_flight), 8.5)
+    out = core.handle(CancelOpenOrders("dip", "the operator over HTTP"), 9.0)
+    assert messages(out, CancelOrder) == [CancelOrder(resting, "dip", "cancelled by the operator over HTTP")]
+    assert core.orders[resting].state is OrderState.CANCELING
+    assert core.orders[in_flight].state is OrderState.SUBMITTING
+    [requested] = events(out, "cancel_requested")
+    assert requested.payload == {"orders": [resting]} and f"{in_flight} (SUBMITTING)" in requested.reason
+    out = core.handle(OrderCanceled(resting, "cancelled by the operator over HTTP", 10.0, filled=D("0.5")), 10.0)
+    assert messages(out, RecordOrder)[0].order.state is OrderState.CANCELED
+    assert core.active and core.paused is None  # cancelling is not pausing
+    assert messages(core.handle(CancelOpenOrders("dip", "op"), 11.0), CancelOrder) == []  # nothing rests now
+
+
+def buy_intent_after(core: StrategyCore, hour: int) -> str:
+    core.handle(candle(hour, "100"), float(hour))
+    [reserve] = messages(core.handle(candle(hour + 1, "98"), float(hour) + 0.5), Reserve)
+    return reserve.client_order_id

@@ -62,6 +62,7 @@ from exchange.candles import Candle
 from exchange.errors import ErrorKind
 from exchange.markets import MarketRules
 from exchange.records import ExchangeOrder, ExchangeTrade, Side
+from exchange.retention import KEEP_FINISHED_ORDERS, KEEP_TRADES, Forgetting
 
 
 @attrs.frozen
@@ -86,6 +87,9 @@ class LiveSettings:
 #: Cancel attempts the exchange refuses while the order stays open, before the strategy
 #: hears that the cancel failed (it tries again at its next decision).
 CANCEL_ATTEMPTS = 8
+#: Before the ids of the shadow strategies' simulated orders and trades on a real venue,
+#: so they never take a real order's or trade's id (see SimulatedOrders).
+SHADOW_ID_PREFIX = "shadow-"
 #: Calls signed with our clock: their success shows the exchange accepts our timestamps.
 SIGNED = frozenset({"balance", "create", "cancel", "lookup", "order", "open_orders", "trades", "probe",
                     "snapshot_orders", "snapshot_trades", "snapshot_balance"})
@@ -157,7 +161,12 @@ class LiveConnectionCore:
         self.waiting: list[str] = []  # strategies that subscribed before the markets loaded
         self.tracked: dict[str, Tracked] = {}
         self.by_exchange_id: dict[str, str] = {}
-        self.trade_ids: set[str] = set()
+        #: Trade ids already reported (a dict as an ordered set: the oldest are forgotten).
+        self.trade_ids: dict[str, None] = {}
+        #: Of the orders that need nothing more, the most recent are remembered; a late
+        #: trade of a forgotten one is the reconciler's (``missed_fill``, from the store).
+        self._forget_orders: Forgetting[str, Tracked] = Forgetting(KEEP_FINISHED_ORDERS)
+        self._forget_trades: Forgetting[str, None] = Forgetting(KEEP_TRADES)
         self.last_trade_id: dict[str, int] = {}
         self.last_candle_ms: dict[str, int] = {}
         self.last_prices: dict[str, Decimal] = {}
@@ -237,7 +246,7 @@ class LiveConnectionCore:
                     order.exchange_order_id, order.filled, done=True, final_filled=order.final_filled,
                 )
                 self.by_exchange_id[order.exchange_order_id] = order.client_order_id
-            self.trade_ids |= set(order.trade_ids)
+            self.trade_ids.update(dict.fromkeys(order.trade_ids))
 
     def status(self) -> dict[str, Any]:
         return {
@@ -626,7 +635,7 @@ class LiveConnectionCore:
         # The exchange's time: closed candles are judged by it, and ccxt signs with it.
         out = self._call(now, "sync_clock", what="clock")
         if self._shadow_exchange is not None and self.shadow is None:
-            self.shadow = SimulatedOrders(self.venue, self._shadow_exchange.get(self.markets.values()))
+            self.shadow = SimulatedOrders(self.venue, self._shadow_exchange.get(self.markets.values()), id_prefix=SHADOW_ID_PREFIX)
             out += self.shadow.restore(self._restored, now)
         if self._snapshot_for:
             out += self._snapshot_start(now)  # asked for while the markets loaded
@@ -700,7 +709,7 @@ class LiveConnectionCore:
                 continue
             if tracked is None:
                 continue  # not ours (or not known yet): the reconciler classifies those
-            self.trade_ids.add(trade_id)
+            self.trade_ids[trade_id] = None
             amount = trade.amount
             tracked.filled += amount
             report = FillReport(
@@ -713,7 +722,22 @@ class LiveConnectionCore:
                 tracked.done = True
             out += [Send(LEDGER, report), Send(strategy_address(tracked.strategy), report)]
         self.last_trade_id[symbol] = cursor if held_back is None else min(cursor, held_back - 1)
+        self._forget_finished()
         return out
+
+    def _forget_finished(self) -> None:
+        """Bound the maps of a months-long run: orders that need nothing more (all their
+        trades reported, no cancel or lookup pending, no call on the wire) and old trade ids."""
+        busy = {pending.key for pending in self._pending.values()}
+
+        def finished(_: str, tracked: Tracked) -> bool:
+            return not (tracked.awaiting_trades or tracked.unknown or tracked.cancel_due is not None
+                        or tracked.client_order_id in busy)
+
+        for _, tracked in self._forget_orders.sweep(self.tracked, finished):
+            if tracked.exchange_order_id is not None:
+                self.by_exchange_id.pop(tracked.exchange_order_id, None)
+        self._forget_trades.sweep(self.trade_ids, lambda _, __: True)
 
     def _order_status(self, cid: str, order: ExchangeOrder, now: float) -> list[Any]:
         """What a lookup says of an order we track: ended (cancelled, expired, rejected) is

@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 import trio
 
+from actors.connection.call_stats import CallStats
 from actors.connection.live_core import LiveConnectionCore, LiveSettings
 from actors.connection.simulated_orders import LazySimulatedExchange
 from actors.mailbox import receive_batch
@@ -40,12 +41,14 @@ async def live_connection_actor(
     shadow_strategies: frozenset[str] = frozenset(),
     shadow_exchange: LazySimulatedExchange | None = None,
     authenticated: bool = True,
+    call_stats: CallStats | None = None,
     *,
     task_status: trio.TaskStatus[None],
 ) -> None:
     """``make_client`` builds the ccxt client (with its credentials); ``secrets`` are the
     values to scrub from any error text before it leaves this actor; ``fatal``: why no
-    client can be made (the venue starts isolated and says so to its strategies)."""
+    client can be made (the venue starts isolated and says so to its strategies);
+    ``call_stats``: where each call's latency and failure kind are counted (``/metrics``)."""
     assert ctx.inbox is not None
     client = make_client() if fatal is None else None
     core = LiveConnectionCore(
@@ -62,6 +65,7 @@ async def live_connection_actor(
     async def run_call(call: ExchangeCall) -> None:
         if call.operation == "create_limit_order":
             _crash("before_send")  # the intent is durable; nothing has left the process
+        started = trio.current_time()
         try:
             result = await trio.to_thread.run_sync(
                 perform, client, call.operation, call.args, call.kwargs, limiter=limiter, abandon_on_cancel=True
@@ -78,6 +82,8 @@ async def live_connection_actor(
                 error=scrub(f"{type(error).__name__}: {error}", secrets),
                 retry_after=getattr(error, "retry_after", None),
             )
+        if call_stats is not None:
+            call_stats.observe(call.operation, trio.current_time() - started, done.error_kind)
         await own.send(done)
 
     async def tick() -> None:

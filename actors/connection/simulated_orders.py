@@ -30,6 +30,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Iterable
 
+import attrs
+
 from actors.messages import (
     LEDGER,
     WRITER,
@@ -48,6 +50,7 @@ from exchange.candles import Candle
 from exchange.markets import MarketRules
 from exchange.matching import ExchangeState, Rejection, SimulatedExchange
 from exchange.records import ExchangeOrder, ExchangeTrade
+from exchange.retention import KEEP_FINISHED_ORDERS, KEEP_TRADES, Forgetting
 
 #: States in which the order book of record holds that the exchange accepted the order.
 ACCEPTED = frozenset({OrderState.OPEN, OrderState.PARTIALLY_FILLED, OrderState.CANCELING})
@@ -82,11 +85,19 @@ class LazySimulatedExchange:
 
 
 class SimulatedOrders:
-    def __init__(self, venue: str, exchange: SimulatedExchange) -> None:
+    def __init__(self, venue: str, exchange: SimulatedExchange, id_prefix: str = "") -> None:
+        """``id_prefix``: put before every exchange order id and trade id handed out. Shadow
+        strategies on a real venue need it: the simulated account numbers its orders and
+        trades from 1, like the real exchange (the sandbox) may, and the order book of
+        record, the fills table and the reconciler key fills by (venue, trade id) and map
+        trades to orders by exchange order id: an unprefixed simulated id took a real
+        trade's place, and the real fill was dropped."""
         self.venue = venue
         self.exchange = exchange
-        #: client order id -> owning strategy's name
+        self.id_prefix = id_prefix
+        #: client order id -> owning strategy's name (of ended orders, the most recent)
         self.owners: dict[str, str] = {}
+        self._forget_owners: Forgetting[str, str] = Forgetting(KEEP_FINISHED_ORDERS)
 
     def owns(self, client_order_id: str) -> bool:
         return client_order_id in self.owners
@@ -123,7 +134,7 @@ class SimulatedOrders:
         if isinstance(result, Rejection):
             rejected = OrderRejected(order.client_order_id, f"{result.message} (code {result.code})", now)
             return [Send(to, rejected), Send(LEDGER, rejected)]
-        return [Send(to, OrderAccepted(order.client_order_id, result.exchange_order_id, now))]
+        return [Send(to, OrderAccepted(order.client_order_id, self.id_prefix + result.exchange_order_id, now))]
 
     def cancel(self, message: CancelOrder, now: float) -> list[Send]:
         to = strategy_address(message.strategy)
@@ -156,9 +167,10 @@ class SimulatedOrders:
         to = strategy_address(order.strategy)
         out: list[Send] = []
         if order.state in (OrderState.SUBMITTING, OrderState.UNKNOWN):
-            out.append(Send(to, OrderAccepted(order.client_order_id, found.exchange_order_id, now)))
+            out.append(Send(to, OrderAccepted(order.client_order_id, self.id_prefix + found.exchange_order_id, now)))
         for trade in self.exchange.trades_of(found.exchange_order_id):
-            if trade.trade_id not in order.trade_ids:
+            # A record from before the prefix names the trade without it: known all the same.
+            if self.id_prefix + trade.trade_id not in order.trade_ids and trade.trade_id not in order.trade_ids:
                 out += self.route_fill(trade)
         if found.status == "canceled" and not order.state.is_final:
             expired = order.reason == "expired"  # the cancel we asked for when its time ran out
@@ -172,14 +184,26 @@ class SimulatedOrders:
         out: list[Send] = []
         for fill in self.exchange.match(symbol, candle, now):
             out += self.route_fill(fill)
+        self._forget_finished()
         return out
+
+    def _forget_finished(self) -> None:
+        """Bound a months-long run: the exchange forgets old ended orders and trades (the
+        store keeps them), and so does the routing of fills to their owners."""
+        self.exchange.forget_finished(KEEP_FINISHED_ORDERS, KEEP_TRADES)
+
+        def ended(client_order_id: str, _: str) -> bool:
+            order = self.exchange.order_by_client_id(client_order_id)
+            return order is None or order.status != "open"
+
+        self._forget_owners.sweep(self.owners, ended)
 
     def route_fill(self, fill: ExchangeTrade) -> list[Send]:
         report = FillReport(
             venue=self.venue,
             client_order_id=fill.client_order_id,
-            exchange_order_id=fill.exchange_order_id,
-            trade_id=fill.trade_id,
+            exchange_order_id=self.id_prefix + fill.exchange_order_id,
+            trade_id=self.id_prefix + fill.trade_id,
             symbol=fill.symbol,
             side=fill.side,
             price=fill.price,
@@ -197,7 +221,16 @@ class SimulatedOrders:
 
     def trades(self) -> tuple[ExchangeTrade, ...]:
         """Recent trades of the simulated account (the last 1,000, like an exchange's list)."""
-        return tuple(self.exchange.trades[-1000:])
+        trades = self.exchange.trades[-1000:]
+        if not self.id_prefix:
+            return tuple(trades)
+        prefix = self.id_prefix
+        return tuple(
+            attrs.evolve(t, trade_id=prefix + t.trade_id, exchange_order_id=prefix + t.exchange_order_id) for t in trades
+        )
 
     def open_orders(self) -> tuple[ExchangeOrder, ...]:
-        return tuple(o.record() for o in self.exchange.open_orders())
+        records = [o.record() for o in self.exchange.open_orders()]
+        if self.id_prefix:
+            records = [attrs.evolve(r, exchange_order_id=self.id_prefix + r.exchange_order_id) for r in records]
+        return tuple(records)

@@ -18,12 +18,18 @@ with its reason and nothing of it is applied; ``python -O`` does not remove the 
 Funds of an order the exchange ended (cancelled, expired) stay reserved for the part the
 exchange says had filled until those trades are reported: a late fill never finds its
 money handed to another order.
+
+Memory stays bounded in a months-long run: of the closed reservations, the
+:data:`exchange.retention.KEEP_FINISHED_ORDERS` most recently closed stay in memory (:class:`exchange.retention.Forgetting`,
+applied in the fold, so a rebuild keeps the same ones); a fill naming an older one is settled after the shell reads that
+order's entries back from the journal (:meth:`LedgerCore.unknown_orders`,
+:meth:`LedgerCore.recall`). Open reservations are never dropped.
 """
 
 from __future__ import annotations
 
 from decimal import ROUND_DOWN, Decimal
-from typing import Any, Iterable, Mapping
+from typing import AbstractSet, Any, Iterable, Mapping
 
 import attrs
 
@@ -51,6 +57,7 @@ from actors.messages import (
 )
 from exchange.markets import round_to
 from exchange.records import Side
+from exchange.retention import KEEP_FINISHED_ORDERS, Forgetting
 
 ZERO = Decimal(0)
 BALANCES = ("quote_free", "quote_reserved", "base_free", "base_reserved")
@@ -72,7 +79,8 @@ class Reservation:
     #: Quote reserved per unit of amount when the buy was reserved (price, worst fee).
     unit_quote: Decimal = ZERO
     filled: Decimal = ZERO
-    trade_ids: set[str] = attrs.Factory(set)
+    #: The trades booked; a set of its own from the first (most orders never fill).
+    trade_ids: AbstractSet[str] = frozenset()
     open: bool = True
     #: The exchange ended the order having filled this much; trades up to it are still to
     #: be reported, and their funds stay reserved until they are.
@@ -110,6 +118,40 @@ class Account:
         }
 
 
+class _Answer:
+    """What handling a batch of messages says, gathered as it goes: the journal and fill
+    rows to record (one message to the writer), the replies, in order, and the balances
+    each strategy hears after them (one :class:`AccountInfo` per address, as they were at
+    its account's last change, naming every trade booked since its last answer)."""
+
+    __slots__ = ("entries", "fills", "replies", "_balances", "_settled")
+
+    def __init__(self) -> None:
+        self.entries: list[JournalEntry] = []
+        self.fills: list[FillReport] = []
+        self.replies: list[Send] = []
+        self._balances: dict[str, tuple[Any, ...]] = {}
+        self._settled: dict[str, tuple[str, ...]] = {}
+
+    def balances(self, to: str, account: Account | None, strategy: str, settled: tuple[str, ...] = ()) -> None:
+        """``to`` hears ``account``'s balances as they are now (after the batch's other
+        replies), unless they change again in the batch."""
+        a = account or Account(strategy)
+        self._balances.pop(to, None)  # the last change orders the answers
+        self._balances[to] = (
+            strategy, a.quote_free, a.quote_reserved, a.base_free, a.base_reserved, a.cost_basis, a.realized_pnl,
+            dict(a.fees_paid),
+        )
+        self._settled[to] = self._settled.get(to, ()) + settled
+
+    def sends(self) -> list[Send]:
+        out = [Send(WRITER, RecordJournal(tuple(self.entries), tuple(self.fills)))] if self.entries or self.fills else []
+        out += self.replies
+        for to, (strategy, qf, qr, bf, br, cost_basis, pnl, fees) in self._balances.items():
+            out.append(Send(to, AccountInfo(strategy, qf, qr, bf, br, {}, cost_basis, pnl, fees, self._settled[to])))
+        return out
+
+
 class LedgerCore:
     """Handles one message at a time; returns the messages to send."""
 
@@ -118,12 +160,11 @@ class LedgerCore:
         quote asset; lets the ledger say what all strategies of one account hold."""
         self.accounts_of = dict(accounts_of or {})
         self.accounts: dict[str, Account] = {}
-        #: Every reservation ever made, open or not: a late fill still finds its owner.
+        #: The open reservations and the most recent closed ones, by client order id.
         self.reservations: dict[str, Reservation] = {}
+        self._forgetting: Forgetting[str, Reservation] = Forgetting(KEEP_FINISHED_ORDERS)
         #: The open ones, per strategy: what the invariants sum over (kept small and hot).
         self._open: dict[str, dict[str, Reservation]] = {}
-        #: Accounts changed since the last :meth:`check_touched`.
-        self._touched: set[str] = set()
 
     @classmethod
     def from_journal(
@@ -136,70 +177,96 @@ class LedgerCore:
 
     # -------------------------------------------------------------- dispatch
 
+    def unknown_orders(self, messages: Iterable[Any]) -> set[str]:
+        """Client order ids of fills in ``messages`` whose reservation is not in memory: the
+        shell reads their journal entries (:meth:`recall`) before handling the batch. A fill
+        of an order the journal does not know either is recorded and not settled."""
+        return {m.client_order_id for m in messages if isinstance(m, FillReport) and m.client_order_id not in self.reservations}
+
+    def recall(self, entries: Iterable[JournalEntry]) -> None:
+        """Bring back closed reservations from their journal entries (in journal order),
+        without touching any account: their entries were applied long ago."""
+        recalled: set[str] = set()
+        for entry in entries:
+            cid = entry.client_order_id
+            if cid is None:
+                continue
+            if entry.kind == "reserve":
+                self.reservations[cid] = _reservation(entry)
+                recalled.add(cid)
+            elif cid in recalled:
+                _advance(self.reservations[cid], entry)
+        # Only closed reservations are ever forgotten, and a closed one holds nothing: so it
+        # comes back closed and empty, whatever of its history the writer has committed yet
+        # (a release not on disk must not bring back funds that are already free again).
+        for cid in recalled:
+            reservation = self.reservations[cid]
+            reservation.open, reservation.awaiting = False, None
+            reservation.quote_reserved = reservation.base_reserved = ZERO
+
     def handle_batch(self, messages: Iterable[Any], now: float) -> list[Send]:
         """Handle a drained inbox in order. The batch's journal and fill rows go to the
         writer as one message (one transaction; replies never wait for it: only order
-        intents are durable), and each strategy whose account changed hears its balances
-        once, after the batch's other replies to it."""
-        out: list[Send] = []
-        entries: list[JournalEntry] = []
-        fills: list[FillReport] = []
-        infos: dict[str, AccountInfo] = {}
-        settled: dict[str, tuple[str, ...]] = {}
+        intents are durable), ahead of the replies; and each strategy whose account changed
+        hears its balances once, after the batch's other replies to it, naming every trade
+        booked for it in the batch."""
+        answer = _Answer()
+        handle = self._handle
         for message in messages:
-            for send in self.handle(message, now):
-                if send.to == WRITER and isinstance(send.message, RecordJournal):
-                    entries.extend(send.message.entries)
-                    fills.extend(send.message.fills)
-                elif isinstance(send.message, AccountInfo) and not send.message.account_holdings:
-                    infos.pop(send.to, None)
-                    infos[send.to] = send.message
-                    settled[send.to] = settled.get(send.to, ()) + send.message.settled
-                else:
-                    out.append(send)
-        if entries or fills:
-            out.append(Send(WRITER, RecordJournal(tuple(entries), tuple(fills))))
-        return out + [Send(to, attrs.evolve(info, settled=settled[to])) for to, info in infos.items()]
+            handle(message, now, answer)
+        return answer.sends()
 
     def handle(self, message: Any, now: float) -> list[Send]:
+        """Handle one message: a batch of one (see :meth:`handle_batch`)."""
+        answer = _Answer()
+        self._handle(message, now, answer)
+        return answer.sends()
+
+    def _handle(self, message: Any, now: float, answer: "_Answer") -> None:
         if isinstance(message, Reserve):
-            return self.reserve(message, now)
-        if isinstance(message, FillReport):
-            return self.settle(message, now)
-        if isinstance(message, (Release, OrderCanceled)):
-            return self._changed(self.release(message.client_order_id, message.reason, now, message.filled), now)
-        if isinstance(message, OrderRejected):
-            return self._changed(self.release(message.client_order_id, message.reason, now), now)
-        if isinstance(message, Correct):
-            return self.correct(message, now)
-        if isinstance(message, LedgerSnapshotRequest):
+            self._reserve(message, now, answer)
+        elif isinstance(message, (Release, OrderCanceled)):
+            self._changed(self.release(message.client_order_id, message.reason, now, message.filled), answer)
+        elif isinstance(message, FillReport):
+            self._settle(message, now, answer)
+        elif isinstance(message, OrderRejected):
+            self._changed(self.release(message.client_order_id, message.reason, now), answer)
+        elif isinstance(message, Correct):
+            self._correct(message, now, answer)
+        elif isinstance(message, LedgerSnapshotRequest):
             holdings = {
                 name: (a.quote_free + a.quote_reserved, a.base_free + a.base_reserved) for name, a in self.accounts.items()
             }
             reservations = {r.client_order_id: r.strategy for r in self.open_reservations() if r.awaiting is None}
             others = {name: dict(a.others) for name, a in self.accounts.items() if a.others}
-            return [Send(message.reply_to, LedgerSnapshot(message.request_id, holdings, reservations, others))]
-        if isinstance(message, AccountQuery):
-            return [Send(message.reply_to, self.account_info(message.strategy, with_holdings=True))]
-        raise TypeError(f"the ledger does not handle {type(message).__name__}")
+            answer.replies.append(Send(message.reply_to, LedgerSnapshot(message.request_id, holdings, reservations, others)))
+        elif isinstance(message, AccountQuery):
+            holdings = self.account_holdings(message.strategy)
+            if holdings:
+                answer.replies.append(Send(message.reply_to, self.account_info(message.strategy, with_holdings=True)))
+            else:  # the same as the balances a change sends: one answer says both
+                answer.balances(message.reply_to, self.accounts.get(message.strategy), message.strategy)
+        else:
+            raise TypeError(f"the ledger does not handle {type(message).__name__}")
 
     def account_info(self, strategy: str, with_holdings: bool = False) -> AccountInfo:
         """``strategy``'s balances now; ``with_holdings``: and what its whole exchange
         account's strategies hold (for pre-flight)."""
-        a = self.accounts.get(strategy, Account(strategy))
+        a = self.accounts.get(strategy) or Account(strategy)
         return AccountInfo(
             strategy, a.quote_free, a.quote_reserved, a.base_free, a.base_reserved,
             self.account_holdings(strategy) if with_holdings else {}, a.cost_basis, a.realized_pnl, dict(a.fees_paid),
         )
 
-    def _changed(self, entries: list[JournalEntry], now: float, fills: tuple[FillReport, ...] = ()) -> list[Send]:
+    def _changed(self, entries: list[JournalEntry], answer: "_Answer", fills: tuple[FillReport, ...] = ()) -> None:
         """The journal (and fill rows) to record, and the new balances of each strategy
         the entries touched, naming the trades just booked."""
-        out: list[Send] = [Send(WRITER, RecordJournal(tuple(entries), fills))] if entries or fills else []
-        trade_ids = tuple(f.trade_id for f in fills)
-        for strategy in dict.fromkeys(e.strategy for e in entries):
-            out.append(Send(strategy_address(strategy), attrs.evolve(self.account_info(strategy), settled=trade_ids)))
-        return out
+        answer.entries += entries
+        if fills:
+            answer.fills += fills
+        trade_ids = tuple([f.trade_id for f in fills]) if fills else ()
+        for strategy in dict.fromkeys([e.strategy for e in entries]):
+            answer.balances(strategy_address(strategy), self.accounts.get(strategy), strategy, trade_ids)
 
     # ------------------------------------------------------------ operations
 
@@ -218,21 +285,22 @@ class LedgerCore:
         self.apply(entry)
         return [entry]
 
-    def reserve(self, request: Reserve, now: float) -> list[Send]:
+    def _reserve(self, request: Reserve, now: float, answer: "_Answer") -> None:
         sized = None
+        amount = request.amount
         if request.share_of_free is not None:
             sized = self._size(request)
             if isinstance(sized, str):
-                return [Send(request.reply_to, ReservationDenied(request.client_order_id, sized))]
-            request = attrs.evolve(request, amount=sized, share_of_free=None)
-        decision = self._decide_reserve(request, now)
+                answer.replies.append(Send(request.reply_to, ReservationDenied(request.client_order_id, sized)))
+                return
+            amount = sized
+        decision = self._decide_reserve(request, amount, now)
         if isinstance(decision, str):
-            return [Send(request.reply_to, ReservationDenied(request.client_order_id, decision))]
+            answer.replies.append(Send(request.reply_to, ReservationDenied(request.client_order_id, decision)))
+            return
         self.apply(decision)
-        return [
-            Send(WRITER, RecordJournal((decision,))),
-            Send(request.reply_to, ReservationGranted(request.client_order_id, sized)),
-        ]
+        answer.entries.append(decision)
+        answer.replies.append(Send(request.reply_to, ReservationGranted(request.client_order_id, sized)))
 
     def _size(self, request: Reserve) -> Decimal | str:
         """The amount a share of what is free buys (a buy: of the capital) or sells (a sell:
@@ -264,47 +332,48 @@ class LedgerCore:
             f"below the market's minimum {minimum}; it is sold with the next position"
         )
 
-    def _decide_reserve(self, request: Reserve, now: float) -> JournalEntry | str:
+    def _decide_reserve(self, request: Reserve, amount: Decimal, now: float) -> JournalEntry | str:
+        """The ``reserve`` entry for ``amount`` of ``request`` (the ledger may have sized
+        it), or why not."""
         account = self.accounts.get(request.strategy)
         if account is None:
             return f"no allocation: strategy {request.strategy} has no capital or inventory in the ledger"
         if request.client_order_id in self.reservations:
             return f"duplicate client order id {request.client_order_id}"
-        if request.price <= 0 or request.amount <= 0:
-            return f"price and amount must be greater than 0, got {request.price} x {request.amount}"
-        common = dict(
-            kind="reserve",
-            strategy=request.strategy,
-            at=now,
-            client_order_id=request.client_order_id,
-            side=request.side,
-            price=request.price,
-            amount=request.amount,
-        )
+        price = request.price
+        if price <= 0 or amount <= 0:
+            return f"price and amount must be greater than 0, got {price} x {amount}"
         if request.side is Side.BUY:
-            needs = request.price * request.amount * (1 + request.fee_rate)
+            needs = price * amount * (1 + request.fee_rate)
             if needs > account.quote_free:
                 return (
                     f"insufficient capital: needs {_money(needs)} {request.quote}, "
                     f"free {_money(account.quote_free)} {request.quote}"
                 )
-            return JournalEntry(**common, quote_free=-needs, quote_reserved=needs)  # type: ignore[arg-type]
-        if request.amount > account.base_free:
+            return JournalEntry(
+                "reserve", request.strategy, now, request.client_order_id, side=Side.BUY, price=price, amount=amount,
+                quote_free=-needs, quote_reserved=needs,
+            )
+        if amount > account.base_free:
             return (
-                f"insufficient inventory: needs {request.amount} {request.base}, "
+                f"insufficient inventory: needs {amount} {request.base}, "
                 f"free {account.base_free} {request.base}"
             )
-        return JournalEntry(**common, base_free=-request.amount, base_reserved=request.amount)  # type: ignore[arg-type]
+        return JournalEntry(
+            "reserve", request.strategy, now, request.client_order_id, side=request.side, price=price, amount=amount,
+            base_free=-amount, base_reserved=amount,
+        )
 
-    def settle(self, fill: FillReport, now: float) -> list[Send]:
+    def _settle(self, fill: FillReport, now: float, answer: "_Answer") -> None:
         """Turn a fill into inventory or capital at its actual price and fee, in whatever
         currency the exchange charged it, and record the fill row with its entries."""
         reservation = self.reservations.get(fill.client_order_id)
         if reservation is None:
             # Not an order of ours (the reconciler classifies those): the row is kept.
-            return [Send(WRITER, RecordJournal((), (fill,)))]
+            answer.fills.append(fill)
+            return
         if fill.trade_id in reservation.trade_ids:
-            return []  # a duplicate report
+            return  # a duplicate report
         account = self.accounts[reservation.strategy]
         base, _, quote = fill.symbol.partition("/")
         cost = fill.price * fill.amount
@@ -345,7 +414,8 @@ class LedgerCore:
         )
         problem = self._violation(entry)
         if problem is not None:
-            return self._refuse(entry, problem, now, fill)
+            self._refuse(entry, problem, now, fill, answer)
+            return
         self.apply(entry)
         entries = [entry]
         if fill.order_complete and reservation.filled < reservation.amount:
@@ -354,7 +424,7 @@ class LedgerCore:
             entries += self.release(fill.client_order_id, "filled", now, filled=reservation.amount)
         elif fill.order_complete or (reservation.awaiting is not None and reservation.filled >= reservation.awaiting):
             entries += self.release(fill.client_order_id, "filled", now)
-        return self._changed(entries, now, (fill,))
+        self._changed(entries, answer, (fill,))
 
     def release(self, client_order_id: str, reason: str, now: float, filled: Decimal | None = None) -> list[JournalEntry]:
         """Give back what an order still holds once it can fill no further. ``filled``: what
@@ -394,7 +464,7 @@ class LedgerCore:
         self.apply(entry)
         return [entry]
 
-    def correct(self, message: Correct, now: float) -> list[Send]:
+    def _correct(self, message: Correct, now: float, answer: "_Answer") -> None:
         """Apply a correction from the reconciler, with its reason, unless it cannot hold."""
         account = self.accounts.get(message.strategy)
         problem = None
@@ -408,7 +478,9 @@ class LedgerCore:
                 f" {message.quote_delta:+}, free {account.base_free} base {message.base_delta:+}"
             )
         if problem is not None:
-            return [Send(message.reply_to, CorrectionRefused(message.strategy, problem))] if message.reply_to else []
+            if message.reply_to:
+                answer.replies.append(Send(message.reply_to, CorrectionRefused(message.strategy, problem)))
+            return
         entry = JournalEntry(
             kind="correct",
             strategy=message.strategy,
@@ -418,7 +490,7 @@ class LedgerCore:
             reason=message.reason,
         )
         self.apply(entry)
-        return self._changed([entry], now)
+        self._changed([entry], answer)
 
     def _violation(self, entry: JournalEntry) -> str | None:
         """Why applying ``entry`` would break an invariant, or None."""
@@ -429,18 +501,19 @@ class LedgerCore:
                 return f"{entry.kind} of {entry.client_order_id or '-'} would leave {entry.strategy}.{field} at {after}"
         return None
 
-    def _refuse(self, entry: JournalEntry, problem: str, now: float, fill: FillReport) -> list[Send]:
+    def _refuse(self, entry: JournalEntry, problem: str, now: float, fill: FillReport, answer: "_Answer") -> None:
         """Apply nothing of ``entry``; tell the strategy (it pauses) and the event log."""
         reason = f"ledger refused {problem}: the exchange's fill is recorded, the books are not changed"
-        return [
-            Send(WRITER, RecordJournal((), (fill,))),
+        answer.fills.append(fill)
+        address = strategy_address(entry.strategy)
+        answer.replies += [
             Send(WRITER, RecordEvent(kind="ledger_refused", actor="ledger", at=now, strategy=entry.strategy,
                                      client_order_id=entry.client_order_id, reason=reason,
                                      payload={"trade_id": entry.trade_id})),
-            Send(strategy_address(entry.strategy), LedgerRefused(entry.strategy, entry.client_order_id, reason)),
-            # The trade is answered for (refused): a candle waiting on it may be decided.
-            Send(strategy_address(entry.strategy), attrs.evolve(self.account_info(entry.strategy), settled=(fill.trade_id,))),
+            Send(address, LedgerRefused(entry.strategy, entry.client_order_id, reason)),
         ]
+        # The trade is answered for (refused): a candle waiting on it may be decided.
+        answer.balances(address, self.accounts.get(entry.strategy), entry.strategy, (fill.trade_id,))
 
     # ------------------------------------------------------------------ fold
 
@@ -449,7 +522,6 @@ class LedgerCore:
         account = self.accounts.get(entry.strategy)
         if account is None:
             account = self.accounts[entry.strategy] = Account(entry.strategy)
-        self._touched.add(entry.strategy)
         account.quote_free += entry.quote_free
         account.quote_reserved += entry.quote_reserved
         account.base_free += entry.base_free
@@ -467,32 +539,23 @@ class LedgerCore:
         if entry.kind == "reserve":
             if cid is None or entry.side is None:
                 raise LedgerInvariantError(f"a reserve entry without a client order id or side: {entry}")
-            amount = entry.amount or ZERO
-            reservation = Reservation(
-                client_order_id=cid,
-                strategy=entry.strategy,
-                side=entry.side,
-                price=entry.price or ZERO,
-                amount=amount,
-                quote_reserved=entry.quote_reserved,
-                base_reserved=entry.base_reserved,
-                unit_quote=entry.quote_reserved / amount if amount else ZERO,
-            )
-            self.reservations[cid] = reservation
-            self._open.setdefault(entry.strategy, {})[cid] = reservation
+            reservation = self.reservations[cid] = _reservation(entry)
+            open_ = self._open.get(entry.strategy)
+            if open_ is None:
+                open_ = self._open[entry.strategy] = {}
+            open_[cid] = reservation
         elif entry.kind in ("settle", "release") and cid in self.reservations:
             reservation = self.reservations[cid]
-            reservation.quote_reserved += entry.quote_reserved
-            reservation.base_reserved += entry.base_reserved
-            if entry.kind == "settle":
-                reservation.filled += entry.amount or ZERO
-                if entry.trade_id:
-                    reservation.trade_ids.add(entry.trade_id)
-            elif entry.amount is not None and reservation.filled < entry.amount:
-                reservation.awaiting = entry.amount  # ended; trades up to this still to come
-            elif reservation.open:
-                reservation.open = False
+            was_open = reservation.open
+            _advance(reservation, entry)
+            if was_open and not reservation.open:
                 del self._open[entry.strategy][cid]
+                # Closed ones are kept in the order they closed: the oldest to close is the
+                # first forgotten, never one that closed just now (its late fill may be in
+                # the same batch, and its entries not yet on disk).
+                del self.reservations[cid]
+                self.reservations[cid] = reservation
+                self._forgetting.sweep(self.reservations, _closed)
 
     # ------------------------------------------------------------- queries
 
@@ -515,11 +578,6 @@ class LedgerCore:
             return list(self._open.get(strategy, {}).values())
         return [r for by_cid in self._open.values() for r in by_cid.values()]
 
-    def check_touched(self) -> None:
-        """Check the invariants of the accounts changed since the last call (cheap, per batch)."""
-        touched, self._touched = self._touched, set()
-        self.check_invariants(touched)
-
     def check_invariants(self, strategies: Iterable[str] | None = None) -> None:
         """Raise :class:`LedgerInvariantError` naming the first broken invariant (of every
         account by default)."""
@@ -541,6 +599,41 @@ class LedgerCore:
             name: {**account.snapshot(), "open_reservations": len(self.open_reservations(name))}
             for name, account in self.accounts.items()
         }
+
+
+def _closed(_: str, reservation: Reservation) -> bool:
+    return not reservation.open
+
+
+def _reservation(entry: JournalEntry) -> Reservation:
+    """The reservation a ``reserve`` entry opens."""
+    amount = entry.amount or ZERO
+    return Reservation(
+        client_order_id=entry.client_order_id or "",
+        strategy=entry.strategy,
+        side=entry.side or Side.BUY,
+        price=entry.price or ZERO,
+        amount=amount,
+        quote_reserved=entry.quote_reserved,
+        base_reserved=entry.base_reserved,
+        unit_quote=entry.quote_reserved / amount if amount else ZERO,
+    )
+
+
+def _advance(reservation: Reservation, entry: JournalEntry) -> None:
+    """What a ``settle`` or ``release`` entry does to its reservation (not to the account)."""
+    reservation.quote_reserved += entry.quote_reserved
+    reservation.base_reserved += entry.base_reserved
+    if entry.kind == "settle":
+        reservation.filled += entry.amount or ZERO
+        if entry.trade_id:
+            if not isinstance(reservation.trade_ids, set):
+                reservation.trade_ids = set()
+            reservation.trade_ids.add(entry.trade_id)
+    elif entry.amount is not None and reservation.filled < entry.amount:
+        reservation.awaiting = entry.amount  # ended; trades up to this still to come
+    else:
+        reservation.open = False
 
 
 def _money(value: Decimal) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 import trio
 
@@ -34,8 +34,14 @@ async def ledger_actor(
     if new:
         await deliver(env.directory, [Send(WRITER, RecordJournal(tuple(new)))])
 
+    async def recall(batch: list[Any]) -> None:
+        """A fill of an order whose reservation left memory long ago: read it back."""
+        missing = core.unknown_orders(batch)
+        if missing:
+            core.recall(await env.store.journal_of(missing))
+
     ctx.status_provider = lambda: {"accounts": core.snapshot()}
     task_status.started()
     # Entries are checked where they apply: one that would break an invariant is refused
     # with its reason, so no batch's journal or replies are ever dropped by a crash.
-    await serve(ctx.inbox, core.handle, env, handle_batch=core.handle_batch)
+    await serve(ctx.inbox, core.handle, env, handle_batch=core.handle_batch, before_batch=recall)

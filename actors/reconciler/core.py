@@ -38,6 +38,7 @@ from actors.messages import (
     Reconciled,
     ReconciledQuery,
     RecordEvent,
+    RecordKeys,
     Release,
     Send,
     connection_address,
@@ -70,10 +71,25 @@ class Market:
 
 @attrs.frozen
 class Record:
-    """What the store says about one venue."""
+    """What the store says about one venue: its orders that are not final plus those the
+    snapshots name (:func:`wanted`), and which of the exchange's trades it has recorded."""
 
-    orders: tuple[Order, ...]  # every order of the venue, final ones included
+    orders: tuple[Order, ...]
     fill_trade_ids: frozenset[str]
+
+
+def wanted(exchange: ExchangeSnapshot, ledger: LedgerSnapshot) -> RecordKeys:
+    """The orders and trades :func:`compare` looks up besides the open orders: a cycle
+    reads what is open or named, never the whole history of a months-long run."""
+    return RecordKeys(
+        client_order_ids=frozenset(
+            {o.client_order_id for o in exchange.open_orders if o.client_order_id} | set(ledger.open_reservations)
+        ),
+        exchange_order_ids=frozenset(
+            {o.exchange_order_id for o in exchange.open_orders} | {t.exchange_order_id for t in exchange.trades}
+        ),
+        trade_ids=frozenset(t.trade_id for t in exchange.trades),
+    )
 
 
 def compare(record: Record, exchange: ExchangeSnapshot, ledger: LedgerSnapshot,
@@ -178,11 +194,16 @@ class ReconcilerCore:
         """``markets``: each strategy's venue and assets."""
         self.markets = dict(markets)
         self._previous: dict[str, set[Difference]] = {}
-        self._applied: set[Difference] = set()
+        #: Per venue, the differences acted on that are still shown: each is applied once
+        #: while it lasts. One that is gone is forgotten (a later recurrence is a new one),
+        #: so this holds at most what the exchange shows now, however long the run.
+        self._applied: dict[str, set[Difference]] = {}
         self.cycles = 0
         self.counts: dict[str, int] = {}
         self._venue_cycles: dict[str, int] = {}
         self.venues_reconciled: set[str] = set()
+        #: venue -> when its last cycle was compared (for the operator's view).
+        self.last_cycle_at: dict[str, float] = {}
         self._asking: dict[str, set[str]] = {}
 
     def query(self, message: ReconciledQuery) -> list[Send]:
@@ -201,11 +222,13 @@ class ReconcilerCore:
         stable = current & self._previous.get(venue, set())
         self._previous[venue] = current
         self._venue_cycles[venue] = self._venue_cycles.get(venue, 0) + 1
+        self.last_cycle_at[venue] = now
+        applied = self._applied[venue] = self._applied.get(venue, set()) & current
         out: list[Send] = []
         for difference, actions in found:
-            if difference not in stable or difference in self._applied:
+            if difference not in stable or difference in applied:
                 continue
-            self._applied.add(difference)
+            applied.add(difference)
             self.counts[difference.kind] = self.counts.get(difference.kind, 0) + 1
             out.append(Send(WRITER, RecordEvent(
                 kind="reconcile_difference", actor="reconciler", at=now, strategy=difference.strategy,
@@ -225,4 +248,9 @@ class ReconcilerCore:
         return venue in self.venues_reconciled
 
     def status(self) -> dict[str, Any]:
-        return {"cycles": self.cycles, "venues_reconciled": sorted(self.venues_reconciled), "differences": dict(self.counts)}
+        return {
+            "cycles": self.cycles,
+            "venues_reconciled": sorted(self.venues_reconciled),
+            "differences": dict(self.counts),
+            "last_cycle_at": dict(self.last_cycle_at),
+        }

@@ -21,7 +21,7 @@ from actors.messages import (
     SnapshotRequest,
     connection_address,
 )
-from actors.reconciler.core import Market, ReconcilerCore, Record
+from actors.reconciler.core import Market, ReconcilerCore, Record, wanted
 from actors.runtime import ActorContext, ActorEnv, deliver
 
 
@@ -58,7 +58,7 @@ async def reconciler_actor(
                 continue
             # Read the record after the snapshots: what is in flight now is recorded by the
             # next cycle, and the two-cycle rule waits for that.
-            orders, trade_ids = await env.store.record(venue=venue)
+            orders, trade_ids = await env.store.record(venue=venue, wanted=wanted(exchange, ledger))
             record = Record(tuple(orders), trade_ids)
             await deliver(env.directory, core.on_cycle(record, exchange, ledger, env.clock.now()))
         # Until every venue is reconciled, cycle quickly: strategies wait for it to start.

@@ -24,6 +24,7 @@ from actors.messages import (
     AccountInfo,
     AccountQuery,
     CancelFailed,
+    CancelOpenOrders,
     CancelOrder,
     CandleClosed,
     CandleDone,
@@ -238,6 +239,8 @@ class StrategyCore:
         if isinstance(message, Resume):
             was, self.paused = self.paused, None
             return [self._event("strategy_resumed", now, reason=f"resumed by {message.by} (was: {was})")] if was else []
+        if isinstance(message, CancelOpenOrders):
+            return self._cancel_open(message.by, now)
         if isinstance(message, LedgerRefused):
             self.paused = message.reason
             return [self._event("strategy_paused", now, message.client_order_id, reason=message.reason)]
@@ -549,6 +552,22 @@ class StrategyCore:
                 out += self._advance(cid, Trigger.CANCEL, now, reason="expired")
                 out.append(Send(self.connection, CancelOrder(cid, self.name, "expired")))
         return out
+
+    def _cancel_open(self, by: str, now: float) -> list[Send]:
+        """Cancel every order resting on the exchange (open or partly filled), as an expiry
+        does, with the operator's name as the reason."""
+        reason = f"cancelled by {by}"
+        out: list[Send] = []
+        asked, left = [], []
+        for cid, order in list(self.orders.items()):
+            if order.state in (OrderState.OPEN, OrderState.PARTIALLY_FILLED):
+                out += self._advance(cid, Trigger.CANCEL, now, reason=reason)
+                out.append(Send(self.connection, CancelOrder(cid, self.name, reason)))
+                asked.append(cid)
+            else:
+                left.append(f"{cid} ({order.state.value})")
+        summary = f"{reason}: {len(asked)} open order(s)" + (f"; not now: {', '.join(left)}" if left else "")
+        return out + [self._event("cancel_requested", now, reason=summary, payload={"orders": asked})]
 
     def _would_strand_dust(self, order: Order) -> bool:
         """Cancelling this partly filled order now would leave base that cannot be sold alone
