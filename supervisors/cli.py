@@ -70,16 +70,33 @@ def main(argv: Sequence[str] | None = None) -> int:
                               "the symbol's linear perpetual")
     lab = commands.add_parser("lab", help="backtest one strategy of the config on historical candles")
     lab.add_argument("-c", "--config", help="YAML config (default: the embedded one)")
-    lab.add_argument("--strategy", required=True, help="the strategy's name in the config")
+    lab.add_argument("--strategy", help="the strategy's name in the config (with --sweep: default the sweep file's)")
     lab.add_argument("--data", help="candle CSV (default: the venue's replay data, else the bundled BTC/USD 1h)")
     lab.add_argument("--from", dest="start", help="first candle, ISO-8601 (UTC)")
     lab.add_argument("--to", dest="end", help="last candle, ISO-8601 (UTC)")
     lab.add_argument("--report", help="directory for report.json and report.html (default: lab-report/NAME)")
     lab.add_argument("--every-bar", action="store_true", help="visit every candle (the default fast path skips quiet ones; same trades)")
+    lab.add_argument("--sweep", metavar="SWEEP.yaml", help="sweep parameters with walk-forward windows (see the README)")
+    lab.add_argument("--dask", metavar="ADDRESS", help="with --sweep: run on this Dask scheduler (tcp://host:8786, or local)")
+    lab.add_argument("--ray", metavar="ADDRESS", help="with --sweep: run on this Ray cluster (ray://host:10001, auto, or local)")
+    lab.add_argument("--workers", type=int, help="with --sweep: local processes (default: every core)")
+    lab.add_argument("--cache", help="where --data exchange:symbol:timeframe is looked for (default limitline-data/candles)")
+    data = commands.add_parser("data", help="candles for the Lab: download from an exchange into a local cache")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    download = data_commands.add_parser("download", help="page an exchange's candles (ccxt fetch_ohlcv) into the cache")
+    download.add_argument("--exchange", required=True, help="a ccxt exchange id, e.g. binance")
+    download.add_argument("--symbol", required=True, help="the market, e.g. BTC/USDT")
+    download.add_argument("--timeframe", default="1h", help="candle length, e.g. 1m, 1h, 1d (default 1h)")
+    download.add_argument("--since", help="first candle, ISO-8601 UTC (a new file; a file in the cache resumes after its last)")
+    download.add_argument("--until", help="last candle, ISO-8601 UTC (default: the last closed one)")
+    download.add_argument("--cache", help="cache directory (default limitline-data/candles)")
+    download.add_argument("--base-url", help="rewrite the exchange's REST URLs (a proxy, or `limitline sandbox`)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     if args.command == "sandbox":
         return run_sandbox(args)
+    if args.command == "data":
+        return run_data_download(args)
     if args.command == "status" and args.url:
         return run_status(args, None)
 
@@ -138,28 +155,53 @@ def start_fresh(config: Config) -> str | None:
 def run_lab(config: Config, args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
 
-    from exchange.candles import CandleDataError, bundled_path, find_gaps, load_candles
+    import numpy as np
+
+    from exchange.candles import CandleDataError, bundled_path, find_gaps
     from supervisors.lab import Lab
     from supervisors.lab_report import summary, write_report
 
-    settings = next((s for s in config.strategies if s.name == args.strategy), None)
+    sweep = None
+    if args.sweep is not None:
+        from supervisors.sweep_spec import load_sweep
+
+        try:
+            sweep = load_sweep(args.sweep)
+        except ConfigError as error:
+            print(f"limitline: invalid sweep {error.source}:", file=sys.stderr)
+            for problem in error.problems:
+                print(f"  {problem}", file=sys.stderr)
+            return EXIT_USAGE
+    elif args.dask is not None or args.ray is not None or args.workers is not None:
+        print("limitline: --dask, --ray and --workers run a sweep: give --sweep SWEEP.yaml too", file=sys.stderr)
+        return EXIT_USAGE
+    name = args.strategy or (sweep.strategy if sweep is not None else None)
+    if name is None:
+        print("limitline: --strategy: name the strategy to backtest (or strategy: in the sweep file)", file=sys.stderr)
+        return EXIT_USAGE
+    settings = next((s for s in config.strategies if s.name == name), None)
     if settings is None:
         names = ", ".join(s.name for s in config.strategies)
-        print(f"limitline: --strategy: no strategy is named {args.strategy!r} (strategies: {names})", file=sys.stderr)
+        print(f"limitline: --strategy: no strategy is named {name!r} (strategies: {names})", file=sys.stderr)
         return EXIT_USAGE
     market, data = lab_market(config, settings)
     try:
-        candles = load_candles(args.data or data or str(bundled_path()))
+        source, read = lab_candles(args.data or data or str(bundled_path()), args.cache)
         bounds = [_utc(text, name) for text, name in ((args.start, "--from"), (args.end, "--to"))]
     except (CandleDataError, ValueError) as bad:
         print(f"limitline: {bad}", file=sys.stderr)
         return EXIT_USAGE
+    for note in read.handling:
+        print(f"lab: {source}: {note}", file=sys.stderr)
     start, end = bounds
-    candles = [c for c in candles if (start is None or c.ts >= start) and (end is None or c.ts <= end)]
+    stamps = read.candles.timestamps()
+    first_index = 0 if start is None else int(np.searchsorted(stamps, start, side="left"))
+    end_index = len(stamps) if end is None else int(np.searchsorted(stamps, end, side="right"))
+    candles = read.candles[first_index:end_index]  # a view: no candle is copied
     if len(candles) < 2:
         print("limitline: fewer than 2 candles between --from and --to", file=sys.stderr)
         return EXIT_USAGE
-    directory = Path(args.report or Path("lab-report") / settings.name)
+    directory = Path(args.report or Path("lab-report") / (settings.name + ("-sweep" if sweep is not None else "")))
     problem = _report_directory_problem(directory)
     if problem is not None:  # found now, not after the whole backtest has run
         print(f"limitline: --report {directory}: {problem}", file=sys.stderr)
@@ -168,12 +210,16 @@ def run_lab(config: Config, args: argparse.Namespace) -> int:
         print(f"lab: {settings.name} is a live strategy; the Lab backtests it as configured and never places an order",
               file=sys.stderr)
 
+    if sweep is not None:
+        return run_lab_sweep(args, sweep, settings.name, market, candles, directory)
+
     def progress(done: int, total: int) -> None:
         print(f"\rlab: {done * 100 // total:3d} % ({done:,}/{total:,} candles)", end="", file=sys.stderr, flush=True)
 
     result = Lab(settings, market, candles, keep_events=False, fast=not args.every_bar).run(progress)
     print(file=sys.stderr)
-    numbers = write_report(result, directory, settings.name, find_gaps(candles))
+    numbers = write_report(result, directory, settings.name, find_gaps(candles), market,
+                           {"source": source, "handling": list(read.handling)})
     first = datetime.fromtimestamp(candles[0].ts, timezone.utc).date()
     last = datetime.fromtimestamp(candles[-1].ts, timezone.utc).date()
     print(f"Strategy Lab: {settings.name} on {settings.symbol}, {first} to {last}")
@@ -184,6 +230,117 @@ def run_lab(config: Config, args: argparse.Namespace) -> int:
               f"({market.tick_size} {market.quote}), first at the candle of {at}: the market's tick_size is too coarse "
               "for these prices, so this backtest says little about the strategy")
     print(f"report: {directory / 'report.json'} and {directory / 'report.html'}")
+    return EXIT_OK
+
+
+def lab_candles(data: str, cache: str | None) -> tuple[str, Any]:
+    """(what was read, :class:`~exchange.candles.CandleFile`) for ``--data``: a CSV path, or
+    ``exchange:symbol:timeframe`` from the download cache. Raises CandleDataError or
+    ValueError with the fix."""
+    from exchange.candles import read_candles
+    from supervisors.candle_cache import DEFAULT_CACHE, parse_spec
+
+    spec = parse_spec(data) if not Path(data).exists() else None
+    if spec is None:
+        return data, read_candles(data)
+    path = spec.path(Path(cache) if cache else DEFAULT_CACHE)
+    if not path.exists():
+        raise ValueError(f"--data {spec}: no candles in the cache ({path}); download them first: limitline data download "
+                         f"--exchange {spec.exchange} --symbol {spec.symbol} --timeframe {spec.timeframe} --since 2024-01-01"
+                         + (f" --cache {cache}" if cache else ""))
+    return f"{spec} ({path})", read_candles(path)
+
+
+def run_lab_sweep(args: argparse.Namespace, sweep: Any, name: str, market: Any, candles: Any, directory: Path) -> int:
+    """``lab --sweep``: the walk-forward sweep on the executor asked for, its table printed,
+    sweep.json and sweep.html written."""
+    import time
+
+    from tqdm import tqdm
+
+    from supervisors.sweep import planned, run_sweep, windows
+    from supervisors.sweep_executors import ExecutorUnavailable, open_executor
+    from supervisors.sweep_report import table, write_sweep_report
+    from supervisors.sweep_spec import StrategyTemplate
+
+    template = StrategyTemplate(args.config, name)
+    problems = template.check_paths(sweep)
+    try:
+        windows(sweep, len(candles))
+    except ValueError as short:
+        problems.append(str(short))
+    if args.workers is not None and args.workers < 1:
+        problems.append(f"--workers: must be 1 or more, got {args.workers}")
+    if problems:
+        print(f"limitline: invalid sweep {args.sweep}:", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        executor = open_executor(candles, dask=args.dask, ray=args.ray, workers=args.workers)
+    except ExecutorUnavailable as unavailable:
+        print(f"limitline: {unavailable}", file=sys.stderr)
+        return EXIT_USAGE
+    started = time.monotonic()
+    try:
+        with tqdm(total=planned(sweep), unit="backtest", desc=f"sweep on {executor.name}", file=sys.stderr,
+                  dynamic_ncols=True) as bar:
+            result = run_sweep(sweep, template, market, candles, executor, bar.update)
+            bar.total = bar.n  # TPE or infeasible windows may run fewer than planned
+            bar.refresh()
+    finally:
+        executor.close()
+    elapsed = time.monotonic() - started
+    write_sweep_report(result, directory, name)
+    sets = len({repr(sorted(t.params.items())) for t in result.trials})
+    print(f"Sweep: {name} on {market.symbol}, {len(result.trials):,} in-sample backtests of {sets:,} parameter sets "
+          f"in {len(result.windows)} window(s) on {executor.name}, {elapsed:.1f} s; objective {sweep.objective}")
+    print(table(result))
+    print(f"report: {directory / 'sweep.json'} and {directory / 'sweep.html'}")
+    return EXIT_OK
+
+
+def run_data_download(args: argparse.Namespace) -> int:
+    """``data download``: page the exchange's candles into the cache, resuming; the gaps
+    found and the file written are printed."""
+    from exchange.ccxt_adapter import exchange_exists, make_client, timeframe_seconds
+    from supervisors.candle_cache import DEFAULT_CACHE, DataSpec, DownloadError, download, iso
+
+    if not exchange_exists(args.exchange):
+        print(f"limitline: --exchange: ccxt has no exchange {args.exchange!r}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        timeframe_seconds(args.timeframe, args.exchange)
+        since, until = _utc(args.since, "--since"), _utc(args.until, "--until")
+        client = make_client(args.exchange, base_url=args.base_url, timeout_ms=30_000)
+    except ValueError as bad:
+        print(f"limitline: {bad}", file=sys.stderr)
+        return EXIT_USAGE
+    spec = DataSpec(args.exchange, args.symbol, args.timeframe)
+    path = spec.path(Path(args.cache) if args.cache else DEFAULT_CACHE)
+    if since is None and not path.exists():
+        print(f"limitline: --since: {path} does not exist yet; give the first candle's time, e.g. --since 2024-01-01",
+              file=sys.stderr)
+        return EXIT_USAGE
+
+    def progress(report: Any) -> None:
+        print(f"\rdata: {report.added:,} candles, up to {iso(report.last)}", end="", file=sys.stderr, flush=True)
+
+    try:
+        report = download(client, spec, since or 0, path, until, progress)
+    except DownloadError as stopped:
+        print(f"\nlimitline: data download {spec} stopped: {stopped}. What was written is kept in {path}; "
+              "run the same command again to resume", file=sys.stderr)
+        return EXIT_FAILED
+    print(file=sys.stderr)
+    resumed = f", resumed after {iso(report.resumed_after)}" if report.resumed_after is not None else ""
+    span = f" ({iso(report.first)} to {iso(report.last)})" if report.first is not None else ""
+    print(f"data: {spec}: {report.added:,} new candles{span} in {report.pages} page(s){resumed} -> {path}")
+    for gap in report.gaps[:20]:
+        print(f"gap: no candles between {iso(gap['after'])} and {iso(gap['before'])} ({gap['missing']:,} missing; not filled in)")
+    if len(report.gaps) > 20:
+        print(f"gap: ... {len(report.gaps) - 20:,} more")
+    print(f"data: {len(report.gaps)} gap(s); the Lab reads it with --data {spec}")
     return EXIT_OK
 
 
