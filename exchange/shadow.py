@@ -35,6 +35,8 @@ class ShadowVenue:
             feed = self.feeds.get(symbol)
             if feed is not None:
                 feed.resume_after(ts)
+                if feed.cursor:  # the market is where the replay stopped: orders cross it
+                    self.exchange.observe(symbol, feed.candles[feed.cursor - 1])
         self._positions = {symbol: ts for symbol, ts in positions.items() if symbol in self.feeds}
 
     def resync(self) -> None:

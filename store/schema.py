@@ -146,6 +146,9 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX orders_by_exchange_id ON orders (venue, exchange_order_id)",
         "CREATE INDEX journal_by_order ON journal (client_order_id)",
     ],
+    # 4 -> 5: whether a simulated trade took liquidity on arrival or rested (ccxt's
+    # takerOrMaker, exchange.records.ExchangeTrade.taker_or_maker); NULL for older trades.
+    ["ALTER TABLE sim_trades ADD COLUMN taker_or_maker TEXT"],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
