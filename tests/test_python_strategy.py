@@ -144,3 +144,20 @@ async def test_in_run_the_failing_strategy_pauses_and_its_sibling_goes_on(tmp_pa
         assert node(snapshot, name)["incarnation"] == 1 and node(snapshot, name)["state"] == "running"
     assert node(snapshot, "strategy:dip-buyer")["status"]["paused"] is None
 
+
+
+def test_a_sweep_stops_with_the_same_message_from_its_worker(tmp_path, user_module):
+    raw = fast_config_raw(tmp_path)
+    raw["strategies"][0].update(python=f"{user_module}:Garbage")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("strategy: sma-cross\nparameters:\n  offset: {set: [limit_offset_bps], low: 5, high: 10, step: 5}\n"
+                     "search: grid\nobjective: sharpe\nwalk_forward: {windows: 2, in_sample: 0.7}\n")
+    env = {**ENV, "PYTHONPATH": f"{tmp_path}:{ENV['PYTHONPATH']}"}
+    result = subprocess.run([*BIN, "lab", "-c", str(config), "--sweep", str(sweep), "--workers", "2",
+                             "--report", str(tmp_path / "r")], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                            env=env)
+    refused(result, f"limitline: lab --sweep: strategy sma-cross stopped at the candle of 2017-07-01T11:00:00Z: python: "
+                    f"{user_module}:Garbage.on_candle returned 'sell everything' in its list, not an Intent")
+    assert not (tmp_path / "r" / "sweep.json").exists()
