@@ -35,7 +35,7 @@ Decisions:
   POSIX lock the process holds on it (fcntl(2); sqlite.org/howtocorrupt.html, 2.2), so
   the descriptor of the database is opened once and closed only at release, after the
   store's connections (a refused attempt closes its own at once: it has no connection).
-  A store that does not exist yet is locked once it is created (:meth:`StoreLock.hold_database`).
+  A store that does not exist yet is locked once it is created (:meth:`StoreLock.opened`).
 - Only a process that writes the store takes it (``limitline run``); readers (``check``,
   ``/status``, ``sqlite3`` by hand) do not need it. ``flock`` is advisory and local to one
   host: a store on a network file system is not protected against another host.
