@@ -1,8 +1,9 @@
 """The ``limitline`` command.
 
 - ``limitline run [-c CONFIG]``: run every configured strategy in one process (shadow mode
-  unless armed for live trading). SIGINT, SIGTERM or SIGHUP stops the tree in reverse order
-  and flushes the store; a second signal exits at once. A store another process holds is
+  unless armed for live trading). SIGINT or SIGTERM stops the tree in reverse order and
+  flushes the store; a second signal exits at once. SIGHUP, or saving the config file,
+  applies the edited config to the running process (``supervisors.reload``). A store another process holds is
   refused (exit 2), naming that process. A run continues where the store says the last one
   stopped (shadow mode included: the simulated exchange's state is kept); ``--fresh`` moves
   the store aside first and starts over.
@@ -18,6 +19,7 @@ stopped at once by a second signal.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import signal
@@ -35,6 +37,7 @@ from supervisors.app import App, preflight_all
 from supervisors.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from supervisors.status import StatusAddressError
 from supervisors.tree import ShutdownTimeout, SupervisorGaveUp
+from supervisors.watch import watch_config
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FORCED = 0, 1, 2, 130
 
@@ -44,7 +47,7 @@ ECHOED = {
     "preflight_failed", "breaker_open", "breaker_half_open", "breaker_closed", "strategy_inactive",
     "venue_isolated", "venue_recovered", "child_isolated", "order_unknown", "order_resolved", "strategy_paused",
     "strategy_resumed", "venue_reconciled", "venue_rate_limited", "exchange_error", "child_exited", "child_restarting", "supervisor_gave_up", "child_abandoned",
-    "reconcile_difference",
+    "reconcile_difference", "config_applied", "config_rejected", "config_unchanged",
 }
 
 
@@ -100,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if problem is not None:
             print(f"limitline: --fresh: {problem}", file=sys.stderr)
             return EXIT_USAGE
-    return trio.run(_run, config, args.quiet, args.live)
+    return trio.run(_run, config, args.quiet, args.live, args.config)
 
 
 def start_fresh(config: Config) -> str | None:
@@ -317,14 +320,14 @@ def _check(config: Config) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-async def _run(config: Config, quiet: bool, live: bool) -> int:
-    app = App(config, echo=None if quiet else _echo, live=live)
+async def _run(config: Config, quiet: bool, live: bool, path: str | None = None) -> int:
+    app = App(config, echo=None if quiet else _echo, live=live, config_path=path)
     stop = trio.CancelScope()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_watch_signals, stop)
+        nursery.start_soon(_watch_signals, stop, app)
         try:
             with stop:
-                await app.run(task_status=_Announce(config, app))
+                await app.run(task_status=_Announce(config, app, nursery, path))
         except (StoreUnavailable, StatusAddressError) as refused:
             # Found before anything started or was written: the config or the machine.
             print(f"limitline: {refused}", file=sys.stderr)
@@ -339,10 +342,13 @@ async def _run(config: Config, quiet: bool, live: bool) -> int:
 
 
 class _Announce:
-    def __init__(self, config: Config, app: App) -> None:
-        self.config, self.app = config, app
+    def __init__(self, config: Config, app: App, nursery: trio.Nursery | None = None, path: str | None = None) -> None:
+        self.config, self.app, self.nursery, self.path = config, app, nursery, path
 
     def started(self, value: object = None) -> None:
+        if self.nursery is not None and self.path is not None:
+            # Edits are applied once everything runs; the embedded default has no file to watch.
+            self.nursery.start_soon(functools.partial(watch_config, self.path, functools.partial(self.app.reload, "file changed")))
         for notice in self.app.notices:
             print(f"limitline: {notice}", file=sys.stderr, flush=True)
         status = next(c for c in self.app.snapshot()["children"] if c["name"] == "status")
@@ -357,15 +363,22 @@ class _Announce:
         )
 
 
-#: Each stops the process in order. SIGHUP too: a closed terminal or a lost ssh session
-#: must flush the store like Ctrl-C, not kill the process mid-write (limitline does not
-#: reload its config on SIGHUP: editing the YAML of a running process changes nothing).
+#: Each stops the process in order (the sandbox stops on SIGHUP too).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: ``run`` stops on these; SIGHUP applies the edited config instead, as daemons do (nginx,
+#: sshd). A closed terminal therefore no longer stops it (and what it prints there is
+#: dropped): stop it with Ctrl-C or SIGTERM, which flush the store.
+RUN_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-async def _watch_signals(stop: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+async def _watch_signals(stop: trio.CancelScope, app: App | None = None) -> None:
+    with trio.open_signal_receiver(*RUN_STOP_SIGNALS, signal.SIGHUP) as signals:
         async for signum in signals:
+            if signum == signal.SIGHUP:
+                if app is not None and not stop.cancel_called:
+                    print("limitline: SIGHUP: reading the config again", file=sys.stderr, flush=True)
+                    await app.reload("SIGHUP")
+                continue
             if not stop.cancel_called:
                 print(f"limitline: {signal.Signals(signum).name}: stopping in order (again to exit at once)", file=sys.stderr, flush=True)
                 stop.cancel()
@@ -377,6 +390,13 @@ async def _watch_signals(stop: trio.CancelScope) -> None:
 def _echo(event: RecordEvent) -> None:
     if event.kind not in ECHOED:
         return
+    try:
+        _print_event(event)
+    except OSError:
+        pass  # the terminal is gone (closed after a SIGHUP): the event log has it all
+
+
+def _print_event(event: RecordEvent) -> None:
     at = datetime.fromtimestamp(event.at, tz=timezone.utc).strftime("%H:%M:%S")
     who = event.strategy or event.actor
     detail = " ".join(f"{k}={v}" for k, v in event.payload.items() if k in ("side", "price", "amount", "fee"))

@@ -37,6 +37,7 @@ from actors.messages import (
     WRITER,
     AccountInfo,
     AccountQuery,
+    Allocate,
     Correct,
     CorrectionRefused,
     FillReport,
@@ -207,6 +208,8 @@ class LedgerCore:
             return [Send(message.reply_to, LedgerSnapshot(message.request_id, holdings, reservations, others))]
         if isinstance(message, AccountQuery):
             return [Send(message.reply_to, self.account_info(message.strategy, with_holdings=True))]
+        if isinstance(message, Allocate):
+            return self.add_strategy(message, now)
         raise TypeError(f"the ledger does not handle {type(message).__name__}")
 
     def account_info(self, strategy: str, with_holdings: bool = False) -> AccountInfo:
@@ -243,6 +246,18 @@ class LedgerCore:
         )
         self.apply(entry)
         return [entry]
+
+    def add_strategy(self, message: Allocate, now: float) -> list[Send]:
+        """A strategy added to the running process: its account, and its allocation unless
+        the journal already has one (the same rule as at a start)."""
+        self.accounts_of[message.strategy] = message.account
+        if message.strategy in self.accounts or not message.journal:
+            return []
+        entries = self.allocate(
+            message.strategy, message.quote, message.base, now, "allocation from the config (added while running)",
+            message.base_cost,
+        )
+        return [Send(WRITER, RecordJournal(tuple(entries)))]
 
     def reserve(self, request: Reserve, now: float) -> list[Send]:
         sized = None
