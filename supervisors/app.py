@@ -74,7 +74,7 @@ from supervisors.config import (
     data_path,
     load_config,
 )
-from supervisors.reload import ReloadPlan, plan_reload
+from supervisors.reload import ReloadPlan, changed_fields, plan_reload
 from supervisors.secrets import CredentialsError, guard_logs, resolve
 from supervisors.status import StatusListener, status_actor
 from supervisors.tree import ChildSpec, RestartStrategy, Supervisor
@@ -108,6 +108,9 @@ class App:
         #: "summary", "problems"}``, or None before the first.
         self.config_reload: dict[str, Any] | None = None
         self._reloading = trio.Lock()
+        self._echo = echo
+        #: Events the writer has not committed yet that someone waits for (see :meth:`_written`).
+        self._awaited: dict[int, trio.Event] = {}
         self.mailboxes: dict[str, Mailbox] = {}
         self.directory: dict[str, trio.MemorySendChannel[Any]] = {}
         self.store_path = Path(config.store)
@@ -128,7 +131,8 @@ class App:
         writer = ChildSpec(
             WRITER,
             functools.partial(
-                writer_actor, open_sink=functools.partial(SqliteWriter, self.store_path), directory=self.directory, echo=echo
+                writer_actor, open_sink=functools.partial(SqliteWriter, self.store_path), directory=self.directory,
+                echo=self._committed,
             ),
             mailbox=self._mailbox(WRITER, WRITER_MAILBOX),
             shutdown_timeout=30,
@@ -185,6 +189,29 @@ class App:
 
     def snapshot(self) -> dict[str, Any]:
         return self.root.snapshot()
+
+    def _committed(self, event: RecordEvent) -> None:
+        """Every event the writer has committed, in order."""
+        if self._awaited:
+            waiter = self._awaited.pop(id(event), None)
+            if waiter is not None:
+                waiter.set()
+        if self._echo is not None:
+            self._echo(event)
+
+    async def _written(self, kind: str, actor: str, reason: str, payload: dict[str, Any]) -> None:
+        """Record an event and wait until the writer has committed it, and so everything
+        sent to the writer before it (one writer, one mailbox: in order). A strategy
+        restarted with new settings reads its orders from the store: what its last
+        incarnation recorded must be there first, or it would act on a stale order."""
+        event = RecordEvent(kind=kind, actor=actor, at=self.env.clock.now(), reason=reason, payload=payload)
+        written = self._awaited[id(event)] = trio.Event()
+        try:
+            await self.directory[WRITER].send(event)
+            with trio.move_on_after(30):  # a writer that restarts meanwhile flushed it, or lost it: go on
+                await written.wait()
+        finally:
+            self._awaited.pop(id(event), None)
 
     def _stored(self, venue: str, strategies: frozenset[str] | None = None) -> tuple[ExchangeState | None, dict[str, int]]:
         """A simulated account's state and replay positions from the store, if any
@@ -307,7 +334,9 @@ class App:
             retired = ChildSpec(strategy_address(strategy.name), retired_strategy, mailbox=self.mailboxes[strategy_address(strategy.name)])
             snapshot = self.snapshot
             refused = await self.venue_supervisors[strategy.venue].replace_child(
-                retired, guard=lambda node, name=strategy.name: self._removal_problem(name, snapshot(), node)
+                retired, guard=lambda node, name=strategy.name: self._removal_problem(name, snapshot(), node),
+                between=functools.partial(self._written, "strategy_removed", strategy_address(strategy.name),
+                                          "removed from the config; its books stay in the ledger and the store", {}),
             )
             if refused:
                 problems.append(f"strategies: {refused}")
@@ -322,7 +351,12 @@ class App:
             if refused:
                 problems.append(f"reconciler: {refused}")
         for old, strategy in plan.changed:
-            refused = await self.venue_supervisors[strategy.venue].replace_child(self._strategy(strategy, new))
+            fields = changed_fields(old, strategy)
+            refused = await self.venue_supervisors[strategy.venue].replace_child(
+                self._strategy(strategy, new),
+                between=functools.partial(self._written, "strategy_reconfigured", strategy_address(strategy.name),
+                                          f"restarting with the edited config: {', '.join(fields)}", {"changed": fields}),
+            )
             if refused:
                 problems.append(f"strategies: {strategy.name}: {refused}")
         for strategy in plan.added:

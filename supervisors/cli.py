@@ -47,7 +47,8 @@ ECHOED = {
     "preflight_failed", "breaker_open", "breaker_half_open", "breaker_closed", "strategy_inactive",
     "venue_isolated", "venue_recovered", "child_isolated", "order_unknown", "order_resolved", "strategy_paused",
     "strategy_resumed", "venue_reconciled", "venue_rate_limited", "exchange_error", "child_exited", "child_restarting", "supervisor_gave_up", "child_abandoned",
-    "reconcile_difference", "config_applied", "config_rejected", "config_unchanged",
+    "reconcile_difference", "config_applied", "config_rejected", "config_unchanged", "strategy_reconfigured",
+    "strategy_removed",
 }
 
 

@@ -318,15 +318,19 @@ class Supervisor:
         return await self._change(apply)
 
     async def replace_child(
-        self, spec: ChildSpec, guard: Callable[[dict[str, Any]], str | None] | None = None
+        self,
+        spec: ChildSpec,
+        guard: Callable[[dict[str, Any]], str | None] | None = None,
+        between: Callable[[], Awaitable[None]] | None = None,
     ) -> str | None:
         """Stop the child named ``spec.name`` and start ``spec`` in its place (same position,
         same mailbox if the spec names it). ``guard`` is called with the child's snapshot
         (its status included) just before it is stopped, in the same step, so nothing the
-        child does can slip in between: a string it returns refuses the change. A child that
-        is isolated takes the new spec at its delayed restart; a child that ended for good
-        (temporary, transient) stays stopped with the new spec. Returns why it was refused,
-        or None."""
+        child does can slip in between: a string it returns refuses the change. ``between``
+        is awaited once the old incarnation has stopped and before the new one starts (to
+        let what the old one sent be written down first). A child that is isolated takes
+        the new spec at its delayed restart; a child that ended for good (temporary,
+        transient) stays stopped with the new spec. Returns why it was refused, or None."""
 
         async def apply() -> str | None:
             child = self._find(spec.name)
@@ -341,6 +345,8 @@ class Supervisor:
             if abandoned:
                 raise ShutdownTimeout(f"{self.name}: {', '.join(abandoned)} ignored cancellation past the shutdown timeout")
             child.spec = spec
+            if between is not None:
+                await between()
             if was_running:
                 await self._start(child)
             return None

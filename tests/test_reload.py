@@ -154,6 +154,10 @@ async def test_edits_of_a_running_process_add_change_refuse_and_never_arm_live(f
                 await watch.until(lambda _: len(placed(watch, "sma-cross")) > others)
                 assert len(placed(watch, "dip-2")) == count  # removed: it decides nothing more
             nursery.cancel_scope.cancel()
+    # The restart read what its last incarnation had recorded: it never chased an order
+    # the exchange had already ended.
+    assert watch.count("cancel_failed", "sma-cross") == 0
+    assert watch.count("strategy_reconfigured", "sma-cross") == 1
 
 
 def ccxt_raw(tmp_path: Path) -> dict:
