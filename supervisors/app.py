@@ -48,6 +48,8 @@ from actors.messages import (
     connection_address,
     strategy_address,
 )
+from actors.notifier.core import NotifierCore, RetryPolicy, Route
+from actors.notifier.shell import notifier_actor
 from actors.reconciler.core import Market
 from actors.reconciler.shell import reconciler_actor
 from actors.runtime import ActorEnv
@@ -65,6 +67,7 @@ from store.access import SqliteReader, SqliteWriter, stored_simulated
 from store.db import check_store, open_store
 from store.lock import StoreLock
 from supervisors.config import (
+    WEBHOOK_EVENTS,
     CcxtVenueConfig,
     Config,
     ConfigError,
@@ -73,15 +76,17 @@ from supervisors.config import (
     allocated_on,
     data_path,
     load_config,
+    webhook_url,
 )
 from supervisors.reload import ReloadPlan, changed_fields, plan_reload
-from supervisors.secrets import CredentialsError, guard_logs, resolve
+from supervisors.secrets import CredentialsError, guard_logs, resolve, scrubbed
 from supervisors.status import StatusListener, status_actor
 from supervisors.tree import ChildSpec, RestartStrategy, Supervisor
 
 log = logging.getLogger("limitline")
 
 WRITER_MAILBOX = 8192
+NOTIFIER = "notifier"
 #: First and longest delay before restarting a venue whose subtree gave up.
 VENUE_BACKOFF = (1.0, 60.0)
 ACTOR_MAILBOX = 1024
@@ -179,10 +184,14 @@ class App:
                 status_actor, root=self, env=self.env, store=self.store, listener=self.status_listener, facts=facts
             ),
         )
-        # The status server is the last child: a crash of the reconciler restarts it only.
+        #: Events dropped because the notifier's mailbox was full (never waited for).
+        self.notifications_dropped = 0
+        self.notifier = self._notifier(config)
+        # The status server comes after the reconciler: a crash of the reconciler restarts it
+        # (and the notifier) only.
         self.root = Supervisor(
             "root",
-            [writer, ledger, ChildSpec.for_supervisor(venues), self.reconciler, status],
+            [writer, ledger, ChildSpec.for_supervisor(venues), self.reconciler, status, self.notifier],
             RestartStrategy.REST_FOR_ONE,
             **limits,
         )
@@ -190,8 +199,37 @@ class App:
     def snapshot(self) -> dict[str, Any]:
         return self.root.snapshot()
 
+    def _notifier(self, config: Config) -> ChildSpec:
+        notifications = config.notifications
+        routes = {
+            kind: Route(webhook, webhook_url(url))
+            for webhook, url in notifications.webhooks.items()
+            for kind in WEBHOOK_EVENTS[webhook]
+        }
+        self.notified_kinds = frozenset(routes)
+        policy = RetryPolicy(notifications.max_attempts, notifications.backoff_seconds,
+                             notifications.max_backoff_seconds, notifications.queue)
+        return ChildSpec(
+            NOTIFIER,
+            functools.partial(
+                notifier_actor,
+                make_core=functools.partial(NotifierCore, routes, policy, scrubbed),
+                timeout=notifications.timeout_seconds,
+                env=self.env,
+                dropped_before=lambda: self.notifications_dropped,
+            ),
+            mailbox=self.mailboxes.get(NOTIFIER) or self._mailbox(NOTIFIER, min(notifications.queue, ACTOR_MAILBOX)),
+            shutdown_timeout=1.0,
+        )
+
     def _committed(self, event: RecordEvent) -> None:
-        """Every event the writer has committed, in order."""
+        """Every event the writer has committed, in order: the CLI's echo and the webhooks
+        see it once it is in the store."""
+        if event.kind in self.notified_kinds:
+            try:
+                self.directory[NOTIFIER].send_nowait(event)
+            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                self.notifications_dropped += 1  # never wait on a webhook
         if self._awaited:
             waiter = self._awaited.pop(id(event), None)
             if waiter is not None:
@@ -199,12 +237,13 @@ class App:
         if self._echo is not None:
             self._echo(event)
 
-    async def _written(self, kind: str, actor: str, reason: str, payload: dict[str, Any]) -> None:
+    async def _written(self, kind: str, strategy: str, reason: str, payload: dict[str, Any]) -> None:
         """Record an event and wait until the writer has committed it, and so everything
         sent to the writer before it (one writer, one mailbox: in order). A strategy
         restarted with new settings reads its orders from the store: what its last
         incarnation recorded must be there first, or it would act on a stale order."""
-        event = RecordEvent(kind=kind, actor=actor, at=self.env.clock.now(), reason=reason, payload=payload)
+        event = RecordEvent(kind=kind, actor="config", at=self.env.clock.now(), strategy=strategy, reason=reason,
+                            payload=payload)
         written = self._awaited[id(event)] = trio.Event()
         try:
             await self.directory[WRITER].send(event)
@@ -335,7 +374,7 @@ class App:
             snapshot = self.snapshot
             refused = await self.venue_supervisors[strategy.venue].replace_child(
                 retired, guard=lambda node, name=strategy.name: self._removal_problem(name, snapshot(), node),
-                between=functools.partial(self._written, "strategy_removed", strategy_address(strategy.name),
+                between=functools.partial(self._written, "strategy_removed", strategy.name,
                                           "removed from the config; its books stay in the ledger and the store", {}),
             )
             if refused:
@@ -354,7 +393,7 @@ class App:
             fields = changed_fields(old, strategy)
             refused = await self.venue_supervisors[strategy.venue].replace_child(
                 self._strategy(strategy, new),
-                between=functools.partial(self._written, "strategy_reconfigured", strategy_address(strategy.name),
+                between=functools.partial(self._written, "strategy_reconfigured", strategy.name,
                                           f"restarting with the edited config: {', '.join(fields)}", {"changed": fields}),
             )
             if refused:
@@ -373,6 +412,11 @@ class App:
             refused = await (supervisor.replace_child(spec) if retired_here else supervisor.add_child(spec))
             if refused:
                 problems.append(f"strategies: {strategy.name}: {refused}")
+        if plan.notifications is not None:
+            self.notifier = self._notifier(new)
+            refused = await self.root.replace_child(self.notifier)
+            if refused:
+                problems.append(f"notifications: {refused}")
         self.config = new
         if problems:
             # Only a race (an order placed in the instant between the check and the stop)

@@ -11,6 +11,8 @@ carries out the plan. An edit is applied whole or not at all:
   and the store; the same name added again continues them.
 - **Strategies changed** restart with the new settings and keep their state: the ledger
   (journal) and the order book of record persist, so their open orders are picked up again.
+- **Notifications** (webhooks) changed: the notifier restarts with them (notifications still
+  waiting for a retry are dropped).
 - Refused, with the message that it needs a restart: the store, the status address,
   supervision and reconciler settings, any venue (added, removed or changed), and a
   strategy's venue, symbol or allocation (its orders and account belong to them).
@@ -29,7 +31,7 @@ from typing import Any
 import attrs
 
 from actors.strategy.settings import StrategySettings
-from supervisors.config import CcxtVenueConfig, Config, SimulatedVenueConfig
+from supervisors.config import CcxtVenueConfig, Config, NotificationsConfig, SimulatedVenueConfig
 
 #: Sections that are read once, at the start.
 NEEDS_RESTART = ("store", "status", "supervision", "reconciler")
@@ -42,10 +44,12 @@ class ReloadPlan:
     added: tuple[StrategySettings, ...] = ()
     removed: tuple[StrategySettings, ...] = ()
     changed: tuple[tuple[StrategySettings, StrategySettings], ...] = ()
+    #: The new webhook settings, if they changed (the notifier restarts with them).
+    notifications: NotificationsConfig | None = None
 
     @property
     def empty(self) -> bool:
-        return not (self.added or self.removed or self.changed)
+        return not (self.added or self.removed or self.changed or self.notifications)
 
     def summary(self) -> str:
         """One line for the operator, e.g. ``added grid-1; changed dip-buyer (sizing, ttl_seconds)``."""
@@ -56,6 +60,8 @@ class ReloadPlan:
             parts.append("removed " + ", ".join(s.name for s in self.removed))
         for old, new in self.changed:
             parts.append(f"changed {new.name} ({', '.join(changed_fields(old, new))})")
+        if self.notifications is not None:
+            parts.append("notifications changed")
         return "; ".join(parts) or "no strategy changed"
 
     def payload(self) -> dict[str, Any]:
@@ -63,6 +69,7 @@ class ReloadPlan:
             "added": [s.name for s in self.added],
             "removed": [s.name for s in self.removed],
             "changed": {new.name: changed_fields(old, new) for old, new in self.changed},
+            "notifications": self.notifications is not None,
         }
 
 
@@ -129,7 +136,8 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan | list[str]:
         problems += _venue_refuses(old_venues[strategy.venue], "strategies", f"removing {strategy.name}")
     if problems:
         return problems
-    return ReloadPlan(tuple(added), tuple(removed), tuple(changed))
+    notifications = new.notifications if new.notifications != old.notifications else None
+    return ReloadPlan(tuple(added), tuple(removed), tuple(changed), notifications)
 
 
 def _venue_refuses(venue: Any, at: str, what: str) -> list[str]:
