@@ -34,6 +34,7 @@ import trio
 from actors.messages import RecordEvent
 from store.errors import StoreBusy, StoreUnavailable
 from supervisors.app import App, preflight_all
+from supervisors.logs import EVENTS, FORMATS, event_fields, json_line, setup_logging, utc
 from supervisors.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from supervisors.status import StatusAddressError
 from supervisors.tree import ShutdownTimeout, SupervisorGaveUp
@@ -59,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("-c", "--config", help=f"YAML config (default: the embedded {DEFAULT_CONFIG.name})")
     run.add_argument("-q", "--quiet", action="store_true", help="do not print orders and fills")
     run.add_argument("--live", action="store_true", help="arm live trading for strategies with mode: live (real orders)")
+    run.add_argument("--log-format", choices=FORMATS, default="text",
+                     help="text (default) or json: one JSON object per line on stdout, stderr and the log file")
+    run.add_argument("--log-file", help="append the log (warnings, and every line the terminal shows) to this file")
     run.add_argument("--fresh", action="store_true",
                      help="start over from nothing: move the store aside (kept, with the time in its name) first; "
                           "refused if any strategy is live")
@@ -81,7 +85,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     lab.add_argument("--report", help="directory for report.json and report.html (default: lab-report/NAME)")
     lab.add_argument("--every-bar", action="store_true", help="visit every candle (the default fast path skips quiet ones; same trades)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        setup_logging(getattr(args, "log_format", "text"), getattr(args, "log_file", None))
+    except OSError as error:
+        print(f"limitline: --log-file {args.log_file}: cannot be opened for appending ({error.strerror or error}); "
+              "name a file in a directory you can write to", file=sys.stderr)
+        return EXIT_USAGE
     if args.command == "sandbox":
         return run_sandbox(args)
 
@@ -104,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if problem is not None:
             print(f"limitline: --fresh: {problem}", file=sys.stderr)
             return EXIT_USAGE
-    return trio.run(_run, config, args.quiet, args.live, args.config)
+    return trio.run(_run, config, args.quiet, args.live, args.config, args.log_format)
 
 
 def start_fresh(config: Config) -> str | None:
@@ -321,8 +330,8 @@ def _check(config: Config) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-async def _run(config: Config, quiet: bool, live: bool, path: str | None = None) -> int:
-    app = App(config, echo=None if quiet else _echo, live=live, config_path=path)
+async def _run(config: Config, quiet: bool, live: bool, path: str | None = None, log_format: str = "text") -> int:
+    app = App(config, echo=functools.partial(_echo, quiet=quiet, log_format=log_format), live=live, config_path=path)
     stop = trio.CancelScope()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_watch_signals, stop, app)
@@ -388,16 +397,28 @@ async def _watch_signals(stop: trio.CancelScope, app: App | None = None) -> None
                 os._exit(EXIT_FORCED)
 
 
-def _echo(event: RecordEvent) -> None:
+def _echo(event: RecordEvent, quiet: bool = False, log_format: str = "text") -> None:
+    """One line per event worth it: on stdout (unless ``quiet``) and in the log file."""
     if event.kind not in ECHOED:
         return
+    line = _event_line(event)
+    if _events_log.isEnabledFor(logging.INFO):
+        _events_log.info("%s", line, extra={"event": event})
+    if quiet:
+        return
+    if log_format == "json":
+        line = json_line({"time": utc(event.at), "level": "INFO", "logger": EVENTS, "message": line,
+                          "event": event_fields(event)})
     try:
-        _print_event(event)
+        print(line, flush=True)
     except OSError:
         pass  # the terminal is gone (closed after a SIGHUP): the event log has it all
 
 
-def _print_event(event: RecordEvent) -> None:
+_events_log = logging.getLogger(EVENTS)
+
+
+def _event_line(event: RecordEvent) -> str:
     at = datetime.fromtimestamp(event.at, tz=timezone.utc).strftime("%H:%M:%S")
     who = event.strategy or event.actor
     detail = " ".join(f"{k}={v}" for k, v in event.payload.items() if k in ("side", "price", "amount", "fee"))
@@ -412,7 +433,7 @@ def _print_event(event: RecordEvent) -> None:
         parts.append(f"rule={event.rule}")
     if event.reason:
         parts.append(f"({event.reason})")
-    print("  ".join(parts), flush=True)
+    return "  ".join(parts)
 
 
 if __name__ == "__main__":
