@@ -9,7 +9,8 @@ root                      rest_for_one
 │       ├── connection:<name>
 │       └── strategy:<each strategy on that venue>
 ├── reconciler
-└── status                HTTP
+├── status                HTTP
+└── notifier              webhooks
 ```
 
 Under ``rest_for_one`` order matters: a writer or ledger crash restarts everything after it
