@@ -356,9 +356,12 @@ class App:
         async with self._reloading:
             try:
                 new = await trio.to_thread.run_sync(functools.partial(load_config, self.config_path, live=self.live))
+                plan = plan_reload(self.config, new)
             except ConfigError as error:
                 return self._reload_refused(trigger, error.problems)
-            plan = plan_reload(self.config, new)
+            except Exception as error:  # noqa: BLE001 - a bug here must not take the running process down
+                log.exception("reading the edited config failed")
+                return self._reload_refused(trigger, [f"config: could not be read: {type(error).__name__}: {error}"])
             if isinstance(plan, list):
                 return self._reload_refused(trigger, plan)
             if plan.empty:

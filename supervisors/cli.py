@@ -358,7 +358,7 @@ class _Announce:
     def started(self, value: object = None) -> None:
         if self.nursery is not None and self.path is not None:
             # Edits are applied once everything runs; the embedded default has no file to watch.
-            self.nursery.start_soon(functools.partial(watch_config, self.path, functools.partial(self.app.reload, "file changed")))
+            self.nursery.start_soon(_watch_file, self.path, self.app)
         for notice in self.app.notices:
             print(f"limitline: {notice}", file=sys.stderr, flush=True)
         status = next(c for c in self.app.snapshot()["children"] if c["name"] == "status")
@@ -381,20 +381,35 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 RUN_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+async def _watch_file(path: str, app: App) -> None:
+    """Apply each saved edit of the config; a directory that cannot be watched leaves SIGHUP."""
+    try:
+        await watch_config(path, functools.partial(app.reload, "file changed"))
+    except Exception as error:  # noqa: BLE001 - the process runs on without the watch
+        logging.getLogger("limitline").warning(
+            "not watching %s for edits (%s: %s); send SIGHUP to apply an edit", path, type(error).__name__, error)
+
+
 async def _watch_signals(stop: trio.CancelScope, app: App | None = None) -> None:
-    with trio.open_signal_receiver(*RUN_STOP_SIGNALS, signal.SIGHUP) as signals:
-        async for signum in signals:
-            if signum == signal.SIGHUP:
-                if app is not None and not stop.cancel_called:
-                    print("limitline: SIGHUP: reading the config again", file=sys.stderr, flush=True)
-                    await app.reload("SIGHUP")
-                continue
-            if not stop.cancel_called:
-                print(f"limitline: {signal.Signals(signum).name}: stopping in order (again to exit at once)", file=sys.stderr, flush=True)
-                stop.cancel()
-            else:
-                print("limitline: second signal: exiting now", file=sys.stderr, flush=True)
-                os._exit(EXIT_FORCED)
+    async with trio.open_nursery() as reloads:
+        with trio.open_signal_receiver(*RUN_STOP_SIGNALS, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    if app is not None and not stop.cancel_called:
+                        try:
+                            print("limitline: SIGHUP: reading the config again", file=sys.stderr, flush=True)
+                        except OSError:
+                            pass  # the SIGHUP of a closed terminal: nowhere to print, running on
+                        # In its own task: a stop signal is never queued behind a reload.
+                        reloads.start_soon(app.reload, "SIGHUP")
+                    continue
+                if not stop.cancel_called:
+                    print(f"limitline: {signal.Signals(signum).name}: stopping in order (again to exit at once)",
+                          file=sys.stderr, flush=True)
+                    stop.cancel()
+                else:
+                    print("limitline: second signal: exiting now", file=sys.stderr, flush=True)
+                    os._exit(EXIT_FORCED)
 
 
 def _echo(event: RecordEvent, quiet: bool = False, log_format: str = "text") -> None:

@@ -275,6 +275,9 @@ class Supervisor:
                 if isinstance(item, _Change):
                     try:
                         item.refused = await item.apply()
+                    except BaseException as error:
+                        item.refused = f"{self.name} failed while applying the change: {_describe(error)}"
+                        raise  # a child that ignores cancellation escalates, as always
                     finally:
                         item.done.set()
                     continue
