@@ -48,25 +48,29 @@ async def notifier_actor(
         changed.set()
         changed = trio.Event()
 
-    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False,
-                                 headers={"user-agent": "limitline", "content-type": "application/json"}) as client:
+    client: httpx.AsyncClient | None = None  # made at the first notification: most runs send none
 
-        async def post(delivery: Delivery) -> None:
-            async with limiter:
-                error = await _post(client, delivery)
-            now = trio.current_time()
-            if error is None:
-                core.delivered(delivery.id)
-            elif core.failed(delivery.id, error, now) is None:
-                log.warning("webhook %s to %s: gave up after %d tries (last: %s)", delivery.route.webhook,
-                            delivery.route.host, delivery.attempts, error)
-            poke()
+    async def post(delivery: Delivery) -> None:
+        nonlocal client
+        async with limiter:
+            if client is None:
+                client = httpx.AsyncClient(timeout=timeout, follow_redirects=False,
+                                           headers={"user-agent": "limitline", "content-type": "application/json"})
+            error = await _post(client, delivery)
+        now = trio.current_time()
+        if error is None:
+            core.delivered(delivery.id)
+        elif core.failed(delivery.id, error, now) is None:
+            log.warning("webhook %s to %s: gave up after %d tries (last: %s)", delivery.route.webhook,
+                        delivery.route.host, delivery.attempts, error)
+        poke()
 
-        async def receive() -> None:
-            async for message in inbox:
-                if isinstance(message, RecordEvent) and core.offer(message, trio.current_time()) is not None:
-                    poke()
+    async def receive() -> None:
+        async for message in inbox:
+            if isinstance(message, RecordEvent) and core.offer(message, trio.current_time()) is not None:
+                poke()
 
+    try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(receive)
             task_status.started()
@@ -77,6 +81,10 @@ async def notifier_actor(
                 wait = changed
                 with trio.move_on_at(due if due is not None else math.inf):
                     await wait.wait()
+    finally:
+        if client is not None:
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await client.aclose()
 
 
 async def _post(client: Any, delivery: Delivery) -> str | None:
