@@ -1,0 +1,270 @@
+"""Protection of a position with limit orders only: plain calls (placement, resize on
+partial fills, one-cancels-other, gap escalation, the spot OCO list, never a market type)
+and a model where entries, protective fills, triggers and prices come in any order."""
+
+from __future__ import annotations
+
+from decimal import Decimal as D
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from actors.ledger.positions_core import PositionBook, PositionOrderRequest
+from actors.messages import FillReport
+from actors.strategy.protection_core import (
+    LIMIT_TYPES,
+    CancelProtective,
+    PlaceOcoList,
+    PlaceProtective,
+    ProtectionCore,
+    ProtectionEvent,
+    ProtectionSettings,
+    ProtectiveOrder,
+    round_price_to,
+)
+from exchange.records import Side
+
+BUY, SELL = Side.BUY, Side.SELL
+SYMBOL = "BTC/USDT:USDT"
+SETTINGS = ProtectionSettings(take_profit=D("0.02"), stop_loss=D("0.01"), stop_limit_offset=D("0.005"), gap_slippage=D("0.01"))
+
+
+def core(**kw) -> ProtectionCore:
+    return ProtectionCore(SETTINGS, round_price_to(D("0.1")), **kw)
+
+
+def placed(actions) -> dict[str, ProtectiveOrder]:
+    return {a.order.role: a.order for a in actions if isinstance(a, PlaceProtective)}
+
+
+def keys(actions, kind=PlaceProtective) -> dict[str, str]:
+    return {(a.order.role if kind is PlaceProtective else a.key): a.key for a in actions if isinstance(a, kind)}
+
+
+def test_an_entry_fill_places_a_take_profit_limit_and_a_stop_limit_both_reduce_only():
+    actions = core().on_position(D(1), D(100))
+    orders = placed(actions)
+    tp, sl = orders["take_profit"], orders["stop_loss"]
+    assert (tp.side, tp.amount, tp.price, tp.order_type, tp.trigger_price) == (SELL, D(1), D("102.0"), "limit", None)
+    assert (sl.side, sl.amount, sl.trigger_price, sl.price, sl.order_type) == (SELL, D(1), D("99.0"), D("98.5"), "stop_limit")
+    assert tp.ccxt_params() == {"reduceOnly": True}
+    assert sl.ccxt_params() == {"reduceOnly": True, "stopLossPrice": D("99.0")}
+    assert len({a.group for a in actions if isinstance(a, PlaceProtective)}) == 1  # one OCO group
+    assert [a.kind for a in actions if isinstance(a, ProtectionEvent)] == ["protection_placed"] * 2
+
+
+def test_a_short_is_protected_by_buys_above_for_the_stop_and_below_for_the_take_profit():
+    orders = placed(core().on_position(D(-2), D(100)))
+    assert (orders["take_profit"].side, orders["take_profit"].price) == (BUY, D("98.0"))
+    assert (orders["stop_loss"].trigger_price, orders["stop_loss"].price) == (D("101.0"), D("101.6"))
+
+
+def test_partial_entry_fills_resize_by_placing_the_new_order_before_cancelling_the_old():
+    protection = core()
+    first = keys(protection.on_position(D("0.4"), D(100)))
+    actions = protection.on_position(D(1), D("100.2"))
+    kinds = [type(a).__name__ for a in actions if not isinstance(a, ProtectionEvent)]
+    assert kinds == ["PlaceProtective", "CancelProtective", "PlaceProtective", "CancelProtective"]
+    assert {a.key for a in actions if isinstance(a, CancelProtective)} == set(first.values())
+    assert placed(actions)["stop_loss"].amount == D(1)
+    assert protection.protected_amounts() == {"take_profit": D(1), "stop_loss": D(1)}
+
+
+def test_a_partly_filled_take_profit_stays_and_the_stop_follows_the_smaller_position():
+    protection = core()
+    tp = keys(protection.on_position(D(1), D(100)))["take_profit"]
+    assert protection.on_fill(tp, D("0.3"), complete=False) == []
+    actions = protection.on_position(D("0.7"), D(100))
+    assert set(placed(actions)) == {"stop_loss"} and placed(actions)["stop_loss"].amount == D("0.7")
+    assert protection.protected_amounts() == {"take_profit": D("0.7"), "stop_loss": D("0.7")}
+
+
+@pytest.mark.parametrize("filled", ["take_profit", "stop_loss"])
+def test_one_cancels_the_other(filled):
+    protection = core()
+    orders = keys(protection.on_position(D(1), D(100)))
+    other = "stop_loss" if filled == "take_profit" else "take_profit"
+    [cancel] = protection.on_fill(orders[filled], D(1), complete=True)
+    assert cancel.key == orders[other] and "one cancels the other" in cancel.reason
+    assert protection.on_position(D(0), None) == []  # nothing left to cancel twice
+    assert protection.protected_amounts() == {}
+
+
+def test_a_gapped_stop_is_escalated_with_a_crossing_reduce_only_limit_at_the_configured_slippage():
+    protection = core()
+    orders = keys(protection.on_position(D(1), D(100)))
+    protection.on_triggered(orders["stop_loss"])
+    assert protection.on_price(D("98.7")) == []  # triggered, but the limit 98.5 can still fill
+    actions = protection.on_price(D("98.0"))
+    [escalation] = [a.order for a in actions if isinstance(a, PlaceProtective)]
+    assert (escalation.role, escalation.side, escalation.amount, escalation.price) == ("escalation", SELL, D(1), D("97.0"))
+    assert escalation.order_type == "limit" and escalation.reduce_only
+    assert {a.key for a in actions if isinstance(a, CancelProtective)} == set(orders.values())
+    [event] = [a for a in actions if isinstance(a, ProtectionEvent)]
+    assert event.kind == "protection_escalated" and "gap" in event.reason and "97.0" in event.reason
+    # Protection is not placed again over the escalation while it closes the position.
+    assert protection.on_position(D("0.5"), D(100)) == []
+    # The price runs through the escalation too: again from the new price.
+    again = placed(protection.on_price(D("96.0")))
+    assert again["escalation"].price == D("95.0") and again["escalation"].amount == D("0.5")
+
+
+def test_a_price_through_the_trigger_counts_as_triggered_even_before_the_exchange_says_so():
+    protection = core()
+    protection.on_position(D(-1), D(100))
+    assert placed(protection.on_price(D("102.0")))["escalation"].side is BUY
+
+
+def test_a_protective_order_ended_outside_is_placed_again_while_the_position_is_open():
+    protection = core()
+    orders = keys(protection.on_position(D(1), D(100)))
+    actions = protection.on_ended(orders["stop_loss"], "canceled by an operator")
+    assert set(placed(actions)) == {"stop_loss"}
+    assert protection.on_ended("sl-unknown", "x") == []
+
+
+def test_spot_protection_is_one_oco_order_list():
+    protection = core(spot_oco=True)
+    [place, event] = protection.on_position(D(1), D(100))
+    assert isinstance(place, PlaceOcoList)
+    assert (place.take_profit.order_type, place.take_profit.price) == ("limit_maker", D("102.0"))
+    assert (place.stop_loss.order_type, place.stop_loss.trigger_price, place.stop_loss.price) == ("stop_loss_limit", D("99.0"), D("98.5"))
+    actions = protection.on_position(D("1.5"), D(101))
+    assert [type(a).__name__ for a in actions] == ["PlaceOcoList", "ProtectionEvent", "CancelProtective"]
+    assert actions[2].key == place.key
+
+
+@pytest.mark.parametrize("kind", ["market", "stop_market", "take_profit_market", "trailing_stop_market"])
+def test_a_market_type_cannot_be_made(kind):
+    with pytest.raises(ValueError, match="limit orders only"):
+        ProtectiveOrder("stop_loss", SELL, D(1), D(99), kind)
+
+
+def test_settings_out_of_bounds_are_refused_naming_the_field():
+    with pytest.raises(ValueError, match="protection.take_profit must be a fraction"):
+        ProtectionCore(ProtectionSettings(take_profit=D(2)))
+    with pytest.raises(ValueError, match="protection.gap_slippage"):
+        ProtectionCore(ProtectionSettings(stop_loss=D("0.01"), gap_slippage=D(0)))
+
+
+def test_a_position_below_the_minimum_is_reported_unprotected():
+    [event] = core(min_amount=D("0.01")).on_position(D("0.001"), D(100))
+    assert event.kind == "unprotected" and "below the market's minimum" in event.reason
+
+
+# ------------------------------------------------------------- the model
+
+
+class ProtectionMachine(RuleBasedStateMachine):
+    """An exchange holding one position and the protective orders placed for it, and the
+    ledger's position book, which reserves every protective order as a close of its OCO
+    group: the protection's make-before-break resizes must always fit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.core = core()
+        self.ledger = PositionBook()
+        self.ledger.allocate("s", D(10) ** 6, 0.0, "test")
+        self.size = D(0)
+        self.book: dict[str, ProtectiveOrder] = {}  # key -> order resting on the exchange
+        self.filled: dict[str, D] = {}
+        self.triggered: set[str] = set()
+        self.price = D(100)
+        self.trades = 0
+
+    def _do(self, actions) -> None:
+        for action in actions:
+            if isinstance(action, PlaceProtective):
+                order = action.order
+                assert order.order_type in LIMIT_TYPES and order.reduce_only
+                assert "market" not in order.order_type
+                granted = self.ledger.reserve(PositionOrderRequest(
+                    action.key, "s", SYMBOL, order.side, order.price, order.amount, D(10), D(0), True, action.group), 1.0)
+                assert not isinstance(granted, str), granted
+                self.book[action.key] = order
+                self.filled[action.key] = D(0)
+            elif isinstance(action, CancelProtective):
+                if self.book.pop(action.key, None) is not None:
+                    self.ledger.release(action.key, "canceled", 1.0)
+                    self._do(self.core.on_ended(action.key, "canceled"))
+
+    def _trade(self, cid: str, side: Side, amount: D, price: D, complete: bool) -> None:
+        self.trades += 1
+        result = self.ledger.settle(FillReport("usdm", cid, cid, f"t{self.trades}", SYMBOL, side, price, amount, D(0),
+                                               "USDT", 1.0, complete), 1.0)
+        assert not isinstance(result, str), result
+
+    def _position(self) -> None:
+        position = self.ledger.position("s", SYMBOL)
+        assert position.size == self.size
+        self._do(self.core.on_position(position.size, position.entry_price))
+
+    @rule(amount=st.decimals("0.001", "2", places=3), price=st.decimals("90", "110", places=1))
+    def entry_fill(self, amount, price):
+        if self.size < 0 or any(o.role == "escalation" for o in self.book.values()):
+            return
+        self.trades += 1
+        cid = f"e{self.trades}"
+        assert not isinstance(self.ledger.reserve(PositionOrderRequest(cid, "s", SYMBOL, BUY, price, amount, D(10), D(0)), 1.0), str)
+        self._trade(cid, BUY, amount, price, True)
+        self.size += amount
+        self._position()
+
+    @rule(which=st.integers(0, 5), share=st.sampled_from([D("0.3"), D("0.5"), D(1)]))
+    def protective_fill(self, which, share):
+        live = [k for k, o in sorted(self.book.items()) if o.role != "stop_loss" or k in self.triggered]
+        if not live or not self.size:
+            return
+        key = live[which % len(live)]
+        order = self.book[key]
+        amount = min(((order.amount - self.filled[key]) * share).quantize(D("0.001")) or order.amount, abs(self.size))
+        self.size -= amount
+        self.filled[key] += amount
+        complete = self.filled[key] >= order.amount
+        self._trade(key, order.side, amount, order.price, complete)
+        if complete:
+            del self.book[key]
+        self._do(self.core.on_fill(key, amount, complete))
+        self._position()
+        if not self.size:
+            assert not self.core.protected_amounts()  # nothing left over a closed position
+
+    @rule(price=st.decimals("95", "105", places=1))
+    def price_moves(self, price):
+        self.price = price
+        for key, order in self.book.items():
+            if order.trigger_price is not None and self.size > 0 and price <= order.trigger_price and key not in self.triggered:
+                self.triggered.add(key)
+                self.core.on_triggered(key)
+        actions = self.core.on_price(price)
+        for action in actions:
+            if isinstance(action, PlaceProtective) and action.order.role == "escalation":
+                assert action.order.price >= price * (1 - SETTINGS.gap_slippage) - D("0.1")  # bounded slippage
+                assert action.order.price <= price  # it crosses: sells at or below the price
+        self._do(actions)
+
+    @invariant()
+    def protection_size_is_the_position_size(self):
+        amounts = self.core.protected_amounts()
+        if not self.size:
+            assert amounts == {}
+            return
+        if "escalation" in amounts:
+            assert amounts["escalation"] >= abs(self.size)  # closes all of it
+            return
+        frozen = {o.role for k, o in self.book.items() if k in self.triggered}
+        for role in ("take_profit", "stop_loss"):
+            if role not in frozen:
+                assert amounts.get(role) == abs(self.size), (role, amounts, self.size)
+
+    @invariant()
+    def what_rests_on_the_exchange_is_what_the_core_holds_and_the_ledger_reserves(self):
+        assert set(self.book) <= set(self.core.resting)
+        assert {o.client_order_id for o in self.ledger.open_orders("s")} == set(self.book)
+        self.ledger.check_invariants()
+
+
+ProtectionMachine.TestCase.settings = settings(max_examples=120, stateful_step_count=40, deadline=None)
+test_protection_model = ProtectionMachine.TestCase
