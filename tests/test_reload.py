@@ -4,6 +4,7 @@ effect, a bad edit changes nothing and says why, and an edit never arms live tra
 from __future__ import annotations
 
 import copy
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -17,10 +18,23 @@ from supervisors.config import ConfigError, parse_config
 from supervisors.reload import ReloadPlan, plan_reload
 from supervisors.watch import watch_config
 
-#: Buys often, 5 % below the close, and lets the order rest for 30 days of market time.
-RESTER = {"name": "rester", "venue": "sim", "symbol": "BTC/USD", "allocation": {"quote": 1500}, "sizing": {"quote": 500},
+#: Buys on every dip of the flat market, 5 % below a close it never leaves: its order rests.
+RESTER = {"name": "rester", "venue": "flat", "symbol": "BTC/USD", "allocation": {"quote": 1500}, "sizing": {"quote": 500},
           "buy": {"kind": "change", "percent": -0.1, "lookback": 1}, "limit_offset_bps": 500,
           "ttl_seconds": 2592000, "max_open_orders": 1}
+
+
+def flat_venue(tmp_path: Path) -> dict:
+    """A simulated venue whose price only ever goes 100, 99.8, 100, ...: an order 5 % below never fills."""
+    rows = ["timestamp,open,high,low,close,volume"]
+    start = datetime(2020, 1, 1, tzinfo=timezone.utc)
+    rows += [f"{(start + timedelta(hours=i)).isoformat().replace('+00:00', 'Z')},{c},{c},{c},{c},1000000"
+             for i, c in enumerate(["100", "99.8"] * 2000)]
+    data = tmp_path / "flat.csv"
+    data.write_text("\n".join(rows) + "\n")
+    market = {"symbol": "BTC/USD", "tick_size": 0.01, "lot_size": 0.00001, "min_amount": 0.0001, "min_notional": 10}
+    return {"name": "flat", "kind": "simulated", "balances": {"USD": 5000}, "markets": [market],
+            "replay": {"BTC/USD": {"data": str(data), "speed": 10}}}
 #: Buys on a small dip, at the close.
 DIPPER = {"name": "dip-2", "venue": "sim", "symbol": "BTC/USD", "allocation": {"quote": 2000}, "sizing": {"quote": 200},
           "buy": {"kind": "change", "percent": -0.3, "lookback": 1}, "limit_offset_bps": -10, "ttl_seconds": 7200,
@@ -53,6 +67,7 @@ def notional(event) -> Decimal:
 
 
 async def test_edits_of_a_running_process_add_change_refuse_and_never_arm_live(fast_raw, tmp_path):
+    fast_raw["venues"].append(flat_venue(tmp_path))
     path = tmp_path / "config.yaml"
     write(path, fast_raw)
     watch = Watch()
