@@ -383,8 +383,13 @@ RUN_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 async def _watch_file(path: str, app: App) -> None:
     """Apply each saved edit of the config; a directory that cannot be watched leaves SIGHUP."""
+    class Started:
+        @staticmethod
+        def started(value: object = None) -> None:
+            print(f"limitline: watching {path} for edits (saving it, or SIGHUP, applies them)", file=sys.stderr, flush=True)
+
     try:
-        await watch_config(path, functools.partial(app.reload, "file changed"))
+        await watch_config(path, functools.partial(app.reload, "file changed"), task_status=Started)
     except Exception as error:  # noqa: BLE001 - the process runs on without the watch
         logging.getLogger("limitline").warning(
             "not watching %s for edits (%s: %s); send SIGHUP to apply an edit", path, type(error).__name__, error)

@@ -42,20 +42,18 @@ async def watch_config(
     removed asks for nothing until it is there again."""
     path = Path(path).resolve()
     last = await trio.to_thread.run_sync(digest, path)
-
-    def ours(change: watchfiles.Change, changed: str) -> bool:
-        return Path(changed) == path
-
     started = False
-    # yield_on_timeout: the first (empty) yield says the watcher is running, so a change
-    # made right after the start is never missed.
-    async for _changes in watchfiles.awatch(path.parent, watch_filter=ours, debounce=debounce_ms, recursive=False,
-                                            yield_on_timeout=True, rust_timeout=500):
+    # Every change in the directory wakes the loop (a store beside the config changes all
+    # the time), and so does a quiet half second: the first wake-up says the watch is in
+    # place, and compares the file once more, so an edit made while it was being set up
+    # is not missed either.
+    async for changes in watchfiles.awatch(path.parent, watch_filter=None, debounce=debounce_ms, recursive=False,
+                                           yield_on_timeout=True, rust_timeout=500):
+        if started and not any(Path(changed) == path for _, changed in changes):
+            continue
         if not started:
             started = True
             task_status.started()
-        if not _changes:
-            continue
         now = await trio.to_thread.run_sync(digest, path)
         if now is None or now == last:
             continue

@@ -170,15 +170,16 @@ def test_sighup_applies_the_edited_config_and_the_process_runs_on(fast_config_pa
     try:
         stderr, stdout = Lines(process.stderr), Lines(process.stdout)
         stderr.wait_for(r"status at http")
+        stderr.wait_for(r"watching .*config.yaml for edits")
         process.send_signal(signal.SIGHUP)
         stderr.wait_for(r"SIGHUP: reading the config again")
         stdout.wait_for(r"config_unchanged .*no strategy changed")
+        # Saved: the watcher applies it, no signal needed.
         raw = yaml.safe_load(fast_config_path.read_text())
         raw["strategies"][1]["ttl_seconds"] = 3600
         fast_config_path.write_text(yaml.safe_dump(raw))
-        process.send_signal(signal.SIGHUP)
-        # The watcher may see the save first; either way it is applied once, and said so.
-        stdout.wait_for(r"config_applied .*changed dip-buyer \(ttl_seconds\)")
+        stdout.wait_for_all([r"config_applied .*changed dip-buyer \(ttl_seconds\)",
+                             r"strategy_reconfigured +dip-buyer +\(restarting with the edited config: ttl_seconds\)"])
         stdout.wait_for(r"\bfill\b")  # still trading
         assert process.poll() is None
         process.send_signal(signal.SIGTERM)
