@@ -30,6 +30,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
+import attrs
 import trio
 
 from actors.connection.live_core import LiveSettings
@@ -373,6 +374,8 @@ class App:
 
     async def _apply(self, trigger: str, plan: ReloadPlan, new: Config) -> dict[str, Any]:
         problems = []
+        still: list[StrategySettings] = []  # removals refused at the last instant: running on
+        missing: set[str] = set()  # additions that did not start
         for strategy in plan.removed:
             retired = ChildSpec(strategy_address(strategy.name), retired_strategy, mailbox=self.mailboxes[strategy_address(strategy.name)])
             snapshot = self.snapshot
@@ -383,6 +386,7 @@ class App:
             )
             if refused:
                 problems.append(f"strategies: {refused}")
+                still.append(strategy)
         if plan.added:
             # The reconciler counts every strategy's holdings against its venue's balances:
             # its next incarnation knows the new ones (a removed one still holds its books).
@@ -416,12 +420,14 @@ class App:
             refused = await (supervisor.replace_child(spec) if retired_here else supervisor.add_child(spec))
             if refused:
                 problems.append(f"strategies: {strategy.name}: {refused}")
+                missing.add(strategy.name)
         if plan.notifications is not None:
             self.notifier = self._notifier(new)
             refused = await self.root.replace_child(self.notifier)
             if refused:
                 problems.append(f"notifications: {refused}")
-        self.config = new
+        # What runs now: the next edit is compared with this.
+        self.config = attrs.evolve(new, strategies=[s for s in new.strategies if s.name not in missing] + still)
         if problems:
             # Only a race (an order placed in the instant between the check and the stop)
             # or a venue restarting can get here: say exactly what was not applied.
