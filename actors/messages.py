@@ -97,6 +97,23 @@ class ReservationDenied:
 
 
 @attrs.frozen
+class Allocate:
+    """A strategy added while the process runs (the operator edited the config): its
+    exchange account and assets, and, if the journal does not know it yet, its allocation
+    (quote capital, base inventory, what each base unit cost). A strategy the journal
+    knows keeps its books: an allocation is journaled once."""
+
+    strategy: str
+    #: ``(account key, base, quote)``, as the ledger's ``accounts_of``.
+    account: tuple[Any, str, str]
+    quote: Decimal = Decimal(0)
+    base: Decimal = Decimal(0)
+    base_cost: Decimal | None = None
+    #: False: its parameters failed, so nothing is journaled (as at a start).
+    journal: bool = True
+
+
+@attrs.frozen
 class AccountQuery:
     strategy: str
     reply_to: str

@@ -9,7 +9,8 @@ root                      rest_for_one
 │       ├── connection:<name>
 │       └── strategy:<each strategy on that venue>
 ├── reconciler
-└── status                HTTP
+├── status                HTTP
+└── notifier              webhooks
 ```
 
 Under ``rest_for_one`` order matters: a writer or ledger crash restarts everything after it
@@ -29,6 +30,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
+import attrs
 import trio
 
 from actors.connection.call_stats import CallStats
@@ -43,15 +45,19 @@ from actors.messages import (
     LEDGER,
     RECONCILER,
     WRITER,
+    Allocate,
     RecordEvent,
     VenueFacts,
     connection_address,
     strategy_address,
 )
+from actors.notifier.core import NotifierCore, RetryPolicy, Route
+from actors.notifier.shell import notifier_actor
 from actors.reconciler.core import Market
 from actors.reconciler.shell import reconciler_actor
 from actors.runtime import ActorEnv
 from actors.strategy.preflight import parameter_problems, preflight
+from actors.strategy.settings import StrategySettings
 from actors.strategy.shell import strategy_actor
 from actors.writer.shell import writer_actor
 from exchange.candles import load_candles_cached
@@ -64,14 +70,19 @@ from store.access import SqliteReader, SqliteWriter, stored_simulated
 from store.db import check_owned, check_store, open_store
 from store.lock import StoreLock
 from supervisors.config import (
+    WEBHOOK_EVENTS,
     CcxtVenueConfig,
     Config,
+    ConfigError,
     SimulatedVenueConfig,
     VenueConfig,
     allocated_on,
     data_path,
+    load_config,
+    webhook_url,
 )
-from supervisors.secrets import CredentialsError, guard_logs, resolve
+from supervisors.reload import ReloadPlan, changed_fields, plan_reload
+from supervisors.secrets import CredentialsError, guard_logs, resolve, scrubbed
 from supervisors.status import StatusListener, status_actor
 from supervisors.web.access import exposure_warning, is_loopback
 from supervisors.web.server import WebContext
@@ -81,16 +92,36 @@ from supervisors.tree import ChildSpec, RestartStrategy, Supervisor
 log = logging.getLogger("limitline")
 
 WRITER_MAILBOX = 8192
+NOTIFIER = "notifier"
 #: First and longest delay before restarting a venue whose subtree gave up.
 VENUE_BACKOFF = (1.0, 60.0)
 ACTOR_MAILBOX = 1024
 
 
 class App:
-    def __init__(self, config: Config, echo: Callable[[RecordEvent], None] | None = None, live: bool = False) -> None:
-        """``live``: the process was started with ``--live``; live strategies are armed."""
+    def __init__(
+        self,
+        config: Config,
+        echo: Callable[[RecordEvent], None] | None = None,
+        live: bool = False,
+        config_path: str | Path | None = None,
+    ) -> None:
+        """``live``: the process was started with ``--live``; live strategies are armed.
+        ``config_path``: where ``config`` was read (None: the embedded default), read again
+        by :meth:`reload`."""
         self.config = config
         self.live = live
+        self.config_path = config_path
+        #: Why the last edit of the config was refused (each problem with its path); empty
+        #: once an edit is applied. For ``/status``.
+        self.config_problems: list[str] = []
+        #: The last reload: ``{"at", "trigger", "outcome": applied|rejected|unchanged,
+        #: "summary", "problems"}``, or None before the first.
+        self.config_reload: dict[str, Any] | None = None
+        self._reloading = trio.Lock()
+        self._echo = echo
+        #: Events the writer has not committed yet that someone waits for (see :meth:`_written`).
+        self._awaited: dict[int, trio.Event] = {}
         self.mailboxes: dict[str, Mailbox] = {}
         self.directory: dict[str, trio.MemorySendChannel[Any]] = {}
         self.store_path = Path(config.store)
@@ -114,21 +145,26 @@ class App:
         writer = ChildSpec(
             WRITER,
             functools.partial(
-                writer_actor, open_sink=functools.partial(SqliteWriter, self.store_path), directory=self.directory, echo=echo
+                writer_actor, open_sink=functools.partial(SqliteWriter, self.store_path), directory=self.directory,
+                echo=self._committed,
             ),
             mailbox=self._mailbox(WRITER, WRITER_MAILBOX),
             shutdown_timeout=30,
         )
         # A strategy's allocation is journaled once its own parameters pass: an allocation
         # journaled with a wrong or missing base_cost would stay in the books for good.
-        allocations = {s.name: s.allocation for s in config.strategies if not parameter_problems(s)}
-        accounts_of = {s.name: ((s.venue, s.mode), *s.symbol.split("/")) for s in config.strategies}
+        # These three are updated in place when a strategy is added while running, so that
+        # every later incarnation of the ledger and the reconciler knows it.
+        self.allocations = {s.name: s.allocation for s in config.strategies if not parameter_problems(s)}
+        self.accounts_of = {s.name: account_of(s) for s in config.strategies}
+        self.markets = {s.name: Market(s.venue, *s.symbol.split("/")) for s in config.strategies}
         ledger = ChildSpec(
             LEDGER,
-            functools.partial(ledger_actor, allocations=allocations, env=self.env, accounts_of=accounts_of),
+            functools.partial(ledger_actor, allocations=self.allocations, env=self.env, accounts_of=self.accounts_of),
             mailbox=self._mailbox(LEDGER),
         )
         venue_supervisors = [self._venue(venue, limits) for venue in config.venues]
+        self.venue_supervisors = {v.name: sup for v, sup in zip(config.venues, venue_supervisors)}
         # A venue that keeps failing is isolated and retried with back-off: it never counts
         # toward the intensity of "venues", so it can never take the other venues down.
         venues = Supervisor(
@@ -137,12 +173,12 @@ class App:
             RestartStrategy.ONE_FOR_ONE,
             **limits,
         )
-        reconciler = ChildSpec(
+        self.reconciler = ChildSpec(
             RECONCILER,
             functools.partial(
                 reconciler_actor,
                 venues=[v.name for v in config.venues],
-                markets={s.name: Market(s.venue, *s.symbol.split("/")) for s in config.strategies},
+                markets=self.markets,
                 interval=config.reconciler.interval_seconds,
                 env=self.env,
             ),
@@ -169,16 +205,73 @@ class App:
         status = ChildSpec(
             "status", functools.partial(status_actor, context=web, listener=self.status_listener)
         )
-        # The status server is the last child: a crash of the reconciler restarts it only.
+        #: Events dropped because the notifier's mailbox was full (never waited for).
+        self.notifications_dropped = 0
+        self.notifier = self._notifier(config)
+        # The status server comes after the reconciler: a crash of the reconciler restarts it
+        # (and the notifier) only.
         self.root = Supervisor(
             "root",
-            [writer, ledger, ChildSpec.for_supervisor(venues), reconciler, status],
+            [writer, ledger, ChildSpec.for_supervisor(venues), self.reconciler, status, self.notifier],
             RestartStrategy.REST_FOR_ONE,
             **limits,
         )
 
     def snapshot(self) -> dict[str, Any]:
         return self.root.snapshot()
+
+    def _notifier(self, config: Config) -> ChildSpec:
+        notifications = config.notifications
+        routes = {
+            kind: Route(webhook, webhook_url(url))
+            for webhook, url in notifications.webhooks.items()
+            for kind in WEBHOOK_EVENTS[webhook]
+        }
+        self.notified_kinds = frozenset(routes)
+        policy = RetryPolicy(notifications.max_attempts, notifications.backoff_seconds,
+                             notifications.max_backoff_seconds, notifications.queue)
+        return ChildSpec(
+            NOTIFIER,
+            functools.partial(
+                notifier_actor,
+                make_core=functools.partial(NotifierCore, routes, policy, scrubbed),
+                timeout=notifications.timeout_seconds,
+                env=self.env,
+                dropped_before=lambda: self.notifications_dropped,
+            ),
+            mailbox=self.mailboxes.get(NOTIFIER) or self._mailbox(NOTIFIER, min(notifications.queue, ACTOR_MAILBOX)),
+            shutdown_timeout=1.0,
+        )
+
+    def _committed(self, event: RecordEvent) -> None:
+        """Every event the writer has committed, in order: the CLI's echo and the webhooks
+        see it once it is in the store."""
+        if event.kind in self.notified_kinds:
+            try:
+                self.directory[NOTIFIER].send_nowait(event)
+            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                self.notifications_dropped += 1  # never wait on a webhook
+        if self._awaited:
+            waiter = self._awaited.pop(id(event), None)
+            if waiter is not None:
+                waiter.set()
+        if self._echo is not None:
+            self._echo(event)
+
+    async def _written(self, kind: str, strategy: str, reason: str, payload: dict[str, Any]) -> None:
+        """Record an event and wait until the writer has committed it, and so everything
+        sent to the writer before it (one writer, one mailbox: in order). A strategy
+        restarted with new settings reads its orders from the store: what its last
+        incarnation recorded must be there first, or it would act on a stale order."""
+        event = RecordEvent(kind=kind, actor="config", at=self.env.clock.now(), strategy=strategy, reason=reason,
+                            payload=payload)
+        written = self._awaited[id(event)] = trio.Event()
+        try:
+            await self.directory[WRITER].send(event)
+            with trio.move_on_after(30):  # a writer that restarts meanwhile flushed it, or lost it: go on
+                await written.wait()
+        finally:
+            self._awaited.pop(id(event), None)
 
     def _stored(self, venue: str, strategies: frozenset[str] | None = None) -> tuple[ExchangeState | None, dict[str, int]]:
         """A simulated account's state and replay positions from the store, if any
@@ -219,16 +312,18 @@ class App:
     def _venue(self, venue: VenueConfig, limits: dict[str, Any]) -> Supervisor:
         address = connection_address(venue.name)
         connection = ChildSpec(address, self._connection_start(venue), mailbox=self._mailbox(address))
-        strategies = [
-            ChildSpec(
-                strategy_address(s.name),
-                functools.partial(strategy_actor, settings=s, allocated=allocated_on(self.config, venue.name, s.mode), env=self.env),
-                mailbox=self._mailbox(strategy_address(s.name)),
-            )
-            for s in self.config.strategies
-            if s.venue == venue.name
-        ]
+        strategies = [self._strategy(s, self.config) for s in self.config.strategies if s.venue == venue.name]
         return Supervisor(f"venue:{venue.name}", [connection, *strategies], RestartStrategy.REST_FOR_ONE, **limits)
+
+    def _strategy(self, settings: StrategySettings, config: Config) -> ChildSpec:
+        address = strategy_address(settings.name)
+        allocated = allocated_on(config, settings.venue, settings.mode)
+        return ChildSpec(
+            address,
+            functools.partial(strategy_actor, settings=settings, allocated=allocated, env=self.env),
+            # The same mailbox for a strategy removed and added again: an address never changes.
+            mailbox=self.mailboxes.get(address) or self._mailbox(address),
+        )
 
     def _connection_start(self, venue: VenueConfig) -> Any:
         if isinstance(venue, SimulatedVenueConfig):
@@ -281,6 +376,127 @@ class App:
             self.dropped_events += 1
             log.warning("event not recorded (writer unavailable): %s %s %s", kind, actor, reason)
 
+    # ------------------------------------------------------------ config edits
+
+    async def reload(self, trigger: str = "reload") -> dict[str, Any]:
+        """Read the config file again and apply the difference to the running tree (the
+        rules are in :mod:`supervisors.reload`). A file that does not load, or an edit that
+        needs a restart, changes nothing: every problem is logged, recorded as a
+        ``config_rejected`` event and kept in :attr:`config_problems`. ``trigger`` says
+        what asked (``SIGHUP``, ``file changed``). Returns :attr:`config_reload`."""
+        async with self._reloading:
+            try:
+                new = await trio.to_thread.run_sync(functools.partial(load_config, self.config_path, live=self.live))
+                plan = plan_reload(self.config, new)
+            except ConfigError as error:
+                return self._reload_refused(trigger, error.problems)
+            except Exception as error:  # noqa: BLE001 - a bug here must not take the running process down
+                log.exception("reading the edited config failed")
+                return self._reload_refused(trigger, [f"config: could not be read: {type(error).__name__}: {error}"])
+            if isinstance(plan, list):
+                return self._reload_refused(trigger, plan)
+            if plan.empty:
+                return self._reload_done(trigger, "unchanged", plan)
+            problems = [p for s in plan.removed if (p := self._removal_problem(s.name, self.snapshot())) is not None]
+            if problems:
+                return self._reload_refused(trigger, problems)
+            return await self._apply(trigger, plan, new)
+
+    async def _apply(self, trigger: str, plan: ReloadPlan, new: Config) -> dict[str, Any]:
+        problems = []
+        still: list[StrategySettings] = []  # removals refused at the last instant: running on
+        missing: set[str] = set()  # additions that did not start
+        for strategy in plan.removed:
+            retired = ChildSpec(strategy_address(strategy.name), retired_strategy, mailbox=self.mailboxes[strategy_address(strategy.name)])
+            snapshot = self.snapshot
+            refused = await self.venue_supervisors[strategy.venue].replace_child(
+                retired, guard=lambda node, name=strategy.name: self._removal_problem(name, snapshot(), node),
+                between=functools.partial(self._written, "strategy_removed", strategy.name,
+                                          "removed from the config; its books stay in the ledger and the store", {}),
+            )
+            if refused:
+                problems.append(f"strategies: {refused}")
+                still.append(strategy)
+        if plan.added:
+            # The reconciler counts every strategy's holdings against its venue's balances:
+            # its next incarnation knows the new ones (a removed one still holds its books).
+            # Restarted before any strategy starts: a strategy's first question to it (is
+            # my venue reconciled?) must reach the incarnation that will answer it.
+            for strategy in plan.added:
+                self.markets[strategy.name] = Market(strategy.venue, *strategy.symbol.split("/"))
+            refused = await self.root.replace_child(self.reconciler)
+            if refused:
+                problems.append(f"reconciler: {refused}")
+        for old, strategy in plan.changed:
+            fields = changed_fields(old, strategy)
+            refused = await self.venue_supervisors[strategy.venue].replace_child(
+                self._strategy(strategy, new),
+                between=functools.partial(self._written, "strategy_reconfigured", strategy.name,
+                                          f"restarting with the edited config: {', '.join(fields)}", {"changed": fields}),
+            )
+            if refused:
+                problems.append(f"strategies: {strategy.name}: {refused}")
+        for strategy in plan.added:
+            journal = not parameter_problems(strategy)
+            if journal:
+                self.allocations[strategy.name] = strategy.allocation
+            self.accounts_of[strategy.name] = account_of(strategy)
+            allocation = strategy.allocation
+            await self.directory[LEDGER].send(Allocate(strategy.name, account_of(strategy), allocation.quote, allocation.base,
+                                                       allocation.base_cost, journal))
+            spec = self._strategy(strategy, new)
+            supervisor = self.venue_supervisors[strategy.venue]
+            retired_here = any(c["name"] == spec.name for c in supervisor.snapshot()["children"])
+            refused = await (supervisor.replace_child(spec) if retired_here else supervisor.add_child(spec))
+            if refused:
+                problems.append(f"strategies: {strategy.name}: {refused}")
+                missing.add(strategy.name)
+        if plan.notifications is not None:
+            self.notifier = self._notifier(new)
+            refused = await self.root.replace_child(self.notifier)
+            if refused:
+                problems.append(f"notifications: {refused}")
+        # What runs now: the next edit is compared with this.
+        self.config = attrs.evolve(new, strategies=[s for s in new.strategies if s.name not in missing] + still)
+        if problems:
+            # Only a race (an order placed in the instant between the check and the stop)
+            # or a venue restarting can get here: say exactly what was not applied.
+            return self._reload_refused(trigger, [f"partly applied ({plan.summary()}); not applied: {p}" for p in problems])
+        return self._reload_done(trigger, "applied", plan)
+
+    def _removal_problem(self, name: str, snapshot: dict[str, Any], node: dict[str, Any] | None = None) -> str | None:
+        """Why strategy ``name`` cannot be removed now (open orders, reservations), or None."""
+        if node is None:
+            node = _find_node(snapshot, strategy_address(name)) or {}
+        open_orders = (node.get("status") or {}).get("open_orders", 0)
+        ledger = _find_node(snapshot, LEDGER) or {}
+        reservations = ((ledger.get("status") or {}).get("accounts") or {}).get(name, {}).get("open_reservations", 0)
+        if open_orders or reservations:
+            return (f"{name} cannot be removed while it has {open_orders} open order(s) and {reservations} reservation(s) "
+                    "in the ledger: cancel them (or let them fill or expire), then save the config again")
+        return None
+
+    def _reload_refused(self, trigger: str, problems: list[str]) -> dict[str, Any]:
+        self.config_problems = list(problems)
+        source = str(self.config_path or "the embedded config")
+        log.warning("config %s (%s) not applied; the running config is unchanged:\n  %s", source, trigger, "\n  ".join(problems))
+        self.emit("config_rejected", "config", f"{source}: {len(problems)} problem(s), nothing changed: {problems[0]}"
+                  + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
+                  {"source": source, "trigger": trigger, "problems": problems})
+        return self._remember(trigger, "rejected", "nothing changed", problems)
+
+    def _reload_done(self, trigger: str, outcome: str, plan: ReloadPlan) -> dict[str, Any]:
+        self.config_problems = []
+        source = str(self.config_path or "the embedded config")
+        log.info("config %s (%s): %s", source, trigger, plan.summary())
+        self.emit(f"config_{outcome}", "config", f"{source}: {plan.summary()}", {"source": source, "trigger": trigger, **plan.payload()})
+        return self._remember(trigger, outcome, plan.summary(), [])
+
+    def _remember(self, trigger: str, outcome: str, summary: str, problems: list[str]) -> dict[str, Any]:
+        self.config_reload = {"at": self.env.clock.now(), "trigger": trigger, "outcome": outcome, "summary": summary,
+                              "problems": list(problems)}
+        return self.config_reload
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the tree until cancelled. Before anything starts, and before anything is
         written: hold the store for this process alone (:class:`StoreBusy` names the other
@@ -297,6 +513,33 @@ class App:
                 await trio.to_thread.run_sync(lambda: open_store(self.store_path).close())
                 lock.opened()  # the store exists now: locked by inode too (hard links), and kept
                 await self.root.run_root(self.emit, task_status=task_status)
+
+
+def account_of(strategy: StrategySettings) -> tuple[tuple[str, str], str, str]:
+    """The ledger's ``accounts_of`` entry: the exchange account (venue, mode), base, quote."""
+    base, quote = strategy.symbol.split("/")
+    return (strategy.venue, strategy.mode), base, quote
+
+
+async def retired_strategy(ctx: Any, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """What stands at the address of a strategy removed from the config while running: it
+    reads and drops what still comes (candles of its subscription), so no sender ever waits
+    on a full mailbox; its books stay in the ledger and the store."""
+    ctx.status_provider = lambda: {"active": False, "inactive_reason": "removed from the config", "removed": True,
+                                   "open_orders": 0}
+    task_status.started()
+    async for _ in ctx.inbox:
+        pass
+
+
+def _find_node(snapshot: dict[str, Any], name: str) -> dict[str, Any] | None:
+    if snapshot.get("name") == name:
+        return snapshot
+    for child in snapshot.get("children", []):
+        found = _find_node(child, name)
+        if found is not None:
+            return found
+    return None
 
 
 def has_credentials(venue: CcxtVenueConfig) -> bool:

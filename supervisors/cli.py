@@ -1,8 +1,9 @@
 """The ``limitline`` command.
 
 - ``limitline run [-c CONFIG]``: run every configured strategy in one process (shadow mode
-  unless armed for live trading). SIGINT, SIGTERM or SIGHUP stops the tree in reverse order
-  and flushes the store; a second signal exits at once. A store another process holds is
+  unless armed for live trading). SIGINT or SIGTERM stops the tree in reverse order and
+  flushes the store; a second signal exits at once. SIGHUP, or saving the config file,
+  applies the edited config to the running process (``supervisors.reload``). A store another process holds is
   refused (exit 2), naming that process. A run continues where the store says the last one
   stopped (shadow mode included: the simulated exchange's state is kept); ``--fresh`` moves
   the store aside first and starts over.
@@ -22,6 +23,7 @@ ran: a short message, no traceback).
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import signal
@@ -47,7 +49,9 @@ import trio  # noqa: E402  (after the handler: importing takes most of the start
 from store.errors import StoreBusy, StoreUnavailable  # noqa: E402
 from supervisors.console import DEFAULT_SUMMARY_SECONDS, EventEcho, print_summaries  # noqa: E402
 from supervisors.config import DEFAULT_CONFIG, Config, ConfigError, load_config  # noqa: E402
+from supervisors.logs import FORMATS, setup_logging  # noqa: E402
 from supervisors.tree import ShutdownTimeout, SupervisorGaveUp  # noqa: E402
+from supervisors.watch import watch_config  # noqa: E402
 
 if TYPE_CHECKING:
     from supervisors.app import App
@@ -64,6 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--summary-every", type=float, default=DEFAULT_SUMMARY_SECONDS, metavar="SECONDS",
                      help=f"print a one-line summary every SECONDS (default {DEFAULT_SUMMARY_SECONDS:g}; 0: never)")
     run.add_argument("--live", action="store_true", help="arm live trading for strategies with mode: live (real orders)")
+    run.add_argument("--log-format", choices=FORMATS, default="text",
+                     help="text (default) or json: one JSON object per line on stdout, stderr and the log file")
+    run.add_argument("--log-file", help="append the log (warnings, and every line the terminal shows) to this file")
     run.add_argument("--fresh", action="store_true",
                      help="start over from nothing: move the store aside (kept, with the time in its name) first; "
                           "refused if any strategy is live")
@@ -105,7 +112,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     download.add_argument("--cache", help="cache directory (default limitline-data/candles)")
     download.add_argument("--base-url", help="rewrite the exchange's REST URLs (a proxy, or `limitline sandbox`)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        setup_logging(getattr(args, "log_format", "text"), getattr(args, "log_file", None))
+    except OSError as error:
+        print(f"limitline: --log-file {args.log_file}: cannot be opened for appending ({error.strerror or error}); "
+              "name a file in a directory you can write to", file=sys.stderr)
+        return EXIT_USAGE
     if args.command == "sandbox":
         return run_sandbox(args)
     if args.command == "data":
@@ -141,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # an orderly stop (see _watch_signals).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        return trio.run(_run, config, args.quiet, args.live, args.verbose, args.summary_every)
+        return trio.run(_run, config, args.quiet, args.live, args.verbose, args.summary_every, args.config, args.log_format)
     except KeyboardInterrupt:
         # Before the tree started: the store lock was released on the way out, and nothing
         # had been written but what opening the store writes.
@@ -561,16 +573,16 @@ def _check(config: Config) -> int:
 
 
 async def _run(config: Config, quiet: bool, live: bool, verbose: bool = False,
-               summary_every: float = DEFAULT_SUMMARY_SECONDS) -> int:
+               summary_every: float = DEFAULT_SUMMARY_SECONDS, path: str | None = None, log_format: str = "text") -> int:
     # Imported here: `limitline status` needs none of the runtime (ccxt alone takes 0.3 s).
     from supervisors.app import App
     from supervisors.status import StatusAddressError
 
-    app = App(config, echo=None if quiet else EventEcho(verbose), live=live)
+    app = App(config, echo=EventEcho(verbose, quiet=quiet, log_format=log_format), live=live, config_path=path)
     stop = trio.CancelScope()
-    announce = _Announce(config, app)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_watch_signals, stop)
+        announce = _Announce(config, app, nursery, path)
+        nursery.start_soon(_watch_signals, stop, app)
         if summary_every > 0:
             nursery.start_soon(_summaries, announce, app, summary_every)
         try:
@@ -595,12 +607,15 @@ async def _summaries(announce: "_Announce", app: App, every: float) -> None:
 
 
 class _Announce:
-    def __init__(self, config: Config, app: App) -> None:
-        self.config, self.app = config, app
+    def __init__(self, config: Config, app: "App", nursery: trio.Nursery | None = None, path: str | None = None) -> None:
+        self.config, self.app, self.nursery, self.path = config, app, nursery, path
         self.running = trio.Event()
 
     def started(self, value: object = None) -> None:
         self.running.set()
+        if self.nursery is not None and self.path is not None:
+            # Edits are applied once everything runs; the embedded default has no file to watch.
+            self.nursery.start_soon(_watch_file, self.path, self.app)
         for notice in self.app.notices:
             print(f"limitline: {notice}", file=sys.stderr, flush=True)
         status = next(c for c in self.app.snapshot()["children"] if c["name"] == "status")
@@ -616,21 +631,48 @@ class _Announce:
         )
 
 
-#: Each stops the process in order. SIGHUP too: a closed terminal or a lost ssh session
-#: must flush the store like Ctrl-C, not kill the process mid-write (limitline does not
-#: reload its config on SIGHUP: editing the YAML of a running process changes nothing).
+#: Each stops the process in order (the sandbox stops on SIGHUP too).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: ``run`` stops on these; SIGHUP applies the edited config instead, as daemons do (nginx,
+#: sshd). A closed terminal therefore no longer stops it (and what it prints there is
+#: dropped): stop it with Ctrl-C or SIGTERM, which flush the store.
+RUN_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-async def _watch_signals(stop: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
-        async for signum in signals:
-            if not stop.cancel_called:
-                print(f"limitline: {signal.Signals(signum).name}: stopping in order (again to exit at once)", file=sys.stderr, flush=True)
-                stop.cancel()
-            else:
-                print("limitline: second signal: exiting now", file=sys.stderr, flush=True)
-                os._exit(EXIT_FORCED)
+async def _watch_file(path: str, app: App) -> None:
+    """Apply each saved edit of the config; a directory that cannot be watched leaves SIGHUP."""
+    class Started:
+        @staticmethod
+        def started(value: object = None) -> None:
+            print(f"limitline: watching {path} for edits (saving it, or SIGHUP, applies them)", file=sys.stderr, flush=True)
+
+    try:
+        await watch_config(path, functools.partial(app.reload, "file changed"), task_status=Started)
+    except Exception as error:  # noqa: BLE001 - the process runs on without the watch
+        logging.getLogger("limitline").warning(
+            "not watching %s for edits (%s: %s); send SIGHUP to apply an edit", path, type(error).__name__, error)
+
+
+async def _watch_signals(stop: trio.CancelScope, app: App | None = None) -> None:
+    async with trio.open_nursery() as reloads:
+        with trio.open_signal_receiver(*RUN_STOP_SIGNALS, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    if app is not None and not stop.cancel_called:
+                        try:
+                            print("limitline: SIGHUP: reading the config again", file=sys.stderr, flush=True)
+                        except OSError:
+                            pass  # the SIGHUP of a closed terminal: nowhere to print, running on
+                        # In its own task: a stop signal is never queued behind a reload.
+                        reloads.start_soon(app.reload, "SIGHUP")
+                    continue
+                if not stop.cancel_called:
+                    print(f"limitline: {signal.Signals(signum).name}: stopping in order (again to exit at once)",
+                          file=sys.stderr, flush=True)
+                    stop.cancel()
+                else:
+                    print("limitline: second signal: exiting now", file=sys.stderr, flush=True)
+                    os._exit(EXIT_FORCED)
 
 
 if __name__ == "__main__":

@@ -158,6 +158,32 @@ class ReconcilerConfig:
     interval_seconds: float = 5.0
 
 
+#: What a webhook can be sent for, and the events each covers.
+WEBHOOK_EVENTS: dict[str, tuple[str, ...]] = {
+    "fill": ("fill",),
+    "breaker": ("breaker_open", "breaker_half_open", "breaker_closed"),
+    "pause": ("strategy_paused", "strategy_resumed"),
+    "isolation": ("venue_isolated", "venue_recovered", "child_isolated"),
+    "reconciliation": ("reconcile_difference",),
+}
+
+
+@attrs.frozen
+class NotificationsConfig:
+    """Webhooks: a URL per kind of event (see :data:`WEBHOOK_EVENTS`), or ``env:NAME`` to
+    read it from an environment variable (a URL that holds a token is a secret)."""
+
+    webhooks: dict[str, str] = attrs.Factory(dict)
+    #: Each POST's time limit, and how many times one notification is tried in all.
+    timeout_seconds: float = 5.0
+    max_attempts: int = 5
+    #: Seconds before the first retry; doubles up to ``max_backoff_seconds``.
+    backoff_seconds: float = 1.0
+    max_backoff_seconds: float = 60.0
+    #: Notifications waiting to be sent, at most; more are dropped and counted.
+    queue: int = 1000
+
+
 @attrs.frozen
 class Config:
     venues: list[VenueConfig]
@@ -166,6 +192,7 @@ class Config:
     status: StatusConfig = StatusConfig()
     supervision: SupervisionConfig = SupervisionConfig()
     reconciler: ReconcilerConfig = ReconcilerConfig()
+    notifications: NotificationsConfig = NotificationsConfig()
 
     def venue(self, name: str) -> VenueConfig:
         return next(v for v in self.venues if v.name == name)
@@ -442,6 +469,7 @@ def check_config(config: Config, live: bool = False, lab: bool = False) -> list[
     need(config.supervision.max_restarts >= 0, "supervision.max_restarts", f"must be 0 or more, got {config.supervision.max_restarts}")
     problems += _seconds_problems(config.supervision, "supervision", ("period_seconds",))
     problems += _seconds_problems(config.reconciler, "reconciler", ("interval_seconds",))
+    problems += _notification_problems(config.notifications)
 
     venues: dict[str, VenueConfig] = {}
     for i, venue in enumerate(config.venues):
@@ -491,6 +519,54 @@ def check_config(config: Config, live: bool = False, lab: bool = False) -> list[
                 "(environment variables), or secrets_file"
             )
     return problems
+
+
+def _notification_problems(notifications: NotificationsConfig) -> list[str]:
+    at = "notifications"
+    problems = _seconds_problems(notifications, at, ("timeout_seconds", "backoff_seconds", "max_backoff_seconds"))
+    if not 1 <= notifications.max_attempts <= 100:
+        problems.append(f"{at}.max_attempts: must be between 1 and 100, got {notifications.max_attempts}")
+    if not 1 <= notifications.queue <= 1_000_000:
+        problems.append(f"{at}.queue: must be between 1 and 1000000, got {notifications.queue}")
+    if notifications.backoff_seconds > notifications.max_backoff_seconds:
+        problems.append(f"{at}.backoff_seconds: must not exceed max_backoff_seconds ({notifications.max_backoff_seconds:g})")
+    for kind, url in notifications.webhooks.items():
+        where = f"{at}.webhooks.{_cut(kind)}"
+        if kind not in WEBHOOK_EVENTS:
+            problems.append(f"{where}: unknown kind; webhooks are sent for {', '.join(WEBHOOK_EVENTS)}")
+            continue
+        problem = webhook_url_problem(url)
+        if problem is not None:
+            problems.append(f"{where}: {problem}")
+    return problems
+
+
+def webhook_url(value: str) -> str:
+    """The URL a webhook setting names: itself, or the environment variable's value for
+    ``env:NAME`` (raises ``KeyError`` naming the variable if it is not set)."""
+    import os
+
+    if value.startswith("env:"):
+        name = value[4:]
+        if name not in os.environ:
+            raise KeyError(name)
+        return os.environ[name]
+    return value
+
+
+def webhook_url_problem(value: str) -> str | None:
+    """Why a webhook setting cannot be used, naming never more of the URL than its host."""
+    from urllib.parse import urlsplit
+
+    try:
+        url = webhook_url(value)
+    except KeyError as missing:
+        return f"environment variable {missing.args[0]} is not set"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        shown = "from its environment variable" if value.startswith("env:") else f"{parts.scheme or 'no scheme'}://{parts.hostname or ''}"
+        return f"must be an http:// or https:// URL with a host (got {shown}); or env:NAME to read it from a variable"
+    return None
 
 
 def _ccxt_problems(venue: CcxtVenueConfig, at: str) -> list[str]:

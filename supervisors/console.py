@@ -15,6 +15,7 @@ task reads the same summary as ``/status`` (:func:`supervisors.web.views.summary
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import sys
 import time
@@ -24,6 +25,7 @@ import trio
 
 from actors.messages import RecordEvent
 from supervisors.display import clock, money
+from supervisors.logs import EVENTS, event_fields, json_line, utc
 from supervisors.web import views
 
 #: Events worth a line on the console.
@@ -33,6 +35,7 @@ ECHOED = frozenset({
     "venue_isolated", "venue_recovered", "child_isolated", "order_unknown", "order_resolved", "strategy_paused",
     "strategy_resumed", "venue_reconciled", "venue_rate_limited", "exchange_error", "child_exited",
     "child_restarting", "supervisor_gave_up", "child_abandoned", "reconcile_difference", "replay_finished",
+    "config_applied", "config_rejected", "config_unchanged", "strategy_reconfigured", "strategy_removed",
 })
 #: Echoed only with ``-v``: one per candle a rule fired and could not act.
 VERBOSE_ONLY = frozenset({"blocked"})
@@ -67,16 +70,37 @@ def event_line(event: RecordEvent, verbose: bool = False) -> str | None:
 
 
 class EventEcho:
-    """The writer's ``echo``: prints each committed event's line, if it has one."""
+    """The writer's ``echo``: prints each committed event's line, if it has one, and hands
+    it to the events logger (the ``--log-file``, when one is set up).
 
-    def __init__(self, verbose: bool = False, out: TextIO | None = None) -> None:
+    ``quiet``: print nothing (the log file still gets the lines); ``log_format``: ``text``
+    or ``json`` (one JSON object per line, :func:`supervisors.logs.json_line`)."""
+
+    def __init__(self, verbose: bool = False, out: TextIO | None = None, *, quiet: bool = False,
+                 log_format: str = "text") -> None:
         self.verbose = verbose
         self.out = out
+        self.quiet = quiet
+        self.log_format = log_format
 
     def __call__(self, event: RecordEvent) -> None:
         line = event_line(event, self.verbose)
-        if line is not None:
+        if line is None:
+            return
+        if _events_log.isEnabledFor(logging.INFO):
+            _events_log.info("%s", line, extra={"event": event})
+        if self.quiet:
+            return
+        if self.log_format == "json":
+            line = json_line({"time": utc(event.at), "level": "INFO", "logger": EVENTS, "message": line,
+                              "event": event_fields(event)})
+        try:
             print(line, file=self.out or sys.stdout, flush=True)
+        except OSError:
+            pass  # the terminal is gone (closed after a SIGHUP): the event log has it all
+
+
+_events_log = logging.getLogger(EVENTS)
 
 
 def summary_line(summary: dict[str, Any], fills: int, at: float) -> str:

@@ -64,6 +64,14 @@ def guard_logs(values: tuple[str, ...]) -> None:
     logging.setLogRecordFactory(scrubbed_record)
 
 
+def scrubbed(text: str) -> str:
+    """``text`` with every value :func:`guard_logs` guards blanked: for what leaves the
+    process other than through logging (a webhook's body, a JSON log line's fields)."""
+    for secret in _GUARDED:
+        text = text.replace(secret, "***")
+    return text
+
+
 class CredentialsError(Exception):
     """Credentials named by the config cannot be read; the message names where, not what."""
 

@@ -12,7 +12,11 @@ Every rule about starting, stopping and restarting children lives in this module
   sees as the crash of one child;
 - a shutdown timeout per child: a child still running that long after it was cancelled is
   abandoned (left to finish on its own, no longer supervised) and the supervisor escalates
-  with :class:`ShutdownTimeout`.
+  with :class:`ShutdownTimeout`;
+- changes to a running tree (:meth:`Supervisor.add_child`, :meth:`Supervisor.replace_child`,
+  made when the operator edits the config) are applied by the supervisor's own loop, between
+  the exits it handles, so a change never races a restart; they never count toward the
+  restart intensity.
 
 Trio is structured: a task cannot outlive its nursery. To be able to abandon a child that
 ignores cancellation, and still escalate at once, every task of the tree runs in one *host*
@@ -143,6 +147,15 @@ class Exit:
         return cls(normal=False, reason=_describe(error), wall_time=time.time(), error=error)
 
 
+@attrs.define(eq=False)
+class _Change:
+    """A change to the children, queued for the supervisor's loop; ``refused`` says why not."""
+
+    apply: Callable[[], Awaitable[str | None]]
+    done: trio.Event = attrs.Factory(trio.Event)
+    refused: str | None = None
+
+
 def _describe(error: BaseException) -> str:
     # A crash inside a child's own nursery arrives wrapped; the operator needs the cause.
     while isinstance(error, BaseExceptionGroup) and error.exceptions:
@@ -197,7 +210,7 @@ class Supervisor:
         self._restart_times: deque[float] = deque()
         self._emit: EmitEvent = _ignore_event
         self._host: trio.Nursery | None = None
-        self._exits_send: trio.MemorySendChannel[tuple[_Child, int, Exit | None]] | None = None
+        self._exits_send: trio.MemorySendChannel[tuple[_Child, int, Exit | None] | _Change] | None = None
         #: Delayed restarts of isolated children; cancelled when this supervisor stops.
         self._delayed: set[trio.CancelScope] = set()
         self.state = "new"
@@ -249,7 +262,7 @@ class Supervisor:
         """Start every child in order, then supervise them until cancelled or giving up."""
         self._host = ctx.host
         self._emit = ctx.emit
-        exits_send, exits_receive = trio.open_memory_channel[tuple[_Child, int, Exit | None]](math.inf)
+        exits_send, exits_receive = trio.open_memory_channel[tuple[_Child, int, Exit | None] | _Change](math.inf)
         self._exits_send = exits_send
         self._restart_times.clear()
         self.state = "starting"
@@ -258,8 +271,18 @@ class Supervisor:
                 await self._start(child)
             self.state = "running"
             task_status.started()
-            async for child, incarnation, exit in exits_receive:
-                if incarnation != child.incarnation or child.stopping:
+            async for item in exits_receive:
+                if isinstance(item, _Change):
+                    try:
+                        item.refused = await item.apply()
+                    except BaseException as error:
+                        item.refused = f"{self.name} failed while applying the change: {_describe(error)}"
+                        raise  # a child that ignores cancellation escalates, as always
+                    finally:
+                        item.done.set()
+                    continue
+                child, incarnation, exit = item
+                if incarnation != child.incarnation or child.stopping or child not in self._children:
                     continue
                 if exit is None:  # an isolated child's delay is over
                     await self._start(child)
@@ -270,12 +293,79 @@ class Supervisor:
                 scope.cancel()
             with trio.CancelScope(shield=True):
                 abandoned = await self._stop(list(self._children))
+            self._exits_send = None
+            _refuse_pending(exits_receive, f"{self.name} stopped before the change was applied")
             if self.state != "gave_up":
                 self.state = "stopped"
             if abandoned:
                 raise ShutdownTimeout(
                     f"{self.name}: {', '.join(abandoned)} ignored cancellation past the shutdown timeout"
                 )
+
+    # ---------------------------------------------------- changes while running
+
+    async def add_child(self, spec: ChildSpec) -> str | None:
+        """Append ``spec`` as the last child and start it (synchronously, like every start).
+        Returns why it was refused (a child of that name exists; this supervisor is not
+        running), or None once the child was started (a child that crashed while starting
+        is handled like any crash)."""
+
+        async def apply() -> str | None:
+            if self._find(spec.name) is not None:
+                return f"{self.name} already has a child named {spec.name}"
+            child = _Child(spec)
+            self._children.append(child)
+            await self._start(child)
+            return None
+
+        return await self._change(apply)
+
+    async def replace_child(
+        self,
+        spec: ChildSpec,
+        guard: Callable[[dict[str, Any]], str | None] | None = None,
+        between: Callable[[], Awaitable[None]] | None = None,
+    ) -> str | None:
+        """Stop the child named ``spec.name`` and start ``spec`` in its place (same position,
+        same mailbox if the spec names it). ``guard`` is called with the child's snapshot
+        (its status included) just before it is stopped, in the same step, so nothing the
+        child does can slip in between: a string it returns refuses the change. ``between``
+        is awaited once the old incarnation has stopped and before the new one starts (to
+        let what the old one sent be written down first). A child that is isolated takes
+        the new spec at its delayed restart; a child that ended for good (temporary,
+        transient) stays stopped with the new spec. Returns why it was refused, or None."""
+
+        async def apply() -> str | None:
+            child = self._find(spec.name)
+            if child is None:
+                return f"{self.name} has no child named {spec.name}"
+            if guard is not None:
+                problem = guard(self._child_snapshot(child, trio.current_time()))
+                if problem is not None:
+                    return problem
+            was_running = child.running and child.state not in ("abandoned", "isolated")
+            abandoned = await self._stop([child])
+            if abandoned:
+                raise ShutdownTimeout(f"{self.name}: {', '.join(abandoned)} ignored cancellation past the shutdown timeout")
+            child.spec = spec
+            if between is not None:
+                await between()
+            if was_running:
+                await self._start(child)
+            return None
+
+        return await self._change(apply)
+
+    def _find(self, name: str) -> _Child | None:
+        return next((c for c in self._children if c.spec.name == name), None)
+
+    async def _change(self, apply: Callable[[], Awaitable[str | None]]) -> str | None:
+        if self._exits_send is None or self.state != "running":
+            return f"{self.name} is not running (it is {self.state}); try again once it is"
+        change = _Change(apply)
+        self._exits_send.send_nowait(change)
+        await change.done.wait()
+        return change.refused
 
     def snapshot(self) -> dict[str, Any]:
         """The state of this supervisor's subtree, for the status endpoint."""
@@ -482,6 +572,18 @@ class Supervisor:
                 {},
             )
         return abandoned
+
+
+def _refuse_pending(channel: trio.MemoryReceiveChannel[Any], reason: str) -> None:
+    """Wake whoever waits on a change this supervisor will never apply."""
+    while True:
+        try:
+            item = channel.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return
+        if isinstance(item, _Change):
+            item.refused = reason
+            item.done.set()
 
 
 def _prune(times: deque[float], now: float, period: float) -> None:

@@ -163,15 +163,27 @@ def test_non_finite_and_sub_millisecond_intervals_are_refused_with_their_path(tm
     nothing_written(tmp_path)
 
 
-def test_sighup_stops_in_order_and_flushes_the_store(fast_config_path, tmp_path):
-    process = subprocess.Popen([*BIN, "run", "-q", "-c", str(fast_config_path)], cwd=tmp_path,
+def test_sighup_applies_the_edited_config_and_the_process_runs_on(fast_config_path, tmp_path):
+    # SIGHUP reloads, as for any daemon (issue 14); SIGTERM and Ctrl-C stop in order.
+    process = subprocess.Popen([*BIN, "run", "-c", str(fast_config_path)], cwd=tmp_path,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     try:
-        stderr = Lines(process.stderr)
+        stderr, stdout = Lines(process.stderr), Lines(process.stdout)
         stderr.wait_for(r"status at http")
+        stderr.wait_for(r"watching .*config.yaml for edits")
         process.send_signal(signal.SIGHUP)
+        stderr.wait_for(r"SIGHUP: reading the config again")
+        stdout.wait_for(r"config_unchanged .*no strategy changed")
+        # Saved: the watcher applies it, no signal needed.
+        raw = yaml.safe_load(fast_config_path.read_text())
+        raw["strategies"][1]["ttl_seconds"] = 3600
+        fast_config_path.write_text(yaml.safe_dump(raw))
+        stdout.wait_for_all([r"config_applied .*changed dip-buyer \(ttl_seconds\)",
+                             r"strategy_reconfigured +dip-buyer +\(restarting with the edited config: ttl_seconds\)"])
+        stdout.wait_for(r"\bfill\b")  # still trading
+        assert process.poll() is None
+        process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
-        stderr.wait_for(r"SIGHUP: stopping in order")
         stderr.wait_for(r"stopped; the store is flushed")
     finally:
         if process.poll() is None:

@@ -404,3 +404,32 @@ async def test_a_venue_that_keeps_failing_is_isolated_with_back_off_and_others_c
         await trio.sleep(10)
         assert venues.snapshot()["children"][0]["state"] == "running"
         nursery.cancel_scope.cancel()
+
+
+async def test_children_added_and_replaced_while_running_without_counting_as_restarts(autojump_clock):
+    journal = Journal()
+    sup = Supervisor("s", [ChildSpec("a", worker(journal, "a")), ChildSpec("b", worker(journal, "b"))],
+                     RestartStrategy.REST_FOR_ONE, max_restarts=0, period=60)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run_root)
+        assert await sup.add_child(ChildSpec("c", worker(journal, "c"))) is None
+        assert await sup.add_child(ChildSpec("c", worker(journal, "c2"))) == "s already has a child named c"
+        between: list[str] = []
+
+        async def note() -> None:
+            between.append(journal.lines[-1])
+
+        # Replaced alone (not rest_for_one: this is an edit, not a crash), in its place.
+        assert await sup.replace_child(ChildSpec("a", worker(journal, "a2")), between=note) is None
+        assert between == ["stop a"]
+        assert journal.lines == ["start a", "start b", "start c", "stop a", "start a2"]
+        snapshot = sup.snapshot()
+        assert [c["name"] for c in snapshot["children"]] == ["a", "b", "c"]
+        assert snapshot["children"][0]["incarnation"] == 2 and snapshot["restarts"] == 0  # max_restarts=0 held
+        # A guard sees the child's snapshot just before the stop and may refuse: nothing changes.
+        refused = await sup.replace_child(ChildSpec("b", worker(journal, "b2")), guard=lambda node: f"no: {node['state']}")
+        assert refused == "no: running" and journal.lines[-1] == "start a2"
+        assert await sup.replace_child(ChildSpec("zz", worker(journal, "zz"))) == "s has no child named zz"
+        nursery.cancel_scope.cancel()
+    assert journal.lines[-3:] == ["stop c", "stop b", "stop a2"]  # the added one stops first
+    assert await sup.add_child(ChildSpec("d", worker(journal, "d"))) == "s is not running (it is stopped); try again once it is"

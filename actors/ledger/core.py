@@ -37,6 +37,7 @@ from actors.messages import (
     WRITER,
     AccountInfo,
     AccountQuery,
+    Allocate,
     Correct,
     CorrectionRefused,
     FillReport,
@@ -246,6 +247,8 @@ class LedgerCore:
                 answer.replies.append(Send(message.reply_to, self.account_info(message.strategy, with_holdings=True)))
             else:  # the same as the balances a change sends: one answer says both
                 answer.balances(message.reply_to, self.accounts.get(message.strategy), message.strategy)
+        elif isinstance(message, Allocate):
+            self._add_strategy(message, now, answer)
         else:
             raise TypeError(f"the ledger does not handle {type(message).__name__}")
 
@@ -284,6 +287,17 @@ class LedgerCore:
         )
         self.apply(entry)
         return [entry]
+
+    def _add_strategy(self, message: Allocate, now: float, answer: "_Answer") -> None:
+        """A strategy added to the running process: its account, and its allocation unless
+        the journal already has one (the same rule as at a start)."""
+        self.accounts_of[message.strategy] = message.account
+        if message.strategy in self.accounts or not message.journal:
+            return
+        answer.entries.extend(self.allocate(
+            message.strategy, message.quote, message.base, now, "allocation from the config (added while running)",
+            message.base_cost,
+        ))
 
     def _reserve(self, request: Reserve, now: float, answer: "_Answer") -> None:
         sized = None
