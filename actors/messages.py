@@ -9,7 +9,7 @@ result) are messages here, never exceptions.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Mapping, NamedTuple
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple
 
 import attrs
 
@@ -18,6 +18,9 @@ from exchange.candles import Candle
 from exchange.markets import MarketRules
 from exchange.matching import ExchangeState
 from exchange.records import ExchangeOrder, ExchangeTrade, Side
+
+if TYPE_CHECKING:  # the position book imports FillReport from here
+    from actors.ledger.positions_core import PositionEntry
 
 LEDGER = "ledger"
 WRITER = "writer"
@@ -126,6 +129,62 @@ class AccountInfo:
     settled: tuple[str, ...] = ()
 
 
+# ------------------------------------------- strategy <-> ledger: positions
+#
+# A strategy on a perpetual (swap) venue reserves through these; the ledger's answers are
+# the same ReservationGranted / ReservationDenied as on spot. Fills, cancellations and
+# rejections reach the ledger as for spot; it routes them by client order id.
+
+
+@attrs.frozen
+class PositionReserve:
+    """Reserve for one order on a perpetual market (see
+    :class:`actors.ledger.positions_core.PositionOrderRequest`): an open reserves initial
+    margin (``price x amount / leverage`` plus the worst fee), a ``reduce_only`` close the
+    size it reduces; ``oco_group``: closes that share one reservation (take-profit and
+    stop-loss, and a close sent while they rest)."""
+
+    client_order_id: str
+    strategy: str
+    symbol: str
+    side: Side
+    price: Decimal
+    amount: Decimal
+    leverage: Decimal
+    fee_rate: Decimal
+    reply_to: str
+    reduce_only: bool = False
+    oco_group: str | None = None
+
+
+@attrs.frozen
+class PositionInfo:
+    """A strategy's collateral and its position on one symbol, as the ledger holds them:
+    sent on request (an :class:`AccountQuery`) and after every change. ``size`` signed
+    (long positive), base units; money in the settlement asset."""
+
+    strategy: str
+    symbol: str
+    size: Decimal
+    entry_price: Decimal | None
+    realized_pnl: Decimal
+    fees_paid: dict[str, Decimal]
+    funding_paid: Decimal
+    margin_used: Decimal
+    wallet: Decimal
+    free: Decimal
+    #: Trade ids booked since the ledger's last answer to this strategy.
+    settled: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class RecordPositionJournal:
+    """The position book's entries and the fills they settle: one transaction."""
+
+    entries: tuple["PositionEntry", ...]
+    fills: tuple["FillReport", ...] = ()
+
+
 @attrs.frozen
 class Correct:
     """Change a strategy's free balances to match exchange truth (from the reconciler).
@@ -199,6 +258,8 @@ class VenueFacts:
     balances: Mapping[str, Decimal]
     #: The latest price per market, when known: used to check the order size.
     last_prices: Mapping[str, Decimal]
+    #: Perpetual markets: the leverage set on the account per market (empty on spot).
+    leverage: Mapping[str, Decimal] = attrs.field(factory=dict)
 
 
 @attrs.frozen

@@ -20,6 +20,7 @@ from exchange.matching import ExchangeState
 from store.db import (
     load_journal,
     load_orders,
+    load_position_journal,
     load_journal_of,
     load_record,
     load_simulated,
@@ -56,6 +57,10 @@ class SqliteReader:
 
     async def journal(self) -> list[JournalEntry]:
         return await self.read(load_journal)
+
+    async def position_journal(self) -> list[Any]:
+        """The position book's journal (``actors.ledger.positions_core.PositionEntry``)."""
+        return await self.read(load_position_journal)
 
     async def record(self, *, venue: str, wanted: RecordKeys) -> tuple[list[Order], frozenset[str]]:
         return await self.read(

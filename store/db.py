@@ -15,6 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable
 
+from actors.ledger.positions_core import PositionEntry
 from actors.messages import JournalEntry, RecordSimulatedExchange
 from actors.orders import Order, OrderState
 from actors.writer.core import Batch
@@ -29,6 +30,7 @@ from store.schema import migrate, not_a_store
 #: their values, an order's trade ids as a sorted JSON list. The orders table's ``type``
 #: column is left to its default, ``limit``, the only kind of order there is.
 JOURNAL_COLUMNS = Columns(JournalEntry)
+POSITION_JOURNAL_COLUMNS = Columns(PositionEntry)
 ORDER_COLUMNS = Columns(Order)
 _ORDER_UPDATES = ", ".join(f"{name} = excluded.{name}" for name in ORDER_COLUMNS.names if name != "client_order_id")
 #: The simulated exchange's orders and trades, each row after its venue.
@@ -226,6 +228,12 @@ def _write_rows(connection: sqlite3.Connection, batch: Batch) -> None:
         len(JOURNAL_COLUMNS.names),
         JOURNAL_COLUMNS.values(batch.journal),
     )
+    _insert(
+        connection,
+        f"INSERT INTO position_journal ({POSITION_JOURNAL_COLUMNS.sql})",
+        len(POSITION_JOURNAL_COLUMNS.names),
+        POSITION_JOURNAL_COLUMNS.values(batch.positions),
+    )
     for record in batch.simulated:
         _write_simulated(connection, record)
 
@@ -297,6 +305,12 @@ def _write_simulated(connection: sqlite3.Connection, record: RecordSimulatedExch
 def load_journal(connection: sqlite3.Connection) -> list[JournalEntry]:
     rows = connection.execute(f"SELECT {JOURNAL_COLUMNS.sql} FROM journal ORDER BY seq").fetchall()
     return [JOURNAL_COLUMNS.record(row) for row in rows]
+
+
+def load_position_journal(connection: sqlite3.Connection) -> list[PositionEntry]:
+    """The position book's entries in journal order: the book is their fold."""
+    rows = connection.execute(f"SELECT {POSITION_JOURNAL_COLUMNS.sql} FROM position_journal ORDER BY seq").fetchall()
+    return [POSITION_JOURNAL_COLUMNS.record(row) for row in rows]
 
 
 def load_orders(

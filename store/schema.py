@@ -146,6 +146,42 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX orders_by_exchange_id ON orders (venue, exchange_order_id)",
         "CREATE INDEX journal_by_order ON journal (client_order_id)",
     ],
+    # 4 -> 5: positions on perpetual markets. Orders of record say their kind (a stop-limit
+    # has a trigger price; reduce-only closes) -- limit kinds only, never a market type --
+    # and the position book's journal (one typed column per field of
+    # actors.ledger.positions_core.PositionEntry) is the fold the ledger rebuilds it from.
+    [
+        "ALTER TABLE orders ADD COLUMN order_type TEXT NOT NULL DEFAULT 'limit' "
+        "CHECK (order_type IN ('limit', 'stop_limit'))",
+        "ALTER TABLE orders ADD COLUMN trigger_price TEXT",
+        "ALTER TABLE orders ADD COLUMN reduce_only INTEGER NOT NULL DEFAULT 0",
+        """CREATE TABLE position_journal (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL CHECK (kind IN ('allocate', 'adjust', 'reserve', 'fill', 'release', 'trim', 'funding', 'adopt')),
+            strategy TEXT NOT NULL,
+            at REAL NOT NULL,
+            symbol TEXT,
+            client_order_id TEXT,
+            trade_id TEXT,
+            side TEXT,
+            price TEXT,
+            amount TEXT,
+            reduce_only INTEGER NOT NULL,
+            leverage TEXT,
+            oco_group TEXT,
+            fee TEXT NOT NULL,
+            fee_currency TEXT,
+            wallet TEXT NOT NULL,
+            margin_reserved TEXT NOT NULL,
+            margin_used TEXT NOT NULL,
+            size TEXT NOT NULL,
+            entry_cost TEXT NOT NULL,
+            realized_pnl TEXT NOT NULL,
+            funding TEXT NOT NULL,
+            size_reserved TEXT NOT NULL,
+            reason TEXT NOT NULL
+        )""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -18,6 +18,7 @@ from actors.messages import (
     RecordEvent,
     RecordJournal,
     RecordOrder,
+    RecordPositionJournal,
     RecordSimulatedExchange,
     Send,
 )
@@ -32,13 +33,18 @@ class Batch:
     orders: dict[str, Order] = attrs.Factory(dict)  # the last state of each order wins
     fills: list[FillReport] = attrs.Factory(list)
     journal: list[JournalEntry] = attrs.Factory(list)
+    #: The position book's entries (perpetual markets), in the ledger's order.
+    positions: list[Any] = attrs.Factory(list)
     #: Simulated accounts' changes, in the order they happened.
     simulated: list[RecordSimulatedExchange] = attrs.Factory(list)
     #: Commit with synchronous=FULL: some sender waits for this batch to be on disk.
     durable: bool = False
 
     def __len__(self) -> int:
-        return len(self.events) + len(self.orders) + len(self.fills) + len(self.journal) + len(self.simulated)
+        return (
+            len(self.events) + len(self.orders) + len(self.fills) + len(self.journal) + len(self.simulated)
+            + len(self.positions)
+        )
 
 
 class BatchSink(Protocol):
@@ -68,6 +74,9 @@ def plan_batch(messages: Iterable[Any]) -> tuple[Batch, list[Send]]:
                 replies.append(Send(message.durable_reply_to, OrderDurable(message.order.client_order_id)))
         elif isinstance(message, RecordJournal):
             batch.journal.extend(message.entries)
+            batch.fills.extend(message.fills)
+        elif isinstance(message, RecordPositionJournal):
+            batch.positions.extend(message.entries)
             batch.fills.extend(message.fills)
         elif isinstance(message, RecordSimulatedExchange):
             batch.simulated.append(message)

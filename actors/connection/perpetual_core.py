@@ -1,0 +1,289 @@
+"""A connection to a simulated perpetuals (swap) account, in shadow mode.
+
+The shadow connection's core (:class:`actors.connection.shadow_core.ShadowConnectionCore`:
+subscriptions, replay, lockstep) over :class:`exchange.perpetuals.PerpetualExchange`
+instead of the spot engine. Orders are routed by :class:`PerpetualOrders`:
+
+- a ``limit`` order of record is a GTC limit order (``reduce_only`` passed on); a
+  ``stop_limit`` is a conditional (algo) order of type ``STOP`` whose child limit order
+  the exchange places when a candle's range reaches its trigger. The child carries the
+  order's client id, so its fills reach the owner like any other; the order of record's
+  exchange id is ``algo-<id>`` (the algo ids are a sequence of their own);
+- acceptances → the owner; rejections and ends → the owner and the ledger; fills → the
+  ledger and the owner, in the order the exchange made them;
+- what the exchange ends by itself is reported as an :class:`OrderCanceled` after the
+  fills before it: a reduce-only order that could now only grow the position (it closes
+  or flips; Binance expires them), a stop whose child order was refused at its trigger,
+  orders a liquidation cancelled.
+
+The simulated perpetual account is not kept in the store yet: it starts from the config
+at every start of the process (the position book, the order book of record and the
+events are kept). Not wired yet: funding payments into the ledger (they stay in the
+exchange's income), liquidation trades into the position book.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import attrs
+
+from actors.connection.shadow_core import ShadowConnectionCore
+from actors.messages import (
+    LEDGER,
+    CancelFailed,
+    CancelOrder,
+    ExchangeSnapshot,
+    FillReport,
+    OrderAccepted,
+    OrderCanceled,
+    OrderRejected,
+    Send,
+    VenueFacts,
+    strategy_address,
+)
+from actors.orders import Order, OrderState
+from exchange.candles import Candle
+from exchange.matching import Rejection
+from exchange.perpetuals import PerpetualExchange
+from exchange.records import ExchangeOrder, ExchangeTrade
+from exchange.shadow import ShadowVenue
+
+ACCEPTED = frozenset({OrderState.OPEN, OrderState.PARTIALLY_FILLED, OrderState.CANCELING})
+ALGO_PREFIX = "algo-"
+
+
+class PerpetualOrders:
+    def __init__(self, venue: str, exchange: PerpetualExchange) -> None:
+        self.venue = venue
+        self.exchange = exchange
+        #: client order id -> owning strategy's name
+        self.owners: dict[str, str] = {}
+        #: Orders accepted and not known to have ended: what :meth:`sweep` watches.
+        self.live: dict[str, str] = {}
+        #: How many of the exchange's trades have been routed.
+        self._routed = len(exchange.trades)
+
+    def owns(self, client_order_id: str) -> bool:
+        return client_order_id in self.owners
+
+    def restore(self, orders: list[Order], now: float) -> list[Send]:
+        for order in orders:
+            self.owners[order.client_order_id] = order.strategy
+            if order.state in ACCEPTED:
+                self.live[order.client_order_id] = order.strategy
+        return []
+
+    def record_changes(self, replay: dict[str, int] | None = None) -> list[Send]:
+        return []  # not kept in the store yet (see the module's docstring)
+
+    def submit(self, order: Order, now: float) -> list[Send]:
+        to = strategy_address(order.strategy)
+        cid = order.client_order_id
+        self.owners[cid] = order.strategy
+        exchange = self.exchange
+        if order.order_type == "stop_limit":
+            if order.trigger_price is None:
+                result: Any = Rejection(-1102, "a stop-limit order needs its trigger price")
+            else:
+                result = exchange.create_conditional_order(
+                    order.symbol, order.side, "STOP", order.amount, order.price, order.trigger_price, cid, now,
+                    reduce_only=order.reduce_only,
+                )
+            exchange_id = None if isinstance(result, Rejection) else ALGO_PREFIX + result.algo_id
+        elif order.order_type == "limit":
+            result = exchange.create_limit_order(
+                order.symbol, order.side, order.amount, order.price, cid, now, reduce_only=order.reduce_only
+            )
+            exchange_id = None if isinstance(result, Rejection) else result.exchange_order_id
+        else:  # never sent: limit kinds only
+            result = exchange.refuse_market_order(order.order_type, order.symbol, f"order {cid}", now)
+            exchange_id = None
+        if isinstance(result, Rejection):
+            rejected = OrderRejected(cid, f"{result.message} (code {result.code})", now)
+            return [Send(to, rejected), Send(LEDGER, rejected)]
+        assert exchange_id is not None
+        self.live[cid] = order.strategy
+        # A crossing limit fills at once (a taker): its fills follow the acceptance.
+        return [Send(to, OrderAccepted(cid, exchange_id, now))] + self._route_new() + self.sweep(now)
+
+    def cancel(self, message: CancelOrder, now: float) -> list[Send]:
+        to = strategy_address(message.strategy)
+        cid = message.client_order_id
+        algo = self.exchange.find_conditional_order(client_algo_id=cid)
+        filled = Decimal(0)
+        if algo is not None and algo.status == "NEW":
+            result: Any = self.exchange.cancel_conditional_order(algo_id=algo.algo_id, now=now)
+        else:
+            result = self.exchange.cancel_order(client_order_id=cid, now=now)
+            if not isinstance(result, Rejection):
+                filled = result.filled
+        if isinstance(result, Rejection):
+            # Most often it filled or ended in the meantime; those reports settle it.
+            return [Send(to, CancelFailed(cid, f"{result.message} (code {result.code})", now))]
+        self.live.pop(cid, None)
+        canceled = OrderCanceled(cid, message.reason, now, expired=message.reason == "expired", filled=filled)
+        return [Send(to, canceled), Send(LEDGER, canceled)]
+
+    def check(self, order: Order, now: float) -> list[Send]:
+        """An UNKNOWN order: the simulated exchange knows at once what became of it."""
+        to = strategy_address(order.strategy)
+        cid = order.client_order_id
+        self.owners[cid] = order.strategy
+        algo = self.exchange.find_conditional_order(client_algo_id=cid)
+        found = self.exchange.find_order(client_order_id=cid)
+        if algo is None and found is None:
+            rejected = OrderRejected(cid, "never placed: the simulated exchange has no such order", now)
+            return [Send(to, rejected), Send(LEDGER, rejected)]
+        out: list[Send] = []
+        if order.state in (OrderState.SUBMITTING, OrderState.UNKNOWN):
+            exchange_id = ALGO_PREFIX + algo.algo_id if algo is not None else found.exchange_order_id  # type: ignore[union-attr]
+            out.append(Send(to, OrderAccepted(cid, exchange_id, now)))
+        for trade in self.exchange.trades:
+            if trade.client_order_id == cid and trade.trade_id not in order.trade_ids:
+                out += self.route_fill(trade)
+        self.live[cid] = order.strategy
+        return out + self.sweep(now)
+
+    def match(self, symbol: str, candle: Candle, now: float) -> list[Send]:
+        """Run one closed candle: triggers, fills, funding, liquidation; route what it did."""
+        self.exchange.match(symbol, candle, now)
+        return self._route_new() + self.sweep(now)
+
+    def _route_new(self) -> list[Send]:
+        trades = self.exchange.trades
+        out: list[Send] = []
+        for trade in trades[self._routed:]:
+            out += self.route_fill(trade)
+        self._routed = len(trades)
+        return out
+
+    def sweep(self, now: float) -> list[Send]:
+        """Orders the exchange ended by itself since the last look (after their fills)."""
+        out: list[Send] = []
+        for cid, owner in list(self.live.items()):
+            ended = self._ended(cid)
+            if ended is None:
+                continue
+            del self.live[cid]
+            reason, filled = ended
+            if reason:
+                canceled = OrderCanceled(cid, reason, now, filled=filled)
+                out += [Send(strategy_address(owner), canceled), Send(LEDGER, canceled)]
+        return out
+
+    def _ended(self, cid: str) -> tuple[str, Decimal] | None:
+        """None while the order may still fill; ("", filled) once it filled in full;
+        (why, filled) when the exchange ended it otherwise."""
+        algo = self.exchange.find_conditional_order(client_algo_id=cid)
+        if algo is not None:
+            if algo.status == "NEW":
+                return None
+            if algo.status in ("REJECTED", "EXPIRED"):
+                return (f"the stop triggered but the exchange refused its order ({algo.status.lower()}: "
+                        "a reduce-only order with no position left to reduce)", Decimal(0))
+            if algo.status == "CANCELED":
+                return "canceled by the exchange (a liquidation)", Decimal(0)
+        order = self.exchange.find_order(client_order_id=cid)
+        if order is None or order.status == "open":
+            return None
+        if order.status == "closed":
+            return "", order.filled
+        why = ("expired by the exchange: a reduce-only order that could no longer reduce the position"
+               if order.status == "expired" else "canceled by the exchange")
+        return why, order.filled
+
+    def route_fill(self, trade: ExchangeTrade) -> list[Send]:
+        report = FillReport(
+            venue=self.venue, client_order_id=trade.client_order_id, exchange_order_id=self._record_id(trade),
+            trade_id=trade.trade_id, symbol=trade.symbol, side=trade.side, price=trade.price, amount=trade.amount,
+            fee=trade.fee, fee_currency=trade.fee_currency, at=trade.at, order_complete=trade.order_complete,
+        )
+        out = [Send(LEDGER, report)]
+        owner = self.owners.get(trade.client_order_id)
+        if owner is not None:
+            out.append(Send(strategy_address(owner), report))
+        return out
+
+    def _record_id(self, trade: ExchangeTrade) -> str:
+        """The exchange id our order of record holds: a stop's child trades under its algo's."""
+        algo = self.exchange.find_conditional_order(client_algo_id=trade.client_order_id)
+        return ALGO_PREFIX + algo.algo_id if algo is not None else trade.exchange_order_id
+
+    def trades(self) -> tuple[ExchangeTrade, ...]:
+        """Recent trades (the last 1,000), each under the exchange id of our order of record."""
+        out = []
+        for trade in self.exchange.trades[-1000:]:
+            record_id = self._record_id(trade)
+            plain = ExchangeTrade(
+                trade.trade_id, record_id, trade.symbol, trade.side, trade.price, trade.amount, trade.fee,
+                trade.fee_currency, trade.client_order_id, trade.at, trade.order_complete,
+            )
+            out.append(plain)
+        return tuple(out)
+
+    def open_orders(self) -> tuple[ExchangeOrder, ...]:
+        """Open limit orders (a triggered stop's child among them) and the stops waiting
+        for their trigger, each as our order of record knows it."""
+        orders = [
+            attrs.evolve(o.record(), exchange_order_id=self._record_id(
+                ExchangeTrade("", o.exchange_order_id, o.symbol, o.side, o.price, o.amount, Decimal(0), "",
+                              o.client_order_id)))
+            for o in self.exchange.open_orders()
+        ]
+        orders += [
+            ExchangeOrder(a.client_algo_id, ALGO_PREFIX + a.algo_id, a.symbol, a.side, a.price, a.amount, Decimal(0))
+            for a in self.exchange.open_conditional_orders()
+        ]
+        return tuple(orders)
+
+
+class PerpetualConnectionCore(ShadowConnectionCore):
+    """The shadow connection of a simulated perpetuals account (``shadow.exchange`` is a
+    :class:`PerpetualExchange`)."""
+
+    def __init__(
+        self, venue: str, exchange: ShadowVenue, lockstep_with: frozenset[str] | None = None, persist: bool = False
+    ) -> None:
+        super().__init__(venue, exchange, lockstep_with, persist=False)
+        self.perpetuals: PerpetualExchange = exchange.exchange  # type: ignore[assignment]
+        self.orders = PerpetualOrders(venue, self.perpetuals)  # type: ignore[assignment]
+
+    def status(self) -> dict[str, Any]:
+        ex = self.perpetuals
+        return {
+            "mode": "shadow",
+            "market_type": "swap",
+            "markets": sorted(ex.markets),
+            "open_orders": len(ex.open_orders()) + len(ex.open_conditional_orders()),
+            "wallet": str(ex.wallet),
+            "positions": {
+                s: {"size": str(p.size), "entry_price": str(p.entry_price), "leverage": p.leverage,
+                    "margin_mode": p.margin_mode, "realized_pnl": str(p.realized_pnl), "fees": str(p.fees)}
+                for s, p in sorted(ex.positions.items()) if p.size or p.realized_pnl or p.fees
+            },
+            "replay": self.exchange.progress(),
+        }
+
+    def facts(self) -> VenueFacts:
+        ex = self.perpetuals
+        return VenueFacts(
+            venue=self.venue,
+            connection_error=None,
+            markets=dict(ex.markets),
+            balances={ex.margin_asset: ex.wallet},
+            last_prices=self.exchange.last_prices(),
+            leverage={s: Decimal(p.leverage) for s, p in ex.positions.items()},
+        )
+
+    def snapshot(self, now: float, request_id: int = 0) -> ExchangeSnapshot:
+        ex = self.perpetuals
+        return ExchangeSnapshot(
+            venue=self.venue,
+            open_orders=self.orders.open_orders(),
+            balances={ex.margin_asset: ex.wallet},
+            at=now,
+            request_id=request_id,
+            trades=self.orders.trades(),
+        )

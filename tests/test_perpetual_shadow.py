@@ -1,0 +1,151 @@
+"""A perpetual strategy end to end through the real actors, in shadow mode: config, the
+ledger's position book, the strategy's planner and protection, the simulated perpetuals
+account, the writer and the store, on the bundled BTC/USD candles treated as a perpetual
+(``BTC/USD:USD``), replayed in lockstep so every candle is decided."""
+
+from __future__ import annotations
+
+from decimal import Decimal as D
+from pathlib import Path
+
+import pytest
+import trio
+
+from exchange.candles import bundled_path
+
+CANDLES = 600
+
+
+def perp_raw(tmp_path: Path, on_sell: str = "short", protection: dict | None = None) -> dict:
+    lines = bundled_path("btc_usd_1h_coinbase.csv").read_text().splitlines()[: CANDLES + 1]
+    data = tmp_path / "btc.csv"
+    data.write_text("\n".join(lines) + "\n")
+    return {
+        "store": str(tmp_path / "limitline.sqlite"),
+        "status": {"port": 0},
+        "reconciler": {"interval_seconds": 0.5},
+        "venues": [{
+            "name": "perp", "kind": "simulated", "market_type": "swap", "balances": {"USD": 20000},
+            "markets": [{"symbol": "BTC/USD:USD", "tick_size": 0.01, "lot_size": 0.001, "min_amount": 0.001,
+                         "min_notional": 10, "maker_fee": 0.0002, "taker_fee": 0.0005, "leverage": 5}],
+            "replay": {"BTC/USD:USD": {"data": str(data), "speed": 50, "lockstep": True}},
+        }],
+        "strategies": [{
+            "name": "trend", "venue": "perp", "symbol": "BTC/USD:USD",
+            "allocation": {"quote": 5000}, "sizing": {"base": 0.5},
+            "buy": {"kind": "sma_cross", "fast": 5, "slow": 20, "direction": "up"},
+            "sell": {"kind": "sma_cross", "fast": 5, "slow": 20, "direction": "down"},
+            "on_buy": "long", "on_sell": on_sell, "limit_offset_bps": -10, "ttl_seconds": 7200,
+            **({"protection": protection} if protection is not None else {}),
+        }],
+    }
+
+
+async def run(raw: dict):
+    from helpers import Watch, node
+
+    from supervisors.app import App
+    from supervisors.config import parse_config
+
+    watch = Watch()
+    app = App(parse_config(raw), echo=watch)
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(app.run)
+            await watch.until(lambda events: any(e.kind == "replay_finished" for e in events))
+            await watch.until(lambda events: sum(e.kind == "evaluated" for e in events) >= CANDLES - 1)
+            snapshot = app.snapshot()
+            exchange = app.shadow_venues["perp"].exchange
+            nursery.cancel_scope.cancel()
+    return watch, snapshot, exchange, node(snapshot, "ledger")["status"], node(snapshot, "strategy:trend")["status"]
+
+
+def _book_of_store(path: str):
+    from actors.ledger.positions_core import PositionBook
+    from store.db import load_position_journal, open_store
+
+    connection = open_store(path, readonly=True)
+    try:
+        return PositionBook.from_journal(load_position_journal(connection), "USD")
+    finally:
+        connection.close()
+
+
+async def test_a_long_short_strategy_with_protection_runs_end_to_end(tmp_path):
+    raw = perp_raw(tmp_path, protection={"take_profit_pct": 3, "stop_loss_pct": 1.5})
+    watch, snapshot, exchange, ledger, strategy = await run(raw)
+    placed = watch.of("order_placed")
+    # Positions opened both ways, and closes were reduce-only.
+    opens = [e for e in placed if e.payload.get("leg") == "open"]
+    assert {e.payload["side"] for e in opens} == {"buy", "sell"}
+    assert all(e.payload["reduce_only"] for e in placed if e.payload.get("leg") == "close")
+    # Protection rested: a take-profit limit and a stop-limit with its trigger, reduce-only.
+    stops = [e for e in placed if e.payload["type"] == "stop_limit"]
+    tps = [e for e in placed if e.payload.get("action") == "protect" and e.payload["type"] == "limit"]
+    assert stops and tps and all(e.payload["reduce_only"] and "trigger_price" in e.payload for e in stops)
+    # ... and closed positions: the exchange's trades of protective orders, and the events.
+    protective = {e.client_order_id for e in stops + tps}
+    assert any(t.client_order_id in protective for t in exchange.trades)
+    assert watch.count("closed_by_protection") >= 1
+    # Decisions carry their action.
+    assert {e.payload.get("action") for e in watch.of("evaluated")} >= {"open", "flip"} or \
+        {e.payload.get("action") for e in watch.of("evaluated")} >= {"open", "close"}
+    # The ledger's books are the exchange's: size, realized P&L, fees.
+    position = exchange.position("BTC/USD:USD")
+    booked = ledger["positions"]["trend:BTC/USD:USD"]
+    assert D(booked["size"]) == position.size
+    assert D(booked["realized_pnl"]) == position.realized_pnl
+    assert D(booked["fees_paid"]["USD"]) == position.fees
+    assert D(strategy["position"]) == position.size
+    # Never a market order of any kind.
+    assert exchange.violations == []
+    # Nothing crashed, nothing was refused by the ledger.
+    assert watch.count("child_restarting") == 0 and watch.count("strategy_paused") == 0
+    # The book is the fold of its journal: rebuilt from the store, it is the same.
+    rebuilt = _book_of_store(raw["store"])
+    assert rebuilt.snapshot()["positions"]["trend:BTC/USD:USD"] | {} == {
+        **ledger["positions"]["trend:BTC/USD:USD"], "groups": rebuilt.snapshot()["positions"]["trend:BTC/USD:USD"]["groups"]}
+    rebuilt.check_invariants()
+
+
+@pytest.mark.parametrize("bad, problem", [
+    ({"leverage": None}, "venues[0].markets[0].leverage: a swap market needs its leverage"),
+    ({"symbol": "BTC/USD"}, "venues[0].markets[0].symbol: a linear perpetual is named BASE/QUOTE:SETTLE"),
+    ({"margin_mode": "both"}, "venues[0].markets[0].margin_mode: must be cross or isolated"),
+])
+def test_a_swap_market_is_checked_field_by_field(tmp_path, bad, problem):
+    from supervisors.config import ConfigError, parse_config
+
+    raw = perp_raw(tmp_path)
+    raw["venues"][0]["markets"][0].update(bad)
+    if "symbol" in bad:
+        raw["venues"][0]["replay"] = {"BTC/USD": raw["venues"][0]["replay"]["BTC/USD:USD"]}
+        raw["strategies"][0]["symbol"] = "BTC/USD"
+    with pytest.raises(ConfigError) as error:
+        parse_config(raw)
+    assert any(p.startswith(problem) for p in error.value.problems), error.value.problems
+
+
+def test_two_strategies_on_one_symbol_of_a_one_way_account_are_refused_naming_both(tmp_path):
+    from supervisors.config import ConfigError, parse_config
+
+    raw = perp_raw(tmp_path)
+    raw["strategies"].append(dict(raw["strategies"][0], name="other"))
+    with pytest.raises(ConfigError) as error:
+        parse_config(raw)
+    assert ("strategies[1].symbol: strategies trend and other both trade BTC/USD:USD on venue perp, a one-way "
+            "account with one position per symbol; give each its own symbol or venue") in error.value.problems
+
+
+def test_a_swap_strategy_says_its_posture(tmp_path):
+    from supervisors.config import ConfigError, parse_config
+
+    raw = perp_raw(tmp_path)
+    del raw["strategies"][0]["on_sell"]
+    raw["strategies"][0]["protection"] = {"take_profit_pct": 150}
+    with pytest.raises(ConfigError) as error:
+        parse_config(raw)
+    problems = error.value.problems
+    assert any(p.startswith("strategies[0].on_sell: a strategy on swap venue 'perp' says which position a sell "
+                            "signal asks for: long, short or flat") for p in problems), problems
+    assert any(p.startswith("strategies[0].protection.take_profit_pct: must be above 0 and below 100") for p in problems)
