@@ -178,6 +178,20 @@ class PositionInfo:
 
 
 @attrs.frozen
+class FundingReport:
+    """A funding payment of a perpetual position, as the exchange's income history lists
+    it (connection -> ledger). ``paid`` positive: the position paid it; negative: received."""
+
+    venue: str
+    strategy: str
+    symbol: str
+    income_id: str
+    paid: Decimal
+    currency: str
+    at: float
+
+
+@attrs.frozen
 class RecordPositionJournal:
     """The position book's entries and the fills they settle: one transaction."""
 

@@ -97,6 +97,9 @@ async def test_a_long_short_strategy_with_protection_runs_end_to_end(tmp_path):
     assert D(booked["realized_pnl"]) == position.realized_pnl
     assert D(booked["fees_paid"]["USD"]) == position.fees
     assert D(strategy["position"]) == position.size
+    # Funding was booked as its own entries: the wallets moved alike.
+    assert D(booked["funding_paid"]) == -position.funding != 0
+    assert D(ledger["collateral"]["trend"]["wallet"]) - 5000 == exchange.wallet - 20000
     # Never a market order of any kind.
     assert exchange.violations == []
     # Nothing crashed, nothing was refused by the ledger.

@@ -10,7 +10,9 @@ instead of the spot engine. Orders are routed by :class:`PerpetualOrders`:
   order's client id, so its fills reach the owner like any other; the order of record's
   exchange id is ``algo-<id>`` (the algo ids are a sequence of their own);
 - acceptances → the owner; rejections and ends → the owner and the ledger; fills → the
-  ledger and the owner, in the order the exchange made them;
+  ledger and the owner, in the order the exchange made them; funding payments → the
+  ledger (:class:`FundingReport`, for the strategy subscribed to the symbol: a one-way
+  account has one position per symbol);
 - what the exchange ends by itself is reported as an :class:`OrderCanceled` after the
   fills before it: a reduce-only order that could now only grow the position (it closes
   or flips; Binance expires them), a stop whose child order was refused at its trigger,
@@ -18,8 +20,8 @@ instead of the spot engine. Orders are routed by :class:`PerpetualOrders`:
 
 The simulated perpetual account is not kept in the store yet: it starts from the config
 at every start of the process (the position book, the order book of record and the
-events are kept). Not wired yet: funding payments into the ledger (they stay in the
-exchange's income), liquidation trades into the position book.
+events are kept). Not wired yet: liquidation trades into the position book (they reach
+the ledger as fills of no order of ours).
 """
 
 from __future__ import annotations
@@ -36,10 +38,12 @@ from actors.messages import (
     CancelOrder,
     ExchangeSnapshot,
     FillReport,
+    FundingReport,
     OrderAccepted,
     OrderCanceled,
     OrderRejected,
     Send,
+    Subscribe,
     VenueFacts,
     strategy_address,
 )
@@ -62,8 +66,11 @@ class PerpetualOrders:
         self.owners: dict[str, str] = {}
         #: Orders accepted and not known to have ended: what :meth:`sweep` watches.
         self.live: dict[str, str] = {}
-        #: How many of the exchange's trades have been routed.
+        #: How many of the exchange's trades, and of its income entries, have been routed.
         self._routed = len(exchange.trades)
+        self._income_seen = len(exchange.income)
+        #: symbol -> the strategy whose position it is (one-way account: one per symbol).
+        self.holders: dict[str, str] = {}
 
     def owns(self, client_order_id: str) -> bool:
         return client_order_id in self.owners
@@ -149,7 +156,19 @@ class PerpetualOrders:
     def match(self, symbol: str, candle: Candle, now: float) -> list[Send]:
         """Run one closed candle: triggers, fills, funding, liquidation; route what it did."""
         self.exchange.match(symbol, candle, now)
-        return self._route_new() + self.sweep(now)
+        return self._funding() + self._route_new() + self.sweep(now)
+
+    def _funding(self) -> list[Send]:
+        """Funding payments since the last look, to the ledger (the position's strategy)."""
+        income = self.exchange.income
+        out: list[Send] = []
+        for entry in income[self._income_seen:]:
+            holder = self.holders.get(entry.symbol)
+            if entry.income_type == "FUNDING_FEE" and holder is not None:
+                out.append(Send(LEDGER, FundingReport(self.venue, holder, entry.symbol, str(entry.tran_id),
+                                                      -entry.amount, entry.asset, entry.at)))
+        self._income_seen = len(income)
+        return out
 
     def _route_new(self) -> list[Send]:
         trades = self.exchange.trades
@@ -249,6 +268,10 @@ class PerpetualConnectionCore(ShadowConnectionCore):
         super().__init__(venue, exchange, lockstep_with, persist=False)
         self.perpetuals: PerpetualExchange = exchange.exchange  # type: ignore[assignment]
         self.orders = PerpetualOrders(venue, self.perpetuals)  # type: ignore[assignment]
+
+    def subscribe(self, message: Subscribe, now: float) -> list[Send]:
+        self.orders.holders[message.symbol] = message.strategy  # type: ignore[attr-defined]
+        return super().subscribe(message, now)
 
     def status(self) -> dict[str, Any]:
         ex = self.perpetuals

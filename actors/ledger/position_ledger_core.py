@@ -5,7 +5,8 @@ this core over one :class:`actors.ledger.positions_core.PositionBook` for the st
 on perpetual (swap) venues. Both answer one message at a time in the same actor, so a
 reservation race is impossible on either side. Which core a message is for:
 
-- :class:`PositionReserve`, and an :class:`AccountQuery` of a strategy on a swap venue;
+- :class:`PositionReserve`, :class:`FundingReport`, and an :class:`AccountQuery` of a
+  strategy on a swap venue;
 - a fill, cancellation, rejection or release naming an order the position book holds
   (:meth:`PositionLedgerCore.owns`).
 
@@ -25,6 +26,7 @@ from actors.messages import (
     WRITER,
     AccountQuery,
     FillReport,
+    FundingReport,
     LedgerRefused,
     OrderCanceled,
     OrderRejected,
@@ -62,7 +64,7 @@ class PositionLedgerCore:
         return out
 
     def owns(self, message: Any) -> bool:
-        if isinstance(message, PositionReserve):
+        if isinstance(message, (PositionReserve, FundingReport)):
             return True
         if isinstance(message, AccountQuery):
             return message.strategy in self.symbols
@@ -90,6 +92,13 @@ class PositionLedgerCore:
                 changed.setdefault(message.strategy, [])
             elif isinstance(message, AccountQuery):
                 changed.setdefault(message.strategy, [])
+            elif isinstance(message, FundingReport):
+                # Booked once per income id (of its venue); funding never touches realized P&L.
+                booked = self.book.funding(message.strategy, message.symbol, f"{message.venue}:funding:{message.income_id}",
+                                           message.paid, message.currency, now)
+                entries += booked
+                if booked:
+                    changed.setdefault(message.strategy, [])
             elif isinstance(message, FillReport):
                 order = self.book.orders[message.client_order_id]
                 settled = self.book.settle(message, now)
