@@ -491,6 +491,15 @@ class RecordSimulatedExchange:
     replay: dict[str, int] = attrs.field(factory=dict)
 
 
+@attrs.frozen
+class RecordPerpetualAccount:
+    """A simulated perpetuals account, whole (``exchange.perpetuals.PerpetualState``),
+    sent to the writer ahead of what its change causes, as :class:`RecordSimulatedExchange`."""
+
+    venue: str
+    state: Any
+
+
 # ------------------------------------------------------ connection <-> shell
 
 

@@ -40,7 +40,9 @@ class ShadowVenue:
     def resync(self) -> None:
         """Hand over the whole account and every replay position with the next changes
         (see :meth:`SimulatedExchange.resync`)."""
-        self.exchange.resync()
+        resync = getattr(self.exchange, "resync", None)
+        if resync is not None:  # a perpetuals account is recorded whole each time
+            resync()
         self._positions = {}
 
     def replay_changes(self) -> dict[str, int]:

@@ -20,6 +20,7 @@ from exchange.matching import ExchangeState
 from store.db import (
     load_journal,
     load_orders,
+    load_perpetual,
     load_position_journal,
     load_journal_of,
     load_record,
@@ -97,6 +98,21 @@ def stored_simulated(
             return None, {}, any(strategies is None or strategy in strategies for (strategy,) in rows)
         state, replay = load_simulated(connection, venue=venue)
         return state, replay, False
+    finally:
+        connection.close()
+
+
+def stored_perpetual(path: str | Path, venue: str) -> Any:
+    """A simulated perpetuals account (``exchange.perpetuals.PerpetualState``) as the
+    store at ``path`` holds it, read once at start-up; None if never recorded."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    connection = open_store(path, readonly=True)
+    try:
+        if current_version(connection) < 5:
+            return None
+        return load_perpetual(connection, venue=venue)
     finally:
         connection.close()
 

@@ -32,3 +32,20 @@ def _json_default(value: Any) -> Any:
 def dumps(value: Any) -> str:
     """``value`` (plain data, possibly holding Decimals, enums, sets or attrs objects) as JSON."""
     return json.dumps(value, default=_json_default, separators=(",", ":"))
+
+
+#: The simulated perpetuals account's state, whole, to and from JSON (Decimals as text).
+_state_converter = cattrs.Converter()
+_state_converter.register_unstructure_hook(Decimal, str)
+_state_converter.register_structure_hook(Decimal, lambda value, _: Decimal(value))
+
+
+def perpetual_state_json(state: Any) -> str:
+    """``exchange.perpetuals.PerpetualState`` as JSON."""
+    return json.dumps(_state_converter.unstructure(state), separators=(",", ":"))
+
+
+def perpetual_state_of(text: str) -> Any:
+    from exchange.perpetuals import PerpetualState
+
+    return _state_converter.structure(json.loads(text), PerpetualState)

@@ -20,8 +20,9 @@ from actors.messages import JournalEntry, RecordSimulatedExchange
 from actors.orders import Order, OrderState
 from actors.writer.core import Batch
 from exchange.matching import ExchangeState, SimOrder
+from exchange.perpetuals import PerpetualState
 from exchange.records import ExchangeTrade
-from store.codec import dumps
+from store.codec import dumps, perpetual_state_json, perpetual_state_of
 from store.errors import NotAStore, StoreUnavailable
 from store.rows import Columns
 from store.schema import migrate, not_a_store
@@ -236,6 +237,11 @@ def _write_rows(connection: sqlite3.Connection, batch: Batch) -> None:
     )
     for record in batch.simulated:
         _write_simulated(connection, record)
+    for venue, state in batch.perpetual.items():
+        connection.execute(
+            "INSERT INTO sim_perpetual (venue, state) VALUES (?, ?) ON CONFLICT (venue) DO UPDATE SET state = excluded.state",
+            (venue, perpetual_state_json(state)),
+        )
 
 
 def _insert(connection: sqlite3.Connection, head: str, columns: int, values: list[Any], tail: str = "") -> None:
@@ -311,6 +317,12 @@ def load_position_journal(connection: sqlite3.Connection) -> list[PositionEntry]
     """The position book's entries in journal order: the book is their fold."""
     rows = connection.execute(f"SELECT {POSITION_JOURNAL_COLUMNS.sql} FROM position_journal ORDER BY seq").fetchall()
     return [POSITION_JOURNAL_COLUMNS.record(row) for row in rows]
+
+
+def load_perpetual(connection: sqlite3.Connection, *, venue: str) -> PerpetualState | None:
+    """A simulated perpetuals account as the store holds it (None if never recorded)."""
+    row = connection.execute("SELECT state FROM sim_perpetual WHERE venue = ?", (venue,)).fetchone()
+    return None if row is None else perpetual_state_of(row[0])
 
 
 def load_orders(

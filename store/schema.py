@@ -181,6 +181,9 @@ MIGRATIONS: list[list[str]] = [
             size_reserved TEXT NOT NULL,
             reason TEXT NOT NULL
         )""",
+        # A simulated perpetuals account, whole (exchange.perpetuals.PerpetualState as
+        # JSON), so shadow mode on a swap venue continues across restarts.
+        "CREATE TABLE sim_perpetual (venue TEXT PRIMARY KEY, state TEXT NOT NULL)",
     ],
 ]
 

@@ -63,7 +63,7 @@ from exchange.matching import ExchangeState, SimulatedExchange
 from exchange.perpetuals import PerpetualExchange, perpetual_rules
 from exchange.replay import ReplayFeed
 from exchange.shadow import ShadowVenue
-from store.access import SqliteReader, SqliteWriter, stored_simulated
+from store.access import SqliteReader, SqliteWriter, stored_perpetual, stored_simulated
 from store.db import check_store, open_store
 from store.lock import StoreLock
 from supervisors.config import (
@@ -207,6 +207,10 @@ class App:
         """Continue every simulated account (and replay) from the store."""
         for name, shadow in self.shadow_venues.items():
             shadow.restore(*self._stored(name))
+            if isinstance(shadow.exchange, PerpetualExchange):
+                state = stored_perpetual(self.store_path, name)
+                if state is not None:
+                    shadow.exchange.restore(state)
         for name, book in self.shadow_books.items():
             strategies = frozenset(s.name for s in self.config.strategies if s.venue == name and s.mode == "shadow")
             book.restored, _ = self._stored(name, strategies)
@@ -244,7 +248,7 @@ class App:
                 tick_interval=0.1 if lockstep else min(0.25, 0.5 / speed),
                 env=self.env,
                 lockstep_with=frozenset(s.name for s in self.config.strategies if s.venue == venue.name) if lockstep else None,
-                **({"core_class": PerpetualConnectionCore, "persist": False} if venue.market_type == "swap" else {}),
+                **({"core_class": PerpetualConnectionCore} if venue.market_type == "swap" else {}),
             )
         fatal = None
         credentials = None

@@ -18,9 +18,11 @@ instead of the spot engine. Orders are routed by :class:`PerpetualOrders`:
   or flips; Binance expires them), a stop whose child order was refused at its trigger,
   orders a liquidation cancelled.
 
-The simulated perpetual account is not kept in the store yet: it starts from the config
-at every start of the process (the position book, the order book of record and the
-events are kept). Not wired yet: liquidation trades into the position book (they reach
+With ``persist`` the account is handed to the writer whole after every change (ahead of
+the messages reporting it, as the spot engine's changes are), with the replay positions,
+so shadow mode continues across restarts. Whole, not changes only: each record costs the
+size of the account's history (a months-long run needs the spot engine's changes-only
+tracking here too). Not wired yet: liquidation trades into the position book (they reach
 the ledger as fills of no order of ours).
 """
 
@@ -34,6 +36,7 @@ import attrs
 from actors.connection.shadow_core import ShadowConnectionCore
 from actors.messages import (
     LEDGER,
+    WRITER,
     CancelFailed,
     CancelOrder,
     ExchangeSnapshot,
@@ -42,6 +45,8 @@ from actors.messages import (
     OrderAccepted,
     OrderCanceled,
     OrderRejected,
+    RecordPerpetualAccount,
+    RecordSimulatedExchange,
     Send,
     Subscribe,
     VenueFacts,
@@ -71,21 +76,39 @@ class PerpetualOrders:
         self._income_seen = len(exchange.income)
         #: symbol -> the strategy whose position it is (one-way account: one per symbol).
         self.holders: dict[str, str] = {}
+        #: The account changed since it was last handed to the writer (a new incarnation
+        #: hands it over whole at once).
+        self.dirty = True
 
     def owns(self, client_order_id: str) -> bool:
         return client_order_id in self.owners
 
     def restore(self, orders: list[Order], now: float) -> list[Send]:
+        """Who owns which order again, and what the exchange did to the accepted ones that
+        their records lack (trades, ends), as a real exchange's history would say."""
+        out: list[Send] = []
         for order in orders:
             self.owners[order.client_order_id] = order.strategy
             if order.state in ACCEPTED:
                 self.live[order.client_order_id] = order.strategy
-        return []
+                for trade in self.exchange.trades:
+                    if trade.client_order_id == order.client_order_id and trade.trade_id not in order.trade_ids:
+                        out += self.route_fill(trade)
+        return out + self.sweep(now)
 
     def record_changes(self, replay: dict[str, int] | None = None) -> list[Send]:
-        return []  # not kept in the store yet (see the module's docstring)
+        """The account (whole) and the replay positions, for the writer, ahead of the
+        messages that report what changed them."""
+        out: list[Send] = []
+        if self.dirty:
+            self.dirty = False
+            out.append(Send(WRITER, RecordPerpetualAccount(self.venue, self.exchange.snapshot())))
+        if replay:
+            out.append(Send(WRITER, RecordSimulatedExchange(self.venue, None, replay)))
+        return out
 
     def submit(self, order: Order, now: float) -> list[Send]:
+        self.dirty = True
         to = strategy_address(order.strategy)
         cid = order.client_order_id
         self.owners[cid] = order.strategy
@@ -116,6 +139,7 @@ class PerpetualOrders:
         return [Send(to, OrderAccepted(cid, exchange_id, now))] + self._route_new() + self.sweep(now)
 
     def cancel(self, message: CancelOrder, now: float) -> list[Send]:
+        self.dirty = True
         to = strategy_address(message.strategy)
         cid = message.client_order_id
         algo = self.exchange.find_conditional_order(client_algo_id=cid)
@@ -155,6 +179,7 @@ class PerpetualOrders:
 
     def match(self, symbol: str, candle: Candle, now: float) -> list[Send]:
         """Run one closed candle: triggers, fills, funding, liquidation; route what it did."""
+        self.dirty = True
         self.exchange.match(symbol, candle, now)
         return self._funding() + self._route_new() + self.sweep(now)
 
@@ -265,7 +290,7 @@ class PerpetualConnectionCore(ShadowConnectionCore):
     def __init__(
         self, venue: str, exchange: ShadowVenue, lockstep_with: frozenset[str] | None = None, persist: bool = False
     ) -> None:
-        super().__init__(venue, exchange, lockstep_with, persist=False)
+        super().__init__(venue, exchange, lockstep_with, persist=persist)
         self.perpetuals: PerpetualExchange = exchange.exchange  # type: ignore[assignment]
         self.orders = PerpetualOrders(venue, self.perpetuals)  # type: ignore[assignment]
 

@@ -57,6 +57,8 @@ from actors.strategy.protection_core import (
     ProtectionCore,
     ProtectionEvent,
     ProtectionSettings,
+    ProtectiveOrder,
+    Resting,
     round_price_to,
 )
 from actors.strategy.rules import RuleOutcome
@@ -112,6 +114,8 @@ class PerpetualStrategyCore(StrategyCore):
         self._last_close: Decimal | None = None
         #: A close was refused: the next legs wait for the ledger's next answer.
         self._await_position = False
+        #: Protective orders of record to adopt once the protection starts (a restart).
+        self._adopt: list[Order] = []
 
     # ------------------------------------------------------------ lifecycle
 
@@ -133,6 +137,28 @@ class PerpetualStrategyCore(StrategyCore):
         )
         return out
 
+    def restore(self, orders: list[Order], now: float) -> list[Send]:
+        """As a spot strategy's; besides, the protective orders of record still open are
+        adopted by the protection once it starts (they rest on the exchange: placing them
+        again would double them), and the other open orders expire as legs do."""
+        out = super().restore(orders, now)
+        self._adopt = [o for o in self.orders.values() if o.rule.startswith("protection:") and "@" in o.rule]
+        self._plan.update(cid for cid, o in self.orders.items() if not o.rule.startswith("protection:"))
+        return out
+
+    def _adopt_protection(self, protection: ProtectionCore) -> None:
+        for n, order in enumerate(self._adopt, start=1):
+            if order.client_order_id not in self.orders:
+                continue  # ended meanwhile
+            role, _, group = order.rule.removeprefix("protection:").partition("@")
+            kind = "stop_limit" if order.order_type == "stop_limit" else "limit"
+            key = f"{'sl' if role == 'stop_loss' else 'tp' if role == 'take_profit' else 'gap'}-r{n}"
+            protective = ProtectiveOrder(role, order.side, order.amount, order.price, kind, order.trigger_price)
+            protection.resting[key] = Resting(key, role, protective, group, filled=order.filled)
+            protection._group = group  # a close sent now joins the group the ledger holds
+            self._key_of[order.client_order_id], self._cid_of[key] = key, order.client_order_id
+        self._adopt = []
+
     def wants_every_candle(self) -> bool:
         return True
 
@@ -146,8 +172,9 @@ class PerpetualStrategyCore(StrategyCore):
             settings = protection_settings(self.settings)
             if settings is not None:
                 self.protection = ProtectionCore(settings, round_price_to(market.tick_size), market.min_amount)
+                self._adopt_protection(self.protection)
                 self._told = (ZERO, None)
-                out += self._protect(self.protection.on_position(self.position, self.position_entry), 0.0)
+                out += self._protect(self.protection.on_position(self.position, self.position_entry), now)
         return out
 
     # -------------------------------------------------------------- dispatch
@@ -438,9 +465,11 @@ class PerpetualStrategyCore(StrategyCore):
             if isinstance(action, PlaceProtective):
                 order = action.order
                 kind = "stop_limit" if order.order_type == "stop_limit" else "limit"
+                # The rule names the role and the OCO group: after a restart the order is
+                # adopted from its record into the protection, not placed again.
                 cid, sends = self._place(
-                    order.side, order.amount, order.price, True, f"protection:{order.role}", f"protect:{order.role}",
-                    now, order_type=kind, trigger=order.trigger_price, oco_group=action.group,
+                    order.side, order.amount, order.price, True, f"protection:{order.role}@{action.group}",
+                    f"protect:{order.role}", now, order_type=kind, trigger=order.trigger_price, oco_group=action.group,
                 )
                 self._key_of[cid], self._cid_of[action.key] = action.key, cid
                 out += sends

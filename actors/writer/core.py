@@ -18,6 +18,7 @@ from actors.messages import (
     RecordEvent,
     RecordJournal,
     RecordOrder,
+    RecordPerpetualAccount,
     RecordPositionJournal,
     RecordSimulatedExchange,
     Send,
@@ -35,6 +36,8 @@ class Batch:
     journal: list[JournalEntry] = attrs.Factory(list)
     #: The position book's entries (perpetual markets), in the ledger's order.
     positions: list[Any] = attrs.Factory(list)
+    #: Simulated perpetuals accounts, whole: the last state of each venue wins.
+    perpetual: dict[str, Any] = attrs.Factory(dict)
     #: Simulated accounts' changes, in the order they happened.
     simulated: list[RecordSimulatedExchange] = attrs.Factory(list)
     #: Commit with synchronous=FULL: some sender waits for this batch to be on disk.
@@ -43,7 +46,7 @@ class Batch:
     def __len__(self) -> int:
         return (
             len(self.events) + len(self.orders) + len(self.fills) + len(self.journal) + len(self.simulated)
-            + len(self.positions)
+            + len(self.positions) + len(self.perpetual)
         )
 
 
@@ -78,6 +81,8 @@ def plan_batch(messages: Iterable[Any]) -> tuple[Batch, list[Send]]:
         elif isinstance(message, RecordPositionJournal):
             batch.positions.extend(message.entries)
             batch.fills.extend(message.fills)
+        elif isinstance(message, RecordPerpetualAccount):
+            batch.perpetual[message.venue] = message.state
         elif isinstance(message, RecordSimulatedExchange):
             batch.simulated.append(message)
         else:
