@@ -16,10 +16,16 @@ from exchange.candles import bundled_path
 CANDLES = 600
 
 
-def perp_raw(tmp_path: Path, on_sell: str = "short", protection: dict | None = None) -> dict:
-    lines = bundled_path("btc_usd_1h_coinbase.csv").read_text().splitlines()[: CANDLES + 1]
+def write_candles(tmp_path: Path, candles: int) -> Path:
+    """The first ``candles`` hours of the bundled BTC/USD data."""
+    lines = bundled_path("btc_usd_1h_coinbase.csv").read_text().splitlines()[: candles + 1]
     data = tmp_path / "btc.csv"
     data.write_text("\n".join(lines) + "\n")
+    return data
+
+
+def perp_raw(tmp_path: Path, on_sell: str = "short", protection: dict | None = None, candles: int = CANDLES) -> dict:
+    data = write_candles(tmp_path, candles)
     return {
         "store": str(tmp_path / "limitline.sqlite"),
         "status": {"port": 0},
@@ -41,7 +47,7 @@ def perp_raw(tmp_path: Path, on_sell: str = "short", protection: dict | None = N
     }
 
 
-async def run(raw: dict):
+async def run(raw: dict, evaluated: int = CANDLES - 1):
     from helpers import Watch, node
 
     from supervisors.app import App
@@ -53,7 +59,7 @@ async def run(raw: dict):
         async with trio.open_nursery() as nursery:
             await nursery.start(app.run)
             await watch.until(lambda events: any(e.kind == "replay_finished" for e in events))
-            await watch.until(lambda events: sum(e.kind == "evaluated" for e in events) >= CANDLES - 1)
+            await watch.until(lambda events: sum(e.kind == "evaluated" for e in events) >= evaluated)
             snapshot = app.snapshot()
             exchange = app.shadow_venues["perp"].exchange
             nursery.cancel_scope.cancel()
@@ -109,6 +115,40 @@ async def test_a_long_short_strategy_with_protection_runs_end_to_end(tmp_path):
     assert rebuilt.snapshot()["positions"]["trend:BTC/USD:USD"] | {} == {
         **ledger["positions"]["trend:BTC/USD:USD"], "groups": rebuilt.snapshot()["positions"]["trend:BTC/USD:USD"]["groups"]}
     rebuilt.check_invariants()
+
+
+def assert_books_are_the_exchanges(ledger: dict, exchange, allocation: D, wallet: D) -> None:
+    position = exchange.position("BTC/USD:USD")
+    booked = ledger["positions"]["trend:BTC/USD:USD"]
+    assert D(booked["size"]) == position.size
+    assert D(booked["realized_pnl"]) == position.realized_pnl
+    assert D(booked["fees_paid"]["USD"]) == position.fees
+    assert D(booked["funding_paid"]) == -position.funding
+    assert D(ledger["collateral"]["trend"]["wallet"]) - allocation == exchange.wallet - wallet
+
+
+async def test_a_restart_keeps_the_position_and_adopts_its_protection(tmp_path):
+    protection = {"take_profit_pct": 3, "stop_loss_pct": 1.5}
+    raw = perp_raw(tmp_path, protection=protection, candles=200)
+    _, _, exchange, ledger, strategy = await run(raw, evaluated=199)
+    # It stops holding a short with its protection resting on the exchange.
+    assert D(strategy["position"]) == D("-0.5") and strategy["protection"] == {"take_profit": "0.5", "stop_loss": "0.5"}
+    assert len(exchange.open_orders()) == 1 and len(exchange.open_conditional_orders()) == 1
+    held = ledger["positions"]["trend:BTC/USD:USD"]
+
+    write_candles(tmp_path, 400)  # the market goes on; the replay continues where it stopped
+    watch, _, exchange, ledger, strategy = await run(raw, evaluated=199)
+    # The ledger rebuilt the position from its journal, and the strategy held it at once.
+    assert held["size"] == "-0.5" and watch.of("evaluated")[0].payload["position"] == "-0.5"
+    kinds = [(e.kind, e.payload.get("action")) for e in watch.events]
+    first_fill = kinds.index(("fill", None)) if ("fill", None) in kinds else len(kinds)
+    # The protection resting was adopted: nothing protective was placed before a fill.
+    assert ("order_placed", "protect") not in kinds[:first_fill]
+    assert first_fill < len(kinds) and watch.count("closed_by_protection") >= 1
+    assert_books_are_the_exchanges(ledger, exchange, D(5000), D(20000))
+    assert len(exchange.open_conditional_orders()) <= 1 and len(exchange.open_orders()) <= 2
+    assert exchange.violations == []
+    assert watch.count("child_restarting") == 0 and watch.count("strategy_paused") == 0
 
 
 @pytest.mark.parametrize("bad, problem", [
