@@ -557,6 +557,9 @@ class ExchangeSnapshot:
     request_id: int = 0
     #: Recent trades of the account on the markets we trade.
     trades: tuple[ExchangeTrade, ...] = ()
+    #: A derivatives account's positions, orders of both kinds, trades and income
+    #: (``actors.reconciler.positions_core.PositionsSnapshot``); None on spot.
+    positions: Any = None
 
 
 @attrs.frozen
@@ -575,6 +578,20 @@ class LedgerSnapshot:
     #: strategy -> asset -> amount, for fees paid in a third currency (BNB) out of the
     #: account's balance of it: negative, the strategy's share of that balance
     others: dict[str, dict[str, Decimal]] = attrs.field(factory=dict)
+    #: The position book's side (``actors.ledger.position_ledger_core.BookView``); None
+    #: when no strategy trades perpetuals.
+    positions: Any = None
+
+
+@attrs.frozen
+class PositionRepair:
+    """A repair of a strategy's position from the reconciler (exchange truth wins), applied
+    by the ledger's position book with its reason: ``action`` is one of
+    ``actors.reconciler.positions_core``'s ``BookExternalTrade``, ``AdoptPosition`` or
+    ``AdjustCollateral``."""
+
+    strategy: str
+    action: Any
 
 
 @attrs.frozen

@@ -156,6 +156,7 @@ class App:
                 reconciler_actor,
                 venues=[v.name for v in config.venues],
                 markets={s.name: Market(s.venue, *s.symbol.split("/")) for s in spot},
+                perpetuals={s.name: (s.venue, s.symbol) for s in config.strategies if s.perpetual},
                 interval=config.reconciler.interval_seconds,
                 env=self.env,
             ),

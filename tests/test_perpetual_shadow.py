@@ -151,6 +151,38 @@ async def test_a_restart_keeps_the_position_and_adopts_its_protection(tmp_path):
     assert watch.count("child_restarting") == 0 and watch.count("strategy_paused") == 0
 
 
+async def test_an_operator_closing_the_position_is_classified_and_booked(tmp_path):
+    from helpers import Watch, node
+
+    from supervisors.app import App
+    from supervisors.config import parse_config
+
+    raw = perp_raw(tmp_path, protection={"take_profit_pct": 3, "stop_loss_pct": 1.5}, candles=200)
+    watch = Watch()
+    app = App(parse_config(raw), echo=watch)
+    exchange = app.shadow_venues["perp"].exchange
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(app.run)
+            await watch.until(lambda events: any(e.kind == "replay_finished" for e in events))
+            await watch.until(lambda events: sum(e.kind == "evaluated" for e in events) >= 199)
+            assert exchange.position("BTC/USD:USD").size == D("-0.5")
+            # An operator closes the short by hand, outside limitline.
+            exchange.operator_reduce("BTC/USD:USD", None, 0.0)
+            await watch.until(lambda events: any(e.payload.get("class") == "position_changed_outside" for e in events))
+            await watch.until(lambda _: not exchange.open_orders() and not exchange.open_conditional_orders())
+            await watch.until(lambda _: node(app.snapshot(), "ledger")["status"]["positions"]["trend:BTC/USD:USD"]["size"] in ("0", "0.0"))
+            snapshot = app.snapshot()
+            nursery.cancel_scope.cancel()
+    [difference] = [e for e in watch.events if e.payload.get("class") == "position_changed_outside"]
+    assert "trades outside limitline (buy 0.5 @" in difference.reason and "adopted" in difference.reason
+    ledger = node(snapshot, "ledger")["status"]
+    assert_books_are_the_exchanges(ledger, exchange, D(5000), D(20000))
+    # The protection of a position that is gone was cancelled; the strategy carries on.
+    assert watch.count("strategy_paused") == 0
+    assert node(snapshot, "strategy:trend")["status"]["position"] in ("0", "0.0")
+
+
 @pytest.mark.parametrize("bad, problem", [
     ({"leverage": None}, "venues[0].markets[0].leverage: a swap market needs its leverage"),
     ({"symbol": "BTC/USD"}, "venues[0].markets[0].symbol: a linear perpetual is named BASE/QUOTE:SETTLE"),

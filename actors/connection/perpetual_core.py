@@ -53,6 +53,7 @@ from actors.messages import (
     strategy_address,
 )
 from actors.orders import Order, OrderState
+from actors.reconciler.positions_core import ExchangeIncome, ExchangePosition, PositionsSnapshot
 from exchange.candles import Candle
 from exchange.matching import Rejection
 from exchange.perpetuals import PerpetualExchange
@@ -152,10 +153,11 @@ class PerpetualOrders:
                 filled = result.filled
         if isinstance(result, Rejection):
             # Most often it filled or ended in the meantime; those reports settle it.
-            return [Send(to, CancelFailed(cid, f"{result.message} (code {result.code})", now))]
+            failed = CancelFailed(cid, f"{result.message} (code {result.code})", now)
+            return self._route_new() + self.sweep(now) + [Send(to, failed)]
         self.live.pop(cid, None)
         canceled = OrderCanceled(cid, message.reason, now, expired=message.reason == "expired", filled=filled)
-        return [Send(to, canceled), Send(LEDGER, canceled)]
+        return self._route_new() + [Send(to, canceled), Send(LEDGER, canceled)] + self.sweep(now)
 
     def check(self, order: Order, now: float) -> list[Send]:
         """An UNKNOWN order: the simulated exchange knows at once what became of it."""
@@ -327,11 +329,21 @@ class PerpetualConnectionCore(ShadowConnectionCore):
 
     def snapshot(self, now: float, request_id: int = 0) -> ExchangeSnapshot:
         ex = self.perpetuals
-        return ExchangeSnapshot(
+        open_orders = self.orders.open_orders()
+        trades = self.orders.trades()
+        positions = PositionsSnapshot(
             venue=self.venue,
-            open_orders=self.orders.open_orders(),
-            balances={ex.margin_asset: ex.wallet},
+            positions=tuple(ExchangePosition(s, p.size, p.entry_price, Decimal(p.leverage))
+                            for s, p in sorted(ex.positions.items()) if p.size),
+            open_orders=open_orders,
+            trades=trades,
+            income=tuple(ExchangeIncome(str(i.tran_id), i.symbol, i.income_type, i.amount, i.asset, i.at)
+                         for i in ex.income[-1000:]),
+            wallet=ex.wallet,
             at=now,
-            request_id=request_id,
-            trades=self.orders.trades(),
+            forced_order_ids=frozenset(o.exchange_order_id for o in ex.liquidation_orders),
+        )
+        return ExchangeSnapshot(
+            venue=self.venue, open_orders=open_orders, balances={ex.margin_asset: ex.wallet}, at=now,
+            request_id=request_id, trades=trades, positions=positions,
         )

@@ -21,9 +21,13 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, Iterable, Mapping
 
+import attrs
+
 from actors.ledger.positions_core import PositionBook, PositionEntry, PositionOrderRequest
+from actors.reconciler.positions_core import AdjustCollateral, AdoptPosition, BookExternalTrade
 from actors.messages import (
     WRITER,
+    LedgerSnapshot,
     AccountQuery,
     FillReport,
     FundingReport,
@@ -31,6 +35,7 @@ from actors.messages import (
     OrderCanceled,
     OrderRejected,
     PositionInfo,
+    PositionRepair,
     PositionReserve,
     RecordPositionJournal,
     Release,
@@ -39,6 +44,17 @@ from actors.messages import (
     Send,
     strategy_address,
 )
+
+
+@attrs.frozen
+class BookView:
+    """What the reconciler compares of the position book: each (strategy, symbol)'s size,
+    entry price and leverage, the trade and income ids booked, each strategy's wallet."""
+
+    positions: tuple[tuple[str, str, Decimal, Decimal | None, Decimal | None], ...]
+    trade_ids: frozenset[str]
+    income_ids: frozenset[str]
+    collateral: dict[str, Decimal]
 
 
 class PositionLedgerCore:
@@ -64,7 +80,7 @@ class PositionLedgerCore:
         return out
 
     def owns(self, message: Any) -> bool:
-        if isinstance(message, (PositionReserve, FundingReport)):
+        if isinstance(message, (PositionReserve, FundingReport, PositionRepair)):
             return True
         if isinstance(message, AccountQuery):
             return message.strategy in self.symbols
@@ -91,6 +107,13 @@ class PositionLedgerCore:
                 replies.append(Send(message.reply_to, ReservationGranted(message.client_order_id)))
                 changed.setdefault(message.strategy, [])
             elif isinstance(message, AccountQuery):
+                changed.setdefault(message.strategy, [])
+            elif isinstance(message, PositionRepair):
+                repaired = self._repair(message, now)
+                if isinstance(repaired, str):
+                    replies.append(Send(strategy_address(message.strategy), LedgerRefused(message.strategy, None, repaired)))
+                    continue
+                entries += repaired
                 changed.setdefault(message.strategy, [])
             elif isinstance(message, FundingReport):
                 # Booked once per income id (of its venue); funding never touches realized P&L.
@@ -120,6 +143,37 @@ class PositionLedgerCore:
         out += replies
         out += [Send(strategy_address(s), self.info(s, tuple(ids))) for s, ids in changed.items()]
         return out
+
+    def _repair(self, message: PositionRepair, now: float) -> list[PositionEntry] | str:
+        action = message.action
+        if isinstance(action, BookExternalTrade):
+            t = action.trade
+            symbol = self.symbols.get(action.strategy, t.symbol)
+            return self.book.book_external(action.strategy, symbol, t.side, t.price, t.amount, t.fee, t.fee_currency,
+                                           t.trade_id, now, action.reason)
+        if isinstance(action, AdoptPosition):
+            return self.book.adopt(action.strategy, action.symbol, action.size, action.entry_price, action.leverage,
+                                   now, action.reason)
+        if isinstance(action, AdjustCollateral):
+            return self.book.adjust_collateral(action.strategy, action.delta, now, action.reason)
+        raise TypeError(f"the position book does not apply {type(action).__name__}")
+
+    def view(self) -> BookView:
+        book = self.book
+        trade_ids = set(book.booked_ids)
+        for order in book.orders.values():
+            trade_ids |= order.trade_ids
+        return BookView(
+            positions=tuple((s, sym, p.size, p.entry_price, p.leverage) for (s, sym), p in book.positions.items()),
+            trade_ids=frozenset(trade_ids),
+            income_ids=frozenset(i for i in book.booked_ids if ":funding:" in i),
+            collateral={name: a.wallet for name, a in book.collateral.items()},
+        )
+
+    def with_view(self, sends: list[Send]) -> list[Send]:
+        """The spot ledger's snapshots for the reconciler, with the position book's side."""
+        return [Send(s.to, attrs.evolve(s.message, positions=self.view())) if isinstance(s.message, LedgerSnapshot) else s
+                for s in sends]
 
     def info(self, strategy: str, settled: tuple[str, ...] = ()) -> PositionInfo:
         symbol = self.symbols.get(strategy, "")

@@ -60,10 +60,9 @@ async def ledger_actor(
         if book is None:
             return core.handle_batch(batch, now)
         mine = [m for m in batch if book.owns(m)]
-        if not mine:
-            return core.handle_batch(batch, now)
-        spot = [m for m in batch if not book.owns(m)]
-        return (core.handle_batch(spot, now) if spot else []) + book.handle_batch(mine, now)
+        spot = [m for m in batch if not book.owns(m)] if mine else batch
+        out = book.handle_batch(mine, now) if mine else []
+        return book.with_view(core.handle_batch(spot, now) if spot else []) + out
 
     async def recall_spot(batch: list[Any]) -> None:
         await recall([m for m in batch if book is None or not book.owns(m)])
