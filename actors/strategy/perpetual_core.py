@@ -184,7 +184,15 @@ class PerpetualStrategyCore(StrategyCore):
             return self._on_position(message, now)
         cid = getattr(message, "client_order_id", None)
         before = self.orders.get(cid) if cid is not None else None
-        out = super()._handle(message, now)
+        if isinstance(message, OrderRejected) and before is not None and before.reduce_only and _moot(message.reason):
+            # A reduce-only order refused because the position is already gone (closed by
+            # the other protective order, a fill in flight) or a stop the price has
+            # already passed (the gap escalation takes over): an expected outcome of a
+            # moving position, not a failing exchange; the breaker does not count it.
+            out = self._advance(cid, Trigger.REJECTED, now, reason=message.reason)
+            out.append(self._event("order_rejected", now, cid, reason=message.reason))
+        else:
+            out = super()._handle(message, now)
         if cid is None or before is None:
             return out
         if isinstance(message, OrderAccepted) and cid in self._cancel_on_accept:
@@ -408,15 +416,17 @@ class PerpetualStrategyCore(StrategyCore):
         if cid in self._plan:
             self._plan.discard(cid)
             if isinstance(message, (ReservationDenied, OrderRejected)) and self.planner is not None:
-                if reduce_only:
+                moot = isinstance(message, ReservationDenied) or _moot(message.reason)
+                if reduce_only and moot:
                     # A close refused because the position changed under it (protection
                     # closed it, a fill was not booked yet): planned again from the
                     # position the ledger's next answer holds (it follows every denial).
                     self._ended[cid] = frozenset()
                     self._await_position = True
                     return []
-                # An open that cannot be placed (margin): the decision is dropped and the
-                # next signal decides again, never retried in a loop.
+                # An open that cannot be placed (margin), or a leg the exchange refused
+                # for its price: the decision is dropped and the next signal decides
+                # again, never retried in a loop.
                 self.planner.working.pop(cid, None)
                 self.planner.decision = None
                 return []
@@ -482,3 +492,12 @@ class PerpetualStrategyCore(StrategyCore):
             elif isinstance(action, PlaceOcoList):  # spot only; never asked of a perpetual
                 raise TypeError("an OCO order list is a spot venue's protection")
         return out
+
+
+#: Binance's codes of a reduce-only order with nothing left to reduce (-2022) and of a stop
+#: whose trigger the price has already passed (-2021); exchange.perpetuals gives the same.
+MOOT_CODES = ("(code -2022)", "(code -2021)")
+
+
+def _moot(reason: str) -> bool:
+    return reason.endswith(MOOT_CODES)
