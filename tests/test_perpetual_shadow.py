@@ -94,8 +94,7 @@ async def test_a_long_short_strategy_with_protection_runs_end_to_end(tmp_path):
     assert any(t.client_order_id in protective for t in exchange.trades)
     assert watch.count("closed_by_protection") >= 1
     # Decisions carry their action.
-    assert {e.payload.get("action") for e in watch.of("evaluated")} >= {"open", "flip"} or \
-        {e.payload.get("action") for e in watch.of("evaluated")} >= {"open", "close"}
+    assert {e.payload.get("action") for e in watch.of("evaluated")} >= {"open", "flip"}
     # The ledger's books are the exchange's: size, realized P&L, fees.
     position = exchange.position("BTC/USD:USD")
     booked = ledger["positions"]["trend:BTC/USD:USD"]
@@ -125,6 +124,19 @@ def assert_books_are_the_exchanges(ledger: dict, exchange, allocation: D, wallet
     assert D(booked["fees_paid"]["USD"]) == position.fees
     assert D(booked["funding_paid"]) == -position.funding
     assert D(ledger["collateral"]["trend"]["wallet"]) - allocation == exchange.wallet - wallet
+
+
+async def test_a_long_only_strategy_closes_with_reduce_only_orders_and_never_goes_short(tmp_path):
+    raw = perp_raw(tmp_path, on_sell="flat", candles=300)
+    watch, _, exchange, ledger, _ = await run(raw, evaluated=299)
+    placed = watch.of("order_placed")
+    closes = [e for e in placed if e.payload["action"] == "close"]
+    assert closes and all(e.payload["reduce_only"] and e.payload["side"] == "sell" for e in closes)
+    assert all(e.payload["side"] == "buy" for e in placed if e.payload["action"] == "open")
+    assert {e.payload.get("action") for e in watch.of("evaluated")} >= {"open", "close"}
+    assert min(t.position_after for t in exchange.trades) >= 0  # never short, at any fill
+    assert_books_are_the_exchanges(ledger, exchange, D(5000), D(20000))
+    assert exchange.violations == []
 
 
 async def test_a_restart_keeps_the_position_and_adopts_its_protection(tmp_path):
@@ -181,6 +193,16 @@ async def test_an_operator_closing_the_position_is_classified_and_booked(tmp_pat
     # The protection of a position that is gone was cancelled; the strategy carries on.
     assert watch.count("strategy_paused") == 0
     assert node(snapshot, "strategy:trend")["status"]["position"] in ("0", "0.0")
+
+
+async def test_an_open_beyond_the_collateral_is_denied_naming_the_margin(tmp_path):
+    raw = perp_raw(tmp_path, candles=120)
+    raw["strategies"][0]["allocation"] = {"quote": 100}  # 0.5 BTC at ~2,500 and leverage 5 needs ~250
+    watch, _, exchange, ledger, _ = await run(raw, evaluated=119)
+    denied = [e for e in watch.of("blocked") if e.client_order_id]
+    assert denied and all(e.reason.startswith("insufficient margin: needs ") and "/ leverage 5" in e.reason for e in denied)
+    assert not exchange.trades and not exchange.open_orders()  # nothing reached the exchange
+    assert ledger["collateral"]["trend"]["margin_reserved"] in ("0", "0E-12")
 
 
 @pytest.mark.parametrize("bad, problem", [
