@@ -5,6 +5,7 @@ account, the writer and the store, on the bundled BTC/USD candles treated as a p
 
 from __future__ import annotations
 
+from decimal import Decimal
 from decimal import Decimal as D
 from pathlib import Path
 
@@ -137,6 +138,22 @@ async def test_a_long_only_strategy_closes_with_reduce_only_orders_and_never_goe
     assert min(t.position_after for t in exchange.trades) >= 0  # never short, at any fill
     assert_books_are_the_exchanges(ledger, exchange, D(5000), D(20000))
     assert exchange.violations == []
+
+
+async def test_the_status_pages_show_a_position(tmp_path):
+    import httpx
+    from test_web import running
+
+    raw = perp_raw(tmp_path, protection={"take_profit_pct": 3, "stop_loss_pct": 1.5}, candles=200)
+    async with running(raw) as (app, watch, client):
+        await watch.until(lambda events: any(e.kind == "replay_finished" for e in events))
+        await watch.until(lambda events: sum(e.kind == "evaluated" for e in events) >= 199)
+        for path in ("/status", "/status/strategies", "/metrics", "/events"):
+            assert (await client.get(path)).status_code == 200, path
+        row = (await client.get("/status/strategies/trend")).json()
+    assert isinstance(client, httpx.AsyncClient)
+    assert row["held"] == "-0.5" and row["state"] == "active"
+    assert Decimal(row["unrealized_pnl"]) == (Decimal(row["mark_price"]) - Decimal(row["entry_price"])) * Decimal("-0.5")
 
 
 async def test_a_restart_keeps_the_position_and_adopts_its_protection(tmp_path):

@@ -121,10 +121,12 @@ class PerpetualStrategyCore(StrategyCore):
 
     def status(self) -> dict[str, Any]:
         out = super().status()
-        for spot_only in ("held", "base_free", "dust", "entry_price"):
+        for spot_only in ("base_free", "dust"):
             out.pop(spot_only, None)
         out.update(
             market_type="swap",
+            # ``held``: the signed position, so (mark - entry) x held is its unrealized P&L.
+            held=str(self.position),
             position=str(self.position),
             entry_price=None if self.position_entry is None else str(self.position_entry),
             wallet=str(self.wallet),
