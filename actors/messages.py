@@ -493,8 +493,10 @@ class RecordSimulatedExchange:
 
 @attrs.frozen
 class RecordPerpetualAccount:
-    """A simulated perpetuals account, whole (``exchange.perpetuals.PerpetualState``),
-    sent to the writer ahead of what its change causes, as :class:`RecordSimulatedExchange`."""
+    """A simulated perpetuals account's changes, sent to the writer ahead of what they
+    cause, as :class:`RecordSimulatedExchange`: an ``exchange.perpetuals.PerpetualState``
+    whose account fields are whole and whose orders, conditional orders, trades and income
+    are those that changed or are new since the last record."""
 
     venue: str
     state: Any

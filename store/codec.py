@@ -34,18 +34,16 @@ def dumps(value: Any) -> str:
     return json.dumps(value, default=_json_default, separators=(",", ":"))
 
 
-#: The simulated perpetuals account's state, whole, to and from JSON (Decimals as text).
+#: The simulated perpetuals account's parts, to and from JSON (Decimals as text).
 _state_converter = cattrs.Converter()
 _state_converter.register_unstructure_hook(Decimal, str)
 _state_converter.register_structure_hook(Decimal, lambda value, _: Decimal(value))
 
 
-def perpetual_state_json(state: Any) -> str:
-    """``exchange.perpetuals.PerpetualState`` as JSON."""
-    return json.dumps(_state_converter.unstructure(state), separators=(",", ":"))
+def state_json(value: Any) -> str:
+    """An attrs record of the simulated perpetuals account as JSON."""
+    return json.dumps(_state_converter.unstructure(value), separators=(",", ":"))
 
 
-def perpetual_state_of(text: str) -> Any:
-    from exchange.perpetuals import PerpetualState
-
-    return _state_converter.structure(json.loads(text), PerpetualState)
+def state_of(text: str, cls: type) -> Any:
+    return _state_converter.structure(json.loads(text), cls)

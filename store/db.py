@@ -15,14 +15,16 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable
 
+import attrs
+
 from actors.ledger.positions_core import PositionEntry
 from actors.messages import JournalEntry, RecordSimulatedExchange
 from actors.orders import Order, OrderState
 from actors.writer.core import Batch
 from exchange.matching import ExchangeState, SimOrder
-from exchange.perpetuals import PerpetualState
+from exchange.perpetuals import ConditionalOrder, Income, PerpetualOrder, PerpetualState, PerpetualTrade
 from exchange.records import ExchangeTrade
-from store.codec import dumps, perpetual_state_json, perpetual_state_of
+from store.codec import dumps, state_json, state_of
 from store.errors import NotAStore, StoreUnavailable
 from store.rows import Columns
 from store.schema import migrate, not_a_store
@@ -237,10 +239,33 @@ def _write_rows(connection: sqlite3.Connection, batch: Batch) -> None:
     )
     for record in batch.simulated:
         _write_simulated(connection, record)
-    for venue, state in batch.perpetual.items():
-        connection.execute(
-            "INSERT INTO sim_perpetual (venue, state) VALUES (?, ?) ON CONFLICT (venue) DO UPDATE SET state = excluded.state",
-            (venue, perpetual_state_json(state)),
+    for record in batch.perpetual:
+        _write_perpetual(connection, record.venue, record.state)
+
+
+#: The rows of a simulated perpetuals account: kind, the collection, each row's id.
+PERPETUAL_ROWS = (
+    ("order", "orders", lambda o: o.exchange_order_id, PerpetualOrder),
+    ("algo", "conditional_orders", lambda a: a.algo_id, ConditionalOrder),
+    ("trade", "trades", lambda t: t.trade_id, PerpetualTrade),
+    ("income", "income", lambda i: str(i.tran_id), Income),
+)
+
+
+def _write_perpetual(connection: sqlite3.Connection, venue: str, state: PerpetualState) -> None:
+    """One change of a simulated perpetuals account: its account whole, its changed rows."""
+    account = attrs.evolve(state, orders=(), conditional_orders=(), trades=(), income=())
+    connection.execute(
+        "INSERT INTO sim_perpetual (venue, account) VALUES (?, ?) ON CONFLICT (venue) DO UPDATE SET account = excluded.account",
+        (venue, state_json(account)),
+    )
+    for kind, field, key, _ in PERPETUAL_ROWS:
+        _insert(
+            connection,
+            "INSERT INTO sim_perpetual_rows (venue, kind, id, body)",
+            4,
+            [v for row in getattr(state, field) for v in (venue, kind, key(row), state_json(row))],
+            "ON CONFLICT (venue, kind, id) DO UPDATE SET body = excluded.body",
         )
 
 
@@ -320,9 +345,19 @@ def load_position_journal(connection: sqlite3.Connection) -> list[PositionEntry]
 
 
 def load_perpetual(connection: sqlite3.Connection, *, venue: str) -> PerpetualState | None:
-    """A simulated perpetuals account as the store holds it (None if never recorded)."""
-    row = connection.execute("SELECT state FROM sim_perpetual WHERE venue = ?", (venue,)).fetchone()
-    return None if row is None else perpetual_state_of(row[0])
+    """A simulated perpetuals account as the store holds it, whole (None if never recorded)."""
+    with connection:
+        connection.execute("BEGIN")
+        row = connection.execute("SELECT account FROM sim_perpetual WHERE venue = ?", (venue,)).fetchone()
+        if row is None:
+            return None
+        parts = {}
+        for kind, field, _, cls in PERPETUAL_ROWS:
+            rows = connection.execute(
+                "SELECT body FROM sim_perpetual_rows WHERE venue = ? AND kind = ? ORDER BY rowid", (venue, kind)
+            ).fetchall()
+            parts[field] = tuple(state_of(body, cls) for (body,) in rows)
+    return attrs.evolve(state_of(row[0], PerpetualState), **parts)
 
 
 def load_orders(

@@ -181,9 +181,18 @@ MIGRATIONS: list[list[str]] = [
             size_reserved TEXT NOT NULL,
             reason TEXT NOT NULL
         )""",
-        # A simulated perpetuals account, whole (exchange.perpetuals.PerpetualState as
-        # JSON), so shadow mode on a swap venue continues across restarts.
-        "CREATE TABLE sim_perpetual (venue TEXT PRIMARY KEY, state TEXT NOT NULL)",
+        # A simulated perpetuals account (exchange.perpetuals.PerpetualState), so shadow
+        # mode on a swap venue continues across restarts: its account (wallet, positions,
+        # marks, counters) as one JSON document, and its orders, conditional orders, trades
+        # and income as one JSON row each, written as they change.
+        "CREATE TABLE sim_perpetual (venue TEXT PRIMARY KEY, account TEXT NOT NULL)",
+        """CREATE TABLE sim_perpetual_rows (
+            venue TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('order', 'algo', 'trade', 'income')),
+            id TEXT NOT NULL,
+            body TEXT NOT NULL,
+            PRIMARY KEY (venue, kind, id)
+        )""",
     ],
 ]
 

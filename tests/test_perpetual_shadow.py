@@ -110,6 +110,11 @@ async def test_a_long_short_strategy_with_protection_runs_end_to_end(tmp_path):
     assert exchange.violations == []
     # Nothing crashed, nothing was refused by the ledger.
     assert watch.count("child_restarting") == 0 and watch.count("strategy_paused") == 0
+    # The simulated account the store keeps (its changes, recorded as they happened) is
+    # the account itself: shadow mode goes on from it after a restart.
+    from store.access import stored_perpetual
+
+    assert stored_perpetual(raw["store"], "perp") == exchange.snapshot()
     # The book is the fold of its journal: rebuilt from the store, it is the same.
     rebuilt = _book_of_store(raw["store"])
     assert rebuilt.snapshot()["positions"]["trend:BTC/USD:USD"] | {} == {

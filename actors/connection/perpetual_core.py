@@ -18,11 +18,11 @@ instead of the spot engine. Orders are routed by :class:`PerpetualOrders`:
   or flips; Binance expires them), a stop whose child order was refused at its trigger,
   orders a liquidation cancelled.
 
-With ``persist`` the account is handed to the writer whole after every change (ahead of
-the messages reporting it, as the spot engine's changes are), with the replay positions,
-so shadow mode continues across restarts. Whole, not changes only: each record costs the
-size of the account's history (a months-long run needs the spot engine's changes-only
-tracking here too). Not wired yet: liquidation trades into the position book (they reach
+With ``persist`` the account's changes go to the writer after every operation (ahead of
+the messages reporting them, as the spot engine's changes do), with the replay positions,
+so shadow mode continues across restarts: the account itself (wallet, positions, marks,
+counters) and only the orders, conditional orders, trades and income that changed or are
+new (:meth:`PerpetualOrders._changes`), so a record costs what changed, not the history. Not wired yet: liquidation trades into the position book (they reach
 the ledger as fills of no order of ours).
 """
 
@@ -56,7 +56,7 @@ from actors.orders import Order, OrderState
 from actors.reconciler.positions_core import ExchangeIncome, ExchangePosition, PositionsSnapshot
 from exchange.candles import Candle
 from exchange.matching import Rejection
-from exchange.perpetuals import PerpetualExchange
+from exchange.perpetuals import PerpetualExchange, PerpetualState
 from exchange.records import ExchangeOrder, ExchangeTrade
 from exchange.shadow import ShadowVenue
 
@@ -78,8 +78,12 @@ class PerpetualOrders:
         #: symbol -> the strategy whose position it is (one-way account: one per symbol).
         self.holders: dict[str, str] = {}
         #: The account changed since it was last handed to the writer (a new incarnation
-        #: hands it over whole at once).
+        #: hands it over whole at once: nothing is known as recorded yet).
         self.dirty = True
+        self._recorded: tuple[int, int, int, int] | None = None
+        #: Orders and conditional orders that may still change (open, waiting or triggered).
+        self._changing_orders: set[str] = set()
+        self._changing_algos: set[str] = set()
 
     def owns(self, client_order_id: str) -> bool:
         return client_order_id in self.owners
@@ -103,10 +107,33 @@ class PerpetualOrders:
         out: list[Send] = []
         if self.dirty:
             self.dirty = False
-            out.append(Send(WRITER, RecordPerpetualAccount(self.venue, self.exchange.snapshot())))
+            out.append(Send(WRITER, RecordPerpetualAccount(self.venue, self._changes())))
         if replay:
             out.append(Send(WRITER, RecordSimulatedExchange(self.venue, None, replay)))
         return out
+
+    def _changes(self) -> PerpetualState:
+        """The account now, with only the orders, conditional orders, trades and income
+        that changed or are new since the last record (all of them, the first time).
+
+        An order changes only while it is open (and when it ends); a conditional order while
+        it waits or while its triggered child is open; trades and income are only appended.
+        So the rows to write are those open at the last record or now, and the new ones."""
+        ex = self.exchange
+        if self._recorded is None:
+            state = ex.snapshot()
+        else:
+            next_order, next_algo, trades, income = self._recorded
+            head = ex.account_state((), (), (), ())  # the counters now: what is new since
+            order_ids = self._changing_orders | {str(i) for i in range(next_order, head.next_order)}
+            algo_ids = self._changing_algos | {str(i) for i in range(next_algo, head.next_algo)}
+            state = ex.account_state(sorted(order_ids, key=int), sorted(algo_ids, key=int), ex.trades[trades:],
+                                     ex.income[income:])
+        self._changing_orders = {o.exchange_order_id for o in ex.open_orders()}
+        self._changing_algos = {a.algo_id for a in state.conditional_orders if a.status in ("NEW", "TRIGGERED")}
+        self._changing_algos |= {a.algo_id for a in ex.open_conditional_orders()}
+        self._recorded = (state.next_order, state.next_algo, len(ex.trades), len(ex.income))
+        return state
 
     def submit(self, order: Order, now: float) -> list[Send]:
         self.dirty = True

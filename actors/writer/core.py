@@ -36,8 +36,8 @@ class Batch:
     journal: list[JournalEntry] = attrs.Factory(list)
     #: The position book's entries (perpetual markets), in the ledger's order.
     positions: list[Any] = attrs.Factory(list)
-    #: Simulated perpetuals accounts, whole: the last state of each venue wins.
-    perpetual: dict[str, Any] = attrs.Factory(dict)
+    #: Simulated perpetuals accounts' changes, in the order they happened.
+    perpetual: list[Any] = attrs.Factory(list)
     #: Simulated accounts' changes, in the order they happened.
     simulated: list[RecordSimulatedExchange] = attrs.Factory(list)
     #: Commit with synchronous=FULL: some sender waits for this batch to be on disk.
@@ -82,7 +82,7 @@ def plan_batch(messages: Iterable[Any]) -> tuple[Batch, list[Send]]:
             batch.positions.extend(message.entries)
             batch.fills.extend(message.fills)
         elif isinstance(message, RecordPerpetualAccount):
-            batch.perpetual[message.venue] = message.state
+            batch.perpetual.append(message)
         elif isinstance(message, RecordSimulatedExchange):
             batch.simulated.append(message)
         else:
