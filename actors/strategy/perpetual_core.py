@@ -156,8 +156,7 @@ class PerpetualStrategyCore(StrategyCore):
             kind = "stop_limit" if order.order_type == "stop_limit" else "limit"
             key = f"{'sl' if role == 'stop_loss' else 'tp' if role == 'take_profit' else 'gap'}-r{n}"
             protective = ProtectiveOrder(role, order.side, order.amount, order.price, kind, order.trigger_price)
-            protection.resting[key] = Resting(key, role, protective, group, filled=order.filled)
-            protection._group = group  # a close sent now joins the group the ledger holds
+            protection.adopt(Resting(key, role, protective, group, filled=order.filled))
             self._key_of[order.client_order_id], self._cid_of[key] = key, order.client_order_id
         self._adopt = []
 
