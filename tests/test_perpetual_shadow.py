@@ -161,6 +161,32 @@ async def test_the_status_pages_show_a_position(tmp_path):
     assert Decimal(row["unrealized_pnl"]) == (Decimal(row["mark_price"]) - Decimal(row["entry_price"])) * Decimal("-0.5")
 
 
+async def test_a_gapped_stop_is_escalated_with_a_crossing_reduce_only_limit(tmp_path):
+    # Up through 100 (a buy: long), then the market opens far below the stop's limit.
+    closes = ["95"] * 3 + ["101"] * 4 + ["89.5"] * 6
+    rows = ["timestamp,open,high,low,close,volume"]
+    for i, close in enumerate(closes):
+        open_ = "90" if i == 7 else close  # the gap: opens at 90, beyond the stop's limit
+        rows.append(f"2020-01-01T{i:02d}:00:00Z,{open_},{max(open_, close, key=float)},{min(open_, close, '89', key=float) if i == 7 else close},{close},100000")
+    data = tmp_path / "gap.csv"
+    data.write_text("\n".join(rows) + "\n")
+    raw = perp_raw(tmp_path, protection={"take_profit_pct": 5, "stop_loss_pct": 2})
+    raw["venues"][0]["replay"]["BTC/USD:USD"]["data"] = str(data)
+    raw["venues"][0]["markets"][0]["min_notional"] = 1
+    raw["strategies"][0]["buy"] = {"kind": "price_cross", "level": 100, "direction": "up"}
+    raw["strategies"][0]["sell"] = {"kind": "price_cross", "level": 50, "direction": "down"}
+    watch, _, exchange, ledger, _ = await run(raw, evaluated=len(closes) - 1)
+    [escalated] = watch.of("protection_escalated")[:1]
+    assert escalated.reason.startswith("gap: the stop") and "escalated with a reduce-only limit at" in escalated.reason
+    [gap] = [e for e in watch.of("order_placed") if e.payload["leg"] == "escalation"][:1]
+    assert gap.payload["reduce_only"] and gap.payload["type"] == "limit"
+    closed = watch.of("closed_by_protection")
+    assert closed and closed[-1].payload["role"] == "gap escalation"
+    assert exchange.position("BTC/USD:USD").size == 0 and not exchange.open_orders() and not exchange.open_conditional_orders()
+    assert_books_are_the_exchanges(ledger, exchange, D(5000), D(20000))
+    assert exchange.violations == []
+
+
 async def test_a_restart_keeps_the_position_and_adopts_its_protection(tmp_path):
     protection = {"take_profit_pct": 3, "stop_loss_pct": 1.5}
     raw = perp_raw(tmp_path, protection=protection, candles=200)
