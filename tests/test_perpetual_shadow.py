@@ -187,6 +187,42 @@ async def test_a_gapped_stop_is_escalated_with_a_crossing_reduce_only_limit(tmp_
     assert exchange.violations == []
 
 
+async def test_a_liquidation_is_classified_booked_and_pauses_the_strategy(tmp_path):
+    from helpers import Watch, node
+
+    from supervisors.app import App
+    from supervisors.config import parse_config
+
+    closes = ["95"] * 3 + ["101"] * 4 + ["96"] * 4  # a long at 101, isolated at 50x: gone below ~99
+    rows = ["timestamp,open,high,low,close,volume"]
+    rows += [f"2020-01-01T{i:02d}:00:00Z,{c},{c},{c},{c},100000" for i, c in enumerate(closes)]
+    data = tmp_path / "crash.csv"
+    data.write_text("\n".join(rows) + "\n")
+    raw = perp_raw(tmp_path)
+    raw["venues"][0]["replay"]["BTC/USD:USD"]["data"] = str(data)
+    raw["venues"][0]["markets"][0].update(leverage=50, margin_mode="isolated", min_notional=1)
+    raw["strategies"][0]["buy"] = {"kind": "price_cross", "level": 100, "direction": "up"}
+    raw["strategies"][0]["sell"] = {"kind": "price_cross", "level": 50, "direction": "down"}
+    watch = Watch()
+    app = App(parse_config(raw), echo=watch)
+    exchange = app.shadow_venues["perp"].exchange
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(app.run)
+            await watch.until(lambda events: any(e.payload.get("class") == "liquidated" for e in events))
+            await watch.until(lambda events: any(e.kind == "strategy_paused" for e in events))
+            snapshot = app.snapshot()
+            nursery.cancel_scope.cancel()
+    assert exchange.liquidation_orders and exchange.position("BTC/USD:USD").size == 0
+    [paused] = watch.of("strategy_paused")
+    assert "was liquidated by the exchange" in paused.reason
+    ledger = node(snapshot, "ledger")["status"]
+    booked = ledger["positions"]["trend:BTC/USD:USD"]
+    position = exchange.position("BTC/USD:USD")
+    assert D(booked["size"]) == 0 and D(booked["realized_pnl"]) == position.realized_pnl
+    assert node(snapshot, "strategy:trend")["status"]["paused"] is not None
+
+
 async def test_a_restart_keeps_the_position_and_adopts_its_protection(tmp_path):
     protection = {"take_profit_pct": 3, "stop_loss_pct": 1.5}
     raw = perp_raw(tmp_path, protection=protection, candles=200)
