@@ -401,6 +401,9 @@ class FillReport:
     at: float
     #: The exchange says the order has nothing left to fill.
     order_complete: bool
+    #: ``"taker"`` (the order crossed the market on arrival), ``"maker"`` (it rested), or
+    #: None when the exchange does not say (ccxt's ``takerOrMaker``).
+    taker_or_maker: str | None = None
 
 
 # ------------------------------------------------------------- to the writer

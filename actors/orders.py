@@ -13,6 +13,7 @@ a state to invent.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import re
 from decimal import Decimal
@@ -176,7 +177,14 @@ def transition(order: Order, trigger: Trigger, now: float, **changes: object) ->
         raise IllegalTransition(
             f"order {order.client_order_id}: {trigger.value} is not allowed in state {order.state.value}"
         )
-    return attrs.evolve(order, state=target, updated_at=now, **changes)
+    values = {name: getattr(order, name) for name in _ORDER_FIELDS}
+    values.update(changes, state=target, updated_at=now)
+    # Order(**values) checks the names as attrs.evolve would, at half its cost (the Lab
+    # makes four transitions per order).
+    return Order(**values)
+
+
+_ORDER_FIELDS = tuple(field.name for field in attrs.fields(Order))
 
 
 _ID_CHARS = re.compile(r"[^A-Za-z0-9]")
@@ -192,12 +200,17 @@ def client_order_id(strategy: str, sequence: int) -> str:
     """
     if sequence < 0:
         raise ValueError(f"sequence must be >= 0, got {sequence}")
-    slug = _ID_CHARS.sub("", strategy)[:16] or "s"
-    digest = hashlib.sha256(strategy.encode()).hexdigest()[:6]
-    cid = f"ll-{slug}-{digest}-{sequence}"
+    cid = f"{_client_order_id_prefix(strategy)}-{sequence}"
     if len(cid) > CLIENT_ORDER_ID_MAX:
         raise ValueError(f"sequence {sequence} makes a client order id longer than 36 characters")
     return cid
+
+
+@functools.lru_cache(maxsize=1024)
+def _client_order_id_prefix(strategy: str) -> str:
+    slug = _ID_CHARS.sub("", strategy)[:16] or "s"
+    digest = hashlib.sha256(strategy.encode()).hexdigest()[:6]
+    return f"ll-{slug}-{digest}"
 
 
 def parse_sequence(cid: str) -> int | None:

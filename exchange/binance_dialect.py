@@ -309,9 +309,12 @@ class BinanceDialect:
         except (KeyError, ArithmeticError):
             raise BadRequest(MANDATORY_PARAM_MISSING, "Mandatory parameter 'quantity' or 'price' was not sent, was empty/null, or malformed.") from None
         cid = params.get("newClientOrderId") or f"sandbox-{now_ms}"
-        result = self.exchange.create_limit_order(symbol, side, amount, price, cid, now_ms / 1000)
+        result = self.exchange.create_limit_order(
+            symbol, side, amount, price, cid, now_ms / 1000, post_only=params.get("type") == "LIMIT_MAKER"
+        )
         if isinstance(result, Rejection):
             return error(400, result.code, result.message)
+        self.fills += self.exchange.trades_of(result.exchange_order_id)  # it crossed: taken at once
         return Response(200, self._order_json(result, now_ms) | {"transactTime": now_ms, "fills": []})
 
     def query_order(self, params: dict[str, str], now_ms: int) -> Response:
@@ -407,7 +410,7 @@ class BinanceDialect:
             "commissionAsset": fill.fee_currency,
             "time": int(fill.at * 1000),
             "isBuyer": fill.side is Side.BUY,
-            "isMaker": True,
+            "isMaker": fill.taker_or_maker != "taker",
             "isBestMatch": True,
         }
 

@@ -416,6 +416,7 @@ def parse_trade(trade: dict[str, Any]) -> ExchangeTrade:
         fee=_d(fee.get("cost") or 0),
         fee_currency=fee.get("currency") or "",
         at=(trade.get("timestamp") or 0) / 1000,
+        taker_or_maker=trade.get("takerOrMaker"),
     )
 
 

@@ -4,16 +4,26 @@ Rules (the ones a paper trader most often gets wrong are the ones that flatter i
 
 - limit orders only; an order is checked against the market's tick, lot and minimum
   notional and against the free balance, and rejected the way the exchange would;
+- an order that *crosses* the market when it arrives (a buy priced above the last trade,
+  the close of the market's latest candle; a sell priced below it) takes liquidity at once,
+  as on every exchange: it fills at the last trade's price (no better, no worse: the
+  spread is not modelled) and pays the **taker** fee. What it can take is at most
+  ``volume_share`` of that candle's volume, less what other crossing orders took since
+  (the depth of the book is unknown; the traded volume stands for it); the rest rests at
+  its own price. An order priced exactly at the last trade does not cross: the last trade
+  may have been on either side of the book. Before the exchange has seen a candle of the
+  market, nothing crosses;
 - an order rests from the candle after the one it was placed on; a resting buy fills only
   when the market trades *below* its price (low < price) and a sell only when it trades
   *above* (high > price): trading at the price says nothing about the queue ahead of us;
-- fills are at the order's own price (we are the maker) and pay the maker fee in the
-  currency the market charges (``MarketRules.fee_in``): by default the asset received, as
-  Binance spot does (a buy's fee comes out of the coins bought), or the quote asset, or a
-  third currency (BNB) while its balance lasts;
-- each candle can fill at most ``volume_share`` of its traded volume across all our orders
-  on that market, best price first, then first placed first: partial fills are normal.
-  A candle with zero volume fills nothing.
+- a resting order fills at its own price (we are the maker) and pays the **maker** fee;
+  every fee is charged in the currency the market charges (``MarketRules.fee_in``): by
+  default the asset received, as Binance spot does (a buy's fee comes out of the coins
+  bought), or the quote asset, or a third currency (BNB) while its balance lasts. Each
+  trade says which it was (``ExchangeTrade.taker_or_maker``, ccxt's ``takerOrMaker``);
+- each candle can fill at most ``volume_share`` of its traded volume across all our
+  resting orders on that market, best price first, then first placed first (the queue):
+  partial fills are normal. A candle with zero volume fills nothing.
 
 Its state (balances, every order, the trades, the next order and trade ids) is what a real
 exchange would keep while we are down. With ``track_changes`` on, the engine remembers what
@@ -121,6 +131,11 @@ class SimulatedExchange:
         self._next_order = 1
         self._next_trade = 1
         self.trades: list[ExchangeTrade] = []
+        self._trades_by_order: dict[str, list[ExchangeTrade]] = defaultdict(list)
+        #: Per market, the latest candle matched and the volume crossing orders may still
+        #: take from it (what a taker can fill on arrival).
+        self._last_trade: dict[str, Decimal] = {}
+        self._takeable: dict[str, Decimal] = {}
         #: Remember what changes, for :meth:`drain_changes` (shadow mode persists it).
         self.track_changes = False
         self._changed: dict[str, SimOrder] = {}
@@ -157,6 +172,9 @@ class SimulatedExchange:
         # A client order id reused after its first order ended names the latest order.
         self._by_client_id = {o.client_order_id: o.exchange_order_id for o in orders}
         self.trades = sorted(state.trades, key=lambda t: int(t.trade_id))
+        self._trades_by_order = defaultdict(list)
+        for trade in self.trades:
+            self._trades_by_order[trade.exchange_order_id].append(trade)
         self._next_order = state.next_order
         self._next_trade = state.next_trade
         self._changed = {}
@@ -183,16 +201,32 @@ class SimulatedExchange:
                 del self._by_client_id[order.client_order_id]
         if len(self.trades) > 2 * keep_trades:
             del self.trades[:-keep_trades]
+            self._trades_by_order = defaultdict(list)
+            for trade in self.trades:
+                self._trades_by_order[trade.exchange_order_id].append(trade)
 
     def trades_of(self, exchange_order_id: str) -> list[ExchangeTrade]:
-        """The trades of one order, oldest first (of those the engine still holds)."""
-        return [t for t in self.trades if t.exchange_order_id == exchange_order_id]
+        """The trades of one order, oldest first (of those the engine still holds). Right
+        after :meth:`create_limit_order`, what the order took on arrival (as a taker)."""
+        return list(self._trades_by_order.get(exchange_order_id, ()))
+
+    def observe(self, symbol: str, candle: Candle) -> None:
+        """The market's latest candle is ``candle`` (what :meth:`match` notes of each): its
+        close is the last trade a crossing order fills at, ``volume_share`` of its volume
+        what crossing orders may take. For a restart, where the replay stopped."""
+        market = self.markets[symbol]
+        self._last_trade[symbol] = candle.close
+        self._takeable[symbol] = market.round_amount(candle.volume * self.volume_share)
 
     # ------------------------------------------------------------- orders
 
     def create_limit_order(
-        self, symbol: str, side: Side, amount: Decimal, price: Decimal, client_order_id: str, now: float
+        self, symbol: str, side: Side, amount: Decimal, price: Decimal, client_order_id: str, now: float,
+        post_only: bool = False,
     ) -> SimOrder | Rejection:
+        """Place a limit order: rejected by the market's rules or the free balance, else
+        accepted, taking at once what it crosses (see the module's rules). ``post_only``
+        (Binance's ``LIMIT_MAKER``): an order that would cross is rejected instead."""
         market = self.markets.get(symbol)
         if market is None:
             return Rejection(CODE_REJECTED, f"Invalid symbol {symbol}.")
@@ -202,8 +236,11 @@ class SimulatedExchange:
         existing = self._by_client_id.get(client_order_id)
         if existing is not None and self.orders[existing].status == "open":
             return Rejection(CODE_REJECTED, "Duplicate order sent.")
+        if post_only and self._crosses(symbol, side, price):
+            return Rejection(CODE_REJECTED, "Order would immediately match and take.")
         if side is Side.BUY:
-            asset, lock = market.quote, price * amount * (1 + market.maker_fee)
+            # The worst fee it may pay: it may take (taker) now, or rest and fill later (maker).
+            asset, lock = market.quote, price * amount * (1 + max(market.maker_fee, market.taker_fee))
         else:
             asset, lock = market.base, amount
         balance = self.balances[asset]
@@ -226,7 +263,21 @@ class SimulatedExchange:
         self._open[order.exchange_order_id] = order
         self._by_client_id[client_order_id] = order.exchange_order_id
         self._touched(order)
+        self._take(market, order, now)
         return order
+
+    def _take(self, market: MarketRules, order: SimOrder, now: float) -> None:
+        """Fill at once what ``order`` takes from the market on arrival (see the module's
+        rules): at the last trade's price, as a taker, up to the volume still takeable."""
+        if not self._crosses(order.symbol, order.side, order.price):
+            return
+        last = self._last_trade[order.symbol]
+        takeable = self._takeable[order.symbol]
+        amount = min(order.remaining, takeable)
+        if amount <= 0:
+            return
+        self._takeable[order.symbol] = takeable - amount
+        self._record([self._fill(market, order, amount, now, price=last, taker=True)])
 
     def cancel_order(self, client_order_id: str) -> SimOrder | Rejection:
         return self._end(client_order_id, "canceled")
@@ -248,6 +299,14 @@ class SimulatedExchange:
         self._touched(order)
         return order
 
+    def _crosses(self, symbol: str, side: Side, price: Decimal) -> bool:
+        """Whether a limit at ``price`` crosses the last trade (nothing crosses before the
+        exchange has seen a candle of the market)."""
+        last = self._last_trade.get(symbol)
+        if last is None:
+            return False
+        return price > last if side is Side.BUY else price < last
+
     def fill_whole(self, client_order_id: str, now: float) -> ExchangeTrade | Rejection:
         """A counterparty takes all that is left of an open order, at its price, at once
         (whatever the candles say)."""
@@ -255,7 +314,7 @@ class SimulatedExchange:
         if order is None or order.status != "open":
             return Rejection(CODE_UNKNOWN_ORDER, "Unknown order sent.")
         trade = self._fill(self.markets[order.symbol], order, order.remaining, now)
-        self.trades.append(trade)
+        self._record([trade])
         return trade
 
     def order_by_client_id(self, client_order_id: str) -> SimOrder | None:
@@ -265,10 +324,20 @@ class SimulatedExchange:
     def open_orders(self, symbol: str | None = None) -> list[SimOrder]:
         return [order for order in self._open.values() if symbol is None or order.symbol == symbol]
 
+    def fill_thresholds(self, symbol: str) -> tuple[Decimal | None, Decimal | None]:
+        """(highest resting buy price, lowest resting sell price) on ``symbol``, None for a
+        side with nothing resting: a candle fills nothing unless it has volume and its low
+        is below the first or its high above the second (the rule of :meth:`match`). The
+        Lab's fast path searches the candles ahead for the next that can."""
+        buys = [o.price for o in self._open.values() if o.symbol == symbol and o.side is Side.BUY]
+        sells = [o.price for o in self._open.values() if o.symbol == symbol and o.side is Side.SELL]
+        return (max(buys) if buys else None, min(sells) if sells else None)
+
     # ------------------------------------------------------------ matching
 
     def match(self, symbol: str, candle: Candle, now: float) -> list[ExchangeTrade]:
         """Fill what ``candle`` could fill of the orders resting on ``symbol``."""
+        self.observe(symbol, candle)
         if not self._open:
             return []
         market = self.markets[symbol]
@@ -282,17 +351,23 @@ class SimulatedExchange:
             amount = min(order.remaining, budget)
             budget -= amount
             fills.append(self._fill(market, order, amount, now))
-        self.trades.extend(fills)
-        if self.track_changes:
-            self._new_trades.extend(fills)
+        self._record(fills)
         return fills
+
+    def _record(self, trades: list[ExchangeTrade]) -> None:
+        self.trades.extend(trades)
+        for trade in trades:
+            self._trades_by_order[trade.exchange_order_id].append(trade)
+        if self.track_changes:
+            self._new_trades.extend(trades)
 
     def _queue(self, symbol: str) -> list[SimOrder]:
         return sorted(self.open_orders(symbol), key=lambda o: queue_key(o.side, o.price, int(o.exchange_order_id)))
 
-    def _fee(self, market: MarketRules, side: Side, cost: Decimal, amount: Decimal) -> tuple[Decimal, str]:
-        """The fee of a fill and the currency it is charged in."""
-        rate = market.maker_fee
+    def _fee(self, market: MarketRules, side: Side, cost: Decimal, amount: Decimal, taker: bool) -> tuple[Decimal, str]:
+        """The fee of a fill and the currency it is charged in: the taker fee for what an
+        order took on arrival, the maker fee for what it filled resting."""
+        rate = market.taker_fee if taker else market.maker_fee
         if market.fee_in not in ("received", "quote") and market.fee_currency_price:
             fee = cost * rate / market.fee_currency_price
             if self.balances[market.fee_in].free >= fee:
@@ -301,9 +376,15 @@ class SimulatedExchange:
             return cost * rate, market.quote
         return amount * rate, market.base
 
-    def _fill(self, market: MarketRules, order: SimOrder, amount: Decimal, now: float) -> ExchangeTrade:
-        cost = order.price * amount
-        fee, fee_currency = self._fee(market, order.side, cost, amount)
+    def _fill(
+        self, market: MarketRules, order: SimOrder, amount: Decimal, now: float, price: Decimal | None = None,
+        taker: bool = False,
+    ) -> ExchangeTrade:
+        """``amount`` of ``order`` trades at ``price`` (the order's own unless it took a
+        better one on arrival)."""
+        price = order.price if price is None else price
+        cost = price * amount
+        fee, fee_currency = self._fee(market, order.side, cost, amount, taker)
         quote, base = self.balances[market.quote], self.balances[market.base]
         fee_quote = fee if fee_currency == market.quote else Decimal(0)
         fee_base = fee if fee_currency == market.base else Decimal(0)
@@ -331,12 +412,13 @@ class SimulatedExchange:
             client_order_id=order.client_order_id,
             symbol=order.symbol,
             side=order.side,
-            price=order.price,
+            price=price,
             amount=amount,
             fee=fee,
             fee_currency=fee_currency,
             at=now,
             order_complete=complete,
+            taker_or_maker="taker" if taker else "maker",
         )
         self._next_trade += 1
         self._touched(order)

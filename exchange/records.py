@@ -47,6 +47,9 @@ class ExchangeTrade:
     is "" when the exchange's trade list does not carry it (Binance's does not).
     ``order_complete`` is True when the exchange knows this trade filled the order's rest;
     ``at`` is the exchange's time of the trade in epoch seconds (0 when not given).
+    ``taker_or_maker`` (ccxt's ``takerOrMaker``): ``"taker"`` when our order took liquidity
+    (it crossed the market on arrival), ``"maker"`` when it rested and was taken; None
+    when the exchange does not say.
     """
 
     trade_id: str
@@ -60,6 +63,7 @@ class ExchangeTrade:
     client_order_id: str = ""
     at: float = 0.0
     order_complete: bool = False
+    taker_or_maker: str | None = None
 
 
 @attrs.frozen

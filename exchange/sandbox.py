@@ -229,7 +229,11 @@ class Sandbox:
             target = self.dialect.find(request.params)
             if target is not None:
                 self._fill_now(target.client_order_id)
+        fills = len(self.dialect.fills)
         response = self.dialect.handle(request, self.now_ms())
+        if len(self.dialect.fills) > fills:  # an order crossed the market: filled on arrival
+            self._filled.set()
+            self._filled = trio.Event()
         if fault == "fill_before_answer" and response.status == 200:
             # Filled at once; the trade is listed while the answer is still on its way.
             self._fill_now(str(response.body["clientOrderId"]))

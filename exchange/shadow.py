@@ -35,6 +35,11 @@ class ShadowVenue:
             feed = self.feeds.get(symbol)
             if feed is not None:
                 feed.resume_after(ts)
+                # The market is where the replay stopped: orders cross it (a perpetuals
+                # account keeps its own marks in its state).
+                observe = getattr(self.exchange, "observe", None)
+                if feed.cursor and observe is not None:
+                    observe(symbol, feed.candles[feed.cursor - 1])
         self._positions = {symbol: ts for symbol, ts in positions.items() if symbol in self.feeds}
 
     def resync(self) -> None:

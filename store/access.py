@@ -75,6 +75,8 @@ class SqliteReader:
 
 #: The first schema version that keeps the simulated exchange's state.
 SIMULATED_SINCE_VERSION = 3
+#: The first schema version that keeps positions and the simulated perpetuals account.
+PERPETUAL_SINCE_VERSION = 6
 
 
 def stored_simulated(
@@ -110,7 +112,7 @@ def stored_perpetual(path: str | Path, venue: str) -> Any:
         return None
     connection = open_store(path, readonly=True)
     try:
-        if current_version(connection) < 5:
+        if current_version(connection) < PERPETUAL_SINCE_VERSION:
             return None
         return load_perpetual(connection, venue=venue)
     finally:

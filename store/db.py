@@ -25,7 +25,7 @@ from exchange.matching import ExchangeState, SimOrder
 from exchange.perpetuals import ConditionalOrder, Income, PerpetualOrder, PerpetualState, PerpetualTrade
 from exchange.records import ExchangeTrade
 from store.codec import dumps, state_json, state_of
-from store.errors import NotAStore, StoreUnavailable
+from store.errors import NotAStore, OrphanedOrders, StoreUnavailable
 from store.rows import Columns
 from store.schema import migrate, not_a_store
 
@@ -415,6 +415,31 @@ def load_record(
         ).fetchall()
     orders = sorted((ORDER_COLUMNS.record(row) for row in rows), key=lambda o: (o.created_at, o.client_order_id))
     return orders, frozenset(row[0] for row in recorded)
+
+
+def check_owned(connection: sqlite3.Connection, strategies: Iterable[str]) -> None:
+    """Raise :class:`OrphanedOrders` if orders that are not final belong to a strategy not
+    in ``strategies``: after a config edit removed or renamed it, nothing would watch its
+    orders (their fills, their time-to-live), and the actors would address a strategy that
+    does not exist."""
+    finals = [s.value for s in OrderState if s.is_final]
+    rows = connection.execute(
+        f"SELECT strategy, client_order_id FROM orders WHERE state NOT IN ({', '.join('?' * len(finals))}) ORDER BY strategy, created_at",
+        finals,
+    ).fetchall()
+    known = set(strategies)
+    orphans: dict[str, list[str]] = {}
+    for strategy, cid in rows:
+        if strategy not in known:
+            orphans.setdefault(strategy, []).append(cid)
+    if orphans:
+        listed = "; ".join(f"{name}: {len(cids)} ({', '.join(cids[:3])}{', ...' if len(cids) > 3 else ''})" for name, cids in orphans.items())
+        raise OrphanedOrders(
+            f"the store holds open orders of strategies that are not in the config ({listed}). Put each strategy "
+            "back in the config so its orders are managed again (cancel them with the operator endpoint, then remove "
+            "it), or, for shadow mode only, start over with `limitline run --fresh`",
+            orphans,
+        )
 
 
 def load_journal_of(connection: sqlite3.Connection, *, client_order_ids: Iterable[str]) -> list[JournalEntry]:

@@ -3,6 +3,8 @@
 - :class:`StoreBusy`: another process holds the store (one process per store);
 - :class:`NotAStore`: the file is not limitline's (another program's sqlite database, not
   sqlite at all, or a store of a newer limitline): it is never written into;
+- :class:`OrphanedOrders`: the store holds open orders of a strategy the config no longer
+  has (nothing would manage them);
 - :class:`StoreUnavailable` itself: the file or its directory cannot be created or written.
 """
 
@@ -24,3 +26,12 @@ class StoreBusy(StoreUnavailable):
 
 class NotAStore(StoreUnavailable):
     """The file at the store's path is not a limitline store this version can use."""
+
+
+class OrphanedOrders(StoreUnavailable):
+    """The store holds orders that are not final for strategies the config does not name;
+    ``orders`` maps each such strategy to its client order ids."""
+
+    def __init__(self, message: str, orders: dict[str, list[str]]) -> None:
+        super().__init__(message)
+        self.orders = orders

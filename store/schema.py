@@ -146,7 +146,10 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX orders_by_exchange_id ON orders (venue, exchange_order_id)",
         "CREATE INDEX journal_by_order ON journal (client_order_id)",
     ],
-    # 4 -> 5: positions on perpetual markets. Orders of record say their kind (a stop-limit
+    # 4 -> 5: whether a simulated trade took liquidity on arrival or rested (ccxt's
+    # takerOrMaker, exchange.records.ExchangeTrade.taker_or_maker); NULL for older trades.
+    ["ALTER TABLE sim_trades ADD COLUMN taker_or_maker TEXT"],
+    # 5 -> 6: positions on perpetual markets. Orders of record say their kind (a stop-limit
     # has a trigger price; reduce-only closes) -- limit kinds only, never a market type --
     # and the position book's journal (one typed column per field of
     # actors.ledger.positions_core.PositionEntry) is the fold the ledger rebuilds it from.

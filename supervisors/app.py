@@ -64,7 +64,7 @@ from exchange.perpetuals import PerpetualExchange, perpetual_rules
 from exchange.replay import ReplayFeed
 from exchange.shadow import ShadowVenue
 from store.access import SqliteReader, SqliteWriter, stored_perpetual, stored_simulated
-from store.db import check_store, open_store
+from store.db import check_owned, check_store, open_store
 from store.lock import StoreLock
 from supervisors.config import (
     CcxtVenueConfig,
@@ -178,6 +178,8 @@ class App:
             call_stats=self.call_stats,
             loopback=is_loopback(config.status.host),
         )
+        #: What the endpoints (and the console's summary line) read.
+        self.web = web
         status = ChildSpec(
             "status", functools.partial(status_actor, context=web, listener=self.status_listener)
         )
@@ -203,6 +205,16 @@ class App:
                 f"orders cannot rest on it (run --fresh to start shadow mode over)"
             )
         return state, replay
+
+    def _check_owned(self) -> None:
+        """Refuse open orders of strategies the config no longer names (OrphanedOrders)."""
+        if not Path(self.store_path).exists() or Path(self.store_path).stat().st_size == 0:
+            return
+        connection = open_store(self.store_path, readonly=True)
+        try:
+            check_owned(connection, [s.name for s in self.config.strategies])
+        finally:
+            connection.close()
 
     def _restore_simulated(self) -> None:
         """Continue every simulated account (and replay) from the store."""
@@ -294,9 +306,11 @@ class App:
         process), refuse a file that is not a limitline store (:class:`NotAStore`), listen
         where ``status`` says (:class:`StatusAddressError`), and only then create or migrate
         the store (:class:`StoreUnavailable` if it cannot be written). Each raises before
-        ``task_status.started()``, with a message for the user."""
+        ``task_status.started()``, with a message for the user. Open orders of a strategy
+        the config no longer names are refused too (:class:`OrphanedOrders`)."""
         with StoreLock(self.store_path):
             check_store(self.store_path)
+            await trio.to_thread.run_sync(self._check_owned)
             await trio.to_thread.run_sync(self._restore_simulated)
             with self.status_listener:
                 await trio.to_thread.run_sync(lambda: open_store(self.store_path).close())

@@ -7,6 +7,8 @@
   stopped (shadow mode included: the simulated exchange's state is kept); ``--fresh`` moves
   the store aside first and starts over.
 - ``limitline check [-c CONFIG]``: run every pre-flight check without starting anything.
+- ``limitline status [--url URL | -c CONFIG] [--watch N]``: a terminal view of a running
+  process, read from its status server (:mod:`supervisors.status_view`).
 - ``limitline sandbox [--market spot|usdm] [--port N] [--data CSV] [--faults FILE]``: a local
   exchange speaking Binance's spot REST (or USD-M futures REST), to run a live configuration
   end to end before real money.
@@ -23,31 +25,21 @@ import logging
 import os
 import signal
 import sys
-from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import trio
 
-from actors.messages import RecordEvent
 from store.errors import StoreBusy, StoreUnavailable
-from supervisors.app import App, preflight_all
+from supervisors.console import DEFAULT_SUMMARY_SECONDS, EventEcho, print_summaries
 from supervisors.config import DEFAULT_CONFIG, Config, ConfigError, load_config
-from supervisors.status import StatusAddressError
 from supervisors.tree import ShutdownTimeout, SupervisorGaveUp
 
+if TYPE_CHECKING:
+    from supervisors.app import App
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FORCED = 0, 1, 2, 130
-
-#: Events worth a line on the console; everything is in the event log anyway.
-ECHOED = {
-    "order_placed", "fill", "order_rejected", "order_canceled", "order_expired", "strategy_active",
-    "preflight_failed", "breaker_open", "breaker_half_open", "breaker_closed", "strategy_inactive",
-    "venue_isolated", "venue_recovered", "child_isolated", "order_unknown", "order_resolved", "strategy_paused",
-    "strategy_resumed", "venue_reconciled", "venue_rate_limited", "exchange_error", "child_exited", "child_restarting", "supervisor_gave_up", "child_abandoned",
-    "reconcile_difference",
-}
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="limitline", description="Run limit-order strategies safely.")
@@ -55,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = commands.add_parser("run", help="run the strategies (shadow mode unless armed for live)")
     run.add_argument("-c", "--config", help=f"YAML config (default: the embedded {DEFAULT_CONFIG.name})")
     run.add_argument("-q", "--quiet", action="store_true", help="do not print orders and fills")
+    run.add_argument("-v", "--verbose", action="store_true", help="also print every blocked signal with its reason")
+    run.add_argument("--summary-every", type=float, default=DEFAULT_SUMMARY_SECONDS, metavar="SECONDS",
+                     help=f"print a one-line summary every SECONDS (default {DEFAULT_SUMMARY_SECONDS:g}; 0: never)")
     run.add_argument("--live", action="store_true", help="arm live trading for strategies with mode: live (real orders)")
     run.add_argument("--fresh", action="store_true",
                      help="start over from nothing: move the store aside (kept, with the time in its name) first; "
@@ -62,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = commands.add_parser("check", help="check the config without starting anything")
     check.add_argument("-c", "--config", help="YAML config (default: the embedded one)")
     check.add_argument("--live", action="store_true", help="check as `run --live` would")
+    add_status_command(commands)
     sandbox = commands.add_parser("sandbox", help="a local exchange on 127.0.0.1 speaking Binance's spot REST")
     sandbox.add_argument("--port", type=int, default=8790, help="port on 127.0.0.1 (0: any free port)")
     sandbox.add_argument("--data", help="candle CSV to replay (default: the bundled BTC/USD 1h)")
@@ -74,16 +70,35 @@ def main(argv: Sequence[str] | None = None) -> int:
                               "the symbol's linear perpetual")
     lab = commands.add_parser("lab", help="backtest one strategy of the config on historical candles")
     lab.add_argument("-c", "--config", help="YAML config (default: the embedded one)")
-    lab.add_argument("--strategy", required=True, help="the strategy's name in the config")
+    lab.add_argument("--strategy", help="the strategy's name in the config (with --sweep: default the sweep file's)")
     lab.add_argument("--data", help="candle CSV (default: the venue's replay data, else the bundled BTC/USD 1h)")
     lab.add_argument("--from", dest="start", help="first candle, ISO-8601 (UTC)")
     lab.add_argument("--to", dest="end", help="last candle, ISO-8601 (UTC)")
     lab.add_argument("--report", help="directory for report.json and report.html (default: lab-report/NAME)")
     lab.add_argument("--every-bar", action="store_true", help="visit every candle (the default fast path skips quiet ones; same trades)")
+    lab.add_argument("--sweep", metavar="SWEEP.yaml", help="sweep parameters with walk-forward windows (see the README)")
+    lab.add_argument("--dask", metavar="ADDRESS", help="with --sweep: run on this Dask scheduler (tcp://host:8786, or local)")
+    lab.add_argument("--ray", metavar="ADDRESS", help="with --sweep: run on this Ray cluster (ray://host:10001, auto, or local)")
+    lab.add_argument("--workers", type=int, help="with --sweep: local processes (default: every core)")
+    lab.add_argument("--cache", help="where --data exchange:symbol:timeframe is looked for (default limitline-data/candles)")
+    data = commands.add_parser("data", help="candles for the Lab: download from an exchange into a local cache")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    download = data_commands.add_parser("download", help="page an exchange's candles (ccxt fetch_ohlcv) into the cache")
+    download.add_argument("--exchange", required=True, help="a ccxt exchange id, e.g. binance")
+    download.add_argument("--symbol", required=True, help="the market, e.g. BTC/USDT")
+    download.add_argument("--timeframe", default="1h", help="candle length, e.g. 1m, 1h, 1d (default 1h)")
+    download.add_argument("--since", help="first candle, ISO-8601 UTC (a new file; a file in the cache resumes after its last)")
+    download.add_argument("--until", help="last candle, ISO-8601 UTC (default: the last closed one)")
+    download.add_argument("--cache", help="cache directory (default limitline-data/candles)")
+    download.add_argument("--base-url", help="rewrite the exchange's REST URLs (a proxy, or `limitline sandbox`)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     if args.command == "sandbox":
         return run_sandbox(args)
+    if args.command == "data":
+        return run_data_download(args)
+    if args.command == "status" and args.url:
+        return run_status(args, None)
 
     try:
         config = load_config(args.config, live=getattr(args, "live", False), lab=args.command == "lab")
@@ -94,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if args.command == "check":
         return _check(config)
+    if args.command == "status":
+        return run_status(args, config)
     if args.command == "lab":
         return run_lab(config, args)
     if args.fresh:
@@ -104,7 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if problem is not None:
             print(f"limitline: --fresh: {problem}", file=sys.stderr)
             return EXIT_USAGE
-    return trio.run(_run, config, args.quiet, args.live)
+    if args.summary_every < 0:
+        print("limitline: --summary-every must be 0 (never) or a number of seconds", file=sys.stderr)
+        return EXIT_USAGE
+    return trio.run(_run, config, args.quiet, args.live, args.verbose, args.summary_every)
 
 
 def start_fresh(config: Config) -> str | None:
@@ -135,28 +155,53 @@ def start_fresh(config: Config) -> str | None:
 def run_lab(config: Config, args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
 
-    from exchange.candles import CandleDataError, bundled_path, find_gaps, load_candles
+    import numpy as np
+
+    from exchange.candles import CandleDataError, bundled_path, find_gaps
     from supervisors.lab import Lab
     from supervisors.lab_report import summary, write_report
 
-    settings = next((s for s in config.strategies if s.name == args.strategy), None)
+    sweep = None
+    if args.sweep is not None:
+        from supervisors.sweep_spec import load_sweep
+
+        try:
+            sweep = load_sweep(args.sweep)
+        except ConfigError as error:
+            print(f"limitline: invalid sweep {error.source}:", file=sys.stderr)
+            for problem in error.problems:
+                print(f"  {problem}", file=sys.stderr)
+            return EXIT_USAGE
+    elif args.dask is not None or args.ray is not None or args.workers is not None:
+        print("limitline: --dask, --ray and --workers run a sweep: give --sweep SWEEP.yaml too", file=sys.stderr)
+        return EXIT_USAGE
+    name = args.strategy or (sweep.strategy if sweep is not None else None)
+    if name is None:
+        print("limitline: --strategy: name the strategy to backtest (or strategy: in the sweep file)", file=sys.stderr)
+        return EXIT_USAGE
+    settings = next((s for s in config.strategies if s.name == name), None)
     if settings is None:
         names = ", ".join(s.name for s in config.strategies)
-        print(f"limitline: --strategy: no strategy is named {args.strategy!r} (strategies: {names})", file=sys.stderr)
+        print(f"limitline: --strategy: no strategy is named {name!r} (strategies: {names})", file=sys.stderr)
         return EXIT_USAGE
     market, data = lab_market(config, settings)
     try:
-        candles = load_candles(args.data or data or str(bundled_path()))
+        source, read = lab_candles(args.data or data or str(bundled_path()), args.cache)
         bounds = [_utc(text, name) for text, name in ((args.start, "--from"), (args.end, "--to"))]
     except (CandleDataError, ValueError) as bad:
         print(f"limitline: {bad}", file=sys.stderr)
         return EXIT_USAGE
+    for note in read.handling:
+        print(f"lab: {source}: {note}", file=sys.stderr)
     start, end = bounds
-    candles = [c for c in candles if (start is None or c.ts >= start) and (end is None or c.ts <= end)]
+    stamps = read.candles.timestamps()
+    first_index = 0 if start is None else int(np.searchsorted(stamps, start, side="left"))
+    end_index = len(stamps) if end is None else int(np.searchsorted(stamps, end, side="right"))
+    candles = read.candles[first_index:end_index]  # a view: no candle is copied
     if len(candles) < 2:
         print("limitline: fewer than 2 candles between --from and --to", file=sys.stderr)
         return EXIT_USAGE
-    directory = Path(args.report or Path("lab-report") / settings.name)
+    directory = Path(args.report or Path("lab-report") / (settings.name + ("-sweep" if sweep is not None else "")))
     problem = _report_directory_problem(directory)
     if problem is not None:  # found now, not after the whole backtest has run
         print(f"limitline: --report {directory}: {problem}", file=sys.stderr)
@@ -165,12 +210,16 @@ def run_lab(config: Config, args: argparse.Namespace) -> int:
         print(f"lab: {settings.name} is a live strategy; the Lab backtests it as configured and never places an order",
               file=sys.stderr)
 
+    if sweep is not None:
+        return run_lab_sweep(args, sweep, settings.name, market, candles, directory)
+
     def progress(done: int, total: int) -> None:
         print(f"\rlab: {done * 100 // total:3d} % ({done:,}/{total:,} candles)", end="", file=sys.stderr, flush=True)
 
     result = Lab(settings, market, candles, keep_events=False, fast=not args.every_bar).run(progress)
     print(file=sys.stderr)
-    numbers = write_report(result, directory, settings.name, find_gaps(candles))
+    numbers = write_report(result, directory, settings.name, find_gaps(candles), market,
+                           {"source": source, "handling": list(read.handling)})
     first = datetime.fromtimestamp(candles[0].ts, timezone.utc).date()
     last = datetime.fromtimestamp(candles[-1].ts, timezone.utc).date()
     print(f"Strategy Lab: {settings.name} on {settings.symbol}, {first} to {last}")
@@ -181,6 +230,117 @@ def run_lab(config: Config, args: argparse.Namespace) -> int:
               f"({market.tick_size} {market.quote}), first at the candle of {at}: the market's tick_size is too coarse "
               "for these prices, so this backtest says little about the strategy")
     print(f"report: {directory / 'report.json'} and {directory / 'report.html'}")
+    return EXIT_OK
+
+
+def lab_candles(data: str, cache: str | None) -> tuple[str, Any]:
+    """(what was read, :class:`~exchange.candles.CandleFile`) for ``--data``: a CSV path, or
+    ``exchange:symbol:timeframe`` from the download cache. Raises CandleDataError or
+    ValueError with the fix."""
+    from exchange.candles import read_candles
+    from supervisors.candle_cache import DEFAULT_CACHE, parse_spec
+
+    spec = parse_spec(data) if not Path(data).exists() else None
+    if spec is None:
+        return data, read_candles(data)
+    path = spec.path(Path(cache) if cache else DEFAULT_CACHE)
+    if not path.exists():
+        raise ValueError(f"--data {spec}: no candles in the cache ({path}); download them first: limitline data download "
+                         f"--exchange {spec.exchange} --symbol {spec.symbol} --timeframe {spec.timeframe} --since 2024-01-01"
+                         + (f" --cache {cache}" if cache else ""))
+    return f"{spec} ({path})", read_candles(path)
+
+
+def run_lab_sweep(args: argparse.Namespace, sweep: Any, name: str, market: Any, candles: Any, directory: Path) -> int:
+    """``lab --sweep``: the walk-forward sweep on the executor asked for, its table printed,
+    sweep.json and sweep.html written."""
+    import time
+
+    from tqdm import tqdm
+
+    from supervisors.sweep import planned, run_sweep, windows
+    from supervisors.sweep_executors import ExecutorUnavailable, open_executor
+    from supervisors.sweep_report import table, write_sweep_report
+    from supervisors.sweep_spec import StrategyTemplate
+
+    template = StrategyTemplate(args.config, name)
+    problems = template.check_paths(sweep)
+    try:
+        windows(sweep, len(candles))
+    except ValueError as short:
+        problems.append(str(short))
+    if args.workers is not None and args.workers < 1:
+        problems.append(f"--workers: must be 1 or more, got {args.workers}")
+    if problems:
+        print(f"limitline: invalid sweep {args.sweep}:", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        executor = open_executor(candles, dask=args.dask, ray=args.ray, workers=args.workers)
+    except ExecutorUnavailable as unavailable:
+        print(f"limitline: {unavailable}", file=sys.stderr)
+        return EXIT_USAGE
+    started = time.monotonic()
+    try:
+        with tqdm(total=planned(sweep), unit="backtest", desc=f"sweep on {executor.name}", file=sys.stderr,
+                  dynamic_ncols=True) as bar:
+            result = run_sweep(sweep, template, market, candles, executor, bar.update)
+            bar.total = bar.n  # TPE or infeasible windows may run fewer than planned
+            bar.refresh()
+    finally:
+        executor.close()
+    elapsed = time.monotonic() - started
+    write_sweep_report(result, directory, name)
+    sets = len({repr(sorted(t.params.items())) for t in result.trials})
+    print(f"Sweep: {name} on {market.symbol}, {len(result.trials):,} in-sample backtests of {sets:,} parameter sets "
+          f"in {len(result.windows)} window(s) on {executor.name}, {elapsed:.1f} s; objective {sweep.objective}")
+    print(table(result))
+    print(f"report: {directory / 'sweep.json'} and {directory / 'sweep.html'}")
+    return EXIT_OK
+
+
+def run_data_download(args: argparse.Namespace) -> int:
+    """``data download``: page the exchange's candles into the cache, resuming; the gaps
+    found and the file written are printed."""
+    from exchange.ccxt_adapter import exchange_exists, make_client, timeframe_seconds
+    from supervisors.candle_cache import DEFAULT_CACHE, DataSpec, DownloadError, download, iso
+
+    if not exchange_exists(args.exchange):
+        print(f"limitline: --exchange: ccxt has no exchange {args.exchange!r}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        timeframe_seconds(args.timeframe, args.exchange)
+        since, until = _utc(args.since, "--since"), _utc(args.until, "--until")
+        client = make_client(args.exchange, base_url=args.base_url, timeout_ms=30_000)
+    except ValueError as bad:
+        print(f"limitline: {bad}", file=sys.stderr)
+        return EXIT_USAGE
+    spec = DataSpec(args.exchange, args.symbol, args.timeframe)
+    path = spec.path(Path(args.cache) if args.cache else DEFAULT_CACHE)
+    if since is None and not path.exists():
+        print(f"limitline: --since: {path} does not exist yet; give the first candle's time, e.g. --since 2024-01-01",
+              file=sys.stderr)
+        return EXIT_USAGE
+
+    def progress(report: Any) -> None:
+        print(f"\rdata: {report.added:,} candles, up to {iso(report.last)}", end="", file=sys.stderr, flush=True)
+
+    try:
+        report = download(client, spec, since or 0, path, until, progress)
+    except DownloadError as stopped:
+        print(f"\nlimitline: data download {spec} stopped: {stopped}. What was written is kept in {path}; "
+              "run the same command again to resume", file=sys.stderr)
+        return EXIT_FAILED
+    print(file=sys.stderr)
+    resumed = f", resumed after {iso(report.resumed_after)}" if report.resumed_after is not None else ""
+    span = f" ({iso(report.first)} to {iso(report.last)})" if report.first is not None else ""
+    print(f"data: {spec}: {report.added:,} new candles{span} in {report.pages} page(s){resumed} -> {path}")
+    for gap in report.gaps[:20]:
+        print(f"gap: no candles between {iso(gap['after'])} and {iso(gap['before'])} ({gap['missing']:,} missing; not filled in)")
+    if len(report.gaps) > 20:
+        print(f"gap: ... {len(report.gaps) - 20:,} more")
+    print(f"data: {len(report.gaps)} gap(s); the Lab reads it with --data {spec}")
     return EXIT_OK
 
 
@@ -310,8 +470,48 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def add_status_command(commands: Any) -> None:
+    from supervisors.status_view import DEFAULT_LIMIT, MAX_LIMIT
+
+    status = commands.add_parser("status", help="a terminal view of a running process (strategies, P&L, orders, venues)")
+    status.add_argument("--url", help="its status server, e.g. http://127.0.0.1:8787 (default: status.host and "
+                                      "status.port of the config)")
+    status.add_argument("-c", "--config", help="the running process's YAML config (default: the embedded one)")
+    status.add_argument("--watch", type=float, metavar="SECONDS", help="redraw every SECONDS until Ctrl-C")
+    status.add_argument("--offset", type=int, default=0, help="first strategy of the page (default 0)")
+    status.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
+                        help=f"strategies on the page (1-{MAX_LIMIT}, default {DEFAULT_LIMIT})")
+    status.add_argument("--state", choices=["active", "paused", "inactive"], help="only strategies in this state")
+    status.add_argument("--strategy", metavar="NAME", help="one strategy, with all its open orders")
+
+
+def run_status(args: argparse.Namespace, config: Config | None) -> int:
+    """``limitline status``: 0 shown (or watched until Ctrl-C), 2 the process could not be
+    read (not running, a token missing) or bad options."""
+    from rich.console import Console
+
+    from supervisors.status_view import MAX_LIMIT, StatusClient, StatusUnavailable, default_url, show
+
+    if not 1 <= args.limit <= MAX_LIMIT or args.offset < 0 or (args.watch is not None and args.watch <= 0):
+        print(f"limitline: --limit must be 1-{MAX_LIMIT}, --offset 0 or more, --watch more than 0 seconds",
+              file=sys.stderr)
+        return EXIT_USAGE
+    url = args.url or default_url(config.status.host, config.status.port)  # type: ignore[union-attr]
+    try:
+        show(StatusClient.from_env(url), Console(), watch=args.watch, offset=args.offset, limit=args.limit,
+             state=args.state, strategy=args.strategy)
+    except StatusUnavailable as problem:
+        print(f"limitline status: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
 def _check(config: Config) -> int:
     """Run every pre-flight check; one line per strategy; 1 if any fails."""
+    from supervisors.app import preflight_all
+
     failed = 0
     for name, problems in preflight_all(config).items():
         if problems:
@@ -323,14 +523,22 @@ def _check(config: Config) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-async def _run(config: Config, quiet: bool, live: bool) -> int:
-    app = App(config, echo=None if quiet else _echo, live=live)
+async def _run(config: Config, quiet: bool, live: bool, verbose: bool = False,
+               summary_every: float = DEFAULT_SUMMARY_SECONDS) -> int:
+    # Imported here: `limitline status` needs none of the runtime (ccxt alone takes 0.3 s).
+    from supervisors.app import App
+    from supervisors.status import StatusAddressError
+
+    app = App(config, echo=None if quiet else EventEcho(verbose), live=live)
     stop = trio.CancelScope()
+    announce = _Announce(config, app)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_watch_signals, stop)
+        if summary_every > 0:
+            nursery.start_soon(_summaries, announce, app, summary_every)
         try:
             with stop:
-                await app.run(task_status=_Announce(config, app))
+                await app.run(task_status=announce)
         except (StoreUnavailable, StatusAddressError) as refused:
             # Found before anything started or was written: the config or the machine.
             print(f"limitline: {refused}", file=sys.stderr)
@@ -344,11 +552,18 @@ async def _run(config: Config, quiet: bool, live: bool) -> int:
     return EXIT_OK
 
 
+async def _summaries(announce: "_Announce", app: App, every: float) -> None:
+    await announce.running.wait()
+    await print_summaries(app, every)
+
+
 class _Announce:
     def __init__(self, config: Config, app: App) -> None:
         self.config, self.app = config, app
+        self.running = trio.Event()
 
     def started(self, value: object = None) -> None:
+        self.running.set()
         for notice in self.app.notices:
             print(f"limitline: {notice}", file=sys.stderr, flush=True)
         status = next(c for c in self.app.snapshot()["children"] if c["name"] == "status")
@@ -357,7 +572,8 @@ class _Announce:
         mode = f"{live} LIVE (real orders)" if live else "all in shadow mode"
         print(
             f"limitline: running {len(self.config.strategies)} strategies, {mode}; "
-            f"dashboard at {url}/, status at {url}/status; store {self.config.store}. Ctrl-C stops.",
+            f"dashboard at {url}/, status at {url}/status (or `limitline status`); store {self.config.store}. "
+            "Times are UTC. Ctrl-C stops.",
             file=sys.stderr,
             flush=True,
         )
@@ -378,26 +594,6 @@ async def _watch_signals(stop: trio.CancelScope) -> None:
             else:
                 print("limitline: second signal: exiting now", file=sys.stderr, flush=True)
                 os._exit(EXIT_FORCED)
-
-
-def _echo(event: RecordEvent) -> None:
-    if event.kind not in ECHOED:
-        return
-    at = datetime.fromtimestamp(event.at, tz=timezone.utc).strftime("%H:%M:%S")
-    who = event.strategy or event.actor
-    detail = " ".join(f"{k}={v}" for k, v in event.payload.items() if k in ("side", "price", "amount", "fee"))
-    if "fee" in event.payload and event.payload.get("fee_currency"):
-        detail += f" {event.payload['fee_currency']}"  # a fee means nothing without its currency
-    parts = [at, f"{event.kind:<20}", who]
-    if event.client_order_id:
-        parts.append(event.client_order_id)
-    if detail:
-        parts.append(detail)
-    if event.rule:
-        parts.append(f"rule={event.rule}")
-    if event.reason:
-        parts.append(f"({event.reason})")
-    print("  ".join(parts), flush=True)
 
 
 if __name__ == "__main__":

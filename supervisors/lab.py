@@ -9,6 +9,7 @@ submission). The writer is a list; the reconciler answers at once. Time is marke
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from decimal import Decimal
 from typing import Any, Callable, Sequence
@@ -88,6 +89,9 @@ class Lab:
         self.ledger = LedgerCore()
         allocated = {market.quote: settings.allocation.quote, market.base: settings.allocation.base}
         self._fired: Any = None
+        self._lows: Any = None
+        self._highs: Any = None
+        self._volumes: Any = None
         triggers = None
         if fast:
             import numpy as np
@@ -95,17 +99,19 @@ class Lab:
             from actors.strategy.signals import Precomputed, fired
 
             self._closes = np.fromiter((float(c.close) for c in candles), dtype=float, count=len(candles))
+            self._ts = np.fromiter((c.ts for c in candles), dtype=np.int64, count=len(candles))
             buy = fired(settings.buy, candles, self._closes) if settings.buy else None
             sell = fired(settings.sell, candles, self._closes) if settings.sell else None
-            index = {candle.ts: i for i, candle in enumerate(candles)}
+            self._ts_list = self._ts.tolist()
             triggers = (
-                Precomputed(settings.buy.name, buy, index) if settings.buy else None,
-                Precomputed(settings.sell.name, sell, index) if settings.sell else None,
+                Precomputed(settings.buy.name, buy, self._ts_list) if settings.buy else None,
+                Precomputed(settings.sell.name, sell, self._ts_list) if settings.sell else None,
             )
             parts = [a for a in (buy, sell) if a is not None]
             self._fired = np.flatnonzero(np.logical_or.reduce(parts)) if parts else np.array([], dtype=int)
             if settings.python is not None:
                 self._fired = np.arange(len(candles))  # its decisions cannot be computed ahead
+            self._fired_list = self._fired.tolist()
         self.strategy = StrategyCore(settings, allocated, record_evaluations=keep_events, triggers=triggers)
         self.keep_events = keep_events
         self.orders: dict[str, Order] = {}
@@ -149,11 +155,10 @@ class Lab:
         total = len(self.candles)
         account = self.ledger.accounts[self.settings.name]
         symbol = self.settings.symbol
-        exchange = self.connection.exchange.exchange
-        fired = self._fired
         visited_at: list[int] = []
         quote_held: list[float] = []
         base_held: list[float] = []
+        fired = self._fired
         index = int(fired[0]) if len(fired) else total
         if self.strategy.wants_every_candle():
             index = 0  # e.g. starting inventory with exits: the first candle may already sell
@@ -164,11 +169,7 @@ class Lab:
             visited_at.append(index)
             quote_held.append(float(account.quote_free + account.quote_reserved))
             base_held.append(float(account.base_free + account.base_reserved))
-            if exchange.open_orders() or self.strategy.wants_every_candle():
-                index += 1  # something rests (or an exit may trigger): every candle counts
-            else:
-                later = int(np.searchsorted(fired, index, side="right"))
-                index = int(fired[later]) if later < len(fired) else total
+            index = self._next_visit(index)
             if progress is not None and len(visited_at) % 10_000 == 0:
                 progress(index, total)
         if progress is not None:
@@ -180,10 +181,61 @@ class Lab:
         quote = np.where(steps >= 0, np.array(quote_held + [start_quote])[steps], start_quote)
         base = np.where(steps >= 0, np.array(base_held + [start_base])[steps], start_base)
         values = quote + base * self._closes
-        equity = [(c.ts, float(v), float(b)) for c, v, b in zip(self.candles, values, base)]
+        equity = list(zip(self._ts.tolist(), values.tolist(), base.tolist()))
         return LabResult(
             self.candles, self.orders, self.fills, self.events, self.journal, equity, len(visited_at), self.below_tick
         )
+
+    def _next_visit(self, index: int) -> int:
+        """The next candle on which something can happen after candle ``index``: a trigger
+        fires, a resting order can fill (the market trades through the best resting price,
+        with volume) or expire, or an exit's price is reached. The searches are vectorised
+        and err towards visiting: a visited candle on which nothing happens changes nothing,
+        so the result is exactly that of stepping every candle (tests/test_fast_path.py)."""
+        fired = self._fired_list
+        later = bisect.bisect_right(fired, index)
+        target = fired[later] if later < len(fired) else len(self.candles)
+        exchange = self.connection.exchange.exchange
+        if not exchange.open_orders() and not self.strategy.wants_every_candle():
+            return target
+        wakeups = self.strategy.wakeups()
+        start = index + 1
+        if wakeups is None:
+            return start
+        lows, highs, volumes = self._ranges()
+        closes = self._closes
+        buy, sell = exchange.fill_thresholds(self.settings.symbol)
+        # Float comparisons are inclusive where the rules are strict: a price that rounds
+        # to the same float is a candle to look at, never one to skip.
+        fill = end = min(target + 1, len(self.candles))
+        if buy is not None:
+            fill = _first(lambda a, b: (lows[a:b] <= float(buy)) & (volumes[a:b] > 0), start, fill)
+        if sell is not None:
+            fill = _first(lambda a, b: (highs[a:b] >= float(sell)) & (volumes[a:b] > 0), start, fill)
+        if fill < end:
+            # A fill reaches the strategy before the candle that made it, when it has seen
+            # the candle before (its market time, for a cooldown): visit that one too.
+            target = max(start, fill - 1)
+        if wakeups.expiry is not None:
+            target = min(target, max(start, bisect.bisect_left(self._ts_list, wakeups.expiry)))
+        if wakeups.take_profit is not None:
+            take = float(wakeups.take_profit)
+            target = _first(lambda a, b: closes[a:b] >= take, start, target)
+        if wakeups.stop_loss is not None:
+            stop = float(wakeups.stop_loss)
+            target = _first(lambda a, b: closes[a:b] <= stop, start, target)
+        return target
+
+    def _ranges(self) -> tuple[Any, Any, Any]:
+        """Lows, highs and volumes as floats (made once, when an order first rests)."""
+        if self._lows is None:
+            import numpy as np
+
+            n = len(self.candles)
+            self._lows = np.fromiter((float(c.low) for c in self.candles), dtype=float, count=n)
+            self._highs = np.fromiter((float(c.high) for c in self.candles), dtype=float, count=n)
+            self._volumes = np.fromiter((float(c.volume) for c in self.candles), dtype=float, count=n)
+        return self._lows, self._highs, self._volumes
 
     def _deliver(self, sends: list[Send], now: float) -> None:
         self._bus.extend(sends)
@@ -210,3 +262,19 @@ class Lab:
         if isinstance(message, ReconciledQuery):
             return [Send(message.reply_to, Reconciled(message.venue))]
         return []
+
+
+def _first(hits: Callable[[int, int], Any], start: int, end: int) -> int:
+    """The first index in [start, end) where ``hits(a, b)`` (a boolean array for the
+    indices a..b-1) is true, else ``end``; looks in windows that grow fourfold, so a
+    search costs about as much as the distance it covers."""
+    import numpy as np
+
+    size = 64
+    while start < end:
+        stop = min(end, start + size)
+        found = np.flatnonzero(hits(start, stop))
+        if found.size:
+            return start + int(found[0])
+        start, size = stop, size * 4
+    return end

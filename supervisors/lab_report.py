@@ -9,46 +9,67 @@ Definitions (per-candle equity E_t = capital + inventory at the close):
   risk-free rate;
 - a trade is a sell fill (it realises P&L at average cost); win rate and profit factor are
   over those;
-- exposure: the share of candles that ended holding inventory.
+- exposure: the share of candles that ended holding inventory;
+- buy and hold: E_first turned into the base asset at the first candle's close and held,
+  no fees (the benchmark a strategy has to beat): return close_last / close_first - 1.
+
+``report.json`` is for programs: decimals as strings (``"0.0534"``, never a float), times as
+ISO-8601 UTC (``"2017-07-01T11:00:00Z"``), fees per currency. ``report.html`` is for people:
+one file that opens offline (the chart library and the chart component are inlined), with
+the figures formatted, an interactive chart (candles with the fills marked, equity beside
+buy and hold, drawdown; zoom and pan) and every fill in a table.
 """
 
 from __future__ import annotations
 
+import bisect
 import html
 import json
 import math
+from datetime import datetime, timezone
 from decimal import Decimal
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from exchange.candles import CandleSeries
+from exchange.markets import MarketRules
 from supervisors.lab import LabResult
 
 SECONDS_PER_YEAR = 365.25 * 24 * 3600
+#: Above this many candles the chart draws coarser ones (each the open, high, low and close of
+#: a run of candles), so a report of a million bars stays a few megabytes and opens at once.
+#: The figures, the trade table and report.json always use every candle.
+MAX_DRAWN_CANDLES = 50_000
+VENDORED_CHART_LIBRARY = "lightweight-charts.standalone.production.js"
 
 
 def figures(result: LabResult, gaps: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    equity = [float(e) for _, e, _ in result.equity]
-    first, last = equity[0], equity[-1]
+    """The run's figures as numbers (floats, epoch seconds): for the summary, sweeps and the
+    report. Keys starting with ``_`` are series for the chart (numpy arrays), not figures."""
+    equity = np.fromiter((e for _, e, _ in result.equity), dtype=float, count=len(result.equity))
+    first, last = float(equity[0]), float(equity[-1])
     span = max(result.candles[-1].ts - result.candles[0].ts, 1)
     years = span / SECONDS_PER_YEAR
     total_return = last / first - 1 if first else 0.0
-    peak, max_drawdown, drawdowns = equity[0], 0.0, []
-    for value in equity:
-        peak = max(peak, value)
-        drawdown = (peak - value) / peak if peak else 0.0
-        drawdowns.append(drawdown)
-        max_drawdown = max(max_drawdown, drawdown)
-    returns = [b / a - 1 for a, b in zip(equity, equity[1:]) if a]
+    drawdowns = _drawdowns(equity)
+    before, after = equity[:-1], equity[1:]
+    returns = after[before != 0] / before[before != 0] - 1
     per_year = len(returns) / years if years > 0 else 0.0
-    mean = sum(returns) / len(returns) if returns else 0.0
-    deviation = math.sqrt(sum((r - mean) ** 2 for r in returns) / len(returns)) if returns else 0.0
-    downside = math.sqrt(sum(min(r, 0.0) ** 2 for r in returns) / len(returns)) if returns else 0.0
+    mean = float(returns.mean()) if len(returns) else 0.0
+    deviation = float(np.sqrt(((returns - mean) ** 2).mean())) if len(returns) else 0.0
+    downside = float(np.sqrt((np.minimum(returns, 0.0) ** 2).mean())) if len(returns) else 0.0
     sells = [e for e in result.journal if e.kind == "settle" and e.side is not None and e.side.value == "sell"]
     pnl = [float(e.realized_pnl) for e in sells]
     wins, losses = [p for p in pnl if p > 0], [p for p in pnl if p < 0]
     fees: dict[str, Decimal] = {}
     for fill in result.fills:
         fees[fill.fee_currency] = fees.get(fill.fee_currency, Decimal(0)) + fill.fee
+    closes = _floats(result.candles, "close")
+    held_value = first * closes / closes[0]
+    held = np.fromiter((h for _, _, h in result.equity), dtype=float, count=len(result.equity))
     return {
         "candles": len(result.candles),
         "from": result.candles[0].ts,
@@ -57,7 +78,7 @@ def figures(result: LabResult, gaps: list[dict[str, Any]] | None = None) -> dict
         "end_equity": last,
         "total_return": total_return,
         "cagr": (1 + total_return) ** (1 / years) - 1 if years > 0 and total_return > -1 else None,
-        "max_drawdown": max_drawdown,
+        "max_drawdown": float(drawdowns.max()),
         "sharpe": mean / deviation * math.sqrt(per_year) if deviation else None,
         "sortino": mean / downside * math.sqrt(per_year) if downside else None,
         "orders": len(result.orders),
@@ -65,90 +86,325 @@ def figures(result: LabResult, gaps: list[dict[str, Any]] | None = None) -> dict
         "trades": len(pnl),
         "win_rate": len(wins) / len(pnl) if pnl else None,
         "profit_factor": sum(wins) / -sum(losses) if losses else None,
-        "exposure": sum(1 for _, _, held in result.equity if held > 0) / len(result.equity),
+        "exposure": float((held > 0).mean()),
         "fees_paid": {k: str(v) for k, v in fees.items()},
+        "buy_and_hold_return": float(closes[-1] / closes[0] - 1),
+        "buy_and_hold_max_drawdown": float(_drawdowns(held_value).max()),
         "gaps": gaps or [],
         "_drawdowns": drawdowns,
+        "_buy_and_hold": held_value,
     }
 
 
-def write_report(result: LabResult, directory: Path, name: str, gaps: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    directory.mkdir(parents=True, exist_ok=True)
-    numbers = figures(result, gaps)
-    drawdowns = numbers.pop("_drawdowns")
-    trades = [
-        {"ts": int(f.at), "client_order_id": f.client_order_id, "side": f.side.value, "price": str(f.price),
-         "amount": str(f.amount), "fee": str(f.fee), "fee_currency": f.fee_currency}
+def _drawdowns(values: np.ndarray) -> np.ndarray:
+    """Each value's fall from its running peak, as a fraction of the peak (0 at a peak)."""
+    peaks = np.maximum.accumulate(values)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(peaks > 0, (peaks - values) / peaks, 0.0)
+
+
+def _floats(candles: Any, name: str) -> np.ndarray:
+    """A column of the candles as floats: straight from a CandleSeries' arrays, else built."""
+    if isinstance(candles, CandleSeries):
+        return candles.floats(name)
+    return np.fromiter((float(getattr(c, name)) for c in candles), dtype=float, count=len(candles))
+
+
+def trade_list(result: LabResult) -> list[dict[str, Any]]:
+    """Every fill, oldest first, with the P&L it realised (sells; average cost, fees
+    included, in the quote asset). Values are Decimals and epoch seconds."""
+    realized = {e.trade_id: e.realized_pnl for e in result.journal if e.kind == "settle" and e.trade_id is not None}
+    return [
+        {"ts": int(f.at), "client_order_id": f.client_order_id, "trade_id": f.trade_id, "side": f.side.value,
+         "price": f.price, "amount": f.amount, "value": f.price * f.amount, "fee": f.fee, "fee_currency": f.fee_currency,
+         "realized_pnl": realized.get(f.trade_id) if f.side.value == "sell" else None}
         for f in result.fills
     ]
-    equity = [{"ts": ts, "equity": str(e), "held": str(h)} for ts, e, h in result.equity]
-    (directory / "report.json").write_text(json.dumps({"strategy": name, **numbers, "trade_list": trades, "equity": equity}, indent=1))
-    (directory / "report.html").write_text(_html(name, numbers, result, drawdowns))
+
+
+def write_report(
+    result: LabResult,
+    directory: Path,
+    name: str,
+    gaps: list[dict[str, Any]] | None = None,
+    market: MarketRules | None = None,
+    data: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Writes ``report.json`` and ``report.html`` into ``directory`` (created); returns the
+    figures (as :func:`figures`, without the chart's series). ``data``: where the candles
+    came from and how they were read (``{"source": ..., "handling": [...]}``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    numbers = figures(result, gaps)
+    drawdowns, held_value = numbers.pop("_drawdowns"), numbers.pop("_buy_and_hold")
+    trades = trade_list(result)
+    symbol = market.symbol if market is not None else (result.fills[0].symbol if result.fills else "")
+    quote = market.quote if market is not None else symbol.partition("/")[2]
+    document = {
+        "strategy": name,
+        "symbol": symbol,
+        "quote": quote,
+        "data": data,
+        **{key: _machine(value, key) for key, value in numbers.items()},
+        "trade_list": [{("time" if key == "ts" else key): _machine(value, key) for key, value in trade.items()}
+                       for trade in trades],
+    }
+    with (directory / "report.json").open("w", encoding="utf-8") as out:
+        # The equity series goes out one entry at a time: a million candles would otherwise be
+        # a million dicts in memory at once.
+        head = json.dumps(document, indent=1)
+        out.write(head[:-2] + ',\n "equity": [')
+        for i, (ts, equity, held) in enumerate(result.equity):
+            entry = {"time": iso(ts), "equity": decimal_text(equity), "held": decimal_text(held)}
+            out.write(("\n  " if i == 0 else ",\n  ") + json.dumps(entry, separators=(", ", ": ")))
+        out.write("\n ]\n}\n")
+    page = render_html(name, symbol, quote, numbers, result, trades, drawdowns, held_value, data)
+    (directory / "report.html").write_text(page, encoding="utf-8")
     return numbers
 
 
+def iso(ts: int | float) -> str:
+    """Epoch seconds as ISO-8601 UTC: ``2017-07-01T11:00:00Z``."""
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def utc(ts: int | float) -> str:
+    """Epoch seconds for people: ``2017-07-01 11:00 UTC``."""
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def decimal_text(value: float | Decimal) -> str:
+    """A float as the shortest decimal that reads back as the same float, never in exponent
+    form (``1e-05`` becomes ``0.00001``)."""
+    if isinstance(value, Decimal):
+        return f"{value:f}"
+    return f"{Decimal(repr(value)):f}"
+
+
+def _machine(value: Any, key: str) -> Any:
+    """One figure for report.json: ints stay, floats and Decimals become decimal strings,
+    times ISO-8601, gaps with ISO times."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if key in ("from", "to", "ts"):
+        return iso(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, (float, Decimal)):
+        return decimal_text(value)
+    if key == "gaps":
+        return [{"after": iso(g["after"]), "before": iso(g["before"]), "missing": g["missing"]} for g in value]
+    return value
+
+
+def _pct(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value * 100:+.2f} %" if signed else f"{value * 100:.2f} %"
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def _money(value: float | Decimal, currency: str = "") -> str:
+    text = f"{value:,.2f}"
+    return f"{text} {currency}".rstrip()
+
+
+def _fees(fees: dict[str, str]) -> str:
+    return ", ".join(f"{Decimal(v):f} {k}" for k, v in fees.items()) or "0"
+
+
 def summary(name: str, numbers: dict[str, Any]) -> str:
-    def pct(value: float | None) -> str:
-        return "n/a" if value is None else f"{value * 100:.2f} %"
-
-    def num(value: float | None) -> str:
-        return "n/a" if value is None else f"{value:.2f}"
-
     rows = [
-        ("strategy", name), ("candles", f"{numbers['candles']:,}"), ("total return", pct(numbers["total_return"])),
-        ("CAGR", pct(numbers["cagr"])), ("max drawdown", pct(numbers["max_drawdown"])), ("Sharpe", num(numbers["sharpe"])),
-        ("Sortino", num(numbers["sortino"])), ("orders / fills", f"{numbers['orders']} / {numbers['fills']}"),
-        ("trades", str(numbers["trades"])), ("win rate", pct(numbers["win_rate"])),
-        ("profit factor", num(numbers["profit_factor"])), ("exposure", pct(numbers["exposure"])),
-        ("fees paid", ", ".join(f"{v} {k}" for k, v in numbers["fees_paid"].items()) or "0"),
+        ("strategy", name), ("candles", f"{numbers['candles']:,}"),
+        ("total return", _pct(numbers["total_return"], signed=True)),
+        ("buy and hold", _pct(numbers["buy_and_hold_return"], signed=True)),
+        ("CAGR", _pct(numbers["cagr"])), ("max drawdown", _pct(numbers["max_drawdown"])), ("Sharpe", _num(numbers["sharpe"])),
+        ("Sortino", _num(numbers["sortino"])), ("orders / fills", f"{numbers['orders']} / {numbers['fills']}"),
+        ("trades", str(numbers["trades"])), ("win rate", _pct(numbers["win_rate"])),
+        ("profit factor", _num(numbers["profit_factor"])), ("exposure", _pct(numbers["exposure"])),
+        ("fees paid", _fees(numbers["fees_paid"])),
         ("gaps in the data", str(len(numbers["gaps"]))),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 
 
-def _html(name: str, numbers: dict[str, Any], result: LabResult, drawdowns: list[float]) -> str:
-    width, height, pad = 1000, 420, 40
-    equity = [float(e) for _, e, _ in result.equity]
-    low, high = min(equity), max(equity)
-    span = (high - low) or 1.0
-    count = len(equity)
-    step = max(1, count // 2000)  # at most ~2,000 points drawn
+def web_asset(name: str) -> str:
+    """The text of a file under ``supervisors/web/`` (installed with the package)."""
+    return (resources.files("supervisors") / "web" / name).read_text(encoding="utf-8")
 
-    def x(i: int) -> float:
-        return pad + (width - 2 * pad) * i / max(count - 1, 1)
 
-    def y(value: float) -> float:
-        return pad + (height * 0.65 - pad) * (1 - (value - low) / span)
+def chart_scripts() -> str:
+    """The chart library and limitline's chart component as inline ``<script>`` elements."""
+    parts = []
+    for name in (f"vendor/{VENDORED_CHART_LIBRARY}", "chart.js"):
+        text = web_asset(name)
+        if "</script" in text.lower():  # would end the inline element early
+            raise ValueError(f"supervisors/web/{name} contains '</script' and cannot be inlined")
+        parts.append(f"<script>/* supervisors/web/{name} */\n{text}\n</script>")
+    return "\n".join(parts)
 
-    def y_dd(value: float) -> float:
-        return height * 0.7 + (height * 0.3 - pad / 2) * value / (max(drawdowns) or 1.0)
 
-    line = " ".join(f"{x(i):.1f},{y(equity[i]):.1f}" for i in range(0, count, step))
-    dd = f"{x(0):.1f},{y_dd(0):.1f} " + " ".join(f"{x(i):.1f},{y_dd(drawdowns[i]):.1f}" for i in range(0, count, step)) + f" {x(count - 1):.1f},{y_dd(0):.1f}"
-    index_of = {c.ts: i for i, c in enumerate(result.candles)}
-    marks = []
-    for fill in result.fills[:2000]:
-        i = index_of.get(int(fill.at))
-        if i is not None:
-            colour = "#1a7f37" if fill.side.value == "buy" else "#cf222e"
-            marks.append(f'<circle cx="{x(i):.1f}" cy="{y(equity[i]):.1f}" r="2.5" fill="{colour}"><title>{fill.side.value} {fill.amount} @ {fill.price}</title></circle>')
-    rows = "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in numbers.items() if k != "gaps"
+def chart_data(result: LabResult, symbol: str, quote: str, drawdowns: np.ndarray, held_value: np.ndarray) -> dict[str, Any]:
+    """The data :file:`supervisors/web/chart.js` draws (its header gives the shape), with
+    runs of candles merged when there are more than :data:`MAX_DRAWN_CANDLES`."""
+    candles = result.candles
+    count = len(candles)
+    step = max(1, math.ceil(count / MAX_DRAWN_CANDLES))
+    starts = np.arange(0, count, step)
+    ends = np.minimum(starts + step, count) - 1
+    if isinstance(candles, CandleSeries):
+        ts = candles.timestamps()
+    else:
+        ts = np.fromiter((c.ts for c in candles), dtype=np.int64, count=count)
+    opens, highs, lows, closes = (_floats(candles, name) for name in ("open", "high", "low", "close"))
+    equity = np.fromiter((e for _, e, _ in result.equity), dtype=float, count=count)
+    times = ts[starts].tolist()
+    drawn = [list(row) for row in zip(times, opens[starts].tolist(), np.maximum.reduceat(highs, starts).tolist(),
+                                      np.minimum.reduceat(lows, starts).tolist(), closes[ends].tolist())]
+    fills = [[int(f.at), f.side.value, float(f.price), float(f.amount)] for f in result.fills]
+    if step > 1:  # a merged candle's time is its first candle's: put each fill on its run
+        for fill in fills:
+            fill[0] = times[max(0, bisect.bisect_right(times, fill[0]) - 1)]
+    return {
+        "symbol": symbol, "quote": quote, "candles": drawn,
+        "equity": [list(p) for p in zip(times, np.round(equity[ends], 2).tolist())],
+        "benchmark": [list(p) for p in zip(times, np.round(held_value[ends], 2).tolist())],
+        "drawdown": [list(p) for p in zip(times, np.round(np.maximum.reduceat(drawdowns, starts), 6).tolist())],
+        "fills": fills, "merged": step,
+    }
+
+
+def timeframe(candles: Any) -> str:
+    """The usual (median) step between candles, as an exchange names it: ``1h``, ``15m``, ``1d``."""
+    if len(candles) < 2:
+        return "?"
+    steps = sorted(b.ts - a.ts for a, b in zip(candles[:1001], candles[1:1002]))
+    seconds = steps[len(steps) // 2]
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def render_html(
+    name: str,
+    symbol: str,
+    quote: str,
+    numbers: dict[str, Any],
+    result: LabResult,
+    trades: list[dict[str, Any]],
+    drawdowns: list[float],
+    held_value: list[float],
+    data_read: dict[str, Any] | None = None,
+) -> str:
+    e = html.escape
+    data = chart_data(result, symbol, quote, drawdowns, held_value)
+    data_json = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    excess = numbers["total_return"] - numbers["buy_and_hold_return"]
+    cards = [
+        ("Total return", _pct(numbers["total_return"], signed=True), _tone(numbers["total_return"])),
+        ("Buy and hold", _pct(numbers["buy_and_hold_return"], signed=True), _tone(numbers["buy_and_hold_return"])),
+        ("Versus buy and hold", f"{excess * 100:+.2f} pp", _tone(excess)),
+        ("Max drawdown", _pct(numbers["max_drawdown"]), ""),
+        ("Sharpe", _num(numbers["sharpe"]), ""),
+        ("Trades", f"{numbers['trades']:,}", ""),
+    ]
+    rows = [
+        ("Period", f"{utc(numbers['from'])} to {utc(numbers['to'])}"),
+        ("Candles", f"{numbers['candles']:,} ({timeframe(result.candles)})"),
+        ("Start equity", _money(numbers["start_equity"], quote)),
+        ("End equity", _money(numbers["end_equity"], quote)),
+        ("Total return", _pct(numbers["total_return"], signed=True)),
+        ("CAGR", _pct(numbers["cagr"], signed=True)),
+        ("Max drawdown", _pct(numbers["max_drawdown"])),
+        ("Sharpe", _num(numbers["sharpe"])),
+        ("Sortino", _num(numbers["sortino"])),
+        ("Buy and hold: return", _pct(numbers["buy_and_hold_return"], signed=True)),
+        ("Buy and hold: max drawdown", _pct(numbers["buy_and_hold_max_drawdown"])),
+        ("Orders / fills", f"{numbers['orders']:,} / {numbers['fills']:,}"),
+        ("Trades (sells)", f"{numbers['trades']:,}"),
+        ("Win rate", _pct(numbers["win_rate"])),
+        ("Profit factor", _num(numbers["profit_factor"])),
+        ("Exposure", _pct(numbers["exposure"])),
+        ("Fees paid", _fees(numbers["fees_paid"])),
+        ("Gaps in the data", f"{len(numbers['gaps']):,}"),
+    ]
+    if data_read is not None:
+        rows.append(("Data", str(data_read.get("source", ""))))
+        rows += [("Data read as", note) for note in data_read.get("handling", [])]
+    figures_table = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows)
+    card_html = "".join(f'<div class="card"><div class="label">{e(k)}</div><div class="value {t}">{e(v)}</div></div>'
+                        for k, v, t in cards)
+    trade_rows = "".join(
+        f'<tr class="{t["side"]}"><td>{i}</td><td>{e(utc(t["ts"]))}</td><td>{t["side"]}</td>'
+        f'<td class="n">{e(_plain(t["price"]))}</td><td class="n">{e(_plain(t["amount"]))}</td>'
+        f'<td class="n">{e(_money(t["value"]))}</td><td class="n">{e(_plain(t["fee"]))} {e(t["fee_currency"])}</td>'
+        f'<td class="n {_tone(t["realized_pnl"])}">{"" if t["realized_pnl"] is None else e(_money(t["realized_pnl"]))}</td>'
+        f'<td>{e(t["client_order_id"])}</td></tr>'
+        for i, t in enumerate(trades, start=1)
     )
+    gaps = numbers["gaps"]
+    gap_items = "".join(
+        f"<li>{e(utc(g['after']))} to {e(utc(g['before']))}: {g['missing']:,} candle(s) missing</li>" for g in gaps[:200]
+    )
+    gap_html = (f"<h2>Gaps in the data ({len(gaps):,})</h2><p>Reported, not filled in: no candle was invented.</p>"
+                f"<ul>{gap_items}</ul>{'<p>(the first 200; all are in report.json)</p>' if len(gaps) > 200 else ''}"
+                if gaps else "")
+    merged = (f"<p class=\"note\">The chart draws every {data['merged']} candles as one ({len(data['candles']):,} drawn);"
+              " the figures and the table use every candle.</p>" if data["merged"] > 1 else "")
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>limitline Lab: {html.escape(name)}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em}} table{{border-collapse:collapse}} th,td{{padding:2px 10px;text-align:left;border-bottom:1px solid #ddd}}</style>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>limitline Lab: {e(name)} on {e(symbol)}</title>
+<style>
+body{{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color:#24292f}}
+h1{{font-size:22px;margin:0 0 4px}} h2{{font-size:17px;margin:28px 0 8px}}
+.sub{{color:#57606a;margin:0 0 16px}}
+.cards{{display:flex;flex-wrap:wrap;gap:12px;margin-bottom:16px}}
+.card{{border:1px solid #d0d7de;border-radius:6px;padding:8px 14px;min-width:130px}}
+.card .label{{font-size:12px;color:#57606a}} .card .value{{font-size:20px;font-weight:600}}
+.pos{{color:#1a7f37}} .neg{{color:#cf222e}}
+#chart{{height:640px;width:100%;border:1px solid #d0d7de;border-radius:6px}}
+.hint,.note{{font-size:12px;color:#57606a}}
+table{{border-collapse:collapse;font-size:13px}} th,td{{padding:3px 10px;text-align:left;border-bottom:1px solid #eaeef2}}
+td.n{{text-align:right;font-variant-numeric:tabular-nums}}
+#trades thead th{{position:sticky;top:0;background:#f6f8fa}}
+.scroll{{max-height:480px;overflow:auto;border:1px solid #d0d7de;border-radius:6px;display:inline-block}}
+tr.buy td:nth-child(3){{color:#1a7f37}} tr.sell td:nth-child(3){{color:#cf222e}}
+footer{{margin-top:32px;font-size:12px;color:#57606a}}
+</style>
 </head><body>
-<h1>Strategy Lab: {html.escape(name)}</h1>
-<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="equity and drawdown">
-<text x="{pad}" y="{pad - 12}" font-size="13">equity (quote): {low:.2f} to {high:.2f}; buys green, sells red</text>
-<polyline points="{line}" fill="none" stroke="#0969da" stroke-width="1.2"/>
-{''.join(marks)}
-<text x="{pad}" y="{height * 0.7 - 6:.0f}" font-size="13">drawdown (max {numbers['max_drawdown'] * 100:.1f} %)</text>
-<polygon points="{dd}" fill="#cf222e" fill-opacity="0.35" stroke="none"/>
-</svg>
-<table>{rows}</table>
-<p>Gaps in the data: {len(numbers['gaps'])}</p>
+<h1>Strategy Lab: {e(name)}</h1>
+<p class="sub">{e(symbol)} · {e(utc(numbers['from']))} to {e(utc(numbers['to']))} · {numbers['candles']:,} candles ({e(timeframe(result.candles))}) · equity in {e(quote)}</p>
+<div class="cards">{card_html}</div>
+<div id="chart"></div>
+<p class="hint">Drag to pan, scroll or pinch to zoom, double-click the time axis to fit. Top: candles, buys ▲ green and sells ▼ red at their fill price; middle: equity (blue) and buy and hold (grey, dashed); bottom: drawdown. Times in UTC.</p>
+{merged}
+<h2>Figures</h2>
+<table id="figures">{figures_table}</table>
+<h2>Trades ({len(trades):,} fills)</h2>
+<div class="scroll"><table id="trades">
+<thead><tr><th>#</th><th>time (UTC)</th><th>side</th><th>price ({e(quote)})</th><th>amount</th><th>value ({e(quote)})</th><th>fee</th><th>realized P&amp;L ({e(quote)})</th><th>order</th></tr></thead>
+<tbody>{trade_rows}</tbody></table></div>
+{gap_html}
+<footer>Written by limitline's Strategy Lab; the same numbers are in report.json.
+Charts: TradingView Lightweight Charts™, Copyright (с) 2023 TradingView, Inc.,
+<a href="https://www.tradingview.com/">https://www.tradingview.com/</a> (Apache License 2.0).</footer>
+<script type="application/json" id="chart-data">{data_json}</script>
+{chart_scripts()}
+<script>window.limitlineChart = LimitlineChart.render(document.getElementById("chart"), JSON.parse(document.getElementById("chart-data").textContent));</script>
 </body></html>
 """
+
+
+def _plain(value: Decimal) -> str:
+    return f"{value.normalize():f}" if value else "0"
+
+
+def _tone(value: float | Decimal | None) -> str:
+    if value is None or value == 0:
+        return ""
+    return "pos" if value > 0 else "neg"

@@ -1,5 +1,6 @@
-"""The Lab's fast path (triggers computed up front, quiet bars skipped) gives exactly the
-trades of stepping bar by bar, on random strategies and random data."""
+"""The Lab's fast path (triggers computed up front, quiet bars skipped, and while orders
+rest a jump straight to the next candle where one can fill or expire or an exit can sell)
+gives exactly the trades of stepping bar by bar, on random strategies and random data."""
 
 from __future__ import annotations
 
@@ -46,13 +47,13 @@ triggers = st.one_of(averages, changes, others)
 triggers_or_combos = st.one_of(triggers, st.builds(lambda a, b, k: Combination((a, b), k), triggers, triggers, st.sampled_from(["all", "any"])))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     candles=series(),
     buy=triggers_or_combos,
     sell=st.one_of(st.none(), triggers_or_combos),
-    offset=st.sampled_from([-20, -5, 0, 10, 40]),
-    ttl=st.sampled_from([3600, 3 * 3600, 10 * 3600]),
+    offset=st.sampled_from([-20, -5, 0, 10, 40, 150, 400]),  # crossing, at the close, resting near and far
+    ttl=st.sampled_from([3600, 3 * 3600, 10 * 3600, 60 * 3600]),
     cooldown=st.sampled_from([0, 3600, 4 * 3600]),
     max_open=st.integers(1, 3),
     base=st.sampled_from([D(0), D("0.5")]),
@@ -74,3 +75,28 @@ def test_the_fast_path_trades_exactly_like_stepping_every_bar(candles, buy, sell
     assert fast.journal == stepped.journal
     for (ts_a, a, held_a), (ts_b, b, held_b) in zip(stepped.equity, fast.equity):
         assert ts_a == ts_b and held_a == held_b and abs(a - b) <= 1e-9 * max(1.0, abs(a))
+
+
+def test_resting_orders_are_jumped_to_where_they_can_fill_on_real_candles():
+    """Passive orders and exits on 3,000 real candles: the fast path visits a fraction of
+    the candles (it jumps to where the market can trade through an order, an order expires
+    or an exit's price is reached) and trades exactly as stepping every bar, partial fills
+    and expiries included."""
+    from exchange.candles import bundled_path, load_candles
+
+    candles = load_candles(bundled_path())[:3000]
+    strategy = StrategySettings(
+        name="rest", venue="sim", symbol="BTC/USD", sizing=Sizing(quote=D(2000)), allocation=Allocation(quote=D(20000)),
+        buy=SmaCross(10, 30, "up"), sell=SmaCross(10, 30, "down"), limit_offset_bps=D(100), ttl_seconds=72 * 3600,
+        cooldown_seconds=3600, max_open_orders=2, take_profit_pct=D(6), stop_loss_pct=D(4),
+    )
+    stepped = Lab(strategy, MARKET, candles, volume_share=D("0.002"), keep_events=False).run()
+    fast = Lab(strategy, MARKET, candles, volume_share=D("0.002"), keep_events=False, fast=True).run()
+    assert fast.orders == stepped.orders and fast.fills == stepped.fills and fast.journal == stepped.journal
+    for (ts_a, a, held_a), (ts_b, b, held_b) in zip(stepped.equity, fast.equity, strict=True):
+        assert ts_a == ts_b and held_a == held_b and abs(a - b) <= 1e-9 * abs(a)
+    states = {o.state.value for o in stepped.orders.values()}
+    assert {"FILLED", "EXPIRED"} <= states
+    assert sum(1 for f in stepped.fills if not f.order_complete) > 5  # partial fills
+    # Orders rest or a position is held on most candles; the fast path visits few of them.
+    assert fast.visited < len(candles) / 5

@@ -266,7 +266,8 @@ def classes(watch: Watch) -> set[str]:
 
 async def test_operator_actions_on_the_exchange_are_classified_and_applied(tmp_path, credentials, monkeypatch):
     monkeypatch.setenv("LIMITLINE_OPERATOR_TOKEN", "op-token-1")
-    async with live_runtime(tmp_path, sandbox_speed=5) as (watch, sandbox, app, _):
+    # Orders that rest (5 bp passive): one that crosses the market fills at once.
+    async with live_runtime(tmp_path, sandbox_speed=5, strategy={"limit_offset_bps": 5}) as (watch, sandbox, app, _):
         url = f"http://127.0.0.1:{sandbox_port(sandbox, app)}"
         await watch.until(lambda events: watch.count("order_placed") >= 1)
 
@@ -320,3 +321,33 @@ def _get(url: str) -> tuple[int, str]:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
+
+
+async def test_shadow_and_live_strategies_on_one_venue_never_share_an_order_or_trade_id(tmp_path, credentials):
+    """The sandbox numbers its orders and trades from 1, and so does the simulated account of
+    the shadow strategy beside the live one: every fill of both must be in the fills table."""
+    paper = {
+        "name": "paper", "venue": "binance", "symbol": "BTC/USDT", "mode": "shadow",
+        "allocation": {"quote": 5000, "base": 0.5, "base_cost": 2500}, "sizing": {"quote": 200},
+        "buy": {"kind": "change", "percent": -0.3, "lookback": 1},
+        "sell": {"kind": "change", "percent": 0.3, "lookback": 1},
+        "limit_offset_bps": -5, "ttl_seconds": 7200, "max_open_orders": 2,
+    }
+
+    def both_filled_twice(events) -> bool:
+        fills = Counter(e.strategy for e in events if e.kind == "fill")
+        return fills["dipper"] >= 2 and fills["paper"] >= 2
+
+    async with live_runtime(tmp_path, extra_strategies=[paper]) as (watch, sandbox, app, _):
+        await watch.until(both_filled_twice)
+        store = sqlite3.connect(app.config.store)
+        real_trades = {t.trade_id for t in sandbox.dialect.exchange.trades}
+        ours = dict(store.execute("SELECT trade_id, client_order_id FROM fills").fetchall())
+    settled = store.execute("SELECT trade_id FROM journal WHERE kind = 'settle'").fetchall()
+    assert sorted(tid for (tid,) in settled) == sorted(ours), "every settled trade has its fill row, once"
+    shadow_ids = {tid for tid, cid in ours.items() if "-paper-" in cid}
+    live_ids = {tid for tid, cid in ours.items() if "-dipper-" in cid}
+    assert shadow_ids and all(tid.startswith("shadow-") for tid in shadow_ids)
+    assert live_ids and live_ids <= real_trades
+    exchange_ids = dict(store.execute("SELECT client_order_id, exchange_order_id FROM orders WHERE exchange_order_id IS NOT NULL").fetchall())
+    assert all(eid.startswith("shadow-") for cid, eid in exchange_ids.items() if "-paper-" in cid)

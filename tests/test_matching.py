@@ -84,6 +84,70 @@ def test_partial_fills_are_capped_by_the_share_of_traded_volume_best_price_first
     assert ex.match("BTC/USD", candle("90", "95", volume="0"), 2) == []  # no volume, no fill
 
 
+def closing(close, volume="100") -> Candle:
+    return Candle(0, D(close), D(close), D(close), D(close), D(volume))
+
+
+def test_a_crossing_limit_fills_at_once_as_a_taker_and_a_resting_one_later_as_a_maker():
+    ex = exchange(share="0.5")
+    ex.match("BTC/USD", closing("100"), 0)  # the last trade: 100
+    # A buy above the last trade crosses: it takes at once, at the last trade's price,
+    # paying the taker fee (0.2 %; in the coin received, as on Binance spot).
+    ex.create_limit_order("BTC/USD", Side.BUY, D("1"), D("100.10"), "cross", 1)
+    [taken] = ex.trades_of(ex.order_by_client_id("cross").exchange_order_id)
+    assert (taken.price, taken.amount, taken.taker_or_maker) == (D("100"), D("1"), "taker")
+    assert (taken.fee, taken.fee_currency) == (D("0.002"), "BTC") and taken.order_complete
+    assert ex.balances["USD"].free == D("10000") - D("100") and ex.balances["USD"].used == 0
+    # A buy at the last trade or below rests; the market trading through it later fills it
+    # at its own price, paying the maker fee (0.1 %).
+    ex.create_limit_order("BTC/USD", Side.BUY, D("1"), D("100"), "rest", 2)
+    assert ex.trades_of(ex.order_by_client_id("rest").exchange_order_id) == []
+    [made] = ex.match("BTC/USD", candle("99", "101"), 3)
+    assert (made.price, made.fee, made.taker_or_maker) == (D("100"), D("0.001"), "maker")
+    # A sell below the last trade (now 99: the candle's close) crosses too.
+    ex.create_limit_order("BTC/USD", Side.SELL, D("0.5"), D("98"), "sell", 4)
+    [sold] = ex.trades_of(ex.order_by_client_id("sell").exchange_order_id)
+    assert (sold.price, sold.fee, sold.fee_currency, sold.taker_or_maker) == (D("99"), D("0.099"), "USD", "taker")
+
+
+def test_a_crossing_order_takes_at_most_the_share_of_the_last_volume_and_the_rest_rests():
+    ex = exchange(share="0.1")
+    ex.match("BTC/USD", closing("100", volume="15"), 0)  # 1.5 BTC may be taken until the next candle
+    ex.create_limit_order("BTC/USD", Side.BUY, D("1"), D("101"), "a", 1)
+    ex.create_limit_order("BTC/USD", Side.BUY, D("1"), D("101"), "b", 1)
+    [a] = ex.trades_of(ex.order_by_client_id("a").exchange_order_id)
+    [b] = ex.trades_of(ex.order_by_client_id("b").exchange_order_id)
+    assert (a.amount, b.amount, b.order_complete) == (D("1"), D("0.5"), False)
+    assert ex.order_by_client_id("b").status == "open"  # the rest rests at its own price
+    [rest] = ex.match("BTC/USD", candle("100.5", "102"), 2)
+    assert (rest.client_order_id, rest.price, rest.amount, rest.taker_or_maker) == ("b", D("101"), D("0.5"), "maker")
+    assert ex.balances["USD"].used == 0
+    # Before any candle of the market, nothing crosses; a zero-volume candle leaves nothing to take.
+    fresh = exchange()
+    fresh.create_limit_order("BTC/USD", Side.BUY, D("1"), D("500"), "x", 0)
+    assert fresh.trades == [] and fresh.order_by_client_id("x").status == "open"
+    fresh.match("BTC/USD", closing("100", volume="0"), 1)
+    fresh.create_limit_order("BTC/USD", Side.BUY, D("1"), D("500"), "y", 2)
+    assert fresh.trades == []
+
+
+def test_a_post_only_order_that_would_cross_is_rejected_and_one_that_rests_is_placed():
+    ex = exchange()
+    ex.match("BTC/USD", closing("100"), 0)
+    crossing = ex.create_limit_order("BTC/USD", Side.BUY, D("1"), D("100.01"), "m1", 1, post_only=True)
+    assert isinstance(crossing, Rejection) and crossing.code == -2010
+    assert crossing.message == "Order would immediately match and take."  # Binance's LIMIT_MAKER answer
+    assert ex.balances["USD"].used == 0
+    resting = ex.create_limit_order("BTC/USD", Side.BUY, D("1"), D("100"), "m2", 1, post_only=True)
+    assert resting.status == "open" and ex.trades == []
+
+
+def test_a_buy_locks_the_worst_fee_it_may_pay():
+    ex = exchange(usd="100.15")  # 1 BTC at 100 with the maker fee fits; with the taker fee it does not
+    result = ex.create_limit_order("BTC/USD", Side.BUY, D("1"), D("100"), "x", 0)
+    assert isinstance(result, Rejection) and "insufficient balance" in result.message
+
+
 @pytest.mark.parametrize(
     "amount, price, message",
     [

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 from decimal import Decimal
 
+import pytest
 import trio
 from helpers import Watch
 
@@ -25,13 +26,14 @@ def market_rules(config) -> MarketRules:
                                   min_notional=m.min_notional, maker_fee=m.maker_fee, taker_fee=m.taker_fee)
 
 
-async def test_shadow_mode_and_the_lab_make_the_same_orders_and_fills(tmp_path, fast_raw):
+@pytest.mark.parametrize("strategy", [0, 1], ids=["sma-cross (crosses: taker fills)", "dip-buyer (rests: maker fills)"])
+async def test_shadow_mode_and_the_lab_make_the_same_orders_and_fills(tmp_path, fast_raw, strategy):
     lines = bundled_path().read_text().splitlines()
     data = tmp_path / "candles.csv"
     data.write_text("\n".join(lines[: CANDLES + 1]) + "\n")
     fast_raw["venues"][0]["replay"]["BTC/USD"] = {"data": str(data), "lockstep": True}
     fast_raw["venues"][0]["volume_share"] = "0.001"  # partial fills are part of what must agree
-    fast_raw["strategies"] = [fast_raw["strategies"][1]]  # one strategy: the Lab runs one at a time
+    fast_raw["strategies"] = [fast_raw["strategies"][strategy]]  # one strategy: the Lab runs one at a time
     config = parse_config(fast_raw)
     watch = Watch()
     with trio.fail_after(120):
@@ -62,3 +64,7 @@ async def test_shadow_mode_and_the_lab_make_the_same_orders_and_fills(tmp_path, 
     assert len(lab_orders) >= 10 and any(f[3] < lab_orders[f[0]][2] for f in lab_fills), "too little happened to compare"
     assert shadow_orders == lab_orders
     assert shadow_fills == lab_fills
+    # sma-cross's limits cross the close (taker on arrival, the rest resting as a maker);
+    # dip-buyer's rest.
+    kinds = {f.taker_or_maker for f in lab.fills}
+    assert kinds == ({"taker", "maker"} if strategy == 0 else {"maker"})

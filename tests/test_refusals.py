@@ -269,3 +269,26 @@ def test_a_sandbox_port_in_use_is_refused_at_once(tmp_path, busy_port):
         f"limitline: --port: 127.0.0.1:{busy_port} is already in use by another program; choose another --port, "
         "or 0 for any free port",
     )
+
+
+def test_open_orders_of_a_strategy_the_config_no_longer_names_are_refused_at_start(tmp_path):
+    from decimal import Decimal
+
+    from actors.orders import Order, OrderState
+    from actors.writer.core import Batch
+    from exchange.records import Side
+    from store.db import open_store, write_batch
+
+    raw = fast_config_raw(tmp_path)
+    connection = open_store(tmp_path / "limitline.sqlite")
+    orders = {
+        f"ll-gone-{i}": Order(f"ll-gone-{i}", "gone", "sim", "BTC/USD", Side.BUY, Decimal("100"), Decimal("1"), state, 0.0, 0.0)
+        for i, state in enumerate((OrderState.OPEN, OrderState.PARTIALLY_FILLED, OrderState.FILLED))
+    }
+    write_batch(connection, Batch(orders=orders))
+    connection.close()
+    before = (tmp_path / "limitline.sqlite").read_bytes()
+    result = limitline("run", "-c", str(write_config(tmp_path, raw)), cwd=tmp_path, timeout=30)
+    refused(result, "open orders of strategies that are not in the config (gone: 2 (ll-gone-0, ll-gone-1))")
+    assert "Put each strategy back in the config" in result.stderr
+    assert (tmp_path / "limitline.sqlite").read_bytes() == before, "nothing written"

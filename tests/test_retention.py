@@ -163,3 +163,46 @@ def test_the_simulated_exchange_and_its_routing_forget_old_ended_orders_and_trad
     assert len(orders.owners) <= 2 * KEEP_FINISHED_ORDERS + 1
     assert len(exchange.trades) <= 2 * KEEP_TRADES
     assert exchange.orders[str(MANY)].client_order_id == f"c{MANY - 1}", "the newest are remembered"
+
+
+def small_ledger(monkeypatch, keep: int = 2) -> tuple[LedgerCore, list[JournalEntry]]:
+    import actors.ledger.core as ledger_core
+
+    monkeypatch.setattr(ledger_core, "KEEP_FINISHED_ORDERS", keep)
+    core = LedgerCore()
+    return core, core.allocate("a", D(1_000_000), D(0), 0.0, "test")
+
+
+def test_an_order_that_closes_in_the_batch_of_its_late_fill_is_not_forgotten_before_the_fill(monkeypatch):
+    from actors.messages import OrderCanceled
+
+    core, entries = small_ledger(monkeypatch)
+    entries += journal(core.handle(reserve("old"), 0.0))  # rests for a long time
+    entries += run_orders(core, 20)  # many others open and close meanwhile
+    late = fill("old", "t-old", amount="0.004", complete=False)
+    # The exchange's cancel does not say what had filled; a trade of it follows at once.
+    batch = [OrderCanceled("old", "expired", 9.0, expired=True, filled=None), late]
+    assert core.unknown_orders(batch) == set()
+    core._forgetting._next_sweep = 0  # whenever the sweep comes, say at this very close
+    settled = journal(core.handle_batch(batch, 9.0))
+    assert [e.kind for e in settled if e.client_order_id == "old"] == ["release", "settle"]
+    assert core.accounts["a"].base_free == D("0.2") + D("0.004"), "the late fill is booked"
+    core.check_invariants()
+
+
+def test_a_recalled_order_comes_back_closed_and_empty_even_if_its_release_is_not_on_disk_yet(monkeypatch):
+    core, entries = small_ledger(monkeypatch)
+    entries += journal(core.handle(reserve("old"), 0.0))
+    entries += journal(core.handle(fill("old", "t1", amount="0.005", complete=False), 0.0))
+    release = journal(core.handle(fill("old", "t2", amount="0.005", complete=True), 0.0))
+    entries += run_orders(core, 20)
+    entries += journal(core.handle(reserve("busy"), 1.0))  # another order's funds, reserved
+    assert "old" not in core.reservations
+    # The writer has not committed the last settle and release of "old" yet.
+    on_disk = [e for e in entries if e.client_order_id == "old" and e not in release]
+    core.recall(on_disk)
+    assert core.reservations["old"].open is False
+    assert core.reservations["old"].quote_reserved == 0
+    core.handle(fill("old", "t3", amount="0.001", complete=True), 2.0)
+    core.check_invariants()  # the late fill is paid from free capital, not from "busy"'s reservation
+    assert core.open_reservations("a")[0].client_order_id == "busy"

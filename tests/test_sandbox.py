@@ -64,14 +64,20 @@ async def test_markets_balance_and_an_orders_life_through_ccxt():
     assert canceled["status"] == "canceled"
 
 
-async def test_fills_arrive_as_trades_with_fees():
+async def test_a_crossing_order_fills_at_once_as_a_taker_and_a_post_only_one_is_refused():
     def work(client, sandbox, url):
-        client.create_order("BTC/USDT", "limit", "buy", 0.01, 3000, {"clientOrderId": "ll-t-2"})
-        trio.from_thread.run(sandbox.wait_for_fill)  # far above the market: the next candle fills it
-        return client.fetch_my_trades("BTC/USDT")
+        trio.from_thread.run(sandbox.wait_for_candle)  # the market has a last trade (about 2,500)
+        # LIMIT_MAKER (ccxt's postOnly) that would cross: refused as Binance refuses it.
+        with pytest.raises(ccxt.OrderImmediatelyFillable):
+            client.create_order("BTC/USDT", "limit", "buy", 0.01, 3000, {"clientOrderId": "ll-t-po", "postOnly": True})
+        order = client.create_order("BTC/USDT", "limit", "buy", 0.01, 3000, {"clientOrderId": "ll-t-2"})
+        closes = {float(c.close) for c in sandbox.dialect.closed["BTC/USDT"]}
+        return order, client.fetch_my_trades("BTC/USDT"), closes
 
-    [trade] = await run_against_sandbox(work)
-    assert trade["price"] == 3000 and trade["amount"] == 0.01
+    order, [trade], closes = await run_against_sandbox(work)
+    assert order["status"] == "closed" and order["filled"] == 0.01  # far above the market: taken on arrival
+    assert trade["price"] in closes and trade["price"] < 3000 and trade["amount"] == 0.01  # at the last trade
+    assert trade["takerOrMaker"] == "taker"
     assert trade["fee"] == {"currency": "BTC", "cost": 0.00001}  # a buy's fee in the coin received, as on Binance
 
 

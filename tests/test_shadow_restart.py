@@ -32,7 +32,7 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 #: Candles per second: the default's 5, doubled, so each test stays well under 20 s.
 SPEED = 10
 #: A line of the console: time, kind, strategy, client order id.
-LINE = re.compile(r"^\S+\s+(\w+)\s+(\S+)\s+(ll-\S+)")
+LINE = re.compile(r"^\S+ UTC\s+(\w+)\s+(\S+)\s+(ll-\S+)")  # time UTC, kind, strategy, order
 
 
 class Run:

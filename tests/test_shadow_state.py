@@ -258,7 +258,7 @@ def test_shadow_strategies_on_a_live_venue_keep_their_simulated_account_too():
     # The next process continues the account: the order rests, the ids go on.
     again = LazySimulatedExchange({"USD": D("10000")}, restored=placed[0].message.state, persist=True)
     assert [o.client_order_id for o in again.get([MARKET]).open_orders()] == ["ll-a-1"]
-    assert again.get([MARKET]).balances["USD"].used == D("100.1")
+    assert again.get([MARKET]).balances["USD"].used == D("100.2")  # locked with the worst (taker) fee
 
 
 # ------------------------------------------------------------------------------------------

@@ -87,6 +87,9 @@ class LiveSettings:
 #: Cancel attempts the exchange refuses while the order stays open, before the strategy
 #: hears that the cancel failed (it tries again at its next decision).
 CANCEL_ATTEMPTS = 8
+#: Before the ids of the shadow strategies' simulated orders and trades on a real venue,
+#: so they never take a real order's or trade's id (see SimulatedOrders).
+SHADOW_ID_PREFIX = "shadow-"
 #: Calls signed with our clock: their success shows the exchange accepts our timestamps.
 SIGNED = frozenset({"balance", "create", "cancel", "lookup", "order", "open_orders", "trades", "probe",
                     "snapshot_orders", "snapshot_trades", "snapshot_balance"})
@@ -632,7 +635,7 @@ class LiveConnectionCore:
         # The exchange's time: closed candles are judged by it, and ccxt signs with it.
         out = self._call(now, "sync_clock", what="clock")
         if self._shadow_exchange is not None and self.shadow is None:
-            self.shadow = SimulatedOrders(self.venue, self._shadow_exchange.get(self.markets.values()))
+            self.shadow = SimulatedOrders(self.venue, self._shadow_exchange.get(self.markets.values()), id_prefix=SHADOW_ID_PREFIX)
             out += self.shadow.restore(self._restored, now)
         if self._snapshot_for:
             out += self._snapshot_start(now)  # asked for while the markets loaded
@@ -663,8 +666,10 @@ class LiveConnectionCore:
             if self.shadow is not None:
                 # Simulated orders trade against the real candle before anyone sees it,
                 # exactly as on a shadow venue.
+                taken = self.shadow.since_last_candle(symbol)
                 fills = self.shadow.match(symbol, candle, now)
                 out += fills
+                fills = taken + fills  # a candle names the fills since the last one
             else:
                 fills = []
             out += [Send(to, CandleClosed(self.venue, symbol, candle, fills=fills_of(fills, to))) for to in self.subscribers.get(symbol, [])]
@@ -713,7 +718,7 @@ class LiveConnectionCore:
                 venue=self.venue, client_order_id=tracked.client_order_id, exchange_order_id=tracked.exchange_order_id or "",
                 trade_id=trade_id, symbol=symbol, side=tracked.side, price=trade.price, amount=amount,
                 fee=trade.fee, fee_currency=trade.fee_currency, at=now,
-                order_complete=tracked.filled >= tracked.amount,
+                order_complete=tracked.filled >= tracked.amount, taker_or_maker=trade.taker_or_maker,
             )
             if report.order_complete:
                 tracked.done = True

@@ -77,6 +77,8 @@ class PerpetualOrders:
         self._income_seen = len(exchange.income)
         #: symbol -> the strategy whose position it is (one-way account: one per symbol).
         self.holders: dict[str, str] = {}
+        #: Fills made between candles, per symbol, for the next candle to name.
+        self._taken: dict[str, list[Send]] = {}
         #: The account changed since it was last handed to the writer (a new incarnation
         #: hands it over whole at once: nothing is known as recorded yet).
         self.dirty = True
@@ -210,7 +212,7 @@ class PerpetualOrders:
         """Run one closed candle: triggers, fills, funding, liquidation; route what it did."""
         self.dirty = True
         self.exchange.match(symbol, candle, now)
-        return self._funding() + self._route_new() + self.sweep(now)
+        return self._funding() + self._route_new(between_candles=False) + self.sweep(now)
 
     def _funding(self) -> list[Send]:
         """Funding payments since the last look, to the ledger (the position's strategy)."""
@@ -224,13 +226,23 @@ class PerpetualOrders:
         self._income_seen = len(income)
         return out
 
-    def _route_new(self) -> list[Send]:
+    def _route_new(self, between_candles: bool = True) -> list[Send]:
+        """Route the trades the exchange made since the last look. Made between candles (a
+        crossing order filled on arrival), they are also named by the market's next
+        candle (:meth:`since_last_candle`), so a strategy decides on it once they are booked."""
         trades = self.exchange.trades
         out: list[Send] = []
         for trade in trades[self._routed:]:
-            out += self.route_fill(trade)
+            sends = self.route_fill(trade)
+            if between_candles:
+                self._taken.setdefault(trade.symbol, []).extend(sends)
+            out += sends
         self._routed = len(trades)
         return out
+
+    def since_last_candle(self, symbol: str) -> list[Send]:
+        """The fills made between candles on ``symbol`` (routed already), handed over once."""
+        return self._taken.pop(symbol, [])
 
     def sweep(self, now: float) -> list[Send]:
         """Orders the exchange ended by itself since the last look (after their fills)."""

@@ -151,10 +151,12 @@ class ShadowConnectionCore:
         for symbol, candle in candles:
             # Fills first: orders resting before this candle trade against it; a strategy
             # deciding on its close can only rest from the next candle on.
+            taken = self.orders.since_last_candle(symbol)
             fills = self.orders.match(symbol, candle, now)
             out += fills
+            named = taken + fills
             out += [
-                Send(to, CandleClosed(self.venue, symbol, candle, ack, fills_of(fills, to)))
+                Send(to, CandleClosed(self.venue, symbol, candle, ack, fills_of(named, to)))
                 for to in self.subscribers.get(symbol, [])
             ]
         return out

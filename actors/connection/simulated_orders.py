@@ -6,7 +6,10 @@ Routing of the simulated exchange's reports:
 - acceptances → the owning strategy;
 - rejections, cancellations → the owning strategy and the ledger (which releases funds);
 - fills → the owning strategy and the ledger (which settles them and records the fill row
-  with its journal entries, in one transaction).
+  with its journal entries, in one transaction). An order that crossed the market fills
+  (as a taker) when it is placed; those fills are routed at once and named again by the
+  market's next candle (:meth:`SimulatedOrders.since_last_candle`), so a strategy decides
+  on that candle only once the ledger has booked them, as it does for a candle's own fills.
 
 Persistence (shadow mode continues across restarts). The simulated exchange's state is
 written to the store as it changes, as records through the writer, not rebuilt from the
@@ -29,6 +32,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 from typing import Iterable
+
+import attrs
 
 from actors.messages import (
     LEDGER,
@@ -83,12 +88,21 @@ class LazySimulatedExchange:
 
 
 class SimulatedOrders:
-    def __init__(self, venue: str, exchange: SimulatedExchange) -> None:
+    def __init__(self, venue: str, exchange: SimulatedExchange, id_prefix: str = "") -> None:
+        """``id_prefix``: put before every exchange order id and trade id handed out. Shadow
+        strategies on a real venue need it: the simulated account numbers its orders and
+        trades from 1, like the real exchange (the sandbox) may, and the order book of
+        record, the fills table and the reconciler key fills by (venue, trade id) and map
+        trades to orders by exchange order id: an unprefixed simulated id took a real
+        trade's place, and the real fill was dropped."""
         self.venue = venue
         self.exchange = exchange
+        self.id_prefix = id_prefix
         #: client order id -> owning strategy's name (of ended orders, the most recent)
         self.owners: dict[str, str] = {}
         self._forget_owners: Forgetting[str, str] = Forgetting(KEEP_FINISHED_ORDERS)
+        #: Per market, the fills made on arrival since its last candle (their routing).
+        self._taken: dict[str, list[Send]] = {}
 
     def owns(self, client_order_id: str) -> bool:
         return client_order_id in self.owners
@@ -125,7 +139,17 @@ class SimulatedOrders:
         if isinstance(result, Rejection):
             rejected = OrderRejected(order.client_order_id, f"{result.message} (code {result.code})", now)
             return [Send(to, rejected), Send(LEDGER, rejected)]
-        return [Send(to, OrderAccepted(order.client_order_id, result.exchange_order_id, now))]
+        out = [Send(to, OrderAccepted(order.client_order_id, self.id_prefix + result.exchange_order_id, now))]
+        for trade in self.exchange.trades_of(result.exchange_order_id):  # it crossed: taken at once
+            fills = self.route_fill(trade)
+            self._taken.setdefault(order.symbol, []).extend(fills)
+            out += fills
+        return out
+
+    def since_last_candle(self, symbol: str) -> list[Send]:
+        """The fills made on arrival on ``symbol`` since its last candle (routed already),
+        handed over once: the next candle names them to their strategies."""
+        return self._taken.pop(symbol, [])
 
     def cancel(self, message: CancelOrder, now: float) -> list[Send]:
         to = strategy_address(message.strategy)
@@ -158,9 +182,10 @@ class SimulatedOrders:
         to = strategy_address(order.strategy)
         out: list[Send] = []
         if order.state in (OrderState.SUBMITTING, OrderState.UNKNOWN):
-            out.append(Send(to, OrderAccepted(order.client_order_id, found.exchange_order_id, now)))
+            out.append(Send(to, OrderAccepted(order.client_order_id, self.id_prefix + found.exchange_order_id, now)))
         for trade in self.exchange.trades_of(found.exchange_order_id):
-            if trade.trade_id not in order.trade_ids:
+            # A record from before the prefix names the trade without it: known all the same.
+            if self.id_prefix + trade.trade_id not in order.trade_ids and trade.trade_id not in order.trade_ids:
                 out += self.route_fill(trade)
         if found.status == "canceled" and not order.state.is_final:
             expired = order.reason == "expired"  # the cancel we asked for when its time ran out
@@ -192,8 +217,8 @@ class SimulatedOrders:
         report = FillReport(
             venue=self.venue,
             client_order_id=fill.client_order_id,
-            exchange_order_id=fill.exchange_order_id,
-            trade_id=fill.trade_id,
+            exchange_order_id=self.id_prefix + fill.exchange_order_id,
+            trade_id=self.id_prefix + fill.trade_id,
             symbol=fill.symbol,
             side=fill.side,
             price=fill.price,
@@ -202,6 +227,7 @@ class SimulatedOrders:
             fee_currency=fill.fee_currency,
             at=fill.at,
             order_complete=fill.order_complete,
+            taker_or_maker=fill.taker_or_maker,
         )
         out = [Send(LEDGER, report)]
         owner = self.owners.get(fill.client_order_id)
@@ -211,7 +237,16 @@ class SimulatedOrders:
 
     def trades(self) -> tuple[ExchangeTrade, ...]:
         """Recent trades of the simulated account (the last 1,000, like an exchange's list)."""
-        return tuple(self.exchange.trades[-1000:])
+        trades = self.exchange.trades[-1000:]
+        if not self.id_prefix:
+            return tuple(trades)
+        prefix = self.id_prefix
+        return tuple(
+            attrs.evolve(t, trade_id=prefix + t.trade_id, exchange_order_id=prefix + t.exchange_order_id) for t in trades
+        )
 
     def open_orders(self) -> tuple[ExchangeOrder, ...]:
-        return tuple(o.record() for o in self.exchange.open_orders())
+        records = [o.record() for o in self.exchange.open_orders()]
+        if self.id_prefix:
+            records = [attrs.evolve(r, exchange_order_id=self.id_prefix + r.exchange_order_id) for r in records]
+        return tuple(records)

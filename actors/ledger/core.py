@@ -20,7 +20,7 @@ exchange says had filled until those trades are reported: a late fill never find
 money handed to another order.
 
 Memory stays bounded in a months-long run: of the closed reservations, the
-:data:`exchange.retention.KEEP_FINISHED_ORDERS` most recent stay in memory (:class:`exchange.retention.Forgetting`,
+:data:`exchange.retention.KEEP_FINISHED_ORDERS` most recently closed stay in memory (:class:`exchange.retention.Forgetting`,
 applied in the fold, so a rebuild keeps the same ones); a fill naming an older one is settled after the shell reads that
 order's entries back from the journal (:meth:`LedgerCore.unknown_orders`,
 :meth:`LedgerCore.recall`). Open reservations are never dropped.
@@ -186,14 +186,23 @@ class LedgerCore:
     def recall(self, entries: Iterable[JournalEntry]) -> None:
         """Bring back closed reservations from their journal entries (in journal order),
         without touching any account: their entries were applied long ago."""
+        recalled: set[str] = set()
         for entry in entries:
             cid = entry.client_order_id
             if cid is None:
                 continue
             if entry.kind == "reserve":
                 self.reservations[cid] = _reservation(entry)
-            elif cid in self.reservations:
+                recalled.add(cid)
+            elif cid in recalled:
                 _advance(self.reservations[cid], entry)
+        # Only closed reservations are ever forgotten, and a closed one holds nothing: so it
+        # comes back closed and empty, whatever of its history the writer has committed yet
+        # (a release not on disk must not bring back funds that are already free again).
+        for cid in recalled:
+            reservation = self.reservations[cid]
+            reservation.open, reservation.awaiting = False, None
+            reservation.quote_reserved = reservation.base_reserved = ZERO
 
     def handle_batch(self, messages: Iterable[Any], now: float) -> list[Send]:
         """Handle a drained inbox in order. The batch's journal and fill rows go to the
@@ -541,6 +550,11 @@ class LedgerCore:
             _advance(reservation, entry)
             if was_open and not reservation.open:
                 del self._open[entry.strategy][cid]
+                # Closed ones are kept in the order they closed: the oldest to close is the
+                # first forgotten, never one that closed just now (its late fill may be in
+                # the same batch, and its entries not yet on disk).
+                del self.reservations[cid]
+                self.reservations[cid] = reservation
                 self._forgetting.sweep(self.reservations, _closed)
 
     # ------------------------------------------------------------- queries

@@ -82,6 +82,18 @@ SETTLED_REMEMBERED = 4096
 IN_TRANSIT = frozenset({OrderState.INTENT, OrderState.RESERVED, OrderState.SUBMITTING, OrderState.CANCELING})
 
 
+@attrs.frozen
+class Wakeups:
+    """What a strategy waits for besides its triggers (:meth:`StrategyCore.wakeups`):
+    ``expiry``, the market time (epoch seconds) from which its first resting order is past
+    its time-to-live; an exit sells once a close is at or above ``take_profit`` or at or
+    below ``stop_loss`` (quote per base). None: nothing of that kind."""
+
+    expiry: int | None
+    take_profit: Decimal | None
+    stop_loss: Decimal | None
+
+
 class StrategyCore:
     def __init__(
         self,
@@ -170,6 +182,10 @@ class StrategyCore:
                     self.settling[order.client_order_id] = order  # its late trades still count
                 continue
             self.orders[order.client_order_id] = order
+            if order.state is OrderState.CANCELING:
+                # The cancel may have died with the process before the exchange had it: asked
+                # again at the next candle (if the exchange has ended it, its evidence comes first).
+                self._cancel_again.add(order.client_order_id)
             if order.state in (OrderState.RESERVED, OrderState.SUBMITTING):
                 out += self._advance(order.client_order_id, Trigger.OUTCOME_UNKNOWN, now, reason="restarted before the exchange answered")
                 out.append(self._event("order_unknown", now, order.client_order_id, reason="restarted before the exchange answered"))
@@ -387,6 +403,33 @@ class StrategyCore:
         if s.stop_loss_pct is not None and candle.close <= entry * (1 - s.stop_loss_pct / 100):
             return RuleOutcome(f"stop_loss({s.stop_loss_pct}%)", True, inputs)
         return None
+
+    def wakeups(self) -> Wakeups | None:
+        """What this strategy waits for besides its triggers (the Lab's fast path asks, to
+        skip the candles on which it cannot act): the market times its resting orders
+        expire at, and the closes at which an exit would sell. None: it must see the next
+        candle (a cancel to ask again, an answer still to come, a Python strategy)."""
+        if self._python is not None or self._cancel_again or self._waiting is not None:
+            return None
+        expiries = []
+        for order in self.orders.values():
+            if order.state not in (OrderState.OPEN, OrderState.PARTIALLY_FILLED) or order.market_ts is None:
+                return None
+            due = order.market_ts + self.settings.ttl_seconds
+            # Past its time-to-live and still here: kept for dust, until twice it (_expire).
+            expiries.append(due if self.market_time is None or self.market_time < due else due + self.settings.ttl_seconds)
+        s = self.settings
+        entry = self.entry_price
+        take_profit = stop_loss = None
+        sellable = self._sellable()
+        # Nothing to sell, or less than one minimum amount whatever the price: no exit can sell (_exit).
+        can_exit = sellable > 0 and (self.market is None or self.market.round_amount(sellable) >= self.market.min_amount)
+        if entry is not None and self.held > 0 and can_exit:
+            if s.take_profit_pct is not None:
+                take_profit = entry * (1 + s.take_profit_pct / 100)
+            if s.stop_loss_pct is not None:
+                stop_loss = entry * (1 - s.stop_loss_pct / 100)
+        return Wakeups(min(expiries) if expiries else None, take_profit, stop_loss)
 
     def wants_every_candle(self) -> bool:
         """Whether skipping a candle could change what this strategy does (the Lab's fast

@@ -9,6 +9,7 @@ on the candles themselves (their comparisons are on Decimal prices).
 
 from __future__ import annotations
 
+import bisect
 from typing import Sequence
 
 import numpy as np
@@ -72,13 +73,13 @@ def _change(closes: np.ndarray, spec: Change) -> np.ndarray:
 class Precomputed:
     """A trigger whose outcomes were computed up front; stands in for the incremental one.
 
-    ``index`` maps each candle's timestamp to its position in the series (shared by the
-    buy and sell triggers of one run)."""
+    ``timestamps``: each candle's opening time, ascending (the outcome of a candle is found
+    by its time; shared by the buy and sell triggers of one run)."""
 
-    def __init__(self, name: str, outcomes: np.ndarray, index: dict[int, int]) -> None:
+    def __init__(self, name: str, outcomes: np.ndarray, timestamps: Sequence[int]) -> None:
         self.name = name
         self._fired = outcomes
-        self._index = index
+        self._timestamps = timestamps
 
     def update(self, candle: Candle) -> RuleOutcome:
-        return RuleOutcome(self.name, bool(self._fired[self._index[candle.ts]]), {})
+        return RuleOutcome(self.name, bool(self._fired[bisect.bisect_left(self._timestamps, candle.ts)]), {})
