@@ -9,7 +9,7 @@ result) are messages here, never exceptions.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Mapping, NamedTuple
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple
 
 import attrs
 
@@ -18,6 +18,9 @@ from exchange.candles import Candle
 from exchange.markets import MarketRules
 from exchange.matching import ExchangeState
 from exchange.records import ExchangeOrder, ExchangeTrade, Side
+
+if TYPE_CHECKING:  # the position book imports FillReport from here
+    from actors.ledger.positions_core import PositionEntry
 
 LEDGER = "ledger"
 WRITER = "writer"
@@ -143,6 +146,76 @@ class AccountInfo:
     settled: tuple[str, ...] = ()
 
 
+# ------------------------------------------- strategy <-> ledger: positions
+#
+# A strategy on a perpetual (swap) venue reserves through these; the ledger's answers are
+# the same ReservationGranted / ReservationDenied as on spot. Fills, cancellations and
+# rejections reach the ledger as for spot; it routes them by client order id.
+
+
+@attrs.frozen
+class PositionReserve:
+    """Reserve for one order on a perpetual market (see
+    :class:`actors.ledger.positions_core.PositionOrderRequest`): an open reserves initial
+    margin (``price x amount / leverage`` plus the worst fee), a ``reduce_only`` close the
+    size it reduces; ``oco_group``: closes that share one reservation (take-profit and
+    stop-loss, and a close sent while they rest)."""
+
+    client_order_id: str
+    strategy: str
+    symbol: str
+    side: Side
+    price: Decimal
+    amount: Decimal
+    leverage: Decimal
+    fee_rate: Decimal
+    reply_to: str
+    reduce_only: bool = False
+    oco_group: str | None = None
+
+
+@attrs.frozen
+class PositionInfo:
+    """A strategy's collateral and its position on one symbol, as the ledger holds them:
+    sent on request (an :class:`AccountQuery`) and after every change. ``size`` signed
+    (long positive), base units; money in the settlement asset."""
+
+    strategy: str
+    symbol: str
+    size: Decimal
+    entry_price: Decimal | None
+    realized_pnl: Decimal
+    fees_paid: dict[str, Decimal]
+    funding_paid: Decimal
+    margin_used: Decimal
+    wallet: Decimal
+    free: Decimal
+    #: Trade ids booked since the ledger's last answer to this strategy.
+    settled: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class FundingReport:
+    """A funding payment of a perpetual position, as the exchange's income history lists
+    it (connection -> ledger). ``paid`` positive: the position paid it; negative: received."""
+
+    venue: str
+    strategy: str
+    symbol: str
+    income_id: str
+    paid: Decimal
+    currency: str
+    at: float
+
+
+@attrs.frozen
+class RecordPositionJournal:
+    """The position book's entries and the fills they settle: one transaction."""
+
+    entries: tuple["PositionEntry", ...]
+    fills: tuple["FillReport", ...] = ()
+
+
 @attrs.frozen
 class Correct:
     """Change a strategy's free balances to match exchange truth (from the reconciler).
@@ -216,6 +289,8 @@ class VenueFacts:
     balances: Mapping[str, Decimal]
     #: The latest price per market, when known: used to check the order size.
     last_prices: Mapping[str, Decimal]
+    #: Perpetual markets: the leverage set on the account per market (empty on spot).
+    leverage: Mapping[str, Decimal] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -436,6 +511,17 @@ class RecordSimulatedExchange:
     replay: dict[str, int] = attrs.field(factory=dict)
 
 
+@attrs.frozen
+class RecordPerpetualAccount:
+    """A simulated perpetuals account's changes, sent to the writer ahead of what they
+    cause, as :class:`RecordSimulatedExchange`: an ``exchange.perpetuals.PerpetualState``
+    whose account fields are whole and whose orders, conditional orders, trades and income
+    are those that changed or are new since the last record."""
+
+    venue: str
+    state: Any
+
+
 # ------------------------------------------------------ connection <-> shell
 
 
@@ -493,6 +579,9 @@ class ExchangeSnapshot:
     request_id: int = 0
     #: Recent trades of the account on the markets we trade.
     trades: tuple[ExchangeTrade, ...] = ()
+    #: A derivatives account's positions, orders of both kinds, trades and income
+    #: (``actors.reconciler.positions_core.PositionsSnapshot``); None on spot.
+    positions: Any = None
 
 
 @attrs.frozen
@@ -511,6 +600,20 @@ class LedgerSnapshot:
     #: strategy -> asset -> amount, for fees paid in a third currency (BNB) out of the
     #: account's balance of it: negative, the strategy's share of that balance
     others: dict[str, dict[str, Decimal]] = attrs.field(factory=dict)
+    #: The position book's side (``actors.ledger.position_ledger_core.BookView``); None
+    #: when no strategy trades perpetuals.
+    positions: Any = None
+
+
+@attrs.frozen
+class PositionRepair:
+    """A repair of a strategy's position from the reconciler (exchange truth wins), applied
+    by the ledger's position book with its reason: ``action`` is one of
+    ``actors.reconciler.positions_core``'s ``BookExternalTrade``, ``AdoptPosition`` or
+    ``AdjustCollateral``."""
+
+    strategy: str
+    action: Any
 
 
 @attrs.frozen

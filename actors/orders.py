@@ -158,6 +158,12 @@ class Order:
     #: The market time (candle timestamp) it was decided at: its time-to-live counts from
     #: it, across restarts too. None in rows written before it was kept.
     market_ts: int | None = None
+    #: ``limit``, or ``stop_limit`` (a limit order the exchange places once the price
+    #: reaches ``trigger_price``: a position's stop-loss). Never a market type.
+    order_type: str = "limit"
+    trigger_price: Decimal | None = None
+    #: Perpetuals: the order can only reduce the position (a close, a protective order).
+    reduce_only: bool = False
 
     @property
     def remaining(self) -> Decimal:

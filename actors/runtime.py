@@ -56,6 +56,10 @@ class StoreReader(Protocol):
         """The journal entries of these orders, in journal order."""
         ...
 
+    async def position_journal(self) -> list[Any]:
+        """The position book's entries (perpetual markets), in journal order."""
+        ...
+
 
 class UnknownAddress(Exception):
     """A core addressed an actor that does not exist: a wiring bug."""

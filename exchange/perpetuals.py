@@ -375,16 +375,25 @@ class PerpetualExchange:
 
     def snapshot(self) -> PerpetualState:
         """The whole account now (for a store; the engine's own objects are copied)."""
+        return self.account_state(self.orders, self.algo_orders, self.trades, self.income)
+
+    def account_state(
+        self, order_ids: Iterable[str], algo_ids: Iterable[str], trades: Iterable[PerpetualTrade],
+        income: Iterable[Income],
+    ) -> PerpetualState:
+        """The account now (wallet, positions, marks, counters, copied) with only the
+        orders and conditional orders named and the trades and income given: a record of
+        what changed, for a store that keeps the rest (:meth:`snapshot` names them all)."""
         return PerpetualState(
             wallet=self.wallet,
             initial_wallet=self.initial_wallet,
             positions=tuple(attrs.evolve(p) for p in self.positions.values()),
             marks=tuple(sorted(self.mark.items())),
             last_candle_ts=tuple(sorted(self._last_candle_ts.items())),
-            orders=tuple(attrs.evolve(o) for o in self.orders.values()),
-            conditional_orders=tuple(attrs.evolve(a) for a in self.algo_orders.values()),
-            trades=tuple(self.trades),
-            income=tuple(self.income),
+            orders=tuple(attrs.evolve(self.orders[i]) for i in order_ids if i in self.orders),
+            conditional_orders=tuple(attrs.evolve(self.algo_orders[i]) for i in algo_ids if i in self.algo_orders),
+            trades=tuple(trades),
+            income=tuple(income),
             violations=tuple(self.violations),
             liquidation_order_ids=tuple(o.exchange_order_id for o in self.liquidation_orders),
             next_order=self._next_order,

@@ -35,14 +35,19 @@ class ShadowVenue:
             feed = self.feeds.get(symbol)
             if feed is not None:
                 feed.resume_after(ts)
-                if feed.cursor:  # the market is where the replay stopped: orders cross it
-                    self.exchange.observe(symbol, feed.candles[feed.cursor - 1])
+                # The market is where the replay stopped: orders cross it (a perpetuals
+                # account keeps its own marks in its state).
+                observe = getattr(self.exchange, "observe", None)
+                if feed.cursor and observe is not None:
+                    observe(symbol, feed.candles[feed.cursor - 1])
         self._positions = {symbol: ts for symbol, ts in positions.items() if symbol in self.feeds}
 
     def resync(self) -> None:
         """Hand over the whole account and every replay position with the next changes
         (see :meth:`SimulatedExchange.resync`)."""
-        self.exchange.resync()
+        resync = getattr(self.exchange, "resync", None)
+        if resync is not None:  # a perpetuals account is recorded whole each time
+            resync()
         self._positions = {}
 
     def replay_changes(self) -> dict[str, int]:

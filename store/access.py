@@ -21,6 +21,8 @@ from store.db import (
     load_journal,
     load_journal_page,
     load_orders,
+    load_perpetual,
+    load_position_journal,
     load_journal_of,
     load_record,
     load_simulated,
@@ -71,6 +73,10 @@ class SqliteReader:
             if len(page) < page_size:
                 return
 
+    async def position_journal(self) -> list[Any]:
+        """The position book's journal (``actors.ledger.positions_core.PositionEntry``)."""
+        return await self.read(load_position_journal)
+
     async def record(self, *, venue: str, wanted: RecordKeys) -> tuple[list[Order], frozenset[str]]:
         return await self.read(
             load_record, venue=venue, client_order_ids=wanted.client_order_ids,
@@ -83,6 +89,8 @@ class SqliteReader:
 
 #: The first schema version that keeps the simulated exchange's state.
 SIMULATED_SINCE_VERSION = 3
+#: The first schema version that keeps positions and the simulated perpetuals account.
+PERPETUAL_SINCE_VERSION = 6
 
 
 def stored_simulated(
@@ -106,6 +114,21 @@ def stored_simulated(
             return None, {}, any(strategies is None or strategy in strategies for (strategy,) in rows)
         state, replay = load_simulated(connection, venue=venue)
         return state, replay, False
+    finally:
+        connection.close()
+
+
+def stored_perpetual(path: str | Path, venue: str) -> Any:
+    """A simulated perpetuals account (``exchange.perpetuals.PerpetualState``) as the
+    store at ``path`` holds it, read once at start-up; None if never recorded."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    connection = open_store(path, readonly=True)
+    try:
+        if current_version(connection) < PERPETUAL_SINCE_VERSION:
+            return None
+        return load_perpetual(connection, venue=venue)
     finally:
         connection.close()
 

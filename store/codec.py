@@ -32,3 +32,18 @@ def _json_default(value: Any) -> Any:
 def dumps(value: Any) -> str:
     """``value`` (plain data, possibly holding Decimals, enums, sets or attrs objects) as JSON."""
     return json.dumps(value, default=_json_default, separators=(",", ":"))
+
+
+#: The simulated perpetuals account's parts, to and from JSON (Decimals as text).
+_state_converter = cattrs.Converter()
+_state_converter.register_unstructure_hook(Decimal, str)
+_state_converter.register_structure_hook(Decimal, lambda value, _: Decimal(value))
+
+
+def state_json(value: Any) -> str:
+    """An attrs record of the simulated perpetuals account as JSON."""
+    return json.dumps(_state_converter.unstructure(value), separators=(",", ":"))
+
+
+def state_of(text: str, cls: type) -> Any:
+    return _state_converter.structure(json.loads(text), cls)

@@ -15,13 +15,17 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable
 
+import attrs
+
+from actors.ledger.positions_core import PositionEntry
 from actors.messages import JournalEntry, RecordSimulatedExchange
 from actors.orders import Order, OrderState
 from actors.writer.core import Batch
 from exchange.matching import ExchangeState, SimOrder
+from exchange.perpetuals import ConditionalOrder, Income, PerpetualOrder, PerpetualState, PerpetualTrade
 from exchange.records import ExchangeTrade
 from exchange.retention import KEEP_FINISHED_ORDERS
-from store.codec import dumps
+from store.codec import dumps, state_json, state_of
 from store.errors import NotAStore, OrphanedOrders, StoreUnavailable
 from store.rows import Columns
 from store.schema import migrate, not_a_store
@@ -30,6 +34,7 @@ from store.schema import migrate, not_a_store
 #: their values, an order's trade ids as a sorted JSON list. The orders table's ``type``
 #: column is left to its default, ``limit``, the only kind of order there is.
 JOURNAL_COLUMNS = Columns(JournalEntry)
+POSITION_JOURNAL_COLUMNS = Columns(PositionEntry)
 ORDER_COLUMNS = Columns(Order)
 _ORDER_UPDATES = ", ".join(f"{name} = excluded.{name}" for name in ORDER_COLUMNS.names if name != "client_order_id")
 #: The simulated exchange's orders and trades, each row after its venue.
@@ -227,8 +232,42 @@ def _write_rows(connection: sqlite3.Connection, batch: Batch) -> None:
         len(JOURNAL_COLUMNS.names),
         JOURNAL_COLUMNS.values(batch.journal),
     )
+    _insert(
+        connection,
+        f"INSERT INTO position_journal ({POSITION_JOURNAL_COLUMNS.sql})",
+        len(POSITION_JOURNAL_COLUMNS.names),
+        POSITION_JOURNAL_COLUMNS.values(batch.positions),
+    )
     for record in batch.simulated:
         _write_simulated(connection, record)
+    for record in batch.perpetual:
+        _write_perpetual(connection, record.venue, record.state)
+
+
+#: The rows of a simulated perpetuals account: kind, the collection, each row's id.
+PERPETUAL_ROWS = (
+    ("order", "orders", lambda o: o.exchange_order_id, PerpetualOrder),
+    ("algo", "conditional_orders", lambda a: a.algo_id, ConditionalOrder),
+    ("trade", "trades", lambda t: t.trade_id, PerpetualTrade),
+    ("income", "income", lambda i: str(i.tran_id), Income),
+)
+
+
+def _write_perpetual(connection: sqlite3.Connection, venue: str, state: PerpetualState) -> None:
+    """One change of a simulated perpetuals account: its account whole, its changed rows."""
+    account = attrs.evolve(state, orders=(), conditional_orders=(), trades=(), income=())
+    connection.execute(
+        "INSERT INTO sim_perpetual (venue, account) VALUES (?, ?) ON CONFLICT (venue) DO UPDATE SET account = excluded.account",
+        (venue, state_json(account)),
+    )
+    for kind, field, key, _ in PERPETUAL_ROWS:
+        _insert(
+            connection,
+            "INSERT INTO sim_perpetual_rows (venue, kind, id, body)",
+            4,
+            [v for row in getattr(state, field) for v in (venue, kind, key(row), state_json(row))],
+            "ON CONFLICT (venue, kind, id) DO UPDATE SET body = excluded.body",
+        )
 
 
 def _insert(connection: sqlite3.Connection, head: str, columns: int, values: list[Any], tail: str = "") -> None:
@@ -310,6 +349,28 @@ def load_journal_page(connection: sqlite3.Connection, *, after: int, limit: int)
         f"SELECT seq, {JOURNAL_COLUMNS.sql} FROM journal WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
     ).fetchall()
     return [JOURNAL_COLUMNS.record(row[1:]) for row in rows], (rows[-1][0] if rows else after)
+
+
+def load_position_journal(connection: sqlite3.Connection) -> list[PositionEntry]:
+    """The position book's entries in journal order: the book is their fold."""
+    rows = connection.execute(f"SELECT {POSITION_JOURNAL_COLUMNS.sql} FROM position_journal ORDER BY seq").fetchall()
+    return [POSITION_JOURNAL_COLUMNS.record(row) for row in rows]
+
+
+def load_perpetual(connection: sqlite3.Connection, *, venue: str) -> PerpetualState | None:
+    """A simulated perpetuals account as the store holds it, whole (None if never recorded)."""
+    with connection:
+        connection.execute("BEGIN")
+        row = connection.execute("SELECT account FROM sim_perpetual WHERE venue = ?", (venue,)).fetchone()
+        if row is None:
+            return None
+        parts = {}
+        for kind, field, _, cls in PERPETUAL_ROWS:
+            rows = connection.execute(
+                "SELECT body FROM sim_perpetual_rows WHERE venue = ? AND kind = ? ORDER BY rowid", (venue, kind)
+            ).fetchall()
+            parts[field] = tuple(state_of(body, cls) for (body,) in rows)
+    return attrs.evolve(state_of(row[0], PerpetualState), **parts)
 
 
 def load_orders(

@@ -149,6 +149,54 @@ MIGRATIONS: list[list[str]] = [
     # 4 -> 5: whether a simulated trade took liquidity on arrival or rested (ccxt's
     # takerOrMaker, exchange.records.ExchangeTrade.taker_or_maker); NULL for older trades.
     ["ALTER TABLE sim_trades ADD COLUMN taker_or_maker TEXT"],
+    # 5 -> 6: positions on perpetual markets. Orders of record say their kind (a stop-limit
+    # has a trigger price; reduce-only closes) -- limit kinds only, never a market type --
+    # and the position book's journal (one typed column per field of
+    # actors.ledger.positions_core.PositionEntry) is the fold the ledger rebuilds it from.
+    [
+        "ALTER TABLE orders ADD COLUMN order_type TEXT NOT NULL DEFAULT 'limit' "
+        "CHECK (order_type IN ('limit', 'stop_limit'))",
+        "ALTER TABLE orders ADD COLUMN trigger_price TEXT",
+        "ALTER TABLE orders ADD COLUMN reduce_only INTEGER NOT NULL DEFAULT 0",
+        """CREATE TABLE position_journal (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL CHECK (kind IN ('allocate', 'adjust', 'reserve', 'fill', 'release', 'trim', 'funding', 'adopt')),
+            strategy TEXT NOT NULL,
+            at REAL NOT NULL,
+            symbol TEXT,
+            client_order_id TEXT,
+            trade_id TEXT,
+            side TEXT,
+            price TEXT,
+            amount TEXT,
+            reduce_only INTEGER NOT NULL,
+            leverage TEXT,
+            oco_group TEXT,
+            fee TEXT NOT NULL,
+            fee_currency TEXT,
+            wallet TEXT NOT NULL,
+            margin_reserved TEXT NOT NULL,
+            margin_used TEXT NOT NULL,
+            size TEXT NOT NULL,
+            entry_cost TEXT NOT NULL,
+            realized_pnl TEXT NOT NULL,
+            funding TEXT NOT NULL,
+            size_reserved TEXT NOT NULL,
+            reason TEXT NOT NULL
+        )""",
+        # A simulated perpetuals account (exchange.perpetuals.PerpetualState), so shadow
+        # mode on a swap venue continues across restarts: its account (wallet, positions,
+        # marks, counters) as one JSON document, and its orders, conditional orders, trades
+        # and income as one JSON row each, written as they change.
+        "CREATE TABLE sim_perpetual (venue TEXT PRIMARY KEY, account TEXT NOT NULL)",
+        """CREATE TABLE sim_perpetual_rows (
+            venue TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('order', 'algo', 'trade', 'income')),
+            id TEXT NOT NULL,
+            body TEXT NOT NULL,
+            PRIMARY KEY (venue, kind, id)
+        )""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

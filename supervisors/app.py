@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,6 +37,7 @@ import trio
 from actors.connection.call_stats import CallStats
 from actors.connection.live_core import LiveSettings
 from actors.connection.live_shell import live_connection_actor, scrub
+from actors.connection.perpetual_core import PerpetualConnectionCore
 from actors.connection.shadow_core import ShadowConnectionCore
 from actors.connection.shadow_shell import shadow_connection_actor
 from actors.connection.simulated_orders import LazySimulatedExchange
@@ -64,9 +66,10 @@ from exchange.candles import load_candles_cached
 from exchange.ccxt_adapter import classify, make_client, perform, timeframe_seconds
 from exchange.markets import MarketRules
 from exchange.matching import ExchangeState, SimulatedExchange
+from exchange.perpetuals import PerpetualExchange, perpetual_rules
 from exchange.replay import ReplayFeed
 from exchange.shadow import ShadowVenue
-from store.access import SqliteReader, SqliteWriter, stored_simulated
+from store.access import SqliteReader, SqliteWriter, stored_perpetual, stored_simulated
 from store.db import check_owned, check_store, open_store
 from store.lock import StoreLock
 from supervisors.config import (
@@ -153,14 +156,24 @@ class App:
         )
         # A strategy's allocation is journaled once its own parameters pass: an allocation
         # journaled with a wrong or missing base_cost would stay in the books for good.
+        spot = [s for s in config.strategies if not s.perpetual]
         # These three are updated in place when a strategy is added while running, so that
         # every later incarnation of the ledger and the reconciler knows it.
-        self.allocations = {s.name: s.allocation for s in config.strategies if not parameter_problems(s)}
-        self.accounts_of = {s.name: account_of(s) for s in config.strategies}
-        self.markets = {s.name: Market(s.venue, *s.symbol.split("/")) for s in config.strategies}
+        self.allocations = {s.name: s.allocation for s in spot if not parameter_problems(s)}
+        self.accounts_of = {s.name: account_of(s) for s in spot}
+        self.markets = {s.name: Market(s.venue, *s.symbol.split("/")) for s in spot}
+        # Strategies on perpetual (swap) venues: the ledger's position book, collateral in
+        # the settlement asset (one for the book: USD-M's USDT, or the bundled data's USD).
+        positions = {
+            s.name: (s.symbol, s.allocation.quote) for s in config.strategies if s.perpetual and not parameter_problems(s)
+        }
+        settlement = next((s.symbol.partition(":")[2] for s in config.strategies if s.perpetual), "USDT")
         ledger = ChildSpec(
             LEDGER,
-            functools.partial(ledger_actor, allocations=self.allocations, env=self.env, accounts_of=self.accounts_of),
+            functools.partial(
+                ledger_actor, allocations=self.allocations, env=self.env, accounts_of=self.accounts_of,
+                positions=positions, settlement=settlement,
+            ),
             mailbox=self._mailbox(LEDGER),
         )
         venue_supervisors = [self._venue(venue, limits) for venue in config.venues]
@@ -179,6 +192,7 @@ class App:
                 reconciler_actor,
                 venues=[v.name for v in config.venues],
                 markets=self.markets,
+                perpetuals={s.name: (s.venue, s.symbol) for s in config.strategies if s.perpetual},
                 interval=config.reconciler.interval_seconds,
                 env=self.env,
             ),
@@ -299,6 +313,10 @@ class App:
         """Continue every simulated account (and replay) from the store."""
         for name, shadow in self.shadow_venues.items():
             shadow.restore(*self._stored(name))
+            if isinstance(shadow.exchange, PerpetualExchange):
+                state = stored_perpetual(self.store_path, name)
+                if state is not None:
+                    shadow.exchange.restore(state)
         for name, book in self.shadow_books.items():
             strategies = frozenset(s.name for s in self.config.strategies if s.venue == name and s.mode == "shadow")
             book.restored, _ = self._stored(name, strategies)
@@ -338,6 +356,7 @@ class App:
                 tick_interval=0.1 if lockstep else min(0.25, 0.5 / speed),
                 env=self.env,
                 lockstep_with=frozenset(s.name for s in self.config.strategies if s.venue == venue.name) if lockstep else None,
+                **({"core_class": PerpetualConnectionCore} if venue.market_type == "swap" else {}),
             )
         fatal = None
         credentials = None
@@ -578,7 +597,8 @@ def venue_facts(venue: VenueConfig) -> VenueFacts:
     for a simulated venue, its markets, balances and the price where its replay starts;
     for a ccxt venue, one synchronous load of markets and balance with the credentials."""
     if isinstance(venue, SimulatedVenueConfig):
-        return ShadowConnectionCore(venue.name, build_shadow_venue(venue)).facts()
+        core = PerpetualConnectionCore if venue.market_type == "swap" else ShadowConnectionCore
+        return core(venue.name, build_shadow_venue(venue)).facts()
     try:
         credentials = resolve(venue) if has_credentials(venue) else None
         client = build_client(venue, credentials)
@@ -605,6 +625,12 @@ def preflight_all(config: Config) -> dict[str, list[str]]:
 
 
 def build_shadow_venue(venue: SimulatedVenueConfig) -> ShadowVenue:
+    feeds = {
+        symbol: ReplayFeed(load_candles_cached(data_path(replay.data)), replay.speed, start=replay.start)
+        for symbol, replay in venue.replay.items()
+    }
+    if venue.market_type == "swap":
+        return ShadowVenue(build_perpetual_exchange(venue), feeds)
     markets = [
         MarketRules.for_symbol(
             m.symbol,
@@ -620,8 +646,29 @@ def build_shadow_venue(venue: SimulatedVenueConfig) -> ShadowVenue:
         for m in venue.markets
     ]
     exchange = SimulatedExchange(markets, dict(venue.balances), venue.volume_share)
-    feeds = {
-        symbol: ReplayFeed(load_candles_cached(data_path(replay.data)), replay.speed, start=replay.start)
-        for symbol, replay in venue.replay.items()
-    }
     return ShadowVenue(exchange, feeds)
+
+
+def build_perpetual_exchange(venue: SimulatedVenueConfig) -> PerpetualExchange:
+    """A simulated USD-M account: its wallet is the venue's balance in the settlement
+    asset; each market's leverage and margin mode are set at start, as the connection of
+    a real account sets them (``set_leverage``, ``set_margin_mode``)."""
+    markets = [
+        perpetual_rules(
+            m.symbol, tick_size=m.tick_size, lot_size=m.lot_size, min_amount=m.min_amount,
+            min_notional=m.min_notional, maker_fee=m.maker_fee, taker_fee=m.taker_fee,
+        )
+        for m in venue.markets
+    ]
+    settlement = markets[0].quote
+    exchange = PerpetualExchange(
+        markets, venue.balances.get(settlement, Decimal(0)), margin_asset=settlement,
+        volume_share=venue.volume_share, funding_rate=venue.funding_rate,
+        maintenance_margin_rate=venue.maintenance_margin_rate,
+    )
+    for m in venue.markets:
+        if m.leverage is not None:
+            exchange.set_leverage(m.symbol, m.leverage)
+        if m.margin_mode == "isolated":
+            exchange.set_margin_mode(m.symbol, "isolated")
+    return exchange

@@ -78,6 +78,10 @@ class MarketConfig:
     #: third currency (``BNB``) with ``fee_currency_price`` in quote per unit.
     fee_in: str = "received"
     fee_currency_price: Decimal | None = None
+    #: Swap venues only: the leverage (1..125) and margin mode (``cross`` or ``isolated``)
+    #: set on the market when the venue starts.
+    leverage: int | None = None
+    margin_mode: str | None = None
 
 
 @attrs.frozen
@@ -100,6 +104,13 @@ class SimulatedVenueConfig:
     kind: Literal["simulated"] = "simulated"
     #: The most a single candle can fill of our orders, as a share of its volume.
     volume_share: Decimal = Decimal("0.1")
+    #: ``spot``, or ``swap``: a simulated USD-M perpetuals account (exchange.perpetuals),
+    #: one-way position mode; ``balances`` is then its wallet in the settlement asset.
+    market_type: str = "spot"
+    #: Swap: the funding rate paid every 8 hours (a long pays a positive rate).
+    funding_rate: Decimal = Decimal("0.0001")
+    #: Swap: the maintenance margin rate of the liquidation approximation.
+    maintenance_margin_rate: Decimal = Decimal("0.004")
 
 
 @attrs.frozen
@@ -480,6 +491,7 @@ def check_config(config: Config, live: bool = False, lab: bool = False) -> list[
         if isinstance(venue, CcxtVenueConfig):
             problems += _ccxt_problems(venue, at)
             continue
+        problems += _swap_venue_problems(venue, at, lab)
         need(Decimal(0) < venue.volume_share <= 1, f"{at}.volume_share", f"must be greater than 0 and at most 1, got {venue.volume_share}")
         symbols = [m.symbol for m in venue.markets]
         need(bool(symbols), f"{at}.markets", "at least one market is required")
@@ -498,6 +510,8 @@ def check_config(config: Config, live: bool = False, lab: bool = False) -> list[
     names: set[str] = set()
     for i, s in enumerate(config.strategies):
         at = f"strategies[{i}]"
+        if s.venue in venues:
+            problems += _position_problems(s, venues[s.venue], at, config.strategies[:i])
         need(bool(NAME.match(s.name)), f"{at}.name", f"must be 1-64 letters, digits, '_', '.' or '-', got {_shown(s.name)}")
         need(s.name not in names, f"{at}.name", f"another strategy is already named {_shown(s.name)}")
         names.add(s.name)
@@ -567,6 +581,102 @@ def webhook_url_problem(value: str) -> str | None:
         shown = "from its environment variable" if value.startswith("env:") else f"{parts.scheme or 'no scheme'}://{parts.hostname or ''}"
         return f"must be an http:// or https:// URL with a host (got {shown}); or env:NAME to read it from a variable"
     return None
+
+
+def _swap_venue_problems(venue: SimulatedVenueConfig, at: str, lab: bool) -> list[str]:
+    """A simulated venue's market type, and the perpetual settings of its markets."""
+    out = []
+    if venue.market_type not in ("spot", "swap"):
+        return [f"{at}.market_type: must be spot or swap (linear perpetuals), got {_shown(venue.market_type)}"]
+    swap = venue.market_type == "swap"
+    if swap and lab:
+        out.append(f"{at}.market_type: the Lab does not run perpetual (swap) venues yet; run them in shadow mode")
+    settles = set()
+    for j, market in enumerate(venue.markets):
+        where = f"{at}.markets[{j}]"
+        pair, colon, settle = market.symbol.partition(":")
+        quote = pair.partition("/")[2]
+        if not swap:
+            if colon:
+                out.append(f"{where}.symbol: {_shown(market.symbol)} names a perpetual; set the venue's market_type: swap")
+            for field in ("leverage", "margin_mode"):
+                if getattr(market, field) is not None:
+                    out.append(f"{where}.{field}: only a swap venue's markets have one (this venue's market_type is spot)")
+            continue
+        settles.add(settle)
+        if not colon or settle != quote:
+            out.append(
+                f"{where}.symbol: a linear perpetual is named BASE/QUOTE:SETTLE with SETTLE the quote "
+                f"(e.g. BTC/USDT:USDT), got {_shown(market.symbol)}"
+            )
+        if market.leverage is None or not 1 <= market.leverage <= 125:
+            out.append(f"{where}.leverage: a swap market needs its leverage, a whole number from 1 to 125, got {_shown(market.leverage)}")
+        if market.margin_mode not in (None, "cross", "isolated"):
+            out.append(f"{where}.margin_mode: must be cross or isolated, got {_shown(market.margin_mode)}")
+    if swap:
+        extra = sorted(set(venue.balances) - settles)
+        if extra or not venue.balances:
+            out.append(
+                f"{at}.balances: a swap venue's balance is its wallet in the settlement asset "
+                f"({', '.join(sorted(settles)) or 'of its markets'}), got {_shown(sorted(venue.balances))}"
+            )
+        if not abs(venue.funding_rate) < Decimal("0.01"):
+            out.append(f"{at}.funding_rate: a rate per 8 hours below 0.01 in size (0.0001 is 0.01 %), got {venue.funding_rate}")
+        if not Decimal(0) <= venue.maintenance_margin_rate < Decimal("0.5"):
+            out.append(f"{at}.maintenance_margin_rate: must be at least 0 and below 0.5, got {venue.maintenance_margin_rate}")
+    return out
+
+
+def _position_problems(
+    s: StrategySettings, venue: VenueConfig, at: str, before: list[StrategySettings]
+) -> list[str]:
+    """A strategy of positions on a swap venue, or settings of one on a spot venue."""
+    from actors.strategy.protection_core import ProtectionSettings
+
+    swap = getattr(venue, "market_type", "spot") == "swap" and isinstance(venue, SimulatedVenueConfig)
+    if not swap:
+        return [
+            f"{at}.{field}: only a strategy on a simulated swap venue has one (venue {_shown(venue.name)} is "
+            f"{'a ccxt venue: positions on live venues are not wired yet' if isinstance(venue, CcxtVenueConfig) else 'spot'})"
+            for field in ("on_buy", "on_sell", "protection") if getattr(s, field) is not None
+        ]
+    out = []
+    for field in ("on_buy", "on_sell"):
+        if getattr(s, field) is None:
+            out.append(
+                f"{at}.{field}: a strategy on swap venue {_shown(venue.name)} says which position a "
+                f"{field[3:]} signal asks for: long, short or flat (e.g. on_buy: long, on_sell: flat or short)"
+            )
+    if s.sizing.percent is not None:
+        out.append(f"{at}.sizing.percent: a position is sized by base (sizing.base) or by notional (sizing.quote), not percent")
+    for field in ("take_profit_pct", "stop_loss_pct"):
+        if getattr(s, field) is not None:
+            out.append(f"{at}.{field}: on a swap venue protection rests on the exchange: use protection.{field}")
+    if s.python is not None:
+        out.append(f"{at}.python: Python strategies do not run on swap venues yet; use buy and sell triggers")
+    if s.protection is not None:
+        p = s.protection
+        settings = ProtectionSettings(
+            take_profit=None if p.take_profit_pct is None else p.take_profit_pct / 100,
+            stop_loss=None if p.stop_loss_pct is None else p.stop_loss_pct / 100,
+            stop_limit_offset=p.stop_limit_slippage_pct / 100, gap_slippage=p.gap_slippage_pct / 100,
+        )
+        names = {"take_profit": "take_profit_pct", "stop_loss": "stop_loss_pct",
+                 "stop_limit_offset": "stop_limit_slippage_pct", "gap_slippage": "gap_slippage_pct"}
+        for problem in settings.problems():
+            field = problem.split(" ", 1)[0].removeprefix("protection.")
+            out.append(f"{at}.protection.{names.get(field, field)}: must be above 0 and below "
+                       f"{'100' if field in ('take_profit', 'stop_loss') else '50'} (percent), got "
+                       f"{getattr(p, names.get(field, field))}")
+    # One-way position mode: the account has one position per symbol, so two strategies on
+    # it could not tell their positions apart.
+    for other in before:
+        if other.venue == s.venue and other.symbol == s.symbol:
+            out.append(
+                f"{at}.symbol: strategies {other.name} and {s.name} both trade {s.symbol} on venue {s.venue}, "
+                "a one-way account with one position per symbol; give each its own symbol or venue"
+            )
+    return out
 
 
 def _ccxt_problems(venue: CcxtVenueConfig, at: str) -> list[str]:
@@ -673,6 +783,7 @@ def allocated_on(config: Config, venue: str, mode: str | None = None) -> dict[st
         if s.venue != venue or (mode is not None and s.mode != mode):
             continue
         base, _, quote = s.symbol.partition("/")
+        quote = quote.partition(":")[0]  # a perpetual's collateral is in its settlement asset
         totals[quote] = totals.get(quote, Decimal(0)) + s.allocation.quote
         totals[base] = totals.get(base, Decimal(0)) + s.allocation.base
     return totals

@@ -18,13 +18,16 @@ async def shadow_connection_actor(
     env: ActorEnv,
     lockstep_with: frozenset[str] | None = None,
     persist: bool = True,
+    core_class: type[ShadowConnectionCore] = ShadowConnectionCore,
     *,
     task_status: trio.TaskStatus[None],
 ) -> None:
     """``shadow`` outlives this actor (it stands for the exchange); ``persist``: its
-    changes are recorded in the store, so shadow mode continues across restarts."""
+    changes are recorded in the store, so shadow mode continues across restarts.
+    ``core_class``: :class:`actors.connection.perpetual_core.PerpetualConnectionCore` for a
+    simulated perpetuals (swap) account."""
     assert ctx.inbox is not None
-    core = ShadowConnectionCore(venue, shadow, lockstep_with, persist=persist)
+    core = core_class(venue, shadow, lockstep_with, persist=persist)
     if persist and ctx.incarnation > 1:
         shadow.resync()  # what a failed write lost (the writer restarts us) reaches the store again
     # What the exchange did that the records lack goes out before anything new happens.

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, Mapping
 
 import trio
 
 from actors.ledger.core import LedgerCore
-from actors.messages import WRITER, RecordJournal, Send
+from actors.ledger.position_ledger_core import PositionLedgerCore
+from actors.messages import WRITER, RecordJournal, RecordPositionJournal, Send
 from actors.runtime import ActorContext, ActorEnv, deliver, serve
 from actors.strategy.settings import Allocation
 
@@ -20,9 +22,13 @@ async def ledger_actor(
     allocations: Mapping[str, Allocation],
     env: ActorEnv,
     accounts_of: Mapping[str, tuple[str, str, str]] | None = None,
+    positions: Mapping[str, tuple[str, Decimal]] | None = None,
+    settlement: str = "USDT",
     *,
     task_status: trio.TaskStatus[None],
 ) -> None:
+    """``positions``: the strategies on perpetual venues, each with its symbol and the
+    collateral allocated to it (in ``settlement``); their book is the position journal's fold."""
     assert ctx.inbox is not None
     # Restart path equals cold-start path: the state is the fold of the journal, folded a
     # page at a time (a months-long journal is never in memory whole).
@@ -40,6 +46,14 @@ async def ledger_actor(
     core.check_invariants()
     if new:
         await deliver(env.directory, [Send(WRITER, RecordJournal(tuple(new)))])
+    book: PositionLedgerCore | None = None
+    if positions:
+        symbols = {name: symbol for name, (symbol, _) in positions.items()}
+        book = PositionLedgerCore.from_journal(await env.store.position_journal(), symbols, settlement)
+        allocated = book.allocate({name: amount for name, (_, amount) in positions.items()}, now)
+        book.book.check_invariants()
+        if allocated:
+            await deliver(env.directory, [Send(WRITER, RecordPositionJournal(tuple(allocated)))])
 
     async def recall(batch: list[Any]) -> None:
         """A fill of an order whose reservation left memory long ago: read it back."""
@@ -47,8 +61,28 @@ async def ledger_actor(
         if missing:
             core.recall(await env.store.journal_of(missing))
 
-    ctx.status_provider = lambda: {"accounts": core.snapshot()}
+    def handle_batch(batch: list[Any], now: float) -> list[Send]:
+        """Spot and position messages go to their own core (they never touch the same
+        strategy, so their relative order does not matter; each keeps its own)."""
+        if book is None:
+            return core.handle_batch(batch, now)
+        mine = [m for m in batch if book.owns(m)]
+        spot = [m for m in batch if not book.owns(m)] if mine else batch
+        out = book.handle_batch(mine, now) if mine else []
+        return book.with_view(core.handle_batch(spot, now) if spot else []) + out
+
+    async def recall_spot(batch: list[Any]) -> None:
+        await recall([m for m in batch if book is None or not book.owns(m)])
+
+    def status() -> dict[str, Any]:
+        out: dict[str, Any] = {"accounts": core.snapshot()}
+        if book is not None:
+            out["positions"] = book.snapshot()["positions"]
+            out["collateral"] = book.snapshot()["collateral"]
+        return out
+
+    ctx.status_provider = status
     task_status.started()
     # Entries are checked where they apply: one that would break an invariant is refused
     # with its reason, so no batch's journal or replies are ever dropped by a crash.
-    await serve(ctx.inbox, core.handle, env, handle_batch=core.handle_batch, before_batch=recall)
+    await serve(ctx.inbox, core.handle, env, handle_batch=handle_batch, before_batch=recall_spot)

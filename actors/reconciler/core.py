@@ -185,14 +185,22 @@ def compare(record: Record, exchange: ExchangeSnapshot, ledger: LedgerSnapshot,
     return out
 
 
+#: Classes whose key is not a client order id (an asset, a trade, a symbol, an income id).
+NOT_ORDER_KEYS = frozenset({
+    "balance_changed", "missed_fill", "closed_by_protection", "liquidated", "position_changed_outside",
+    "margin_changed", "funding",
+})
+
 #: A venue counts as reconciled after this many cycles (the two-cycle rule acts on the 2nd).
 CYCLES_TO_RECONCILE = 2
 
 
 class ReconcilerCore:
-    def __init__(self, markets: Mapping[str, Market]) -> None:
-        """``markets``: each strategy's venue and assets."""
+    def __init__(self, markets: Mapping[str, Market], perpetuals: Mapping[str, tuple[str, str]] | None = None) -> None:
+        """``markets``: each spot strategy's venue and assets; ``perpetuals``: each strategy
+        of positions' venue and symbol (their differences: ``actors.reconciler.positions_core``)."""
         self.markets = dict(markets)
+        self.perpetuals = dict(perpetuals or {})
         self._previous: dict[str, set[Difference]] = {}
         #: Per venue, the differences acted on that are still shown: each is applied once
         #: while it lasts. One that is gone is forgotten (a later recurrence is a new one),
@@ -218,6 +226,10 @@ class ReconcilerCore:
         self.cycles += 1
         venue = exchange.venue
         found = compare(record, exchange, ledger, self.markets)
+        if exchange.positions is not None and self.perpetuals:
+            from actors.reconciler.positions_core import compare_positions  # it builds on this module
+
+            found += compare_positions(record.orders, exchange, ledger, self.perpetuals)
         current = {difference for difference, _ in found}
         stable = current & self._previous.get(venue, set())
         self._previous[venue] = current
@@ -232,7 +244,7 @@ class ReconcilerCore:
             self.counts[difference.kind] = self.counts.get(difference.kind, 0) + 1
             out.append(Send(WRITER, RecordEvent(
                 kind="reconcile_difference", actor="reconciler", at=now, strategy=difference.strategy,
-                client_order_id=difference.key if difference.kind not in ("balance_changed", "missed_fill") else None,
+                client_order_id=None if difference.kind in NOT_ORDER_KEYS else difference.key,
                 reason=f"{difference.kind}: {difference.detail}",
                 payload={"class": difference.kind, "venue": difference.venue, "key": difference.key},
             )))

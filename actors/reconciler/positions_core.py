@@ -25,8 +25,9 @@ booked (the spot reconciler's ``missed_fill`` repairs those), and balances only 
 that repairs no trade and no funding (a difference being booked is never also reported as
 an unexplained one). :func:`classify` judges one snapshot; the two-cycle rule of
 :class:`actors.reconciler.core.ReconcilerCore` (a difference counts only when two
-consecutive cycles show it) is meant to apply to its differences as to the spot ones, once
-it is wired into ``on_cycle`` (not done yet).
+consecutive cycles show it) applies to its differences as to the spot ones:
+:func:`compare_positions` is what ``on_cycle`` runs for a venue whose snapshot carries
+positions (the simulated perpetuals account in shadow mode).
 """
 
 from __future__ import annotations
@@ -36,6 +37,20 @@ from typing import Mapping, Union
 
 import attrs
 
+from actors.messages import (
+    LEDGER,
+    CancelOrder,
+    ExchangeSnapshot,
+    FillReport,
+    FundingReport,
+    LedgerSnapshot,
+    Pause,
+    PositionRepair,
+    Send,
+    connection_address,
+    strategy_address,
+)
+from actors.orders import Order
 from actors.reconciler.core import Difference
 from exchange.records import ExchangeOrder, ExchangeTrade, Side
 
@@ -345,3 +360,61 @@ def classify(
             actions = [PauseStrategy(s, reason + "; it cannot be attributed to one strategy") for s in holders]
         out.append((Difference("margin_changed", venue, f"{settlement}:{exchange.wallet}:{ours_total}", None, reason), actions))
     return out
+
+
+# ------------------------------------------------------------- wiring
+
+
+def compare_positions(
+    orders: tuple[Order, ...], exchange: ExchangeSnapshot, ledger: LedgerSnapshot,
+    perpetuals: Mapping[str, tuple[str, str]],
+) -> list[tuple[Difference, list[Send]]]:
+    """:func:`classify` as the reconciler actor runs it each cycle: the connection's
+    derivatives snapshot (``exchange.positions``), the ledger's position book
+    (``ledger.positions``) and the orders of record (a protective order's rule names its
+    role and OCO group: ``protection:stop_loss@p1``); each action becomes the messages that
+    apply it. ``perpetuals``: each strategy of positions -> (venue, symbol)."""
+    snapshot, view = exchange.positions, ledger.positions
+    venue = exchange.venue
+    strategy_of = {symbol: name for name, (v, symbol) in perpetuals.items() if v == venue}
+    if snapshot is None or view is None or not strategy_of:
+        return []
+    here = set(strategy_of.values())
+    protective, own = [], set()
+    for order in orders:
+        role, at, group = order.rule.removeprefix("protection:").partition("@")
+        ids = frozenset({order.exchange_order_id}) if order.exchange_order_id else frozenset()
+        if order.rule.startswith("protection:") and at:
+            protective.append(ProtectiveRecord(order.client_order_id, order.strategy, order.symbol, role, group, ids,
+                                               open=not order.state.is_final))
+        else:
+            own |= ids
+    prefix = f"{venue}:funding:"
+    record = PositionsRecord(
+        positions=tuple(BookedPosition(s, sym, size, entry, lev) for s, sym, size, entry, lev in view.positions if s in here),
+        protective=tuple(protective),
+        own_order_ids=frozenset(own),
+        booked_trade_ids=view.trade_ids,
+        booked_income_ids=frozenset(i.removeprefix(prefix) for i in view.income_ids if i.startswith(prefix)),
+        collateral={s: w for s, w in view.collateral.items() if s in here},
+    )
+    settlement = next(iter(exchange.balances), "USDT")
+    return [(difference, [send for action in actions for send in _sends(action, exchange)])
+            for difference, actions in classify(record, snapshot, strategy_of, settlement)]
+
+
+def _sends(action: PositionAction, exchange: ExchangeSnapshot) -> list[Send]:
+    venue = exchange.venue
+    if isinstance(action, SettleTrade):
+        t = action.trade
+        report = FillReport(venue, action.client_order_id, t.exchange_order_id, t.trade_id, t.symbol, t.side, t.price,
+                            t.amount, t.fee, t.fee_currency, exchange.at, False)
+        return [Send(LEDGER, report), Send(strategy_address(action.strategy), report)]
+    if isinstance(action, (BookExternalTrade, AdoptPosition, AdjustCollateral)):
+        return [Send(LEDGER, PositionRepair(action.strategy, action))]
+    if isinstance(action, BookFunding):
+        return [Send(LEDGER, FundingReport(venue, action.strategy, action.symbol, action.income_id, action.paid,
+                                           action.currency, exchange.at))]
+    if isinstance(action, CancelProtective):
+        return [Send(connection_address(venue), CancelOrder(action.client_order_id, action.strategy, action.reason))]
+    return [Send(strategy_address(action.strategy), Pause(action.strategy, action.reason))]

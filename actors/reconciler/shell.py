@@ -31,12 +31,13 @@ async def reconciler_actor(
     markets: Mapping[str, Market],
     interval: float,
     env: ActorEnv,
+    perpetuals: Mapping[str, tuple[str, str]] | None = None,
     *,
     task_status: trio.TaskStatus[None],
 ) -> None:
     assert ctx.inbox is not None
     inbox = ctx.inbox
-    core = ReconcilerCore(markets)
+    core = ReconcilerCore(markets, perpetuals)
     requests = itertools.count(1)
     ctx.status_provider = core.status
     task_status.started()

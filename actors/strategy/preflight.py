@@ -129,14 +129,16 @@ def _size_problems(s: StrategySettings, market: MarketRules, price: Decimal | No
             return [f"sizing.base: {sizing.base} {market.base} is below the market's minimum amount {market.min_amount} {market.base}"]
         if price is not None and amount * price < market.min_notional:
             return [f"sizing.base: {sizing.base} {market.base} is worth {amount * price:.2f} {market.quote}, below the market's minimum notional {market.min_notional} {market.quote}"]
-        if price is not None and s.buy is not None and amount * price > s.allocation.quote:
+        # A position's notional may exceed its collateral (leverage): the ledger's margin
+        # check at each reservation is what bounds it.
+        if price is not None and s.buy is not None and not s.perpetual and amount * price > s.allocation.quote:
             return [f"sizing.base: one buy of {sizing.base} {market.base} costs {amount * price:.2f} {market.quote}, more than the allocation {s.allocation.quote} {market.quote}"]
         return []
     if sizing.quote is None:
         return []
     if sizing.quote < market.min_notional:
         return [f"sizing.quote: {sizing.quote} {market.quote} is below the market's minimum notional {market.min_notional} {market.quote}"]
-    if s.buy is not None and sizing.quote > s.allocation.quote:
+    if s.buy is not None and not s.perpetual and sizing.quote > s.allocation.quote:
         return [f"sizing.quote: one buy of {sizing.quote} {market.quote} is more than the allocation {s.allocation.quote} {market.quote}"]
     if price is not None and market.round_amount(sizing.quote / price) < market.min_amount:
         return [f"sizing.quote: {sizing.quote} {market.quote} buys less than the market's minimum amount {market.min_amount} {market.base} at {price}"]

@@ -241,6 +241,13 @@ class ProtectionCore:
                 out += self._escalate(resting, price)
         return out
 
+    def adopt(self, resting: Resting) -> None:
+        """A protective order that already rests on the exchange (recovered from the order
+        book of record after a restart) is this position's: kept, not placed again; a
+        close sent now joins its OCO group."""
+        self.resting[resting.key] = resting
+        self._group = resting.group
+
     # ---------------------------------------------------------- deciding
 
     def wanted(self) -> list[ProtectiveOrder]:

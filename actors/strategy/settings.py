@@ -33,6 +33,20 @@ class Allocation:
 
 
 @attrs.frozen
+class ProtectionConfig:
+    """A perpetual position's protection, in percent of the entry price (see
+    :class:`actors.strategy.protection_core.ProtectionSettings`): a take-profit (a resting
+    reduce-only limit), a stop-loss (a reduce-only stop-limit whose limit lies
+    ``stop_limit_slippage_pct`` beyond its trigger), and how far beyond the price a gapped
+    stop is escalated (``gap_slippage_pct``). Limit orders only."""
+
+    take_profit_pct: Decimal | None = None
+    stop_loss_pct: Decimal | None = None
+    stop_limit_slippage_pct: Decimal = Decimal("0.5")
+    gap_slippage_pct: Decimal = Decimal("1")
+
+
+@attrs.frozen
 class StrategySettings:
     name: str
     venue: str
@@ -66,3 +80,15 @@ class StrategySettings:
     #: instead of (or besides) the buy and sell triggers; ``params`` go to its constructor.
     python: str | None = None
     params: dict[str, Any] = attrs.Factory(dict)
+    #: Perpetual (swap) venues only: the position a buy signal and a sell signal ask for
+    #: (``long``, ``short`` or ``flat``); both are required there, e.g. ``on_buy: long``
+    #: with ``on_sell: flat`` (long-only) or ``on_sell: short`` (long/short).
+    on_buy: Literal["long", "short", "flat"] | None = None
+    on_sell: Literal["long", "short", "flat"] | None = None
+    #: Perpetual venues only: take-profit and stop-loss resting on the exchange.
+    protection: ProtectionConfig | None = None
+
+    @property
+    def perpetual(self) -> bool:
+        """A strategy of positions (a swap venue's), not of spot inventory."""
+        return self.on_buy is not None or self.on_sell is not None

@@ -9,6 +9,7 @@ import trio
 
 from actors.runtime import ActorContext, ActorEnv, deliver, serve
 from actors.strategy.core import StrategyCore
+from actors.strategy.perpetual_core import PerpetualStrategyCore
 from actors.strategy.settings import StrategySettings
 
 
@@ -22,7 +23,7 @@ async def strategy_actor(
 ) -> None:
     """``allocated``: all strategies' allocations on this venue, per asset (for pre-flight)."""
     assert ctx.inbox is not None
-    core = StrategyCore(settings, allocated)
+    core = (PerpetualStrategyCore if settings.perpetual else StrategyCore)(settings, allocated)
     now = env.clock.now()
     restored = core.restore(await env.store.orders(strategy=settings.name), now)
     await deliver(env.directory, core.start(now) + restored)

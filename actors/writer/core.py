@@ -18,6 +18,8 @@ from actors.messages import (
     RecordEvent,
     RecordJournal,
     RecordOrder,
+    RecordPerpetualAccount,
+    RecordPositionJournal,
     RecordSimulatedExchange,
     Send,
 )
@@ -32,13 +34,20 @@ class Batch:
     orders: dict[str, Order] = attrs.Factory(dict)  # the last state of each order wins
     fills: list[FillReport] = attrs.Factory(list)
     journal: list[JournalEntry] = attrs.Factory(list)
+    #: The position book's entries (perpetual markets), in the ledger's order.
+    positions: list[Any] = attrs.Factory(list)
+    #: Simulated perpetuals accounts' changes, in the order they happened.
+    perpetual: list[Any] = attrs.Factory(list)
     #: Simulated accounts' changes, in the order they happened.
     simulated: list[RecordSimulatedExchange] = attrs.Factory(list)
     #: Commit with synchronous=FULL: some sender waits for this batch to be on disk.
     durable: bool = False
 
     def __len__(self) -> int:
-        return len(self.events) + len(self.orders) + len(self.fills) + len(self.journal) + len(self.simulated)
+        return (
+            len(self.events) + len(self.orders) + len(self.fills) + len(self.journal) + len(self.simulated)
+            + len(self.positions) + len(self.perpetual)
+        )
 
 
 class BatchSink(Protocol):
@@ -69,6 +78,11 @@ def plan_batch(messages: Iterable[Any]) -> tuple[Batch, list[Send]]:
         elif isinstance(message, RecordJournal):
             batch.journal.extend(message.entries)
             batch.fills.extend(message.fills)
+        elif isinstance(message, RecordPositionJournal):
+            batch.positions.extend(message.entries)
+            batch.fills.extend(message.fills)
+        elif isinstance(message, RecordPerpetualAccount):
+            batch.perpetual.append(message)
         elif isinstance(message, RecordSimulatedExchange):
             batch.simulated.append(message)
         else:

@@ -1,0 +1,504 @@
+"""A strategy of positions on a perpetual (swap) market: its rules of conduct.
+
+The same core as a spot strategy (:class:`actors.strategy.core.StrategyCore`: pre-flight,
+reconciliation gate, breaker, the order table, durable intents, events) with what a
+position needs instead of inventory:
+
+- **Decisions.** The buy and sell triggers say the position wanted: ``on_buy`` and
+  ``on_sell`` (``long``, ``short`` or ``flat``) with the configured size (``sizing.base``,
+  or ``sizing.quote`` as a notional at the close). The
+  :class:`actors.strategy.actions_core.ActionPlanner` turns it into limit orders one leg at
+  a time: a close is reduce-only, a flip closes and then opens, each leg sized from the
+  position the ledger holds once the last leg's fills are booked. The ``evaluated`` event
+  of a candle that decided carries the ``action`` (open, add, close, reduce, flip, hold),
+  as do ``blocked`` and ``order_placed``.
+- **Reservations** go to the ledger's position book (:class:`PositionReserve`): an open
+  reserves initial margin at the market's leverage, a close the size it reduces (in the
+  protection's OCO group while protection rests). What the strategy holds comes only from
+  the ledger's :class:`PositionInfo`.
+- **Protection.** With ``protection`` set, a :class:`actors.strategy.protection_core.ProtectionCore`
+  places a take-profit (reduce-only limit) and a stop-loss (reduce-only stop-limit) for the
+  whole position after every change of it the ledger reports, resizes them, cancels one
+  when the other fills, and escalates a gapped stop (``protection_escalated``). They are
+  orders of record like any other (``order_type`` ``limit`` or ``stop_limit``, with its
+  ``trigger_price``); their time-to-live does not run out. A protective order the exchange
+  refuses is placed again at the next candle, never in a loop.
+
+Not yet: protection resting across a restart is not adopted (the planner and the
+protection start empty; see the README).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Mapping
+
+from actors.messages import (
+    LEDGER,
+    CancelOrder,
+    FillReport,
+    OrderAccepted,
+    OrderCanceled,
+    OrderRejected,
+    PositionInfo,
+    PositionReserve,
+    ReservationDenied,
+    Send,
+    SubmitOrder,
+)
+from actors.orders import Order, OrderState, Trigger, client_order_id
+from actors.strategy.actions_core import ActionPlanner, Decision, OrderIntent, Posture, Step
+from actors.strategy.core import BPS, StrategyCore
+from actors.strategy.protection_core import (
+    CancelProtective,
+    PlaceOcoList,
+    PlaceProtective,
+    ProtectionAction,
+    ProtectionCore,
+    ProtectionEvent,
+    ProtectionSettings,
+    ProtectiveOrder,
+    Resting,
+    round_price_to,
+)
+from actors.strategy.rules import RuleOutcome
+from actors.strategy.settings import StrategySettings
+from exchange.candles import Candle
+from exchange.records import Side
+
+ZERO = Decimal(0)
+CANCELABLE = frozenset({OrderState.OPEN, OrderState.PARTIALLY_FILLED})
+
+
+def protection_settings(settings: StrategySettings) -> ProtectionSettings | None:
+    p = settings.protection
+    if p is None or (p.take_profit_pct is None and p.stop_loss_pct is None):
+        return None
+    return ProtectionSettings(
+        take_profit=None if p.take_profit_pct is None else p.take_profit_pct / 100,
+        stop_loss=None if p.stop_loss_pct is None else p.stop_loss_pct / 100,
+        stop_limit_offset=p.stop_limit_slippage_pct / 100,
+        gap_slippage=p.gap_slippage_pct / 100,
+    )
+
+
+class PerpetualStrategyCore(StrategyCore):
+    def __init__(
+        self, settings: StrategySettings, allocated: Mapping[str, Decimal] | None = None,
+        record_evaluations: bool = True,
+    ) -> None:
+        super().__init__(settings, allocated, record_evaluations)
+        #: The ledger's position (signed, base units) and what it says of it.
+        self.position = ZERO
+        self.position_entry: Decimal | None = None
+        self.wallet = ZERO
+        self.free_collateral = ZERO
+        self.funding_paid = ZERO
+        self.margin_used = ZERO
+        self.leverage = Decimal(1)
+        self.planner: ActionPlanner | None = None
+        self.protection: ProtectionCore | None = None
+        #: Plan orders (the planner's legs) and protective orders (by the protection's key).
+        self._plan: set[str] = set()
+        self._key_of: dict[str, str] = {}
+        self._cid_of: dict[str, str] = {}
+        #: Plan orders that ended, waiting for the ledger to book their fills.
+        self._ended: dict[str, frozenset[str]] = {}
+        #: Orders asked to be cancelled before the exchange had them.
+        self._cancel_on_accept: dict[str, str] = {}
+        #: What the action of each order is (for ``order_placed``).
+        self._action: dict[str, str] = {}
+        self._told: tuple[Decimal, Decimal | None] = (ZERO, None)
+        #: A protective order was refused: protection is placed again at the next candle.
+        self._resync_protection = False
+        self._last_close: Decimal | None = None
+        #: A close was refused: the next legs wait for the ledger's next answer.
+        self._await_position = False
+        #: Protective orders of record to adopt once the protection starts (a restart).
+        self._adopt: list[Order] = []
+
+    # ------------------------------------------------------------ lifecycle
+
+    def status(self) -> dict[str, Any]:
+        out = super().status()
+        for spot_only in ("base_free", "dust"):
+            out.pop(spot_only, None)
+        out.update(
+            market_type="swap",
+            # ``held``: the signed position, so (mark - entry) x held is its unrealized P&L.
+            held=str(self.position),
+            position=str(self.position),
+            entry_price=None if self.position_entry is None else str(self.position_entry),
+            wallet=str(self.wallet),
+            free_collateral=str(self.free_collateral),
+            margin_used=str(self.margin_used),
+            funding_paid=str(self.funding_paid),
+            leverage=str(self.leverage),
+            working=sorted(self.planner.working) if self.planner else [],
+            protection=({k: str(v) for k, v in self.protection.protected_amounts().items()} if self.protection else None),
+        )
+        return out
+
+    def restore(self, orders: list[Order], now: float) -> list[Send]:
+        """As a spot strategy's; besides, the protective orders of record still open are
+        adopted by the protection once it starts (they rest on the exchange: placing them
+        again would double them), and the other open orders expire as legs do."""
+        out = super().restore(orders, now)
+        self._adopt = [o for o in self.orders.values() if o.rule.startswith("protection:") and "@" in o.rule]
+        self._plan.update(cid for cid, o in self.orders.items() if not o.rule.startswith("protection:"))
+        return out
+
+    def _adopt_protection(self, protection: ProtectionCore) -> None:
+        for n, order in enumerate(self._adopt, start=1):
+            if order.client_order_id not in self.orders:
+                continue  # ended meanwhile
+            role, _, group = order.rule.removeprefix("protection:").partition("@")
+            kind = "stop_limit" if order.order_type == "stop_limit" else "limit"
+            key = f"{'sl' if role == 'stop_loss' else 'tp' if role == 'take_profit' else 'gap'}-r{n}"
+            protective = ProtectiveOrder(role, order.side, order.amount, order.price, kind, order.trigger_price)
+            protection.adopt(Resting(key, role, protective, group, filled=order.filled))
+            self._key_of[order.client_order_id], self._cid_of[key] = key, order.client_order_id
+        self._adopt = []
+
+    def wants_every_candle(self) -> bool:
+        return True
+
+    def _maybe_activate(self, now: float) -> list[Send]:
+        out = super()._maybe_activate(now)
+        if self.active and self.planner is None and self.market is not None:
+            market = self.market
+            assert self._venue is not None
+            self.leverage = Decimal(self._venue.leverage.get(market.symbol, 1))
+            self.planner = ActionPlanner(market.symbol, market.round_amount, market.min_amount)
+            settings = protection_settings(self.settings)
+            if settings is not None:
+                self.protection = ProtectionCore(settings, round_price_to(market.tick_size), market.min_amount)
+                self._adopt_protection(self.protection)
+                self._told = (ZERO, None)
+                out += self._protect(self.protection.on_position(self.position, self.position_entry), now)
+        return out
+
+    # -------------------------------------------------------------- dispatch
+
+    def _handle(self, message: Any, now: float) -> list[Send]:
+        if isinstance(message, PositionInfo):
+            return self._on_position(message, now)
+        cid = getattr(message, "client_order_id", None)
+        before = self.orders.get(cid) if cid is not None else None
+        if isinstance(message, OrderRejected) and before is not None and before.reduce_only and _moot(message.reason):
+            # A reduce-only order refused because the position is already gone (closed by
+            # the other protective order, a fill in flight) or a stop the price has
+            # already passed (the gap escalation takes over): an expected outcome of a
+            # moving position, not a failing exchange; the breaker does not count it.
+            out = self._advance(cid, Trigger.REJECTED, now, reason=message.reason)
+            out.append(self._event("order_rejected", now, cid, reason=message.reason))
+        else:
+            out = super()._handle(message, now)
+        if cid is None or before is None:
+            return out
+        if isinstance(message, OrderAccepted) and cid in self._cancel_on_accept:
+            out += self._cancel(cid, self._cancel_on_accept.pop(cid), now)
+        if isinstance(message, FillReport):
+            out += self._filled(cid, message, now)
+        if cid not in self.orders:  # it ended
+            trade_ids = before.trade_ids | ({message.trade_id} if isinstance(message, FillReport) else set())
+            out += self._order_ended(cid, message, frozenset(trade_ids), before.reduce_only, now)
+        return out
+
+    def _on_position(self, info: PositionInfo, now: float) -> list[Send]:
+        self.position, self.position_entry = info.size, info.entry_price
+        self.realized_pnl, self.fees_paid = info.realized_pnl, dict(info.fees_paid)
+        self.wallet, self.free_collateral = info.wallet, info.free
+        self.funding_paid, self.margin_used = info.funding_paid, info.margin_used
+        self._balances_known = True
+        for trade_id in info.settled:
+            self._settled[trade_id] = None
+        self._await_position = False
+        out = self._maybe_activate(now) + self._decide_waiting(now)
+        out += self._next_legs(now)
+        if self.protection is not None and (self.position, self.position_entry) != self._told:
+            self._told = (self.position, self.position_entry)
+            out += self._protect(self.protection.on_position(self.position, self.position_entry), now)
+        return out
+
+    # ---------------------------------------------------------------- market
+
+    def on_candle(self, candle: Candle, now: float) -> list[Send]:
+        self.market_time = candle.ts
+        self._last_close = candle.close
+        out = self._expire(candle.ts, now)
+        outcomes = [trigger.update(candle) for trigger in (self._buy, self._sell) if trigger is not None]
+        buy = outcomes[0] if self._buy is not None else None
+        sell = outcomes[-1] if self._sell is not None else None
+        wanted: tuple[str, RuleOutcome] | None = None
+        if buy is not None and buy.fired and self.settings.on_buy is not None:
+            wanted = (self.settings.on_buy, buy)
+        if sell is not None and sell.fired and self.settings.on_sell is not None:
+            wanted = (self.settings.on_sell, sell)  # both fired: the later rule, as spot sells after buying
+        decided: list[Send] = []
+        action: dict[str, Any] = {}
+        if wanted is not None:
+            decided, action = self._decide_position(wanted[0], wanted[1], candle, now)
+        if self.record_evaluations:
+            out.append(self._event("evaluated", now, payload={
+                "ts": candle.ts, "close": str(candle.close), "position": str(self.position),
+                "rules": [{"rule": o.rule, "fired": o.fired, "inputs": o.inputs} for o in outcomes], **action,
+            }))
+        out += decided
+        if self.protection is not None and self.active:
+            if self._resync_protection:
+                self._resync_protection = False
+                out += self._protect(self.protection.on_position(self.position, self.position_entry), now)
+            out += self._protect(self.protection.on_price(candle.close), now)
+        return out
+
+    def _prices(self, close: Decimal) -> tuple[Decimal, Decimal]:
+        """The limit prices a buy and a sell are placed at (the configured offset from the close)."""
+        assert self.market is not None
+        offset = self.settings.limit_offset_bps / BPS
+        buy = self.market.round_price(close * (1 - offset), passive_side_is_down=True)
+        sell = self.market.round_price(close * (1 + offset), passive_side_is_down=False)
+        return buy, sell
+
+    def _decide_position(
+        self, posture: str, outcome: RuleOutcome, candle: Candle, now: float
+    ) -> tuple[list[Send], dict[str, Any]]:
+        blocked, changes = self._blocked_position(candle, now)
+        out = self._breaker_events(changes, now)
+        payload: dict[str, Any] = {"posture": posture}
+        if blocked is not None or self.planner is None or self.market is None:
+            reason = blocked or "inactive: the market is not known yet"
+            return out + [self._event("blocked", now, rule=outcome.rule, reason=reason, payload=payload)], payload
+        market = self.market
+        buy, sell = self._prices(candle.close)
+        if buy <= 0:
+            reason = f"price below one tick: close {candle.close} rounds to {buy} at the market's tick {market.tick_size}"
+            return out + [self._event("blocked", now, rule=outcome.rule, reason=reason, payload=payload | {"below_tick": True})], payload
+        size = ZERO
+        if posture != "flat":
+            sizing = self.settings.sizing
+            raw = sizing.base if sizing.base is not None else (sizing.quote or ZERO) / candle.close
+            size = market.round_amount(raw)
+            if size <= 0 or size < market.min_amount:
+                reason = f"size {raw} {market.base} rounds to {size}, below the market's minimum {market.min_amount}"
+                return out + [self._event("blocked", now, rule=outcome.rule, reason=reason, payload=payload)], payload
+        decision = Decision(Posture(posture), size, outcome.rule)
+        step = self.planner.decide(decision, self.position, buy, sell)
+        payload["action"] = step.action
+        if not step.place and not step.cancel and step.action != "hold" and step.note:
+            return out + [self._event("blocked", now, rule=outcome.rule, reason=step.note, payload=payload)], payload
+        return out + self._apply(step, now), payload
+
+    def _blocked_position(self, candle: Candle, now: float) -> tuple[str | None, list[Any]]:
+        """As a spot strategy's, but a position needs no inventory to sell, and the
+        protective orders resting do not count toward ``max_open_orders``."""
+        if not self.active:
+            return f"inactive: {self.inactive_reason}", []
+        if self.paused is not None:
+            return f"paused until an operator resumes it: {self.paused}", []
+        unknown = [o.client_order_id for o in self.orders.values() if o.state is OrderState.UNKNOWN]
+        if unknown:
+            return f"order {unknown[0]} is UNKNOWN: no new order on {self.settings.symbol} until it is resolved", []
+        reason, changes = self.breaker.blocked_reason(now)
+        if reason is not None:
+            return reason, changes
+        if self.cooldown_until is not None and candle.ts < self.cooldown_until:
+            return f"cooldown after a fill until {self.cooldown_until} (market time)", changes
+        return None, changes
+
+    def _expire(self, market_time: int, now: float) -> list[Send]:
+        """Plan orders resting past their time-to-live are cancelled (the planner places
+        the leg again at the next price); protective orders rest until they fill or are
+        replaced."""
+        out: list[Send] = []
+        for cid in sorted(self._cancel_again):
+            order = self.orders.get(cid)
+            if order is not None and order.state is OrderState.CANCELING:
+                out.append(Send(self.connection, CancelOrder(cid, self.name, order.reason or "expired")))
+        self._cancel_again.clear()
+        for cid, order in list(self.orders.items()):
+            if cid not in self._plan or order.state not in CANCELABLE:
+                continue
+            placed = order.market_ts if order.market_ts is not None else market_time
+            if market_time - placed >= self.settings.ttl_seconds:
+                out += self._advance(cid, Trigger.CANCEL, now, reason="expired")
+                out.append(Send(self.connection, CancelOrder(cid, self.name, "expired")))
+        return out
+
+    # ---------------------------------------------------------------- orders
+
+    def _apply(self, step: Step, now: float) -> list[Send]:
+        out: list[Send] = []
+        for cancel in step.cancel:
+            out += self._cancel(cancel.client_order_id, cancel.reason, now)
+        for intent in step.place:
+            out += self._place_leg(intent, now)
+        return out
+
+    def _place_leg(self, intent: OrderIntent, now: float) -> list[Send]:
+        assert self.planner is not None
+        group = self.protection.group if (intent.reduce_only and self.protection is not None) else None
+        cid, out = self._place(intent.side, intent.amount, intent.price, intent.reduce_only, intent.rule or intent.action,
+                               f"{intent.action}:{intent.leg}", now, oco_group=group)
+        self._plan.add(cid)
+        self.planner.sent(cid, intent)
+        return out
+
+    def _place(
+        self, side: Side, amount: Decimal, price: Decimal, reduce_only: bool, rule: str, action: str, now: float,
+        order_type: str = "limit", trigger: Decimal | None = None, oco_group: str | None = None,
+    ) -> tuple[str, list[Send]]:
+        assert self.market is not None
+        market = self.market
+        cid = client_order_id(self.name, self.next_sequence)
+        self.next_sequence += 1
+        self.orders[cid] = Order(
+            client_order_id=cid, strategy=self.name, venue=self.settings.venue, symbol=self.settings.symbol,
+            side=side, price=price, amount=amount, state=OrderState.INTENT, created_at=now, updated_at=now,
+            rule=rule, market_ts=self.market_time, order_type=order_type, trigger_price=trigger, reduce_only=reduce_only,
+        )
+        self._action[cid] = action
+        self.breaker.sent(cid)
+        reserve = PositionReserve(
+            client_order_id=cid, strategy=self.name, symbol=market.symbol, side=side, price=price, amount=amount,
+            leverage=self.leverage, fee_rate=max(market.maker_fee, market.taker_fee), reply_to=self.address,
+            reduce_only=reduce_only, oco_group=oco_group,
+        )
+        return cid, [Send(LEDGER, reserve)]
+
+    def _cancel(self, cid: str, reason: str, now: float) -> list[Send]:
+        order = self.orders.get(cid)
+        if order is None:
+            return []
+        if order.state in CANCELABLE:
+            return self._advance(cid, Trigger.CANCEL, now, reason=reason) + [
+                Send(self.connection, CancelOrder(cid, self.name, reason))]
+        if order.state in (OrderState.INTENT, OrderState.RESERVED, OrderState.SUBMITTING):
+            self._cancel_on_accept[cid] = reason  # cancelled as soon as the exchange has it
+        return []
+
+    def _on_durable(self, cid: str, now: float) -> list[Send]:
+        out = self._advance(cid, Trigger.SUBMIT, now)
+        order = self.orders.get(cid)
+        if order is None or order.state is not OrderState.SUBMITTING:
+            return out
+        action, _, leg = self._action.get(cid, "").partition(":")
+        payload: dict[str, Any] = {
+            "type": order.order_type, "side": order.side.value, "symbol": order.symbol, "price": str(order.price),
+            "amount": str(order.amount), "reduce_only": order.reduce_only, "action": action,
+        }
+        if leg:
+            payload["leg"] = leg
+        if order.trigger_price is not None:
+            payload["trigger_price"] = str(order.trigger_price)
+        return out + [Send(self.connection, SubmitOrder(order)),
+                      self._event("order_placed", now, cid, rule=order.rule, payload=payload)]
+
+    # ------------------------------------------------------- fills and ends
+
+    def _filled(self, cid: str, fill: FillReport, now: float) -> list[Send]:
+        if cid in self._plan and self.planner is not None:
+            self.planner.filled(cid, fill.amount)
+            return []
+        key = self._key_of.get(cid)
+        if key is None or self.protection is None:
+            return []
+        complete = cid not in self.orders  # this fill ended it
+        out = self._protect(self.protection.on_fill(key, fill.amount, complete), now)
+        if complete:
+            role = {"tp": "take-profit", "sl": "stop-loss", "gap": "gap escalation"}.get(key.split("-")[0], key)
+            out.append(self._event("closed_by_protection", now, cid, rule=f"protection:{key}", reason=(
+                f"the {role} {cid} filled: {fill.amount} @ {fill.price}"), payload={"key": key, "role": role}))
+        return out
+
+    def _order_ended(self, cid: str, message: Any, trade_ids: frozenset[str], reduce_only: bool, now: float) -> list[Send]:
+        self._action.pop(cid, None)
+        self._cancel_on_accept.pop(cid, None)
+        if cid in self._plan:
+            self._plan.discard(cid)
+            if isinstance(message, (ReservationDenied, OrderRejected)) and self.planner is not None:
+                moot = isinstance(message, ReservationDenied) or _moot(message.reason)
+                if reduce_only and moot:
+                    # A close refused because the position changed under it (protection
+                    # closed it, a fill was not booked yet): planned again from the
+                    # position the ledger's next answer holds (it follows every denial).
+                    self._ended[cid] = frozenset()
+                    self._await_position = True
+                    return []
+                # An open that cannot be placed (margin), or a leg the exchange refused
+                # for its price: the decision is dropped and the next signal decides
+                # again, never retried in a loop.
+                self.planner.working.pop(cid, None)
+                self.planner.decision = None
+                return []
+            self._ended[cid] = trade_ids
+            return self._next_legs(now)
+        key = self._key_of.pop(cid, None)
+        if key is None or self.protection is None:
+            return []
+        self._cid_of.pop(key, None)
+        if isinstance(message, FillReport):
+            return []  # filled in full: on_fill said what follows
+        if isinstance(message, (ReservationDenied, OrderRejected)):
+            self.protection.resting.pop(key, None)
+            self._resync_protection = True
+            reason = getattr(message, "reason", "")
+            return [self._event("protection_refused", now, cid, rule=f"protection:{key}",
+                                reason=f"{key} refused ({reason}); placed again at the next candle")]
+        reason = message.reason if isinstance(message, OrderCanceled) else "ended"
+        resting = self.protection.resting.pop(key, None)
+        if resting is None or resting.canceling:
+            return []
+        # Ended by the exchange (a reduce-only order expires when the position closes):
+        # placed again only if the position the ledger's next answer holds needs it (the
+        # ledger answers every end), never from a position the fills may have changed.
+        self._told = (Decimal(-1), None)
+        return [self._event("protection_canceled", now, cid, rule=f"protection:{key}",
+                            reason=f"{resting.role} {key} ended outside limitline: {reason}")]
+
+    def _next_legs(self, now: float) -> list[Send]:
+        """Plan orders that ended, once the ledger has booked all their fills: the next leg."""
+        if self.planner is None or self._last_close is None or self._await_position:
+            return []
+        out: list[Send] = []
+        for cid, trade_ids in list(self._ended.items()):
+            if any(t not in self._settled for t in trade_ids):
+                continue
+            del self._ended[cid]
+            buy, sell = self._prices(self._last_close)
+            step = self.planner.ended(cid, self.position, buy, sell)
+            out += self._apply(step, now)
+        return out
+
+    def _protect(self, actions: list[ProtectionAction], now: float) -> list[Send]:
+        out: list[Send] = []
+        for action in actions:
+            if isinstance(action, PlaceProtective):
+                order = action.order
+                kind = "stop_limit" if order.order_type == "stop_limit" else "limit"
+                # The rule names the role and the OCO group: after a restart the order is
+                # adopted from its record into the protection, not placed again.
+                cid, sends = self._place(
+                    order.side, order.amount, order.price, True, f"protection:{order.role}@{action.group}",
+                    f"protect:{order.role}", now, order_type=kind, trigger=order.trigger_price, oco_group=action.group,
+                )
+                self._key_of[cid], self._cid_of[action.key] = action.key, cid
+                out += sends
+            elif isinstance(action, CancelProtective):
+                cid = self._cid_of.get(action.key)
+                if cid is not None:
+                    out += self._cancel(cid, action.reason, now)
+            elif isinstance(action, ProtectionEvent):
+                out.append(self._event(action.kind, now, reason=action.reason, payload=dict(action.payload)))
+            elif isinstance(action, PlaceOcoList):  # spot only; never asked of a perpetual
+                raise TypeError("an OCO order list is a spot venue's protection")
+        return out
+
+
+#: Binance's codes of a reduce-only order with nothing left to reduce (-2022) and of a stop
+#: whose trigger the price has already passed (-2021); exchange.perpetuals gives the same.
+MOOT_CODES = ("(code -2022)", "(code -2021)")
+
+
+def _moot(reason: str) -> bool:
+    return reason.endswith(MOOT_CODES)
