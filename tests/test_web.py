@@ -53,7 +53,7 @@ async def test_status_is_a_summary_and_the_strategies_are_paged(tmp_path):
         await watch.until(lambda events: watch.count("strategy_active") == 30)
         summary = (await client.get("/status")).json()
         assert summary["strategies"]["total"] == 30 and summary["strategies"]["by_state"] == {"active": 30}
-        assert summary["tree"]["state"] == "running" and summary["tree"]["actors"] == 30 + 5
+        assert summary["tree"]["state"] == "running" and summary["tree"]["actors"] == 30 + 6  # + writer, ledger, reconciler, status, notifier, connection
         assert summary["venues"][0]["name"] == "sim" and summary["venues"][0]["connected"] is True
         assert set(summary["realized_pnl"]) == {"USD"}
         assert "children" not in summary["tree"]  # the tree itself is at /status/tree
