@@ -417,9 +417,27 @@ class App:
             if plan.empty:
                 return self._reload_done(trigger, "unchanged", plan)
             problems = [p for s in plan.removed if (p := self._removal_problem(s.name, self.snapshot())) is not None]
+            problems += self._allocation_problems(plan, new)
             if problems:
                 return self._reload_refused(trigger, problems)
             return await self._apply(trigger, plan, new)
+
+    def _allocation_problems(self, plan: ReloadPlan, new: Config) -> list[str]:
+        """An added strategy whose allocation the venue's account cannot cover is refused
+        before anything is applied: applied, its allocation is journaled, and every
+        strategy of the venue would then fail its pre-flight at its next (re)start."""
+        out = []
+        for venue in sorted({s.venue for s in plan.added}):
+            shadow = self.shadow_venues.get(venue)
+            if shadow is None:
+                continue  # additions on a ccxt venue are refused by the plan (need a restart)
+            balances = {asset: b.free + b.used for asset, b in shadow.exchange.balances.items()}
+            for asset, total in sorted(allocated_on(new, venue).items()):
+                if total > balances.get(asset, Decimal(0)):
+                    out.append(f"strategies: allocations on {venue} would exceed the account balance: {total} {asset} "
+                               f"allocated to all strategies, balance {balances.get(asset, Decimal(0))} {asset}; "
+                               "lower the new strategy's allocation")
+        return out
 
     async def _apply(self, trigger: str, plan: ReloadPlan, new: Config) -> dict[str, Any]:
         problems = []
@@ -477,6 +495,8 @@ class App:
                 problems.append(f"notifications: {refused}")
         # What runs now: the next edit is compared with this.
         self.config = attrs.evolve(new, strategies=[s for s in new.strategies if s.name not in missing] + still)
+        # What the HTTP endpoints list and may control: exactly the strategies that run now.
+        self.web.strategies[:] = [StrategyFacts(s.name, s.venue, s.symbol, s.mode) for s in self.config.strategies]
         if problems:
             # Only a race (an order placed in the instant between the check and the stop)
             # or a venue restarting can get here: say exactly what was not applied.
@@ -514,6 +534,7 @@ class App:
     def _remember(self, trigger: str, outcome: str, summary: str, problems: list[str]) -> dict[str, Any]:
         self.config_reload = {"at": self.env.clock.now(), "trigger": trigger, "outcome": outcome, "summary": summary,
                               "problems": list(problems)}
+        self.web.facts["config_reload"] = self.config_reload  # in /status: a bad edit says why there too
         return self.config_reload
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -126,7 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_status(args, None)
 
     try:
-        config = load_config(args.config, live=getattr(args, "live", False), lab=args.command == "lab")
+        # `status` only reads where the process listens: a live config is read as the run reads it.
+        config = load_config(args.config, live=getattr(args, "live", False) or args.command == "status",
+                             lab=args.command == "lab")
     except ConfigError as error:
         print(f"limitline: invalid config {error.source}:", file=sys.stderr)
         for problem in error.problems:

@@ -66,7 +66,17 @@ def event_line(event: RecordEvent, verbose: bool = False) -> str | None:
         parts.append(f"rule={event.rule}")
     if event.reason:
         parts.append(f"({event.reason})")
-    return "  ".join(parts)
+    return printable("  ".join(parts))
+
+
+#: Control characters (an exchange's or a Python strategy's text may carry terminal escapes
+#: that clear the screen or forge lines): each is shown as its escape, never sent as is.
+_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)}
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters written out (``\\x1b``), one line always."""
+    return text.translate(_CONTROLS)
 
 
 class EventEcho:

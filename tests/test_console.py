@@ -146,3 +146,13 @@ def test_run_prints_blocked_signals_only_with_v_and_a_summary_line(tmp_path):
         f"summary               strategies 3: active {states.get('active', 0)}, paused {states.get('paused', 0)}"
         f"  open orders {status['strategies']['open_orders']}  fills {fills}  realized P&L {realized}  fees {fees}"
     ), final
+
+
+def test_terminal_escapes_in_a_reason_are_written_out_never_sent():
+    from actors.messages import RecordEvent
+    from supervisors.console import event_line
+
+    event = RecordEvent("strategy_paused", "strategy:x", 0.0, strategy="x", reason="boom\x1b[2J\r\nforged line")
+    line = event_line(event)
+    assert "\x1b" not in line and "\n" not in line and "\r" not in line
+    assert "boom\\x1b[2J\\x0d\\x0aforged line" in line

@@ -101,7 +101,23 @@ async def test_edits_of_a_running_process_add_change_refuse_and_never_arm_live(f
             assert node(tree, "connection:sim")["incarnation"] == 1
             ledger = node(tree, "ledger")["status"]["accounts"]
             assert Decimal(ledger["dip-2"]["quote_free"]) + Decimal(ledger["dip-2"]["quote_reserved"]) <= 2000
+            # The HTTP endpoints list (and may pause) exactly what runs now.
+            assert {f.name for f in app.web.strategies} == {"sma-cross", "dip-buyer", "dip-2"}
             running = raw
+
+            # An addition the account cannot cover is refused before anything is applied
+            # (applied, its journaled allocation would fail every sibling's next pre-flight).
+            greedy = copy.deepcopy(running)
+            greedy["strategies"].append({**DIPPER, "name": "dip-3", "allocation": {"quote": 15000}})
+            write(path, greedy)
+            outcome = await app.reload("test")
+            assert outcome["outcome"] == "rejected", outcome
+            [problem] = app.config_problems
+            assert problem.startswith("strategies: allocations on sim would exceed the account balance: 33000 USD "
+                                      "allocated to all strategies, balance ")  # what the account holds now
+            assert problem.endswith(" USD; lower the new strategy's allocation")
+            assert (await recorded(watch, "config_rejected")).payload["problems"] == [problem]
+            assert "dip-3" not in node(app.snapshot(), "ledger")["status"]["accounts"]
 
             # 2. A bad edit: every problem reported, nothing changed, trading goes on.
             bad = copy.deepcopy(running)
@@ -115,6 +131,7 @@ async def test_edits_of_a_running_process_add_change_refuse_and_never_arm_live(f
             rejected = await recorded(watch, "config_rejected")
             assert rejected.payload["problems"] == app.config_problems
             assert "nothing changed" in rejected.reason
+            assert app.web.facts["config_reload"]["problems"] == app.config_problems  # /status says why too
 
             # Settings read at the start only: each refused with what it needs.
             restart = copy.deepcopy(running)

@@ -166,6 +166,24 @@ def test_a_process_not_running_is_a_clear_message_and_exit_2(capsys):
     assert "Traceback" not in err
 
 
+def test_status_reads_a_live_config_as_the_run_does(tmp_path, capsys):
+    """`-c` names the same file as the run's, live strategies included: status arms nothing,
+    and needs only where the process listens."""
+    import yaml
+
+    from helpers import live_config
+
+    port = free_port()
+    raw = live_config(tmp_path, "http://127.0.0.1:1")
+    raw["status"] = {"port": port}
+    path = tmp_path / "live.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert cli.main(["status", "-c", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"nothing answers at http://127.0.0.1:{port}" in err, err
+    assert "--live" not in err
+
+
 def test_bad_paging_options_exit_2(capsys):
     for args in (["--limit", "0"], ["--limit", "501"], ["--offset", "-1"], ["--watch", "0"]):
         assert cli.main(["status", "--url", "http://127.0.0.1:9", *args]) == 2, args

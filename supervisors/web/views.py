@@ -279,4 +279,6 @@ def summary(
         "venues": venue_list,
         "tree": tree_health(tree),
         "reconciler": plain_all(nodes.get("reconciler", {}).get("status", {})),
+        # Webhooks: sent, retried, gave up, dropped, pending (the notifier's own counts).
+        "notifications": plain_all(nodes.get("notifier", {}).get("status", {})),
     }
