@@ -47,7 +47,7 @@ class StoreReader(Protocol):
         is bounded by a page, not by the journal's length)."""
         ...
 
-    async def record(self, *, venue: str, wanted: RecordKeys) -> tuple[list[Order], frozenset[str]]:
+    async def record(self, *, venue: str, wanted: RecordKeys) -> tuple[list[Order], frozenset[tuple[str, str]]]:
         """One venue's orders that are not final plus those ``wanted`` names, and which of
         ``wanted.trade_ids`` the fills table holds, read together."""
         ...

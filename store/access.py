@@ -77,7 +77,7 @@ class SqliteReader:
         """The position book's journal (``actors.ledger.positions_core.PositionEntry``)."""
         return await self.read(load_position_journal)
 
-    async def record(self, *, venue: str, wanted: RecordKeys) -> tuple[list[Order], frozenset[str]]:
+    async def record(self, *, venue: str, wanted: RecordKeys) -> tuple[list[Order], frozenset[tuple[str, str]]]:
         return await self.read(
             load_record, venue=venue, client_order_ids=wanted.client_order_ids,
             exchange_order_ids=wanted.exchange_order_ids, trade_ids=wanted.trade_ids,

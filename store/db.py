@@ -403,10 +403,11 @@ def load_record(
     client_order_ids: Iterable[str] = (),
     exchange_order_ids: Iterable[str] = (),
     trade_ids: Iterable[str] = (),
-) -> tuple[list[Order], frozenset[str]]:
+) -> tuple[list[Order], frozenset[tuple[str, str]]]:
     """What the reconciler compares for one venue, read in one transaction so the parts agree:
     the venue's orders that are not final, plus those the snapshots name (by client or
-    exchange order id); and which of ``trade_ids`` the fills table holds.
+    exchange order id); and which of ``trade_ids`` the fills table holds, as (symbol, trade
+    id) pairs (an exchange may number trades per market).
 
     The reads use indexes (schema version 4), so a cycle costs what is open or named, not
     the whole history: a months-long run keeps every order ever placed in the store."""
@@ -423,11 +424,11 @@ def load_record(
              json.dumps(sorted(set(exchange_order_ids)))),
         ).fetchall()
         recorded = connection.execute(
-            "SELECT trade_id FROM fills WHERE venue = ? AND trade_id IN (SELECT value FROM json_each(?))",
+            "SELECT symbol, trade_id FROM fills WHERE venue = ? AND trade_id IN (SELECT value FROM json_each(?))",
             (venue, json.dumps(sorted(set(trade_ids)))),
         ).fetchall()
     orders = sorted((ORDER_COLUMNS.record(row) for row in rows), key=lambda o: (o.created_at, o.client_order_id))
-    return orders, frozenset(row[0] for row in recorded)
+    return orders, frozenset((row[0], row[1]) for row in recorded)
 
 
 def check_owned(connection: sqlite3.Connection, strategies: Iterable[str]) -> None:

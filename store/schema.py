@@ -197,6 +197,29 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (venue, kind, id)
         )""",
     ],
+    # 6 -> 7: a trade is named by its market too. Binance numbers trades per symbol, so two
+    # markets of one account can each have a trade 1234: keyed by (venue, trade id) alone,
+    # the second fill's row was silently dropped.
+    [
+        """CREATE TABLE fills_by_market (
+            venue TEXT NOT NULL,
+            trade_id TEXT NOT NULL,
+            client_order_id TEXT NOT NULL,
+            exchange_order_id TEXT,
+            symbol TEXT NOT NULL,
+            side TEXT NOT NULL,
+            price TEXT NOT NULL,
+            amount TEXT NOT NULL,
+            fee TEXT NOT NULL,
+            fee_currency TEXT NOT NULL,
+            at REAL NOT NULL,
+            PRIMARY KEY (venue, symbol, trade_id)
+        )""",
+        "INSERT INTO fills_by_market SELECT venue, trade_id, client_order_id, exchange_order_id, symbol, side, price, "
+        "amount, fee, fee_currency, at FROM fills",
+        "DROP TABLE fills",
+        "ALTER TABLE fills_by_market RENAME TO fills",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

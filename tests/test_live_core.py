@@ -413,3 +413,30 @@ def test_a_late_answer_of_a_snapshot_round_given_up_on_never_joins_the_next_one(
         answers += sends(core.handle(CallDone(call.call_id, result), 2.2), ExchangeSnapshot)
     [snapshot] = answers
     assert snapshot.message.request_id == 2 and snapshot.message.open_orders == ()
+
+
+def test_trades_of_two_markets_with_one_trade_id_are_two_fills():
+    """Binance numbers trades per market: trade 41 of BTC/USDT and trade 41 of ETH/USDT
+    are two trades, each of its own order."""
+    markets = parse_markets({
+        symbol: {"spot": True, "type": "spot", "active": True, "maker": 0.001, "taker": 0.001,
+                 "precision": {"price": 0.01, "amount": 0.00001}, "limits": {"amount": {"min": 0.00001}, "cost": {"min": 5}}}
+        for symbol in ("BTC/USDT", "ETH/USDT")
+    })
+    core = LiveConnectionCore("binance", SETTINGS, now=0.0)
+    [load] = calls(core.start(0.0))
+    clock, balance = calls(core.handle(CallDone(load.call_id, markets), 0.1))
+    core.handle(CallDone(clock.call_id, 0.0), 0.15)
+    core.handle(CallDone(balance.call_id, parse_balances({"total": {"USDT": 1000.0}})), 0.2)
+    fills = []
+    for cid, symbol, exchange_id in (("c1", "BTC/USDT", "77"), ("c2", "ETH/USDT", "78")):
+        submitted = Order(cid, "s", "binance", symbol, Side.BUY, D("100"), D("0.1"), OrderState.SUBMITTING, 0.0, 0.0)
+        [create] = calls(core.handle(SubmitOrder(submitted), 1.0))
+        core.handle(CallDone(create.call_id, parse_order({"id": exchange_id, "side": "buy", "clientOrderId": cid})), 1.1)
+    out = core.handle(Tick(2.0), 2.0)
+    for trades in [c for c in calls(out) if c.operation == "fetch_trades"]:
+        symbol = trades.args[0]
+        exchange_id = "77" if symbol == "BTC/USDT" else "78"
+        trade = ExchangeTrade("41", exchange_id, symbol, Side.BUY, D("100"), D("0.1"), D("0.0001"), symbol.split("/")[0])
+        fills += [s.message for s in core.handle(CallDone(trades.call_id, [trade]), 2.1) if s.to == LEDGER]
+    assert sorted((f.client_order_id, f.trade_id) for f in fills) == [("c1", "41"), ("c2", "41")]

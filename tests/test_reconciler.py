@@ -60,7 +60,7 @@ def test_a_missed_fill_is_settled_through_the_ledger():
     assert classes == ["missed_fill"]
     fills = {s.to for s in actions if isinstance(s.message, FillReport)}
     assert fills == {LEDGER, "strategy:a"}
-    classes, _, _ = twice(Record((order("c1"),), frozenset({"t9"})), exchange([listed("c1")], trades=[trade]))
+    classes, _, _ = twice(Record((order("c1"),), frozenset({("BTC/USD", "t9")})), exchange([listed("c1")], trades=[trade]))
     assert classes == []
 
 

@@ -20,7 +20,7 @@ from actors.orders import Order, OrderState
 from actors.writer.core import plan_batch
 from exchange.records import Side
 from store.db import latest_events, load_journal, load_orders, open_store, write_batch
-from store.schema import SCHEMA_VERSION, current_version, migrate
+from store.schema import MIGRATIONS, SCHEMA_VERSION, current_version, migrate
 
 
 def order(cid="ll-a-1", state=OrderState.RESERVED, **changes) -> Order:
@@ -77,6 +77,30 @@ def test_rows_round_trip_and_fills_are_unique_per_trade(tmp_path):
     assert connection.execute("SELECT count(*) FROM fills").fetchone()[0] == 1
     [event] = latest_events(connection, strategy="a")
     assert event["kind"] == "fill" and event["payload"] == {"price": "100.5"}
+
+
+def test_a_trade_id_names_a_trade_of_one_market_and_old_stores_keep_their_fills(tmp_path):
+    """Binance numbers trades per market: trade t1 of BTC/USD and t1 of ETH/USD are two rows."""
+    path = tmp_path / "s.sqlite"
+    connection = sqlite3.connect(path)
+    # A store of version 6, whose fills were keyed by (venue, trade id), with one fill.
+    for version in range(6):
+        for statement in MIGRATIONS[version]:
+            connection.execute(statement)
+    connection.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '6') "
+                       "ON CONFLICT (key) DO UPDATE SET value = '6'")
+    connection.execute("INSERT INTO fills VALUES ('sim', 't1', 'll-a-1', '9', 'BTC/USD', 'buy', '100', '0.1', '0.01', "
+                       "'USD', 1.0)")
+    connection.commit()
+    connection.close()
+    connection = open_store(path)
+    assert current_version(connection) == SCHEMA_VERSION
+    eth = FillReport("sim", "ll-b-1", "10", "t1", "ETH/USD", Side.BUY, D("10"), D("1"), D("0.01"), "USD", 2.0, False)
+    again = FillReport("sim", "ll-a-1", "9", "t1", "BTC/USD", Side.BUY, D("100"), D("0.1"), D("0.01"), "USD", 2.0, False)
+    batch, _ = plan_batch([RecordJournal((), (eth, again))])
+    write_batch(connection, batch)
+    rows = connection.execute("SELECT symbol, trade_id, client_order_id FROM fills ORDER BY symbol").fetchall()
+    assert rows == [("BTC/USD", "t1", "ll-a-1"), ("ETH/USD", "t1", "ll-b-1")]
 
 
 def test_the_schema_refuses_anything_but_a_limit_order(tmp_path):

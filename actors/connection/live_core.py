@@ -161,12 +161,13 @@ class LiveConnectionCore:
         self.waiting: list[str] = []  # strategies that subscribed before the markets loaded
         self.tracked: dict[str, Tracked] = {}
         self.by_exchange_id: dict[str, str] = {}
-        #: Trade ids already reported (a dict as an ordered set: the oldest are forgotten).
-        self.trade_ids: dict[str, None] = {}
+        #: (symbol, trade id) of the trades already reported (Binance numbers trades per
+        #: market); a dict as an ordered set: the oldest are forgotten.
+        self.trade_ids: dict[tuple[str, str], None] = {}
         #: Of the orders that need nothing more, the most recent are remembered; a late
         #: trade of a forgotten one is the reconciler's (``missed_fill``, from the store).
         self._forget_orders: Forgetting[str, Tracked] = Forgetting(KEEP_FINISHED_ORDERS)
-        self._forget_trades: Forgetting[str, None] = Forgetting(KEEP_TRADES)
+        self._forget_trades: Forgetting[tuple[str, str], None] = Forgetting(KEEP_TRADES)
         self.last_trade_id: dict[str, int] = {}
         self.last_candle_ms: dict[str, int] = {}
         self.last_prices: dict[str, Decimal] = {}
@@ -246,7 +247,7 @@ class LiveConnectionCore:
                     order.exchange_order_id, order.filled, done=True, final_filled=order.final_filled,
                 )
                 self.by_exchange_id[order.exchange_order_id] = order.client_order_id
-            self.trade_ids.update(dict.fromkeys(order.trade_ids))
+            self.trade_ids.update(dict.fromkeys((order.symbol, trade_id) for trade_id in order.trade_ids))
 
     def status(self) -> dict[str, Any]:
         return {
@@ -704,14 +705,15 @@ class LiveConnectionCore:
             number = int(trade_id) if trade_id.isdigit() else 0
             cid = self.by_exchange_id.get(trade.exchange_order_id)
             tracked = self.tracked.get(cid) if cid else None
-            if tracked is None and unmapped_possible and trade_id not in self.trade_ids:
+            key = (symbol, trade_id)
+            if tracked is None and unmapped_possible and key not in self.trade_ids:
                 held_back = number if held_back is None else min(held_back, number)
             cursor = max(cursor, number)
-            if trade_id in self.trade_ids:
+            if key in self.trade_ids:
                 continue
             if tracked is None:
                 continue  # not ours (or not known yet): the reconciler classifies those
-            self.trade_ids[trade_id] = None
+            self.trade_ids[key] = None
             amount = trade.amount
             tracked.filled += amount
             report = FillReport(

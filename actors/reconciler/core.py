@@ -75,7 +75,9 @@ class Record:
     snapshots name (:func:`wanted`), and which of the exchange's trades it has recorded."""
 
     orders: tuple[Order, ...]
-    fill_trade_ids: frozenset[str]
+    #: (symbol, trade id) of the recorded fills among the exchange's trades: Binance numbers
+    #: trades per market, so a trade id alone may name trades of two markets.
+    fill_trade_ids: frozenset[tuple[str, str]]
 
 
 def wanted(exchange: ExchangeSnapshot, ledger: LedgerSnapshot) -> RecordKeys:
@@ -104,7 +106,7 @@ def compare(record: Record, exchange: ExchangeSnapshot, ledger: LedgerSnapshot,
 
     for trade in exchange.trades:
         order = by_exchange_id.get(trade.exchange_order_id)
-        if order is None or trade.trade_id in record.fill_trade_ids:
+        if order is None or (trade.symbol, trade.trade_id) in record.fill_trade_ids:
             continue
         report = FillReport(
             venue=venue, client_order_id=order.client_order_id, exchange_order_id=trade.exchange_order_id,
