@@ -255,7 +255,12 @@ class ReconcilerCore:
             self.venues_reconciled.add(venue)
             out.append(Send(WRITER, RecordEvent(kind="venue_reconciled", actor="reconciler", at=now,
                                                 reason=f"{venue}: state compared with the exchange; orders may flow")))
-            out += [Send(to, Reconciled(venue)) for to in sorted(self._asking.pop(venue, set()))]
+            # Every strategy of the venue hears it, not only those that asked this
+            # incarnation: a strategy that asked one that then restarted waits for no one
+            # (an active strategy ignores it; an inactive one checks itself again).
+            of_venue = {strategy_address(name) for name, market in self.markets.items() if market.venue == venue}
+            of_venue |= {strategy_address(name) for name, (where, _) in self.perpetuals.items() if where == venue}
+            out += [Send(to, Reconciled(venue)) for to in sorted(self._asking.pop(venue, set()) | of_venue)]
         return out
 
     def reconciled(self, venue: str) -> bool:
