@@ -154,12 +154,13 @@ class AccountInfo:
 
 
 @attrs.frozen
-class PositionReserve:
-    """Reserve for one order on a perpetual market (see
-    :class:`actors.ledger.positions_core.PositionOrderRequest`): an open reserves initial
-    margin (``price x amount / leverage`` plus the worst fee), a ``reduce_only`` close the
-    size it reduces; ``oco_group``: closes that share one reservation (take-profit and
-    stop-loss, and a close sent while they rest)."""
+class PositionOrderRequest:
+    """A strategy asks to reserve for one order on a perpetual market.
+
+    ``reduce_only``: a close (reserves the position it reduces); otherwise an open
+    (reserves initial margin: ``price x amount / leverage + price x amount x fee_rate``).
+    ``oco_group``: closes of one group (take-profit, stop-loss) share one reservation.
+    """
 
     client_order_id: str
     strategy: str
@@ -169,9 +170,17 @@ class PositionReserve:
     amount: Decimal
     leverage: Decimal
     fee_rate: Decimal
-    reply_to: str
     reduce_only: bool = False
     oco_group: str | None = None
+
+
+@attrs.frozen
+class PositionReserve:
+    """Reserve for ``order`` on a perpetual market (the position book's
+    :class:`PositionOrderRequest`); the answer goes to ``reply_to``."""
+
+    order: PositionOrderRequest
+    reply_to: str
 
 
 @attrs.frozen

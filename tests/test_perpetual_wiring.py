@@ -19,6 +19,7 @@ from actors.messages import (
     OrderAccepted,
     OrderCanceled,
     PositionInfo,
+    PositionOrderRequest,
     PositionReserve,
     RecordPositionJournal,
     ReservationDenied,
@@ -40,7 +41,7 @@ def ledger() -> PositionLedgerCore:
 
 
 def reserve(cid: str, side: Side, amount: str, price: str = "100", reduce_only: bool = False) -> PositionReserve:
-    return PositionReserve(cid, "s", SYMBOL, side, D(price), D(amount), D(5), D("0.0005"), ME, reduce_only)
+    return PositionReserve(PositionOrderRequest(cid, "s", SYMBOL, side, D(price), D(amount), D(5), D("0.0005"), reduce_only), ME)
 
 
 def fill(cid: str, trade: str, side: Side, amount: str, price: str = "100", complete: bool = True) -> FillReport:

@@ -23,7 +23,7 @@ from typing import Any, Iterable, Mapping
 
 import attrs
 
-from actors.ledger.positions_core import PositionBook, PositionEntry, PositionOrderRequest
+from actors.ledger.positions_core import PositionBook, PositionEntry
 from actors.reconciler.positions_core import AdjustCollateral, AdoptPosition, BookExternalTrade
 from actors.messages import (
     WRITER,
@@ -95,17 +95,15 @@ class PositionLedgerCore:
         changed: dict[str, list[str]] = {}  # strategy -> trade ids booked, in order
         for message in messages:
             if isinstance(message, PositionReserve):
-                result = self.book.reserve(PositionOrderRequest(
-                    message.client_order_id, message.strategy, message.symbol, message.side, message.price,
-                    message.amount, message.leverage, message.fee_rate, message.reduce_only, message.oco_group,
-                ), now)
+                order = message.order
+                result = self.book.reserve(order, now)
                 if isinstance(result, str):
-                    replies.append(Send(message.reply_to, ReservationDenied(message.client_order_id, result)))
-                    changed.setdefault(message.strategy, [])  # what it holds, after the denial
+                    replies.append(Send(message.reply_to, ReservationDenied(order.client_order_id, result)))
+                    changed.setdefault(order.strategy, [])  # what it holds, after the denial
                     continue
                 entries += result
-                replies.append(Send(message.reply_to, ReservationGranted(message.client_order_id)))
-                changed.setdefault(message.strategy, [])
+                replies.append(Send(message.reply_to, ReservationGranted(order.client_order_id)))
+                changed.setdefault(order.strategy, [])
             elif isinstance(message, AccountQuery):
                 changed.setdefault(message.strategy, [])
             elif isinstance(message, PositionRepair):

@@ -54,7 +54,7 @@ from typing import Any, Iterable, Mapping
 
 import attrs
 
-from actors.messages import FillReport
+from actors.messages import FillReport, PositionOrderRequest
 from exchange.records import Side
 
 ZERO = Decimal(0)
@@ -117,27 +117,6 @@ class PositionEntry:
     funding: Decimal = ZERO
     size_reserved: Decimal = ZERO
     reason: str = ""
-
-
-@attrs.frozen
-class PositionOrderRequest:
-    """A strategy asks to reserve for one order on a perpetual market.
-
-    ``reduce_only``: a close (reserves the position it reduces); otherwise an open
-    (reserves initial margin: ``price x amount / leverage + price x amount x fee_rate``).
-    ``oco_group``: closes of one group (take-profit, stop-loss) share one reservation.
-    """
-
-    client_order_id: str
-    strategy: str
-    symbol: str
-    side: Side
-    price: Decimal
-    amount: Decimal
-    leverage: Decimal
-    fee_rate: Decimal
-    reduce_only: bool = False
-    oco_group: str | None = None
 
 
 @attrs.define

@@ -529,9 +529,9 @@ class StrategyCore:
             )
         ]
 
-    def _blocked_reason(self, side: Side, candle: Candle, now: float) -> tuple[str | None, list[BreakerChange]]:
-        """Why the strategy must not act now (None: it may), checked in this order, and any
-        change of the breaker's state that asking caused."""
+    def _blocked_any(self, candle: Candle, now: float) -> tuple[str | None, list[BreakerChange]]:
+        """What blocks any new order, spot or position, checked in this order: inactive,
+        paused, an UNKNOWN order, the breaker, the cooldown; and the breaker's changes."""
         if not self.active:
             return f"inactive: {self.inactive_reason}", []
         if self.paused is not None:
@@ -544,6 +544,14 @@ class StrategyCore:
             return reason, changes
         if self.cooldown_until is not None and candle.ts < self.cooldown_until:
             return f"cooldown after a fill until {self.cooldown_until} (market time)", changes
+        return None, changes
+
+    def _blocked_reason(self, side: Side, candle: Candle, now: float) -> tuple[str | None, list[BreakerChange]]:
+        """Why the strategy must not act now (None: it may), checked in this order, and any
+        change of the breaker's state that asking caused."""
+        reason, changes = self._blocked_any(candle, now)
+        if reason is not None:
+            return reason, changes
         if len(self.orders) >= self.settings.max_open_orders:
             return f"max open orders reached ({self.settings.max_open_orders})", changes
         if side is Side.SELL:

@@ -41,6 +41,7 @@ from actors.messages import (
     OrderCanceled,
     OrderRejected,
     PositionInfo,
+    PositionOrderRequest,
     PositionReserve,
     ReservationDenied,
     Send,
@@ -263,7 +264,9 @@ class PerpetualStrategyCore(StrategyCore):
     def _decide_position(
         self, posture: str, outcome: RuleOutcome, candle: Candle, now: float
     ) -> tuple[list[Send], dict[str, Any]]:
-        blocked, changes = self._blocked_position(candle, now)
+        # As a spot strategy's, less the inventory to sell and max_open_orders (the protective
+        # orders resting do not count toward it).
+        blocked, changes = self._blocked_any(candle, now)
         out = self._breaker_events(changes, now)
         payload: dict[str, Any] = {"posture": posture}
         if blocked is not None or self.planner is None or self.market is None:
@@ -288,23 +291,6 @@ class PerpetualStrategyCore(StrategyCore):
         if not step.place and not step.cancel and step.action != "hold" and step.note:
             return out + [self._event("blocked", now, rule=outcome.rule, reason=step.note, payload=payload)], payload
         return out + self._apply(step, now), payload
-
-    def _blocked_position(self, candle: Candle, now: float) -> tuple[str | None, list[Any]]:
-        """As a spot strategy's, but a position needs no inventory to sell, and the
-        protective orders resting do not count toward ``max_open_orders``."""
-        if not self.active:
-            return f"inactive: {self.inactive_reason}", []
-        if self.paused is not None:
-            return f"paused until an operator resumes it: {self.paused}", []
-        unknown = [o.client_order_id for o in self.orders.values() if o.state is OrderState.UNKNOWN]
-        if unknown:
-            return f"order {unknown[0]} is UNKNOWN: no new order on {self.settings.symbol} until it is resolved", []
-        reason, changes = self.breaker.blocked_reason(now)
-        if reason is not None:
-            return reason, changes
-        if self.cooldown_until is not None and candle.ts < self.cooldown_until:
-            return f"cooldown after a fill until {self.cooldown_until} (market time)", changes
-        return None, changes
 
     def _expire(self, market_time: int, now: float) -> list[Send]:
         """Plan orders resting past their time-to-live are cancelled (the planner places
@@ -359,11 +345,11 @@ class PerpetualStrategyCore(StrategyCore):
         )
         self._action[cid] = action
         self.breaker.sent(cid)
-        reserve = PositionReserve(
+        reserve = PositionReserve(PositionOrderRequest(
             client_order_id=cid, strategy=self.name, symbol=market.symbol, side=side, price=price, amount=amount,
-            leverage=self.leverage, fee_rate=max(market.maker_fee, market.taker_fee), reply_to=self.address,
+            leverage=self.leverage, fee_rate=max(market.maker_fee, market.taker_fee),
             reduce_only=reduce_only, oco_group=oco_group,
-        )
+        ), reply_to=self.address)
         return cid, [Send(LEDGER, reserve)]
 
     def _cancel(self, cid: str, reason: str, now: float) -> list[Send]:
