@@ -56,10 +56,11 @@ from actors.orders import Order, OrderState
 from actors.reconciler.positions_core import ExchangeIncome, ExchangePosition, PositionsSnapshot
 from exchange.candles import Candle
 from exchange.matching import Rejection
-from exchange.perpetuals import PerpetualExchange, PerpetualState
+from exchange.perpetuals import ConditionalOrder, PerpetualExchange, PerpetualState
 from exchange.records import ExchangeOrder, ExchangeTrade
 from exchange.shadow import ShadowVenue
 
+ZERO = Decimal(0)
 ACCEPTED = frozenset({OrderState.OPEN, OrderState.PARTIALLY_FILLED, OrderState.CANCELING})
 ALGO_PREFIX = "algo-"
 
@@ -165,8 +166,10 @@ class PerpetualOrders:
             return [Send(to, rejected), Send(LEDGER, rejected)]
         assert exchange_id is not None
         self.live[cid] = order.strategy
-        # A crossing limit fills at once (a taker): its fills follow the acceptance.
-        return [Send(to, OrderAccepted(cid, exchange_id, now))] + self._route_new() + self.sweep(now)
+        # A crossing limit fills at once (a taker): its fills follow the acceptance, which
+        # says how much they come to (the strategy's candle is not done until they are in).
+        taken = ZERO if isinstance(result, ConditionalOrder) else result.filled
+        return [Send(to, OrderAccepted(cid, exchange_id, now, taken=taken))] + self._route_new() + self.sweep(now)
 
     def cancel(self, message: CancelOrder, now: float) -> list[Send]:
         self.dirty = True

@@ -117,6 +117,9 @@ class PerpetualStrategyCore(StrategyCore):
         self._await_position = False
         #: Protective orders of record to adopt once the protection starts (a restart).
         self._adopt: list[Order] = []
+        #: Orders the exchange filled (in part) on arrival, and how much of those fills
+        #: has not been reported yet (the acceptance says; the fills follow it).
+        self._arriving: dict[str, Decimal] = {}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -164,6 +167,13 @@ class PerpetualStrategyCore(StrategyCore):
     def wants_every_candle(self) -> bool:
         return True
 
+    def _busy(self) -> bool:
+        # A plan leg that ended waits for the ledger to book its fills before the next leg
+        # (a flip's open) is placed: the candle is not done until then, or a lockstep replay
+        # would release the next candle first and the leg would meet another market than
+        # the Lab's (which delivers every consequence of a candle before the next).
+        return super()._busy() or bool(self._ended) or self._await_position or bool(self._arriving)
+
     def _maybe_activate(self, now: float) -> list[Send]:
         out = super()._maybe_activate(now)
         if self.active and self.planner is None and self.market is not None:
@@ -197,6 +207,14 @@ class PerpetualStrategyCore(StrategyCore):
             out = super()._handle(message, now)
         if cid is None or before is None:
             return out
+        if isinstance(message, OrderAccepted) and message.taken > 0:
+            self._arriving[cid] = message.taken
+        if isinstance(message, FillReport) and cid in self._arriving:
+            left = self._arriving[cid] - message.amount
+            if left > 0:
+                self._arriving[cid] = left
+            else:
+                del self._arriving[cid]
         if isinstance(message, OrderAccepted) and cid in self._cancel_on_accept:
             out += self._cancel(cid, self._cancel_on_accept.pop(cid), now)
         if isinstance(message, FillReport):
@@ -400,6 +418,7 @@ class PerpetualStrategyCore(StrategyCore):
     def _order_ended(self, cid: str, message: Any, trade_ids: frozenset[str], reduce_only: bool, now: float) -> list[Send]:
         self._action.pop(cid, None)
         self._cancel_on_accept.pop(cid, None)
+        self._arriving.pop(cid, None)
         if cid in self._plan:
             self._plan.discard(cid)
             if isinstance(message, (ReservationDenied, OrderRejected)) and self.planner is not None:
