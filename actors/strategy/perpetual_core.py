@@ -37,6 +37,7 @@ from actors.messages import (
     LEDGER,
     CancelOrder,
     FillReport,
+    LedgerRefused,
     OrderAccepted,
     OrderCanceled,
     OrderRejected,
@@ -120,6 +121,9 @@ class PerpetualStrategyCore(StrategyCore):
         #: Orders the exchange filled (in part) on arrival, and how much of those fills
         #: has not been reported yet (the acceptance says; the fills follow it).
         self._arriving: dict[str, Decimal] = {}
+        #: Trades of our orders reported by the connection and not yet booked by the
+        #: ledger (trade id -> client order id).
+        self._unbooked: dict[str, str] = {}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -172,7 +176,9 @@ class PerpetualStrategyCore(StrategyCore):
         # (a flip's open) is placed: the candle is not done until then, or a lockstep replay
         # would release the next candle first and the leg would meet another market than
         # the Lab's (which delivers every consequence of a candle before the next).
-        return super()._busy() or bool(self._ended) or self._await_position or bool(self._arriving)
+        # Likewise while fills are not booked yet: the ledger's answer may resize protection.
+        return (super()._busy() or bool(self._ended) or self._await_position or bool(self._arriving)
+                or bool(self._unbooked))
 
     def _maybe_activate(self, now: float) -> list[Send]:
         out = super()._maybe_activate(now)
@@ -209,6 +215,11 @@ class PerpetualStrategyCore(StrategyCore):
             return out
         if isinstance(message, OrderAccepted) and message.taken > 0:
             self._arriving[cid] = message.taken
+        if isinstance(message, FillReport) and message.trade_id not in self._settled:
+            self._unbooked[message.trade_id] = cid
+        if isinstance(message, LedgerRefused) and message.client_order_id is not None:
+            # The ledger could not book it (the strategy pauses): nothing more will come of it.
+            self._unbooked = {t: c for t, c in self._unbooked.items() if c != message.client_order_id}
         if isinstance(message, FillReport) and cid in self._arriving:
             left = self._arriving[cid] - message.amount
             if left > 0:
@@ -232,6 +243,7 @@ class PerpetualStrategyCore(StrategyCore):
         self._balances_known = True
         for trade_id in info.settled:
             self._settled[trade_id] = None
+            self._unbooked.pop(trade_id, None)
         self._await_position = False
         out = self._maybe_activate(now) + self._decide_waiting(now)
         out += self._next_legs(now)
