@@ -384,8 +384,8 @@ def chart_data(result: LabResult, symbol: str, quote: str, drawdowns: np.ndarray
     drawn = [list(row) for row in zip(times, opens[starts].tolist(), np.maximum.reduceat(highs, starts).tolist(),
                                       np.minimum.reduceat(lows, starts).tolist(), closes[ends].tolist())]
     actions = fill_actions(result)
-    fills = [[int(f.at), f.side.value, float(f.price), float(f.amount)] + ([actions[f.trade_id]] if f.trade_id in actions else [])
-             for f in result.fills]
+    fills = [[int(f.at), f.side.value, float(f.price), float(f.amount)]
+             + ([marker_label(actions[f.trade_id])] if f.trade_id in actions else []) for f in result.fills]
     if step > 1:  # a merged candle's time is its first candle's: put each fill on its run
         for fill in fills:
             fill[0] = times[max(0, bisect.bisect_right(times, fill[0]) - 1)]
@@ -523,10 +523,24 @@ Charts: TradingView Lightweight Charts™, Copyright (с) 2023 TradingView, Inc.
 """
 
 
+#: A fill's marker on the chart, in a few characters (a long run has thousands of markers).
+MARKER_LABELS = {"open": "", "add": "+", "reduce": "-", "close": "x", "flip to": ">"}
+
+
+def marker_label(action: str) -> str:
+    """``open long`` -> ``L``, ``add short`` -> ``+S``, ``reduce long`` -> ``-L``, ``close
+    short`` -> ``xS``, ``flip to short`` -> ``>S``, ``liquidation`` -> ``LIQ``."""
+    if action == "liquidation":
+        return "LIQ"
+    kind, _, side = action.rpartition(" ")
+    return MARKER_LABELS.get(kind, "?") + side[:1].upper()
+
+
 def _marker_hint(numbers: dict[str, Any]) -> str:
     if numbers.get("market_type") != "swap":
         return ""
-    return " (each named for what it did: open long, close short, flip to short…; a liquidation in purple)"
+    return (", each lettered for what it did to the position: L open long, S open short, +L add, -L reduce, "
+            "xL close, >S flip to short; LIQ (purple) a liquidation")
 
 
 def _plain(value: Decimal) -> str:

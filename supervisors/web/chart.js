@@ -19,8 +19,8 @@
  *   drawdown:  [[time, fraction], ...] fall from the running peak, 0..1 (optional; computed
  *                                     from `equity` when absent)
  *   fills:     [[time, "buy"|"sell", price, amount, label?], ...]   ascending times (optional);
- *              label (a perpetual's fill: "open long", "close short", "liquidation"…)
- *              is written beside the marker
+ *              label (a perpetual's fill, a few letters: "L" open long, "xS" close short,
+ *              "LIQ" a liquidation, drawn in purple) is written beside the marker
  * Panes without data are left out. Returns {api, remove}.
  */
 (function (global) {
@@ -103,7 +103,7 @@
           };
           if (f.length > 4 && f[4]) {
             marker.text = f[4];
-            if (f[4] === "liquidation") marker.color = COLOURS.liquidation;
+            if (f[4] === "LIQ") marker.color = COLOURS.liquidation;
           }
           return marker;
         }));
