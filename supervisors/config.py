@@ -650,8 +650,6 @@ def _position_problems(
     for field in ("take_profit_pct", "stop_loss_pct"):
         if getattr(s, field) is not None:
             out.append(f"{at}.{field}: on a swap venue protection rests on the exchange: use protection.{field}")
-    if s.python is not None:
-        out.append(f"{at}.python: Python strategies do not run on swap venues yet; use buy and sell triggers")
     if s.protection is not None:
         p = s.protection
         settings = ProtectionSettings(

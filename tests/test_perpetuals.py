@@ -337,6 +337,12 @@ def test_an_isolated_position_is_liquidated_at_its_price_and_loses_its_whole_mar
     pos = x.position(S)
     assert pos.size == 0 and pos.isolated_wallet == 0 and x.trades[-1].liquidation
     assert x.wallet == D(1000) - fee - 10
+    # Filled at the liquidation price, the position still had margin left (its maintenance
+    # margin, about): that residue goes to the insurance fund, as Binance's does.
+    [forced] = [t for t in x.trades if t.liquidation]
+    [clear] = [i for i in x.income if i.income_type == "INSURANCE_CLEAR"]
+    assert forced.price == x.markets[S].round_price(liquidation, True) and forced.realized_pnl > -10
+    assert clear.amount == -(10 + forced.realized_pnl) < 0
     assert x.orders["2"].status == "canceled"  # its orders went with it
 
 

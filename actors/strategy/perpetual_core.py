@@ -63,6 +63,8 @@ from actors.strategy.protection_core import (
     Resting,
     round_price_to,
 )
+from actors.strategy.python import PositionIntent, View
+from actors.strategy.python import ask as ask_python
 from actors.strategy.rules import RuleOutcome
 from actors.strategy.settings import StrategySettings
 from exchange.candles import Candle
@@ -270,6 +272,10 @@ class PerpetualStrategyCore(StrategyCore):
         action: dict[str, Any] = {}
         if wanted is not None:
             decided, action = self._decide_position(wanted[0], wanted[1], candle, now)
+        if self._python is not None and self.python_failure is None:
+            python, asked = self._ask_python(candle, now)
+            decided += python
+            action = asked or action
         if self.record_evaluations:
             out.append(self._event("evaluated", now, payload={
                 "ts": candle.ts, "close": str(candle.close), "position": str(self.position),
@@ -283,6 +289,34 @@ class PerpetualStrategyCore(StrategyCore):
             out += self._protect(self.protection.on_price(candle.close), now)
         return out
 
+    def _ask_python(self, candle: Candle, now: float) -> tuple[list[Send], dict[str, Any]]:
+        """The Python strategy's wishes on this candle, each decided as a signal is: a
+        :class:`PositionIntent` says its posture (or action, and size), an ``Intent('buy')``
+        asks for ``on_buy`` (``'sell'``: ``on_sell``). A failure pauses the strategy, as on spot."""
+        view = View(self.position, len(self.orders), self.settings.symbol, position=self.position,
+                    entry_price=self.position_entry)
+        intents, failure = ask_python(self._python, self.settings.python or "", candle, view, positions=True)
+        out: list[Send] = []
+        if failure is not None:
+            self.python_failure = self.paused = failure
+            out.append(self._event("strategy_paused", now, reason=failure, payload={"ts": candle.ts}))
+        action: dict[str, Any] = {}
+        for intent in intents:
+            outcome = RuleOutcome(f"python:{intent.reason}", True, {})
+            size = None
+            if isinstance(intent, PositionIntent):
+                posture = _posture(intent, self.position)
+                size = None if intent.size is None else Decimal(intent.size)
+            else:
+                posture = self.settings.on_buy if intent.side == "buy" else self.settings.on_sell
+            if posture is None:  # a flip with nothing to flip
+                out.append(self._event("blocked", now, rule=outcome.rule, payload={"posture": intent.want},
+                                       reason="flip: there is no position to flip (open one instead)"))
+                continue
+            decided, action = self._decide_position(posture, outcome, candle, now, size)
+            out += decided
+        return out, action
+
     def _prices(self, close: Decimal) -> tuple[Decimal, Decimal]:
         """The limit prices a buy and a sell are placed at (the configured offset from the close)."""
         assert self.market is not None
@@ -292,8 +326,9 @@ class PerpetualStrategyCore(StrategyCore):
         return buy, sell
 
     def _decide_position(
-        self, posture: str, outcome: RuleOutcome, candle: Candle, now: float
+        self, posture: str, outcome: RuleOutcome, candle: Candle, now: float, wanted_size: Decimal | None = None
     ) -> tuple[list[Send], dict[str, Any]]:
+        """``wanted_size``: base units (a Python strategy's); else the configured sizing."""
         # As a spot strategy's, less the inventory to sell and max_open_orders (the protective
         # orders resting do not count toward it).
         blocked, changes = self._blocked_any(candle, now)
@@ -310,7 +345,8 @@ class PerpetualStrategyCore(StrategyCore):
         size = ZERO
         if posture != "flat":
             sizing = self.settings.sizing
-            raw = sizing.base if sizing.base is not None else (sizing.quote or ZERO) / candle.close
+            raw = wanted_size if wanted_size is not None else (
+                sizing.base if sizing.base is not None else (sizing.quote or ZERO) / candle.close)
             size = market.round_amount(raw)
             if size <= 0 or size < market.min_amount:
                 reason = f"size {raw} {market.base} rounds to {size}, below the market's minimum {market.min_amount}"
@@ -510,6 +546,18 @@ class PerpetualStrategyCore(StrategyCore):
             elif isinstance(action, PlaceOcoList):  # spot only; never asked of a perpetual
                 raise TypeError("an OCO order list is a spot venue's protection")
         return out
+
+
+def _posture(intent: PositionIntent, held: Decimal) -> str | None:
+    """The posture a Python strategy's :class:`PositionIntent` asks for, given the position
+    ``held``; None for a flip of nothing."""
+    if intent.want in ("long", "short", "flat"):
+        return intent.want
+    if intent.want == "open":
+        return "long" if intent.side == "buy" else "short"
+    if intent.want == "close":
+        return "flat"
+    return None if not held else ("short" if held > 0 else "long")
 
 
 #: Binance's codes of a reduce-only order with nothing left to reduce (-2022) and of a stop
