@@ -249,7 +249,10 @@ class PerpetualStrategyCore(StrategyCore):
         self._await_position = False
         out = self._maybe_activate(now) + self._decide_waiting(now)
         out += self._next_legs(now)
-        if self.protection is not None and (self.position, self.position_entry) != self._told:
+        # An answer older than fills already reported (the ledger answered a message before
+        # their booking) says a position that no longer is: the protection waits for the
+        # answer that books them, or it would place orders for a size already gone.
+        if self.protection is not None and not self._unbooked and (self.position, self.position_entry) != self._told:
             self._told = (self.position, self.position_entry)
             out += self._protect(self.protection.on_position(self.position, self.position_entry), now)
         return out
