@@ -22,8 +22,10 @@ With ``persist`` the account's changes go to the writer after every operation (a
 the messages reporting them, as the spot engine's changes do), with the replay positions,
 so shadow mode continues across restarts: the account itself (wallet, positions, marks,
 counters) and only the orders, conditional orders, trades and income that changed or are
-new (:meth:`PerpetualOrders._changes`), so a record costs what changed, not the history. Not wired yet: liquidation trades into the position book (they reach
-the ledger as fills of no order of ours).
+new (:meth:`PerpetualOrders._changes`), so a record costs what changed, not the history.
+A liquidation's trade reaches the ledger as a fill of no order of ours (its row is kept);
+the reconciler classifies it and the insurance fund's clearance, and books both through the
+position book (the Lab runs that comparison at once after a liquidation).
 """
 
 from __future__ import annotations

@@ -23,9 +23,13 @@ position needs instead of inventory:
   orders of record like any other (``order_type`` ``limit`` or ``stop_limit``, with its
   ``trigger_price``); their time-to-live does not run out. A protective order the exchange
   refuses is placed again at the next candle, never in a loop.
-
-Not yet: protection resting across a restart is not adopted (the planner and the
-protection start empty; see the README).
+- **Python strategies** (``python:``) answer a :class:`actors.strategy.python.PositionIntent`
+  (a posture, or open/close/flip, with an optional size) or an ``Intent`` buy/sell (taken as
+  ``on_buy``/``on_sell``), decided as a signal is.
+- **Lockstep.** A candle is done (:meth:`_busy`) only once what it caused is settled: no
+  order in transit, no fill announced on acceptance still to come, none reported and not
+  yet booked, no leg waiting for the ledger. The Lab (which delivers every consequence of a
+  candle before the next) and a lockstep replay then decide alike.
 """
 
 from __future__ import annotations
