@@ -12,7 +12,6 @@ from decimal import Decimal as D
 from pathlib import Path
 
 import pytest
-import trio
 import yaml
 from test_perpetual_shadow import perp_raw, run
 
@@ -68,7 +67,7 @@ def test_a_long_short_run_with_protection_reports_its_positions(tmp_path):
     assert all(t["realized_pnl"] is None for t in trades if t["action"].startswith("open"))
     assert sum(t["realized_pnl"] for t in closing) == position.realized_pnl
 
-    numbers = write_report(result, tmp_path / "report", "trend", [], exchange.markets["BTC/USD:USD"])
+    write_report(result, tmp_path / "report", "trend", [], exchange.markets["BTC/USD:USD"])
     document = json.loads((tmp_path / "report" / "report.json").read_text())
     assert document["market_type"] == "swap" and D(document["realized_pnl"]) == position.realized_pnl
     assert document["trade_list"][0]["action"] == "open long" or document["trade_list"][0]["action"] == "open short"
@@ -108,23 +107,19 @@ def test_a_liquidation_in_the_lab_is_booked_with_the_insurance_clearance_and_pau
     # isolated margin (0.5 x 101 / 50 = 1.01) after the loss went to the insurance fund.
     margin = D("0.5") * 101 / 50
     assert forced.price > 99 and clear.amount == -(margin + forced.realized_pnl) < 0
-    assert result.liquidations == [(forced_ts(result, forced), forced.price, D("0.5"), "sell")]
+    assert result.liquidations == [(int(forced.at), forced.price, D("0.5"), "sell")]
     # The ledger agrees with the engine: size, realized P&L, fees, and the wallet lost the margin.
     assert D(result.position["size"]) == 0 and D(result.position["realized_pnl"]) == exchange.position("BTC/USD:USD").realized_pnl
     assert D(result.collateral["wallet"]) - 5000 == exchange.wallet - 20000
     assert exchange.wallet == 20000 - margin - exchange.position("BTC/USD:USD").fees
     # As `run` does, the strategy is paused: it trades no more (the price crosses 100 again).
-    assert result.paused_at == forced_ts(result, forced) and "liquidated by the exchange" in result.paused_reason
+    assert result.paused_at == int(forced.at) and "liquidated by the exchange" in result.paused_reason
     assert not [t for t in exchange.trades if t.at > forced.at]
     kinds = [e.payload.get("class") for e in result.events if e.kind == "reconcile_difference"]
     assert kinds.count("liquidated") == 2  # the forced order's trade, and the insurance clearance
     numbers = figures(result)
     assert numbers["liquidations"][0]["price"] == str(forced.price)
     assert "liquidation" in {t["action"] for t in trade_list(result)}
-
-
-def forced_ts(result, trade) -> int:
-    return int(trade.at)
 
 
 class FlipFlop:
