@@ -52,6 +52,7 @@ from actors.messages import (
 )
 from actors.runtime import ActorEnv, deliver
 from actors.strategy.settings import Allocation
+from actors.writer.core import is_durable
 from actors.writer.shell import writer_actor
 from exchange.records import Side
 from store.access import SqliteReader, SqliteWriter
@@ -124,14 +125,14 @@ class ActorRig:
             mailbox = Mailbox(64)
             self.directory[f"strategy:s{index}"] = mailbox.send_channel
             self.inboxes[index] = mailbox.open_receiver()
-        writer_box, ledger_box = Mailbox(8192), Mailbox(1024)
+        writer_box, ledger_box = Mailbox(8192, urgent=is_durable), Mailbox(1024)
         self.directory[WRITER] = writer_box.send_channel
         self.directory[LEDGER] = ledger_box.send_channel
         allocations = {f"s{i}": Allocation(quote=Decimal("1e12")) for i in range(strategies)}
         self.root = Supervisor(
             "root",
             [
-                ChildSpec(WRITER, functools.partial(writer_actor, open_sink=functools.partial(SqliteWriter, store), directory=self.directory), mailbox=writer_box),
+                ChildSpec(WRITER, functools.partial(writer_actor, open_sink=functools.partial(SqliteWriter, store), directory=self.directory, bell=writer_box.bell), mailbox=writer_box),
                 ChildSpec(LEDGER, functools.partial(ledger_actor, allocations=allocations, env=self.env), mailbox=ledger_box),
             ],
             RestartStrategy.REST_FOR_ONE,

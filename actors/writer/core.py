@@ -63,6 +63,12 @@ class BatchSink(Protocol):
     def close(self) -> None: ...
 
 
+def is_durable(message: object) -> bool:
+    """Whether ``message`` waits for its commit (an order intent): the writer's mailbox
+    rings its doorbell for these, so they never wait out a group-commit window."""
+    return isinstance(message, RecordOrder) and message.durable_reply_to is not None
+
+
 def plan_batch(messages: Iterable[Any]) -> tuple[Batch, list[Send]]:
     """The rows to write for ``messages`` and the replies to send once they are committed."""
     batch = Batch()
