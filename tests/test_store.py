@@ -6,6 +6,7 @@ import sqlite3
 from decimal import Decimal as D
 
 import pytest
+import trio
 
 from actors.messages import (
     FillReport,
@@ -113,15 +114,18 @@ def test_the_schema_refuses_anything_but_a_limit_order(tmp_path):
 
 
 class _Sink:
-    """The writer's sink in memory: what it was asked to commit, batch by batch."""
+    """The writer's sink in memory: what it was asked to commit, batch by batch, each also
+    sent to ``committed`` (from the writer's worker thread)."""
 
     location = "memory"
 
-    def __init__(self) -> None:
+    def __init__(self, committed) -> None:
         self.batches: list = []
+        self.committed = committed
 
     def write(self, batch) -> None:
         self.batches.append(batch)
+        trio.from_thread.run_sync(self.committed.send_nowait, batch)
 
     def close(self) -> None:
         pass
@@ -131,14 +135,13 @@ async def test_the_writer_gathers_rows_for_a_window_but_commits_an_intent_at_onc
     """Rows nobody waits for share a commit within the group window (the writer is not woken
     by each); an order intent, or a full mailbox, rings the mailbox's bell and is committed
     at once."""
-    import trio
-
     from actors.mailbox import Mailbox
     from actors.messages import WRITER
     from actors.writer.core import is_durable
     from actors.writer.shell import GROUP_COMMIT_SECONDS, writer_actor
 
-    sink = _Sink()
+    committed, commits = trio.open_memory_channel(10)
+    sink = _Sink(committed)
     writer_box, strategy_box = Mailbox(4, urgent=is_durable), Mailbox()
     directory = {WRITER: writer_box.send_channel, "strategy:a": strategy_box.send_channel}
     replies = strategy_box.open_receiver()
@@ -161,10 +164,12 @@ async def test_the_writer_gathers_rows_for_a_window_but_commits_an_intent_at_onc
         assert trio.current_time() - start < GROUP_COMMIT_SECONDS / 10
         [batch] = sink.batches
         assert batch.durable and len(batch.events) == 2 and list(batch.orders) == ["ll-a-1"]
+        assert await commits.receive() is batch
         # Unwatched rows wait out the window, then commit.
+        start = trio.current_time()
         directory[WRITER].send_nowait(event)
-        await trio.sleep(GROUP_COMMIT_SECONDS * 1.5)
-        assert len(sink.batches) == 2 and not sink.batches[1].durable
+        batch = await commits.receive()
+        assert not batch.durable and trio.current_time() - start >= GROUP_COMMIT_SECONDS
         # A full mailbox rings too: its senders are not parked for a whole window.
         start = trio.current_time()
         for _ in range(6):
