@@ -9,6 +9,7 @@ supervisor's child context satisfies :class:`ActorContext`, and the composition 
 
 from __future__ import annotations
 
+import gc
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Protocol
 
@@ -59,6 +60,25 @@ class StoreReader(Protocol):
     async def position_journal(self) -> list[Any]:
         """The position book's entries (perpetual markets), in journal order."""
         ...
+
+
+#: The cyclic garbage collector's thresholds once the process runs (Python's are 700, 10,
+#: 10). Messages and journal entries are tracked objects that almost all die young, by
+#: reference counting; at 700 the collector ran every hundred or so round trips and, with
+#: the full collections that walk every object start-up made, took about 10 % of the
+#: actors' CPU time (8 us a reservation under load, 0 with these).
+GC_THRESHOLDS = (20_000, 20, 50)
+
+
+def tune_garbage_collector() -> None:
+    """Once the process has started (every actor running): move what start-up made
+    (modules, the config, the rebuilt books) out of the collector's sight, ``gc.freeze``,
+    since it lives as long as the process, and collect the young generation less often
+    (:data:`GC_THRESHOLDS`). Memory freed by reference counting is unaffected; only cycles
+    wait longer to be found. Process-wide: the CLI calls it once ``run`` is running."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class UnknownAddress(Exception):

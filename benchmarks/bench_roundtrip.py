@@ -50,7 +50,7 @@ from actors.messages import (
     Reserve,
     Send,
 )
-from actors.runtime import ActorEnv, deliver
+from actors.runtime import ActorEnv, deliver, tune_garbage_collector
 from actors.strategy.settings import Allocation
 from actors.writer.core import is_durable
 from actors.writer.shell import writer_actor
@@ -268,6 +268,7 @@ async def cpu_per_trip(count: int, phase: Awaitable[T], after: Callable[[], Awai
 
 
 async def main(trips: int, clients: int, window: int) -> None:
+    tune_garbage_collector()  # both sides under the collector's settings of `limitline run`
     bare_lat = await bare_sequential(trips)
     count = trips // clients * clients
     piped = trips * 2 // clients * clients
@@ -279,6 +280,7 @@ async def main(trips: int, clients: int, window: int) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(rig.root.run_root)
             await actors_sequential(rig, min(2000, trips), True)  # warm up
+            tune_garbage_collector()  # as `limitline run` does once running
             await rig.writer_caught_up()
             commits = [rig.writer_counts()]
             actor_lat = await actors_sequential(rig, trips, True)
