@@ -164,6 +164,11 @@ class LedgerCore:
         #: The open reservations and the most recent closed ones, by client order id.
         self.reservations: dict[str, Reservation] = {}
         self._forgetting: Forgetting[str, Reservation] = Forgetting(KEEP_FINISHED_ORDERS)
+        #: Closed reservations read back from the journal for a late fill (:meth:`recall`):
+        #: apart from the fold's own, so that the state stays the fold of the journal (a
+        #: checkpoint of it is what a rebuild from scratch would make).
+        self.recalled: dict[str, Reservation] = {}
+        self._forgetting_recalled: Forgetting[str, Reservation] = Forgetting(KEEP_FINISHED_ORDERS)
         #: The open ones, per strategy: what the invariants sum over (kept small and hot).
         self._open: dict[str, dict[str, Reservation]] = {}
 
@@ -182,28 +187,35 @@ class LedgerCore:
         """Client order ids of fills in ``messages`` whose reservation is not in memory: the
         shell reads their journal entries (:meth:`recall`) before handling the batch. A fill
         of an order the journal does not know either is recorded and not settled."""
-        return {m.client_order_id for m in messages if isinstance(m, FillReport) and m.client_order_id not in self.reservations}
+        return {
+            m.client_order_id for m in messages
+            if isinstance(m, FillReport) and m.client_order_id not in self.reservations and m.client_order_id not in self.recalled
+        }
 
     def recall(self, entries: Iterable[JournalEntry]) -> None:
         """Bring back closed reservations from their journal entries (in journal order),
         without touching any account: their entries were applied long ago."""
-        recalled: set[str] = set()
+        recalled: dict[str, Reservation] = {}
         for entry in entries:
             cid = entry.client_order_id
-            if cid is None:
+            if cid is None or cid in self.reservations:
                 continue
             if entry.kind == "reserve":
-                self.reservations[cid] = _reservation(entry)
-                recalled.add(cid)
+                recalled[cid] = _reservation(entry)
             elif cid in recalled:
-                _advance(self.reservations[cid], entry)
+                _advance(recalled[cid], entry)
         # Only closed reservations are ever forgotten, and a closed one holds nothing: so it
         # comes back closed and empty, whatever of its history the writer has committed yet
         # (a release not on disk must not bring back funds that are already free again).
-        for cid in recalled:
-            reservation = self.reservations[cid]
+        for cid, reservation in recalled.items():
             reservation.open, reservation.awaiting = False, None
             reservation.quote_reserved = reservation.base_reserved = ZERO
+            self.recalled[cid] = reservation
+        self._forgetting_recalled.sweep(self.recalled, _always)
+
+    def reservation(self, client_order_id: str) -> Reservation | None:
+        """The reservation of this order: in the fold, or read back for a late fill."""
+        return self.reservations.get(client_order_id) or self.recalled.get(client_order_id)
 
     def handle_batch(self, messages: Iterable[Any], now: float) -> list[Send]:
         """Handle a drained inbox in order. The batch's journal and fill rows go to the
@@ -381,7 +393,7 @@ class LedgerCore:
     def _settle(self, fill: FillReport, now: float, answer: "_Answer") -> None:
         """Turn a fill into inventory or capital at its actual price and fee, in whatever
         currency the exchange charged it, and record the fill row with its entries."""
-        reservation = self.reservations.get(fill.client_order_id)
+        reservation = self.reservations.get(fill.client_order_id) or self.recalled.get(fill.client_order_id)
         if reservation is None:
             # Not an order of ours (the reconciler classifies those): the row is kept.
             answer.fills.append(fill)
@@ -446,7 +458,7 @@ class LedgerCore:
         reported stay reserved (the entry carries ``filled`` as its amount) until they are."""
         reservation = self.reservations.get(client_order_id)
         if reservation is None or not reservation.open:
-            return []
+            return []  # (a recalled reservation is closed)
         if filled is None:
             filled = reservation.awaiting  # already ended: still waiting for those trades
         keep_quote = keep_base = ZERO
@@ -570,6 +582,8 @@ class LedgerCore:
                 del self.reservations[cid]
                 self.reservations[cid] = reservation
                 self._forgetting.sweep(self.reservations, _closed)
+        elif entry.kind in ("settle", "release") and cid in self.recalled:
+            _advance(self.recalled[cid], entry)  # a late fill of a recalled one: closed, it stays so
 
     # ------------------------------------------------------------- queries
 
@@ -617,6 +631,10 @@ class LedgerCore:
 
 def _closed(_: str, reservation: Reservation) -> bool:
     return not reservation.open
+
+
+def _always(_: str, __: Reservation) -> bool:
+    return True
 
 
 def _reservation(entry: JournalEntry) -> Reservation:
