@@ -43,9 +43,15 @@ class StoreReader(Protocol):
         self, *, strategy: str | None = None, venue: str | None = None, open_only: bool = False
     ) -> list[Order]: ...
 
-    def journal_pages(self, page_size: int) -> AsyncIterator[list[JournalEntry]]:
-        """The journal in order, at most ``page_size`` entries a page (a rebuild's memory
-        is bounded by a page, not by the journal's length)."""
+    async def ledger_checkpoint(self) -> tuple[int, Any] | None:
+        """The ledger's latest checkpoint (``actors.ledger.core.LedgerCheckpoint``) and the
+        sequence number of the journal entry it follows, or None."""
+        ...
+
+    def journal_pages(self, page_size: int, after: int = 0) -> AsyncIterator[list[JournalEntry]]:
+        """The journal in order from the entry after sequence number ``after``, at most
+        ``page_size`` entries a page (a rebuild's memory is bounded by a page, not by the
+        journal's length)."""
         ...
 
     async def record(self, *, venue: str, wanted: RecordKeys) -> tuple[list[Order], frozenset[tuple[str, str]]]:

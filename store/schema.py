@@ -220,6 +220,15 @@ MIGRATIONS: list[list[str]] = [
         "DROP TABLE fills",
         "ALTER TABLE fills_by_market RENAME TO fills",
     ],
+    # 7 -> 8: the ledger's checkpoint (store/checkpoint.py): its state after the journal
+    # entry ``seq``, so a restart folds only the entries after it. Only the latest is kept.
+    [
+        """CREATE TABLE ledger_checkpoints (
+            seq INTEGER PRIMARY KEY,
+            at REAL NOT NULL,
+            state TEXT NOT NULL
+        )""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -119,6 +119,23 @@ class Account:
         }
 
 
+@attrs.frozen
+class LedgerCheckpoint:
+    """The fold's state after some journal entry: what a rebuild continues from instead of
+    folding the journal from its start (:meth:`LedgerCore.checkpoint`,
+    :meth:`LedgerCore.from_checkpoint`; the store keeps it with the entry's sequence
+    number). Copies, in the order the fold keeps them: accounts in the order they first
+    appeared, reservations open and recently closed in the fold's order (the order in which
+    :class:`exchange.retention.Forgetting` forgets), and when its next pass is due; the
+    strategies that ever had a reservation open, in the order they first did (the order of
+    :meth:`LedgerCore.open_reservations`)."""
+
+    accounts: tuple[Account, ...]
+    reservations: tuple[Reservation, ...]
+    next_sweep: int
+    open_strategies: tuple[str, ...] = ()
+
+
 class _Answer:
     """What handling a batch of messages says, gathered as it goes: the journal and fill
     rows to record (one message to the writer), the replies, in order, and the balances
@@ -179,6 +196,32 @@ class LedgerCore:
         core = cls(accounts_of)
         for entry in entries:
             core.apply(entry)
+        return core
+
+    def checkpoint(self) -> LedgerCheckpoint:
+        """The fold's state now, as copies (the writer encodes them later, on its thread)."""
+        return LedgerCheckpoint(
+            tuple(_copy_account(a) for a in self.accounts.values()),
+            tuple(_copy_reservation(r) for r in self.reservations.values()),
+            self._forgetting._next_sweep,
+            tuple(self._open),
+        )
+
+    @classmethod
+    def from_checkpoint(
+        cls, checkpoint: LedgerCheckpoint, accounts_of: Mapping[str, tuple[str, str, str]] | None = None
+    ) -> "LedgerCore":
+        """The ledger as the fold stood at ``checkpoint``: fold the entries after it next."""
+        core = cls(accounts_of)
+        for account in checkpoint.accounts:
+            core.accounts[account.strategy] = _copy_account(account)
+        for strategy in checkpoint.open_strategies:
+            core._open[strategy] = {}
+        for kept in checkpoint.reservations:
+            reservation = core.reservations[kept.client_order_id] = _copy_reservation(kept)
+            if reservation.open:
+                core._open.setdefault(reservation.strategy, {})[reservation.client_order_id] = reservation
+        core._forgetting._next_sweep = checkpoint.next_sweep
         return core
 
     # -------------------------------------------------------------- dispatch
@@ -635,6 +678,15 @@ def _closed(_: str, reservation: Reservation) -> bool:
 
 def _always(_: str, __: Reservation) -> bool:
     return True
+
+
+def _copy_account(account: Account) -> Account:
+    return attrs.evolve(account, fees_paid=dict(account.fees_paid), others=dict(account.others))
+
+
+def _copy_reservation(reservation: Reservation) -> Reservation:
+    trade_ids = reservation.trade_ids
+    return attrs.evolve(reservation, trade_ids=set(trade_ids) if trade_ids else frozenset())
 
 
 def _reservation(entry: JournalEntry) -> Reservation:
