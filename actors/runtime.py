@@ -146,20 +146,25 @@ async def serve(
     after_batch: Callable[[], None] | None = None,
     *,
     handle_batch: Callable[[list[Any], float], list[Send]] | None = None,
-    before_batch: Callable[[list[Any]], Awaitable[None]] | None = None,
+    before_batch: Callable[[list[Any]], Awaitable[None] | None] | None = None,
 ) -> None:
     """The loop of every actor: take a batch, let the core handle it, deliver what it says.
 
     A core that can do better with the whole batch at once (the ledger coalesces its
     journal) passes ``handle_batch``; otherwise each message goes to ``handle``.
-    ``before_batch`` fetches what the core needs for a batch (the ledger reads back
-    reservations it no longer keeps in memory) before the core sees it.
+    ``before_batch`` says what the core needs fetched for a batch (the ledger reads back
+    reservations it no longer keeps in memory) before the core sees it: an awaitable that
+    fetches it, or None when there is nothing to fetch (almost always: no coroutine is made
+    per batch for nothing).
     """
+    clock = env.clock
     while True:
         batch = await receive_batch(inbox)
         if before_batch is not None:
-            await before_batch(batch)
-        now = env.clock.now()
+            fetch = before_batch(batch)
+            if fetch is not None:
+                await fetch
+        now = clock.now()
         if handle_batch is not None:
             out = handle_batch(batch, now)
         else:

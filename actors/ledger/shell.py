@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any, Awaitable, Mapping
 
 import trio
 
@@ -74,11 +74,9 @@ async def ledger_actor(
         if allocated:
             await deliver(env.directory, [Send(WRITER, RecordPositionJournal(tuple(allocated)))])
 
-    async def recall(batch: list[Any]) -> None:
-        """A fill of an order whose reservation left memory long ago: read it back."""
-        missing = core.unknown_orders(batch)
-        if missing:
-            core.recall(await env.store.journal_of(missing))
+    async def recall(missing: set[str]) -> None:
+        """Fills of orders whose reservations left memory long ago: read them back."""
+        core.recall(await env.store.journal_of(missing))
 
     def handle_spot(batch: list[Any], now: float) -> list[Send]:
         """The spot core's answer, and a checkpoint after it when one is due (sent after the
@@ -103,8 +101,9 @@ async def ledger_actor(
         out = book.handle_batch(mine, now) if mine else []
         return book.with_view(handle_spot(spot, now) if spot else []) + out
 
-    async def recall_spot(batch: list[Any]) -> None:
-        await recall([m for m in batch if book is None or not book.owns(m)])
+    def recall_spot(batch: list[Any]) -> Awaitable[None] | None:
+        missing = core.unknown_orders(batch if book is None else [m for m in batch if not book.owns(m)])
+        return recall(missing) if missing else None
 
     def status() -> dict[str, Any]:
         out: dict[str, Any] = {"accounts": core.snapshot()}
