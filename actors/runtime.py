@@ -60,7 +60,8 @@ class StoreReader(Protocol):
         ...
 
     async def journal_of(self, client_order_ids: Iterable[str]) -> list[JournalEntry]:
-        """The journal entries of these orders, in journal order."""
+        """The ``reserve`` and ``settle`` entries of these orders, in journal order (what
+        ``LedgerCore.recall`` uses)."""
         ...
 
     async def position_journal(self) -> list[Any]:

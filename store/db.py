@@ -496,10 +496,13 @@ def check_owned(connection: sqlite3.Connection, strategies: Iterable[str]) -> No
 
 
 def load_journal_of(connection: sqlite3.Connection, *, client_order_ids: Iterable[str]) -> list[JournalEntry]:
-    """The journal entries of these orders, in journal order (the ledger reads back a
-    reservation it no longer keeps in memory when a late fill names it)."""
+    """The ``reserve`` and ``settle`` entries of these orders, in journal order: what the
+    ledger reads back of a reservation it no longer keeps in memory when a late fill names
+    it (it comes back closed and empty, so its releases do not matter; the index by order,
+    schema 9, holds only these)."""
     rows = connection.execute(
-        f"SELECT {JOURNAL_COLUMNS.sql} FROM journal WHERE client_order_id IN (SELECT value FROM json_each(?)) ORDER BY seq",
+        f"SELECT {JOURNAL_COLUMNS.sql} FROM journal WHERE client_order_id IN (SELECT value FROM json_each(?))"
+        " AND kind IN ('reserve', 'settle') ORDER BY seq",
         (json.dumps(sorted(set(client_order_ids))),),
     ).fetchall()
     return [JOURNAL_COLUMNS.record(row) for row in rows]

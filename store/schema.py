@@ -229,6 +229,13 @@ MIGRATIONS: list[list[str]] = [
             state TEXT NOT NULL
         )""",
     ],
+    # 8 -> 9: the journal's index by order holds only the entries a read-back uses (a
+    # reservation's reserve and its settles, actors.ledger.core.LedgerCore.recall): a
+    # release is every other row and was a third of the writer's sqlite time per row.
+    [
+        "DROP INDEX journal_by_order",
+        "CREATE INDEX journal_by_order ON journal (client_order_id) WHERE kind IN ('reserve', 'settle')",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
