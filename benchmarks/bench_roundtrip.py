@@ -304,6 +304,9 @@ async def main(trips: int, clients: int, window: int) -> None:
     print(f"strategy->ledger->strategy    p50 {a50 * us:7.1f} us  p99 {a99 * us:7.1f} us  {actor_rate:9.0f} reservations/s concurrent")
     print(f"  the same, after a release   p50 {r50 * us:7.1f} us  p99 {r99 * us:7.1f} us  (the release shares the ledger's batch)")
     print(f"ratio to bare: p50 {a50 / b50:.2f}x (after a release {r50 / b50:.2f}x)  p99 {a99 / b99:.2f}x  concurrent throughput {bare_rate / actor_rate:.2f}x slower")
+    print(f"targets (issue 12): p50 within 2x of bare: {a50 / b50:.2f}x; {clients} strategies at 100k reservations/s: "
+          f"{actor_rate / 1000:.0f}k/s, against {bare_rate / 1000:.0f}k/s for the bare fan-in of {clients} clients on this "
+          f"machine now ({actor_rate / bare_rate:.0%} of it; 100k/s is {100_000 / bare_rate:.0%} of it)")
     print(f"pipelined, {window} in flight per strategy: bare {bare_piped:9.0f} trips/s   ledger actor {actor_piped:9.0f} reservations/s   ({bare_piped / actor_piped:.2f}x slower)")
     print(
         f"CPU time per trip (every thread, the journal written): concurrent bare {bare_cpu * us:.1f} us, ledger {actor_cpu * us:.1f} us"
