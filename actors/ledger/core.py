@@ -680,13 +680,25 @@ def _always(_: str, __: Reservation) -> bool:
     return True
 
 
-def _copy_account(account: Account) -> Account:
-    return attrs.evolve(account, fees_paid=dict(account.fees_paid), others=dict(account.others))
+# Field by field (attrs.evolve takes three times as long): a checkpoint copies every
+# reservation in memory on the event loop. A field added to these classes belongs here,
+# and in store/checkpoint.py.
 
 
-def _copy_reservation(reservation: Reservation) -> Reservation:
-    trade_ids = reservation.trade_ids
-    return attrs.evolve(reservation, trade_ids=set(trade_ids) if trade_ids else frozenset())
+def _copy_account(a: Account) -> Account:
+    return Account(
+        strategy=a.strategy, quote_free=a.quote_free, quote_reserved=a.quote_reserved, base_free=a.base_free,
+        base_reserved=a.base_reserved, realized_pnl=a.realized_pnl, cost_basis=a.cost_basis,
+        fees_paid=dict(a.fees_paid), others=dict(a.others),
+    )
+
+
+def _copy_reservation(r: Reservation) -> Reservation:
+    return Reservation(
+        client_order_id=r.client_order_id, strategy=r.strategy, side=r.side, price=r.price, amount=r.amount,
+        quote_reserved=r.quote_reserved, base_reserved=r.base_reserved, unit_quote=r.unit_quote, filled=r.filled,
+        trade_ids=set(r.trade_ids) if r.trade_ids else frozenset(), open=r.open, awaiting=r.awaiting,
+    )
 
 
 def _reservation(entry: JournalEntry) -> Reservation:
