@@ -639,7 +639,10 @@ class _Announce:
         self.running = trio.Event()
 
     def started(self, value: object = None) -> None:
+        from actors.runtime import tune_garbage_collector
+
         self.running.set()
+        tune_garbage_collector()
         if self.nursery is not None and self.path is not None:
             # Edits are applied once everything runs; the embedded default has no file to watch.
             self.nursery.start_soon(_watch_file, self.path, self.app)
