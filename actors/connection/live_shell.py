@@ -13,7 +13,7 @@ from actors.connection.simulated_orders import LazySimulatedExchange
 from actors.mailbox import receive_batch
 from actors.messages import CallDone, ExchangeCall, Send, Tick
 from actors.runtime import ActorContext, ActorEnv, deliver
-from exchange.ccxt_adapter import classify, perform
+from exchange.ccxt_adapter import classify, error_reason, exchange_error_code, perform
 
 #: ccxt calls in flight at once for one connection.
 THREADS_PER_CONNECTION = 4
@@ -81,6 +81,8 @@ async def live_connection_actor(
                 error_kind=classify(error, write=call.write).value,
                 error=scrub(f"{type(error).__name__}: {error}", secrets),
                 retry_after=getattr(error, "retry_after", None),
+                code=exchange_error_code(error),
+                reason=error_reason(error),
             )
         if call_stats is not None:
             call_stats.observe(call.operation, trio.current_time() - started, done.error_kind)
