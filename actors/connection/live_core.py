@@ -541,7 +541,7 @@ class LiveConnectionCore:
     def _on_error(self, pending: _Pending, kind: ErrorKind, done: CallDone, now: float) -> list[Any]:
         what, key = pending.what, pending.key
         out: list[Any] = [self._event("exchange_error", now, f"{what}: {kind.value}: {done.error}", key if what in ("create", "cancel", "lookup") else None)]
-        if what in ("snapshot_orders", "snapshot_trades", "snapshot_balance"):
+        if what.startswith("snapshot_"):
             self._snapshot_for.clear()  # the reconciler times out and asks again
             self._snapshot_waiting.clear()
         if kind is ErrorKind.CLOCK:
@@ -633,7 +633,7 @@ class LiveConnectionCore:
         elif what == "cancel":
             if tracked is not None and not tracked.done:
                 tracked.cancel_due = now
-        elif what not in ("probe", "snapshot_orders", "snapshot_trades", "snapshot_balance"):
+        elif what != "probe" and not what.startswith("snapshot_"):
             # A poll or a lookup: the next tick asks again. (The prober keeps its pace; the
             # reconciler asks for its snapshot again.)
             self.next_poll = min(self.next_poll, now)
@@ -718,9 +718,15 @@ class LiveConnectionCore:
                 out += self._looked_up(tracked.client_order_id, listed, now)
         for tracked in self.tracked.values():
             if (tracked.symbol == symbol and not tracked.done and tracked.exchange_order_id
-                    and tracked.exchange_order_id not in open_ids and self._may_read("order", tracked.client_order_id, now)):
+                    and tracked.exchange_order_id not in open_ids and not self._listed_elsewhere(tracked)
+                    and self._may_read("order", tracked.client_order_id, now)):
                 out += self._fetch_order(tracked, now)
         return out
+
+    def _listed_elsewhere(self, tracked: Tracked) -> bool:
+        """The order is not in the open-orders list by its nature (a conditional order waiting
+        for its trigger is listed apart); the list's absence says nothing of it."""
+        return False
 
     def _trades(self, symbol: str, trades: list[ExchangeTrade], now: float) -> list[Any]:
         """Our trades become fills, each once. The cursor (the next poll's first trade id)
@@ -774,8 +780,9 @@ class LiveConnectionCore:
                         or tracked.client_order_id in busy)
 
         for _, tracked in self._forget_orders.sweep(self.tracked, finished):
-            if tracked.exchange_order_id is not None:
-                self.by_exchange_id.pop(tracked.exchange_order_id, None)
+            for order_id in (tracked.exchange_order_id, tracked.child_order_id):
+                if order_id is not None:
+                    self.by_exchange_id.pop(order_id, None)
         self._forget_trades.sweep(self.trade_ids, lambda _, __: True)
 
     def _order_status(self, cid: str, order: ExchangeOrder, now: float) -> list[Any]:
