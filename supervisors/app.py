@@ -36,6 +36,7 @@ import trio
 
 from actors.connection.call_stats import CallStats
 from actors.connection.live_core import LiveSettings
+from actors.connection.live_perpetual_core import LivePerpetualConnectionCore, PerpetualMarketSetting
 from actors.connection.live_shell import live_connection_actor, scrub
 from actors.connection.perpetual_core import PerpetualConnectionCore
 from actors.connection.shadow_core import ShadowConnectionCore
@@ -383,6 +384,7 @@ class App:
             shadow_exchange=self.shadow_books.get(venue.name),
             authenticated=credentials is not None,
             call_stats=self.call_stats.setdefault(venue.name, CallStats()),
+            **perpetual_core(venue),
         )
 
     def emit(self, kind: str, actor: str, reason: str, payload: dict[str, Any]) -> None:
@@ -599,6 +601,15 @@ def build_client(venue: CcxtVenueConfig, credentials: Any) -> Any:
         https_proxy=venue.https_proxy,
         ca_file=venue.ca_file,
     )
+
+
+def perpetual_core(venue: CcxtVenueConfig) -> dict[str, Any]:
+    """The live connection's core for a ``swap`` venue (a USD-M account) and its settings."""
+    if venue.market_type != "swap":
+        return {}
+    markets = [PerpetualMarketSetting(m.symbol, m.leverage, m.margin_mode) for m in venue.markets]
+    return {"core_class": LivePerpetualConnectionCore,
+            "core_options": {"markets": markets, "margin_max_age_seconds": venue.margin_max_age_seconds}}
 
 
 def live_settings(venue: CcxtVenueConfig) -> LiveSettings:
