@@ -116,6 +116,11 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
         self._committed: dict[str, tuple[Decimal, float | None]] = {}
         #: Opens waiting for a fresh reading of the margin.
         self._held: list[Order] = []
+        #: Stops of ours the last listing of conditional orders lacked (triggered or ended).
+        self._unlisted_stops: set[str] = set()
+        #: Ends of reduce-only orders held back until the fills that caused them are
+        #: reported: client order id -> (the lookup's answer, held since).
+        self._deferred_ends: dict[str, tuple[ExchangeOrder, float]] = {}
         self._snapshot_algos: list[ExchangeConditionalOrder] = []
         self._snapshot_positions: tuple[ExchangePosition, ...] = ()
         self._snapshot_income: tuple[ExchangeIncome, ...] = ()
@@ -286,6 +291,11 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
         """The conditional orders waiting for their trigger: an UNKNOWN stop listed is
         resolved; a stop of ours no longer listed is looked up (triggered, or ended)."""
         listed = {record_id(o) for o in orders}
+        self._unlisted_stops = {
+            t.client_order_id for t in self.tracked.values()
+            if t.symbol == symbol and t.order_type == "stop_limit" and not t.done and t.exchange_order_id
+            and t.exchange_order_id not in listed
+        } | {cid for cid in self._unlisted_stops if self.tracked.get(cid) is not None and self.tracked[cid].symbol != symbol}
         out: list[Any] = []
         for order in orders:
             tracked = self.tracked.get(order.client_order_id)
@@ -300,13 +310,43 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
 
     def _order_status(self, cid: str, order: ExchangeOrder, now: float) -> list[Any]:
         """A conditional order that triggered: its child is adopted and looked up (its
-        status says filled or ended); one that ended before triggering is closed."""
+        status says filled or ended); one that ended before triggering is closed.
+
+        A reduce-only order the exchange expired because the position closed is reported
+        only once the trades that closed it are (a stop's child is adopted a poll or two
+        after it filled): the strategy hears the fill first, as the exchange made them, and
+        never places protection again for a position that is gone."""
         tracked = self.tracked[cid]
         if isinstance(order, ExchangeConditionalOrder) and order.child_order_id and tracked.child_order_id is None:
             self._adopt_child(tracked, order.child_order_id)
             return self._fetch_order(tracked, now) if self._may_read("order", cid, now) else []
+        if order.status == "expired" and tracked.reduce_only and not tracked.done and self._closing_fills_pending(tracked):
+            self._deferred_ends.setdefault(cid, (order, now))
+            return []
         return super()._order_status(cid, order, now)
 
+    def _closing_fills_pending(self, tracked: Tracked) -> bool:
+        """A stop of ours on the symbol has triggered (or left the listing) and its fills
+        are not all reported yet."""
+        return any(
+            t.symbol == tracked.symbol and t is not tracked and t.order_type == "stop_limit" and not t.done
+            and (t.child_order_id is not None or t.client_order_id in self._unlisted_stops)
+            for t in self.tracked.values()
+        )
+
+    def _release_deferred(self, now: float) -> list[Any]:
+        """Deferred ends whose fills are reported, or held too long (the trades may never
+        come: they are the reconciler's then)."""
+        out: list[Any] = []
+        patience = max(5.0, 10 * self.settings.poll_seconds)
+        for cid, (order, since) in list(self._deferred_ends.items()):
+            tracked = self.tracked.get(cid)
+            if tracked is None or tracked.done:
+                del self._deferred_ends[cid]
+            elif not self._closing_fills_pending(tracked) or now - since > patience:
+                del self._deferred_ends[cid]
+                out += super()._order_status(cid, order, now)
+        return out
     def _looked_up(self, cid: str, order: ExchangeOrder, now: float) -> list[Any]:
         out = super()._looked_up(cid, order, now)
         if isinstance(order, ExchangeConditionalOrder) and order.child_order_id:
@@ -332,7 +372,7 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
 
     def on_tick(self, now: float) -> list[Any]:
         polling = self.markets is not None and now >= self.next_poll and not (self.isolated or self.fatal)
-        out = super().on_tick(now)
+        out = super().on_tick(now) + self._release_deferred(now)
         for symbol, (step, due) in list(self._settings_due.items()):
             if now >= due and not self._in_flight(step, symbol):
                 del self._settings_due[symbol]
@@ -360,6 +400,8 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
             return super()._on_result(pending, result, now) + self._release_held(now)
         if what == "open_algos":
             return self._open_conditional(key, result, now)
+        if what == "trades":
+            return super()._on_result(pending, result, now) + self._release_deferred(now)
         if what == "create" and key in self._committed:
             self._committed[key] = (self._committed[key][0], now)
         if what.startswith("snapshot_") and key not in self._snapshot_waiting:
