@@ -282,3 +282,26 @@ async def books_agree(app, exchange: Exchange) -> None:
     fees = sum((Decimal(t["fee"]) for t in state["trades"]), Decimal(0))
     assert Decimal(strategy["realized_pnl"]) == realized, (strategy["realized_pnl"], realized)
     assert Decimal(strategy["fees_paid"].get("USDT", "0")) == fees, (strategy["fees_paid"], fees)
+
+
+def test_a_ccxt_swap_venue_names_each_markets_leverage_and_trades_its_perpetuals_live(tmp_path):
+    import pytest
+
+    from supervisors.config import ConfigError, parse_config
+
+    raw = perpetual_config(tmp_path, "http://127.0.0.1:1")
+    config = parse_config(raw, live=True)
+    assert config.venues[0].markets[0].leverage == 5 and config.venues[0].margin_max_age_seconds == 5
+    raw["venues"][0]["markets"] = [{"symbol": "BTC/USDT", "leverage": 200, "margin_mode": "hedged"}]
+    raw["venues"][0]["margin_max_age_seconds"] = 0
+    raw["strategies"][0]["mode"] = "shadow"
+    with pytest.raises(ConfigError) as refused:
+        parse_config(raw, live=True)
+    assert refused.value.problems == [
+        "venues[0].margin_max_age_seconds: must be between 0.001 (1 ms) and 2592000 (30 days) seconds, got 0",
+        "venues[0].markets[0].symbol: a linear perpetual is named BASE/QUOTE:SETTLE with SETTLE the quote (e.g. BTC/USDT:USDT), got 'BTC/USDT'",
+        "venues[0].markets[0].leverage: a whole number from 1 to 125, got 200",
+        "venues[0].markets[0].margin_mode: must be cross or isolated, got 'hedged'",
+        "strategies[0].mode: a strategy on ccxt swap venue 'usdm' trades live; shadow mode on a live perpetuals venue is not built yet (use a simulated swap venue for shadow mode)",
+        "strategies[0].symbol: 'BTC/USDT:USDT' is not among the markets of venue 'usdm'; add {symbol: BTC/USDT:USDT, leverage: N, margin_mode: cross} to its markets",
+    ]
