@@ -645,7 +645,26 @@ def venue_facts(venue: VenueConfig) -> VenueFacts:
         except Exception as error:  # noqa: BLE001 - reported as the venue's problem
             kind = classify(error, write=False).value
             return VenueFacts(venue.name, scrub(f"{kind}: {type(error).__name__}: {error}", secrets), {}, {}, {})
-    return VenueFacts(venue.name, None, found["load_markets"], found["fetch_balance"], {})
+    facts = VenueFacts(venue.name, None, found["load_markets"], found["fetch_balance"], {})
+    return swap_settings_checked(venue, client, facts, secrets) if credentials and venue.market_type == "swap" else facts
+
+
+def swap_settings_checked(venue: CcxtVenueConfig, client: Any, facts: VenueFacts, secrets: tuple[str, ...]) -> VenueFacts:
+    """A swap venue's markets as the account has them set now (``limitline check`` reads,
+    it never sets): a market whose settings cannot be read is its strategy's problem; one set
+    otherwise than the config says is not (``run`` sets them at start, then reads them back)."""
+    leverage: dict[str, Decimal] = {}
+    problems: dict[str, str] = {}
+    for market in venue.markets:
+        if market.symbol not in facts.markets:
+            continue
+        try:
+            found, _ = perform(client, "fetch_leverage", (market.symbol,))
+        except Exception as error:  # noqa: BLE001 - reported as the market's problem
+            problems[market.symbol] = scrub(f"reading its leverage failed: {type(error).__name__}: {error}", secrets)
+            continue
+        leverage[market.symbol] = found
+    return attrs.evolve(facts, leverage=leverage, market_problems=problems)
 
 
 def preflight_all(config: Config) -> dict[str, list[str]]:

@@ -305,3 +305,22 @@ def test_a_ccxt_swap_venue_names_each_markets_leverage_and_trades_its_perpetuals
         "strategies[0].mode: a strategy on ccxt swap venue 'usdm' trades live; shadow mode on a live perpetuals venue is not built yet (use a simulated swap venue for shadow mode)",
         "strategies[0].symbol: 'BTC/USDT:USDT' is not among the markets of venue 'usdm'; add {symbol: BTC/USDT:USDT, leverage: N, margin_mode: cross} to its markets",
     ]
+
+
+async def test_limitline_check_reads_a_swap_venue_without_setting_anything(tmp_path, credentials):
+    from supervisors.app import preflight_all
+    from supervisors.config import parse_config
+
+    sandbox = Sandbox(SandboxSettings(data=write_candles(tmp_path / "c.csv"), speed=1, api_key=KEY, secret=SECRET,
+                                      market="usdm", balances={"USDT": Decimal(10000)}))
+    sandbox.frozen = True
+    sandbox.step(2)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(serve_sandbox, sandbox, 0)
+            config = parse_config(perpetual_config(tmp_path, url), live=True)
+            problems = await trio.to_thread.run_sync(preflight_all, config)
+            nursery.cancel_scope.cancel()
+    assert problems == {"trend": []}
+    assert not any(path in ("/fapi/v1/leverage", "/fapi/v1/marginType") for _, _, path, _ in sandbox.request_log)
+    assert ("GET", "/fapi/v1/symbolConfig") in {(m, p) for _, m, p, _ in sandbox.request_log}
