@@ -649,6 +649,17 @@ def _fetch_margin_account(client: ccxt.Exchange) -> dict[str, MarginAccount]:
     return parse_margin_accounts(client.fetch_balance())
 
 
+def _fetch_forced_order_ids(client: ccxt.Exchange, symbol: str) -> frozenset[str]:
+    """Exchange order ids of the account's recent forced orders on ``symbol`` (liquidations;
+    Binance's ``/fapi/v1/forceOrders``): their trades carry these ids."""
+    ids = set()
+    for liquidation in client.fetch_my_liquidations(symbol):
+        order_id = (liquidation.get("info") or {}).get("orderId")
+        if order_id is not None:
+            ids.add(str(order_id))
+    return frozenset(ids)
+
+
 def _fetch_income(client: ccxt.Exchange, asset: str, since_ms: int | None = None, limit: int | None = None) -> list[ExchangeIncome]:
     return [parse_income(e, client.markets_by_id) for e in client.fetch_ledger(asset, since_ms, limit)]
 
@@ -678,6 +689,7 @@ OPERATIONS: dict[str, Callable[..., Any]] = {
     "fetch_conditional_order": _fetch_conditional_order,
     "fetch_conditional_order_by_client_id": _fetch_conditional_order_by_client_id,
     "fetch_margin_account": _fetch_margin_account,
+    "fetch_forced_order_ids": _fetch_forced_order_ids,
     "cancel_conditional_order": _cancel_conditional_order,
     "fetch_income": _fetch_income,
 }

@@ -223,9 +223,10 @@ def test_the_snapshot_carries_positions_orders_of_both_kinds_trades_and_income()
     core.handle(CallDone(create.call_id, ExchangeConditionalOrder("sl", "12", S, Side.SELL, D("979.9"), D("0.5"), D(0))), 1.1)
     out = calls(core.handle(SnapshotRequest("reconciler", 7), 2.0))
     ops = sorted(c.operation for c in out)
-    assert ops == ["fetch_income", "fetch_margin_account", "fetch_open_conditional_orders", "fetch_open_orders",
-                   "fetch_positions", "fetch_trades"]
+    assert ops == ["fetch_forced_order_ids", "fetch_income", "fetch_margin_account", "fetch_open_conditional_orders",
+                   "fetch_open_orders", "fetch_positions", "fetch_trades"]
     answers = {
+        "fetch_forced_order_ids": frozenset({"31"}),
         "fetch_income": [ExchangeIncome("f1", S, "FUNDING_FEE", D("-0.05"), "USDT", 1.0)],
         "fetch_margin_account": margin("9000", wallet="9990"),
         "fetch_open_conditional_orders": [ExchangeConditionalOrder("sl", "12", S, Side.SELL, D("979.9"), D("0.5"), D(0))],
@@ -242,4 +243,5 @@ def test_the_snapshot_carries_positions_orders_of_both_kinds_trades_and_income()
     assert [o.exchange_order_id for o in positions.open_orders] == ["algo-12"]
     assert [(i.income_id, i.kind, i.amount) for i in positions.income] == [("f1", "FUNDING_FEE", D("-0.05"))]
     assert positions.wallet == D(9990) and snapshot.balances == {"USDT": D(9990)}
+    assert positions.forced_order_ids == frozenset({"31"})
 

@@ -27,13 +27,12 @@ exchange says, venue isolation, the clock) with what a perpetuals account adds:
   insufficient.") is a rejection with that reason and its code, released by the ledger and
   counted by the strategy's breaker, as any rejection.
 - **Snapshots for the reconciler**: positions (``fetch_positions``), open orders of both
-  kinds, trades and income (``fetch_ledger``: funding, transfers, commissions) and the
-  wallet, as a :class:`actors.reconciler.positions_core.PositionsSnapshot`; a child's
+  kinds, trades, income (``fetch_ledger``: funding, transfers, commissions), the forced
+  orders' ids (``fetch_my_liquidations``: their trades are liquidations) and the wallet, as a :class:`actors.reconciler.positions_core.PositionsSnapshot`; a child's
   trades and listing carry the exchange id of its order of record.
 
 Not here: shadow strategies on a swap venue (a simulated perpetuals account on the real
-candles), and liquidations by the exchange's force-orders list (its trades are classified by
-their client ids alone).
+candles).
 """
 
 from __future__ import annotations
@@ -124,6 +123,7 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
         self._snapshot_algos: list[ExchangeConditionalOrder] = []
         self._snapshot_positions: tuple[ExchangePosition, ...] = ()
         self._snapshot_income: tuple[ExchangeIncome, ...] = ()
+        self._snapshot_forced: frozenset[str] = frozenset()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -409,6 +409,9 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
         if what == "snapshot_algos":
             self._snapshot_algos += result
             return self._snapshot_done(now, key)
+        if what == "snapshot_forced":
+            self._snapshot_forced |= result
+            return self._snapshot_done(now, key)
         if what == "snapshot_positions":
             self._snapshot_positions = tuple(ExchangePosition(p.symbol, p.size, p.entry_price, p.leverage) for p in result)
             return self._snapshot_done(now, key)
@@ -440,6 +443,7 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
 
     def _snapshot_start(self, now: float) -> list[Any]:
         self._snapshot_algos, self._snapshot_positions, self._snapshot_income = [], (), ()
+        self._snapshot_forced = frozenset()
         out = super()._snapshot_start(now)
         if not self.authenticated or not self._snapshot_waiting:
             return out
@@ -448,6 +452,8 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
         for symbol in symbols:
             self._snapshot_waiting.add(f"{round_}|algos:{symbol}")
             out += self._call(now, "fetch_open_conditional_orders", (symbol,), what="snapshot_algos", key=f"{round_}|algos:{symbol}")
+            self._snapshot_waiting.add(f"{round_}|forced:{symbol}")
+            out += self._call(now, "fetch_forced_order_ids", (symbol,), what="snapshot_forced", key=f"{round_}|forced:{symbol}")
         self._snapshot_waiting |= {f"{round_}|positions", f"{round_}|income"}
         out += self._call(now, "fetch_positions", (symbols,), what="snapshot_positions", key=f"{round_}|positions")
         settlement = sorted({self._settlement(s) for s in symbols}) or ["USDT"]
@@ -463,5 +469,6 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
         positions = PositionsSnapshot(
             venue=self.venue, positions=self._snapshot_positions, open_orders=regular + algos, trades=trades,
             income=self._snapshot_income, wallet=account.wallet if account is not None else ZERO, at=now,
+            forced_order_ids=self._snapshot_forced,
         )
         return ExchangeSnapshot(self.venue, regular + algos, dict(self.balances), now, request_id, trades, positions=positions)
