@@ -245,3 +245,16 @@ def test_the_snapshot_carries_positions_orders_of_both_kinds_trades_and_income()
     assert positions.wallet == D(9990) and snapshot.balances == {"USDT": D(9990)}
     assert positions.forced_order_ids == frozenset({"31"})
 
+
+
+def test_a_setting_that_fails_for_a_passing_reason_is_asked_again_after_its_back_off():
+    core = LivePerpetualConnectionCore("usdm", SETTINGS, 0.0, markets=[PerpetualMarketSetting(S, 5)])
+    [load] = calls(core.start(0.0))
+    core.handle(Subscribe("s", S), 0.0)
+    clock, balance, mode = calls(core.handle(CallDone(load.call_id, MARKETS), 0.1))
+    core.handle(CallDone(clock.call_id, 0.0), 0.1)
+    core.handle(CallDone(balance.call_id, margin("10000")), 0.2)
+    assert sends(core.handle(CallDone(mode.call_id, error_kind="transient", error="RequestTimeout"), 0.3), VenueInfo) == []
+    assert [c for c in calls(core.handle(Tick(0.4), 0.4)) if c.operation == "set_margin_mode"] == []  # backing off
+    [again] = [c for c in calls(core.handle(Tick(30.0), 30.0)) if c.operation == "set_margin_mode"]
+    assert again.args == (S, "cross")

@@ -374,7 +374,7 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
         polling = self.markets is not None and now >= self.next_poll and not (self.isolated or self.fatal)
         out = super().on_tick(now) + self._release_deferred(now)
         for symbol, (step, due) in list(self._settings_due.items()):
-            if now >= due and not self._in_flight(step, symbol):
+            if now >= due and not self._in_flight(step, symbol) and not self._in_flight("clock"):
                 del self._settings_due[symbol]
                 out += self._setting(symbol, step, now)
         if not polling:
@@ -395,7 +395,7 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
         if what == "margin":
             self.balances = self._margin_read(result, pending.issued_at, now)
             return self._release_held(now)
-        if what in ("balance", "snapshot_balance") and (not what.startswith("snapshot_") or key in self._snapshot_waiting):
+        if what == "balance" or (what == "snapshot_balance" and key in self._snapshot_waiting):
             result = self._margin_read(result, pending.issued_at, now)
             return super()._on_result(pending, result, now) + self._release_held(now)
         if what == "open_algos":
@@ -432,10 +432,10 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
                 rejected = OrderRejected(order.client_order_id, f"the exchange's available margin could not be read "
                                          f"({kind.value}: {done.error}); not sent", now)
                 out += [Send(strategy_address(order.strategy), rejected), Send(LEDGER, rejected)]
-        if what in SETTING_STEPS and kind is not ErrorKind.CLOCK:
+        if what in SETTING_STEPS:
             if kind in (ErrorKind.REJECTED, ErrorKind.FATAL):
                 out += self._settled(key, f"{what.replace('_', ' ')} refused by the exchange: {done.error}")
-            else:
+            else:  # asked again after its back-off (a clock error: once the clock is measured)
                 self._settings_due[key] = (what, self._read_due.get((what, key), now))
         return out
 
