@@ -657,9 +657,6 @@ def _position_problems(
         ]
     out = []
     if isinstance(venue, CcxtVenueConfig):
-        if s.mode != "live":
-            out.append(f"{at}.mode: a strategy on ccxt swap venue {_shown(venue.name)} trades live; shadow mode on a "
-                       "live perpetuals venue is not built yet (use a simulated swap venue for shadow mode)")
         if s.symbol not in {m.symbol for m in venue.markets}:
             out.append(f"{at}.symbol: {_shown(s.symbol)} is not among the markets of venue {_shown(venue.name)}; add "
                        f"{{symbol: {s.symbol}, leverage: N, margin_mode: cross}} to its markets")

@@ -294,7 +294,6 @@ def test_a_ccxt_swap_venue_names_each_markets_leverage_and_trades_its_perpetuals
     assert config.venues[0].markets[0].leverage == 5 and config.venues[0].margin_max_age_seconds == 5
     raw["venues"][0]["markets"] = [{"symbol": "BTC/USDT", "leverage": 200, "margin_mode": "hedged"}]
     raw["venues"][0]["margin_max_age_seconds"] = 0
-    raw["strategies"][0]["mode"] = "shadow"
     with pytest.raises(ConfigError) as refused:
         parse_config(raw, live=True)
     assert refused.value.problems == [
@@ -302,7 +301,6 @@ def test_a_ccxt_swap_venue_names_each_markets_leverage_and_trades_its_perpetuals
         "venues[0].markets[0].symbol: a linear perpetual is named BASE/QUOTE:SETTLE with SETTLE the quote (e.g. BTC/USDT:USDT), got 'BTC/USDT'",
         "venues[0].markets[0].leverage: a whole number from 1 to 125, got 200",
         "venues[0].markets[0].margin_mode: must be cross or isolated, got 'hedged'",
-        "strategies[0].mode: a strategy on ccxt swap venue 'usdm' trades live; shadow mode on a live perpetuals venue is not built yet (use a simulated swap venue for shadow mode)",
         "strategies[0].symbol: 'BTC/USDT:USDT' is not among the markets of venue 'usdm'; add {symbol: BTC/USDT:USDT, leverage: N, margin_mode: cross} to its markets",
     ]
 
@@ -324,3 +322,60 @@ async def test_limitline_check_reads_a_swap_venue_without_setting_anything(tmp_p
     assert problems == {"trend": []}
     assert not any(path in ("/fapi/v1/leverage", "/fapi/v1/marginType") for _, _, path, _ in sandbox.request_log)
     assert ("GET", "/fapi/v1/symbolConfig") in {(m, p) for _, m, p, _ in sandbox.request_log}
+
+
+async def test_a_shadow_perpetual_strategy_on_the_real_candles_never_sends_an_order_and_continues_after_a_restart(tmp_path):
+    sandbox = Sandbox(SandboxSettings(data=write_candles(tmp_path / "c.csv"), speed=1, api_key=KEY, secret=SECRET,
+                                      market="usdm", balances={"USDT": Decimal(10000)}))
+    sandbox.frozen = True
+    sandbox.step(1)
+    watch = Watch()
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(serve_sandbox, sandbox, 0)
+            exchange = Exchange(url)
+            raw = perpetual_config(tmp_path, url)
+            raw["venues"][0].update(api_key_env=None, secret_env=None)  # public market data only
+            raw["strategies"][0]["mode"] = "shadow"
+            running = await start_app(nursery, raw, watch)
+            app = running.app
+            await watch.until(lambda events: watch.count("strategy_active") >= 1)
+
+            async def history_read() -> bool:
+                return status(app, "connection:usdm")["last_candle"].get(S) == FIRST - 3600
+
+            await until(history_read, sandbox.wait_for_request)
+
+            async def candle(n: int) -> None:
+                await exchange.step()
+                await watch.until(lambda events: any(e.kind == "evaluated" and e.payload["ts"] == FIRST + 3600 * n
+                                                     for e in events))
+
+            for n in (0, 1):
+                await candle(n)
+            await watch.until(lambda events: watch.count("order_placed") >= 3)  # the open, then its protection
+            await candle(2)
+            await watch.until(lambda events: watch.count("closed_by_protection") == 1)
+            await candle(3)
+            await watch.until(lambda events: watch.count("order_placed") >= 6)
+            placed = {e.client_order_id for e in watch.of("order_placed")}
+            fills = [e for e in watch.of("fill")]
+            assert fills and all(e.payload["trade_id"].startswith("shadow-") for e in fills)
+            assert Decimal(status(app, "strategy:trend")["position"]) == Decimal("0.5")
+
+            await running.stop()
+            again = Watch()
+            running = await start_app(nursery, raw, again)
+            app = running.app
+            # The strategy lost money before the restart: its collateral, not its first
+            # allocation, must fit the simulated account.
+            await again.until(lambda events: again.count("strategy_active") >= 1)
+            assert Decimal(status(app, "strategy:trend")["position"]) == Decimal("0.5")
+            assert status(app, "strategy:trend")["protection"] == {"take_profit": "0.5", "stop_loss": "0.5"}
+            assert again.count("order_placed") == 0, "the simulated account kept the protection: adopted"
+            state = await exchange.state()
+            nursery.cancel_scope.cancel()
+    assert state["order_requests"] == [] and state["orders"] == [] and state["algo_orders"] == []
+    signed = {"/fapi/v3/account", "/fapi/v1/order", "/fapi/v1/algoOrder", "/fapi/v1/userTrades", "/fapi/v1/leverage"}
+    assert not any(path in signed for _, _, path, _ in sandbox.request_log)
+    assert len(placed) == 6

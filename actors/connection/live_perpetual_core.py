@@ -31,8 +31,11 @@ exchange says, venue isolation, the clock) with what a perpetuals account adds:
   orders' ids (``fetch_my_liquidations``: their trades are liquidations) and the wallet, as a :class:`actors.reconciler.positions_core.PositionsSnapshot`; a child's
   trades and listing carry the exchange id of its order of record.
 
-Not here: shadow strategies on a swap venue (a simulated perpetuals account on the real
-candles).
+- **Shadow strategies** on the venue trade on its real candles with a simulated perpetuals
+  account (:class:`LazyPerpetualExchange`, :class:`actors.connection.perpetual_core.PerpetualOrders`,
+  the same engine as a simulated swap venue): their orders never reach the exchange, their
+  ids carry ``shadow-``, their account is kept in the store and continues after a restart,
+  and the reconciler's snapshot holds both accounts (the wallets summed).
 """
 
 from __future__ import annotations
@@ -43,13 +46,14 @@ from typing import Any, Sequence
 import attrs
 
 from actors.connection.live_core import (
+    SHADOW_ID_PREFIX,
     LiveConnectionCore,
     LiveSettings,
     Tracked,
     _Pending,
     record_id,
 )
-from actors.connection.simulated_orders import LazySimulatedExchange
+from actors.connection.perpetual_core import PerpetualOrders
 from actors.messages import (
     LEDGER,
     CallDone,
@@ -63,6 +67,8 @@ from actors.messages import (
 from actors.orders import Order
 from actors.reconciler.positions_core import ExchangeIncome, ExchangePosition, PositionsSnapshot
 from exchange.errors import ErrorKind
+from exchange.markets import MarketRules
+from exchange.perpetuals import PerpetualExchange, PerpetualState, perpetual_rules
 from exchange.records import ExchangeConditionalOrder, ExchangeOrder, ExchangeTrade, MarginAccount
 
 ZERO = Decimal(0)
@@ -79,6 +85,39 @@ class PerpetualMarketSetting:
     margin_mode: str = "cross"  # cross | isolated
 
 
+class LazyPerpetualExchange:
+    """The simulated perpetuals account of a live swap venue's shadow strategies, made once
+    the venue's markets (their rules) are loaded; held outside the connection actor so that
+    it keeps its orders while the connection restarts. ``wallet``: the shadow strategies'
+    allocations in the settlement asset; ``markets``: the leverage and margin mode of each
+    market; ``restored``: its state as the store holds it."""
+
+    def __init__(self, wallet: Decimal, markets: Sequence[PerpetualMarketSetting],
+                 restored: PerpetualState | None = None) -> None:
+        self.wallet = wallet
+        self.settings = list(markets)
+        self.restored = restored
+        self.exchange: PerpetualExchange | None = None
+
+    def get(self, markets: dict[str, MarketRules]) -> PerpetualExchange:
+        if self.exchange is None:
+            rules = [
+                perpetual_rules(m.symbol, tick_size=r.tick_size, lot_size=r.lot_size, min_amount=r.min_amount,
+                                min_notional=r.min_notional, maker_fee=r.maker_fee, taker_fee=r.taker_fee)
+                for m in self.settings if (r := markets.get(m.symbol)) is not None
+            ]
+            exchange = PerpetualExchange(rules, self.wallet, margin_asset=rules[0].quote if rules else "USDT")
+            for m in self.settings:
+                if m.symbol in exchange.markets:
+                    exchange.set_leverage(m.symbol, m.leverage)
+                    if m.margin_mode == "isolated":
+                        exchange.set_margin_mode(m.symbol, "isolated")
+            if self.restored is not None:
+                exchange.restore(self.restored)
+            self.exchange = exchange
+        return self.exchange
+
+
 class LivePerpetualConnectionCore(LiveConnectionCore):
     BALANCE_OPERATION = "fetch_margin_account"
 
@@ -92,13 +131,15 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
         markets: Sequence[PerpetualMarketSetting] = (),
         margin_max_age_seconds: float = 10.0,
         shadow_strategies: frozenset[str] = frozenset(),
-        shadow_exchange: LazySimulatedExchange | None = None,
+        shadow_exchange: LazyPerpetualExchange | None = None,
         authenticated: bool = True,
     ) -> None:
-        if shadow_strategies:
-            raise ValueError(f"venue {venue}: shadow strategies on a live perpetuals venue are not supported")
-        super().__init__(venue, settings, now, fatal, authenticated=authenticated)
-        self.market_settings = {m.symbol: m for m in markets}
+        """``markets``: the settings of the markets the live strategies trade (set on the
+        account at start); ``shadow_exchange``: the shadow strategies' simulated account."""
+        super().__init__(venue, settings, now, fatal, shadow_strategies=shadow_strategies, authenticated=authenticated)
+        self._shadow_book = shadow_exchange
+        self.shadow: PerpetualOrders | None = None  # type: ignore[assignment]
+        self.market_settings = {m.symbol: m for m in markets} if authenticated else {}
         self.margin_max_age_seconds = margin_max_age_seconds
         #: The leverage read back from the exchange, per market, once its settings are in place.
         self.leverage: dict[str, Decimal] = {}
@@ -120,6 +161,8 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
         #: Ends of reduce-only orders held back until the fills that caused them are
         #: reported: client order id -> (the lookup's answer, held since).
         self._deferred_ends: dict[str, tuple[ExchangeOrder, float]] = {}
+        #: symbol -> the shadow strategy holding its position (for funding payments).
+        self._shadow_holders: dict[str, str] = {}
         self._snapshot_algos: list[ExchangeConditionalOrder] = []
         self._snapshot_positions: tuple[ExchangePosition, ...] = ()
         self._snapshot_income: tuple[ExchangeIncome, ...] = ()
@@ -141,6 +184,10 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
         return out
 
     def subscribe(self, message: Subscribe, now: float) -> list[Any]:
+        if message.strategy in self.shadow_strategies:
+            self._shadow_holders[message.symbol] = message.strategy
+            if self.shadow is not None:
+                self.shadow.holders[message.symbol] = message.strategy
         out = super().subscribe(message, now)
         if out and self._settings_pending and self.fatal is None:
             self.waiting.append(strategy_address(message.strategy))  # told once the settings are in place
@@ -155,10 +202,20 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
         return super()._answer_waiting()
 
     def facts(self, to: str | None = None) -> VenueFacts:
-        return attrs.evolve(super().facts(to), leverage=dict(self.leverage), market_problems=dict(self.market_problems))
+        facts = attrs.evolve(super().facts(None), leverage=dict(self.leverage), market_problems=dict(self.market_problems))
+        if self.shadow is not None and to is not None and to.removeprefix("strategy:") in self.shadow_strategies:
+            ex = self.shadow.exchange  # a shadow strategy's account is the simulated one
+            facts = attrs.evolve(facts, balances={ex.margin_asset: ex.wallet},
+                                 leverage={s: Decimal(p.leverage) for s, p in ex.positions.items()})
+        return facts
 
     def _markets_loaded(self, markets: dict[str, Any], now: float) -> list[Any]:
+        if self._shadow_book is not None and self.shadow is None:
+            self.shadow = PerpetualOrders(self.venue, self._shadow_book.get(markets), id_prefix=SHADOW_ID_PREFIX)
+            self.shadow.holders.update(self._shadow_holders)
         out = super()._markets_loaded(markets, now)
+        if self.shadow is not None:
+            out += self.shadow.restore(self._restored, now)
         for symbol in sorted(self.market_settings):
             if symbol not in markets:
                 out += self._settled(symbol, f"the exchange lists no market {symbol} (markets of this venue: swap)")
@@ -195,7 +252,7 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
     # ---------------------------------------------------------------- orders
 
     def submit(self, order: Order, now: float) -> list[Any]:
-        if order.reduce_only or self.isolated or self.fatal:
+        if order.reduce_only or self.isolated or self.fatal or order.strategy in self.shadow_strategies:
             return super().submit(order, now)  # a close needs no margin; an isolated venue refuses
         return self._open(order, now)
 
@@ -461,14 +518,28 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
         return out
 
     def _snapshot(self, now: float, request_id: int) -> ExchangeSnapshot:
-        regular = tuple(self._as_recorded(o) for o in self._snapshot_open)
-        algos = tuple(attrs.evolve(o, exchange_order_id=record_id(o)) for o in self._snapshot_algos)
+        """The real account and, for the shadow strategies, the simulated one: the
+        reconciler compares their sum with what the strategies hold (one strategy per symbol
+        of the venue, so each position is one account's)."""
+        listed = tuple(self._as_recorded(o) for o in self._snapshot_open)
+        listed += tuple(attrs.evolve(o, exchange_order_id=record_id(o)) for o in self._snapshot_algos)
         trades = tuple(self._trade_as_recorded(t) for t in self._snapshot_trades)
+        positions, income, forced = self._snapshot_positions, self._snapshot_income, self._snapshot_forced
         settlement = sorted({self._settlement(s) for s in self.market_settings}) or ["USDT"]
         account = self.margin.get(settlement[0])
-        positions = PositionsSnapshot(
-            venue=self.venue, positions=self._snapshot_positions, open_orders=regular + algos, trades=trades,
-            income=self._snapshot_income, wallet=account.wallet if account is not None else ZERO, at=now,
-            forced_order_ids=self._snapshot_forced,
-        )
-        return ExchangeSnapshot(self.venue, regular + algos, dict(self.balances), now, request_id, trades, positions=positions)
+        wallet = account.wallet if account is not None else ZERO
+        balances = dict(self.balances)
+        if self.shadow is not None:
+            ex, prefix = self.shadow.exchange, self.shadow.id_prefix
+            listed += self.shadow.open_orders()
+            trades += self.shadow.trades()
+            positions += tuple(ExchangePosition(s, p.size, p.entry_price, Decimal(p.leverage))
+                               for s, p in sorted(ex.positions.items()) if p.size)
+            income += tuple(ExchangeIncome(prefix + str(i.tran_id), i.symbol, i.income_type, i.amount, i.asset, i.at)
+                            for i in ex.income[-1000:])
+            forced |= frozenset(prefix + o.exchange_order_id for o in ex.liquidation_orders)
+            wallet += ex.wallet
+            balances[ex.margin_asset] = balances.get(ex.margin_asset, ZERO) + ex.wallet
+        snapshot = PositionsSnapshot(venue=self.venue, positions=positions, open_orders=listed, trades=trades,
+                                     income=income, wallet=wallet, at=now, forced_order_ids=forced)
+        return ExchangeSnapshot(self.venue, listed, balances, now, request_id, trades, positions=snapshot)
