@@ -375,6 +375,9 @@ class OrderAccepted:
     client_order_id: str
     exchange_order_id: str
     at: float
+    #: What the exchange filled on arrival (a crossing order, as a taker), when the
+    #: connection knows it: the fill reports of that amount follow this message.
+    taken: Decimal = Decimal(0)
 
 
 @attrs.frozen

@@ -258,3 +258,25 @@ def test_a_setting_that_fails_for_a_passing_reason_is_asked_again_after_its_back
     assert [c for c in calls(core.handle(Tick(0.4), 0.4)) if c.operation == "set_margin_mode"] == []  # backing off
     [again] = [c for c in calls(core.handle(Tick(30.0), 30.0)) if c.operation == "set_margin_mode"]
     assert again.args == (S, "cross")
+
+
+def test_an_expiry_is_held_only_until_a_newer_listing_shows_the_stop_still_waiting():
+    """An operator closed the position: the take-profit expired, the stop still waits for
+    its trigger. The expiry is reported once a listing asked after it shows the stop."""
+    core, _ = started()
+    take = order("tp", side=Side.SELL, price="1055", reduce_only=True)
+    stop = order("sl", side=Side.SELL, price="979.9", order_type="stop_limit", trigger="984.9", reduce_only=True)
+    [c1] = calls(core.handle(SubmitOrder(take), 1.0))
+    [c2] = calls(core.handle(SubmitOrder(stop), 1.0))
+    core.handle(CallDone(c1.call_id, ExchangeOrder("tp", "8", S, Side.SELL, D(1055), D("0.5"), D(0))), 1.1)
+    waiting = ExchangeConditionalOrder("sl", "12", S, Side.SELL, D("979.9"), D("0.5"), D(0))
+    core.handle(CallDone(c2.call_id, waiting), 1.1)
+    by_op = {c.operation: c for c in calls(core.handle(Tick(2.0), 2.0))}
+    [tp_lookup] = calls(core.handle(CallDone(by_op["fetch_open_orders"].call_id, []), 2.1))
+    expired = ExchangeOrder("tp", "8", S, Side.SELL, D(1055), D("0.5"), D(0), "expired")
+    assert sends(core.handle(CallDone(tp_lookup.call_id, expired), 2.2), OrderCanceled) == []
+    # This cycle's listing of conditional orders was asked before the expiry was learnt.
+    assert sends(core.handle(CallDone(by_op["fetch_open_conditional_orders"].call_id, [waiting]), 2.3), OrderCanceled) == []
+    by_op = {c.operation: c for c in calls(core.handle(Tick(3.0), 3.0))}
+    [canceled, _] = sends(core.handle(CallDone(by_op["fetch_open_conditional_orders"].call_id, [waiting]), 3.1), OrderCanceled)
+    assert (canceled.message.client_order_id, canceled.message.reason) == ("tp", "expired on the exchange")

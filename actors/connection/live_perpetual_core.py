@@ -158,6 +158,10 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
         self._held: list[Order] = []
         #: Stops of ours the last listing of conditional orders lacked (triggered or ended).
         self._unlisted_stops: set[str] = set()
+        #: When the latest listing of each kind (``orders``, ``algos``) per symbol was asked,
+        #: and the client ids the latest regular listing showed open.
+        self._listed_at: dict[tuple[str, str], float] = {}
+        self._listed_open: dict[str, frozenset[str]] = {}
         #: Ends of reduce-only orders held back until the fills that caused them are
         #: reported: client order id -> (the lookup's answer, held since).
         self._deferred_ends: dict[str, tuple[ExchangeOrder, float]] = {}
@@ -377,19 +381,25 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
         if isinstance(order, ExchangeConditionalOrder) and order.child_order_id and tracked.child_order_id is None:
             self._adopt_child(tracked, order.child_order_id)
             return self._fetch_order(tracked, now) if self._may_read("order", cid, now) else []
-        if order.status == "expired" and tracked.reduce_only and not tracked.done and self._closing_fills_pending(tracked):
+        if order.status == "expired" and tracked.reduce_only and not tracked.done and self._closing_fills_pending(tracked, now):
             self._deferred_ends.setdefault(cid, (order, now))
             return []
         return super()._order_status(cid, order, now)
 
-    def _closing_fills_pending(self, tracked: Tracked) -> bool:
-        """A stop of ours on the symbol has triggered (or left the listing) and its fills
-        are not all reported yet."""
-        return any(
-            t.symbol == tracked.symbol and t is not tracked and t.order_type == "stop_limit" and not t.done
-            and (t.child_order_id is not None or t.client_order_id in self._unlisted_stops)
-            for t in self.tracked.values()
-        )
+    def _closing_fills_pending(self, tracked: Tracked, since: float) -> bool:
+        """Another reduce-only order of ours on the symbol may have closed the position with
+        fills not reported yet: it is not done, and no listing asked after ``since`` shows it
+        still open (a stop still waiting for its trigger, or an order still resting)."""
+        for t in self.tracked.values():
+            if t is tracked or t.symbol != tracked.symbol or t.done or not t.reduce_only:
+                continue
+            if t.order_type == "stop_limit" and t.child_order_id is None:
+                if t.client_order_id in self._unlisted_stops or self._listed_at.get(("algos", t.symbol), -1.0) <= since:
+                    return True
+            elif (self._listed_at.get(("orders", t.symbol), -1.0) <= since
+                  or t.client_order_id not in self._listed_open.get(t.symbol, frozenset())):
+                return True
+        return False
 
     def _release_deferred(self, now: float) -> list[Any]:
         """Deferred ends whose fills are reported, or held too long (the trades may never
@@ -400,7 +410,7 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
             tracked = self.tracked.get(cid)
             if tracked is None or tracked.done:
                 del self._deferred_ends[cid]
-            elif not self._closing_fills_pending(tracked) or now - since > patience:
+            elif not self._closing_fills_pending(tracked, since) or now - since > patience:
                 del self._deferred_ends[cid]
                 out += super()._order_status(cid, order, now)
         return out
@@ -456,8 +466,13 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
             result = self._margin_read(result, pending.issued_at, now)
             return super()._on_result(pending, result, now) + self._release_held(now)
         if what == "open_algos":
-            return self._open_conditional(key, result, now)
-        if what == "trades":
+            self._listed_at[("algos", key)] = pending.issued_at
+            return self._open_conditional(key, result, now) + self._release_deferred(now)
+        if what == "open_orders":
+            self._listed_at[("orders", key)] = pending.issued_at
+            self._listed_open[key] = frozenset(o.client_order_id for o in result)
+            return super()._on_result(pending, result, now) + self._release_deferred(now)
+        if what in ("trades", "order"):
             return super()._on_result(pending, result, now) + self._release_deferred(now)
         if what == "create" and key in self._committed:
             self._committed[key] = (self._committed[key][0], now)
