@@ -90,7 +90,8 @@ class LazyPerpetualExchange:
     the venue's markets (their rules) are loaded; held outside the connection actor so that
     it keeps its orders while the connection restarts. ``wallet``: the shadow strategies'
     allocations in the settlement asset; ``markets``: the leverage and margin mode of each
-    market; ``restored``: its state as the store holds it."""
+    market; ``restored``: its state as the store holds it. Funding is charged at the engine's
+    default rate (0.01 % per 8 hours), not the exchange's published one."""
 
     def __init__(self, wallet: Decimal, markets: Sequence[PerpetualMarketSetting],
                  restored: PerpetualState | None = None) -> None:
