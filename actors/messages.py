@@ -300,6 +300,9 @@ class VenueFacts:
     last_prices: Mapping[str, Decimal]
     #: Perpetual markets: the leverage set on the account per market (empty on spot).
     leverage: Mapping[str, Decimal] = attrs.field(factory=dict)
+    #: Why a market may not be traded although it exists (a live perpetual's leverage or
+    #: margin mode could not be set or reads back otherwise): symbol -> the reason.
+    market_problems: Mapping[str, str] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -576,6 +579,9 @@ class CallDone:
     error: str = ""
     #: Seconds from a ``Retry-After`` header, when the exchange sent one.
     retry_after: float | None = None
+    #: The exchange's own error code (Binance: -2019 ...) and what it means, when known.
+    code: int | None = None
+    reason: str | None = None
 
 
 @attrs.frozen

@@ -45,6 +45,7 @@ from exchange.records import (
     ExchangeOrder,
     ExchangePosition,
     ExchangeTrade,
+    MarginAccount,
     Side,
 )
 
@@ -614,6 +615,51 @@ def _cancel_conditional_order(client: ccxt.Exchange, exchange_order_id: str, sym
     client.cancel_order(exchange_order_id, symbol, params={"trigger": True})
 
 
+def _fetch_conditional_order_by_client_id(client: ccxt.Exchange, client_order_id: str, symbol: str) -> ExchangeConditionalOrder:
+    # Binance looks a conditional order up by ``clientAlgoId``; ccxt passes it through.
+    return parse_conditional_order(client.fetch_order(None, symbol, params={"trigger": True, "clientAlgoId": client_order_id}))
+
+
+def parse_margin_accounts(balance: dict[str, Any]) -> dict[str, MarginAccount]:
+    """ccxt's ``fetch_balance`` of a USD-M account as margin per asset, read from the raw
+    ``/fapi/v3/account`` answer (ccxt's unified ``total`` is the margin balance, which counts
+    unrealized P&L: the wallet is only in the raw ``assets``). An exchange whose answer has
+    no such list falls back to ccxt's total and free."""
+    info = balance.get("info") or {}
+    assets = info.get("assets") if isinstance(info, dict) else None
+    out: dict[str, MarginAccount] = {}
+    if isinstance(assets, list) and assets:
+        for entry in assets:
+            asset = str(entry.get("asset") or "")
+            if not asset:
+                continue
+            out[asset] = MarginAccount(
+                asset, _d(entry.get("walletBalance") or 0), _d(entry.get("availableBalance") or 0),
+                _d(entry.get("marginBalance") or entry.get("walletBalance") or 0),
+            )
+        return out
+    for asset, total in (balance.get("total") or {}).items():
+        if total is not None:
+            free = (balance.get("free") or {}).get(asset)
+            out[asset] = MarginAccount(asset, _d(total), _d(free if free is not None else total), _d(total))
+    return out
+
+
+def _fetch_margin_account(client: ccxt.Exchange) -> dict[str, MarginAccount]:
+    return parse_margin_accounts(client.fetch_balance())
+
+
+def _fetch_forced_order_ids(client: ccxt.Exchange, symbol: str) -> frozenset[str]:
+    """Exchange order ids of the account's recent forced orders on ``symbol`` (liquidations;
+    Binance's ``/fapi/v1/forceOrders``): their trades carry these ids."""
+    ids = set()
+    for liquidation in client.fetch_my_liquidations(symbol):
+        order_id = (liquidation.get("info") or {}).get("orderId")
+        if order_id is not None:
+            ids.add(str(order_id))
+    return frozenset(ids)
+
+
 def _fetch_income(client: ccxt.Exchange, asset: str, since_ms: int | None = None, limit: int | None = None) -> list[ExchangeIncome]:
     return [parse_income(e, client.markets_by_id) for e in client.fetch_ledger(asset, since_ms, limit)]
 
@@ -641,6 +687,9 @@ OPERATIONS: dict[str, Callable[..., Any]] = {
     "create_conditional_order": _create_conditional_order,
     "fetch_open_conditional_orders": _fetch_open_conditional_orders,
     "fetch_conditional_order": _fetch_conditional_order,
+    "fetch_conditional_order_by_client_id": _fetch_conditional_order_by_client_id,
+    "fetch_margin_account": _fetch_margin_account,
+    "fetch_forced_order_ids": _fetch_forced_order_ids,
     "cancel_conditional_order": _cancel_conditional_order,
     "fetch_income": _fetch_income,
 }

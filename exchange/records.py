@@ -117,3 +117,17 @@ class ExchangeIncome:
     asset: str
     at: float = 0.0
     trade_id: str = ""
+
+
+@attrs.frozen
+class MarginAccount:
+    """A derivatives account's margin in one asset (Binance USD-M ``/fapi/v3/account``):
+    ``wallet`` is the wallet balance (deposits, realized P&L, fees and funding; no unrealized
+    P&L), ``available`` what a new order may still use as initial margin
+    (``availableBalance``), ``margin_balance`` the wallet plus unrealized P&L."""
+
+    asset: str
+    wallet: Decimal
+    available: Decimal
+    margin_balance: Decimal
+

@@ -17,7 +17,9 @@ Admin endpoints (local only, no auth: the server binds 127.0.0.1):
 - ``POST /admin/operator/balance``: ``{"asset", "delta"}`` deposits (or withdraws);
 - ``POST /admin/operator/expire``: ``{"clientOrderId"}`` the exchange expires an open order
   by its own rule (status ``EXPIRED``, as Binance's self-trade prevention does);
-- ``POST /admin/market``: ``{"frozen": true}`` stops the market (no candle, no fill).
+- ``POST /admin/market``: ``{"frozen": true}`` stops the market (no candle, no fill);
+  ``{"frozen": true, "step": N}`` then closes the next N candles at once (a test moves the
+  price one candle at a time, whatever the replay's clock).
 
 hypercorn's trio worker serves it; trio's socket streams set TCP_NODELAY (without it,
 Nagle's algorithm adds 40 ms to a small request/response exchange on loopback).
@@ -150,6 +152,24 @@ class Sandbox:
             self._candle_closed.set()
             self._candle_closed = trio.Event()
 
+    def step(self, count: int) -> int:
+        """Close the next ``count`` candles of every market now, matching orders against
+        each, whatever the replay's clock; returns how many closed."""
+        closed = 0
+        for _ in range(count):
+            for symbol, feed in self.dialect.feeds.items():
+                candle = feed.take_next()
+                if candle is None:
+                    continue
+                self.dialect.closed[symbol].append(candle)
+                self.dialect.fills += self.dialect.exchange.match(symbol, candle, self.now_ms() / 1000)
+                closed += 1
+        if closed:
+            self._signal_fill()
+            self._candle_closed.set()
+            self._candle_closed = trio.Event()
+        return closed
+
     async def move_market(self) -> None:
         """The market moves whether or not anyone asks, as on a real exchange."""
         while True:
@@ -266,7 +286,10 @@ class Sandbox:
             return self._set_faults(data)
         if (method, path) == ("POST", "/admin/market"):
             self.frozen = bool(data.get("frozen", False))
-            return Response(200, {"frozen": self.frozen})
+            step = data.get("step", 0)
+            if not isinstance(step, int) or step < 0:
+                return Response(400, {"error": f"step: a number of candles (0 or more), got {step!r}"})
+            return Response(200, {"frozen": self.frozen, "closed": self.step(step)})
         if isinstance(self.dialect, UsdmDialect):
             response = self.dialect.admin(method, path, data, self.now_ms())
             if (method, path) == ("GET", "/admin/state"):

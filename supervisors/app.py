@@ -36,6 +36,11 @@ import trio
 
 from actors.connection.call_stats import CallStats
 from actors.connection.live_core import LiveSettings
+from actors.connection.live_perpetual_core import (
+    LazyPerpetualExchange,
+    LivePerpetualConnectionCore,
+    PerpetualMarketSetting,
+)
 from actors.connection.live_shell import live_connection_actor, scrub
 from actors.connection.perpetual_core import PerpetualConnectionCore
 from actors.connection.shadow_core import ShadowConnectionCore
@@ -134,7 +139,7 @@ class App:
         self.dropped_events = 0
         #: Things the operator should know once the run starts (the CLI prints them).
         self.notices: list[str] = []
-        self.shadow_books: dict[str, LazySimulatedExchange] = {}
+        self.shadow_books: dict[str, LazySimulatedExchange | LazyPerpetualExchange] = {}
         #: Each ccxt venue's exchange-call latency and failures (``/metrics``), kept across
         #: restarts of its connection.
         self.call_stats: dict[str, CallStats] = {}
@@ -320,6 +325,9 @@ class App:
                 if state is not None:
                     shadow.exchange.restore(state)
         for name, book in self.shadow_books.items():
+            if isinstance(book, LazyPerpetualExchange):
+                book.restored = stored_perpetual(self.store_path, name)
+                continue
             strategies = frozenset(s.name for s in self.config.strategies if s.venue == name and s.mode == "shadow")
             book.restored, _ = self._stored(name, strategies)
 
@@ -374,7 +382,10 @@ class App:
         if shadow and venue.name not in self.shadow_books:
             # Survives connection restarts, like the exchange it stands for, and continues
             # from the store across process restarts.
-            self.shadow_books[venue.name] = LazySimulatedExchange(allocated_on(self.config, venue.name, "shadow"), persist=True)
+            self.shadow_books[venue.name] = (
+                shadow_perpetuals(venue, self.config) if venue.market_type == "swap"
+                else LazySimulatedExchange(allocated_on(self.config, venue.name, "shadow"), persist=True)
+            )
         return functools.partial(
             live_connection_actor,
             venue=venue.name,
@@ -387,6 +398,7 @@ class App:
             shadow_exchange=self.shadow_books.get(venue.name),
             authenticated=credentials is not None,
             call_stats=self.call_stats.setdefault(venue.name, CallStats()),
+            **perpetual_core(venue, self.config),
         )
 
     def emit(self, kind: str, actor: str, reason: str, payload: dict[str, Any]) -> None:
@@ -605,6 +617,26 @@ def build_client(venue: CcxtVenueConfig, credentials: Any) -> Any:
     )
 
 
+def perpetual_core(venue: CcxtVenueConfig, config: Config) -> dict[str, Any]:
+    """The live connection's core for a ``swap`` venue (a USD-M account) and the settings of
+    the markets its live strategies trade (set on the account at start)."""
+    if venue.market_type != "swap":
+        return {}
+    live = {s.symbol for s in config.strategies if s.venue == venue.name and s.mode == "live"}
+    markets = [PerpetualMarketSetting(m.symbol, m.leverage, m.margin_mode) for m in venue.markets if m.symbol in live]
+    return {"core_class": LivePerpetualConnectionCore,
+            "core_options": {"markets": markets, "margin_max_age_seconds": venue.margin_max_age_seconds}}
+
+
+def shadow_perpetuals(venue: CcxtVenueConfig, config: Config) -> LazyPerpetualExchange:
+    """The simulated perpetuals account of a swap venue's shadow strategies: their
+    allocations are its wallet; their markets' leverage and margin mode are set on it."""
+    shadow = {s.symbol for s in config.strategies if s.venue == venue.name and s.mode == "shadow"}
+    markets = [PerpetualMarketSetting(m.symbol, m.leverage, m.margin_mode) for m in venue.markets if m.symbol in shadow]
+    settle = markets[0].symbol.partition(":")[2] if markets else "USDT"
+    return LazyPerpetualExchange(allocated_on(config, venue.name, "shadow").get(settle, Decimal(0)), markets)
+
+
 def live_settings(venue: CcxtVenueConfig) -> LiveSettings:
     return LiveSettings(
         timeframe=venue.timeframe,
@@ -638,7 +670,26 @@ def venue_facts(venue: VenueConfig) -> VenueFacts:
         except Exception as error:  # noqa: BLE001 - reported as the venue's problem
             kind = classify(error, write=False).value
             return VenueFacts(venue.name, scrub(f"{kind}: {type(error).__name__}: {error}", secrets), {}, {}, {})
-    return VenueFacts(venue.name, None, found["load_markets"], found["fetch_balance"], {})
+    facts = VenueFacts(venue.name, None, found["load_markets"], found["fetch_balance"], {})
+    return swap_settings_checked(venue, client, facts, secrets) if credentials and venue.market_type == "swap" else facts
+
+
+def swap_settings_checked(venue: CcxtVenueConfig, client: Any, facts: VenueFacts, secrets: tuple[str, ...]) -> VenueFacts:
+    """A swap venue's markets as the account has them set now (``limitline check`` reads,
+    it never sets): a market whose settings cannot be read is its strategy's problem; one set
+    otherwise than the config says is not (``run`` sets them at start, then reads them back)."""
+    leverage: dict[str, Decimal] = {}
+    problems: dict[str, str] = {}
+    for market in venue.markets:
+        if market.symbol not in facts.markets:
+            continue
+        try:
+            found, _ = perform(client, "fetch_leverage", (market.symbol,))
+        except Exception as error:  # noqa: BLE001 - reported as the market's problem
+            problems[market.symbol] = scrub(f"reading its leverage failed: {type(error).__name__}: {error}", secrets)
+            continue
+        leverage[market.symbol] = found
+    return attrs.evolve(facts, leverage=leverage, market_problems=problems)
 
 
 def preflight_all(config: Config) -> dict[str, list[str]]:

@@ -114,6 +114,17 @@ class SimulatedVenueConfig:
 
 
 @attrs.frozen
+class CcxtMarketConfig:
+    """A perpetual market of a ccxt ``swap`` venue: its leverage (1..125) and margin mode
+    (``cross`` or ``isolated``), set on the account when the venue starts and read back
+    before any strategy on it may trade."""
+
+    symbol: str
+    leverage: int
+    margin_mode: str = "cross"
+
+
+@attrs.frozen
 class CcxtVenueConfig:
     """A real exchange account through ccxt. Credentials are *named* here, never written:
     environment variables (``api_key_env``, ``secret_env``, ``password_env``) or a secrets
@@ -146,6 +157,11 @@ class CcxtVenueConfig:
     #: An order whose submit outcome is unknown is declared never placed only after every
     #: source has lacked it this long.
     never_placed_after_seconds: float = 60.0
+    #: ``swap`` only: the markets traded, each with its leverage and margin mode.
+    markets: list[CcxtMarketConfig] = attrs.Factory(list)
+    #: ``swap`` only: an open is sent only if the exchange's available margin, read at most
+    #: this many seconds ago, covers its initial margin (an older reading is read again first).
+    margin_max_age_seconds: float = 10.0
 
 
 VenueConfig = SimulatedVenueConfig | CcxtVenueConfig
@@ -631,14 +647,17 @@ def _position_problems(
     """A strategy of positions on a swap venue, or settings of one on a spot venue."""
     from actors.strategy.protection_core import ProtectionSettings
 
-    swap = getattr(venue, "market_type", "spot") == "swap" and isinstance(venue, SimulatedVenueConfig)
+    swap = getattr(venue, "market_type", "spot") == "swap"
     if not swap:
         return [
-            f"{at}.{field}: only a strategy on a simulated swap venue has one (venue {_shown(venue.name)} is "
-            f"{'a ccxt venue: positions on live venues are not wired yet' if isinstance(venue, CcxtVenueConfig) else 'spot'})"
+            f"{at}.{field}: only a strategy on a swap venue has one (venue {_shown(venue.name)} is spot)"
             for field in ("on_buy", "on_sell", "protection") if getattr(s, field) is not None
         ]
     out = []
+    if isinstance(venue, CcxtVenueConfig):
+        if s.symbol not in {m.symbol for m in venue.markets}:
+            out.append(f"{at}.symbol: {_shown(s.symbol)} is not among the markets of venue {_shown(venue.name)}; add "
+                       f"{{symbol: {s.symbol}, leverage: N, margin_mode: cross}} to its markets")
     for field in ("on_buy", "on_sell"):
         if getattr(s, field) is None:
             out.append(
@@ -703,9 +722,33 @@ def _ccxt_problems(venue: CcxtVenueConfig, at: str) -> list[str]:
     out += _seconds_problems(
         venue, at, ("poll_seconds", "isolate_after_seconds", "probe_max_seconds", "timeout_seconds", "never_placed_after_seconds")
     )
+    out += _ccxt_market_problems(venue, at)
     rate = venue.rate_limit_per_second
     if not 0 < rate <= 1 / MIN_SECONDS:
         out.append(f"{at}.rate_limit_per_second: must be greater than 0 and at most {1 / MIN_SECONDS:g} (one request a millisecond), got {rate:g}")
+    return out
+
+
+def _ccxt_market_problems(venue: CcxtVenueConfig, at: str) -> list[str]:
+    """The markets of a ccxt swap venue (their leverage and margin mode), and the margin age."""
+    if venue.market_type != "swap":
+        return [f"{at}.markets: only a swap venue's markets are listed (leverage, margin mode); this venue's market_type is "
+                f"{_shown(venue.market_type)}"] if venue.markets else []
+    out = _seconds_problems(venue, at, ("margin_max_age_seconds",))
+    seen: set[str] = set()
+    for j, market in enumerate(venue.markets):
+        where = f"{at}.markets[{j}]"
+        pair, colon, settle = market.symbol.partition(":")
+        if not colon or settle != pair.partition("/")[2]:
+            out.append(f"{where}.symbol: a linear perpetual is named BASE/QUOTE:SETTLE with SETTLE the quote "
+                       f"(e.g. BTC/USDT:USDT), got {_shown(market.symbol)}")
+        if market.symbol in seen:
+            out.append(f"{where}.symbol: {_shown(market.symbol)} is listed twice")
+        seen.add(market.symbol)
+        if not isinstance(market.leverage, int) or not 1 <= market.leverage <= 125:
+            out.append(f"{where}.leverage: a whole number from 1 to 125, got {_shown(market.leverage)}")
+        if market.margin_mode not in ("cross", "isolated"):
+            out.append(f"{where}.margin_mode: must be cross or isolated, got {_shown(market.margin_mode)}")
     return out
 
 

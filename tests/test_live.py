@@ -340,10 +340,14 @@ async def test_shadow_and_live_strategies_on_one_venue_never_share_an_order_or_t
 
     async with live_runtime(tmp_path, extra_strategies=[paper]) as (watch, sandbox, app, _):
         await watch.until(both_filled_twice)
-        store = sqlite3.connect(app.config.store)
+        store = sqlite3.connect(app.config.store, isolation_level=None)
         real_trades = {t.trade_id for t in sandbox.dialect.exchange.trades}
+        # One read transaction: a fill row and its journal entries are committed together,
+        # and trading goes on meanwhile.
+        store.execute("BEGIN")
         ours = dict(store.execute("SELECT trade_id, client_order_id FROM fills").fetchall())
-    settled = store.execute("SELECT trade_id FROM journal WHERE kind = 'settle'").fetchall()
+        settled = store.execute("SELECT trade_id FROM journal WHERE kind = 'settle'").fetchall()
+        store.execute("COMMIT")
     assert sorted(tid for (tid,) in settled) == sorted(ours), "every settled trade has its fill row, once"
     shadow_ids = {tid for tid, cid in ours.items() if "-paper-" in cid}
     live_ids = {tid for tid, cid in ours.items() if "-dipper-" in cid}

@@ -22,6 +22,7 @@ from typing import Any
 import attrs
 
 from actors.connection.pacing import Backoff, RateLimiter
+from actors.connection.perpetual_core import ALGO_PREFIX
 from actors.connection.simulated_orders import (
     LazySimulatedExchange,
     SimulatedOrders,
@@ -61,7 +62,7 @@ from actors.orders import Order, OrderState
 from exchange.candles import Candle
 from exchange.errors import ErrorKind
 from exchange.markets import MarketRules
-from exchange.records import ExchangeOrder, ExchangeTrade, Side
+from exchange.records import ExchangeConditionalOrder, ExchangeOrder, ExchangeTrade, Side
 from exchange.retention import KEEP_FINISHED_ORDERS, KEEP_TRADES, Forgetting
 
 
@@ -119,6 +120,13 @@ class Tracked:
     #: What the exchange said had filled when it ended the order: its trades are polled
     #: until they add up to this.
     final_filled: Decimal | None = None
+    #: ``limit``, or ``stop_limit`` (a conditional order: the exchange places a limit order,
+    #: its child, when the price reaches ``trigger_price``); ``reduce_only`` for derivatives.
+    order_type: str = "limit"
+    trigger_price: Decimal | None = None
+    reduce_only: bool = False
+    #: A triggered conditional order's child order id (its trades carry it).
+    child_order_id: str | None = None
 
     @property
     def awaiting_trades(self) -> bool:
@@ -134,6 +142,9 @@ class _Pending:
 
 
 class LiveConnectionCore:
+    #: The operation that reads the account's balances (a derivatives account: its margin).
+    BALANCE_OPERATION = "fetch_balance"
+
     def __init__(
         self,
         venue: str,
@@ -231,9 +242,8 @@ class LiveConnectionCore:
             if order.state.on_exchange or order.state is OrderState.RESERVED:
                 unknown = order.exchange_order_id is None
                 canceling = order.state is OrderState.CANCELING and not unknown
-                self.tracked[order.client_order_id] = Tracked(
-                    order.client_order_id, order.strategy, order.symbol, order.side, order.amount,
-                    order.exchange_order_id, order.filled, unknown=unknown, unknown_since=now if unknown else None,
+                self.tracked[order.client_order_id] = attrs.evolve(
+                    _tracked(order), unknown=unknown, unknown_since=now if unknown else None,
                     # A cancel asked for before the restart and never confirmed: asked again.
                     cancel_reason=(order.reason or "expired") if canceling else None,
                     cancel_due=now if canceling else None,
@@ -242,10 +252,7 @@ class LiveConnectionCore:
                     self.by_exchange_id[order.exchange_order_id] = order.client_order_id
             elif order.final_filled is not None and order.filled < order.final_filled and order.exchange_order_id:
                 # Ended on the exchange with trades not yet reported: keep polling for them.
-                self.tracked[order.client_order_id] = Tracked(
-                    order.client_order_id, order.strategy, order.symbol, order.side, order.amount,
-                    order.exchange_order_id, order.filled, done=True, final_filled=order.final_filled,
-                )
+                self.tracked[order.client_order_id] = attrs.evolve(_tracked(order), done=True, final_filled=order.final_filled)
                 self.by_exchange_id[order.exchange_order_id] = order.client_order_id
             self.trade_ids.update(dict.fromkeys((order.symbol, trade_id) for trade_id in order.trade_ids))
 
@@ -328,15 +335,32 @@ class LiveConnectionCore:
         if self.isolated or self.fatal:
             rejected = OrderRejected(order.client_order_id, f"venue {self.venue} is isolated: {self.isolated or self.fatal}; not sent", now)
             return [Send(to, rejected), Send(LEDGER, rejected)]
-        tracked = Tracked(order.client_order_id, order.strategy, order.symbol, order.side, order.amount, price=order.price)
-        self.tracked[order.client_order_id] = tracked
+        tracked = self.tracked[order.client_order_id] = _tracked(order)
         return self._create(tracked, now)
 
     def _create(self, tracked: Tracked, now: float) -> list[Any]:
-        return self._call(
-            now, "create_limit_order", (tracked.symbol, tracked.side, tracked.amount, tracked.price, tracked.client_order_id),
-            write=True, what="create", key=tracked.client_order_id,
-        )
+        """The order goes out under its client order id (idempotent: a second create with
+        the same id is refused by the exchange, never placed twice). A stop-limit is a
+        conditional order (ccxt: type ``limit`` with ``stopLossPrice``), never a market type."""
+        args = (tracked.symbol, tracked.side, tracked.amount, tracked.price)
+        kwargs = {"reduce_only": True} if tracked.reduce_only else {}
+        if tracked.order_type == "stop_limit":
+            return self._call(now, "create_conditional_order", (*args, tracked.trigger_price, tracked.client_order_id),
+                              {"kind": "stop", "reduce_only": tracked.reduce_only},
+                              write=True, what="create", key=tracked.client_order_id)
+        if tracked.order_type != "limit":
+            raise ValueError(f"order {tracked.client_order_id}: limit orders only, got {tracked.order_type!r}")
+        return self._call(now, "create_limit_order", (*args, tracked.client_order_id), kwargs,
+                          write=True, what="create", key=tracked.client_order_id)
+
+    def _fetch_order(self, tracked: Tracked, now: float) -> list[Any]:
+        """Look the order up by its exchange id (a triggered conditional order: its child)."""
+        assert tracked.exchange_order_id is not None
+        if tracked.order_type == "stop_limit" and tracked.child_order_id is None:
+            return self._call(now, "fetch_conditional_order", (_algo_id(tracked.exchange_order_id), tracked.symbol),
+                              what="order", key=tracked.client_order_id)
+        order_id = tracked.child_order_id or tracked.exchange_order_id
+        return self._call(now, "fetch_order", (order_id, tracked.symbol), what="order", key=tracked.client_order_id)
 
     def check(self, order: Order, now: float) -> list[Any]:
         """Resolve an UNKNOWN order by evidence: looked up on the next polls."""
@@ -344,9 +368,7 @@ class LiveConnectionCore:
             return list(self.shadow.check(order, now))
         tracked = self.tracked.get(order.client_order_id)
         if tracked is None:
-            tracked = self.tracked[order.client_order_id] = Tracked(
-                order.client_order_id, order.strategy, order.symbol, order.side, order.amount, order.exchange_order_id, order.filled
-            )
+            tracked = self.tracked[order.client_order_id] = _tracked(order)
         if tracked.exchange_order_id is None and not tracked.done and not tracked.unknown:
             tracked.unknown, tracked.unknown_since = True, now
         return []
@@ -367,8 +389,14 @@ class LiveConnectionCore:
         return self._cancel(tracked, now)
 
     def _cancel(self, tracked: Tracked, now: float) -> list[Any]:
+        """Cancel by exchange id; a conditional order on the algo endpoint until it has
+        triggered, then its child order."""
         assert tracked.exchange_order_id is not None
-        return self._call(now, "cancel_order", (tracked.exchange_order_id, tracked.symbol), write=True, what="cancel", key=tracked.client_order_id)
+        if tracked.order_type == "stop_limit" and tracked.child_order_id is None:
+            return self._call(now, "cancel_conditional_order", (_algo_id(tracked.exchange_order_id), tracked.symbol),
+                              write=True, what="cancel", key=tracked.client_order_id)
+        order_id = tracked.child_order_id or tracked.exchange_order_id
+        return self._call(now, "cancel_order", (order_id, tracked.symbol), write=True, what="cancel", key=tracked.client_order_id)
 
     # ----------------------------------------------------------------- time
 
@@ -387,7 +415,7 @@ class LiveConnectionCore:
             out += self._call(now, "sync_clock", what="clock")  # measuring failed: again, after its back-off
         if self._balance_due is not None and now >= self._balance_due and not self._in_flight("balance"):
             self._balance_due = None
-            out += self._call(now, "fetch_balance", what="balance")
+            out += self._call(now, self.BALANCE_OPERATION, what="balance")
         for tracked in self.tracked.values():
             if tracked.cancel_due is not None and now >= tracked.cancel_due and not tracked.done and tracked.exchange_order_id:
                 tracked.cancel_due = None
@@ -416,7 +444,8 @@ class LiveConnectionCore:
                 out += self._call(now, "fetch_trades", (symbol, None if last is None else last + 1), what="trades", key=symbol)
         for tracked in self.tracked.values():
             if tracked.unknown and not tracked.done and self._may_read("lookup", tracked.client_order_id, now):
-                out += self._call(now, "fetch_order_by_client_id", (tracked.client_order_id, tracked.symbol), what="lookup", key=tracked.client_order_id)
+                operation = "fetch_conditional_order_by_client_id" if tracked.order_type == "stop_limit" else "fetch_order_by_client_id"
+                out += self._call(now, operation, (tracked.client_order_id, tracked.symbol), what="lookup", key=tracked.client_order_id)
         return out
 
     # --------------------------------------------------------------- outcomes
@@ -476,7 +505,7 @@ class LiveConnectionCore:
             return self._trades(key, result, now)
         if what == "create":
             tracked = self.tracked[key]
-            tracked.exchange_order_id = result.exchange_order_id
+            tracked.exchange_order_id = record_id(result)
             self.by_exchange_id[tracked.exchange_order_id] = key
             return [Send(strategy_address(tracked.strategy), OrderAccepted(key, tracked.exchange_order_id, now))]
         if what == "cancel":
@@ -489,7 +518,7 @@ class LiveConnectionCore:
                 # backing off: the open orders poll asks again, as it would anyway.)
                 if not self._may_read("order", key, now):
                     return []
-                return self._call(now, "fetch_order", (tracked.exchange_order_id, tracked.symbol), what="order", key=key)
+                return self._fetch_order(tracked, now)
             return self._closed(tracked, now, canceled_by_us=True, filled=result.filled)
         if what == "lookup":
             if not self.tracked[key].unknown:
@@ -512,7 +541,7 @@ class LiveConnectionCore:
     def _on_error(self, pending: _Pending, kind: ErrorKind, done: CallDone, now: float) -> list[Any]:
         what, key = pending.what, pending.key
         out: list[Any] = [self._event("exchange_error", now, f"{what}: {kind.value}: {done.error}", key if what in ("create", "cancel", "lookup") else None)]
-        if what in ("snapshot_orders", "snapshot_trades", "snapshot_balance"):
+        if what.startswith("snapshot_"):
             self._snapshot_for.clear()  # the reconciler times out and asks again
             self._snapshot_waiting.clear()
         if kind is ErrorKind.CLOCK:
@@ -544,13 +573,17 @@ class LiveConnectionCore:
                 tracked.unknown, tracked.unknown_since = True, now
                 return out + [Send(to, OrderOutcomeUnknown(key, done.error, now))]
             tracked.done = True
-            rejected = OrderRejected(key, f"{kind.value}: {done.error}", now)
+            rejected = OrderRejected(key, self._rejection_reason(kind, done), now)
             return out + [Send(to, rejected), Send(LEDGER, rejected)]
         if what == "cancel":
             return out + self._cancel_failed(self.tracked[key], kind, done.error, now)
         if what == "lookup" and kind is ErrorKind.REJECTED:
             return out + self._not_found(self.tracked[key], now)
         return out
+
+    def _rejection_reason(self, kind: ErrorKind, done: CallDone) -> str:
+        """What a refused create is rejected with: the kind and the exchange's message."""
+        return f"{kind.value}: {done.error}"
 
     def _clock_error(self, pending: _Pending, error: str, now: float) -> list[Any]:
         """The exchange refused a request's timestamp (nothing was done).
@@ -600,7 +633,7 @@ class LiveConnectionCore:
         elif what == "cancel":
             if tracked is not None and not tracked.done:
                 tracked.cancel_due = now
-        elif what not in ("probe", "snapshot_orders", "snapshot_trades", "snapshot_balance"):
+        elif what != "probe" and not what.startswith("snapshot_"):
             # A poll or a lookup: the next tick asks again. (The prober keeps its pace; the
             # reconciler asks for its snapshot again.)
             self.next_poll = min(self.next_poll, now)
@@ -623,7 +656,7 @@ class LiveConnectionCore:
                 return [Send(strategy_address(tracked.strategy), failed)]
             out = []
             if self._may_read("order", tracked.client_order_id, now):
-                out = self._call(now, "fetch_order", (tracked.exchange_order_id, tracked.symbol), what="order", key=tracked.client_order_id)
+                out = self._fetch_order(tracked, now)
         else:
             out = []
         tracked.cancel_due = now + self.retry.delay(tracked.cancel_failures)
@@ -643,7 +676,7 @@ class LiveConnectionCore:
         if not self.authenticated:
             self._balances_loaded = True  # public data only: no account to ask
             return out + self._answer_waiting()
-        return out + self._call(now, "fetch_balance", what="balance")
+        return out + self._call(now, self.BALANCE_OPERATION, what="balance")
 
     def _candles(self, symbol: str, candles: list[Candle], now: float, asked_at: float) -> list[Any]:
         """Closed candles are news, each once, with its final values. A candle is closed when
@@ -685,18 +718,22 @@ class LiveConnectionCore:
                 out += self._looked_up(tracked.client_order_id, listed, now)
         for tracked in self.tracked.values():
             if (tracked.symbol == symbol and not tracked.done and tracked.exchange_order_id
-                    and tracked.exchange_order_id not in open_ids and self._may_read("order", tracked.client_order_id, now)):
-                out += self._call(now, "fetch_order", (tracked.exchange_order_id, symbol), what="order", key=tracked.client_order_id)
+                    and tracked.exchange_order_id not in open_ids and not self._listed_elsewhere(tracked)
+                    and self._may_read("order", tracked.client_order_id, now)):
+                out += self._fetch_order(tracked, now)
         return out
+
+    def _listed_elsewhere(self, tracked: Tracked) -> bool:
+        """The order is not in the open-orders list by its nature (a conditional order waiting
+        for its trigger is listed apart); the list's absence says nothing of it."""
+        return False
 
     def _trades(self, symbol: str, trades: list[ExchangeTrade], now: float) -> list[Any]:
         """Our trades become fills, each once. The cursor (the next poll's first trade id)
         never moves past a trade we cannot map to an order yet while an order of ours on
         this market has no exchange id (its create in flight, or UNKNOWN): that trade may
         be its fill, and it is read again once the order is known."""
-        unmapped_possible = any(
-            t.symbol == symbol and t.exchange_order_id is None and not t.done for t in self.tracked.values()
-        )
+        unmapped_possible = any(t.symbol == symbol and not t.done and self._id_unknown(t) for t in self.tracked.values())
         cursor = self.last_trade_id.get(symbol, 0)
         held_back: int | None = None
         out: list[Any] = []
@@ -729,6 +766,10 @@ class LiveConnectionCore:
         self._forget_finished()
         return out
 
+    def _id_unknown(self, tracked: Tracked) -> bool:
+        """The exchange may have made trades of this order under an id we do not know yet."""
+        return tracked.exchange_order_id is None
+
     def _forget_finished(self) -> None:
         """Bound the maps of a months-long run: orders that need nothing more (all their
         trades reported, no cancel or lookup pending, no call on the wire) and old trade ids."""
@@ -739,8 +780,9 @@ class LiveConnectionCore:
                         or tracked.client_order_id in busy)
 
         for _, tracked in self._forget_orders.sweep(self.tracked, finished):
-            if tracked.exchange_order_id is not None:
-                self.by_exchange_id.pop(tracked.exchange_order_id, None)
+            for order_id in (tracked.exchange_order_id, tracked.child_order_id):
+                if order_id is not None:
+                    self.by_exchange_id.pop(order_id, None)
         self._forget_trades.sweep(self.trade_ids, lambda _, __: True)
 
     def _order_status(self, cid: str, order: ExchangeOrder, now: float) -> list[Any]:
@@ -770,7 +812,7 @@ class LiveConnectionCore:
         """Evidence for an UNKNOWN order: the exchange has it."""
         tracked = self.tracked[cid]
         tracked.unknown = False
-        tracked.exchange_order_id = order.exchange_order_id
+        tracked.exchange_order_id = record_id(order)
         self.by_exchange_id[tracked.exchange_order_id] = cid
         to = strategy_address(tracked.strategy)
         if order.status in ENDED:
@@ -822,7 +864,7 @@ class LiveConnectionCore:
             out += self._call(now, "fetch_trades", (symbol, None, 1000), what="snapshot_trades", key=f"{round_}|trades:{symbol}")
         if self.authenticated:
             self._snapshot_waiting.add(f"{round_}|balance")
-            out += self._call(now, "fetch_balance", what="snapshot_balance", key=f"{round_}|balance")
+            out += self._call(now, self.BALANCE_OPERATION, what="snapshot_balance", key=f"{round_}|balance")
         return out + self._snapshot_done(now, None)
 
     def _snapshot_orders(self, orders: list[ExchangeOrder], now: float, key: str) -> list[Any]:
@@ -833,6 +875,10 @@ class LiveConnectionCore:
         self._snapshot_waiting.discard(symbol or "")
         if self._snapshot_waiting:
             return []
+        waiting, self._snapshot_for = self._snapshot_for, []
+        return [Send(to, self._snapshot(now, request_id)) for to, request_id in waiting]
+
+    def _snapshot(self, now: float, request_id: int) -> ExchangeSnapshot:
         listed = self._snapshot_open
         if self.shadow is not None:
             listed += self.shadow.open_orders()
@@ -843,11 +889,7 @@ class LiveConnectionCore:
         if self.shadow is not None:
             for asset, b in self.shadow.exchange.balances.items():
                 balances[asset] = balances.get(asset, Decimal(0)) + b.free + b.used
-        waiting, self._snapshot_for = self._snapshot_for, []
-        return [
-            Send(to, ExchangeSnapshot(self.venue, listed, balances, now, request_id, trades))
-            for to, request_id in waiting
-        ]
+        return ExchangeSnapshot(self.venue, listed, balances, now, request_id, trades)
 
     def _isolate(self, now: float, reason: str) -> list[Any]:
         if self.isolated:
@@ -894,3 +936,25 @@ class LiveConnectionCore:
 
     def _event(self, kind: str, now: float, reason: str, cid: str | None = None) -> Send:
         return Send(WRITER, RecordEvent(kind=kind, actor=self.address, at=now, client_order_id=cid, reason=reason))
+
+
+def _tracked(order: Order) -> Tracked:
+    """What the connection tracks of an order of record."""
+    return Tracked(
+        order.client_order_id, order.strategy, order.symbol, order.side, order.amount, order.exchange_order_id,
+        order.filled, price=order.price, order_type=order.order_type, trigger_price=order.trigger_price,
+        reduce_only=order.reduce_only,
+    )
+
+
+def record_id(order: ExchangeOrder) -> str:
+    """The exchange id an order of record holds: a conditional order's is its algo id with
+    :data:`ALGO_PREFIX` (Binance numbers conditional orders apart from the others, so the
+    two could share a number), as in shadow mode (``actors.connection.perpetual_core``)."""
+    if isinstance(order, ExchangeConditionalOrder):
+        return ALGO_PREFIX + order.exchange_order_id
+    return order.exchange_order_id
+
+
+def _algo_id(exchange_order_id: str) -> str:
+    return exchange_order_id.removeprefix(ALGO_PREFIX)

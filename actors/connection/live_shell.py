@@ -13,7 +13,7 @@ from actors.connection.simulated_orders import LazySimulatedExchange
 from actors.mailbox import receive_batch
 from actors.messages import CallDone, ExchangeCall, Send, Tick
 from actors.runtime import ActorContext, ActorEnv, deliver
-from exchange.ccxt_adapter import classify, perform
+from exchange.ccxt_adapter import classify, error_reason, exchange_error_code, perform
 
 #: ccxt calls in flight at once for one connection.
 THREADS_PER_CONNECTION = 4
@@ -42,18 +42,23 @@ async def live_connection_actor(
     shadow_exchange: LazySimulatedExchange | None = None,
     authenticated: bool = True,
     call_stats: CallStats | None = None,
+    core_class: type[LiveConnectionCore] = LiveConnectionCore,
+    core_options: dict[str, Any] | None = None,
     *,
     task_status: trio.TaskStatus[None],
 ) -> None:
     """``make_client`` builds the ccxt client (with its credentials); ``secrets`` are the
     values to scrub from any error text before it leaves this actor; ``fatal``: why no
     client can be made (the venue starts isolated and says so to its strategies);
-    ``call_stats``: where each call's latency and failure kind are counted (``/metrics``)."""
+    ``call_stats``: where each call's latency and failure kind are counted (``/metrics``);
+    ``core_class`` and ``core_options``: a derivatives account's core
+    (:class:`actors.connection.live_perpetual_core.LivePerpetualConnectionCore`) and its settings."""
     assert ctx.inbox is not None
     client = make_client() if fatal is None else None
-    core = LiveConnectionCore(
+    core = core_class(
         venue, settings, env.clock.now(), fatal,
         shadow_strategies=shadow_strategies, shadow_exchange=shadow_exchange, authenticated=authenticated,
+        **(core_options or {}),
     )
     core.restore(await env.store.orders(venue=venue), env.clock.now())
     if ctx.incarnation > 1 and shadow_exchange is not None and shadow_exchange.exchange is not None:
@@ -81,6 +86,8 @@ async def live_connection_actor(
                 error_kind=classify(error, write=call.write).value,
                 error=scrub(f"{type(error).__name__}: {error}", secrets),
                 retry_after=getattr(error, "retry_after", None),
+                code=exchange_error_code(error),
+                reason=error_reason(error),
             )
         if call_stats is not None:
             call_stats.observe(call.operation, trio.current_time() - started, done.error_kind)

@@ -68,9 +68,13 @@ ALGO_PREFIX = "algo-"
 
 
 class PerpetualOrders:
-    def __init__(self, venue: str, exchange: PerpetualExchange) -> None:
+    def __init__(self, venue: str, exchange: PerpetualExchange, id_prefix: str = "") -> None:
+        """``id_prefix``: put before every exchange order id, trade id and income id handed
+        out (shadow strategies on a real venue: see
+        :class:`actors.connection.simulated_orders.SimulatedOrders`)."""
         self.venue = venue
         self.exchange = exchange
+        self.id_prefix = id_prefix
         #: client order id -> owning strategy's name
         self.owners: dict[str, str] = {}
         #: Orders accepted and not known to have ended: what :meth:`sweep` watches.
@@ -102,7 +106,7 @@ class PerpetualOrders:
             if order.state in ACCEPTED:
                 self.live[order.client_order_id] = order.strategy
                 for trade in self.exchange.trades:
-                    if trade.client_order_id == order.client_order_id and trade.trade_id not in order.trade_ids:
+                    if trade.client_order_id == order.client_order_id and self.id_prefix + trade.trade_id not in order.trade_ids:
                         out += self.route_fill(trade)
         return out + self.sweep(now)
 
@@ -171,7 +175,7 @@ class PerpetualOrders:
         # A crossing limit fills at once (a taker): its fills follow the acceptance, which
         # says how much they come to (the strategy's candle is not done until they are in).
         taken = ZERO if isinstance(result, ConditionalOrder) else result.filled
-        return [Send(to, OrderAccepted(cid, exchange_id, now, taken=taken))] + self._route_new() + self.sweep(now)
+        return [Send(to, OrderAccepted(cid, self.id_prefix + exchange_id, now, taken=taken))] + self._route_new() + self.sweep(now)
 
     def cancel(self, message: CancelOrder, now: float) -> list[Send]:
         self.dirty = True
@@ -206,9 +210,9 @@ class PerpetualOrders:
         out: list[Send] = []
         if order.state in (OrderState.SUBMITTING, OrderState.UNKNOWN):
             exchange_id = ALGO_PREFIX + algo.algo_id if algo is not None else found.exchange_order_id  # type: ignore[union-attr]
-            out.append(Send(to, OrderAccepted(cid, exchange_id, now)))
+            out.append(Send(to, OrderAccepted(cid, self.id_prefix + exchange_id, now)))
         for trade in self.exchange.trades:
-            if trade.client_order_id == cid and trade.trade_id not in order.trade_ids:
+            if trade.client_order_id == cid and self.id_prefix + trade.trade_id not in order.trade_ids:
                 out += self.route_fill(trade)
         self.live[cid] = order.strategy
         return out + self.sweep(now)
@@ -226,7 +230,7 @@ class PerpetualOrders:
         for entry in income[self._income_seen:]:
             holder = self.holders.get(entry.symbol)
             if entry.income_type == "FUNDING_FEE" and holder is not None:
-                out.append(Send(LEDGER, FundingReport(self.venue, holder, entry.symbol, str(entry.tran_id),
+                out.append(Send(LEDGER, FundingReport(self.venue, holder, entry.symbol, self.id_prefix + str(entry.tran_id),
                                                       -entry.amount, entry.asset, entry.at)))
         self._income_seen = len(income)
         return out
@@ -287,8 +291,8 @@ class PerpetualOrders:
     def route_fill(self, trade: ExchangeTrade) -> list[Send]:
         report = FillReport(
             venue=self.venue, client_order_id=trade.client_order_id, exchange_order_id=self._record_id(trade),
-            trade_id=trade.trade_id, symbol=trade.symbol, side=trade.side, price=trade.price, amount=trade.amount,
-            fee=trade.fee, fee_currency=trade.fee_currency, at=trade.at, order_complete=trade.order_complete,
+            trade_id=self.id_prefix + trade.trade_id, symbol=trade.symbol, side=trade.side, price=trade.price,
+            amount=trade.amount, fee=trade.fee, fee_currency=trade.fee_currency, at=trade.at, order_complete=trade.order_complete,
         )
         out = [Send(LEDGER, report)]
         owner = self.owners.get(trade.client_order_id)
@@ -299,7 +303,7 @@ class PerpetualOrders:
     def _record_id(self, trade: ExchangeTrade) -> str:
         """The exchange id our order of record holds: a stop's child trades under its algo's."""
         algo = self.exchange.find_conditional_order(client_algo_id=trade.client_order_id)
-        return ALGO_PREFIX + algo.algo_id if algo is not None else trade.exchange_order_id
+        return self.id_prefix + (ALGO_PREFIX + algo.algo_id if algo is not None else trade.exchange_order_id)
 
     def trades(self) -> tuple[ExchangeTrade, ...]:
         """Recent trades (the last 1,000), each under the exchange id of our order of record."""
@@ -307,7 +311,7 @@ class PerpetualOrders:
         for trade in self.exchange.trades[-1000:]:
             record_id = self._record_id(trade)
             plain = ExchangeTrade(
-                trade.trade_id, record_id, trade.symbol, trade.side, trade.price, trade.amount, trade.fee,
+                self.id_prefix + trade.trade_id, record_id, trade.symbol, trade.side, trade.price, trade.amount, trade.fee,
                 trade.fee_currency, trade.client_order_id, trade.at, trade.order_complete,
             )
             out.append(plain)
@@ -323,7 +327,7 @@ class PerpetualOrders:
             for o in self.exchange.open_orders()
         ]
         orders += [
-            ExchangeOrder(a.client_algo_id, ALGO_PREFIX + a.algo_id, a.symbol, a.side, a.price, a.amount, Decimal(0))
+            ExchangeOrder(a.client_algo_id, self.id_prefix + ALGO_PREFIX + a.algo_id, a.symbol, a.side, a.price, a.amount, Decimal(0))
             for a in self.exchange.open_conditional_orders()
         ]
         return tuple(orders)

@@ -124,6 +124,9 @@ class PerpetualStrategyCore(StrategyCore):
         self._await_position = False
         #: Protective orders of record to adopt once the protection starts (a restart).
         self._adopt: list[Order] = []
+        #: This strategy's share of ``allocated`` (pre-flight: the account's balance must
+        #: cover the strategies' collateral): its allocation, then its wallet in the ledger.
+        self._collateral_counted = self.settings.allocation.quote
         #: Orders the exchange filled (in part) on arrival, and how much of those fills
         #: has not been reported yet (the acceptance says; the fills follow it).
         self._arriving: dict[str, Decimal] = {}
@@ -245,6 +248,13 @@ class PerpetualStrategyCore(StrategyCore):
         self.position, self.position_entry = info.size, info.entry_price
         self.realized_pnl, self.fees_paid = info.realized_pnl, dict(info.fees_paid)
         self.wallet, self.free_collateral = info.wallet, info.free
+        settle = self.settings.symbol.partition(":")[2]
+        if settle in self.allocated:
+            # What must fit the account's balance after trading is the collateral as the
+            # ledger holds it (P&L, fees and funding booked), not the allocation first given
+            # (as a spot strategy's AccountInfo says): this strategy's share is its wallet.
+            self.allocated[settle] += info.wallet - self._collateral_counted
+            self._collateral_counted = info.wallet
         self.funding_paid, self.margin_used = info.funding_paid, info.margin_used
         self._balances_known = True
         for trade_id in info.settled:

@@ -106,6 +106,8 @@ def venue_problems(s: StrategySettings, facts: VenueFacts, allocated: Mapping[st
         return [f"market {s.symbol} does not exist on {facts.venue}"]
     if not market.active:
         return [f"market {s.symbol} is not active on {facts.venue}"]
+    if s.symbol in facts.market_problems:
+        return [f"market {s.symbol} on {facts.venue}: {facts.market_problems[s.symbol]}"]
     out: list[str] = []
     for asset in (market.quote, market.base):
         total, balance = allocated.get(asset, Decimal(0)), facts.balances.get(asset, Decimal(0))

@@ -1,0 +1,381 @@
+"""Live trading of USD-M perpetuals end to end: the real ``ccxt.binanceusdm`` against
+``limitline sandbox --market usdm``, with the runtime armed for live trading (in-process, as
+the spot live tests run it).
+
+The sandbox's market is frozen and moved one candle at a time (``POST /admin/market``
+``{"step": 1}``), and operator actions go through its admin API, so what each candle does
+is known. Every wait is on an observable condition (an event, the exchange's state) with
+the test's deadline; nothing sleeps.
+
+The strategy: long when the close crosses 1000 upwards, short when it crosses 995
+downwards, 0.5 BTC, a take-profit 5 % and a stop-loss 2 % from the entry (the stop's limit
+0.5 % beyond its trigger), gapped stops escalated 1 % through the price; leverage 5.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import urllib.request
+from decimal import Decimal
+
+import trio
+from helpers import KEY, SECRET, Watch, node, start_app
+
+from exchange.perpetuals import MARKET_TYPES
+from exchange.sandbox import Sandbox, SandboxSettings, serve_sandbox
+
+S = "BTC/USDT:USDT"
+#: (open, high, low, close) per hour from 2024-01-01 00:00 UTC; the comments say what each does.
+CANDLES = [
+    (980, 980, 980, 980),       # -  history: seen at start, never decided on
+    (980, 980, 980, 980),       # 0  the first close the triggers see
+    (980, 1010, 980, 1010),     # 1  crosses 1000 up: open a long at 1010; protection TP 1060.5, SL 989.8 (limit 984.8)
+    (1010, 1012, 985, 997),     # 2  the low reaches the stop: it triggers and closes the long; the take-profit goes
+    (997, 1006, 996, 1005),     # 3  crosses 1000 up: a long at 1005
+    (1005, 1006, 992, 993),     # 4  crosses 995 down: flip to a short at 993
+    # here an operator closes the short on the exchange
+    (993, 1100, 993, 1100),     # 5  crosses 1000 up: a long at 1100; protection TP 1155, SL 1078 (limit 1072.6)
+    # here limitline restarts with that protection resting
+    (1050, 1055, 1045, 1050),   # 6  opens below the stop's limit: triggered, its child rests unfilled: escalated
+    (1050, 1050, 997, 997),     # 7  nothing fires
+    # here margin is withdrawn from the account
+    (997, 1010, 997, 1010),     # 8  crosses 1000 up: the open is refused for margin, never sent
+] + [(1010, 1010, 1010, 1010)] * 8
+
+
+#: Candle 0's time (2024-01-01T01:00Z); candle n's is n hours later.
+FIRST = 1704070800
+
+
+def write_candles(path) -> str:
+    lines = ["timestamp,open,high,low,close,volume"]
+    for hour, (o, h, l, c) in enumerate(CANDLES):  # noqa: E741
+        lines.append(f"2024-01-{1 + hour // 24:02d}T{hour % 24:02d}:00:00Z,{o},{h},{l},{c},1000")
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def perpetual_config(tmp_path, url: str) -> dict:
+    return {
+        "store": str(tmp_path / "perp.sqlite"),
+        "status": {"port": 0},
+        # Two cycles make a difference count: the withdrawn margin is the reconciler's only
+        # seconds after the connection has read it (the open it refuses comes first).
+        "reconciler": {"interval_seconds": 1.5},
+        "venues": [{
+            "name": "usdm", "kind": "ccxt", "exchange": "binanceusdm", "market_type": "swap", "base_url": url,
+            "api_key_env": "LL_TEST_KEY", "secret_env": "LL_TEST_SECRET", "poll_seconds": 0.1,
+            "rate_limit_per_second": 500, "margin_max_age_seconds": 5,
+            "markets": [{"symbol": S, "leverage": 5, "margin_mode": "cross"}],
+        }],
+        "strategies": [{
+            "name": "trend", "venue": "usdm", "symbol": S, "mode": "live",
+            "allocation": {"quote": 5000}, "sizing": {"base": 0.5},
+            "buy": {"kind": "price_cross", "level": 1000, "direction": "up"},
+            "sell": {"kind": "price_cross", "level": 995, "direction": "down"},
+            "on_buy": "long", "on_sell": "short", "limit_offset_bps": -10, "ttl_seconds": 7200,
+            "protection": {"take_profit_pct": 5, "stop_loss_pct": 2, "stop_limit_slippage_pct": 0.5, "gap_slippage_pct": 1},
+            "breaker": {"threshold": 5, "cooldown_seconds": 1, "max_cooldown_seconds": 4},
+        }],
+    }
+
+
+def admin(url: str, path: str, body: dict | None = None) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"{url}{path}", data=data, method="GET" if body is None else "POST")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
+
+
+class Exchange:
+    """The sandbox, seen and moved from the test (its admin API, on a worker thread)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    async def state(self) -> dict:
+        return await trio.to_thread.run_sync(admin, self.url, "/admin/state")
+
+    async def post(self, path: str, body: dict) -> dict:
+        return await trio.to_thread.run_sync(admin, self.url, path, body)
+
+    async def step(self) -> None:
+        await self.post("/admin/market", {"frozen": True, "step": 1})
+
+
+async def until(predicate, wake) -> None:
+    """Wait (within the test's deadline) until ``predicate()`` holds, re-checking each time ``wake()`` returns."""
+    while not await predicate():
+        await wake()
+
+
+def status(app, name: str) -> dict:
+    return node(app.snapshot(), name)["status"]
+
+
+async def test_a_live_perpetual_strategy_through_binanceusdm(tmp_path, credentials):
+    sandbox = Sandbox(SandboxSettings(data=write_candles(tmp_path / "c.csv"), speed=1, api_key=KEY, secret=SECRET,
+                                      market="usdm", balances={"USDT": Decimal(10000)}))
+    sandbox.frozen = True
+    sandbox.step(1)  # candle 0: the history the connection finds at start
+    watch = Watch()
+    try:
+        await _scenario(tmp_path, sandbox, watch)
+    except BaseException:
+        for e in watch.events:
+            if e.kind != "evaluated":
+                print(e.kind, e.strategy, e.client_order_id, e.reason, e.payload)
+        raise
+
+
+async def _scenario(tmp_path, sandbox, watch):
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(serve_sandbox, sandbox, 0)
+            exchange = Exchange(url)
+            raw = perpetual_config(tmp_path, url)
+            running = await start_app(nursery, raw, watch)
+            app = running.app
+            await watch.until(lambda events: watch.count("strategy_active") >= 1)
+            connection = status(app, "connection:usdm")
+            assert connection["leverage"] == {S: "5"} and connection["market_problems"] == {}
+            async def history_read() -> bool:
+                return status(app, "connection:usdm")["last_candle"].get(S) == FIRST - 3600
+
+            await until(history_read, sandbox.wait_for_request)
+
+            async def wait_event(predicate):
+                await watch.until(lambda events: any(predicate(e) for e in events))
+
+            async def candle(n: int) -> None:
+                """Close candle ``n`` on the exchange; back once the strategy has decided on it."""
+                await exchange.step()
+                await wait_event(lambda e: e.kind == "evaluated" and e.payload["ts"] == FIRST + 3600 * n)
+
+            await candle(0)
+            # Candle 1: a long with its protection resting on the exchange.
+            await candle(1)
+            await wait_event(lambda e: e.kind == "closed_by_protection" or (e.kind == "order_placed" and e.payload.get("type") == "stop_limit"))
+
+            async def resting() -> tuple[list, list]:
+                """(take-profits open, stops waiting for their trigger) on the exchange."""
+                state = await exchange.state()
+                takes = [o for o in state["orders"] if o["status"] == "open" and o["reduceOnly"]]
+                return takes, [a for a in state["algo_orders"] if a["status"] == "NEW"]
+
+            async def protected() -> bool:
+                takes, stops = await resting()
+                return len(takes) == 1 and len(stops) == 1
+
+            async def unprotected() -> bool:
+                return await resting() == ([], [])
+
+            def position(name: str = "trend") -> Decimal:
+                return Decimal(status(app, f"strategy:{name}")["position"])
+
+            await until(protected, sandbox.wait_for_request)
+            state = await exchange.state()
+            assert Decimal(state["positions"][S]["size"]) == Decimal("0.5") and position() == Decimal("0.5")
+            [stop] = [a for a in state["algo_orders"] if a["status"] == "NEW"]
+            assert (stop["triggerPrice"], stop["price"], stop["reduceOnly"]) == ("989.8", "984.8", True)
+
+            # Candle 2 reaches the stop between two polls: it closes the long; the take-profit goes.
+            placed = watch.count("order_placed")
+            await candle(2)
+            await wait_event(lambda e: e.kind == "closed_by_protection")
+            await until(unprotected, sandbox.wait_for_request)
+            await watch.until(lambda events: position() == 0)
+            [closed] = watch.of("closed_by_protection")
+            assert closed.client_order_id == stop["clientAlgoId"] and "stop-loss" in closed.reason
+            take_cid = next(e.client_order_id for e in watch.of("order_placed") if e.payload.get("leg") == "take_profit")
+            assert order_state(app, take_cid) in ("CANCELED", "EXPIRED")
+            assert watch.count("order_placed") == placed, "nothing placed after the stop closed the position"
+            await books_agree(app, exchange)
+
+            # Candles 3 and 4: a long, then a flip to a short (the close first, then the open).
+            await candle(3)
+            await until(protected, sandbox.wait_for_request)
+            await candle(4)
+            await watch.until(lambda events: position() == Decimal("-0.5"))
+            await until(protected, sandbox.wait_for_request)
+            flip = [e for e in watch.of("order_placed") if e.payload.get("action") == "flip"]
+            assert [(e.payload["leg"], e.payload["side"], e.payload["reduce_only"]) for e in flip] == [
+                ("close", "sell", True), ("open", "sell", False)]
+
+            # An operator closes the short on the exchange: classified, booked, protection gone.
+            await exchange.post("/admin/operator/close", {"symbol": "BTCUSDT"})
+            await watch.until(lambda events: "position_changed_outside" in classes(watch))
+            await watch.until(lambda events: position() == 0)
+            await until(unprotected, sandbox.wait_for_request)
+            await books_agree(app, exchange)
+
+            # Candle 5: a long at 1100 with its protection; then limitline stops and starts again.
+            await candle(5)
+            await until(protected, sandbox.wait_for_request)
+            requests_before = len((await exchange.state())["order_requests"])
+            await running.stop()
+            restarted = Watch()
+            running = await start_app(nursery, raw, restarted)
+            app = running.app
+            await restarted.until(lambda events: restarted.count("strategy_active") >= 1)
+            watch = restarted
+            assert position() == Decimal("0.5")
+            assert status(app, "strategy:trend")["protection"] == {"take_profit": "0.5", "stop_loss": "0.5"}
+            assert await protected()
+            assert len((await exchange.state())["order_requests"]) == requests_before, "protection adopted, not placed again"
+            assert watch.count("order_placed") == 0
+
+            # Candle 6 opens below the stop's limit: the stop triggers and its child rests; escalated.
+            await candle(6)
+            await wait_event(lambda e: e.kind == "protection_escalated")
+            await watch.until(lambda events: position() == 0)
+            await until(unprotected, sandbox.wait_for_request)
+            [escalated] = watch.of("protection_escalated")
+            assert escalated.payload == {"price": "1050.0", "limit": "1039.5"}, escalated.payload
+            assert "(trigger 1078.0, limit 1072.6) and rests unfilled" in escalated.reason
+            [escalation] = [e for e in watch.of("order_placed") if e.payload.get("leg") == "escalation"]
+            assert (escalation.payload["type"], escalation.payload["side"], escalation.payload["reduce_only"],
+                    escalation.payload["price"]) == ("limit", "sell", True, "1039.5")
+            await books_agree(app, exchange)
+
+            # Candle 7, then margin is withdrawn: the open of candle 8 is refused, never sent.
+            await candle(7)
+            state = await exchange.state()
+            await exchange.post("/admin/operator/transfer", {"delta": str(-(Decimal(state["wallet"]) - 50))})
+
+            async def margin_seen() -> bool:
+                margin = status(app, "connection:usdm")["margin"].get("USDT")
+                return margin is not None and Decimal(margin["available"]) <= 50
+
+            await until(margin_seen, sandbox.wait_for_request)
+            requests_before = len((await exchange.state())["order_requests"])
+            await candle(8)
+            await wait_event(lambda e: e.kind in ("order_rejected", "blocked") and "margin" in (e.reason or ""))
+            [refused] = [e for e in watch.events if e.kind in ("order_rejected", "blocked") and "margin" in (e.reason or "")]
+            assert refused.kind == "order_rejected" and refused.reason.startswith(
+                "insufficient margin on the exchange: needs 101.35 USDT (notional 505.50 / leverage 5 + worst fee), "
+                "available 50"), refused.reason
+            assert refused.reason.endswith("; not sent")
+            assert len((await exchange.state())["order_requests"]) == requests_before
+
+            state = await exchange.state()
+            assert state["violations"] == []
+            assert all(r["type"] not in MARKET_TYPES and not r["closePosition"] for r in state["order_requests"])
+            nursery.cancel_scope.cancel()
+
+
+def classes(watch: Watch) -> set[str]:
+    return {e.payload.get("class") for e in watch.of("reconcile_difference")}
+
+
+def order_state(app, cid: str) -> str | None:
+    row = sqlite3.connect(app.config.store).execute("SELECT state FROM orders WHERE client_order_id = ?", (cid,)).fetchone()
+    return row[0] if row else None
+
+
+async def books_agree(app, exchange: Exchange) -> None:
+    """The ledger's realized P&L and fees of the strategy equal the exchange's."""
+    state = await exchange.state()
+    strategy = status(app, "strategy:trend")
+    realized = sum((Decimal(t["realizedPnl"]) for t in state["trades"]), Decimal(0))
+    fees = sum((Decimal(t["fee"]) for t in state["trades"]), Decimal(0))
+    assert Decimal(strategy["realized_pnl"]) == realized, (strategy["realized_pnl"], realized)
+    assert Decimal(strategy["fees_paid"].get("USDT", "0")) == fees, (strategy["fees_paid"], fees)
+
+
+def test_a_ccxt_swap_venue_names_each_markets_leverage_and_trades_its_perpetuals_live(tmp_path):
+    import pytest
+
+    from supervisors.config import ConfigError, parse_config
+
+    raw = perpetual_config(tmp_path, "http://127.0.0.1:1")
+    config = parse_config(raw, live=True)
+    assert config.venues[0].markets[0].leverage == 5 and config.venues[0].margin_max_age_seconds == 5
+    raw["venues"][0]["markets"] = [{"symbol": "BTC/USDT", "leverage": 200, "margin_mode": "hedged"}]
+    raw["venues"][0]["margin_max_age_seconds"] = 0
+    with pytest.raises(ConfigError) as refused:
+        parse_config(raw, live=True)
+    assert refused.value.problems == [
+        "venues[0].margin_max_age_seconds: must be between 0.001 (1 ms) and 2592000 (30 days) seconds, got 0",
+        "venues[0].markets[0].symbol: a linear perpetual is named BASE/QUOTE:SETTLE with SETTLE the quote (e.g. BTC/USDT:USDT), got 'BTC/USDT'",
+        "venues[0].markets[0].leverage: a whole number from 1 to 125, got 200",
+        "venues[0].markets[0].margin_mode: must be cross or isolated, got 'hedged'",
+        "strategies[0].symbol: 'BTC/USDT:USDT' is not among the markets of venue 'usdm'; add {symbol: BTC/USDT:USDT, leverage: N, margin_mode: cross} to its markets",
+    ]
+
+
+async def test_limitline_check_reads_a_swap_venue_without_setting_anything(tmp_path, credentials):
+    from supervisors.app import preflight_all
+    from supervisors.config import parse_config
+
+    sandbox = Sandbox(SandboxSettings(data=write_candles(tmp_path / "c.csv"), speed=1, api_key=KEY, secret=SECRET,
+                                      market="usdm", balances={"USDT": Decimal(10000)}))
+    sandbox.frozen = True
+    sandbox.step(2)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(serve_sandbox, sandbox, 0)
+            config = parse_config(perpetual_config(tmp_path, url), live=True)
+            problems = await trio.to_thread.run_sync(preflight_all, config)
+            nursery.cancel_scope.cancel()
+    assert problems == {"trend": []}
+    assert not any(path in ("/fapi/v1/leverage", "/fapi/v1/marginType") for _, _, path, _ in sandbox.request_log)
+    assert ("GET", "/fapi/v1/symbolConfig") in {(m, p) for _, m, p, _ in sandbox.request_log}
+
+
+async def test_a_shadow_perpetual_strategy_on_the_real_candles_never_sends_an_order_and_continues_after_a_restart(tmp_path):
+    sandbox = Sandbox(SandboxSettings(data=write_candles(tmp_path / "c.csv"), speed=1, api_key=KEY, secret=SECRET,
+                                      market="usdm", balances={"USDT": Decimal(10000)}))
+    sandbox.frozen = True
+    sandbox.step(1)
+    watch = Watch()
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(serve_sandbox, sandbox, 0)
+            exchange = Exchange(url)
+            raw = perpetual_config(tmp_path, url)
+            raw["venues"][0].update(api_key_env=None, secret_env=None)  # public market data only
+            raw["strategies"][0]["mode"] = "shadow"
+            running = await start_app(nursery, raw, watch)
+            app = running.app
+            await watch.until(lambda events: watch.count("strategy_active") >= 1)
+
+            async def history_read() -> bool:
+                return status(app, "connection:usdm")["last_candle"].get(S) == FIRST - 3600
+
+            await until(history_read, sandbox.wait_for_request)
+
+            async def candle(n: int) -> None:
+                await exchange.step()
+                await watch.until(lambda events: any(e.kind == "evaluated" and e.payload["ts"] == FIRST + 3600 * n
+                                                     for e in events))
+
+            for n in (0, 1):
+                await candle(n)
+            await watch.until(lambda events: watch.count("order_placed") >= 3)  # the open, then its protection
+            await candle(2)
+            await watch.until(lambda events: watch.count("closed_by_protection") == 1)
+            await candle(3)
+            await watch.until(lambda events: watch.count("order_placed") >= 6)
+            placed = {e.client_order_id for e in watch.of("order_placed")}
+            fills = [e for e in watch.of("fill")]
+            assert fills and all(e.payload["trade_id"].startswith("shadow-") for e in fills)
+            assert Decimal(status(app, "strategy:trend")["position"]) == Decimal("0.5")
+
+            await running.stop()
+            again = Watch()
+            running = await start_app(nursery, raw, again)
+            app = running.app
+            # The strategy lost money before the restart: its collateral, not its first
+            # allocation, must fit the simulated account.
+            await again.until(lambda events: again.count("strategy_active") >= 1)
+            assert Decimal(status(app, "strategy:trend")["position"]) == Decimal("0.5")
+            assert status(app, "strategy:trend")["protection"] == {"take_profit": "0.5", "stop_loss": "0.5"}
+            assert again.count("order_placed") == 0, "the simulated account kept the protection: adopted"
+            state = await exchange.state()
+            nursery.cancel_scope.cancel()
+    assert state["order_requests"] == [] and state["orders"] == [] and state["algo_orders"] == []
+    signed = {"/fapi/v3/account", "/fapi/v1/order", "/fapi/v1/algoOrder", "/fapi/v1/userTrades", "/fapi/v1/leverage"}
+    assert not any(path in signed for _, _, path, _ in sandbox.request_log)
+    assert len(placed) == 6
