@@ -355,7 +355,7 @@ class App:
                 # a fallback there, and need not spin at the replay's speed.
                 tick_interval=0.1 if lockstep else min(0.25, 0.5 / speed),
                 env=self.env,
-                lockstep_with=frozenset(s.name for s in self.config.strategies if s.venue == venue.name) if lockstep else None,
+                lockstep_with=tuple(s.name for s in self.config.strategies if s.venue == venue.name) if lockstep else None,
                 **({"core_class": PerpetualConnectionCore} if venue.market_type == "swap" else {}),
             )
         fatal = None
