@@ -129,10 +129,13 @@ def write_report(
     gaps: list[dict[str, Any]] | None = None,
     market: MarketRules | None = None,
     data: dict[str, Any] | None = None,
+    parts: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Writes ``report.json`` and ``report.html`` into ``directory`` (created); returns the
     figures (as :func:`figures`, without the chart's series). ``data``: where the candles
-    came from and how they were read (``{"source": ..., "handling": [...]}``)."""
+    came from and how they were read (``{"source": ..., "handling": [...]}``). ``parts``:
+    for the combined account of several strategies, each one's figures (as this returns
+    them; their own reports are in ``directory/NAME/``), listed under ``strategies``."""
     directory.mkdir(parents=True, exist_ok=True)
     numbers = figures(result, gaps)
     drawdowns, held_value = numbers.pop("_drawdowns"), numbers.pop("_buy_and_hold")
@@ -145,6 +148,8 @@ def write_report(
         "quote": quote,
         "data": data,
         **{key: _machine(value, key) for key, value in numbers.items()},
+        **({"strategies": {part: {key: _machine(value, key) for key, value in figures_.items()}
+                           for part, figures_ in parts.items()}} if parts else {}),
         "trade_list": [{("time" if key == "ts" else key): _machine(value, key) for key, value in trade.items()}
                        for trade in trades],
     }
@@ -157,7 +162,7 @@ def write_report(
             entry = {"time": iso(ts), "equity": decimal_text(equity), "held": decimal_text(held)}
             out.write(("\n  " if i == 0 else ",\n  ") + json.dumps(entry, separators=(", ", ": ")))
         out.write("\n ]\n}\n")
-    page = render_html(name, symbol, quote, numbers, result, trades, drawdowns, held_value, data)
+    page = render_html(name, symbol, quote, numbers, result, trades, drawdowns, held_value, data, parts)
     (directory / "report.html").write_text(page, encoding="utf-8")
     return numbers
 
@@ -215,9 +220,9 @@ def _fees(fees: dict[str, str]) -> str:
     return ", ".join(f"{Decimal(v):f} {k}" for k, v in fees.items()) or "0"
 
 
-def summary(name: str, numbers: dict[str, Any]) -> str:
-    rows = [
-        ("strategy", name), ("candles", f"{numbers['candles']:,}"),
+def _summary_rows(numbers: dict[str, Any]) -> list[tuple[str, str]]:
+    return [
+        ("candles", f"{numbers['candles']:,}"),
         ("total return", _pct(numbers["total_return"], signed=True)),
         ("buy and hold", _pct(numbers["buy_and_hold_return"], signed=True)),
         ("CAGR", _pct(numbers["cagr"])), ("max drawdown", _pct(numbers["max_drawdown"])), ("Sharpe", _num(numbers["sharpe"])),
@@ -227,8 +232,27 @@ def summary(name: str, numbers: dict[str, Any]) -> str:
         ("fees paid", _fees(numbers["fees_paid"])),
         ("gaps in the data", str(len(numbers["gaps"]))),
     ]
+
+
+def summary(name: str, numbers: dict[str, Any]) -> str:
+    rows = [("strategy", name), *_summary_rows(numbers)]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+def summary_table(parts: dict[str, dict[str, Any]], combined: dict[str, Any]) -> str:
+    """The summary of a run of several strategies: a column per strategy, and the combined
+    account's last."""
+    columns = [("strategy", *(v for _, v in _summary_rows(n))) for n in parts.values()]
+    columns = [(name, *column[1:]) for name, column in zip(parts, columns)]
+    columns.append(("combined", *(v for _, v in _summary_rows(combined))))
+    labels = ["strategy", *(k for k, _ in _summary_rows(combined))]
+    width = max(len(k) for k in labels)
+    widths = [max(len(v) for v in column) for column in columns]
+    return "\n".join(
+        f"  {label:<{width}}  " + "  ".join(f"{column[i]:>{w}}" for column, w in zip(columns, widths))
+        for i, label in enumerate(labels)
+    )
 
 
 def web_asset(name: str) -> str:
@@ -299,6 +323,7 @@ def render_html(
     drawdowns: list[float],
     held_value: list[float],
     data_read: dict[str, Any] | None = None,
+    parts: dict[str, dict[str, Any]] | None = None,
 ) -> str:
     e = html.escape
     data = chart_data(result, symbol, quote, drawdowns, held_value)
@@ -353,6 +378,20 @@ def render_html(
     gap_html = (f"<h2>Gaps in the data ({len(gaps):,})</h2><p>Reported, not filled in: no candle was invented.</p>"
                 f"<ul>{gap_items}</ul>{'<p>(the first 200; all are in report.json)</p>' if len(gaps) > 200 else ''}"
                 if gaps else "")
+    part_rows = "".join(
+        f'<tr data-strategy="{e(part)}"><td><a href="{e(part)}/report.html">{e(part)}</a></td>'
+        f'<td class="n {_tone(n["total_return"])}">{e(_pct(n["total_return"], signed=True))}</td>'
+        f'<td class="n">{e(_pct(n["max_drawdown"]))}</td><td class="n">{e(_num(n["sharpe"]))}</td>'
+        f'<td class="n">{n["orders"]:,} / {n["fills"]:,}</td><td class="n">{n["trades"]:,}</td><td>{e(_fees(n["fees_paid"]))}</td></tr>'
+        for part, n in (parts or {}).items()
+    )
+    parts_html = (
+        '<h2>Strategies in this run</h2><p class="note">One run, one simulated exchange per venue: the strategies shared '
+        "each candle's volume, taking turns in the config's order. The chart, figures and trades above and below are "
+        'their combined account.</p><table id="strategies"><thead><tr><th>strategy</th><th>total return</th>'
+        "<th>max drawdown</th><th>Sharpe</th><th>orders / fills</th><th>trades</th><th>fees</th></tr></thead>"
+        f"<tbody>{part_rows}</tbody></table>" if parts else ""
+    )
     merged = (f"<p class=\"note\">The chart draws every {data['merged']} candles as one ({len(data['candles']):,} drawn);"
               " the figures and the table use every candle.</p>" if data["merged"] > 1 else "")
     return f"""<!doctype html>
@@ -383,6 +422,7 @@ footer{{margin-top:32px;font-size:12px;color:#57606a}}
 <div id="chart"></div>
 <p class="hint">Drag to pan, scroll or pinch to zoom, double-click the time axis to fit. Top: candles, buys ▲ green and sells ▼ red at their fill price; middle: equity (blue) and buy and hold (grey, dashed); bottom: drawdown. Times in UTC.</p>
 {merged}
+{parts_html}
 <h2>Figures</h2>
 <table id="figures">{figures_table}</table>
 <h2>Trades ({len(trades):,} fills)</h2>
