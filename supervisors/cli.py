@@ -271,7 +271,8 @@ def run_lab(config: Config, args: argparse.Namespace) -> int:
         print(f"\rlab: {done * 100 // total:3d} % ({done:,}/{total:,} candles)", end="", file=sys.stderr, flush=True)
 
     try:
-        lab = Lab.together(chosen, lab_venues(config, chosen), candles, keep_events=False, fast=not args.every_bar)
+        lab = Lab.together(chosen, lab_venues(config, chosen), candles, keep_events=False, fast=not args.every_bar,
+                           keep_records=False)
         run = lab.run_all(progress)
     except StrategyFailed as failed:
         print(f"\nlimitline: lab: {failed}; no report written (in `run` this strategy is paused with this "

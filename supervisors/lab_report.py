@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import bisect
 import html
+import itertools
 import json
 import math
 from datetime import datetime, timezone
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -43,13 +44,16 @@ SECONDS_PER_YEAR = 365.25 * 24 * 3600
 #: a run of candles), so a report of a million bars stays a few megabytes and opens at once.
 #: The figures, the trade table and report.json always use every candle.
 MAX_DRAWN_CANDLES = 50_000
+#: The report's trade table shows at most this many fills (report.json has every one): a
+#: table of hundreds of thousands of rows is a page no browser opens quickly.
+MAX_TABLE_ROWS = 20_000
 VENDORED_CHART_LIBRARY = "lightweight-charts.standalone.production.js"
 
 
 def figures(result: LabResult, gaps: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The run's figures as numbers (floats, epoch seconds): for the summary, sweeps and the
     report. Keys starting with ``_`` are series for the chart (numpy arrays), not figures."""
-    equity = np.fromiter((e for _, e, _ in result.equity), dtype=float, count=len(result.equity))
+    equity = result.equity.value
     first, last = float(equity[0]), float(equity[-1])
     span = max(result.candles[-1].ts - result.candles[0].ts, 1)
     years = span / SECONDS_PER_YEAR
@@ -69,7 +73,7 @@ def figures(result: LabResult, gaps: list[dict[str, Any]] | None = None) -> dict
         fees[fill.fee_currency] = fees.get(fill.fee_currency, Decimal(0)) + fill.fee
     closes = _floats(result.candles, "close")
     held_value = first * closes / closes[0]
-    held = np.fromiter((h for _, _, h in result.equity), dtype=float, count=len(result.equity))
+    held = result.equity.held
     return {
         "candles": len(result.candles),
         "from": result.candles[0].ts,
@@ -81,7 +85,7 @@ def figures(result: LabResult, gaps: list[dict[str, Any]] | None = None) -> dict
         "max_drawdown": float(drawdowns.max()),
         "sharpe": mean / deviation * math.sqrt(per_year) if deviation else None,
         "sortino": mean / downside * math.sqrt(per_year) if downside else None,
-        "orders": len(result.orders),
+        "orders": result.orders_placed,
         "fills": len(result.fills),
         "trades": len(pnl),
         "win_rate": len(wins) / len(pnl) if pnl else None,
@@ -113,13 +117,18 @@ def _floats(candles: Any, name: str) -> np.ndarray:
 def trade_list(result: LabResult) -> list[dict[str, Any]]:
     """Every fill, oldest first, with the P&L it realised (sells; average cost, fees
     included, in the quote asset). Values are Decimals and epoch seconds."""
-    realized = {e.trade_id: e.realized_pnl for e in result.journal if e.kind == "settle" and e.trade_id is not None}
-    return [
-        {"ts": int(f.at), "client_order_id": f.client_order_id, "trade_id": f.trade_id, "side": f.side.value,
-         "price": f.price, "amount": f.amount, "value": f.price * f.amount, "fee": f.fee, "fee_currency": f.fee_currency,
-         "realized_pnl": realized.get(f.trade_id) if f.side.value == "sell" else None}
-        for f in result.fills
-    ]
+    return list(trades_of(result))
+
+
+def trades_of(result: LabResult) -> Iterator[dict[str, Any]]:
+    """:func:`trade_list`, one fill at a time (a long run's report never holds them all as
+    dicts at once)."""
+    realized = {e.trade_id: e.realized_pnl for e in result.journal
+                if e.kind == "settle" and e.trade_id is not None and e.side is not None and e.side.value == "sell"}
+    for f in result.fills:
+        yield {"ts": int(f.at), "client_order_id": f.client_order_id, "trade_id": f.trade_id, "side": f.side.value,
+               "price": f.price, "amount": f.amount, "value": f.price * f.amount, "fee": f.fee,
+               "fee_currency": f.fee_currency, "realized_pnl": realized.get(f.trade_id) if f.side.value == "sell" else None}
 
 
 def write_report(
@@ -139,7 +148,6 @@ def write_report(
     directory.mkdir(parents=True, exist_ok=True)
     numbers = figures(result, gaps)
     drawdowns, held_value = numbers.pop("_drawdowns"), numbers.pop("_buy_and_hold")
-    trades = trade_list(result)
     symbol = market.symbol if market is not None else (result.fills[0].symbol if result.fills else "")
     quote = market.quote if market is not None else symbol.partition("/")[2]
     document = {
@@ -150,19 +158,21 @@ def write_report(
         **{key: _machine(value, key) for key, value in numbers.items()},
         **({"strategies": {part: {key: _machine(value, key) for key, value in figures_.items()}
                            for part, figures_ in parts.items()}} if parts else {}),
-        "trade_list": [{("time" if key == "ts" else key): _machine(value, key) for key, value in trade.items()}
-                       for trade in trades],
     }
     with (directory / "report.json").open("w", encoding="utf-8") as out:
-        # The equity series goes out one entry at a time: a million candles would otherwise be
-        # a million dicts in memory at once.
+        # The trades and the equity series go out one entry at a time: a million candles
+        # would otherwise be a million dicts in memory at once.
         head = json.dumps(document, indent=1)
-        out.write(head[:-2] + ',\n "equity": [')
+        out.write(head[:-2] + ',\n "trade_list": [')
+        for i, trade in enumerate(trades_of(result)):
+            entry = {("time" if key == "ts" else key): _machine(value, key) for key, value in trade.items()}
+            out.write(("\n  " if i == 0 else ",\n  ") + json.dumps(entry, separators=(", ", ": ")))
+        out.write('\n ],\n "equity": [')
         for i, (ts, equity, held) in enumerate(result.equity):
             entry = {"time": iso(ts), "equity": decimal_text(equity), "held": decimal_text(held)}
             out.write(("\n  " if i == 0 else ",\n  ") + json.dumps(entry, separators=(", ", ": ")))
         out.write("\n ]\n}\n")
-    page = render_html(name, symbol, quote, numbers, result, trades, drawdowns, held_value, data, parts)
+    page = render_html(name, symbol, quote, numbers, result, drawdowns, held_value, data, parts)
     (directory / "report.html").write_text(page, encoding="utf-8")
     return numbers
 
@@ -319,9 +329,8 @@ def render_html(
     quote: str,
     numbers: dict[str, Any],
     result: LabResult,
-    trades: list[dict[str, Any]],
-    drawdowns: list[float],
-    held_value: list[float],
+    drawdowns: np.ndarray,
+    held_value: np.ndarray,
     data_read: dict[str, Any] | None = None,
     parts: dict[str, dict[str, Any]] | None = None,
 ) -> str:
@@ -363,14 +372,18 @@ def render_html(
     figures_table = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows)
     card_html = "".join(f'<div class="card"><div class="label">{e(k)}</div><div class="value {t}">{e(v)}</div></div>'
                         for k, v, t in cards)
+    shown = itertools.islice(trades_of(result), MAX_TABLE_ROWS)
     trade_rows = "".join(
         f'<tr class="{t["side"]}"><td>{i}</td><td>{e(utc(t["ts"]))}</td><td>{t["side"]}</td>'
         f'<td class="n">{e(_plain(t["price"]))}</td><td class="n">{e(_plain(t["amount"]))}</td>'
         f'<td class="n">{e(_money(t["value"]))}</td><td class="n">{e(_plain(t["fee"]))} {e(t["fee_currency"])}</td>'
         f'<td class="n {_tone(t["realized_pnl"])}">{"" if t["realized_pnl"] is None else e(_money(t["realized_pnl"]))}</td>'
         f'<td>{e(t["client_order_id"])}</td></tr>'
-        for i, t in enumerate(trades, start=1)
+        for i, t in enumerate(shown, start=1)
     )
+    fills = len(result.fills)
+    table_note = (f'<p class="note">The first {MAX_TABLE_ROWS:,} of {fills:,} fills; every one is in report.json.</p>'
+                  if fills > MAX_TABLE_ROWS else "")
     gaps = numbers["gaps"]
     gap_items = "".join(
         f"<li>{e(utc(g['after']))} to {e(utc(g['before']))}: {g['missing']:,} candle(s) missing</li>" for g in gaps[:200]
@@ -425,7 +438,7 @@ footer{{margin-top:32px;font-size:12px;color:#57606a}}
 {parts_html}
 <h2>Figures</h2>
 <table id="figures">{figures_table}</table>
-<h2>Trades ({len(trades):,} fills)</h2>
+<h2>Trades ({fills:,} fills)</h2>{table_note}
 <div class="scroll"><table id="trades">
 <thead><tr><th>#</th><th>time (UTC)</th><th>side</th><th>price ({e(quote)})</th><th>amount</th><th>value ({e(quote)})</th><th>fee</th><th>realized P&amp;L ({e(quote)})</th><th>order</th></tr></thead>
 <tbody>{trade_rows}</tbody></table></div>

@@ -77,6 +77,9 @@ class LabResult:
     #: candles, and the candles are not wrong, the tick is too coarse for them. The CLI
     #: warns about them, since such a backtest says little about the strategy.
     below_tick: list[int] = attrs.Factory(list)
+    #: Orders the strategies placed (decided and sent to the ledger), all of them: with
+    #: ``keep_records`` off, ``orders`` holds only those still open at the end.
+    orders_placed: int = 0
 
 
 @attrs.define

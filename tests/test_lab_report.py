@@ -146,3 +146,17 @@ def test_a_long_run_draws_merged_candles_with_every_fill_on_its_run(run, tmp_pat
         assert page.evaluate("window.limitlineChart.api.panes()[0].getSeries()[0].data().length") == len(data["candles"])
         assert "draws every 7 candles as one" in page.inner_text("body")
         assert errors == []
+
+
+def test_a_run_keeping_only_what_the_report_needs_writes_the_same_report(tmp_path):
+    """``keep_records=False`` (what ``limitline lab`` runs with, so memory follows the fills):
+    the same report.json to the byte, from a fraction of the journal and no ended order."""
+    candles = load_candles(bundled_path())[:2500]
+    full = Lab(sma_cross(), MARKET, candles, keep_events=False, fast=True).run()
+    lean = Lab(sma_cross(), MARKET, candles, keep_events=False, fast=True, keep_records=False).run()
+    assert full.orders_placed == len(full.orders) == lean.orders_placed > 20
+    assert len(lean.orders) <= sma_cross().max_open_orders and len(lean.journal) < len(full.journal) / 3
+    assert lean.fills == full.fills
+    for result, name in ((full, "full"), (lean, "lean")):
+        lab_report.write_report(result, tmp_path / name, "sma-cross", [], MARKET)
+    assert (tmp_path / "lean" / "report.json").read_text() == (tmp_path / "full" / "report.json").read_text()
