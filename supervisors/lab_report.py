@@ -294,7 +294,7 @@ def chart_data(result: LabResult, symbol: str, quote: str, drawdowns: np.ndarray
     else:
         ts = np.fromiter((c.ts for c in candles), dtype=np.int64, count=count)
     opens, highs, lows, closes = (_floats(candles, name) for name in ("open", "high", "low", "close"))
-    equity = np.fromiter((e for _, e, _ in result.equity), dtype=float, count=count)
+    equity = result.equity.value
     times = ts[starts].tolist()
     drawn = [list(row) for row in zip(times, opens[starts].tolist(), np.maximum.reduceat(highs, starts).tolist(),
                                       np.minimum.reduceat(lows, starts).tolist(), closes[ends].tolist())]
@@ -304,11 +304,21 @@ def chart_data(result: LabResult, symbol: str, quote: str, drawdowns: np.ndarray
             fill[0] = times[max(0, bisect.bisect_right(times, fill[0]) - 1)]
     return {
         "symbol": symbol, "quote": quote, "candles": drawn,
-        "equity": [list(p) for p in zip(times, np.round(equity[ends], 2).tolist())],
+        "equity": _equity_rows(equity, times, starts, ends),
         "benchmark": [list(p) for p in zip(times, np.round(held_value[ends], 2).tolist())],
         "drawdown": [list(p) for p in zip(times, np.round(np.maximum.reduceat(drawdowns, starts), 6).tolist())],
         "fills": fills, "merged": step,
     }
+
+
+def _equity_rows(equity: np.ndarray, times: list[int], starts: np.ndarray, ends: np.ndarray) -> list[list[float]]:
+    """The equity as the chart draws it: a point per candle, or, where runs of candles are
+    merged, each run's equity as open, high, low and close (first, highest, lowest, last),
+    so the chart keeps the extremes a line through the runs' last values would hide."""
+    if len(starts) == len(equity):
+        return [list(p) for p in zip(times, np.round(equity, 2).tolist())]
+    columns = (equity[starts], np.maximum.reduceat(equity, starts), np.minimum.reduceat(equity, starts), equity[ends])
+    return [list(row) for row in zip(times, *(np.round(c, 2).tolist() for c in columns))]
 
 
 def timeframe(candles: Any) -> str:
@@ -406,7 +416,7 @@ def render_html(
         f"<tbody>{part_rows}</tbody></table>" if parts else ""
     )
     merged = (f"<p class=\"note\">The chart draws every {data['merged']} candles as one ({len(data['candles']):,} drawn);"
-              " the figures and the table use every candle.</p>" if data["merged"] > 1 else "")
+              " the equity of each as a bar from its lowest to its highest; the figures and the table use every candle.</p>" if data["merged"] > 1 else "")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
