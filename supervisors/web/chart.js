@@ -8,6 +8,7 @@
  *
  *   const chart = LimitlineChart.render(element, data);   // element: an empty block element
  *   chart.api          // the Lightweight Charts IChartApi
+ *   chart.markers      // the fills' markers (ISeriesMarkersPluginApi; null without fills)
  *   chart.remove()     // detaches everything
  *
  * `data` (every time in epoch seconds, UTC; every number a JS number, for drawing only):
@@ -21,7 +22,7 @@
  *   drawdown:  [[time, fraction], ...] fall from the running peak, 0..1 (optional; computed
  *                                     from `equity` when absent)
  *   fills:     [[time, "buy"|"sell", price, amount], ...]   ascending times (optional)
- * Panes without data are left out. Returns {api, remove}.
+ * Panes without data are left out. Returns {api, markers, remove}.
  */
 (function (global) {
   "use strict";
@@ -84,7 +85,7 @@
       crosshair: {mode: 0},  // Normal: the crosshair follows the pointer freely
     });
     var panes = [];
-    var candles = null, equity = null, benchmark = null, drawdown = null;
+    var candles = null, equity = null, benchmark = null, drawdown = null, markers = null;
 
     if (data.candles && data.candles.length) {
       candles = api.addSeries(LC.CandlestickSeries, {
@@ -95,7 +96,7 @@
         return {time: c[0], open: c[1], high: c[2], low: c[3], close: c[4]};
       }));
       if (data.fills && data.fills.length) {
-        LC.createSeriesMarkers(candles, data.fills.map(function (f) {
+        markers = LC.createSeriesMarkers(candles, data.fills.map(function (f) {
           var buy = f[1] === "buy";
           return {
             time: f[0], price: f[2], position: buy ? "atPriceBottom" : "atPriceTop",
@@ -169,6 +170,7 @@
 
     return {
       api: api,
+      markers: markers,
       remove: function () { api.unsubscribeCrosshairMove(show); api.remove(); legend.remove(); },
     };
   }
