@@ -21,7 +21,7 @@ def fill(trade_id: str, side: str, price: str, amount: str, seen: int | None, ki
 def test_fills_are_drawn_on_their_candle_and_equity_follows_the_settled_fills():
     candles = [candle(ts, c) for ts, c in ((100, "10"), (200, "11"), (300, "12"), (400, "13"))]
     events = [
-        fill("1", "buy", "9", "1", 50, "maker"),  # before the window: counted from the start, not drawn
+        fill("1", "buy", "9", "1", 50, "taker"),  # before the window: counted from the start, not drawn
         fill("2", "buy", "11", "2", 200, "taker"),  # decided on 200, taken at its close
         fill("3", "sell", "12.5", "1", 200, "maker"),  # rested; the candle after 200 traded through it
     ]
