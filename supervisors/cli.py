@@ -274,6 +274,7 @@ def run_lab(config: Config, args: argparse.Namespace) -> int:
         lab = Lab.together(chosen, lab_venues(config, chosen), candles, keep_events=False, fast=not args.every_bar,
                            keep_records=False)
         run = lab.run_all(progress)
+        del lab  # its cores and per-candle arrays: the report needs only the run's results
     except StrategyFailed as failed:
         print(f"\nlimitline: lab: {failed}; no report written (in `run` this strategy is paused with this "
               "message, its siblings go on)", file=sys.stderr)

@@ -25,6 +25,7 @@ from actors.messages import (
     RECONCILER,
     WRITER,
     CandleClosed,
+    JournalEntry,
     OrderDurable,
     Reconciled,
     ReconciledQuery,
@@ -99,7 +100,8 @@ class Lab:
         and not everything the ledger and the order book ever wrote (a run of millions of
         candles): every fill, of the journal the entries that realised P&L (sells' settle
         entries), of the orders those still open at the end (:attr:`LabResult.orders_placed`
-        counts them all)."""
+        counts them all). Of those settle entries only the fields the report reads are kept
+        (kind, strategy, time, order, trade, side, realized P&L)."""
         balances = {market.quote: settings.allocation.quote, market.base: settings.allocation.base}
         venue = LabVenue(settings.venue, (market,), balances, volume_share)
         self._build((settings,), (venue,), candles, keep_events, fast, keep_records)
@@ -398,7 +400,13 @@ class Lab:
             if self.keep_records:
                 self.journal.extend(message.entries)
             else:
-                self.journal.extend(e for e in message.entries if e.kind == "settle" and e.side is Side.SELL)
+                # Of a sell's settle entry, what the report reads (its other fields at their
+                # shared defaults: a third of the memory).
+                self.journal.extend(
+                    JournalEntry("settle", e.strategy, e.at, e.client_order_id, e.trade_id, e.side,
+                                 realized_pnl=e.realized_pnl)
+                    for e in message.entries if e.kind == "settle" and e.side is Side.SELL
+                )
             self.fills.extend(message.fills)
             if message.fills and len(self.strategies) > 1:
                 self._fills_of[message.entries[0].strategy].extend(message.fills)

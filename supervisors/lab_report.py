@@ -293,11 +293,15 @@ def chart_data(result: LabResult, symbol: str, quote: str, drawdowns: np.ndarray
         ts = candles.timestamps()
     else:
         ts = np.fromiter((c.ts for c in candles), dtype=np.int64, count=count)
-    opens, highs, lows, closes = (_floats(candles, name) for name in ("open", "high", "low", "close"))
+    # One column of floats at a time, reduced to the drawn candles at once (a 3M-candle run
+    # would otherwise hold four columns of 24 MB each).
+    opens = _floats(candles, "open")[starts]
+    highs = np.maximum.reduceat(_floats(candles, "high"), starts)
+    lows = np.minimum.reduceat(_floats(candles, "low"), starts)
+    closes = _floats(candles, "close")[ends]
     equity = result.equity.value
     times = ts[starts].tolist()
-    drawn = [list(row) for row in zip(times, opens[starts].tolist(), np.maximum.reduceat(highs, starts).tolist(),
-                                      np.minimum.reduceat(lows, starts).tolist(), closes[ends].tolist())]
+    drawn = [list(row) for row in zip(times, opens.tolist(), highs.tolist(), lows.tolist(), closes.tolist())]
     fills = [[int(f.at), f.side.value, float(f.price), float(f.amount)] for f in result.fills]
     if step > 1:  # a merged candle's time is its first candle's: put each fill on its run
         for fill in fills:
