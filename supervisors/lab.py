@@ -5,6 +5,13 @@ Per candle, the loop delivers messages in FIFO order until none is left, exactly
 actors would, one candle at a time: fills on the orders resting from before, then the
 candle itself, then every consequence of it (reservations, the durable intent, the
 submission). The writer is a list; the reconciler answers at once. Time is market time.
+
+Several strategies (:meth:`Lab.together`, ``limitline lab`` without ``--strategy``) share
+one ledger and one simulated exchange per venue, as in shadow mode, so they share each
+candle's volume. They take turns on a candle in the config's order, everything the first
+causes delivered before the second hears of it: what a lockstep replay does
+(:class:`actors.connection.shadow_core.ShadowConnectionCore`), so both give the same fills.
+What a run leaves is in :mod:`supervisors.lab_results`.
 """
 
 from __future__ import annotations
