@@ -195,7 +195,7 @@ def run_lab(config: Config, args: argparse.Namespace) -> int:
 
     from exchange.candles import CandleDataError, bundled_path, find_gaps
     from supervisors.lab import Lab, StrategyFailed
-    from supervisors.lab_config import lab_market, lab_venues
+    from supervisors.lab_config import lab_venues
     from supervisors.lab_report import summary, summary_table, write_report
 
     sweep = None
@@ -452,6 +452,14 @@ def _utc(text: str | None, name: str) -> int | None:
     except ValueError:
         raise ValueError(f"{name}: expected an ISO-8601 time like 2018-01-01T00:00:00Z, got {text!r}") from None
     return int((moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp())
+
+
+def lab_market(config: Config, settings: Any) -> tuple[Any, str | None]:
+    """The market rules and default data of a strategy in the Lab (see
+    :func:`supervisors.lab_config.lab_market`, where the rule lives)."""
+    from supervisors.lab_config import lab_market as rules_and_data
+
+    return rules_and_data(config, settings)
 
 
 def run_sandbox(args: argparse.Namespace) -> int:
