@@ -29,7 +29,7 @@ import functools
 import logging
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import attrs
 import trio
@@ -68,7 +68,7 @@ from actors.strategy.settings import StrategySettings
 from actors.strategy.shell import strategy_actor
 from actors.writer.core import is_durable
 from actors.writer.shell import writer_actor
-from exchange.candles import load_candles_cached
+from exchange.candles import Candle, load_candles_cached
 from exchange.ccxt_adapter import classify, make_client, perform, timeframe_seconds
 from exchange.markets import MarketRules
 from exchange.matching import ExchangeState, SimulatedExchange
@@ -220,6 +220,7 @@ class App:
             venues=[v.name for v in config.venues],
             call_stats=self.call_stats,
             loopback=is_loopback(config.status.host),
+            candles=self.replayed_candles,
         )
         #: What the endpoints (and the console's summary line) read.
         self.web = web
@@ -237,6 +238,15 @@ class App:
             RestartStrategy.REST_FOR_ONE,
             **limits,
         )
+
+    def replayed_candles(self, venue: str, symbol: str, count: int) -> Sequence[Candle]:
+        """The last ``count`` candles a simulated venue has replayed of ``symbol`` (oldest
+        first; the dashboard's chart); none for other venues, whose candles are not kept."""
+        shadow = self.shadow_venues.get(venue)
+        feed = shadow.feeds.get(symbol) if shadow is not None else None
+        if feed is None:
+            return []
+        return feed.candles[max(feed.start_index, feed.cursor - count): feed.cursor]
 
     def snapshot(self) -> dict[str, Any]:
         return self.root.snapshot()
@@ -367,7 +377,7 @@ class App:
                 # a fallback there, and need not spin at the replay's speed.
                 tick_interval=0.1 if lockstep else min(0.25, 0.5 / speed),
                 env=self.env,
-                lockstep_with=frozenset(s.name for s in self.config.strategies if s.venue == venue.name) if lockstep else None,
+                lockstep_with=tuple(s.name for s in self.config.strategies if s.venue == venue.name) if lockstep else None,
                 **({"core_class": PerpetualConnectionCore} if venue.market_type == "swap" else {}),
             )
         fatal = None

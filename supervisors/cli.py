@@ -88,9 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sandbox.add_argument("--market", choices=("spot", "usdm"), default="spot",
                          help="spot: Binance spot REST (ccxt.binance); usdm: Binance USD-M futures REST (ccxt.binanceusdm), "
                               "the symbol's linear perpetual")
-    lab = commands.add_parser("lab", help="backtest one strategy of the config on historical candles")
+    lab = commands.add_parser("lab", help="backtest the config's strategies (or one) on historical candles")
     lab.add_argument("-c", "--config", help="YAML config (default: the embedded one)")
-    lab.add_argument("--strategy", help="the strategy's name in the config (with --sweep: default the sweep file's)")
+    lab.add_argument("--strategy", help="backtest this strategy alone (default: every strategy of the config in one run; with --sweep: the sweep file's)")
     lab.add_argument("--data", help="candle CSV (default: the venue's replay data, else the bundled BTC/USD 1h)")
     lab.add_argument("--from", dest="start", help="first candle, ISO-8601 (UTC)")
     lab.add_argument("--to", dest="end", help="last candle, ISO-8601 (UTC)")
@@ -195,7 +195,8 @@ def run_lab(config: Config, args: argparse.Namespace) -> int:
 
     from exchange.candles import CandleDataError, bundled_path, find_gaps
     from supervisors.lab import Lab, StrategyFailed
-    from supervisors.lab_report import summary, write_report
+    from supervisors.lab_config import lab_venues
+    from supervisors.lab_report import summary, summary_table, write_report
 
     sweep = None
     if args.sweep is not None:
@@ -212,16 +213,31 @@ def run_lab(config: Config, args: argparse.Namespace) -> int:
         print("limitline: --dask, --ray and --workers run a sweep: give --sweep SWEEP.yaml too", file=sys.stderr)
         return EXIT_USAGE
     name = args.strategy or (sweep.strategy if sweep is not None else None)
+    if name is None and sweep is not None:
+        print("limitline: --strategy: name the strategy to sweep (or strategy: in the sweep file)", file=sys.stderr)
+        return EXIT_USAGE
     if name is None:
-        print("limitline: --strategy: name the strategy to backtest (or strategy: in the sweep file)", file=sys.stderr)
+        chosen = list(config.strategies)  # every strategy of the config, in one run
+    else:
+        settings = next((s for s in config.strategies if s.name == name), None)
+        if settings is None:
+            names = ", ".join(s.name for s in config.strategies)
+            print(f"limitline: --strategy: no strategy is named {name!r} (strategies: {names})", file=sys.stderr)
+            return EXIT_USAGE
+        chosen = [settings]
+    symbols = sorted({s.symbol for s in chosen})
+    if len(symbols) > 1:
+        print(f"limitline: lab: the strategies trade {', '.join(symbols)}, and a Lab run replays one market's candles: "
+              "run each market's strategies on their own (--strategy NAME)", file=sys.stderr)
         return EXIT_USAGE
-    settings = next((s for s in config.strategies if s.name == name), None)
-    if settings is None:
-        names = ", ".join(s.name for s in config.strategies)
-        print(f"limitline: --strategy: no strategy is named {name!r} (strategies: {names})", file=sys.stderr)
-        return EXIT_USAGE
+    settings = chosen[0]
+    label = settings.name if len(chosen) == 1 else "all"
     market, data = lab_market(config, settings)
     perpetual = lab_perpetual_exchange(config, settings)
+    if len(chosen) > 1 and any(lab_perpetual_exchange(config, s) is not None for s in chosen):
+        print("limitline: lab: a perpetual strategy runs on its own in the Lab for now: name it with --strategy NAME",
+              file=sys.stderr)
+        return EXIT_USAGE
     if perpetual is not None:
         from supervisors.lab_perpetual import PerpetualLab
 
@@ -248,17 +264,18 @@ def run_lab(config: Config, args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.report is not None and not args.report.strip():
         print("limitline: --report: empty; name a directory for report.json and report.html "
-              f"(without --report: lab-report/{settings.name})", file=sys.stderr)
+              f"(without --report: lab-report/{label})", file=sys.stderr)
         return EXIT_USAGE
-    default = Path("lab-report") / (settings.name + ("-sweep" if sweep is not None else ""))
+    default = Path("lab-report") / (label + ("-sweep" if sweep is not None else ""))
     directory = Path(args.report) if args.report is not None else default
     problem = _report_directory_problem(directory)
     if problem is not None:  # found now, not after the whole backtest has run
         print(f"limitline: --report {directory}: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    if settings.mode == "live":
-        print(f"lab: {settings.name} is a live strategy; the Lab backtests it as configured and never places an order",
-              file=sys.stderr)
+    for s in chosen:
+        if s.mode == "live":
+            print(f"lab: {s.name} is a live strategy; the Lab backtests it as configured and never places an order",
+                  file=sys.stderr)
 
     if sweep is not None:
         return run_lab_sweep(args, sweep, settings.name, market, candles, directory)
@@ -268,26 +285,43 @@ def run_lab(config: Config, args: argparse.Namespace) -> int:
 
     try:
         if perpetual is not None:  # every candle: see supervisors/lab_perpetual.py
-            result = PerpetualLab(settings, perpetual, candles, keep_events=False).run(progress)
+            outcome = PerpetualLab(settings, perpetual, candles, keep_events=False).run(progress)
         else:
-            result = Lab(settings, market, candles, keep_events=False, fast=not args.every_bar).run(progress)
+            lab = Lab.together(chosen, lab_venues(config, chosen), candles, keep_events=False, fast=not args.every_bar,
+                               keep_records=False)
+            run = lab.run_all(progress)
+            del lab  # its cores and per-candle arrays: the report needs only the run's results
+            outcome = run.combined
     except StrategyFailed as failed:
         print(f"\nlimitline: lab: {failed}; no report written (in `run` this strategy is paused with this "
               "message, its siblings go on)", file=sys.stderr)
         return EXIT_USAGE
     print(file=sys.stderr)
-    numbers = write_report(result, directory, settings.name, find_gaps(candles), market,
-                           {"source": source, "handling": list(read.handling)})
+    data_read = {"source": source, "handling": list(read.handling)}
+    gaps = find_gaps(candles)
     first = datetime.fromtimestamp(candles[0].ts, timezone.utc).date()
     last = datetime.fromtimestamp(candles[-1].ts, timezone.utc).date()
-    print(f"Strategy Lab: {settings.name} on {settings.symbol}, {first} to {last}")
-    print(summary(settings.name, numbers))
-    if result.below_tick:
-        at = datetime.fromtimestamp(result.below_tick[0], timezone.utc).isoformat().replace("+00:00", "Z")
-        print(f"warning: {len(result.below_tick)} signal(s) blocked because the limit price was below one tick "
+    names = [s.name for s in chosen]
+    if len(chosen) == 1:
+        numbers = write_report(outcome, directory, settings.name, gaps, market, data_read)
+        print(f"Strategy Lab: {settings.name} on {settings.symbol}, {first} to {last}")
+        print(summary(settings.name, numbers))
+    else:
+        parts = {}
+        for s in chosen:
+            parts[s.name] = write_report(run.results[s.name], directory / s.name, s.name, gaps, market, data_read)
+        numbers = write_report(run.combined, directory, f"{', '.join(names)} (combined)", gaps, market, data_read, parts)
+        print(f"Strategy Lab: {', '.join(names)} on {settings.symbol} in one run, sharing each venue's candle volume, "
+              f"{first} to {last}")
+        print(summary_table(parts, numbers))
+    below = sorted(outcome.below_tick)
+    if below:
+        at = datetime.fromtimestamp(below[0], timezone.utc).isoformat().replace("+00:00", "Z")
+        print(f"warning: {len(below)} signal(s) blocked because the limit price was below one tick "
               f"({market.tick_size} {market.quote}), first at the candle of {at}: the market's tick_size is too coarse "
               "for these prices, so this backtest says little about the strategy")
-    print(f"report: {directory / 'report.json'} and {directory / 'report.html'}")
+    print(f"report: {directory / 'report.json'} and {directory / 'report.html'}"
+          + (f" (the combined account; each strategy's in {directory}/NAME/)" if len(chosen) > 1 else ""))
     return EXIT_OK
 
 
@@ -451,21 +485,11 @@ def lab_perpetual_exchange(config: Config, settings: Any) -> Any:
 
 
 def lab_market(config: Config, settings: Any) -> tuple[Any, str | None]:
-    """The market rules and default data for a strategy in the Lab: its simulated venue's,
-    or (for an exchange venue, whose rules live on the exchange) the sandbox's defaults."""
-    from exchange.markets import MarketRules
-    from exchange.sandbox import default_rules
-    from supervisors.config import SimulatedVenueConfig, data_path
+    """The market rules and default data of a strategy in the Lab (see
+    :func:`supervisors.lab_config.lab_market`, where the rule lives)."""
+    from supervisors.lab_config import lab_market as rules_and_data
 
-    venue = config.venue(settings.venue)
-    if isinstance(venue, SimulatedVenueConfig):
-        m = next((m for m in venue.markets if m.symbol == settings.symbol), None)
-        if m is not None:
-            rules = MarketRules.for_symbol(m.symbol, tick_size=m.tick_size, lot_size=m.lot_size, min_amount=m.min_amount,
-                                           min_notional=m.min_notional, maker_fee=m.maker_fee, taker_fee=m.taker_fee)
-            replay = venue.replay.get(settings.symbol)
-            return rules, str(data_path(replay.data)) if replay else None
-    return default_rules(settings.symbol), None
+    return rules_and_data(config, settings)
 
 
 def run_sandbox(args: argparse.Namespace) -> int:

@@ -5,15 +5,23 @@ Per candle, the loop delivers messages in FIFO order until none is left, exactly
 actors would, one candle at a time: fills on the orders resting from before, then the
 candle itself, then every consequence of it (reservations, the durable intent, the
 submission). The writer is a list; the reconciler answers at once. Time is market time.
+
+Several strategies (:meth:`Lab.together`, ``limitline lab`` without ``--strategy``) share
+one ledger and one simulated exchange per venue, as in shadow mode, so they share each
+candle's volume. They take turns on a candle in the config's order, everything the first
+causes delivered before the second hears of it: what a lockstep replay does
+(:class:`actors.connection.shadow_core.ShadowConnectionCore`), so both give the same fills.
+What a run leaves is in :mod:`supervisors.lab_results`.
 """
 
 from __future__ import annotations
 
 import bisect
+from array import array
 from collections import deque
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import attrs
 
@@ -23,6 +31,8 @@ from actors.messages import (
     LEDGER,
     RECONCILER,
     WRITER,
+    CandleClosed,
+    JournalEntry,
     OrderDurable,
     Reconciled,
     ReconciledQuery,
@@ -37,30 +47,15 @@ from actors.messages import (
 from actors.orders import Order
 from actors.strategy.core import StrategyCore
 from actors.strategy.settings import StrategySettings
-from exchange.candles import Candle
+from exchange.candles import Candle, CandleSeries
 from exchange.markets import MarketRules
 from exchange.matching import SimulatedExchange
+from exchange.records import Side
 from exchange.replay import ReplayFeed
 from exchange.shadow import ShadowVenue
+from supervisors.lab_results import Equity, LabResult, LabRun
 
-
-@attrs.define
-class LabResult:
-    candles: Sequence[Candle]
-    orders: dict[str, Order]  # last state of each order, by client order id
-    fills: list[Any]  # FillReports, in order
-    events: list[RecordEvent]
-    journal: list[Any]
-    #: (candle ts, equity in quote, base held) after each candle
-    equity: list[tuple[int, float, float]]
-    #: Candles the loop actually visited (all of them unless the fast path skipped some).
-    visited: int = 0
-    #: Signals blocked because the limit price was below one tick (market time of each).
-    #: A close below the market's tick is a decision (``blocked``), exactly as in shadow and
-    #: live mode, not a data error: the Lab must decide what ``run`` would decide on the same
-    #: candles, and the candles are not wrong, the tick is too coarse for them. The CLI
-    #: warns about them, since such a backtest says little about the strategy.
-    below_tick: list[int] = attrs.Factory(list)
+__all__ = ["Equity", "Lab", "LabResult", "LabRun", "LabVenue", "StrategyFailed"]
 
 
 class StrategyFailed(Exception):
@@ -78,6 +73,19 @@ class StrategyFailed(Exception):
         return f"strategy {self.strategy} stopped at the candle of {at}: {self.problem}"
 
 
+@attrs.frozen
+class LabVenue:
+    """One simulated venue of a Lab run: its markets, the account's opening balances (what
+    the exchange holds; each strategy trades only its own allocation, which the ledger
+    keeps), and the share of a candle's volume its orders may fill, all strategies'
+    together."""
+
+    name: str
+    markets: tuple[MarketRules, ...]
+    balances: Mapping[str, Decimal]
+    volume_share: Decimal = Decimal("0.1")
+
+
 class Lab:
     def __init__(
         self,
@@ -87,177 +95,298 @@ class Lab:
         volume_share: Decimal = Decimal("0.1"),
         keep_events: bool = True,
         fast: bool = False,
+        keep_records: bool = True,
     ) -> None:
-        """``fast``: compute the triggers for the whole series up front and visit only the
+        """One strategy on a venue of its own, the exchange holding its allocation.
+
+        ``fast``: compute the triggers for the whole series up front and visit only the
         candles on which something can happen (a trigger fires, or an order rests and may
-        fill or expire). Same orders and fills as visiting every candle."""
+        fill or expire). Same orders and fills as visiting every candle.
+
+        ``keep_records`` False: keep only what the report needs, so memory follows the fills
+        and not everything the ledger and the order book ever wrote (a run of millions of
+        candles): every fill, of the journal the entries that realised P&L (sells' settle
+        entries), of the orders those still open at the end (:attr:`LabResult.orders_placed`
+        counts them all). Of those settle entries only the fields the report reads are kept
+        (kind, strategy, time, order, trade, side, realized P&L)."""
+        balances = {market.quote: settings.allocation.quote, market.base: settings.allocation.base}
+        venue = LabVenue(settings.venue, (market,), balances, volume_share)
+        self._build((settings,), (venue,), candles, keep_events, fast, keep_records)
+
+    @classmethod
+    def together(
+        cls,
+        strategies: Sequence[StrategySettings],
+        venues: Sequence[LabVenue],
+        candles: Sequence[Candle],
+        keep_events: bool = True,
+        fast: bool = False,
+        keep_records: bool = True,
+    ) -> Lab:
+        """Several strategies over the same candles, through the same cores as shadow mode:
+        one ledger, and one simulated exchange per venue that all the venue's strategies
+        trade on, sharing each candle's volume. On each candle the strategies take turns in
+        the order given (the config's), as a lockstep replay does: each decides, and its
+        orders reach the exchange, before the next hears of the candle.
+
+        ``candles`` are one market's: every strategy must trade that symbol. Raises
+        ValueError naming what does not fit."""
+        lab = cls.__new__(cls)
+        lab._build(tuple(strategies), tuple(venues), candles, keep_events, fast, keep_records)
+        return lab
+
+    def _build(
+        self,
+        strategies: tuple[StrategySettings, ...],
+        venues: tuple[LabVenue, ...],
+        candles: Sequence[Candle],
+        keep_events: bool,
+        fast: bool,
+        keep_records: bool = True,
+    ) -> None:
         if not candles:
             raise ValueError("the Lab needs at least one candle")
+        if not strategies:
+            raise ValueError("the Lab needs at least one strategy")
+        names = [s.name for s in strategies]
+        if len(set(names)) < len(names):
+            raise ValueError(f"strategy names must differ: {names}")
+        symbols = {s.symbol for s in strategies}
+        if len(symbols) > 1:
+            raise ValueError(f"the Lab replays one market's candles, and these strategies trade {sorted(symbols)}: "
+                             "run the strategies of each market on their own (--strategy NAME)")
+        self.symbol = strategies[0].symbol
+        by_name = {v.name: v for v in venues}
+        for s in strategies:
+            venue = by_name.get(s.venue)
+            if venue is None or not any(m.symbol == s.symbol for m in venue.markets):
+                raise ValueError(f"strategy {s.name}: venue {s.venue!r} with market {s.symbol} is not among the Lab's venues")
         self.fast = fast
-        self.settings = settings
+        self.settings = strategies[0]
+        self.strategy_settings = strategies
         self.candles = candles
-        venue = settings.venue
-        balances = {market.quote: settings.allocation.quote, market.base: settings.allocation.base}
-        exchange = SimulatedExchange([market], balances, volume_share)
-        # One candle per tick of a clock that counts candles.
-        feed = ReplayFeed(candles, speed=1.0, started_at=0.0)
-        self.connection = ShadowConnectionCore(venue, ShadowVenue(exchange, {settings.symbol: feed}))
+        self.connections: dict[str, ShadowConnectionCore] = {}
+        for venue in venues:
+            if any(s.venue == venue.name for s in strategies):
+                exchange = SimulatedExchange(venue.markets, dict(venue.balances), venue.volume_share)
+                # One candle per tick of a clock that counts candles.
+                feed = ReplayFeed(candles, speed=1.0, started_at=0.0)
+                self.connections[venue.name] = ShadowConnectionCore(venue.name, ShadowVenue(exchange, {self.symbol: feed}))
         self.ledger = LedgerCore()
-        allocated = {market.quote: settings.allocation.quote, market.base: settings.allocation.base}
         self._fired: Any = None
         self._lows: Any = None
         self._highs: Any = None
         self._volumes: Any = None
-        triggers = None
+        triggers: dict[str, Any] = {}
         if fast:
             import numpy as np
 
             from actors.strategy.signals import Precomputed, fired
 
-            self._closes = np.fromiter((float(c.close) for c in candles), dtype=float, count=len(candles))
-            self._ts = np.fromiter((c.ts for c in candles), dtype=np.int64, count=len(candles))
-            buy = fired(settings.buy, candles, self._closes) if settings.buy else None
-            sell = fired(settings.sell, candles, self._closes) if settings.sell else None
-            self._ts_list = self._ts.tolist()
-            triggers = (
-                Precomputed(settings.buy.name, buy, self._ts_list) if settings.buy else None,
-                Precomputed(settings.sell.name, sell, self._ts_list) if settings.sell else None,
-            )
-            parts = [a for a in (buy, sell) if a is not None]
+            self._closes = _floats(candles, "close")
+            self._ts = _timestamps(candles)
+            # Plain ints for bisect, 8 bytes each (a list of ints took 38: 115 MB at 3M candles).
+            self._ts_list = array("q", self._ts.astype("int64").tobytes())
+            parts = []
+            for s in strategies:
+                buy = fired(s.buy, candles, self._closes) if s.buy else None
+                sell = fired(s.sell, candles, self._closes) if s.sell else None
+                triggers[s.name] = (
+                    Precomputed(s.buy.name, buy, self._ts_list) if s.buy else None,
+                    Precomputed(s.sell.name, sell, self._ts_list) if s.sell else None,
+                )
+                parts += [a for a in (buy, sell) if a is not None]
             self._fired = np.flatnonzero(np.logical_or.reduce(parts)) if parts else np.array([], dtype=int)
-            if settings.python is not None:
+            if any(s.python is not None for s in strategies):
                 self._fired = np.arange(len(candles))  # its decisions cannot be computed ahead
-            self._fired_list = self._fired.tolist()
-        self.strategy = StrategyCore(settings, allocated, record_evaluations=keep_events, triggers=triggers)
+            self._fired_list = array("q", self._fired.astype("int64").tobytes())
+        self.strategies: dict[str, StrategyCore] = {}
+        for s in strategies:
+            market = next(m for m in by_name[s.venue].markets if m.symbol == s.symbol)
+            allocated = {market.quote: s.allocation.quote, market.base: s.allocation.base}
+            self.strategies[s.name] = StrategyCore(s, allocated, record_evaluations=keep_events, triggers=triggers.get(s.name))
+        self.strategy = self.strategies[self.settings.name]  # the first (a one-strategy Lab's only one)
+        self.connection = self.connections[self.settings.venue]
+        #: Turns on a candle: the strategies' addresses in the order given.
+        self._turn = {strategy_address(s.name): i for i, s in enumerate(strategies)}
         self.keep_events = keep_events
+        self.keep_records = keep_records
         self.orders: dict[str, Order] = {}
         self.fills: list[Any] = []
         self.events: list[RecordEvent] = []
         self.journal: list[Any] = []
-        self.below_tick: list[int] = []
+        self.below_tick: dict[str, list[int]] = {s.name: [] for s in strategies}
+        self._fills_of: dict[str, list[Any]] = {s.name: [] for s in strategies}
         self._bus: deque[Send] = deque()
         self._handlers: dict[str, Callable[[Any, float], list[Send]]] = {
             LEDGER: self.ledger.handle,
-            strategy_address(settings.name): self.strategy.handle,
-            connection_address(venue): self.connection.handle,
             WRITER: self._write,
             RECONCILER: self._reconcile,
         }
+        for name, core in self.strategies.items():
+            self._handlers[strategy_address(name)] = core.handle
+        for venue_name, connection in self.connections.items():
+            self._handlers[connection_address(venue_name)] = connection.handle
 
     def run(self, progress: Callable[[int, int], None] | None = None) -> LabResult:
+        """Run a one-strategy Lab (:meth:`run_all` runs several)."""
+        if len(self.strategies) > 1:
+            raise ValueError("a Lab of several strategies runs with run_all()")
+        return self.run_all(progress).combined
+
+    def run_all(self, progress: Callable[[int, int], None] | None = None) -> LabRun:
+        """Every candle (or, ``fast``, every candle on which something can happen), then each
+        strategy's result and the combined account. ``progress(done, total)`` is called
+        now and then. Raises StrategyFailed when a strategy's Python code fails."""
         first = self.candles[0].ts
-        self.journal += self.ledger.allocate(
-            self.settings.name, self.settings.allocation.quote, self.settings.allocation.base, first, "Lab allocation",
-            self.settings.allocation.base_cost,
-        )
-        self._deliver(self.strategy.start(first), first)
+        for s in self.strategy_settings:
+            self.journal += self.ledger.allocate(
+                s.name, s.allocation.quote, s.allocation.base, first, "Lab allocation", s.allocation.base_cost,
+            )
+        for core in self.strategies.values():
+            self._deliver(core.start(first), first)
+        total = len(self.candles)
+        accounts = [self.ledger.accounts[s.name] for s in self.strategy_settings]
+        visited = array("q")
+        quote_held = [array("d") for _ in accounts]
+        base_held = [array("d") for _ in accounts]
         if self.fast:
-            return self._run_fast(progress)
-        equity: list[tuple[int, float, float]] = []
-        total = len(self.candles)
-        account = self.ledger.accounts[self.settings.name]
-        for index, candle in enumerate(self.candles):
-            now = float(candle.ts)
-            self._deliver(self.connection.handle(Tick(index + 1.0), now), now)
-            self._check_strategy(candle)
-            held = account.base_free + account.base_reserved
-            equity.append((candle.ts, float(account.quote_free + account.quote_reserved + held * candle.close), float(held)))
-            if progress is not None and (index % 10_000 == 0 or index == total - 1):
-                progress(index + 1, total)
-        return LabResult(self.candles, self.orders, self.fills, self.events, self.journal, equity, total, self.below_tick)
-
-    def _run_fast(self, progress: Callable[[int, int], None] | None) -> LabResult:
-        import numpy as np
-
-        total = len(self.candles)
-        account = self.ledger.accounts[self.settings.name]
-        symbol = self.settings.symbol
-        visited_at: list[int] = []
-        quote_held: list[float] = []
-        base_held: list[float] = []
-        fired = self._fired
-        index = int(fired[0]) if len(fired) else total
-        if self.strategy.wants_every_candle():
-            index = 0  # e.g. starting inventory with exits: the first candle may already sell
+            fired = self._fired
+            index = int(fired[0]) if len(fired) else total
+            if any(core.wants_every_candle() for core in self.strategies.values()):
+                index = 0  # e.g. starting inventory with exits: the first candle may already sell
+        else:
+            index = 0
+        symbol = self.symbol
         while index < total:
             candle = self.candles[index]
             now = float(candle.ts)
-            self._deliver(self.connection.release([(symbol, candle)], now), now)
-            self._check_strategy(candle)
-            visited_at.append(index)
-            quote_held.append(float(account.quote_free + account.quote_reserved))
-            base_held.append(float(account.base_free + account.base_reserved))
-            index = self._next_visit(index)
-            if progress is not None and len(visited_at) % 10_000 == 0:
+            for connection in self.connections.values():
+                if self.fast:
+                    self._deliver_in_turns(connection.release([(symbol, candle)], now), now)
+                else:
+                    self._deliver_in_turns(connection.handle(Tick(index + 1.0), now), now)
+            self._check_strategies(candle)
+            visited.append(index)
+            for account, quote, base in zip(accounts, quote_held, base_held):
+                quote.append(float(account.quote_free + account.quote_reserved))
+                base.append(float(account.base_free + account.base_reserved))
+            index = self._next_visit(index) if self.fast else index + 1
+            if progress is not None and len(visited) % 10_000 == 0:
                 progress(index, total)
         if progress is not None:
             progress(total, total)
-        # Between visited candles nothing was held differently: equity follows the close.
-        start_quote = float(self.settings.allocation.quote)
-        start_base = float(self.settings.allocation.base)
-        steps = np.searchsorted(np.array(visited_at, dtype=int), np.arange(total), side="right") - 1
-        quote = np.where(steps >= 0, np.array(quote_held + [start_quote])[steps], start_quote)
-        base = np.where(steps >= 0, np.array(base_held + [start_base])[steps], start_base)
-        values = quote + base * self._closes
-        equity = list(zip(self._ts.tolist(), values.tolist(), base.tolist()))
-        return LabResult(
-            self.candles, self.orders, self.fills, self.events, self.journal, equity, len(visited_at), self.below_tick
-        )
+        return self._results(visited, quote_held, base_held)
 
-    def _check_strategy(self, candle: Candle) -> None:
-        if self.strategy.python_failure is not None:
-            raise StrategyFailed(self.settings.name, candle.ts, self.strategy.python_failure)
+    def _results(self, visited: array, quote_held: list[array], base_held: list[array]) -> LabRun:
+        """Each strategy's result and the combined one. Between visited candles nothing was
+        held differently: equity follows the close."""
+        import numpy as np
+
+        total = len(self.candles)
+        closes = self._closes if self.fast else _floats(self.candles, "close")
+        ts = self._ts if self.fast else _timestamps(self.candles)
+        steps = np.searchsorted(np.frombuffer(visited, dtype=np.int64), np.arange(total), side="right") - 1
+        before = steps < 0
+        steps[before] = 0
+        equities = []
+        for s, quote_at, base_at in zip(self.strategy_settings, quote_held, base_held):
+            quote = np.frombuffer(quote_at, dtype=float)[steps] if len(quote_at) else np.zeros(total)
+            base = np.frombuffer(base_at, dtype=float)[steps] if len(base_at) else np.zeros(total)
+            quote[before] = float(s.allocation.quote)
+            base[before] = float(s.allocation.base)
+            equities.append(Equity(ts, quote + base * closes, base))
+        del steps
+        count = len(visited)
+        below = sorted(t for ticks in self.below_tick.values() for t in ticks)
+        # Each order has its own sequence number (client order id), from 1.
+        placed = {name: core.next_sequence - 1 for name, core in self.strategies.items()}
+        combined = LabResult(self.candles, self.orders, self.fills, self.events, self.journal, Equity.total(equities),
+                             count, below, sum(placed.values()))
+        if len(self.strategies) == 1:
+            return LabRun({self.settings.name: combined}, combined)
+        results = {
+            s.name: LabResult(
+                self.candles,
+                {cid: o for cid, o in self.orders.items() if o.strategy == s.name},
+                self._fills_of[s.name],
+                [e for e in self.events if e.strategy == s.name],
+                [e for e in self.journal if e.strategy == s.name],
+                equity, count, self.below_tick[s.name], placed[s.name],
+            )
+            for s, equity in zip(self.strategy_settings, equities)
+        }
+        return LabRun(results, combined)
+
+    def _check_strategies(self, candle: Candle) -> None:
+        for name, core in self.strategies.items():
+            if core.python_failure is not None:
+                raise StrategyFailed(name, candle.ts, core.python_failure)
 
     def _next_visit(self, index: int) -> int:
         """The next candle on which something can happen after candle ``index``: a trigger
-        fires, a resting order can fill (the market trades through the best resting price,
-        with volume) or expire, or an exit's price is reached. The searches are vectorised
-        and err towards visiting: a visited candle on which nothing happens changes nothing,
-        so the result is exactly that of stepping every candle (tests/test_fast_path.py)."""
+        of any strategy fires, a resting order of any can fill (the market trades through
+        the best resting price of a venue, with volume) or expire, or an exit's price is
+        reached. The searches are vectorised and err towards visiting: a visited candle on
+        which nothing happens changes nothing, so the result is exactly that of stepping
+        every candle (tests/test_fast_path.py)."""
         fired = self._fired_list
         later = bisect.bisect_right(fired, index)
         target = fired[later] if later < len(fired) else len(self.candles)
-        exchange = self.connection.exchange.exchange
-        if not exchange.open_orders() and not self.strategy.wants_every_candle():
+        exchanges = [connection.exchange.exchange for connection in self.connections.values()]
+        cores = self.strategies.values()
+        if not any(exchange.open_orders() for exchange in exchanges) and not any(c.wants_every_candle() for c in cores):
             return target
-        wakeups = self.strategy.wakeups()
         start = index + 1
-        if wakeups is None:
+        wakeups = [core.wakeups() for core in cores]
+        if any(w is None for w in wakeups):
             return start
         lows, highs, volumes = self._ranges()
         closes = self._closes
-        buy, sell = exchange.fill_thresholds(self.settings.symbol)
         # Float comparisons are inclusive where the rules are strict: a price that rounds
         # to the same float is a candle to look at, never one to skip.
         fill = end = min(target + 1, len(self.candles))
-        if buy is not None:
-            fill = _first(lambda a, b: (lows[a:b] <= float(buy)) & (volumes[a:b] > 0), start, fill)
-        if sell is not None:
-            fill = _first(lambda a, b: (highs[a:b] >= float(sell)) & (volumes[a:b] > 0), start, fill)
+        for exchange in exchanges:
+            buy, sell = exchange.fill_thresholds(self.symbol)
+            if buy is not None:
+                fill = _first(lambda a, b: (lows[a:b] <= float(buy)) & (volumes[a:b] > 0), start, fill)
+            if sell is not None:
+                fill = _first(lambda a, b: (highs[a:b] >= float(sell)) & (volumes[a:b] > 0), start, fill)
         if fill < end:
             # A fill reaches the strategy before the candle that made it, when it has seen
             # the candle before (its market time, for a cooldown): visit that one too.
             target = max(start, fill - 1)
-        if wakeups.expiry is not None:
-            target = min(target, max(start, bisect.bisect_left(self._ts_list, wakeups.expiry)))
-        if wakeups.take_profit is not None:
-            take = float(wakeups.take_profit)
-            target = _first(lambda a, b: closes[a:b] >= take, start, target)
-        if wakeups.stop_loss is not None:
-            stop = float(wakeups.stop_loss)
-            target = _first(lambda a, b: closes[a:b] <= stop, start, target)
+        for wakeup in wakeups:
+            assert wakeup is not None
+            if wakeup.expiry is not None:
+                target = min(target, max(start, bisect.bisect_left(self._ts_list, wakeup.expiry)))
+            if wakeup.take_profit is not None:
+                take = float(wakeup.take_profit)
+                target = _first(lambda a, b: closes[a:b] >= take, start, target)
+            if wakeup.stop_loss is not None:
+                stop = float(wakeup.stop_loss)
+                target = _first(lambda a, b: closes[a:b] <= stop, start, target)
         return target
 
     def _ranges(self) -> tuple[Any, Any, Any]:
         """Lows, highs and volumes as floats (made once, when an order first rests)."""
         if self._lows is None:
-            import numpy as np
-
-            n = len(self.candles)
-            self._lows = np.fromiter((float(c.low) for c in self.candles), dtype=float, count=n)
-            self._highs = np.fromiter((float(c.high) for c in self.candles), dtype=float, count=n)
-            self._volumes = np.fromiter((float(c.volume) for c in self.candles), dtype=float, count=n)
+            self._lows = _floats(self.candles, "low")
+            self._highs = _floats(self.candles, "high")
+            self._volumes = _floats(self.candles, "volume")
         return self._lows, self._highs, self._volumes
+
+    def _deliver_in_turns(self, sends: list[Send], now: float) -> None:
+        """What a candle's release sends, with the strategies taking turns: the fills first,
+        then the candle to one strategy at a time, each with all it causes delivered before
+        the next hears of the candle (as a lockstep replay does in shadow mode)."""
+        turns = sorted((s for s in sends if isinstance(s.message, CandleClosed)), key=lambda s: self._turn.get(s.to, 0))
+        if len(turns) <= 1:
+            self._deliver(sends, now)
+            return
+        self._deliver([s for s in sends if not isinstance(s.message, CandleClosed)] + turns[:1], now)
+        for turn in turns[1:]:
+            self._deliver([turn], now)
 
     def _deliver(self, sends: list[Send], now: float) -> None:
         self._bus.extend(sends)
@@ -267,15 +396,30 @@ class Lab:
 
     def _write(self, message: Any, now: float) -> list[Send]:
         if isinstance(message, RecordOrder):
-            self.orders[message.order.client_order_id] = message.order
+            order = message.order
+            if self.keep_records or not order.state.is_final:
+                self.orders[order.client_order_id] = order
+            else:
+                self.orders.pop(order.client_order_id, None)
             if message.durable_reply_to is not None:
                 return [Send(message.durable_reply_to, OrderDurable(message.order.client_order_id))]
         elif isinstance(message, RecordJournal):
-            self.journal.extend(message.entries)
+            if self.keep_records:
+                self.journal.extend(message.entries)
+            else:
+                # Of a sell's settle entry, what the report reads (its other fields at their
+                # shared defaults: a third of the memory).
+                self.journal.extend(
+                    JournalEntry("settle", e.strategy, e.at, e.client_order_id, e.trade_id, e.side,
+                                 realized_pnl=e.realized_pnl)
+                    for e in message.entries if e.kind == "settle" and e.side is Side.SELL
+                )
             self.fills.extend(message.fills)
+            if message.fills and len(self.strategies) > 1:
+                self._fills_of[message.entries[0].strategy].extend(message.fills)
         elif isinstance(message, RecordEvent):
-            if message.kind == "blocked" and message.payload.get("below_tick"):
-                self.below_tick.append(int(now))
+            if message.kind == "blocked" and message.payload.get("below_tick") and message.strategy in self.below_tick:
+                self.below_tick[message.strategy].append(int(now))
             if self.keep_events:
                 self.events.append(message)
         return []
@@ -284,6 +428,23 @@ class Lab:
         if isinstance(message, ReconciledQuery):
             return [Send(message.reply_to, Reconciled(message.venue))]
         return []
+
+
+def _floats(candles: Sequence[Candle], name: str) -> Any:
+    """A column of the candles as floats: from a CandleSeries' arrays, else built."""
+    import numpy as np
+
+    if isinstance(candles, CandleSeries):
+        return candles.floats(name)
+    return np.fromiter((float(getattr(c, name)) for c in candles), dtype=float, count=len(candles))
+
+
+def _timestamps(candles: Sequence[Candle]) -> Any:
+    import numpy as np
+
+    if isinstance(candles, CandleSeries):
+        return candles.timestamps()
+    return np.fromiter((c.ts for c in candles), dtype=np.int64, count=len(candles))
 
 
 def _first(hits: Callable[[int, int], Any], start: int, end: int) -> int:

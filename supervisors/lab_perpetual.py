@@ -37,6 +37,7 @@ from decimal import Decimal
 from typing import Any, Callable, Sequence
 
 import attrs
+import numpy as np
 
 from actors.connection.perpetual_core import PerpetualConnectionCore
 from actors.ledger.core import LedgerCore
@@ -67,6 +68,7 @@ from exchange.perpetuals import PerpetualExchange
 from exchange.replay import ReplayFeed
 from exchange.shadow import ShadowVenue
 from supervisors.lab import LabResult, StrategyFailed
+from supervisors.lab_results import Equity
 
 
 @attrs.define
@@ -147,7 +149,9 @@ class PerpetualLab:
         first = self.candles[0].ts
         self.journal += self.book.allocate({s.name: s.allocation.quote}, first)
         self._deliver(self.strategy.start(first), first)
-        equity: list[tuple[int, float, float]] = []
+        times = np.empty(len(self.candles), dtype=np.int64)
+        values = np.empty(len(self.candles), dtype=float)
+        held = np.empty(len(self.candles), dtype=float)
         total = len(self.candles)
         account = self.book.book
         forced = len(self.exchange.liquidation_orders)
@@ -161,7 +165,7 @@ class PerpetualLab:
                 raise StrategyFailed(s.name, candle.ts, self.strategy.python_failure)
             position = account.position(s.name, s.symbol)
             value = account.account(s.name).wallet + position.size * candle.close - position.entry_cost
-            equity.append((candle.ts, float(value), float(position.size)))
+            times[index], values[index], held[index] = candle.ts, float(value), float(position.size)
             if progress is not None and (index % 10_000 == 0 or index == total - 1):
                 progress(index + 1, total)
         income: dict[str, Decimal] = {}
@@ -169,7 +173,7 @@ class PerpetualLab:
             income[entry.income_type] = income.get(entry.income_type, Decimal(0)) + entry.amount
         snapshot = account.snapshot()
         return PerpetualLabResult(
-            self.candles, self.orders, self.fills, self.events, self.journal, equity, total, self.below_tick,
+            self.candles, self.orders, self.fills, self.events, self.journal, Equity(times, values, held), total, self.below_tick,
             settlement=self.settlement,
             position=snapshot["positions"].get(f"{s.name}:{s.symbol}", {}),
             collateral=snapshot["collateral"].get(s.name, {}),

@@ -34,13 +34,14 @@ from __future__ import annotations
 
 import bisect
 import html
+import itertools
 import json
 import math
 from datetime import datetime, timezone
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -54,13 +55,16 @@ SECONDS_PER_YEAR = 365.25 * 24 * 3600
 #: a run of candles), so a report of a million bars stays a few megabytes and opens at once.
 #: The figures, the trade table and report.json always use every candle.
 MAX_DRAWN_CANDLES = 50_000
+#: The report's trade table shows at most this many fills (report.json has every one): a
+#: table of hundreds of thousands of rows is a page no browser opens quickly.
+MAX_TABLE_ROWS = 20_000
 VENDORED_CHART_LIBRARY = "lightweight-charts.standalone.production.js"
 
 
 def figures(result: LabResult, gaps: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The run's figures as numbers (floats, epoch seconds): for the summary, sweeps and the
     report. Keys starting with ``_`` are series for the chart (numpy arrays), not figures."""
-    equity = np.fromiter((e for _, e, _ in result.equity), dtype=float, count=len(result.equity))
+    equity = result.equity.value
     first, last = float(equity[0]), float(equity[-1])
     span = max(result.candles[-1].ts - result.candles[0].ts, 1)
     years = span / SECONDS_PER_YEAR
@@ -86,7 +90,7 @@ def figures(result: LabResult, gaps: list[dict[str, Any]] | None = None) -> dict
         fees[fill.fee_currency] = fees.get(fill.fee_currency, Decimal(0)) + fill.fee
     closes = _floats(result.candles, "close")
     held_value = first * closes / closes[0]
-    held = np.fromiter((h for _, _, h in result.equity), dtype=float, count=len(result.equity))
+    held = result.equity.held
     extra = position_figures(result) if perpetual else {}
     return {
         "candles": len(result.candles),
@@ -99,7 +103,7 @@ def figures(result: LabResult, gaps: list[dict[str, Any]] | None = None) -> dict
         "max_drawdown": float(drawdowns.max()),
         "sharpe": mean / deviation * math.sqrt(per_year) if deviation else None,
         "sortino": mean / downside * math.sqrt(per_year) if downside else None,
-        "orders": len(result.orders),
+        "orders": result.orders_placed,
         "fills": len(result.fills),
         "trades": len(pnl),
         "win_rate": len(wins) / len(pnl) if pnl else None,
@@ -199,23 +203,28 @@ def _floats(candles: Any, name: str) -> np.ndarray:
 def trade_list(result: LabResult) -> list[dict[str, Any]]:
     """Every fill, oldest first, with the P&L it realised (sells; average cost, fees
     included, in the quote asset). Values are Decimals and epoch seconds."""
+    return list(trades_of(result))
+
+
+def trades_of(result: LabResult) -> Iterator[dict[str, Any]]:
+    """:func:`trade_list`, one fill at a time (a long run's report never holds them all as
+    dicts at once)."""
     actions = fill_actions(result)
     if actions:  # a perpetual run: realized P&L (gross, as the exchange books it) of reducing fills
         realized = {e.trade_id: e.realized_pnl for e in result.journal
                     if e.kind == "fill" and e.trade_id is not None and _reducing(actions.get(e.trade_id, ""))}
-        return [
-            {"ts": int(f.at), "client_order_id": f.client_order_id, "trade_id": f.trade_id, "side": f.side.value,
-             "action": actions.get(f.trade_id, ""), "price": f.price, "amount": f.amount, "value": f.price * f.amount,
-             "fee": f.fee, "fee_currency": f.fee_currency, "realized_pnl": realized.get(f.trade_id)}
-            for f in result.fills
-        ]
-    realized = {e.trade_id: e.realized_pnl for e in result.journal if e.kind == "settle" and e.trade_id is not None}
-    return [
-        {"ts": int(f.at), "client_order_id": f.client_order_id, "trade_id": f.trade_id, "side": f.side.value,
-         "price": f.price, "amount": f.amount, "value": f.price * f.amount, "fee": f.fee, "fee_currency": f.fee_currency,
-         "realized_pnl": realized.get(f.trade_id) if f.side.value == "sell" else None}
-        for f in result.fills
-    ]
+        for f in result.fills:
+            yield {"ts": int(f.at), "client_order_id": f.client_order_id, "trade_id": f.trade_id, "side": f.side.value,
+                   "action": actions.get(f.trade_id, ""), "price": f.price, "amount": f.amount,
+                   "value": f.price * f.amount, "fee": f.fee, "fee_currency": f.fee_currency,
+                   "realized_pnl": realized.get(f.trade_id)}
+        return
+    realized = {e.trade_id: e.realized_pnl for e in result.journal
+                if e.kind == "settle" and e.trade_id is not None and e.side is not None and e.side.value == "sell"}
+    for f in result.fills:
+        yield {"ts": int(f.at), "client_order_id": f.client_order_id, "trade_id": f.trade_id, "side": f.side.value,
+               "price": f.price, "amount": f.amount, "value": f.price * f.amount, "fee": f.fee,
+               "fee_currency": f.fee_currency, "realized_pnl": realized.get(f.trade_id) if f.side.value == "sell" else None}
 
 
 def write_report(
@@ -225,14 +234,16 @@ def write_report(
     gaps: list[dict[str, Any]] | None = None,
     market: MarketRules | None = None,
     data: dict[str, Any] | None = None,
+    parts: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Writes ``report.json`` and ``report.html`` into ``directory`` (created); returns the
     figures (as :func:`figures`, without the chart's series). ``data``: where the candles
-    came from and how they were read (``{"source": ..., "handling": [...]}``)."""
+    came from and how they were read (``{"source": ..., "handling": [...]}``). ``parts``:
+    for the combined account of several strategies, each one's figures (as this returns
+    them; their own reports are in ``directory/NAME/``), listed under ``strategies``."""
     directory.mkdir(parents=True, exist_ok=True)
     numbers = figures(result, gaps)
     drawdowns, held_value = numbers.pop("_drawdowns"), numbers.pop("_buy_and_hold")
-    trades = trade_list(result)
     symbol = market.symbol if market is not None else (result.fills[0].symbol if result.fills else "")
     quote = market.quote if market is not None else symbol.partition("/")[2]
     document = {
@@ -241,19 +252,23 @@ def write_report(
         "quote": quote,
         "data": data,
         **{key: _machine(value, key) for key, value in numbers.items()},
-        "trade_list": [{("time" if key == "ts" else key): _machine(value, key) for key, value in trade.items()}
-                       for trade in trades],
+        **({"strategies": {part: {key: _machine(value, key) for key, value in figures_.items()}
+                           for part, figures_ in parts.items()}} if parts else {}),
     }
     with (directory / "report.json").open("w", encoding="utf-8") as out:
-        # The equity series goes out one entry at a time: a million candles would otherwise be
-        # a million dicts in memory at once.
+        # The trades and the equity series go out one entry at a time: a million candles
+        # would otherwise be a million dicts in memory at once.
         head = json.dumps(document, indent=1)
-        out.write(head[:-2] + ',\n "equity": [')
+        out.write(head[:-2] + ',\n "trade_list": [')
+        for i, trade in enumerate(trades_of(result)):
+            entry = {("time" if key == "ts" else key): _machine(value, key) for key, value in trade.items()}
+            out.write(("\n  " if i == 0 else ",\n  ") + json.dumps(entry, separators=(", ", ": ")))
+        out.write('\n ],\n "equity": [')
         for i, (ts, equity, held) in enumerate(result.equity):
             entry = {"time": iso(ts), "equity": decimal_text(equity), "held": decimal_text(held)}
             out.write(("\n  " if i == 0 else ",\n  ") + json.dumps(entry, separators=(", ", ": ")))
         out.write("\n ]\n}\n")
-    page = render_html(name, symbol, quote, numbers, result, trades, drawdowns, held_value, data)
+    page = render_html(name, symbol, quote, numbers, result, drawdowns, held_value, data, parts)
     (directory / "report.html").write_text(page, encoding="utf-8")
     return numbers
 
@@ -313,9 +328,9 @@ def _fees(fees: dict[str, str]) -> str:
     return ", ".join(f"{Decimal(v):f} {k}" for k, v in fees.items()) or "0"
 
 
-def summary(name: str, numbers: dict[str, Any]) -> str:
-    rows = [
-        ("strategy", name), ("candles", f"{numbers['candles']:,}"),
+def _summary_rows(numbers: dict[str, Any]) -> list[tuple[str, str]]:
+    return [
+        ("candles", f"{numbers['candles']:,}"),
         ("total return", _pct(numbers["total_return"], signed=True)),
         ("buy and hold", _pct(numbers["buy_and_hold_return"], signed=True)),
         ("CAGR", _pct(numbers["cagr"])), ("max drawdown", _pct(numbers["max_drawdown"])), ("Sharpe", _num(numbers["sharpe"])),
@@ -326,6 +341,10 @@ def summary(name: str, numbers: dict[str, Any]) -> str:
         *[(k[0].lower() + k[1:], v) for k, v in _position_rows(numbers)],
         ("gaps in the data", str(len(numbers["gaps"]))),
     ]
+
+
+def summary(name: str, numbers: dict[str, Any]) -> str:
+    rows = [("strategy", name), *_summary_rows(numbers)]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 
@@ -348,6 +367,21 @@ def _position_rows(numbers: dict[str, Any]) -> list[tuple[str, str]]:
     if numbers["paused_at"] is not None:
         rows.append(("Paused", f"from {utc(numbers['paused_at'])}: {numbers['paused_reason']}"))
     return rows
+
+
+def summary_table(parts: dict[str, dict[str, Any]], combined: dict[str, Any]) -> str:
+    """The summary of a run of several strategies: a column per strategy, and the combined
+    account's last."""
+    columns = [("strategy", *(v for _, v in _summary_rows(n))) for n in parts.values()]
+    columns = [(name, *column[1:]) for name, column in zip(parts, columns)]
+    columns.append(("combined", *(v for _, v in _summary_rows(combined))))
+    labels = ["strategy", *(k for k, _ in _summary_rows(combined))]
+    width = max(len(k) for k in labels)
+    widths = [max(len(v) for v in column) for column in columns]
+    return "\n".join(
+        f"  {label:<{width}}  " + "  ".join(f"{column[i]:>{w}}" for column, w in zip(columns, widths))
+        for i, label in enumerate(labels)
+    )
 
 
 def web_asset(name: str) -> str:
@@ -378,11 +412,15 @@ def chart_data(result: LabResult, symbol: str, quote: str, drawdowns: np.ndarray
         ts = candles.timestamps()
     else:
         ts = np.fromiter((c.ts for c in candles), dtype=np.int64, count=count)
-    opens, highs, lows, closes = (_floats(candles, name) for name in ("open", "high", "low", "close"))
-    equity = np.fromiter((e for _, e, _ in result.equity), dtype=float, count=count)
+    # One column of floats at a time, reduced to the drawn candles at once (a 3M-candle run
+    # would otherwise hold four columns of 24 MB each).
+    opens = _floats(candles, "open")[starts]
+    highs = np.maximum.reduceat(_floats(candles, "high"), starts)
+    lows = np.minimum.reduceat(_floats(candles, "low"), starts)
+    closes = _floats(candles, "close")[ends]
+    equity = result.equity.value
     times = ts[starts].tolist()
-    drawn = [list(row) for row in zip(times, opens[starts].tolist(), np.maximum.reduceat(highs, starts).tolist(),
-                                      np.minimum.reduceat(lows, starts).tolist(), closes[ends].tolist())]
+    drawn = [list(row) for row in zip(times, opens.tolist(), highs.tolist(), lows.tolist(), closes.tolist())]
     actions = fill_actions(result)
     fills = [[int(f.at), f.side.value, float(f.price), float(f.amount)]
              + ([marker_label(actions[f.trade_id])] if f.trade_id in actions else []) for f in result.fills]
@@ -391,11 +429,21 @@ def chart_data(result: LabResult, symbol: str, quote: str, drawdowns: np.ndarray
             fill[0] = times[max(0, bisect.bisect_right(times, fill[0]) - 1)]
     return {
         "symbol": symbol, "quote": quote, "candles": drawn,
-        "equity": [list(p) for p in zip(times, np.round(equity[ends], 2).tolist())],
+        "equity": _equity_rows(equity, times, starts, ends),
         "benchmark": [list(p) for p in zip(times, np.round(held_value[ends], 2).tolist())],
         "drawdown": [list(p) for p in zip(times, np.round(np.maximum.reduceat(drawdowns, starts), 6).tolist())],
         "fills": fills, "merged": step,
     }
+
+
+def _equity_rows(equity: np.ndarray, times: list[int], starts: np.ndarray, ends: np.ndarray) -> list[list[float]]:
+    """The equity as the chart draws it: a point per candle, or, where runs of candles are
+    merged, each run's equity as open, high, low and close (first, highest, lowest, last),
+    so the chart keeps the extremes a line through the runs' last values would hide."""
+    if len(starts) == len(equity):
+        return [list(p) for p in zip(times, np.round(equity, 2).tolist())]
+    columns = (equity[starts], np.maximum.reduceat(equity, starts), np.minimum.reduceat(equity, starts), equity[ends])
+    return [list(row) for row in zip(times, *(np.round(c, 2).tolist() for c in columns))]
 
 
 def timeframe(candles: Any) -> str:
@@ -416,10 +464,10 @@ def render_html(
     quote: str,
     numbers: dict[str, Any],
     result: LabResult,
-    trades: list[dict[str, Any]],
-    drawdowns: list[float],
-    held_value: list[float],
+    drawdowns: np.ndarray,
+    held_value: np.ndarray,
     data_read: dict[str, Any] | None = None,
+    parts: dict[str, dict[str, Any]] | None = None,
 ) -> str:
     e = html.escape
     data = chart_data(result, symbol, quote, drawdowns, held_value)
@@ -460,6 +508,7 @@ def render_html(
     figures_table = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows)
     card_html = "".join(f'<div class="card"><div class="label">{e(k)}</div><div class="value {t}">{e(v)}</div></div>'
                         for k, v, t in cards)
+    shown = itertools.islice(trades_of(result), MAX_TABLE_ROWS)
     trade_rows = "".join(
         f'<tr class="{t["side"]}"><td>{i}</td><td>{e(utc(t["ts"]))}</td><td>{t["side"]}'
         f'{" · " + e(t["action"]) if t.get("action") else ""}</td>'
@@ -467,8 +516,11 @@ def render_html(
         f'<td class="n">{e(_money(t["value"]))}</td><td class="n">{e(_plain(t["fee"]))} {e(t["fee_currency"])}</td>'
         f'<td class="n {_tone(t["realized_pnl"])}">{"" if t["realized_pnl"] is None else e(_money(t["realized_pnl"]))}</td>'
         f'<td>{e(t["client_order_id"])}</td></tr>'
-        for i, t in enumerate(trades, start=1)
+        for i, t in enumerate(shown, start=1)
     )
+    fills = len(result.fills)
+    table_note = (f'<p class="note">The first {MAX_TABLE_ROWS:,} of {fills:,} fills; every one is in report.json.</p>'
+                  if fills > MAX_TABLE_ROWS else "")
     gaps = numbers["gaps"]
     gap_items = "".join(
         f"<li>{e(utc(g['after']))} to {e(utc(g['before']))}: {g['missing']:,} candle(s) missing</li>" for g in gaps[:200]
@@ -476,8 +528,22 @@ def render_html(
     gap_html = (f"<h2>Gaps in the data ({len(gaps):,})</h2><p>Reported, not filled in: no candle was invented.</p>"
                 f"<ul>{gap_items}</ul>{'<p>(the first 200; all are in report.json)</p>' if len(gaps) > 200 else ''}"
                 if gaps else "")
+    part_rows = "".join(
+        f'<tr data-strategy="{e(part)}"><td><a href="{e(part)}/report.html">{e(part)}</a></td>'
+        f'<td class="n {_tone(n["total_return"])}">{e(_pct(n["total_return"], signed=True))}</td>'
+        f'<td class="n">{e(_pct(n["max_drawdown"]))}</td><td class="n">{e(_num(n["sharpe"]))}</td>'
+        f'<td class="n">{n["orders"]:,} / {n["fills"]:,}</td><td class="n">{n["trades"]:,}</td><td>{e(_fees(n["fees_paid"]))}</td></tr>'
+        for part, n in (parts or {}).items()
+    )
+    parts_html = (
+        '<h2>Strategies in this run</h2><p class="note">One run, one simulated exchange per venue: the strategies shared '
+        "each candle's volume, taking turns in the config's order. The chart, figures and trades above and below are "
+        'their combined account.</p><table id="strategies"><thead><tr><th>strategy</th><th>total return</th>'
+        "<th>max drawdown</th><th>Sharpe</th><th>orders / fills</th><th>trades</th><th>fees</th></tr></thead>"
+        f"<tbody>{part_rows}</tbody></table>" if parts else ""
+    )
     merged = (f"<p class=\"note\">The chart draws every {data['merged']} candles as one ({len(data['candles']):,} drawn);"
-              " the figures and the table use every candle.</p>" if data["merged"] > 1 else "")
+              " the equity of each as a bar from its lowest to its highest; the figures and the table use every candle.</p>" if data["merged"] > 1 else "")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -506,9 +572,10 @@ footer{{margin-top:32px;font-size:12px;color:#57606a}}
 <div id="chart"></div>
 <p class="hint">Drag to pan, scroll or pinch to zoom, double-click the time axis to fit. Top: candles, buys ▲ green and sells ▼ red at their fill price{e(_marker_hint(numbers))}; middle: equity (blue) and buy and hold (grey, dashed); bottom: drawdown. Times in UTC.</p>
 {merged}
+{parts_html}
 <h2>Figures</h2>
 <table id="figures">{figures_table}</table>
-<h2>Trades ({len(trades):,} fills)</h2>
+<h2>Trades ({fills:,} fills)</h2>{table_note}
 <div class="scroll"><table id="trades">
 <thead><tr><th>#</th><th>time (UTC)</th><th>side</th><th>price ({e(quote)})</th><th>amount</th><th>value ({e(quote)})</th><th>fee</th><th>realized P&amp;L ({e(quote)})</th><th>order</th></tr></thead>
 <tbody>{trade_rows}</tbody></table></div>

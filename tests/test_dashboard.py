@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import urllib.request
 
 from browser import open_browser
@@ -63,3 +64,61 @@ def test_dashboard_shows_the_strategies_streams_fills_and_pauses(fast_config_pat
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_the_dashboard_draws_a_strategys_chart_with_the_reports_component(tmp_path):
+    """A strategy's chart on the dashboard: the candles its venue replayed, a marker per
+    fill, its equity; drawn by the Lab report's chart component, in Chromium."""
+    import sqlite3
+
+    import yaml
+
+    from conftest import fast_config_raw
+    from exchange.candles import bundled_path
+
+    data = tmp_path / "candles.csv"
+    data.write_text("\n".join(bundled_path().read_text().splitlines()[:301]) + "\n")
+    raw = fast_config_raw(tmp_path)
+    raw["venues"][0]["replay"]["BTC/USD"] = {"data": str(data), "lockstep": True}
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    process = subprocess.Popen(
+        [*BIN, "run", "-c", str(config), "-q"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        lines = Lines(process.stderr)
+        base = lines.wait_for(r"status at (http://127\.0\.0\.1:\d+)/status").group(1)
+        deadline = time.monotonic() + 60
+        while not replay_finished(base):  # all 300 candles replayed (polling a subprocess)
+            assert time.monotonic() < deadline, "the replay did not finish"
+            time.sleep(0.2)
+        store = sqlite3.connect(raw["store"])
+        fills = store.execute("SELECT count(*) FROM fills JOIN orders USING (client_order_id) WHERE strategy = 'dip-buyer'")
+        [[count]] = fills.fetchall()
+        store.close()
+        assert count > 5
+        with open_browser() as browser:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            problems: list[str] = []
+            page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+            page.on("pageerror", lambda error: problems.append(str(error)))
+            page.goto(f"{base}/")
+            page.click('#strategies tr[data-strategy="dip-buyer"] button[data-action="chart"]', timeout=20_000)
+            page.wait_for_function("window.limitlineChart && document.querySelectorAll('#strategy-chart canvas').length > 0",
+                                   timeout=20_000)
+            assert page.evaluate("window.limitlineChart.data.candles.length") == 300
+            assert page.evaluate("window.limitlineChart.api.panes()[0].getSeries()[0].data().length") == 300
+            assert page.evaluate("window.limitlineChart.markers.markers().length") == count
+            assert page.evaluate("window.limitlineChart.api.panes().length") == 3  # candles, equity, drawdown
+            equity = page.evaluate("window.limitlineChart.data.equity")
+            assert len(equity) == 300 and all(value > 0 for _, value in equity)
+            assert problems == [], problems
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def replay_finished(base: str) -> bool:
+    with urllib.request.urlopen(f"{base}/events?kind=replay_finished&limit=1", timeout=10) as response:
+        return bool(json.loads(response.read())["events"])

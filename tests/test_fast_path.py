@@ -13,7 +13,7 @@ from actors.strategy.rules import Change, Combination, Grid, PriceCross, Rsi, Sm
 from actors.strategy.settings import Allocation, Sizing, StrategySettings
 from exchange.candles import Candle
 from exchange.markets import MarketRules
-from supervisors.lab import Lab
+from supervisors.lab import Lab, LabVenue
 
 MARKET = MarketRules.for_symbol("BTC/USD", tick_size=D("0.01"), lot_size=D("0.001"), min_amount=D("0.001"),
                                 min_notional=D("1"), maker_fee=D("0.001"), taker_fee=D("0.002"))
@@ -100,3 +100,36 @@ def test_resting_orders_are_jumped_to_where_they_can_fill_on_real_candles():
     assert sum(1 for f in stepped.fills if not f.order_complete) > 5  # partial fills
     # Orders rest or a position is held on most candles; the fast path visits few of them.
     assert fast.visited < len(candles) / 5
+
+
+@st.composite
+def strategies_(draw, name: str) -> StrategySettings:
+    base = draw(st.sampled_from([D(0), D("0.5")]))
+    return StrategySettings(
+        name=name, venue="sim", symbol="BTC/USD", sizing=draw(st.sampled_from([Sizing(quote=D(150)), Sizing(percent=D(20))])),
+        allocation=Allocation(quote=D(1000), base=base, base_cost=D(100) if base else None),
+        buy=draw(triggers_or_combos), sell=draw(st.one_of(st.none(), triggers_or_combos)),
+        limit_offset_bps=D(draw(st.sampled_from([-20, -5, 0, 10, 40, 150]))),
+        ttl_seconds=draw(st.sampled_from([3600, 3 * 3600, 10 * 3600])), cooldown_seconds=draw(st.sampled_from([0, 3600])),
+        max_open_orders=draw(st.integers(1, 3)), take_profit_pct=draw(st.sampled_from([None, D(1), D(5)])),
+        stop_loss_pct=draw(st.sampled_from([None, D(1), D(3)])),
+    )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(candles=series(), first=strategies_("a"), second=strategies_("b"), share=st.sampled_from([D("0.002"), D("0.05")]))
+def test_several_strategies_sharing_a_venue_trade_on_the_fast_path_exactly_as_stepping_every_bar(candles, first, second,
+                                                                                                   share):
+    """Two random strategies on one simulated venue, competing for each candle's volume:
+    the fast path (visiting the candles where either can act, jumping to where any resting
+    order can fill) makes the same orders, fills and journal as stepping every bar."""
+    venue = LabVenue("sim", (MARKET,), {"USD": D(5000), "BTC": D(2)}, share)
+    stepped = Lab.together([first, second], [venue], candles, keep_events=False).run_all()
+    fast = Lab.together([first, second], [venue], candles, keep_events=False, fast=True).run_all()
+    assert fast.combined.orders == stepped.combined.orders
+    assert fast.combined.fills == stepped.combined.fills
+    assert fast.combined.journal == stepped.combined.journal
+    for name in ("a", "b"):
+        assert fast.results[name].fills == stepped.results[name].fills
+        for (ts_a, a, held_a), (ts_b, b, held_b) in zip(stepped.results[name].equity, fast.results[name].equity, strict=True):
+            assert ts_a == ts_b and held_a == held_b and abs(a - b) <= 1e-9 * max(1.0, abs(a))

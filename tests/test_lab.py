@@ -32,6 +32,28 @@ def test_lab_on_the_bundled_data_prints_the_summary_and_writes_the_report(tmp_pa
     assert 'id="chart"' in page and "LimitlineChart.render" in page  # opened in Chromium by test_lab_report.py
 
 
+def test_lab_without_a_strategy_runs_every_strategy_of_the_config_in_one_run(tmp_path):
+    from decimal import Decimal as D
+
+    result = lab("--to", "2017-09-01T00:00:00Z", "--report", str(tmp_path / "r"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Strategy Lab: sma-cross, dip-buyer on BTC/USD in one run" in result.stdout
+    header = next(line for line in result.stdout.splitlines() if line.strip().startswith("strategy "))
+    assert header.split() == ["strategy", "sma-cross", "dip-buyer", "combined"]
+    combined = json.loads((tmp_path / "r" / "report.json").read_text())
+    parts = {name: json.loads((tmp_path / "r" / name / "report.json").read_text()) for name in ("sma-cross", "dip-buyer")}
+    assert list(combined["strategies"]) == ["sma-cross", "dip-buyer"]
+    assert all(parts[name]["fills"] > 5 for name in parts)
+    assert combined["fills"] == sum(p["fills"] for p in parts.values()) == len(combined["trade_list"])
+    for name, part in parts.items():
+        assert combined["strategies"][name]["end_equity"] == part["end_equity"]
+        assert {t["client_order_id"].split("-")[1] for t in part["trade_list"]} == {name.replace("-", "")}
+    summed = sum(D(p["end_equity"]) for p in parts.values())
+    assert abs(D(combined["end_equity"]) - summed) < D("1e-6")
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert 'href="sma-cross/report.html"' in page and 'href="dip-buyer/report.html"' in page
+
+
 def test_lab_names_a_bad_row_and_an_unknown_strategy(tmp_path):
     bad = tmp_path / "bad.csv"
     lines = bundled_path().read_text().splitlines()[:50]

@@ -135,6 +135,12 @@ def test_a_long_run_draws_merged_candles_with_every_fill_on_its_run(run, tmp_pat
         run_ = result.candles[i: i + step]
         assert (o, h, low, c) == (float(run_[0].open), float(max(x.high for x in run_)), float(min(x.low for x in run_)),
                                   float(run_[-1].close))
+    # The equity of each run as open, high, low, close: its extremes stay on the chart.
+    values = result.equity.value
+    assert len(data["equity"]) == len(data["candles"])
+    for (ts, o, h, low, c), i in zip(data["equity"], range(0, len(values), step)):
+        run_ = values[i: i + step]
+        assert (o, h, low, c) == tuple(round(float(v), 2) for v in (run_[0], run_.max(), run_.min(), run_[-1]))
     lab_report.write_report(result, tmp_path, "sma-cross", gaps, MARKET)
     with open_browser() as browser:
         page = browser.new_page()
@@ -145,4 +151,19 @@ def test_a_long_run_draws_merged_candles_with_every_fill_on_its_run(run, tmp_pat
         page.wait_for_function("window.limitlineChart && document.querySelectorAll('#chart canvas').length > 0")
         assert page.evaluate("window.limitlineChart.api.panes()[0].getSeries()[0].data().length") == len(data["candles"])
         assert "draws every 7 candles as one" in page.inner_text("body")
+        assert page.evaluate("window.limitlineChart.api.panes()[1].getSeries().map(s => s.seriesType())") == ["Line", "Bar"]
         assert errors == []
+
+
+def test_a_run_keeping_only_what_the_report_needs_writes_the_same_report(tmp_path):
+    """``keep_records=False`` (what ``limitline lab`` runs with, so memory follows the fills):
+    the same report.json to the byte, from a fraction of the journal and no ended order."""
+    candles = load_candles(bundled_path())[:2500]
+    full = Lab(sma_cross(), MARKET, candles, keep_events=False, fast=True).run()
+    lean = Lab(sma_cross(), MARKET, candles, keep_events=False, fast=True, keep_records=False).run()
+    assert full.orders_placed == len(full.orders) == lean.orders_placed > 20
+    assert len(lean.orders) <= sma_cross().max_open_orders and len(lean.journal) < len(full.journal) / 3
+    assert lean.fills == full.fills
+    for result, name in ((full, "full"), (lean, "lean")):
+        lab_report.write_report(result, tmp_path / name, "sma-cross", [], MARKET)
+    assert (tmp_path / "lean" / "report.json").read_text() == (tmp_path / "full" / "report.json").read_text()

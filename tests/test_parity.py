@@ -70,6 +70,70 @@ async def test_shadow_mode_and_the_lab_make_the_same_orders_and_fills(tmp_path, 
     assert kinds == ({"taker", "maker"} if strategy == 0 else {"maker"})
 
 
+async def test_the_whole_default_config_in_shadow_mode_and_in_one_lab_run_makes_the_same_fills(tmp_path, fast_raw):
+    """Both strategies of the default config on one simulated venue, sharing each candle's
+    volume (0.1 % of it, so they compete for it): a lockstep replay in shadow mode and one
+    Lab run of the whole config give the same orders and the same fills, trade ids included."""
+    lines = bundled_path().read_text().splitlines()
+    data = tmp_path / "candles.csv"
+    data.write_text("\n".join(lines[: CANDLES + 1]) + "\n")
+    fast_raw["venues"][0]["replay"]["BTC/USD"] = {"data": str(data), "lockstep": True}
+    fast_raw["venues"][0]["volume_share"] = "0.001"
+    config = parse_config(fast_raw)
+    assert [s.name for s in config.strategies] == ["sma-cross", "dip-buyer"]
+    shadow_orders, shadow_fills = await shadow_run(config)
+
+    from exchange.candles import load_candles
+    from supervisors.lab_config import lab_venues
+
+    for fast in (False, True):
+        run = Lab.together(config.strategies, lab_venues(config, config.strategies), load_candles(data), fast=fast).run_all()
+        lab = run.combined
+        lab_orders = {
+            o.client_order_id: (o.side.value, o.price, o.amount, o.state.value, o.filled) for o in lab.orders.values()
+        }
+        lab_fills = [(f.client_order_id, f.trade_id, f.price, f.amount, f.fee) for f in lab.fills]
+        assert shadow_orders == lab_orders
+        assert shadow_fills == lab_fills
+    per = run.results
+    assert list(per) == ["sma-cross", "dip-buyer"]
+    assert all(len(per[name].fills) >= 10 for name in per), "both strategies must trade"
+    assert sorted(f.trade_id for r in per.values() for f in r.fills) == sorted(f.trade_id for f in lab.fills)
+    # They competed for volume: some candle filled orders of both, and something stayed unfilled.
+    owners: dict[float, set[str]] = {}
+    for name, result in per.items():
+        for fill in result.fills:
+            owners.setdefault(fill.at, set()).add(name)
+    assert any(len(names) == 2 for names in owners.values())
+    assert any(f.amount < lab.orders[f.client_order_id].amount for f in lab.fills)
+    combined = [e for _, e, _ in lab.equity]
+    summed = [a + b for (_, a, _), (_, b, _) in zip(per["sma-cross"].equity, per["dip-buyer"].equity)]
+    assert combined == summed
+
+
+async def shadow_run(config) -> tuple[dict, list]:
+    """Run ``config`` in shadow mode until its replay ends: (orders, fills) from the store."""
+    watch = Watch()
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(App(config, echo=watch).run)
+            await watch.until(lambda events: watch.count("replay_finished") == 1)
+            nursery.cancel_scope.cancel()
+    store = sqlite3.connect(config.store)
+    orders = {
+        cid: (side, Decimal(price), Decimal(amount), state, Decimal(filled))
+        for cid, side, price, amount, state, filled in store.execute(
+            "SELECT client_order_id, side, price, amount, state, filled FROM orders")
+    }
+    fills = [
+        (cid, trade, Decimal(price), Decimal(amount), Decimal(fee))
+        for cid, trade, price, amount, fee in store.execute(
+            "SELECT client_order_id, trade_id, price, amount, fee FROM fills ORDER BY CAST(trade_id AS INTEGER)")
+    ]
+    store.close()
+    return orders, fills
+
+
 @pytest.mark.parametrize("on_sell", ["short", "flat"], ids=["long/short", "long-only"])
 async def test_a_perpetual_strategy_with_protection_makes_the_same_orders_and_fills_in_shadow_mode_and_the_lab(
     tmp_path, on_sell

@@ -16,7 +16,7 @@ import attrs
 import pytest
 
 from exchange.candles import bundled_path, read_candles
-from supervisors.cli import lab_market
+from supervisors.lab_config import lab_market
 from supervisors.config import ConfigError, load_config
 from supervisors.sweep import Job, evaluate, planned, run_sweep, score, windows
 from supervisors.sweep_executors import DaskCluster, LocalPool

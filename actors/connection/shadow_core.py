@@ -13,7 +13,8 @@ mode exact across any crash); the Lab runs the same core without it.
 
 from __future__ import annotations
 
-from typing import Any
+from collections import deque
+from typing import Any, Collection
 
 from actors.connection.simulated_orders import SimulatedOrders, fills_of
 from actors.messages import (
@@ -42,10 +43,14 @@ from exchange.shadow import ShadowVenue
 
 class ShadowConnectionCore:
     def __init__(
-        self, venue: str, exchange: ShadowVenue, lockstep_with: frozenset[str] | None = None, persist: bool = False
+        self, venue: str, exchange: ShadowVenue, lockstep_with: Collection[str] | None = None, persist: bool = False
     ) -> None:
         """``lockstep_with``: the strategies of this venue; when given, each candle is
-        released only once all of them are ready and done with the previous one.
+        released only once all of them are ready and done with the previous one, and to
+        one strategy at a time, in the order of ``lockstep_with`` (the config's): the next hears
+        of it once the one before is done with it. Strategies share each candle's volume,
+        so which order reaches the exchange first decides who fills; taking turns makes a
+        lockstep replay deterministic, and the Lab takes the same turns.
         ``persist``: record the simulated account and the replay position in the store."""
         self.venue = venue
         self.persist = persist
@@ -57,6 +62,9 @@ class ShadowConnectionCore:
         self.lockstep_with = lockstep_with
         self._not_ready: set[str] = set(lockstep_with or ())
         self._not_done: set[str] = set()
+        #: Lockstep: the candle's announcements still to make, one strategy's turn each.
+        self._turns: deque[Send] = deque()
+        self._turn_order = {strategy_address(name): i for i, name in enumerate(lockstep_with or ())}
         self._finished_reported = False
 
     def restore(self, orders: list[Order], now: float) -> list[Send]:
@@ -97,6 +105,8 @@ class ShadowConnectionCore:
             return self._lockstep(now)
         if isinstance(message, CandleDone):
             self._not_done.discard(message.strategy)
+            if self._turns:
+                return [self._turns.popleft()]
             return self._lockstep(now)
         raise TypeError(f"connection {self.venue} does not handle {type(message).__name__}")
 
@@ -130,7 +140,10 @@ class ShadowConnectionCore:
         if not candles:
             return self._finished(now)
         self._not_done = set(self.lockstep_with)
-        return self._release(candles, now, ack=True)
+        out = self._release(candles, now, ack=True)
+        turns = sorted((s for s in out if isinstance(s.message, CandleClosed)), key=lambda s: self._turn_order.get(s.to, 0))
+        self._turns.extend(turns[1:])  # each after the turn of the one before
+        return [s for s in out if not isinstance(s.message, CandleClosed)] + turns[:1]
 
     def _finished(self, now: float) -> list[Send]:
         if self._finished_reported:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Collection
+
 import trio
 
 from actors.connection.shadow_core import ShadowConnectionCore
@@ -16,7 +18,7 @@ async def shadow_connection_actor(
     shadow: ShadowVenue,
     tick_interval: float,
     env: ActorEnv,
-    lockstep_with: frozenset[str] | None = None,
+    lockstep_with: Collection[str] | None = None,
     persist: bool = True,
     core_class: type[ShadowConnectionCore] = ShadowConnectionCore,
     *,

@@ -716,6 +716,10 @@ class StrategyCore:
                     "fee": str(fill.fee),
                     "fee_currency": fill.fee_currency,
                     "order_complete": trigger is Trigger.FILL_COMPLETE,
+                    "taker_or_maker": fill.taker_or_maker,
+                    # The last candle this strategy had seen (market time): a taker filled
+                    # at its close, a maker on a later one (the dashboard's chart places it).
+                    "market_ts": self.market_time,
                 },
             )
         ]

@@ -8,20 +8,23 @@
  *
  *   const chart = LimitlineChart.render(element, data);   // element: an empty block element
  *   chart.api          // the Lightweight Charts IChartApi
+ *   chart.markers      // the fills' markers (ISeriesMarkersPluginApi; null without fills)
  *   chart.remove()     // detaches everything
  *
  * `data` (every time in epoch seconds, UTC; every number a JS number, for drawing only):
  *   symbol:    "BTC/USD"              shown in the legend
  *   quote:     "USD"                  the currency of prices and equity
  *   candles:   [[time, open, high, low, close], ...]   ascending, unique times
- *   equity:    [[time, value], ...]   the strategy's equity in `quote` (optional)
+ *   equity:    [[time, value], ...]   the strategy's equity in `quote` (optional); or, where
+ *                                     runs of candles are merged, [[time, open, high, low,
+ *                                     close], ...] per run (drawn as bars: the extremes stay)
  *   benchmark: [[time, value], ...]   buy-and-hold's equity in `quote` (optional)
  *   drawdown:  [[time, fraction], ...] fall from the running peak, 0..1 (optional; computed
  *                                     from `equity` when absent)
  *   fills:     [[time, "buy"|"sell", price, amount, label?], ...]   ascending times (optional);
  *              label (a perpetual's fill, a few letters: "L" open long, "xS" close short,
  *              "LIQ" a liquidation, drawn in purple) is written beside the marker
- * Panes without data are left out. Returns {api, remove}.
+ * Panes without data are left out. Returns {api, markers, remove}.
  */
 (function (global) {
   "use strict";
@@ -84,7 +87,7 @@
       crosshair: {mode: 0},  // Normal: the crosshair follows the pointer freely
     });
     var panes = [];
-    var candles = null, equity = null, benchmark = null, drawdown = null;
+    var candles = null, equity = null, benchmark = null, drawdown = null, markers = null;
 
     if (data.candles && data.candles.length) {
       candles = api.addSeries(LC.CandlestickSeries, {
@@ -95,7 +98,7 @@
         return {time: c[0], open: c[1], high: c[2], low: c[3], close: c[4]};
       }));
       if (data.fills && data.fills.length) {
-        LC.createSeriesMarkers(candles, data.fills.map(function (f) {
+        markers = LC.createSeriesMarkers(candles, data.fills.map(function (f) {
           var buy = f[1] === "buy";
           var marker = {
             time: f[0], price: f[2], position: buy ? "atPriceBottom" : "atPriceTop",
@@ -118,10 +121,19 @@
         }, pane);
         benchmark.setData(points(data.benchmark));
       }
-      equity = api.addSeries(LC.LineSeries, {color: COLOURS.equity, lineWidth: 2, title: "equity " + quote}, pane);
-      equity.setData(points(data.equity));
+      if (data.equity[0].length === 5) {
+        equity = api.addSeries(LC.BarSeries, {
+          upColor: COLOURS.equity, downColor: COLOURS.equity, thinBars: true, title: "equity " + quote,
+        }, pane);
+        equity.setData(data.equity.map(function (e) {
+          return {time: e[0], open: e[1], high: e[2], low: e[3], close: e[4]};
+        }));
+      } else {
+        equity = api.addSeries(LC.LineSeries, {color: COLOURS.equity, lineWidth: 2, title: "equity " + quote}, pane);
+        equity.setData(points(data.equity));
+      }
       panes.push(2);
-      var dd = data.drawdown || drawdownOf(data.equity);
+      var dd = data.drawdown || drawdownOf(data.equity.map(function (e) { return [e[0], e[e.length - 1]]; }));
       drawdown = api.addSeries(LC.BaselineSeries, {
         baseValue: {type: "price", price: 0}, title: "drawdown",
         topLineColor: "rgba(0,0,0,0)", topFillColor1: "rgba(0,0,0,0)", topFillColor2: "rgba(0,0,0,0)",
@@ -155,7 +167,7 @@
       var t = time || (c && c.time) || (e && e.time);
       if (t) parts.push(utc(t));
       if (c) parts.push("O " + money(c.open) + " H " + money(c.high) + " L " + money(c.low) + " C " + money(c.close));
-      if (e) parts.push("equity " + money(e.value) + " " + quote);
+      if (e) parts.push("equity " + money(e.value !== undefined ? e.value : e.close) + " " + quote);
       if (b) parts.push("buy & hold " + money(b.value) + " " + quote);
       if (d) parts.push("drawdown " + (-d.value).toFixed(2) + " %");
       legend.textContent = parts.join("  ·  ");
@@ -165,6 +177,7 @@
 
     return {
       api: api,
+      markers: markers,
       remove: function () { api.unsubscribeCrosshairMove(show); api.remove(); legend.remove(); },
     };
   }

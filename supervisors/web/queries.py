@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from decimal import Decimal
 from typing import Any, Iterable
 
 from actors.orders import OrderState
@@ -53,6 +54,23 @@ def feed(
         [*params, limit],
     ).fetchall()
     return [{**dict(zip(EVENT_KEYS, row[:8])), "payload": json.loads(row[8])} for row in rows]
+
+
+def chart_rows(
+    connection: sqlite3.Connection, *, name: str, fills: int
+) -> tuple[list[dict[str, Any]], list[tuple[str | None, Decimal, Decimal]]]:
+    """For a strategy's chart: its newest ``fills`` fill events (oldest first), and every
+    journal entry that changes what it holds (allocate, settle, correct) as (trade id,
+    quote delta, base delta), in order."""
+    events = feed(connection, after=None, strategy=name, kinds=("fill",), limit=fills)
+    events.reverse()
+    rows = connection.execute(
+        "SELECT trade_id, quote_free, quote_reserved, base_free, base_reserved FROM journal"
+        " WHERE strategy = ? AND kind IN ('allocate', 'settle', 'correct') ORDER BY seq",
+        (name,),
+    )
+    journal = [(trade, Decimal(qf) + Decimal(qr), Decimal(bf) + Decimal(br)) for trade, qf, qr, bf, br in rows]
+    return events, journal
 
 
 def newest_seq(connection: sqlite3.Connection) -> int:

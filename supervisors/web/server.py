@@ -8,6 +8,9 @@ Read (open on loopback; elsewhere ``LIMITLINE_READ_TOKEN``, see :mod:`supervisor
 - ``GET /status/strategies?offset=0&limit=100&state=``: strategies, paged (``limit`` 1-500),
   each with its state and why, breaker, holdings, realized and unrealized P&L, open orders
   and last decision; ``GET /status/strategies/NAME``: one of them;
+- ``GET /status/strategies/NAME/chart?candles=500``: its chart's data (the latest candles
+  its venue replayed, its fills, its equity; :mod:`supervisors.web.strategy_chart`), and
+  ``GET /assets/chart.js`` and ``/assets/lightweight-charts.js`` to draw it;
 - ``GET /status/tree``: the supervision tree (states, restarts, mailbox depths);
 - ``GET /events?strategy=&kind=a,b&limit=&after=SEQ``: the activity feed, newest first;
   with ``after``, the entries after that sequence number, oldest first (a live view polls it);
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Awaitable, Callable, Protocol, Sequence
 
 import attrs
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -38,14 +41,21 @@ from starlette.staticfiles import StaticFiles
 from actors.connection.call_stats import CallStats
 from actors.messages import CancelOpenOrders, Pause, Resume, strategy_address
 from actors.runtime import ActorEnv
+from exchange.candles import Candle
 from store.access import SqliteReader
 from store.codec import dumps
 from supervisors.web import queries, views
 from supervisors.web.access import Denied, check_operator, check_read
 from supervisors.web.metrics import RuntimeCollector, registry_of
+from supervisors.web.strategy_chart import DEFAULT_CANDLES, MAX_CANDLES, strategy_chart
 from supervisors.web.views import StrategyFacts
 
 STATIC = Path(__file__).parent / "static"
+#: The chart component and its library, shared with the Lab's report (served as they are).
+ASSETS = {
+    "chart.js": Path(__file__).parent / "chart.js",
+    "lightweight-charts.js": Path(__file__).parent / "vendor" / "lightweight-charts.standalone.production.js",
+}
 MAX_EVENTS = 1000
 MAX_PAGE = 500
 DEFAULT_PAGE = 100
@@ -71,6 +81,9 @@ class WebContext:
     call_stats: dict[str, CallStats] = attrs.field(factory=dict)
     #: Reading needs no token when only this machine can connect.
     loopback: bool = True
+    #: The latest candles a venue's market has replayed (venue, symbol, how many), oldest
+    #: first; empty where none are kept (an exchange venue's candles are not).
+    candles: Callable[[str, str, int], Sequence[Candle]] | None = None
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -141,6 +154,17 @@ def make_web_app(context: WebContext) -> Starlette:
         details = await context.store.read(queries.strategy_details, names=[facts.name])
         return json_response(views.with_details(row, details[facts.name]))
 
+    async def one_strategy_chart(request: Request) -> Response:
+        facts = strategy_facts(request.path_params["name"])
+        count = whole_number(request, "candles", DEFAULT_CANDLES, 1, MAX_CANDLES)
+        assert count is not None
+        candles = context.candles(facts.venue, facts.symbol, count) if context.candles is not None else []
+        fills, journal = await context.store.read(queries.chart_rows, name=facts.name, fills=MAX_EVENTS)
+        return json_response(strategy_chart(facts.symbol, candles, fills, journal))
+
+    async def asset(request: Request) -> Response:
+        return FileResponse(ASSETS[request.path_params["name"]], media_type="text/javascript")
+
     async def tree(request: Request) -> Response:
         return json_response(views.tree_view(context.root.snapshot()))
 
@@ -197,11 +221,18 @@ def make_web_app(context: WebContext) -> Starlette:
             return _error(405, f"{request.method} is not served at {request.url.path[:80]}")
         return _error(error.status_code, str(error.detail))
 
+    async def asset_or_404(request: Request) -> Response:
+        if request.path_params["name"] not in ASSETS:
+            return _error(404, f"no asset {request.path_params['name'][:80]!r}")
+        return await asset(request)
+
     routes = [
         Route("/", index_page),
         Route("/status", reading(status)),
         Route("/status/strategies", reading(strategies)),
         Route("/status/strategies/{name}", reading(one_strategy)),
+        Route("/status/strategies/{name}/chart", reading(one_strategy_chart)),
+        Route("/assets/{name:str}", asset_or_404),
         Route("/status/tree", reading(tree)),
         Route("/events", reading(events)),
         Route("/metrics", reading(metrics)),

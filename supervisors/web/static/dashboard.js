@@ -1,6 +1,8 @@
 // limitline's dashboard: plain JavaScript, no framework, nothing fetched from outside.
 // It reads /status, /status/strategies, /status/tree and /events (polled: the feed asks
-// for the entries after the last sequence number it has) and posts the operator's actions
+// for the entries after the last sequence number it has), a strategy's chart from
+// /status/strategies/NAME/chart (drawn by /assets/chart.js, the Lab report's component;
+// polled while open) and posts the operator's actions
 // to /strategies/NAME/ACTION with the token typed in the header (kept in this tab only).
 "use strict";
 
@@ -9,7 +11,7 @@ const FEED_ROWS = 300;
 const FEED_EVERY_MS = 1000;
 const STATUS_EVERY_MS = 2000;
 
-const state = { offset: 0, total: 0, lastSeq: null, feedKey: null, strategiesKnown: new Set() };
+const state = { offset: 0, total: 0, lastSeq: null, feedKey: null, strategiesKnown: new Set(), chartOf: null, chartKey: null };
 const $ = (id) => document.getElementById(id);
 
 function token() { return sessionStorage.getItem("limitline-token") || ""; }
@@ -135,7 +137,8 @@ async function refreshStrategies() {
       el("td", {}, decision ? el("span", { title: utc(decision.at) + " UTC" }, decision.summary) : el("span", { class: "muted" }, "none yet")),
       el("td", { class: "actions" },
         actionButton(row, "pause", "pause"), actionButton(row, "resume", "resume"),
-        actionButton(row, "cancel-open-orders", "cancel open orders")));
+        actionButton(row, "cancel-open-orders", "cancel open orders"),
+        el("button", { type: "button", "data-action": "chart", onclick: () => showChart(row.name) }, "chart")));
   }));
 }
 
@@ -219,6 +222,36 @@ async function refreshFeed() {
   while (body.rows.length > FEED_ROWS) body.deleteRow(-1);
 }
 
+// -------------------------------------------------------------------- chart
+
+// The report's chart component (/assets/chart.js, on Lightweight Charts) for one strategy:
+// the candles its venue replayed lately, its fills as markers, its equity. Redrawn while open.
+const CHART_EVERY_MS = 5000;
+
+async function refreshChart() {
+  const name = state.chartOf;
+  if (!name) return;
+  const { ok, body } = await call(`/status/strategies/${encodeURIComponent(name)}/chart`);
+  if (!ok || state.chartOf !== name) return;
+  const key = JSON.stringify([body.candles.length && body.candles[body.candles.length - 1][0], body.fills.length]);
+  if (key === state.chartKey) return;  // nothing new: keep the user's zoom
+  state.chartKey = key;
+  if (window.limitlineChart) window.limitlineChart.remove();
+  window.limitlineChart = LimitlineChart.render($("strategy-chart"), body);
+  window.limitlineChart.data = body;
+  $("chart-note").textContent = body.candles.length
+    ? `${body.symbol}: last ${body.candles.length} candles, ${body.fills.length} fills (times UTC)`
+    : `${body.symbol}: no candles kept for this venue (only a simulated venue's replay is drawn)`;
+}
+
+function showChart(name) {
+  state.chartOf = name;
+  state.chartKey = null;
+  $("chart-strategy").textContent = name;
+  $("chart-panel").hidden = false;
+  refreshChart();
+}
+
 // ------------------------------------------------------------------ wiring
 
 function every(ms, task) {
@@ -245,8 +278,14 @@ $("prev").addEventListener("click", () => { state.offset = Math.max(0, state.off
 $("next").addEventListener("click", () => { state.offset += PAGE; refreshStrategies(); });
 $("feed-strategy").addEventListener("change", () => { state.feedKey = null; refreshFeed(); });
 $("feed-kind").addEventListener("change", () => { state.feedKey = null; refreshFeed(); });
+$("chart-close").addEventListener("click", () => {
+  state.chartOf = null;
+  $("chart-panel").hidden = true;
+  if (window.limitlineChart) { window.limitlineChart.remove(); window.limitlineChart = null; }
+});
 
 every(STATUS_EVERY_MS, refreshStatus);
 every(STATUS_EVERY_MS, refreshStrategies);
 every(STATUS_EVERY_MS * 2, refreshTree);
 every(FEED_EVERY_MS, refreshFeed);
+every(CHART_EVERY_MS, refreshChart);
