@@ -25,8 +25,9 @@ Fees 0.1 % (maker and taker alike, so every engine charges the same).
   computed with numpy first. Timed after a warm-up run that compiles it (the compile time
   is printed apart).
 
-Timed for each: from the bars already in memory (candles for the Lab, a pandas frame for
-the others) to the finished backtest, signals included. Prints bars per second, fills, and
+Timed for each: from the bars already in memory (for the Lab, the columns ``limitline lab``
+reads a candle file into, a :class:`CandleSeries` of exact decimal digits; a pandas frame of
+floats for the others) to the finished backtest, signals included. Prints bars per second, fills, and
 the ratios to the others.
 """
 
@@ -44,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from actors.strategy.rules import SmaCross  # noqa: E402
 from actors.strategy.settings import Allocation, Sizing, StrategySettings  # noqa: E402
-from exchange.candles import Candle, bundled_path, load_candles  # noqa: E402
+from exchange.candles import Candle, CandleSeries, bundled_path, load_candles  # noqa: E402
 from exchange.markets import MarketRules  # noqa: E402
 from supervisors.lab import Lab  # noqa: E402
 
@@ -78,6 +79,22 @@ def stitched(count: int) -> list[Candle]:
     return out
 
 
+def series_of(candles: list[Candle]) -> CandleSeries:
+    """The candles in the columns the Lab reads files into (:func:`exchange.candles.read_candles`
+    gives a :class:`CandleSeries`; ``limitline lab`` runs on one): each value's digits and
+    exponent, exactly."""
+    columns = []
+    for name in ("open", "high", "low", "close", "volume"):
+        digits, exponents = [], []
+        for c in candles:
+            value = getattr(c, name)
+            exponent = value.as_tuple().exponent
+            digits.append(int(value.scaleb(-exponent)))
+            exponents.append(exponent)
+        columns.append((np.array(digits, dtype=np.int64), np.array(exponents, dtype=np.int8)))
+    return CandleSeries(np.array([c.ts for c in candles], dtype=np.int64), tuple(columns))
+
+
 # --------------------------------------------------------------- limitline Lab
 
 
@@ -89,7 +106,7 @@ def lab_settings(offset_bps: int = -10) -> StrategySettings:
     )
 
 
-def run_lab(candles: list[Candle], fast: bool, offset_bps: int = -10) -> tuple[float, int, float, int]:
+def run_lab(candles: CandleSeries, fast: bool, offset_bps: int = -10) -> tuple[float, int, float, int]:
     start = time.perf_counter()
     result = Lab(lab_settings(offset_bps), MARKET, candles, volume_share=Decimal(str(VOLUME_SHARE)), keep_events=False,
                  fast=fast).run()
@@ -242,8 +259,11 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[], choices=["every-bar", "backtesting"],
                         help="leave these out (for quick runs while working on the fast path)")
     args = parser.parse_args()
-    candles = stitched(args.bars)
-    frame = frame_of(candles)
+    bars = stitched(args.bars)
+    frame = frame_of(bars)
+    candles = series_of(bars)  # as `limitline lab` holds a file's candles
+    assert list(candles[:1000]) == bars[:1000] and candles[-1] == bars[-1]
+    del bars
     n = len(candles)
 
     order_func = vectorbt_order_func()

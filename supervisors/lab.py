@@ -37,7 +37,7 @@ from actors.messages import (
 from actors.orders import Order
 from actors.strategy.core import StrategyCore
 from actors.strategy.settings import StrategySettings
-from exchange.candles import Candle
+from exchange.candles import Candle, CandleSeries
 from exchange.markets import MarketRules
 from exchange.matching import SimulatedExchange
 from exchange.replay import ReplayFeed
@@ -114,8 +114,11 @@ class Lab:
 
             from actors.strategy.signals import Precomputed, fired
 
-            self._closes = np.fromiter((float(c.close) for c in candles), dtype=float, count=len(candles))
-            self._ts = np.fromiter((c.ts for c in candles), dtype=np.int64, count=len(candles))
+            self._closes = _floats(candles, "close")
+            self._ts = (
+                candles.timestamps() if isinstance(candles, CandleSeries)
+                else np.fromiter((c.ts for c in candles), dtype=np.int64, count=len(candles))
+            )
             buy = fired(settings.buy, candles, self._closes) if settings.buy else None
             sell = fired(settings.sell, candles, self._closes) if settings.sell else None
             self._ts_list = self._ts.tolist()
@@ -251,12 +254,9 @@ class Lab:
     def _ranges(self) -> tuple[Any, Any, Any]:
         """Lows, highs and volumes as floats (made once, when an order first rests)."""
         if self._lows is None:
-            import numpy as np
-
-            n = len(self.candles)
-            self._lows = np.fromiter((float(c.low) for c in self.candles), dtype=float, count=n)
-            self._highs = np.fromiter((float(c.high) for c in self.candles), dtype=float, count=n)
-            self._volumes = np.fromiter((float(c.volume) for c in self.candles), dtype=float, count=n)
+            self._lows = _floats(self.candles, "low")
+            self._highs = _floats(self.candles, "high")
+            self._volumes = _floats(self.candles, "volume")
         return self._lows, self._highs, self._volumes
 
     def _deliver(self, sends: list[Send], now: float) -> None:
@@ -284,6 +284,17 @@ class Lab:
         if isinstance(message, ReconciledQuery):
             return [Send(message.reply_to, Reconciled(message.venue))]
         return []
+
+
+def _floats(candles: Sequence[Candle], name: str) -> Any:
+    """One value of every candle as floats (``float(Decimal)``, for the searches only): read
+    off the columns of a :class:`CandleSeries` (what ``read_candles`` gives) without
+    building a Candle each."""
+    import numpy as np
+
+    if isinstance(candles, CandleSeries):
+        return candles.floats(name)
+    return np.fromiter((float(getattr(c, name)) for c in candles), dtype=float, count=len(candles))
 
 
 def _first(hits: Callable[[int, int], Any], start: int, end: int) -> int:
