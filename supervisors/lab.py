@@ -10,6 +10,7 @@ submission). The writer is a list; the reconciler answers at once. Time is marke
 from __future__ import annotations
 
 import bisect
+import gc
 from collections import deque
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -42,6 +43,7 @@ from exchange.markets import MarketRules
 from exchange.matching import SimulatedExchange
 from exchange.replay import ReplayFeed
 from exchange.shadow import ShadowVenue
+from supervisors.lab_equity import EquitySeries
 
 
 @attrs.define
@@ -51,8 +53,9 @@ class LabResult:
     fills: list[Any]  # FillReports, in order
     events: list[RecordEvent]
     journal: list[Any]
-    #: (candle ts, equity in quote, base held) after each candle
-    equity: list[tuple[int, float, float]]
+    #: (candle ts, equity in quote, base held) after each candle (the fast path keeps them
+    #: as columns: an :class:`EquitySeries`)
+    equity: Sequence[tuple[int, float, float]]
     #: Candles the loop actually visited (all of them unless the fast path skipped some).
     visited: int = 0
     #: Signals blocked because the limit price was below one tick (market time of each).
@@ -182,17 +185,25 @@ class Lab:
         index = int(fired[0]) if len(fired) else total
         if self.strategy.wants_every_candle():
             index = 0  # e.g. starting inventory with exits: the first candle may already sell
-        while index < total:
-            candle = self.candles[index]
-            now = float(candle.ts)
-            self._deliver(self.connection.release([(symbol, candle)], now), now)
-            self._check_strategy(candle)
-            visited_at.append(index)
-            quote_held.append(float(account.quote_free + account.quote_reserved))
-            base_held.append(float(account.base_free + account.base_reserved))
-            index = self._next_visit(index)
-            if progress is not None and len(visited_at) % 10_000 == 0:
-                progress(index, total)
+        # The cores make no reference cycles on this path; the cyclic collector, which
+        # would walk every fill and journal entry kept so far again and again, waits.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            while index < total:
+                candle = self.candles[index]
+                now = float(candle.ts)
+                self._deliver(self.connection.release([(symbol, candle)], now), now)
+                self._check_strategy(candle)
+                visited_at.append(index)
+                quote_held.append(float(account.quote_free + account.quote_reserved))
+                base_held.append(float(account.base_free + account.base_reserved))
+                index = self._next_visit(index)
+                if progress is not None and len(visited_at) % 10_000 == 0:
+                    progress(index, total)
+        finally:
+            if collecting:
+                gc.enable()
         if progress is not None:
             progress(total, total)
         # Between visited candles nothing was held differently: equity follows the close.
@@ -202,7 +213,7 @@ class Lab:
         quote = np.where(steps >= 0, np.array(quote_held + [start_quote])[steps], start_quote)
         base = np.where(steps >= 0, np.array(base_held + [start_base])[steps], start_base)
         values = quote + base * self._closes
-        equity = list(zip(self._ts.tolist(), values.tolist(), base.tolist()))
+        equity = EquitySeries(self._ts, values, base)
         return LabResult(
             self.candles, self.orders, self.fills, self.events, self.journal, equity, len(visited_at), self.below_tick
         )
@@ -260,10 +271,11 @@ class Lab:
         return self._lows, self._highs, self._volumes
 
     def _deliver(self, sends: list[Send], now: float) -> None:
-        self._bus.extend(sends)
-        while self._bus:
-            send = self._bus.popleft()
-            self._bus.extend(self._handlers[send.to](send.message, now))
+        bus, handlers = self._bus, self._handlers
+        bus.extend(sends)
+        while bus:
+            to, message = bus.popleft()
+            bus.extend(handlers[to](message, now))
 
     def _write(self, message: Any, now: float) -> list[Send]:
         if isinstance(message, RecordOrder):
