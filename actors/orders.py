@@ -38,6 +38,10 @@ class OrderState(enum.Enum):
     EXPIRED = "EXPIRED"
     UNKNOWN = "UNKNOWN"
 
+    # Members are singletons: hashed by identity in C, not by name in Python (Enum's own
+    # __hash__), for the table lookups every transition makes.
+    __hash__ = object.__hash__
+
     @property
     def is_final(self) -> bool:
         return self in FINAL_STATES
@@ -72,6 +76,8 @@ class Trigger(enum.Enum):
     CANCELED = "canceled"  # the exchange says it is cancelled
     EXPIRED = "expired"  # cancelled because its time-to-live ran out
     OUTCOME_UNKNOWN = "outcome_unknown"  # a submit or cancel timed out or lost its connection
+
+    __hash__ = object.__hash__  # as OrderState's
 
 
 S, T = OrderState, Trigger

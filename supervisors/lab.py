@@ -209,7 +209,10 @@ class Lab:
         # Between visited candles nothing was held differently: equity follows the close.
         start_quote = float(self.settings.allocation.quote)
         start_base = float(self.settings.allocation.base)
-        steps = np.searchsorted(np.array(visited_at, dtype=int), np.arange(total), side="right") - 1
+        # The index of the last visit at or before each candle (-1 before the first).
+        marks = np.zeros(total, dtype=np.int64)
+        marks[np.array(visited_at, dtype=np.int64)] = 1
+        steps = np.cumsum(marks) - 1
         quote = np.where(steps >= 0, np.array(quote_held + [start_quote])[steps], start_quote)
         base = np.where(steps >= 0, np.array(base_held + [start_base])[steps], start_base)
         values = quote + base * self._closes
