@@ -57,6 +57,7 @@ from actors.messages import (
     strategy_address,
 )
 from actors.orders import (
+    FINAL_STATES,
     IllegalTransition,
     Order,
     OrderState,
@@ -749,10 +750,10 @@ class StrategyCore:
             order = transition(order, trigger, now, **changes)
         except IllegalTransition as error:
             return [self._event("illegal_transition", now, cid, reason=str(error))]
-        resolved = []
+        out = [Send(WRITER, RecordOrder(order, self.address if durable else None))]
         if was_unknown and order.state is not OrderState.UNKNOWN:
-            resolved = [self._event("order_resolved", now, cid, reason=f"UNKNOWN -> {order.state.value} on the exchange's evidence")]
-        if order.state.is_final:
+            out.append(self._event("order_resolved", now, cid, reason=f"UNKNOWN -> {order.state.value} on the exchange's evidence"))
+        if order.state in FINAL_STATES:
             self.orders.pop(cid, None)
             if order.final_filled is not None and order.filled < order.final_filled:
                 # The exchange ended it having filled more than it has reported yet: those
@@ -762,8 +763,7 @@ class StrategyCore:
                 self.settling.pop(cid, None)
         else:
             self.orders[cid] = order
-        record = RecordOrder(order, durable_reply_to=self.address if durable else None)
-        return [Send(WRITER, record)] + resolved
+        return out
 
     def _event(
         self,
