@@ -372,6 +372,9 @@ class OrderAccepted:
     client_order_id: str
     exchange_order_id: str
     at: float
+    #: What the exchange filled on arrival (a crossing order, as a taker), when the
+    #: connection knows it: the fill reports of that amount follow this message.
+    taken: Decimal = Decimal(0)
 
 
 @attrs.frozen
@@ -501,6 +504,21 @@ class RecordJournal:
 
     entries: tuple[JournalEntry, ...]
     fills: tuple[FillReport, ...] = ()
+
+
+@attrs.frozen
+class RecordLedgerCheckpoint:
+    """The ledger's state after every journal entry sent to the writer before this message
+    (``actors.ledger.core.LedgerCheckpoint``): written in the same transaction as those
+    entries, with the last one's sequence number, so a rebuild folds only what follows.
+
+    ``seq``: that number as the ledger counts (the journal's entries are numbered from 1
+    without gaps, and the ledger's state is the fold of the first ``seq``). The writer
+    writes the checkpoint only if the journal agrees: never a checkpoint that skips an
+    entry the state does not hold (one a previous incarnation sent, say)."""
+
+    checkpoint: Any
+    seq: int
 
 
 @attrs.frozen

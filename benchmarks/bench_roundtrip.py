@@ -50,8 +50,9 @@ from actors.messages import (
     Reserve,
     Send,
 )
-from actors.runtime import ActorEnv, deliver
+from actors.runtime import ActorEnv, deliver, tune_garbage_collector
 from actors.strategy.settings import Allocation
+from actors.writer.core import is_durable
 from actors.writer.shell import writer_actor
 from exchange.records import Side
 from store.access import SqliteReader, SqliteWriter
@@ -124,14 +125,14 @@ class ActorRig:
             mailbox = Mailbox(64)
             self.directory[f"strategy:s{index}"] = mailbox.send_channel
             self.inboxes[index] = mailbox.open_receiver()
-        writer_box, ledger_box = Mailbox(8192), Mailbox(1024)
+        writer_box, ledger_box = Mailbox(8192, urgent=is_durable), Mailbox(1024)
         self.directory[WRITER] = writer_box.send_channel
         self.directory[LEDGER] = ledger_box.send_channel
         allocations = {f"s{i}": Allocation(quote=Decimal("1e12")) for i in range(strategies)}
         self.root = Supervisor(
             "root",
             [
-                ChildSpec(WRITER, functools.partial(writer_actor, open_sink=functools.partial(SqliteWriter, store), directory=self.directory), mailbox=writer_box),
+                ChildSpec(WRITER, functools.partial(writer_actor, open_sink=functools.partial(SqliteWriter, store), directory=self.directory, bell=writer_box.bell), mailbox=writer_box),
                 ChildSpec(LEDGER, functools.partial(ledger_actor, allocations=allocations, env=self.env), mailbox=ledger_box),
             ],
             RestartStrategy.REST_FOR_ONE,
@@ -267,6 +268,7 @@ async def cpu_per_trip(count: int, phase: Awaitable[T], after: Callable[[], Awai
 
 
 async def main(trips: int, clients: int, window: int) -> None:
+    tune_garbage_collector()  # both sides under the collector's settings of `limitline run`
     bare_lat = await bare_sequential(trips)
     count = trips // clients * clients
     piped = trips * 2 // clients * clients
@@ -278,6 +280,7 @@ async def main(trips: int, clients: int, window: int) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(rig.root.run_root)
             await actors_sequential(rig, min(2000, trips), True)  # warm up
+            tune_garbage_collector()  # as `limitline run` does once running
             await rig.writer_caught_up()
             commits = [rig.writer_counts()]
             actor_lat = await actors_sequential(rig, trips, True)
@@ -301,6 +304,9 @@ async def main(trips: int, clients: int, window: int) -> None:
     print(f"strategy->ledger->strategy    p50 {a50 * us:7.1f} us  p99 {a99 * us:7.1f} us  {actor_rate:9.0f} reservations/s concurrent")
     print(f"  the same, after a release   p50 {r50 * us:7.1f} us  p99 {r99 * us:7.1f} us  (the release shares the ledger's batch)")
     print(f"ratio to bare: p50 {a50 / b50:.2f}x (after a release {r50 / b50:.2f}x)  p99 {a99 / b99:.2f}x  concurrent throughput {bare_rate / actor_rate:.2f}x slower")
+    print(f"targets (issue 12): p50 within 2x of bare: {a50 / b50:.2f}x; {clients} strategies at 100k reservations/s: "
+          f"{actor_rate / 1000:.0f}k/s, against {bare_rate / 1000:.0f}k/s for the bare fan-in of {clients} clients on this "
+          f"machine now ({actor_rate / bare_rate:.0%} of it; 100k/s is {100_000 / bare_rate:.0%} of it)")
     print(f"pipelined, {window} in flight per strategy: bare {bare_piped:9.0f} trips/s   ledger actor {actor_piped:9.0f} reservations/s   ({bare_piped / actor_piped:.2f}x slower)")
     print(
         f"CPU time per trip (every thread, the journal written): concurrent bare {bare_cpu * us:.1f} us, ledger {actor_cpu * us:.1f} us"

@@ -41,7 +41,7 @@ from typing import Iterable
 import attrs
 
 from exchange.candles import Candle
-from exchange.fill_rules import queue_key, trades_through, volume_budget
+from exchange.fill_rules import TakerLiquidity, queue_key, trades_through, volume_budget
 from exchange.markets import MarketRules
 from exchange.records import ExchangeOrder, ExchangeTrade, Side
 from exchange.retention import Forgetting
@@ -135,7 +135,7 @@ class SimulatedExchange:
         #: Per market, the latest candle matched and the volume crossing orders may still
         #: take from it (what a taker can fill on arrival).
         self._last_trade: dict[str, Decimal] = {}
-        self._takeable: dict[str, Decimal] = {}
+        self._liquidity = TakerLiquidity(volume_share)
         #: Remember what changes, for :meth:`drain_changes` (shadow mode persists it).
         self.track_changes = False
         self._changed: dict[str, SimOrder] = {}
@@ -216,7 +216,7 @@ class SimulatedExchange:
         what crossing orders may take. For a restart, where the replay stopped."""
         market = self.markets[symbol]
         self._last_trade[symbol] = candle.close
-        self._takeable[symbol] = market.round_amount(candle.volume * self.volume_share)
+        self._liquidity.observe(market, candle)
 
     # ------------------------------------------------------------- orders
 
@@ -272,11 +272,9 @@ class SimulatedExchange:
         if not self._crosses(order.symbol, order.side, order.price):
             return
         last = self._last_trade[order.symbol]
-        takeable = self._takeable[order.symbol]
-        amount = min(order.remaining, takeable)
+        amount = self._liquidity.take(order.symbol, order.remaining)
         if amount <= 0:
             return
-        self._takeable[order.symbol] = takeable - amount
         self._record([self._fill(market, order, amount, now, price=last, taker=True)])
 
     def cancel_order(self, client_order_id: str) -> SimOrder | Rejection:

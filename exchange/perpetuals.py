@@ -11,8 +11,11 @@ from (Binance USD-M futures, https://developers.binance.com/docs/derivatives/usd
 - **Fills** follow :mod:`exchange.fill_rules`, as on spot: a resting order fills when the
   market trades strictly through its price, within a share of the candle's volume, at its
   own price, as a *maker*. A new order that crosses the last price (the previous candle's
-  close) is a *taker*: it fills at once, whole, at that last price (the best price the book
-  offered), and pays the taker fee; a post-only order that would cross is rejected (-5022).
+  close) is a *taker*: it fills at once at that last price (the best price the book
+  offered), as much as the latest candle's volume lets crossing orders take (the spot
+  engine's rule, :class:`exchange.fill_rules.TakerLiquidity`); the rest rests at its own
+  price. What it takes pays the taker fee; a post-only order that would cross is rejected
+  (-5022). A triggered stop's child takes from the candle that triggered it.
   A buy above 1.05 times the mark or a sell below 0.95 times it is rejected (Binance's
   PERCENT_PRICE filter: -4016, -4024).
   Fees are ``price * amount * rate`` in the margin asset (:func:`fee_of`).
@@ -79,7 +82,7 @@ from pathlib import Path
 import attrs
 
 from exchange.candles import Candle
-from exchange.fill_rules import crosses, queue_key, trades_through, volume_budget
+from exchange.fill_rules import TakerLiquidity, crosses, queue_key, trades_through, volume_budget
 from exchange.markets import MarketRules
 from exchange.matching import Rejection
 from exchange.records import ExchangeOrder, ExchangeTrade, Side
@@ -306,6 +309,8 @@ class PerpetualState:
     next_algo: int
     next_trade: int
     next_income: int
+    #: What crossing orders may still take from each market's latest candle.
+    taker_left: tuple[tuple[str, Decimal], ...] = ()
 
 
 class PerpetualExchange:
@@ -351,6 +356,8 @@ class PerpetualExchange:
         self.percent_price = percent_price
         self.positions = {s: Position(s, default_leverage) for s in self.markets}
         self.mark: dict[str, Decimal] = {}
+        #: What crossing orders may still take from the latest candle (the spot engine's rule).
+        self._liquidity = TakerLiquidity(volume_share)
         self._last_candle_ts: dict[str, int] = {}
         self.orders: dict[str, PerpetualOrder] = {}
         self._open: dict[str, PerpetualOrder] = {}
@@ -400,6 +407,7 @@ class PerpetualExchange:
             next_algo=self._next_algo,
             next_trade=self._next_trade,
             next_income=self._next_income,
+            taker_left=self._liquidity.left(),
         )
 
     def restore(self, state: PerpetualState) -> None:
@@ -429,6 +437,7 @@ class PerpetualExchange:
         self.liquidation_orders = [self.orders[i] for i in state.liquidation_order_ids]
         self._next_order, self._next_algo = state.next_order, state.next_algo
         self._next_trade, self._next_income = state.next_trade, state.next_income
+        self._liquidity.restore(state.taker_left)
 
     # ------------------------------------------------------------- margin
 
@@ -614,7 +623,10 @@ class PerpetualExchange:
         self._by_client_id[client_order_id] = order.exchange_order_id
         if taker:
             assert last_price is not None
-            self._fill(order, order.remaining, last_price, now, taker=True)
+            # What the latest candle's volume lets it take; the rest rests at its price.
+            amount = self._liquidity.take(symbol, order.remaining)
+            if amount > 0:
+                self._fill(order, amount, last_price, now, taker=True)
         return order
 
     def _price_band_problem(self, symbol: str, side: Side, price: Decimal, mark: Decimal | None) -> Rejection | None:
@@ -758,7 +770,8 @@ class PerpetualExchange:
 
     def operator_reduce(self, symbol: str, amount: Decimal | None, now: float) -> PerpetualOrder | Rejection:
         """An operator reduces (``amount``) or closes (None) the position by hand, with a
-        reduce-only limit order at the mark price, which fills at once as a taker."""
+        reduce-only limit order at the mark price, which fills at once as a taker (as far as
+        the latest candle's volume goes; the rest rests)."""
         pos = self.positions.get(symbol)
         if pos is None:
             return Rejection(CODE_BAD_SYMBOL, "Invalid symbol.")
@@ -771,10 +784,17 @@ class PerpetualExchange:
 
     # ------------------------------------------------------------ matching
 
+    def open_market(self, symbol: str, candle: Candle) -> None:
+        """Before any candle has closed: the market trades at ``candle``'s open, and crossing
+        orders may take what its volume allows (a server that quotes a price at once)."""
+        self.mark[symbol] = candle.open
+        self._liquidity.observe(self.markets[symbol], candle)
+
     def match(self, symbol: str, candle: Candle, now: float) -> list[PerpetualTrade]:
         """Run one closed candle of ``symbol``: funding due, triggers, resting fills, then
         liquidation; the mark moves to its close. Returns the trades it made."""
         first = len(self.trades)
+        self._liquidity.observe(self.markets[symbol], candle)
         previous = self._last_candle_ts.get(symbol)
         if previous is not None:
             self._funding(symbol, previous, candle, now)

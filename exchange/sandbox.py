@@ -123,7 +123,7 @@ class Sandbox:
                                         margin_asset=rules.quote, volume_share=settings.volume_share,
                                         funding_rate=settings.funding_rate)
             # A market always has a last price: the replay's first open until a candle closes.
-            futures.mark[rules.symbol] = feed.candles[feed.cursor].open
+            futures.open_market(rules.symbol, feed.candles[feed.cursor])
             self.dialect = UsdmDialect(futures, {rules.symbol: feed}, settings.api_key, settings.secret, **candles)
         else:
             exchange = SimulatedExchange([default_rules(settings.symbol)], dict(settings.balances), settings.volume_share)

@@ -20,6 +20,7 @@ from exchange.matching import ExchangeState
 from store.db import (
     load_journal,
     load_journal_page,
+    load_ledger_checkpoint,
     load_orders,
     load_perpetual,
     load_position_journal,
@@ -60,12 +61,16 @@ class SqliteReader:
     async def journal(self) -> list[JournalEntry]:
         return await self.read(load_journal)
 
-    async def journal_pages(self, page_size: int) -> AsyncIterator[list[JournalEntry]]:
-        """The journal in order, ``page_size`` entries at a time, each page read on a worker
-        thread by sequence range (:func:`store.db.load_journal_page`): a fold of months of
-        entries holds one page. Entries committed while the pages are read come in the
-        later pages (the journal only grows at its end)."""
-        after = 0
+    async def ledger_checkpoint(self) -> tuple[int, Any] | None:
+        """The latest ledger checkpoint and the journal sequence number it follows, or None."""
+        return await self.read(load_ledger_checkpoint)
+
+    async def journal_pages(self, page_size: int, after: int = 0) -> AsyncIterator[list[JournalEntry]]:
+        """The journal in order from the entry after sequence number ``after``,
+        ``page_size`` entries at a time, each page read on a worker thread by sequence
+        range (:func:`store.db.load_journal_page`): a fold of months of entries holds one
+        page. Entries committed while the pages are read come in the later pages (the
+        journal only grows at its end)."""
         while True:
             page, after = await self.read(load_journal_page, after=after, limit=page_size)
             if page:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import sqlite3
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -25,10 +26,13 @@ from exchange.matching import ExchangeState, SimOrder
 from exchange.perpetuals import ConditionalOrder, Income, PerpetualOrder, PerpetualState, PerpetualTrade
 from exchange.records import ExchangeTrade
 from exchange.retention import KEEP_FINISHED_ORDERS
+from store import checkpoint as ledger_checkpoint
 from store.codec import dumps, state_json, state_of
 from store.errors import NotAStore, OrphanedOrders, StoreUnavailable
 from store.rows import Columns
 from store.schema import migrate, not_a_store
+
+log = logging.getLogger(__name__)
 
 #: A column per field (store/schema.py has the same ones): amounts as decimal text, enums as
 #: their values, an order's trade ids as a sorted JSON list. The orders table's ``type``
@@ -232,6 +236,8 @@ def _write_rows(connection: sqlite3.Connection, batch: Batch) -> None:
         len(JOURNAL_COLUMNS.names),
         JOURNAL_COLUMNS.values(batch.journal),
     )
+    if batch.checkpoints:
+        _write_checkpoints(connection, batch)
     _insert(
         connection,
         f"INSERT INTO position_journal ({POSITION_JOURNAL_COLUMNS.sql})",
@@ -242,6 +248,25 @@ def _write_rows(connection: sqlite3.Connection, batch: Batch) -> None:
         _write_simulated(connection, record)
     for record in batch.perpetual:
         _write_perpetual(connection, record.venue, record.state)
+
+
+def _write_checkpoints(connection: sqlite3.Connection, batch: Batch) -> None:
+    """The ledger's latest checkpoint in ``batch``, under the sequence number of the last
+    journal entry before it (the batch's entries were just inserted, one after the other,
+    so they end at the journal's highest number), if that is the number the ledger counted
+    (otherwise the ledger's state and the journal disagree on what it folds: no checkpoint
+    then, the previous one stays); older checkpoints go."""
+    (last,) = connection.execute("SELECT coalesce(max(seq), 0) FROM journal").fetchone()
+    count, record = batch.checkpoints[-1]
+    seq = last - len(batch.journal) + count
+    if seq != record.seq:
+        log.warning("ledger checkpoint not written: the ledger counts %d journal entries, the journal %d", record.seq, seq)
+        return
+    connection.execute(
+        "INSERT OR REPLACE INTO ledger_checkpoints (seq, at, state) VALUES (?, (julianday('now') - 2440587.5) * 86400, ?)",
+        (seq, ledger_checkpoint.encode(record.checkpoint)),
+    )
+    connection.execute("DELETE FROM ledger_checkpoints WHERE seq < ?", (seq,))
 
 
 #: The rows of a simulated perpetuals account: kind, the collection, each row's id.
@@ -338,6 +363,20 @@ def load_journal(connection: sqlite3.Connection) -> list[JournalEntry]:
     """The whole journal, in order (tests and audits; a rebuild reads it in pages)."""
     rows = connection.execute(f"SELECT {JOURNAL_COLUMNS.sql} FROM journal ORDER BY seq").fetchall()
     return [JOURNAL_COLUMNS.record(row) for row in rows]
+
+
+def load_ledger_checkpoint(connection: sqlite3.Connection) -> tuple[int, Any] | None:
+    """The latest ledger checkpoint (``actors.ledger.core.LedgerCheckpoint``) and the
+    sequence number of the journal entry it follows; None if there is none (or it is of a
+    layout this limitline does not read: the whole journal is folded then)."""
+    try:
+        row = connection.execute("SELECT seq, state FROM ledger_checkpoints ORDER BY seq DESC LIMIT 1").fetchone()
+    except sqlite3.OperationalError:  # a store of schema 7 or older, not migrated yet: none
+        return None
+    if row is None:
+        return None
+    checkpoint = ledger_checkpoint.decode(row[1])
+    return None if checkpoint is None else (row[0], checkpoint)
 
 
 def load_journal_page(connection: sqlite3.Connection, *, after: int, limit: int) -> tuple[list[JournalEntry], int]:
@@ -457,10 +496,13 @@ def check_owned(connection: sqlite3.Connection, strategies: Iterable[str]) -> No
 
 
 def load_journal_of(connection: sqlite3.Connection, *, client_order_ids: Iterable[str]) -> list[JournalEntry]:
-    """The journal entries of these orders, in journal order (the ledger reads back a
-    reservation it no longer keeps in memory when a late fill names it)."""
+    """The ``reserve`` and ``settle`` entries of these orders, in journal order: what the
+    ledger reads back of a reservation it no longer keeps in memory when a late fill names
+    it (it comes back closed and empty, so its releases do not matter; the index by order,
+    schema 9, holds only these)."""
     rows = connection.execute(
-        f"SELECT {JOURNAL_COLUMNS.sql} FROM journal WHERE client_order_id IN (SELECT value FROM json_each(?)) ORDER BY seq",
+        f"SELECT {JOURNAL_COLUMNS.sql} FROM journal WHERE client_order_id IN (SELECT value FROM json_each(?))"
+        " AND kind IN ('reserve', 'settle') ORDER BY seq",
         (json.dumps(sorted(set(client_order_ids))),),
     ).fetchall()
     return [JOURNAL_COLUMNS.record(row) for row in rows]

@@ -61,6 +61,7 @@ from actors.runtime import ActorEnv
 from actors.strategy.preflight import parameter_problems, preflight
 from actors.strategy.settings import StrategySettings
 from actors.strategy.shell import strategy_actor
+from actors.writer.core import is_durable
 from actors.writer.shell import writer_actor
 from exchange.candles import load_candles_cached
 from exchange.ccxt_adapter import classify, make_client, perform, timeframe_seconds
@@ -145,13 +146,14 @@ class App:
         supervision = config.supervision
         limits = dict(max_restarts=supervision.max_restarts, period=supervision.period_seconds)
 
+        writer_box = self._mailbox(WRITER, WRITER_MAILBOX, urgent=is_durable)
         writer = ChildSpec(
             WRITER,
             functools.partial(
                 writer_actor, open_sink=functools.partial(SqliteWriter, self.store_path), directory=self.directory,
-                echo=self._committed,
+                bell=writer_box.bell, echo=self._committed,
             ),
-            mailbox=self._mailbox(WRITER, WRITER_MAILBOX),
+            mailbox=writer_box,
             shutdown_timeout=30,
         )
         # A strategy's allocation is journaled once its own parameters pass: an allocation
@@ -321,8 +323,10 @@ class App:
             strategies = frozenset(s.name for s in self.config.strategies if s.venue == name and s.mode == "shadow")
             book.restored, _ = self._stored(name, strategies)
 
-    def _mailbox(self, address: str, capacity: int = ACTOR_MAILBOX) -> Mailbox:
-        mailbox = Mailbox(capacity)
+    def _mailbox(
+        self, address: str, capacity: int = ACTOR_MAILBOX, urgent: Callable[[Any], bool] | None = None
+    ) -> Mailbox:
+        mailbox = Mailbox(capacity, urgent)
         self.mailboxes[address] = mailbox
         self.directory[address] = mailbox.send_channel
         return mailbox

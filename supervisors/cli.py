@@ -221,6 +221,15 @@ def run_lab(config: Config, args: argparse.Namespace) -> int:
         print(f"limitline: --strategy: no strategy is named {name!r} (strategies: {names})", file=sys.stderr)
         return EXIT_USAGE
     market, data = lab_market(config, settings)
+    perpetual = lab_perpetual_exchange(config, settings)
+    if perpetual is not None:
+        from supervisors.lab_perpetual import PerpetualLab
+
+        market = perpetual.markets[settings.symbol]
+        if sweep is not None:
+            print(f"limitline: --sweep: strategy {settings.name} trades a perpetual; sweeps run spot strategies only "
+                  "for now (run the Lab once per parameter set)", file=sys.stderr)
+            return EXIT_USAGE
     try:
         source, read = lab_candles(args.data or data or str(bundled_path()), args.cache)
         bounds = [_utc(text, name) for text, name in ((args.start, "--from"), (args.end, "--to"))]
@@ -258,7 +267,10 @@ def run_lab(config: Config, args: argparse.Namespace) -> int:
         print(f"\rlab: {done * 100 // total:3d} % ({done:,}/{total:,} candles)", end="", file=sys.stderr, flush=True)
 
     try:
-        result = Lab(settings, market, candles, keep_events=False, fast=not args.every_bar).run(progress)
+        if perpetual is not None:  # every candle: see supervisors/lab_perpetual.py
+            result = PerpetualLab(settings, perpetual, candles, keep_events=False).run(progress)
+        else:
+            result = Lab(settings, market, candles, keep_events=False, fast=not args.every_bar).run(progress)
     except StrategyFailed as failed:
         print(f"\nlimitline: lab: {failed}; no report written (in `run` this strategy is paused with this "
               "message, its siblings go on)", file=sys.stderr)
@@ -423,6 +435,19 @@ def _utc(text: str | None, name: str) -> int | None:
     except ValueError:
         raise ValueError(f"{name}: expected an ISO-8601 time like 2018-01-01T00:00:00Z, got {text!r}") from None
     return int((moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp())
+
+
+def lab_perpetual_exchange(config: Config, settings: Any) -> Any:
+    """The simulated perpetuals account a strategy on a swap venue runs on in the Lab (the
+    one shadow mode builds from the venue), or None for a spot strategy."""
+    from supervisors.config import SimulatedVenueConfig
+
+    venue = config.venue(settings.venue)
+    if not isinstance(venue, SimulatedVenueConfig) or venue.market_type != "swap":
+        return None
+    from supervisors.app import build_perpetual_exchange
+
+    return build_perpetual_exchange(venue)
 
 
 def lab_market(config: Config, settings: Any) -> tuple[Any, str | None]:
@@ -614,7 +639,10 @@ class _Announce:
         self.running = trio.Event()
 
     def started(self, value: object = None) -> None:
+        from actors.runtime import tune_garbage_collector
+
         self.running.set()
+        tune_garbage_collector()
         if self.nursery is not None and self.path is not None:
             # Edits are applied once everything runs; the embedded default has no file to watch.
             self.nursery.start_soon(_watch_file, self.path, self.app)

@@ -589,8 +589,6 @@ def _swap_venue_problems(venue: SimulatedVenueConfig, at: str, lab: bool) -> lis
     if venue.market_type not in ("spot", "swap"):
         return [f"{at}.market_type: must be spot or swap (linear perpetuals), got {_shown(venue.market_type)}"]
     swap = venue.market_type == "swap"
-    if swap and lab:
-        out.append(f"{at}.market_type: the Lab does not run perpetual (swap) venues yet; run them in shadow mode")
     settles = set()
     for j, market in enumerate(venue.markets):
         where = f"{at}.markets[{j}]"
@@ -652,8 +650,6 @@ def _position_problems(
     for field in ("take_profit_pct", "stop_loss_pct"):
         if getattr(s, field) is not None:
             out.append(f"{at}.{field}: on a swap venue protection rests on the exchange: use protection.{field}")
-    if s.python is not None:
-        out.append(f"{at}.python: Python strategies do not run on swap venues yet; use buy and sell triggers")
     if s.protection is not None:
         p = s.protection
         settings = ProtectionSettings(

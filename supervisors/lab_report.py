@@ -9,9 +9,19 @@ Definitions (per-candle equity E_t = capital + inventory at the close):
   risk-free rate;
 - a trade is a sell fill (it realises P&L at average cost); win rate and profit factor are
   over those;
-- exposure: the share of candles that ended holding inventory;
+- exposure: the share of candles that ended holding inventory (or a position, long or short);
 - buy and hold: E_first turned into the base asset at the first candle's close and held,
   no fees (the benchmark a strategy has to beat): return close_last / close_first - 1.
+
+A perpetual strategy's run (:class:`supervisors.lab_perpetual.PerpetualLabResult`): equity is
+the collateral plus the position's unrealized P&L at the close; a trade is a fill that
+reduced the position (a close, a reduce, the closing part of a flip, a liquidation), its
+P&L the realized P&L the exchange books for it (gross, as Binance's ``realizedPnl``) less its
+fee; and the figures add the realized P&L, the fees with their currency, the funding paid
+(positive: paid), the closes by protection (take-profit, stop-loss, gap escalation), the
+liquidations, the opens of each side and the position at the end. Each fill says what it
+did (``open long``, ``add short``, ``close long``, ``flip to short``, ``liquidation``) in
+the trade list and on the chart's markers.
 
 ``report.json`` is for programs: decimals as strings (``"0.0534"``, never a float), times as
 ISO-8601 UTC (``"2017-07-01T11:00:00Z"``), fees per currency. ``report.html`` is for people:
@@ -37,6 +47,7 @@ import numpy as np
 from exchange.candles import CandleSeries
 from exchange.markets import MarketRules
 from supervisors.lab import LabResult
+from supervisors.lab_perpetual import PerpetualLabResult
 
 SECONDS_PER_YEAR = 365.25 * 24 * 3600
 #: Above this many candles the chart draws coarser ones (each the open, high, low and close of
@@ -61,8 +72,14 @@ def figures(result: LabResult, gaps: list[dict[str, Any]] | None = None) -> dict
     mean = float(returns.mean()) if len(returns) else 0.0
     deviation = float(np.sqrt(((returns - mean) ** 2).mean())) if len(returns) else 0.0
     downside = float(np.sqrt((np.minimum(returns, 0.0) ** 2).mean())) if len(returns) else 0.0
-    sells = [e for e in result.journal if e.kind == "settle" and e.side is not None and e.side.value == "sell"]
-    pnl = [float(e.realized_pnl) for e in sells]
+    perpetual = isinstance(result, PerpetualLabResult)
+    if perpetual:
+        actions = fill_actions(result)
+        pnl = [float(e.realized_pnl - (e.fee if e.fee_currency == result.settlement else 0))
+               for e in result.journal if e.kind == "fill" and _reducing(actions.get(e.trade_id or "", ""))]
+    else:
+        sells = [e for e in result.journal if e.kind == "settle" and e.side is not None and e.side.value == "sell"]
+        pnl = [float(e.realized_pnl) for e in sells]
     wins, losses = [p for p in pnl if p > 0], [p for p in pnl if p < 0]
     fees: dict[str, Decimal] = {}
     for fill in result.fills:
@@ -70,6 +87,7 @@ def figures(result: LabResult, gaps: list[dict[str, Any]] | None = None) -> dict
     closes = _floats(result.candles, "close")
     held_value = first * closes / closes[0]
     held = np.fromiter((h for _, _, h in result.equity), dtype=float, count=len(result.equity))
+    extra = position_figures(result) if perpetual else {}
     return {
         "candles": len(result.candles),
         "from": result.candles[0].ts,
@@ -86,14 +104,82 @@ def figures(result: LabResult, gaps: list[dict[str, Any]] | None = None) -> dict
         "trades": len(pnl),
         "win_rate": len(wins) / len(pnl) if pnl else None,
         "profit_factor": sum(wins) / -sum(losses) if losses else None,
-        "exposure": float((held > 0).mean()),
+        "exposure": float((held != 0).mean()),
         "fees_paid": {k: str(v) for k, v in fees.items()},
         "buy_and_hold_return": float(closes[-1] / closes[0] - 1),
         "buy_and_hold_max_drawdown": float(_drawdowns(held_value).max()),
         "gaps": gaps or [],
+        **extra,
         "_drawdowns": drawdowns,
         "_buy_and_hold": held_value,
     }
+
+
+def position_figures(result: "PerpetualLabResult") -> dict[str, Any]:
+    """What a perpetual strategy's run did besides its equity: P&L, fees, funding, how its
+    positions opened and ended (the figures of :func:`figures` for a swap venue)."""
+    actions = fill_actions(result)
+    opens = {"long": 0, "short": 0}
+    for label in actions.values():
+        for side in ("long", "short"):
+            if label in (f"open {side}", f"flip to {side}"):
+                opens[side] += 1
+    position = result.position
+    return {
+        "market_type": "swap",
+        "settlement": result.settlement,
+        "realized_pnl": Decimal(position.get("realized_pnl", "0")),
+        "funding_paid": Decimal(position.get("funding_paid", "0")),
+        "closes_by_protection": len(result.protection_closes),
+        "liquidations": [{"ts": ts, "price": str(price), "amount": str(amount), "side": side}
+                         for ts, price, amount, side in result.liquidations],
+        "long_opens": opens["long"],
+        "short_opens": opens["short"],
+        "end_position": Decimal(position.get("size", "0")),
+        "end_wallet": Decimal(result.collateral.get("wallet", "0")),
+        "paused_at": result.paused_at,
+        "paused_reason": result.paused_reason,
+    }
+
+
+#: What a fill that closed some of the position is called (the rest opened or added).
+REDUCING = ("close", "reduce", "flip", "liquidation")
+
+
+def _reducing(label: str) -> bool:
+    return label.startswith(REDUCING)
+
+
+def fill_actions(result: LabResult) -> dict[str, str]:
+    """Trade id -> what the fill did to the position (``open long``, ``add long``, ``reduce
+    long``, ``close long``, ``flip to short``, ``liquidation``, and the same for short),
+    from the position book's entries in order; empty for a spot run."""
+    if not isinstance(result, PerpetualLabResult):
+        return {}
+    out: dict[str, str] = {}
+    size = Decimal(0)
+    for entry in result.journal:
+        if entry.kind == "adopt":
+            size += entry.size
+        if entry.kind != "fill" or entry.trade_id is None:
+            continue
+        after = size + entry.size
+        side = "long" if size > 0 else "short"
+        if entry.reason.startswith("liquidated"):
+            label = "liquidation"
+        elif not size:
+            label = f"open {'long' if after > 0 else 'short'}"
+        elif (size > 0) == (entry.size > 0):
+            label = f"add {side}"
+        elif not after:
+            label = f"close {side}"
+        elif (after > 0) != (size > 0):
+            label = f"flip to {'long' if after > 0 else 'short'}"
+        else:
+            label = f"reduce {side}"
+        out[entry.trade_id] = label
+        size = after
+    return out
 
 
 def _drawdowns(values: np.ndarray) -> np.ndarray:
@@ -113,6 +199,16 @@ def _floats(candles: Any, name: str) -> np.ndarray:
 def trade_list(result: LabResult) -> list[dict[str, Any]]:
     """Every fill, oldest first, with the P&L it realised (sells; average cost, fees
     included, in the quote asset). Values are Decimals and epoch seconds."""
+    actions = fill_actions(result)
+    if actions:  # a perpetual run: realized P&L (gross, as the exchange books it) of reducing fills
+        realized = {e.trade_id: e.realized_pnl for e in result.journal
+                    if e.kind == "fill" and e.trade_id is not None and _reducing(actions.get(e.trade_id, ""))}
+        return [
+            {"ts": int(f.at), "client_order_id": f.client_order_id, "trade_id": f.trade_id, "side": f.side.value,
+             "action": actions.get(f.trade_id, ""), "price": f.price, "amount": f.amount, "value": f.price * f.amount,
+             "fee": f.fee, "fee_currency": f.fee_currency, "realized_pnl": realized.get(f.trade_id)}
+            for f in result.fills
+        ]
     realized = {e.trade_id: e.realized_pnl for e in result.journal if e.kind == "settle" and e.trade_id is not None}
     return [
         {"ts": int(f.at), "client_order_id": f.client_order_id, "trade_id": f.trade_id, "side": f.side.value,
@@ -185,8 +281,10 @@ def _machine(value: Any, key: str) -> Any:
     times ISO-8601, gaps with ISO times."""
     if value is None or isinstance(value, (bool, str)):
         return value
-    if key in ("from", "to", "ts"):
+    if key in ("from", "to", "ts", "paused_at"):
         return iso(value)
+    if key == "liquidations":
+        return [{**item, "ts": iso(item["ts"])} for item in value]
     if isinstance(value, int):
         return value
     if isinstance(value, (float, Decimal)):
@@ -225,10 +323,31 @@ def summary(name: str, numbers: dict[str, Any]) -> str:
         ("trades", str(numbers["trades"])), ("win rate", _pct(numbers["win_rate"])),
         ("profit factor", _num(numbers["profit_factor"])), ("exposure", _pct(numbers["exposure"])),
         ("fees paid", _fees(numbers["fees_paid"])),
+        *[(k[0].lower() + k[1:], v) for k, v in _position_rows(numbers)],
         ("gaps in the data", str(len(numbers["gaps"]))),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+def _position_rows(numbers: dict[str, Any]) -> list[tuple[str, str]]:
+    """The rows a perpetual strategy's run adds to the figures (none for spot)."""
+    if numbers.get("market_type") != "swap":
+        return []
+    currency = numbers["settlement"]
+    liquidations = numbers["liquidations"]
+    rows = [
+        ("Realized P&L", f"{_plain(numbers['realized_pnl'])} {currency} (before fees and funding)"),
+        ("Funding paid", f"{_plain(numbers['funding_paid'])} {currency}"),
+        ("Opens: long / short", f"{numbers['long_opens']} / {numbers['short_opens']}"),
+        ("Closes by protection", str(numbers["closes_by_protection"])),
+        ("Liquidations", str(len(liquidations)) + "".join(
+            f"; {utc(x['ts'])} {x['amount']} @ {x['price']}" for x in liquidations[:3])),
+        ("Position at the end", f"{_plain(numbers['end_position'])} (wallet {_plain(numbers['end_wallet'])} {currency})"),
+    ]
+    if numbers["paused_at"] is not None:
+        rows.append(("Paused", f"from {utc(numbers['paused_at'])}: {numbers['paused_reason']}"))
+    return rows
 
 
 def web_asset(name: str) -> str:
@@ -264,7 +383,9 @@ def chart_data(result: LabResult, symbol: str, quote: str, drawdowns: np.ndarray
     times = ts[starts].tolist()
     drawn = [list(row) for row in zip(times, opens[starts].tolist(), np.maximum.reduceat(highs, starts).tolist(),
                                       np.minimum.reduceat(lows, starts).tolist(), closes[ends].tolist())]
-    fills = [[int(f.at), f.side.value, float(f.price), float(f.amount)] for f in result.fills]
+    actions = fill_actions(result)
+    fills = [[int(f.at), f.side.value, float(f.price), float(f.amount)]
+             + ([marker_label(actions[f.trade_id])] if f.trade_id in actions else []) for f in result.fills]
     if step > 1:  # a merged candle's time is its first candle's: put each fill on its run
         for fill in fills:
             fill[0] = times[max(0, bisect.bisect_right(times, fill[0]) - 1)]
@@ -325,11 +446,12 @@ def render_html(
         ("Buy and hold: return", _pct(numbers["buy_and_hold_return"], signed=True)),
         ("Buy and hold: max drawdown", _pct(numbers["buy_and_hold_max_drawdown"])),
         ("Orders / fills", f"{numbers['orders']:,} / {numbers['fills']:,}"),
-        ("Trades (sells)", f"{numbers['trades']:,}"),
+        ("Trades (closing fills)" if numbers.get("market_type") == "swap" else "Trades (sells)", f"{numbers['trades']:,}"),
         ("Win rate", _pct(numbers["win_rate"])),
         ("Profit factor", _num(numbers["profit_factor"])),
         ("Exposure", _pct(numbers["exposure"])),
         ("Fees paid", _fees(numbers["fees_paid"])),
+        *_position_rows(numbers),
         ("Gaps in the data", f"{len(numbers['gaps']):,}"),
     ]
     if data_read is not None:
@@ -339,7 +461,8 @@ def render_html(
     card_html = "".join(f'<div class="card"><div class="label">{e(k)}</div><div class="value {t}">{e(v)}</div></div>'
                         for k, v, t in cards)
     trade_rows = "".join(
-        f'<tr class="{t["side"]}"><td>{i}</td><td>{e(utc(t["ts"]))}</td><td>{t["side"]}</td>'
+        f'<tr class="{t["side"]}"><td>{i}</td><td>{e(utc(t["ts"]))}</td><td>{t["side"]}'
+        f'{" · " + e(t["action"]) if t.get("action") else ""}</td>'
         f'<td class="n">{e(_plain(t["price"]))}</td><td class="n">{e(_plain(t["amount"]))}</td>'
         f'<td class="n">{e(_money(t["value"]))}</td><td class="n">{e(_plain(t["fee"]))} {e(t["fee_currency"])}</td>'
         f'<td class="n {_tone(t["realized_pnl"])}">{"" if t["realized_pnl"] is None else e(_money(t["realized_pnl"]))}</td>'
@@ -381,7 +504,7 @@ footer{{margin-top:32px;font-size:12px;color:#57606a}}
 <p class="sub">{e(symbol)} · {e(utc(numbers['from']))} to {e(utc(numbers['to']))} · {numbers['candles']:,} candles ({e(timeframe(result.candles))}) · equity in {e(quote)}</p>
 <div class="cards">{card_html}</div>
 <div id="chart"></div>
-<p class="hint">Drag to pan, scroll or pinch to zoom, double-click the time axis to fit. Top: candles, buys ▲ green and sells ▼ red at their fill price; middle: equity (blue) and buy and hold (grey, dashed); bottom: drawdown. Times in UTC.</p>
+<p class="hint">Drag to pan, scroll or pinch to zoom, double-click the time axis to fit. Top: candles, buys ▲ green and sells ▼ red at their fill price{e(_marker_hint(numbers))}; middle: equity (blue) and buy and hold (grey, dashed); bottom: drawdown. Times in UTC.</p>
 {merged}
 <h2>Figures</h2>
 <table id="figures">{figures_table}</table>
@@ -398,6 +521,26 @@ Charts: TradingView Lightweight Charts™, Copyright (с) 2023 TradingView, Inc.
 <script>window.limitlineChart = LimitlineChart.render(document.getElementById("chart"), JSON.parse(document.getElementById("chart-data").textContent));</script>
 </body></html>
 """
+
+
+#: A fill's marker on the chart, in a few characters (a long run has thousands of markers).
+MARKER_LABELS = {"open": "", "add": "+", "reduce": "-", "close": "x", "flip to": ">"}
+
+
+def marker_label(action: str) -> str:
+    """``open long`` -> ``L``, ``add short`` -> ``+S``, ``reduce long`` -> ``-L``, ``close
+    short`` -> ``xS``, ``flip to short`` -> ``>S``, ``liquidation`` -> ``LIQ``."""
+    if action == "liquidation":
+        return "LIQ"
+    kind, _, side = action.rpartition(" ")
+    return MARKER_LABELS.get(kind, "?") + side[:1].upper()
+
+
+def _marker_hint(numbers: dict[str, Any]) -> str:
+    if numbers.get("market_type") != "swap":
+        return ""
+    return (", each lettered for what it did to the position: L open long, S open short, +L add, -L reduce, "
+            "xL close, >S flip to short; LIQ (purple) a liquidation")
 
 
 def _plain(value: Decimal) -> str:

@@ -68,3 +68,57 @@ async def test_shadow_mode_and_the_lab_make_the_same_orders_and_fills(tmp_path, 
     # dip-buyer's rest.
     kinds = {f.taker_or_maker for f in lab.fills}
     assert kinds == ({"taker", "maker"} if strategy == 0 else {"maker"})
+
+
+@pytest.mark.parametrize("on_sell", ["short", "flat"], ids=["long/short", "long-only"])
+async def test_a_perpetual_strategy_with_protection_makes_the_same_orders_and_fills_in_shadow_mode_and_the_lab(
+    tmp_path, on_sell
+):
+    """A long/short strategy with a take-profit and a stop-limit on the bundled BTC/USD
+    candles as a perpetual: shadow mode (the whole tree, lockstep) and the perpetual Lab
+    place the same orders (protective ones included, with their triggers) and make the
+    same fills, and their ledgers end with the same position, P&L, fees and funding."""
+    from test_perpetual_shadow import perp_raw, run
+
+    from exchange.candles import load_candles
+    from supervisors.app import build_perpetual_exchange
+    from supervisors.lab_perpetual import PerpetualLab
+
+    raw = perp_raw(tmp_path, on_sell=on_sell, protection={"take_profit_pct": 3, "stop_loss_pct": 1.5}, candles=CANDLES)
+    raw["venues"][0]["volume_share"] = "0.002"  # partial fills (resting and crossing) are part of what must agree
+    watch, _, exchange, ledger, _ = await run(raw, evaluated=CANDLES - 1)
+    store = sqlite3.connect(raw["store"])
+    shadow_orders = {
+        row[0]: (row[1], Decimal(row[2]), Decimal(row[3]), row[4], Decimal(row[5]), row[6], row[7],
+                 None if row[8] is None else Decimal(row[8]))
+        for row in store.execute("SELECT client_order_id, side, price, amount, state, filled, order_type, "
+                                 "reduce_only, trigger_price FROM orders")
+    }
+    shadow_fills = [
+        (cid, trade, Decimal(price), Decimal(amount), Decimal(fee))
+        for cid, trade, price, amount, fee in store.execute(
+            "SELECT client_order_id, trade_id, price, amount, fee FROM fills ORDER BY CAST(trade_id AS INTEGER)")
+    ]
+
+    config = parse_config(raw)
+    venue = config.venues[0]
+    lab = PerpetualLab(config.strategies[0], build_perpetual_exchange(venue),
+                       load_candles(venue.replay["BTC/USD:USD"].data)).run()
+    lab_orders = {
+        o.client_order_id: (o.side.value, o.price, o.amount, o.state.value, o.filled, o.order_type, int(o.reduce_only),
+                            o.trigger_price)
+        for o in lab.orders.values()
+    }
+    lab_fills = [(f.client_order_id, f.trade_id, f.price, f.amount, f.fee) for f in lab.fills]
+
+    assert len(lab_orders) >= 20 and len(lab_fills) >= 10, "too little happened to compare"
+    kinds = {o[5] for o in lab_orders.values()}
+    assert kinds == {"limit", "stop_limit"} and any(o[6] for o in lab_orders.values())
+    assert len(lab.protection_closes) >= 1
+    assert any(f[3] < lab_orders[f[0]][2] for f in lab_fills), "no partial fill to compare"
+    assert shadow_orders == lab_orders
+    assert shadow_fills == lab_fills
+    booked = ledger["positions"]["trend:BTC/USD:USD"]
+    for key in ("size", "realized_pnl", "fees_paid", "funding_paid"):
+        assert booked[key] == lab.position[key], key
+    assert ledger["collateral"]["trend"]["wallet"] == lab.collateral["wallet"]

@@ -211,9 +211,18 @@ async def test_a_liquidation_is_classified_booked_and_pauses_the_strategy(tmp_pa
             await nursery.start(app.run)
             await watch.until(lambda events: any(e.payload.get("class") == "liquidated" for e in events))
             await watch.until(lambda events: any(e.kind == "strategy_paused" for e in events))
+            # The insurance fund's clearance of what the liquidation left of the margin.
+            await watch.until(lambda events: any(str(e.payload.get("key", "")).startswith("insurance:") for e in events))
+            await watch.until(lambda _: D(node(app.snapshot(), "ledger")["status"]["collateral"]["trend"]["wallet"]) - 5000
+                              == exchange.wallet - 20000)
             snapshot = app.snapshot()
             nursery.cancel_scope.cancel()
     assert exchange.liquidation_orders and exchange.position("BTC/USD:USD").size == 0
+    [clear] = [i for i in exchange.income if i.income_type == "INSURANCE_CLEAR"]
+    # The market gapped below the liquidation price: the forced order's loss is beyond the
+    # isolated margin (0.5 x 101 / 50), and the fund covers the rest: the margin is all it costs.
+    [forced] = [t for t in exchange.trades if t.liquidation]
+    assert clear.amount == -(D("0.5") * 101 / 50 + forced.realized_pnl) > 0
     [paused] = watch.of("strategy_paused")
     assert "was liquidated by the exchange" in paused.reason
     ledger = node(snapshot, "ledger")["status"]
@@ -221,6 +230,10 @@ async def test_a_liquidation_is_classified_booked_and_pauses_the_strategy(tmp_pa
     position = exchange.position("BTC/USD:USD")
     assert D(booked["size"]) == 0 and D(booked["realized_pnl"]) == position.realized_pnl
     assert node(snapshot, "strategy:trend")["status"]["paused"] is not None
+    # The ledger agrees with the engine: the whole isolated margin is gone, no more.
+    assert_books_are_the_exchanges(ledger, exchange, D(5000), D(20000))
+    [difference] = [e for e in watch.events if str(e.payload.get("key", "")).startswith("insurance:")]
+    assert difference.payload["class"] == "liquidated" and "insurance fund cleared" in difference.reason
 
 
 async def test_a_restart_keeps_the_position_and_adopts_its_protection(tmp_path):

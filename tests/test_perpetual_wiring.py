@@ -109,7 +109,7 @@ def order(cid: str, side: Side, amount: str, price: str, reduce_only: bool = Fal
 def test_a_crossing_open_fills_at_once_and_a_stop_rests_under_its_algo_id():
     orders = PerpetualOrders("perp", exchange())
     out = orders.submit(order("open", Side.BUY, "1", "101"), 1.0)
-    assert out[0].message == OrderAccepted("open", "1", 1.0)
+    assert out[0].message == OrderAccepted("open", "1", 1.0, taken=D(1))  # the fills that follow come to 1
     fills = [s for s in out if isinstance(s.message, FillReport)]
     assert [s.to for s in fills] == [LEDGER, ME] and fills[0].message.price == D(100)  # taker, at the last price
     out = orders.submit(order("stop", Side.SELL, "1", "97", reduce_only=True, order_type="stop_limit", trigger="98"), 2.0)

@@ -109,6 +109,48 @@ def test_a_crossing_limit_is_a_taker_at_the_last_price_and_post_only_is_refused(
     assert ok(x.create_limit_order(S, Side.BUY, D(1), D("99.9"), "m", 1, post_only=True)).status == "open"
 
 
+def test_a_crossing_limit_takes_no_more_than_the_candles_volume_allows_and_the_rest_rests_as_a_maker():
+    # The last candle traded 20 BTC; crossing orders may take 10 % of it (2 BTC) until the next.
+    x = PerpetualExchange([rules()], D(100_000), volume_share=D("0.1"))
+    x.match(S, candle(0, 100, v="20"), 0)
+    first = ok(x.create_limit_order(S, Side.BUY, D(3), D(101), "a", 1))
+    assert (first.status, first.filled) == ("open", D(2))  # 2 taken at the last price, 1 rests at 101
+    [taken] = x.trades
+    assert (taken.price, taken.amount, taken.maker) == (D(100), D(2), False)
+    assert taken.fee == D(100) * 2 * D("0.0005")  # the taker fee on what was taken
+    second = ok(x.create_limit_order(S, Side.BUY, D(1), D(102), "b", 1))
+    assert second.filled == 0 and len(x.trades) == 1  # the candle's share is used up
+    # The next candle trades below both: the rests fill at their own prices, as makers.
+    x.match(S, candle(1, 100, l=99, v="20"), 2)
+    assert [(t.client_order_id, t.price, t.amount, t.maker) for t in x.trades[1:]] == [
+        ("b", D(102), D(1), True), ("a", D(101), D(1), True)]
+    assert x.trades[-1].fee == D(101) * D("0.0002")
+    assert x.position(S).size == 4
+
+
+def test_the_spot_and_perpetual_engines_cap_a_crossing_fill_by_one_rule():
+    from exchange.fill_rules import TakerLiquidity
+    from exchange.markets import MarketRules
+    from exchange.matching import SimulatedExchange
+
+    spot_rules = MarketRules.for_symbol("BTC/USDT", tick_size=D("0.1"), lot_size=D("0.001"), min_amount=D("0.001"),
+                                        min_notional=D("5"), maker_fee=D("0.0002"), taker_fee=D("0.0005"))
+    spot = SimulatedExchange([spot_rules], {"USDT": D(100_000), "BTC": D(0)}, D("0.05"))
+    perp = PerpetualExchange([rules()], D(100_000), volume_share=D("0.05"))
+    bar = candle(0, 100, v="37.77")
+    spot.match("BTC/USDT", bar, 0)
+    perp.match(S, bar, 0)
+    spot_order = spot.create_limit_order("BTC/USDT", Side.BUY, D(5), D(101), "s", 1)
+    perp_order = ok(perp.create_limit_order(S, Side.BUY, D(5), D(101), "p", 1))
+    liquidity = TakerLiquidity(D("0.05"))
+    liquidity.observe(rules(), bar)
+    expected = liquidity.take(S, D(5))
+    assert expected == D("1.888")  # 5 % of 37.77, on the lot
+    assert spot_order.filled == perp_order.filled == expected
+    assert spot.trades[-1].taker_or_maker == "taker" and not perp.trades[-1].maker
+    assert spot.trades[-1].price == perp.trades[-1].price == D(100)
+
+
 def test_reduce_only_is_refused_when_it_could_only_increase_and_never_exceeds_the_position():
     x = engine()
     assert code(x.create_limit_order(S, Side.SELL, D(1), D(105), "r0", 1, reduce_only=True)) == CODE_REDUCE_ONLY_REJECTED
@@ -295,6 +337,12 @@ def test_an_isolated_position_is_liquidated_at_its_price_and_loses_its_whole_mar
     pos = x.position(S)
     assert pos.size == 0 and pos.isolated_wallet == 0 and x.trades[-1].liquidation
     assert x.wallet == D(1000) - fee - 10
+    # Filled at the liquidation price, the position still had margin left (its maintenance
+    # margin, about): that residue goes to the insurance fund, as Binance's does.
+    [forced] = [t for t in x.trades if t.liquidation]
+    [clear] = [i for i in x.income if i.income_type == "INSURANCE_CLEAR"]
+    assert forced.price == x.markets[S].round_price(liquidation, True) and forced.realized_pnl > -10
+    assert clear.amount == -(10 + forced.realized_pnl) < 0
     assert x.orders["2"].status == "canceled"  # its orders went with it
 
 

@@ -13,6 +13,7 @@ from actors.reconciler.positions_core import (
     BookedPosition,
     BookExternalTrade,
     BookFunding,
+    BookInsuranceClear,
     CancelProtective,
     ExchangeIncome,
     ExchangePosition,
@@ -88,6 +89,9 @@ def apply(book: PositionBook, found) -> tuple[list, list]:
                                     action.reason)
             elif isinstance(action, AdjustCollateral):
                 result = book.adjust_collateral(action.strategy, action.delta, 10.0, action.reason)
+            elif isinstance(action, BookInsuranceClear):
+                result = book.insurance_clear(action.strategy, action.symbol, action.income_id, action.amount,
+                                              action.currency, 10.0)
             elif isinstance(action, CancelProtective):
                 cancels.append(action.client_order_id)
                 continue
@@ -219,6 +223,25 @@ def test_leverage_changed_outside_pauses_the_strategy():
                                             [open_order("tp1", "11"), open_order("sl1", "12")]), STRATEGIES)
     assert kinds(found) == ["margin_changed"] and "leverage changed outside" in found[0][0].detail
     assert [type(a) for a in found[0][1]] == [PauseStrategy]
+
+
+def test_the_insurance_funds_clearance_of_a_liquidated_isolated_position_is_booked_once_on_the_collateral():
+    # Long 1 @ 100 at 10x isolated (margin 10), liquidated at 90.4: 9.6 lost, the 0.4 left of
+    # the margin goes to the insurance fund; the wallet loses the whole margin, as the exchange's.
+    book = long_book()
+    clear = ExchangeIncome("i9", BTC, "INSURANCE_CLEAR", D("-0.4"), "USDT")
+    exchange = snapshot([], [], [trade("liq1", "555", SELL, "1", "90.4", client_id="autoclose-123")], income=[clear],
+                        wallet=D(990))
+    found = classify(record(book), exchange, STRATEGIES)
+    assert kinds(found) == ["liquidated", "liquidated"]
+    assert "the insurance fund cleared -0.4 USDT" in found[1][0].detail
+    apply(book, found)
+    assert book.account("trend").wallet == D(990) and book.position("trend", BTC).realized_pnl == D("-9.6")
+    # Booked once: the next cycle finds it booked, and a second booking changes nothing.
+    assert kinds(classify(record(book, booked=("t1", "liq1"), income=("i9",)), exchange, STRATEGIES)) == []
+    assert book.insurance_clear("trend", BTC, "i9", D("-0.4"), "USDT", 11.0) == []
+    assert PositionBook.from_journal([], "USDT").insurance_clear("x", BTC, "i1", D("-1"), "USDT", 1.0).startswith(
+        "insurance clearance i1 of -1 would leave x's wallet at -1")
 
 
 def test_funding_not_yet_booked_is_booked_once_as_its_own_entry():

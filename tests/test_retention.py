@@ -201,8 +201,8 @@ def test_a_recalled_order_comes_back_closed_and_empty_even_if_its_release_is_not
     # The writer has not committed the last settle and release of "old" yet.
     on_disk = [e for e in entries if e.client_order_id == "old" and e not in release]
     core.recall(on_disk)
-    assert core.reservations["old"].open is False
-    assert core.reservations["old"].quote_reserved == 0
+    assert core.reservation("old").open is False
+    assert core.reservation("old").quote_reserved == 0
     core.handle(fill("old", "t3", amount="0.001", complete=True), 2.0)
     core.check_invariants()  # the late fill is paid from free capital, not from "busy"'s reservation
     assert core.open_reservations("a")[0].client_order_id == "busy"

@@ -6,6 +6,7 @@ import sqlite3
 from decimal import Decimal as D
 
 import pytest
+import trio
 
 from actors.messages import (
     FillReport,
@@ -110,3 +111,68 @@ def test_the_schema_refuses_anything_but_a_limit_order(tmp_path):
             "INSERT INTO orders (client_order_id, strategy, venue, symbol, side, type, price, amount, filled,"
             " state, created_at, updated_at) VALUES ('x','a','sim','BTC/USD','buy','market','1','1','0','OPEN',0,0)"
         )
+
+
+class _Sink:
+    """The writer's sink in memory: what it was asked to commit, batch by batch, each also
+    sent to ``committed`` (from the writer's worker thread)."""
+
+    location = "memory"
+
+    def __init__(self, committed) -> None:
+        self.batches: list = []
+        self.committed = committed
+
+    def write(self, batch) -> None:
+        self.batches.append(batch)
+        trio.from_thread.run_sync(self.committed.send_nowait, batch)
+
+    def close(self) -> None:
+        pass
+
+
+async def test_the_writer_gathers_rows_for_a_window_but_commits_an_intent_at_once(autojump_clock):
+    """Rows nobody waits for share a commit within the group window (the writer is not woken
+    by each); an order intent, or a full mailbox, rings the mailbox's bell and is committed
+    at once."""
+    from actors.mailbox import Mailbox
+    from actors.messages import WRITER
+    from actors.writer.core import is_durable
+    from actors.writer.shell import GROUP_COMMIT_SECONDS, writer_actor
+
+    committed, commits = trio.open_memory_channel(10)
+    sink = _Sink(committed)
+    writer_box, strategy_box = Mailbox(4, urgent=is_durable), Mailbox()
+    directory = {WRITER: writer_box.send_channel, "strategy:a": strategy_box.send_channel}
+    replies = strategy_box.open_receiver()
+
+    class Context:
+        name, status, status_provider, incarnation = WRITER, {}, None, 1
+        inbox = writer_box.open_receiver()
+
+    event = RecordEvent("evaluated", "strategy:a", 1.0, strategy="a")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(lambda task_status: writer_actor(
+            Context(), lambda: sink, directory, bell=writer_box.bell, task_status=task_status))
+        directory[WRITER].send_nowait(event)
+        await trio.sleep(GROUP_COMMIT_SECONDS * 0.8)
+        directory[WRITER].send_nowait(event)
+        assert sink.batches == []  # still gathering
+        start = trio.current_time()
+        directory[WRITER].send_nowait(RecordOrder(order(), durable_reply_to="strategy:a"))
+        assert await replies.receive() == OrderDurable("ll-a-1")
+        assert trio.current_time() - start < GROUP_COMMIT_SECONDS / 10
+        [batch] = sink.batches
+        assert batch.durable and len(batch.events) == 2 and list(batch.orders) == ["ll-a-1"]
+        assert await commits.receive() is batch
+        # Unwatched rows wait out the window, then commit.
+        start = trio.current_time()
+        directory[WRITER].send_nowait(event)
+        batch = await commits.receive()
+        assert not batch.durable and trio.current_time() - start >= GROUP_COMMIT_SECONDS
+        # A full mailbox rings too: its senders are not parked for a whole window.
+        start = trio.current_time()
+        for _ in range(6):
+            await directory[WRITER].send(event)
+        assert trio.current_time() - start < GROUP_COMMIT_SECONDS / 10
+        nursery.cancel_scope.cancel()

@@ -22,8 +22,10 @@ With ``persist`` the account's changes go to the writer after every operation (a
 the messages reporting them, as the spot engine's changes do), with the replay positions,
 so shadow mode continues across restarts: the account itself (wallet, positions, marks,
 counters) and only the orders, conditional orders, trades and income that changed or are
-new (:meth:`PerpetualOrders._changes`), so a record costs what changed, not the history. Not wired yet: liquidation trades into the position book (they reach
-the ledger as fills of no order of ours).
+new (:meth:`PerpetualOrders._changes`), so a record costs what changed, not the history.
+A liquidation's trade reaches the ledger as a fill of no order of ours (its row is kept);
+the reconciler classifies it and the insurance fund's clearance, and books both through the
+position book (the Lab runs that comparison at once after a liquidation).
 """
 
 from __future__ import annotations
@@ -56,10 +58,11 @@ from actors.orders import Order, OrderState
 from actors.reconciler.positions_core import ExchangeIncome, ExchangePosition, PositionsSnapshot
 from exchange.candles import Candle
 from exchange.matching import Rejection
-from exchange.perpetuals import PerpetualExchange, PerpetualState
+from exchange.perpetuals import ConditionalOrder, PerpetualExchange, PerpetualState
 from exchange.records import ExchangeOrder, ExchangeTrade
 from exchange.shadow import ShadowVenue
 
+ZERO = Decimal(0)
 ACCEPTED = frozenset({OrderState.OPEN, OrderState.PARTIALLY_FILLED, OrderState.CANCELING})
 ALGO_PREFIX = "algo-"
 
@@ -165,8 +168,10 @@ class PerpetualOrders:
             return [Send(to, rejected), Send(LEDGER, rejected)]
         assert exchange_id is not None
         self.live[cid] = order.strategy
-        # A crossing limit fills at once (a taker): its fills follow the acceptance.
-        return [Send(to, OrderAccepted(cid, exchange_id, now))] + self._route_new() + self.sweep(now)
+        # A crossing limit fills at once (a taker): its fills follow the acceptance, which
+        # says how much they come to (the strategy's candle is not done until they are in).
+        taken = ZERO if isinstance(result, ConditionalOrder) else result.filled
+        return [Send(to, OrderAccepted(cid, exchange_id, now, taken=taken))] + self._route_new() + self.sweep(now)
 
     def cancel(self, message: CancelOrder, now: float) -> list[Send]:
         self.dirty = True

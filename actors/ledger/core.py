@@ -119,6 +119,23 @@ class Account:
         }
 
 
+@attrs.frozen
+class LedgerCheckpoint:
+    """The fold's state after some journal entry: what a rebuild continues from instead of
+    folding the journal from its start (:meth:`LedgerCore.checkpoint`,
+    :meth:`LedgerCore.from_checkpoint`; the store keeps it with the entry's sequence
+    number). Copies, in the order the fold keeps them: accounts in the order they first
+    appeared, reservations open and recently closed in the fold's order (the order in which
+    :class:`exchange.retention.Forgetting` forgets), and when its next pass is due; the
+    strategies that ever had a reservation open, in the order they first did (the order of
+    :meth:`LedgerCore.open_reservations`)."""
+
+    accounts: tuple[Account, ...]
+    reservations: tuple[Reservation, ...]
+    next_sweep: int
+    open_strategies: tuple[str, ...] = ()
+
+
 class _Answer:
     """What handling a batch of messages says, gathered as it goes: the journal and fill
     rows to record (one message to the writer), the replies, in order, and the balances
@@ -164,6 +181,11 @@ class LedgerCore:
         #: The open reservations and the most recent closed ones, by client order id.
         self.reservations: dict[str, Reservation] = {}
         self._forgetting: Forgetting[str, Reservation] = Forgetting(KEEP_FINISHED_ORDERS)
+        #: Closed reservations read back from the journal for a late fill (:meth:`recall`):
+        #: apart from the fold's own, so that the state stays the fold of the journal (a
+        #: checkpoint of it is what a rebuild from scratch would make).
+        self.recalled: dict[str, Reservation] = {}
+        self._forgetting_recalled: Forgetting[str, Reservation] = Forgetting(KEEP_FINISHED_ORDERS)
         #: The open ones, per strategy: what the invariants sum over (kept small and hot).
         self._open: dict[str, dict[str, Reservation]] = {}
 
@@ -176,34 +198,67 @@ class LedgerCore:
             core.apply(entry)
         return core
 
+    def checkpoint(self) -> LedgerCheckpoint:
+        """The fold's state now, as copies (the writer encodes them later, on its thread)."""
+        return LedgerCheckpoint(
+            tuple(_copy_account(a) for a in self.accounts.values()),
+            tuple(_copy_reservation(r) for r in self.reservations.values()),
+            self._forgetting._next_sweep,
+            tuple(self._open),
+        )
+
+    @classmethod
+    def from_checkpoint(
+        cls, checkpoint: LedgerCheckpoint, accounts_of: Mapping[str, tuple[str, str, str]] | None = None
+    ) -> "LedgerCore":
+        """The ledger as the fold stood at ``checkpoint``: fold the entries after it next."""
+        core = cls(accounts_of)
+        for account in checkpoint.accounts:
+            core.accounts[account.strategy] = _copy_account(account)
+        for strategy in checkpoint.open_strategies:
+            core._open[strategy] = {}
+        for kept in checkpoint.reservations:
+            reservation = core.reservations[kept.client_order_id] = _copy_reservation(kept)
+            if reservation.open:
+                core._open.setdefault(reservation.strategy, {})[reservation.client_order_id] = reservation
+        core._forgetting._next_sweep = checkpoint.next_sweep
+        return core
+
     # -------------------------------------------------------------- dispatch
 
     def unknown_orders(self, messages: Iterable[Any]) -> set[str]:
         """Client order ids of fills in ``messages`` whose reservation is not in memory: the
         shell reads their journal entries (:meth:`recall`) before handling the batch. A fill
         of an order the journal does not know either is recorded and not settled."""
-        return {m.client_order_id for m in messages if isinstance(m, FillReport) and m.client_order_id not in self.reservations}
+        return {
+            m.client_order_id for m in messages
+            if isinstance(m, FillReport) and m.client_order_id not in self.reservations and m.client_order_id not in self.recalled
+        }
 
     def recall(self, entries: Iterable[JournalEntry]) -> None:
         """Bring back closed reservations from their journal entries (in journal order),
         without touching any account: their entries were applied long ago."""
-        recalled: set[str] = set()
+        recalled: dict[str, Reservation] = {}
         for entry in entries:
             cid = entry.client_order_id
-            if cid is None:
+            if cid is None or cid in self.reservations:
                 continue
             if entry.kind == "reserve":
-                self.reservations[cid] = _reservation(entry)
-                recalled.add(cid)
+                recalled[cid] = _reservation(entry)
             elif cid in recalled:
-                _advance(self.reservations[cid], entry)
+                _advance(recalled[cid], entry)
         # Only closed reservations are ever forgotten, and a closed one holds nothing: so it
         # comes back closed and empty, whatever of its history the writer has committed yet
         # (a release not on disk must not bring back funds that are already free again).
-        for cid in recalled:
-            reservation = self.reservations[cid]
+        for cid, reservation in recalled.items():
             reservation.open, reservation.awaiting = False, None
             reservation.quote_reserved = reservation.base_reserved = ZERO
+            self.recalled[cid] = reservation
+        self._forgetting_recalled.sweep(self.recalled, _always)
+
+    def reservation(self, client_order_id: str) -> Reservation | None:
+        """The reservation of this order: in the fold, or read back for a late fill."""
+        return self.reservations.get(client_order_id) or self.recalled.get(client_order_id)
 
     def handle_batch(self, messages: Iterable[Any], now: float) -> list[Send]:
         """Handle a drained inbox in order. The batch's journal and fill rows go to the
@@ -381,7 +436,7 @@ class LedgerCore:
     def _settle(self, fill: FillReport, now: float, answer: "_Answer") -> None:
         """Turn a fill into inventory or capital at its actual price and fee, in whatever
         currency the exchange charged it, and record the fill row with its entries."""
-        reservation = self.reservations.get(fill.client_order_id)
+        reservation = self.reservations.get(fill.client_order_id) or self.recalled.get(fill.client_order_id)
         if reservation is None:
             # Not an order of ours (the reconciler classifies those): the row is kept.
             answer.fills.append(fill)
@@ -430,7 +485,7 @@ class LedgerCore:
         reported stay reserved (the entry carries ``filled`` as its amount) until they are."""
         reservation = self.reservations.get(client_order_id)
         if reservation is None or not reservation.open:
-            return []
+            return []  # (a recalled reservation is closed)
         if filled is None:
             filled = reservation.awaiting  # already ended: still waiting for those trades
         keep_quote = keep_base = ZERO
@@ -557,6 +612,8 @@ class LedgerCore:
                 del self.reservations[cid]
                 self.reservations[cid] = reservation
                 self._forgetting.sweep(self.reservations, _closed)
+        elif entry.kind in ("settle", "release") and cid in self.recalled:
+            _advance(self.recalled[cid], entry)  # a late fill of a recalled one: closed, it stays so
 
     # ------------------------------------------------------------- queries
 
@@ -604,6 +661,31 @@ class LedgerCore:
 
 def _closed(_: str, reservation: Reservation) -> bool:
     return not reservation.open
+
+
+def _always(_: str, __: Reservation) -> bool:
+    return True
+
+
+# Field by field (attrs.evolve takes three times as long): a checkpoint copies every
+# reservation in memory on the event loop. A field added to these classes belongs here,
+# and in store/checkpoint.py.
+
+
+def _copy_account(a: Account) -> Account:
+    return Account(
+        strategy=a.strategy, quote_free=a.quote_free, quote_reserved=a.quote_reserved, base_free=a.base_free,
+        base_reserved=a.base_reserved, realized_pnl=a.realized_pnl, cost_basis=a.cost_basis,
+        fees_paid=dict(a.fees_paid), others=dict(a.others),
+    )
+
+
+def _copy_reservation(r: Reservation) -> Reservation:
+    return Reservation(
+        client_order_id=r.client_order_id, strategy=r.strategy, side=r.side, price=r.price, amount=r.amount,
+        quote_reserved=r.quote_reserved, base_reserved=r.base_reserved, unit_quote=r.unit_quote, filled=r.filled,
+        trade_ids=set(r.trade_ids) if r.trade_ids else frozenset(), open=r.open, awaiting=r.awaiting,
+    )
 
 
 def _reservation(entry: JournalEntry) -> Reservation:

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping
 import attrs
 
 from actors.ledger.positions_core import PositionBook, PositionEntry
-from actors.reconciler.positions_core import AdjustCollateral, AdoptPosition, BookExternalTrade
+from actors.reconciler.positions_core import AdjustCollateral, AdoptPosition, BookExternalTrade, BookInsuranceClear
 from actors.messages import (
     WRITER,
     LedgerSnapshot,
@@ -154,6 +154,9 @@ class PositionLedgerCore:
                                    now, action.reason)
         if isinstance(action, AdjustCollateral):
             return self.book.adjust_collateral(action.strategy, action.delta, now, action.reason)
+        if isinstance(action, BookInsuranceClear):
+            return self.book.insurance_clear(action.strategy, action.symbol, action.income_id, action.amount,
+                                             action.currency, now)
         raise TypeError(f"the position book does not apply {type(action).__name__}")
 
     def view(self) -> BookView:
@@ -164,7 +167,7 @@ class PositionLedgerCore:
         return BookView(
             positions=tuple((s, sym, p.size, p.entry_price, p.leverage) for (s, sym), p in book.positions.items()),
             trade_ids=frozenset(trade_ids),
-            income_ids=frozenset(i for i in book.booked_ids if ":funding:" in i),
+            income_ids=frozenset(i for i in book.booked_ids if ":funding:" in i or ":insurance:" in i),
             collateral={name: a.wallet for name, a in book.collateral.items()},
         )
 

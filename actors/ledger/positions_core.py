@@ -374,6 +374,24 @@ class PositionBook:
             wallet=wallet, funding=paid, reason="funding",
         )])
 
+    def insurance_clear(
+        self, strategy: str, symbol: str, income_id: str, amount: Decimal, currency: str, now: float
+    ) -> list[PositionEntry] | str:
+        """The exchange's insurance fund took (``amount`` < 0) what was left of a liquidated
+        position's margin, or covered (> 0) a loss beyond it: the collateral moves by it,
+        as the exchange's wallet did. Once per income id; refused if it would leave the
+        wallet negative."""
+        if income_id in self.booked_ids:
+            return []
+        if currency != self.settlement:
+            return f"insurance clearance {income_id} is in {currency}, the collateral in {self.settlement}"
+        wallet = self.account(strategy).wallet
+        if wallet + amount < 0:
+            return f"insurance clearance {income_id} of {amount} would leave {strategy}'s wallet at {wallet + amount}"
+        return self._do([PositionEntry("adjust", strategy, now, symbol=symbol, trade_id=income_id, amount=amount,
+                                       fee_currency=currency, wallet=amount,
+                                       reason="insurance fund: what the liquidation left of the position's margin")])
+
     def adopt(
         self, strategy: str, symbol: str, size: Decimal, entry_price: Decimal, leverage: Decimal, now: float, reason: str
     ) -> list[PositionEntry]:
@@ -528,7 +546,7 @@ class PositionBook:
                     order.trade_ids.add(entry.trade_id)
             elif entry.trade_id:
                 self.booked_ids.add(entry.trade_id)
-        elif entry.kind == "funding" and entry.trade_id:
+        elif entry.kind in ("funding", "adjust") and entry.trade_id:
             self.booked_ids.add(entry.trade_id)
         elif entry.kind == "release" and known is not None:
             known.margin_reserved += entry.margin_reserved

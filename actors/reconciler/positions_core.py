@@ -12,6 +12,7 @@ refuses two), so a symbol names its strategy.
 |---|---|---|
 | ``closed_by_protection`` | a trade of one of our resting take-profits or stop-losses that the ledger has not booked (it filled between two cycles, or while limitline was down) | the trade is settled through the ledger; the other orders of its OCO group are cancelled when the position is closed |
 | ``liquidated`` | a trade of the exchange's forced order (liquidation or auto-deleveraging: Binance's ``autoclose-`` / ``adl_autoclose`` client ids, or an id in its force-orders list) | booked as an outside trade with that reason (protection left open: ``orphaned_protection``); the strategy **paused**: its risk limits did not hold, an operator looks before it trades again |
+| | the insurance fund's clearance of the liquidated position (income ``INSURANCE_CLEAR``: what was left of its margin after the forced order's fill; positive when the fund covered a loss beyond it) | booked on the strategy's collateral, once per income id, so its wallet is the exchange's |
 | ``position_changed_outside`` | the exchange's size differs from the ledger's. *Explained*: trades no order of ours made (an operator's) account for the difference | those trades are booked as outside trades (P&L realized at their prices) and the position adopted, **with an event; the strategy carries on**: the books are exact again |
 | | *unexplained*: the trades in view do not account for it (history out of reach, a manual adjustment) | the exchange's size and entry are **adopted** (no cycle acts on a position that no longer exists, and a close never reserves more than is held) **and the strategy paused**: its P&L of the difference is unknown, so an operator acknowledges it first |
 | | the same size at another entry price | the entry is refreshed from the exchange, with an event |
@@ -193,6 +194,18 @@ class AdjustCollateral:
 
 
 @attrs.frozen
+class BookInsuranceClear:
+    """The insurance fund's clearance after a liquidation: ``amount`` as the exchange's
+    income lists it (negative: taken from the strategy's collateral), booked once per id."""
+
+    strategy: str
+    symbol: str
+    income_id: str
+    amount: Decimal
+    currency: str
+
+
+@attrs.frozen
 class CancelProtective:
     strategy: str
     client_order_id: str
@@ -205,7 +218,8 @@ class PauseStrategy:
     reason: str
 
 
-PositionAction = Union[SettleTrade, BookExternalTrade, BookFunding, AdoptPosition, AdjustCollateral, CancelProtective, PauseStrategy]
+PositionAction = Union[SettleTrade, BookExternalTrade, BookFunding, BookInsuranceClear, AdoptPosition, AdjustCollateral,
+                       CancelProtective, PauseStrategy]
 
 
 # ------------------------------------------------------------ compare
@@ -340,6 +354,20 @@ def classify(
         ))
 
     for income in sorted(exchange.income, key=lambda i: (i.at, i.income_id)):
+        if income.kind != "INSURANCE_CLEAR" or income.income_id in record.booked_income_ids:
+            continue
+        strategy = strategy_of.get(income.symbol)
+        if strategy is None:
+            continue
+        repairs = True
+        out.append((
+            Difference("liquidated", venue, f"insurance:{income.income_id}", strategy,
+                       f"the insurance fund cleared {income.amount:+} {income.asset} of the liquidated {income.symbol} "
+                       "position's margin"),
+            [BookInsuranceClear(strategy, income.symbol, income.income_id, income.amount, income.asset)],
+        ))
+
+    for income in sorted(exchange.income, key=lambda i: (i.at, i.income_id)):
         if income.kind == "TRANSFER" and income.amount > 0 and income.income_id not in record.booked_income_ids:
             out.append((Difference("margin_changed", venue, income.income_id, None,
                                    f"margin added outside limitline: {income.amount} {income.asset}; "
@@ -389,13 +417,13 @@ def compare_positions(
                                                open=not order.state.is_final))
         else:
             own |= ids
-    prefix = f"{venue}:funding:"
+    prefixes = (f"{venue}:funding:", f"{venue}:insurance:")
     record = PositionsRecord(
         positions=tuple(BookedPosition(s, sym, size, entry, lev) for s, sym, size, entry, lev in view.positions if s in here),
         protective=tuple(protective),
         own_order_ids=frozenset(own),
         booked_trade_ids=view.trade_ids,
-        booked_income_ids=frozenset(i.removeprefix(prefix) for i in view.income_ids if i.startswith(prefix)),
+        booked_income_ids=frozenset(i.split(":", 2)[2] for i in view.income_ids if i.startswith(prefixes)),
         collateral={s: w for s, w in view.collateral.items() if s in here},
     )
     settlement = next(iter(exchange.balances), "USDT")
@@ -412,6 +440,9 @@ def _sends(action: PositionAction, exchange: ExchangeSnapshot) -> list[Send]:
         return [Send(LEDGER, report), Send(strategy_address(action.strategy), report)]
     if isinstance(action, (BookExternalTrade, AdoptPosition, AdjustCollateral)):
         return [Send(LEDGER, PositionRepair(action.strategy, action))]
+    if isinstance(action, BookInsuranceClear):
+        # Named by venue as funding is: income ids are per account.
+        return [Send(LEDGER, PositionRepair(action.strategy, attrs.evolve(action, income_id=f"{venue}:insurance:{action.income_id}")))]
     if isinstance(action, BookFunding):
         return [Send(LEDGER, FundingReport(venue, action.strategy, action.symbol, action.income_id, action.paid,
                                            action.currency, exchange.at))]

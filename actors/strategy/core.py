@@ -219,11 +219,16 @@ class StrategyCore:
 
     def handle(self, message: Any, now: float) -> list[Send]:
         out = self._handle(message, now)
-        if self._ack_due is not None and not any(o.state in IN_TRANSIT for o in self.orders.values()):
+        if self._ack_due is not None and not self._busy():
             symbol, ts = self._ack_due
             self._ack_due = None
             out.append(Send(self.connection, CandleDone(self.name, symbol, ts)))
         return out
+
+    def _busy(self) -> bool:
+        """Something this candle caused is still under way (an order in transit): the
+        candle is not done yet (a lockstep replay waits for it)."""
+        return any(o.state in IN_TRANSIT for o in self.orders.values())
 
     def _handle(self, message: Any, now: float) -> list[Send]:
         # One lookup by the message's type (a chain of isinstance checks cost the Lab's

@@ -23,9 +23,13 @@ position needs instead of inventory:
   orders of record like any other (``order_type`` ``limit`` or ``stop_limit``, with its
   ``trigger_price``); their time-to-live does not run out. A protective order the exchange
   refuses is placed again at the next candle, never in a loop.
-
-Not yet: protection resting across a restart is not adopted (the planner and the
-protection start empty; see the README).
+- **Python strategies** (``python:``) answer a :class:`actors.strategy.python.PositionIntent`
+  (a posture, or open/close/flip, with an optional size) or an ``Intent`` buy/sell (taken as
+  ``on_buy``/``on_sell``), decided as a signal is.
+- **Lockstep.** A candle is done (:meth:`_busy`) only once what it caused is settled: no
+  order in transit, no fill announced on acceptance still to come, none reported and not
+  yet booked, no leg waiting for the ledger. The Lab (which delivers every consequence of a
+  candle before the next) and a lockstep replay then decide alike.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from actors.messages import (
     LEDGER,
     CancelOrder,
     FillReport,
+    LedgerRefused,
     OrderAccepted,
     OrderCanceled,
     OrderRejected,
@@ -62,6 +67,8 @@ from actors.strategy.protection_core import (
     Resting,
     round_price_to,
 )
+from actors.strategy.python import PositionIntent, View
+from actors.strategy.python import ask as ask_python
 from actors.strategy.rules import RuleOutcome
 from actors.strategy.settings import StrategySettings
 from exchange.candles import Candle
@@ -117,6 +124,12 @@ class PerpetualStrategyCore(StrategyCore):
         self._await_position = False
         #: Protective orders of record to adopt once the protection starts (a restart).
         self._adopt: list[Order] = []
+        #: Orders the exchange filled (in part) on arrival, and how much of those fills
+        #: has not been reported yet (the acceptance says; the fills follow it).
+        self._arriving: dict[str, Decimal] = {}
+        #: Trades of our orders reported by the connection and not yet booked by the
+        #: ledger (trade id -> client order id).
+        self._unbooked: dict[str, str] = {}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -164,6 +177,15 @@ class PerpetualStrategyCore(StrategyCore):
     def wants_every_candle(self) -> bool:
         return True
 
+    def _busy(self) -> bool:
+        # A plan leg that ended waits for the ledger to book its fills before the next leg
+        # (a flip's open) is placed: the candle is not done until then, or a lockstep replay
+        # would release the next candle first and the leg would meet another market than
+        # the Lab's (which delivers every consequence of a candle before the next).
+        # Likewise while fills are not booked yet: the ledger's answer may resize protection.
+        return (super()._busy() or bool(self._ended) or self._await_position or bool(self._arriving)
+                or bool(self._unbooked))
+
     def _maybe_activate(self, now: float) -> list[Send]:
         out = super()._maybe_activate(now)
         if self.active and self.planner is None and self.market is not None:
@@ -197,6 +219,19 @@ class PerpetualStrategyCore(StrategyCore):
             out = super()._handle(message, now)
         if cid is None or before is None:
             return out
+        if isinstance(message, OrderAccepted) and message.taken > 0:
+            self._arriving[cid] = message.taken
+        if isinstance(message, FillReport) and message.trade_id not in self._settled:
+            self._unbooked[message.trade_id] = cid
+        if isinstance(message, LedgerRefused) and message.client_order_id is not None:
+            # The ledger could not book it (the strategy pauses): nothing more will come of it.
+            self._unbooked = {t: c for t, c in self._unbooked.items() if c != message.client_order_id}
+        if isinstance(message, FillReport) and cid in self._arriving:
+            left = self._arriving[cid] - message.amount
+            if left > 0:
+                self._arriving[cid] = left
+            else:
+                del self._arriving[cid]
         if isinstance(message, OrderAccepted) and cid in self._cancel_on_accept:
             out += self._cancel(cid, self._cancel_on_accept.pop(cid), now)
         if isinstance(message, FillReport):
@@ -214,10 +249,14 @@ class PerpetualStrategyCore(StrategyCore):
         self._balances_known = True
         for trade_id in info.settled:
             self._settled[trade_id] = None
+            self._unbooked.pop(trade_id, None)
         self._await_position = False
         out = self._maybe_activate(now) + self._decide_waiting(now)
         out += self._next_legs(now)
-        if self.protection is not None and (self.position, self.position_entry) != self._told:
+        # An answer older than fills already reported (the ledger answered a message before
+        # their booking) says a position that no longer is: the protection waits for the
+        # answer that books them, or it would place orders for a size already gone.
+        if self.protection is not None and not self._unbooked and (self.position, self.position_entry) != self._told:
             self._told = (self.position, self.position_entry)
             out += self._protect(self.protection.on_position(self.position, self.position_entry), now)
         return out
@@ -240,6 +279,10 @@ class PerpetualStrategyCore(StrategyCore):
         action: dict[str, Any] = {}
         if wanted is not None:
             decided, action = self._decide_position(wanted[0], wanted[1], candle, now)
+        if self._python is not None and self.python_failure is None:
+            python, asked = self._ask_python(candle, now)
+            decided += python
+            action = asked or action
         if self.record_evaluations:
             out.append(self._event("evaluated", now, payload={
                 "ts": candle.ts, "close": str(candle.close), "position": str(self.position),
@@ -253,6 +296,34 @@ class PerpetualStrategyCore(StrategyCore):
             out += self._protect(self.protection.on_price(candle.close), now)
         return out
 
+    def _ask_python(self, candle: Candle, now: float) -> tuple[list[Send], dict[str, Any]]:
+        """The Python strategy's wishes on this candle, each decided as a signal is: a
+        :class:`PositionIntent` says its posture (or action, and size), an ``Intent('buy')``
+        asks for ``on_buy`` (``'sell'``: ``on_sell``). A failure pauses the strategy, as on spot."""
+        view = View(self.position, len(self.orders), self.settings.symbol, position=self.position,
+                    entry_price=self.position_entry)
+        intents, failure = ask_python(self._python, self.settings.python or "", candle, view, positions=True)
+        out: list[Send] = []
+        if failure is not None:
+            self.python_failure = self.paused = failure
+            out.append(self._event("strategy_paused", now, reason=failure, payload={"ts": candle.ts}))
+        action: dict[str, Any] = {}
+        for intent in intents:
+            outcome = RuleOutcome(f"python:{intent.reason}", True, {})
+            size = None
+            if isinstance(intent, PositionIntent):
+                posture = _posture(intent, self.position)
+                size = None if intent.size is None else Decimal(intent.size)
+            else:
+                posture = self.settings.on_buy if intent.side == "buy" else self.settings.on_sell
+            if posture is None:  # a flip with nothing to flip
+                out.append(self._event("blocked", now, rule=outcome.rule, payload={"posture": intent.want},
+                                       reason="flip: there is no position to flip (open one instead)"))
+                continue
+            decided, action = self._decide_position(posture, outcome, candle, now, size)
+            out += decided
+        return out, action
+
     def _prices(self, close: Decimal) -> tuple[Decimal, Decimal]:
         """The limit prices a buy and a sell are placed at (the configured offset from the close)."""
         assert self.market is not None
@@ -262,8 +333,9 @@ class PerpetualStrategyCore(StrategyCore):
         return buy, sell
 
     def _decide_position(
-        self, posture: str, outcome: RuleOutcome, candle: Candle, now: float
+        self, posture: str, outcome: RuleOutcome, candle: Candle, now: float, wanted_size: Decimal | None = None
     ) -> tuple[list[Send], dict[str, Any]]:
+        """``wanted_size``: base units (a Python strategy's); else the configured sizing."""
         # As a spot strategy's, less the inventory to sell and max_open_orders (the protective
         # orders resting do not count toward it).
         blocked, changes = self._blocked_any(candle, now)
@@ -280,7 +352,8 @@ class PerpetualStrategyCore(StrategyCore):
         size = ZERO
         if posture != "flat":
             sizing = self.settings.sizing
-            raw = sizing.base if sizing.base is not None else (sizing.quote or ZERO) / candle.close
+            raw = wanted_size if wanted_size is not None else (
+                sizing.base if sizing.base is not None else (sizing.quote or ZERO) / candle.close)
             size = market.round_amount(raw)
             if size <= 0 or size < market.min_amount:
                 reason = f"size {raw} {market.base} rounds to {size}, below the market's minimum {market.min_amount}"
@@ -400,6 +473,7 @@ class PerpetualStrategyCore(StrategyCore):
     def _order_ended(self, cid: str, message: Any, trade_ids: frozenset[str], reduce_only: bool, now: float) -> list[Send]:
         self._action.pop(cid, None)
         self._cancel_on_accept.pop(cid, None)
+        self._arriving.pop(cid, None)
         if cid in self._plan:
             self._plan.discard(cid)
             if isinstance(message, (ReservationDenied, OrderRejected)) and self.planner is not None:
@@ -479,6 +553,18 @@ class PerpetualStrategyCore(StrategyCore):
             elif isinstance(action, PlaceOcoList):  # spot only; never asked of a perpetual
                 raise TypeError("an OCO order list is a spot venue's protection")
         return out
+
+
+def _posture(intent: PositionIntent, held: Decimal) -> str | None:
+    """The posture a Python strategy's :class:`PositionIntent` asks for, given the position
+    ``held``; None for a flip of nothing."""
+    if intent.want in ("long", "short", "flat"):
+        return intent.want
+    if intent.want == "open":
+        return "long" if intent.side == "buy" else "short"
+    if intent.want == "close":
+        return "flat"
+    return None if not held else ("short" if held > 0 else "long")
 
 
 #: Binance's codes of a reduce-only order with nothing left to reduce (-2022) and of a stop

@@ -17,6 +17,7 @@ from actors.messages import (
     OrderDurable,
     RecordEvent,
     RecordJournal,
+    RecordLedgerCheckpoint,
     RecordOrder,
     RecordPerpetualAccount,
     RecordPositionJournal,
@@ -38,6 +39,8 @@ class Batch:
     positions: list[Any] = attrs.Factory(list)
     #: Simulated perpetuals accounts' changes, in the order they happened.
     perpetual: list[Any] = attrs.Factory(list)
+    #: The ledger's checkpoints, each with how many of ``journal``'s entries precede it.
+    checkpoints: list[tuple[int, RecordLedgerCheckpoint]] = attrs.Factory(list)
     #: Simulated accounts' changes, in the order they happened.
     simulated: list[RecordSimulatedExchange] = attrs.Factory(list)
     #: Commit with synchronous=FULL: some sender waits for this batch to be on disk.
@@ -46,7 +49,7 @@ class Batch:
     def __len__(self) -> int:
         return (
             len(self.events) + len(self.orders) + len(self.fills) + len(self.journal) + len(self.simulated)
-            + len(self.positions) + len(self.perpetual)
+            + len(self.positions) + len(self.perpetual) + len(self.checkpoints)
         )
 
 
@@ -61,6 +64,12 @@ class BatchSink(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def is_durable(message: object) -> bool:
+    """Whether ``message`` waits for its commit (an order intent): the writer's mailbox
+    rings its doorbell for these, so they never wait out a group-commit window."""
+    return isinstance(message, RecordOrder) and message.durable_reply_to is not None
 
 
 def plan_batch(messages: Iterable[Any]) -> tuple[Batch, list[Send]]:
@@ -81,6 +90,8 @@ def plan_batch(messages: Iterable[Any]) -> tuple[Batch, list[Send]]:
         elif isinstance(message, RecordPositionJournal):
             batch.positions.extend(message.entries)
             batch.fills.extend(message.fills)
+        elif isinstance(message, RecordLedgerCheckpoint):
+            batch.checkpoints.append((len(batch.journal), message))
         elif isinstance(message, RecordPerpetualAccount):
             batch.perpetual.append(message)
         elif isinstance(message, RecordSimulatedExchange):

@@ -6,10 +6,10 @@ from typing import Callable
 
 import trio
 
-from actors.mailbox import receive_batch
-from actors.messages import RecordEvent, RecordOrder
+from actors.mailbox import Doorbell, receive_batch, take_queued
+from actors.messages import RecordEvent
 from actors.runtime import ActorContext, Directory, deliver
-from actors.writer.core import BatchSink, plan_batch
+from actors.writer.core import BatchSink, is_durable, plan_batch
 
 #: Larger than an actor's usual batch: a commit costs the same for 1 row or 1,000.
 WRITE_BATCH_LIMIT = 2048
@@ -18,33 +18,38 @@ WRITE_BATCH_LIMIT = 2048
 GROUP_COMMIT_SECONDS = 0.005
 
 
-async def _gather(inbox: trio.MemoryReceiveChannel) -> list:
+async def _gather(inbox: trio.MemoryReceiveChannel, bell: Doorbell) -> list:
     """One commit's worth of messages: what is queued, plus what arrives within the group
-    window, unless a durable request asks for the commit now."""
+    window, unless a durable request asks for the commit now.
+
+    Within the window the writer sleeps on the mailbox's doorbell, not on the mailbox: a
+    ledger under load sends a journal message per batch it handles, and waking the writer
+    for each (to find it is not durable) cost every round trip a task switch. A durable
+    request, or a full mailbox, rings the bell (:func:`is_durable`, ``supervisors.app``)."""
     messages = await receive_batch(inbox, WRITE_BATCH_LIMIT)
-    durable = any(map(_is_durable, messages))
-    with trio.move_on_after(GROUP_COMMIT_SECONDS):
-        while not durable and len(messages) < WRITE_BATCH_LIMIT:
-            more = await receive_batch(inbox, WRITE_BATCH_LIMIT - len(messages))
-            durable = any(map(_is_durable, more))
-            messages += more
+    if len(messages) < WRITE_BATCH_LIMIT and not bell.rung and not any(map(is_durable, messages)):
+        with trio.move_on_after(GROUP_COMMIT_SECONDS):
+            await bell.wait()
+        messages += take_queued(inbox, WRITE_BATCH_LIMIT - len(messages))
+    if len(messages) < WRITE_BATCH_LIMIT:
+        # Every queued message is in this batch, so is whatever rang: the ring is answered.
+        # (Otherwise it stays rung, and the next batch is committed without a window.)
+        bell.clear()
     return messages
-
-
-def _is_durable(message: object) -> bool:
-    return isinstance(message, RecordOrder) and message.durable_reply_to is not None
 
 
 async def writer_actor(
     ctx: ActorContext,
     open_sink: Callable[[], BatchSink],
     directory: Directory,
+    bell: Doorbell,
     echo: Callable[[RecordEvent], None] | None = None,
     *,
     task_status: trio.TaskStatus[None],
 ) -> None:
-    """``open_sink`` opens the store for writing (on a worker thread); ``echo``, if given,
-    sees every event as it is written (the CLI prints some)."""
+    """``open_sink`` opens the store for writing (on a worker thread); ``bell`` is the
+    doorbell of the writer's mailbox (``Mailbox(urgent=is_durable)``), rung by a durable
+    request; ``echo``, if given, sees every event as it is written (the CLI prints some)."""
     assert ctx.inbox is not None
     # One sink, used by one worker thread at a time.
     limiter = trio.CapacityLimiter(1)
@@ -53,7 +58,7 @@ async def writer_actor(
     task_status.started()
     try:
         while True:
-            messages = await _gather(ctx.inbox)
+            messages = await _gather(ctx.inbox, bell)
             batch, replies = plan_batch(messages)
             # Not cancellable: a write that started finishes, so a stop never half-writes.
             await trio.to_thread.run_sync(sink.write, batch, limiter=limiter)

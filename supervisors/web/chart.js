@@ -18,14 +18,16 @@
  *   benchmark: [[time, value], ...]   buy-and-hold's equity in `quote` (optional)
  *   drawdown:  [[time, fraction], ...] fall from the running peak, 0..1 (optional; computed
  *                                     from `equity` when absent)
- *   fills:     [[time, "buy"|"sell", price, amount], ...]   ascending times (optional)
+ *   fills:     [[time, "buy"|"sell", price, amount, label?], ...]   ascending times (optional);
+ *              label (a perpetual's fill, a few letters: "L" open long, "xS" close short,
+ *              "LIQ" a liquidation, drawn in purple) is written beside the marker
  * Panes without data are left out. Returns {api, remove}.
  */
 (function (global) {
   "use strict";
 
   var COLOURS = {
-    up: "#1a7f37", down: "#cf222e", buy: "#1a7f37", sell: "#cf222e",
+    up: "#1a7f37", down: "#cf222e", buy: "#1a7f37", sell: "#cf222e", liquidation: "#8250df",
     equity: "#0969da", benchmark: "#8c959f", drawdown: "#cf222e", grid: "#eaeef2", text: "#24292f",
   };
   var MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
@@ -95,10 +97,15 @@
       if (data.fills && data.fills.length) {
         LC.createSeriesMarkers(candles, data.fills.map(function (f) {
           var buy = f[1] === "buy";
-          return {
+          var marker = {
             time: f[0], price: f[2], position: buy ? "atPriceBottom" : "atPriceTop",
             shape: buy ? "arrowUp" : "arrowDown", color: buy ? COLOURS.buy : COLOURS.sell, size: 1,
           };
+          if (f.length > 4 && f[4]) {
+            marker.text = f[4];
+            if (f[4] === "LIQ") marker.color = COLOURS.liquidation;
+          }
+          return marker;
         }));
       }
       panes.push(3);
