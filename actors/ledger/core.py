@@ -448,38 +448,22 @@ class LedgerCore:
         cost = fill.price * fill.amount
         fee_quote = fill.fee if fill.fee_currency == quote else ZERO
         fee_base = fill.fee if fill.fee_currency == base else ZERO
-        deltas: dict[str, Decimal] = {}
         if reservation.side is Side.BUY:
             spend = cost + fee_quote
             from_reserved = min(reservation.quote_reserved, spend)
-            deltas.update(
-                quote_reserved=-from_reserved,
-                quote_free=-(spend - from_reserved),
-                base_free=fill.amount - fee_base,
-                cost_basis=spend,
-            )
+            # quote_free, quote_reserved, base_free, base_reserved, realized_pnl, cost_basis
+            deltas = (-(spend - from_reserved), -from_reserved, fill.amount - fee_base, ZERO, ZERO, spend)
         else:
             from_reserved = min(reservation.base_reserved, fill.amount)
-            cost_out = account.cost_basis * fill.amount / account.inventory if account.inventory else ZERO
-            deltas.update(
-                base_reserved=-from_reserved,
-                base_free=-(fill.amount - from_reserved) - fee_base,
-                quote_free=cost - fee_quote,
-                cost_basis=-cost_out,
-                realized_pnl=cost - fee_quote - cost_out,
+            inventory = account.base_free + account.base_reserved
+            cost_out = account.cost_basis * fill.amount / inventory if inventory else ZERO
+            deltas = (
+                cost - fee_quote, ZERO, -(fill.amount - from_reserved) - fee_base, -from_reserved,
+                cost - fee_quote - cost_out, -cost_out,
             )
         entry = JournalEntry(
-            kind="settle",
-            strategy=reservation.strategy,
-            at=now,
-            client_order_id=fill.client_order_id,
-            trade_id=fill.trade_id,
-            side=reservation.side,
-            price=fill.price,
-            amount=fill.amount,
-            fee=fill.fee,
-            fee_currency=fill.fee_currency,
-            **deltas,
+            "settle", reservation.strategy, now, fill.client_order_id, fill.trade_id, reservation.side, fill.price,
+            fill.amount, fill.fee, fill.fee_currency, *deltas,
         )
         problem = self._violation(entry)
         if problem is not None:
@@ -564,8 +548,11 @@ class LedgerCore:
     def _violation(self, entry: JournalEntry) -> str | None:
         """Why applying ``entry`` would break an invariant, or None."""
         account = self.accounts.get(entry.strategy) or Account(entry.strategy)
-        for field in BALANCES:
-            after = getattr(account, field) + getattr(entry, field)
+        afters = (
+            account.quote_free + entry.quote_free, account.quote_reserved + entry.quote_reserved,
+            account.base_free + entry.base_free, account.base_reserved + entry.base_reserved,
+        )
+        for field, after in zip(BALANCES, afters):
             if after < 0:
                 return f"{entry.kind} of {entry.client_order_id or '-'} would leave {entry.strategy}.{field} at {after}"
         return None
