@@ -1,4 +1,5 @@
-"""One attrs record, one sqlite row: a column per field, named as the field.
+"""One record (an attrs class or a NamedTuple), one sqlite row: a column per field, named
+as the field.
 
 Each field's type says how its value is stored: a Decimal as decimal text (exact, and
 several times cheaper than a JSON document), an enum as its value, a frozenset as a sorted
@@ -29,14 +30,14 @@ class Columns(Generic[T]):
     def __init__(self, cls: type[T]) -> None:
         # get_type_hints: with `from __future__ import annotations` a field's .type is a string.
         hints = get_type_hints(cls)
-        fields = attrs.fields(cls)  # type: ignore[misc]
         self.cls = cls
-        self.names: tuple[str, ...] = tuple(f.name for f in fields)
+        self.names: tuple[str, ...] = _field_names(cls)
+        defaults = _field_defaults(cls)
         #: ``a, b, c`` for a SELECT or an INSERT.
         self.sql = ", ".join(self.names)
         #: ``?, ?, ?``, as many as there are columns.
         self.placeholders = ", ".join("?" * len(self.names))
-        conversions = [_conversions(hints[f.name], f.default) for f in fields]
+        conversions = [_conversions(hints[name], defaults.get(name, attrs.NOTHING)) for name in self.names]
         self._from_column = tuple(back for _, back in conversions)
         to_column = [to for to, _ in conversions]
         #: ``row(record)``: ``record``'s values, in the order of :attr:`sql`.
@@ -49,6 +50,21 @@ class Columns(Generic[T]):
         """The record a row read by ``SELECT {sql}`` holds."""
         values = {name: v if back is None else back(v) for name, back, v in zip(self.names, self._from_column, row)}
         return self.cls(**values)
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    if attrs.has(cls):
+        return tuple(f.name for f in attrs.fields(cls))
+    names = getattr(cls, "_fields", None)  # a NamedTuple
+    if issubclass(cls, tuple) and names is not None:
+        return tuple(names)
+    raise TypeError(f"{cls.__name__} is neither an attrs class nor a NamedTuple: no columns")
+
+
+def _field_defaults(cls: type) -> dict[str, Any]:
+    if attrs.has(cls):
+        return {f.name: f.default for f in attrs.fields(cls)}
+    return dict(cls._field_defaults)  # type: ignore[attr-defined]
 
 
 def _compile(names: Sequence[str], to_column: Sequence[str], *, many: bool) -> Callable[[Any], Any]:

@@ -54,6 +54,7 @@ from actors.messages import (
     ReservationGranted,
     Reserve,
     Send,
+    journal_entry,
     strategy_address,
 )
 from exchange.markets import round_to
@@ -419,19 +420,19 @@ class LedgerCore:
                     f"insufficient capital: needs {_money(needs)} {request.quote}, "
                     f"free {_money(account.quote_free)} {request.quote}"
                 )
-            return JournalEntry(
-                "reserve", request.strategy, now, request.client_order_id, side=Side.BUY, price=price, amount=amount,
-                quote_free=-needs, quote_reserved=needs,
-            )
+            return journal_entry((
+                "reserve", request.strategy, now, request.client_order_id, None, Side.BUY, price, amount, ZERO, None,
+                -needs, needs, ZERO, ZERO, ZERO, ZERO, "",
+            ))
         if amount > account.base_free:
             return (
                 f"insufficient inventory: needs {amount} {request.base}, "
                 f"free {account.base_free} {request.base}"
             )
-        return JournalEntry(
-            "reserve", request.strategy, now, request.client_order_id, side=request.side, price=price, amount=amount,
-            base_free=-amount, base_reserved=amount,
-        )
+        return journal_entry((
+            "reserve", request.strategy, now, request.client_order_id, None, request.side, price, amount, ZERO, None,
+            ZERO, ZERO, -amount, amount, ZERO, ZERO, "",
+        ))
 
     def _settle(self, fill: FillReport, now: float, answer: "_Answer") -> None:
         """Turn a fill into inventory or capital at its actual price and fee, in whatever
@@ -461,10 +462,10 @@ class LedgerCore:
                 cost - fee_quote, ZERO, -(fill.amount - from_reserved) - fee_base, -from_reserved,
                 cost - fee_quote - cost_out, -cost_out,
             )
-        entry = JournalEntry(
+        entry = journal_entry((
             "settle", reservation.strategy, now, fill.client_order_id, fill.trade_id, reservation.side, fill.price,
-            fill.amount, fill.fee, fill.fee_currency, *deltas,
-        )
+            fill.amount, fill.fee, fill.fee_currency, *deltas, "",
+        ))
         problem = self._violation(entry)
         if problem is not None:
             self._refuse(entry, problem, now, fill, answer)
@@ -501,19 +502,12 @@ class LedgerCore:
         base_back = reservation.base_reserved - keep_base
         if not quote_back and not base_back and awaiting is not None and awaiting == reservation.awaiting:
             return []  # said again (a duplicate cancel): nothing changes, nothing to journal
-        entry = JournalEntry(
-            kind="release",
-            strategy=reservation.strategy,
-            at=now,
-            client_order_id=client_order_id,
-            side=reservation.side,
-            amount=awaiting,
-            quote_free=quote_back,
-            quote_reserved=-quote_back,
-            base_free=base_back,
-            base_reserved=-base_back,
-            reason=reason if awaiting is None else f"{reason}; {awaiting - reservation.filled} still to be reported",
-        )
+        if awaiting is not None:
+            reason = f"{reason}; {awaiting - reservation.filled} still to be reported"
+        entry = journal_entry((
+            "release", reservation.strategy, now, client_order_id, None, reservation.side, None, awaiting, ZERO, None,
+            quote_back, -quote_back, base_back, -base_back, ZERO, ZERO, reason,
+        ))
         self.apply(entry)
         return [entry]
 
@@ -575,44 +569,46 @@ class LedgerCore:
 
     def apply(self, entry: JournalEntry) -> None:
         """Apply one journal entry. Used live and when rebuilding from the store."""
-        account = self.accounts.get(entry.strategy)
+        # Every field at once (a JournalEntry is a tuple): the fold runs for every entry.
+        (kind, strategy, _, cid, _, side, _, _, fee, fee_currency,
+         quote_free, quote_reserved, base_free, base_reserved, realized_pnl, cost_basis, _) = entry
+        account = self.accounts.get(strategy)
         if account is None:
-            account = self.accounts[entry.strategy] = Account(entry.strategy)
-        account.quote_free += entry.quote_free
-        account.quote_reserved += entry.quote_reserved
-        account.base_free += entry.base_free
-        account.base_reserved += entry.base_reserved
-        account.realized_pnl += entry.realized_pnl
-        account.cost_basis += entry.cost_basis
-        if entry.fee and entry.fee_currency:
-            account.fees_paid[entry.fee_currency] = account.fees_paid.get(entry.fee_currency, ZERO) + entry.fee
-            assets = self.accounts_of.get(entry.strategy)
-            if entry.kind == "settle" and assets is not None and entry.fee_currency not in assets[1:]:
+            account = self.accounts[strategy] = Account(strategy)
+        account.quote_free += quote_free
+        account.quote_reserved += quote_reserved
+        account.base_free += base_free
+        account.base_reserved += base_reserved
+        account.realized_pnl += realized_pnl
+        account.cost_basis += cost_basis
+        if fee and fee_currency:
+            account.fees_paid[fee_currency] = account.fees_paid.get(fee_currency, ZERO) + fee
+            assets = self.accounts_of.get(strategy)
+            if kind == "settle" and assets is not None and fee_currency not in assets[1:]:
                 # A fee in a third currency comes out of the account's balance of it, which
                 # may be another strategy's inventory: this strategy owes it.
-                account.others[entry.fee_currency] = account.others.get(entry.fee_currency, ZERO) - entry.fee
-        cid = entry.client_order_id
-        if entry.kind == "reserve":
-            if cid is None or entry.side is None:
+                account.others[fee_currency] = account.others.get(fee_currency, ZERO) - fee
+        if kind == "reserve":
+            if cid is None or side is None:
                 raise LedgerInvariantError(f"a reserve entry without a client order id or side: {entry}")
             reservation = self.reservations[cid] = _reservation(entry)
-            open_ = self._open.get(entry.strategy)
+            open_ = self._open.get(strategy)
             if open_ is None:
-                open_ = self._open[entry.strategy] = {}
+                open_ = self._open[strategy] = {}
             open_[cid] = reservation
-        elif entry.kind in ("settle", "release") and cid in self.reservations:
+        elif (kind == "settle" or kind == "release") and cid in self.reservations:
             reservation = self.reservations[cid]
             was_open = reservation.open
             _advance(reservation, entry)
             if was_open and not reservation.open:
-                del self._open[entry.strategy][cid]
+                del self._open[strategy][cid]
                 # Closed ones are kept in the order they closed: the oldest to close is the
                 # first forgotten, never one that closed just now (its late fill may be in
                 # the same batch, and its entries not yet on disk).
                 del self.reservations[cid]
                 self.reservations[cid] = reservation
                 self._forgetting.sweep(self.reservations, _closed)
-        elif entry.kind in ("settle", "release") and cid in self.recalled:
+        elif (kind == "settle" or kind == "release") and cid in self.recalled:
             _advance(self.recalled[cid], entry)  # a late fill of a recalled one: closed, it stays so
 
     # ------------------------------------------------------------- queries
