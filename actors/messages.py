@@ -87,8 +87,11 @@ class Reserve:
     min_notional: Decimal = Decimal(0)
 
 
-@attrs.frozen
-class ReservationGranted:
+class ReservationGranted(NamedTuple):
+    """The ledger reserved the order's funds. A NamedTuple (as :class:`Send`): the ledger
+    answers every reservation, and a tuple is several times cheaper to build than a frozen
+    attrs class."""
+
     client_order_id: str
     #: The amount reserved for, when the ledger sized the order (share_of_free).
     amount: Decimal | None = None
@@ -512,10 +515,10 @@ class JournalEntry(NamedTuple):
 journal_entry = functools.partial(tuple.__new__, JournalEntry)
 
 
-@attrs.frozen
-class RecordJournal:
+class RecordJournal(NamedTuple):
     """The ledger's movements and the fills they settle: one transaction, so a fill row
-    never exists without its journal entries, nor the reverse."""
+    never exists without its journal entries, nor the reverse. A NamedTuple (as
+    :class:`Send`): the ledger sends one per batch it handles."""
 
     entries: tuple[JournalEntry, ...]
     fills: tuple[FillReport, ...] = ()

@@ -62,6 +62,9 @@ from exchange.records import Side
 from exchange.retention import KEEP_FINISHED_ORDERS, Forgetting
 
 ZERO = Decimal(0)
+#: ``Side.BUY`` read once: an enum member's lookup on its class costs about as much as a
+#: Decimal multiplication, and the hot paths ask it for every reservation and fill.
+BUY = Side.BUY
 BALANCES = ("quote_free", "quote_reserved", "base_free", "base_reserved")
 
 
@@ -143,31 +146,31 @@ class _Answer:
     each strategy hears after them (one :class:`AccountInfo` per address, as they were at
     its account's last change, naming every trade booked since its last answer)."""
 
-    __slots__ = ("entries", "fills", "replies", "_balances", "_settled")
+    __slots__ = ("entries", "fills", "replies", "_balances")
 
     def __init__(self) -> None:
         self.entries: list[JournalEntry] = []
         self.fills: list[FillReport] = []
         self.replies: list[Send] = []
         self._balances: dict[str, tuple[Any, ...]] = {}
-        self._settled: dict[str, tuple[str, ...]] = {}
 
     def balances(self, to: str, account: Account | None, strategy: str, settled: tuple[str, ...] = ()) -> None:
         """``to`` hears ``account``'s balances as they are now (after the batch's other
         replies), unless they change again in the batch."""
         a = account or Account(strategy)
-        self._balances.pop(to, None)  # the last change orders the answers
+        before = self._balances.pop(to, None)  # the last change orders the answers
         self._balances[to] = (
             strategy, a.quote_free, a.quote_reserved, a.base_free, a.base_reserved, a.cost_basis, a.realized_pnl,
-            dict(a.fees_paid),
+            dict(a.fees_paid), before[-1] + settled if before is not None else settled,
         )
-        self._settled[to] = self._settled.get(to, ()) + settled
 
     def sends(self) -> list[Send]:
-        out = [Send(WRITER, RecordJournal(tuple(self.entries), tuple(self.fills)))] if self.entries or self.fills else []
-        out += self.replies
-        for to, (strategy, qf, qr, bf, br, cost_basis, pnl, fees) in self._balances.items():
-            out.append(Send(to, AccountInfo(strategy, qf, qr, bf, br, {}, cost_basis, pnl, fees, self._settled[to])))
+        """The batch's messages, in order (the answer is spent: its lists are reused)."""
+        out = self.replies
+        if self.entries or self.fills:
+            out.insert(0, Send(WRITER, RecordJournal(tuple(self.entries), tuple(self.fills))))
+        for to, (strategy, qf, qr, bf, br, cost_basis, pnl, fees, settled) in self._balances.items():
+            out.append(Send(to, AccountInfo(strategy, qf, qr, bf, br, {}, cost_basis, pnl, fees, settled)))
         return out
 
 
@@ -231,10 +234,11 @@ class LedgerCore:
         """Client order ids of fills in ``messages`` whose reservation is not in memory: the
         shell reads their journal entries (:meth:`recall`) before handling the batch. A fill
         of an order the journal does not know either is recorded and not settled."""
-        return {
-            m.client_order_id for m in messages
-            if isinstance(m, FillReport) and m.client_order_id not in self.reservations and m.client_order_id not in self.recalled
-        }
+        missing: set[str] = set()
+        for m in messages:  # a loop, not a comprehension: this runs for every batch
+            if isinstance(m, FillReport) and m.client_order_id not in self.reservations and m.client_order_id not in self.recalled:
+                missing.add(m.client_order_id)
+        return missing
 
     def recall(self, entries: Iterable[JournalEntry]) -> None:
         """Bring back closed reservations from their journal entries (in journal order),
@@ -381,7 +385,7 @@ class LedgerCore:
         share = request.share_of_free or ZERO
         if request.price <= 0:
             return f"price must be greater than 0, got {request.price}"
-        if request.side is Side.BUY:
+        if request.side is BUY:
             amount = account.quote_free * share / (request.price * (1 + request.fee_rate))
         else:
             amount = account.base_free * share
@@ -390,7 +394,7 @@ class LedgerCore:
         if amount > 0 and amount >= request.min_amount and amount * request.price >= request.min_notional:
             return amount
         minimum = f"({request.min_amount} {request.base}, {request.min_notional} {request.quote})"
-        if request.side is Side.BUY:
+        if request.side is BUY:
             return (
                 f"sizing: {share * 100:f} % of free {_money(account.quote_free)} {request.quote} buys "
                 f"{amount:f} {request.base} at {request.price}, below the market's minimum {minimum}"
@@ -413,7 +417,7 @@ class LedgerCore:
         price = request.price
         if price <= 0 or amount <= 0:
             return f"price and amount must be greater than 0, got {price} x {amount}"
-        if request.side is Side.BUY:
+        if request.side is BUY:
             needs = price * amount * (1 + request.fee_rate)
             if needs > account.quote_free:
                 return (
@@ -421,7 +425,7 @@ class LedgerCore:
                     f"free {_money(account.quote_free)} {request.quote}"
                 )
             return journal_entry((
-                "reserve", request.strategy, now, request.client_order_id, None, Side.BUY, price, amount, ZERO, None,
+                "reserve", request.strategy, now, request.client_order_id, None, BUY, price, amount, ZERO, None,
                 -needs, needs, ZERO, ZERO, ZERO, ZERO, "",
             ))
         if amount > account.base_free:
@@ -449,7 +453,7 @@ class LedgerCore:
         cost = fill.price * fill.amount
         fee_quote = fill.fee if fill.fee_currency == quote else ZERO
         fee_base = fill.fee if fill.fee_currency == base else ZERO
-        if reservation.side is Side.BUY:
+        if reservation.side is BUY:
             spend = cost + fee_quote
             from_reserved = min(reservation.quote_reserved, spend)
             # quote_free, quote_reserved, base_free, base_reserved, realized_pnl, cost_basis
@@ -494,7 +498,7 @@ class LedgerCore:
         if filled is not None and filled > reservation.filled:
             outstanding = filled - reservation.filled
             awaiting = filled
-            if reservation.side is Side.BUY:
+            if reservation.side is BUY:
                 keep_quote = min(reservation.quote_reserved, outstanding * reservation.unit_quote)
             else:
                 keep_base = min(reservation.base_reserved, outstanding)
@@ -686,16 +690,11 @@ def _copy_reservation(r: Reservation) -> Reservation:
 
 def _reservation(entry: JournalEntry) -> Reservation:
     """The reservation a ``reserve`` entry opens."""
-    amount = entry.amount or ZERO
+    _, strategy, _, cid, _, side, price, amount, _, _, _, quote_reserved, _, base_reserved, _, _, _ = entry
+    amount = amount or ZERO
     return Reservation(
-        client_order_id=entry.client_order_id or "",
-        strategy=entry.strategy,
-        side=entry.side or Side.BUY,
-        price=entry.price or ZERO,
-        amount=amount,
-        quote_reserved=entry.quote_reserved,
-        base_reserved=entry.base_reserved,
-        unit_quote=entry.quote_reserved / amount if amount else ZERO,
+        cid or "", strategy, side or BUY, price or ZERO, amount, quote_reserved, base_reserved,
+        quote_reserved / amount if amount else ZERO,
     )
 
 

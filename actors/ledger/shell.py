@@ -84,8 +84,9 @@ async def ledger_actor(
         nonlocal position, since_checkpoint
         out = core.handle_batch(batch, now)
         if out and isinstance(out[0].message, RecordJournal):  # the batch's journal comes first
-            position += len(out[0].message.entries)
-            since_checkpoint += len(out[0].message.entries)
+            written = len(out[0].message.entries)
+            position += written
+            since_checkpoint += written
             if since_checkpoint >= CHECKPOINT_EVERY:
                 out.append(Send(WRITER, RecordLedgerCheckpoint(core.checkpoint(), position)))
                 since_checkpoint = 0
