@@ -328,7 +328,9 @@ class LedgerCore:
         if fills:
             answer.fills += fills
         trade_ids = tuple([f.trade_id for f in fills]) if fills else ()
-        for strategy in dict.fromkeys([e.strategy for e in entries]):
+        # Almost always one entry (a release, a fill), so one strategy: no set to build.
+        strategies = (entries[0].strategy,) if len(entries) == 1 else dict.fromkeys([e.strategy for e in entries])
+        for strategy in strategies:
             answer.balances(strategy_address(strategy), self.accounts.get(strategy), strategy, trade_ids)
 
     # ------------------------------------------------------------ operations
