@@ -46,6 +46,8 @@ def test_a_long_short_run_with_protection_reports_its_positions(tmp_path):
     assert D(result.collateral["wallet"]) - 5000 == exchange.wallet - 20000
     assert exchange.violations == []
     assert result.visited == 600  # every candle (the spot fast path does not apply to positions)
+    # Every order counts, protective ones too (the report's "orders / fills").
+    assert result.orders_placed == len(result.orders) > len(result.protection_closes) > 0
 
     numbers = figures(result)
     assert numbers["market_type"] == "swap" and numbers["settlement"] == "USD"
@@ -231,4 +233,5 @@ def test_limitline_lab_runs_the_readmes_long_short_example(tmp_path):
     document = json.loads((tmp_path / "report" / "report.json").read_text())
     assert document["market_type"] == "swap" and document["closes_by_protection"] > 0
     assert document["long_opens"] > 0 and document["short_opens"] > 0
+    assert document["orders"] >= document["long_opens"] + document["short_opens"] + document["closes_by_protection"]
     assert not (tmp_path / "x.sqlite").exists()  # the Lab never opens the store
