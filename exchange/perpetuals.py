@@ -782,8 +782,9 @@ class PerpetualExchange:
             return Rejection(CODE_REDUCE_ONLY_REJECTED, "ReduceOnly Order is rejected.")
         side = Side.SELL if pos.size > 0 else Side.BUY
         qty = abs(pos.size) if amount is None else min(amount, abs(pos.size))
+        # It takes at that price: trades happen on the tick grid, the mark need not be on it.
         price = self.markets[symbol].round_price(mark, passive_side_is_down=side is Side.SELL)
-        return self._place(symbol, side, qty, price, f"operator-{self._next_order}", now, False, True, "LIMIT", mark)
+        return self._place(symbol, side, qty, price, f"operator-{self._next_order}", now, False, True, "LIMIT", price)
 
     # ------------------------------------------------------------ matching
 
