@@ -213,6 +213,14 @@ async def _scenario(tmp_path, sandbox, watch):
             # Candle 5: a long at 1100 with its protection; then limitline stops and starts again.
             await candle(5)
             await until(protected, sandbox.wait_for_request)
+            # An operator sets 10x on the exchange: Binance's positionRisk (v3) does not say so,
+            # its symbolConfig does; the reconciler pauses the strategy (margin_changed).
+            await exchange.post("/admin/operator/leverage", {"symbol": "BTCUSDT", "leverage": 10})
+            await watch.until(lambda events: "margin_changed" in classes(watch) and watch.count("strategy_paused") >= 1)
+            [changed] = [e for e in watch.of("reconcile_difference") if e.payload["class"] == "margin_changed"]
+            assert "leverage changed outside limitline: 5 set by limitline, 10 on the exchange" in changed.reason
+            assert status(app, "connection:usdm")["leverage_on_exchange"] == {S: "10"}
+            assert status(app, "strategy:trend")["paused"].startswith(f"{S}: leverage changed outside limitline")
             requests_before = len((await exchange.state())["order_requests"])
             await running.stop()
             restarted = Watch()
@@ -221,6 +229,10 @@ async def _scenario(tmp_path, sandbox, watch):
             await restarted.until(lambda events: restarted.count("strategy_active") >= 1)
             watch = restarted
             assert position() == Decimal("0.5")
+            # The restart sets the configured leverage again, and says so.
+            [reset] = watch.of("market_settings_set")
+            assert "the exchange held leverage 10 and margin mode cross; set to the configured leverage 5" in reset.reason
+            assert (await exchange.state())["positions"][S]["leverage"] == 5
             assert status(app, "strategy:trend")["protection"] == {"take_profit": "0.5", "stop_loss": "0.5"}
             assert await protected()
             assert len((await exchange.state())["order_requests"]) == requests_before, "protection adopted, not placed again"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from decimal import Decimal as D
 
+import attrs
+
 from actors.ledger.positions_core import PositionBook, PositionOrderRequest
 from actors.messages import FillReport
 from actors.reconciler.positions_core import (
@@ -57,8 +59,8 @@ def record(book: PositionBook, booked=("t1",), income=(), protective=PROTECTION)
     )
 
 
-def snapshot(positions=(), orders=(), trades=(), income=(), wallet=D(1000), forced=frozenset()) -> PositionsSnapshot:
-    return PositionsSnapshot("usdm", tuple(positions), tuple(orders), tuple(trades), tuple(income), wallet, 10.0, forced)
+def snapshot(positions=(), orders=(), trades=(), income=(), wallet=D(1000), forced=frozenset(), **settings) -> PositionsSnapshot:
+    return PositionsSnapshot("usdm", tuple(positions), tuple(orders), tuple(trades), tuple(income), wallet, 10.0, forced, **settings)
 
 
 def trade(tid, order_id, side, amount, price, client_id="", fee="0"):
@@ -223,6 +225,24 @@ def test_leverage_changed_outside_pauses_the_strategy():
                                             [open_order("tp1", "11"), open_order("sl1", "12")]), STRATEGIES)
     assert kinds(found) == ["margin_changed"] and "leverage changed outside" in found[0][0].detail
     assert [type(a) for a in found[0][1]] == [PauseStrategy]
+
+
+def test_leverage_changed_outside_is_seen_from_the_symbols_settings_when_positions_carry_none():
+    # Binance's /fapi/v3/positionRisk lists no leverage: the connection reads it from
+    # /fapi/v1/symbolConfig for every symbol, position or not.
+    book = long_book()
+    quiet = snapshot([ExchangePosition(BTC, D(1), D(100))], [open_order("tp1", "11"), open_order("sl1", "12")])
+    assert classify(record(book), attrs.evolve(quiet, leverage={BTC: D(10)}, leverage_set={BTC: D(10)}), STRATEGIES) == []
+    changed = attrs.evolve(quiet, leverage={BTC: D(20)}, leverage_set={BTC: D(10)})
+    found = classify(record(book), changed, STRATEGIES)
+    assert kinds(found) == ["margin_changed"] and found[0][0].key == f"{BTC}:leverage:20"
+    assert found[0][1] == [PauseStrategy("trend", found[0][0].detail)]
+    assert "10 set by limitline, 20 on the exchange" in found[0][0].detail
+    # Flat, the next open would run at the exchange's leverage, not the configured one: paused too.
+    flat = PositionBook()
+    flat.allocate("trend", D(1000), 0.0, "start")
+    found = classify(record(flat), snapshot(leverage={BTC: D(20)}, leverage_set={BTC: D(10)}), STRATEGIES)
+    assert kinds(found) == ["margin_changed"] and [type(a) for a in found[0][1]] == [PauseStrategy]
 
 
 def test_the_insurance_funds_clearance_of_a_liquidated_isolated_position_is_booked_once_on_the_collateral():

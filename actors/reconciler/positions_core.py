@@ -16,7 +16,7 @@ refuses two), so a symbol names its strategy.
 | ``position_changed_outside`` | the exchange's size differs from the ledger's. *Explained*: trades no order of ours made (an operator's) account for the difference | those trades are booked as outside trades (P&L realized at their prices) and the position adopted, **with an event; the strategy carries on**: the books are exact again |
 | | *unexplained*: the trades in view do not account for it (history out of reach, a manual adjustment) | the exchange's size and entry are **adopted** (no cycle acts on a position that no longer exists, and a close never reserves more than is held) **and the strategy paused**: its P&L of the difference is unknown, so an operator acknowledges it first |
 | | the same size at another entry price | the entry is refreshed from the exchange, with an event |
-| ``margin_changed`` | the exchange's leverage for the symbol is not the ledger's | the strategy **paused**: the risk per position is no longer the configured one |
+| ``margin_changed`` | the exchange's leverage for the symbol (position or not) is not the one limitline set at start (or, without that, the ledger's position's) | the strategy **paused**: the risk per position is no longer the configured one |
 | | the exchange's wallet in the settlement asset is less than the strategies' collateral together (margin withdrawn outside; the account may hold more than is allocated, so only a shortfall counts), or a transfer in the income history added margin | withdrawn: with one strategy on the account its collateral is cut by the shortfall, with the reason (its next open is denied by the ledger, naming the margin); with several it cannot be attributed: all are **paused**. Added: an event only (allocation is explicit configuration) |
 | ``funding`` | a funding payment in the income history that the ledger has not booked | booked as its own entry (never in realized P&L) |
 | ``orphaned_protection`` | a protective order still open while the exchange holds no position | cancelled (conditional orders outlive positions; a symbol has few slots) |
@@ -103,6 +103,11 @@ class PositionsSnapshot:
     at: float
     #: Exchange order ids of the account's forced orders (``fetch_my_liquidations``).
     forced_order_ids: frozenset[str] = frozenset()
+    #: The leverage the exchange holds per symbol, position or not (Binance:
+    #: ``/fapi/v1/symbolConfig``; its ``/fapi/v3/positionRisk`` carries none).
+    leverage: Mapping[str, Decimal] = attrs.field(factory=dict)
+    #: The leverage limitline set per symbol at start (what its reservations use).
+    leverage_set: Mapping[str, Decimal] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -322,11 +327,13 @@ def classify(
                 Difference("position_changed_outside", venue, f"{symbol}:entry:{theirs.entry_price}", strategy, reason),
                 [AdoptPosition(strategy, symbol, truth, theirs.entry_price, leverage, reason)],
             ))
-        if theirs is not None and theirs.leverage is not None and ours is not None and ours.leverage is not None \
-                and theirs.leverage != ours.leverage:
-            reason = (f"{symbol}: leverage changed outside limitline: {ours.leverage} in the ledger, "
-                      f"{theirs.leverage} on the exchange; paused until an operator resumes")
-            out.append((Difference("margin_changed", venue, f"{symbol}:leverage:{theirs.leverage}", strategy, reason),
+        held = exchange.leverage.get(symbol) or (theirs.leverage if theirs is not None else None)
+        wanted = exchange.leverage_set.get(symbol) or (ours.leverage if ours is not None else None)
+        if held is not None and wanted is not None and held != wanted:
+            reason = (f"{symbol}: leverage changed outside limitline: {wanted} set by limitline, "
+                      f"{held} on the exchange; paused until an operator resumes (restarting limitline sets "
+                      f"{wanted} again)")
+            out.append((Difference("margin_changed", venue, f"{symbol}:leverage:{held}", strategy, reason),
                         [PauseStrategy(strategy, reason)]))
         if flat:
             covered = {a.client_order_id for _, actions in out for a in actions if isinstance(a, CancelProtective)}
