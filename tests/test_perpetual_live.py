@@ -254,7 +254,13 @@ async def _scenario(tmp_path, sandbox, watch):
             # Candle 7, then margin is withdrawn: the open of candle 8 is refused, never sent.
             await candle(7)
             state = await exchange.state()
-            await exchange.post("/admin/operator/transfer", {"delta": str(-(Decimal(state["wallet"]) - 50))})
+
+            def collateral() -> Decimal:
+                return Decimal(node(app.snapshot(), "ledger")["status"]["collateral"]["trend"]["wallet"])
+
+            allocated = collateral()
+            withdrawn = Decimal(state["wallet"]) - 50
+            await exchange.post("/admin/operator/transfer", {"delta": str(-withdrawn)})
 
             async def margin_seen() -> bool:
                 margin = status(app, "connection:usdm")["margin"].get("USDT")
@@ -270,6 +276,14 @@ async def _scenario(tmp_path, sandbox, watch):
                 "available 50"), refused.reason
             assert refused.reason.endswith("; not sent")
             assert len((await exchange.state())["order_requests"]) == requests_before
+
+            # The reconciler cuts the strategy's collateral by the shortfall; the money comes
+            # back: a transfer in gives back what the withdrawal cut, never more.
+            await watch.until(lambda events: collateral() < allocated)
+            await exchange.post("/admin/operator/transfer", {"delta": str(withdrawn + 1000)})
+            await watch.until(lambda events: collateral() == allocated)
+            [restored] = [e for e in watch.of("reconcile_difference") if "gives trend back" in (e.reason or "")]
+            assert restored.payload["class"] == "margin_changed"
 
             state = await exchange.state()
             assert state["violations"] == []

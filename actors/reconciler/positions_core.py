@@ -148,6 +148,8 @@ class PositionsRecord:
     booked_income_ids: frozenset[str]
     #: Each strategy's collateral (wallet) in the ledger.
     collateral: Mapping[str, Decimal]
+    #: What withdrawals outside cut from each strategy's collateral, not given back yet.
+    withdrawn: Mapping[str, Decimal] = attrs.field(factory=dict)
 
 
 # ------------------------------------------------------------ actions
@@ -199,6 +201,19 @@ class AdjustCollateral:
 
 
 @attrs.frozen
+class RestoreCollateral:
+    """A transfer into the account (``amount`` > 0, income ``income_id``) gives back up to
+    what earlier withdrawals cut from the strategy's collateral (the ledger's
+    ``restore_collateral``), booked once per income id."""
+
+    strategy: str
+    income_id: str
+    amount: Decimal
+    currency: str
+    reason: str
+
+
+@attrs.frozen
 class BookInsuranceClear:
     """The insurance fund's clearance after a liquidation: ``amount`` as the exchange's
     income lists it (negative: taken from the strategy's collateral), booked once per id."""
@@ -224,7 +239,7 @@ class PauseStrategy:
 
 
 PositionAction = Union[SettleTrade, BookExternalTrade, BookFunding, BookInsuranceClear, AdoptPosition, AdjustCollateral,
-                       CancelProtective, PauseStrategy]
+                       RestoreCollateral, CancelProtective, PauseStrategy]
 
 
 # ------------------------------------------------------------ compare
@@ -374,14 +389,29 @@ def classify(
             [BookInsuranceClear(strategy, income.symbol, income.income_id, income.amount, income.asset)],
         ))
 
+    strategies = sorted(set(strategy_of.values()))
+    cut = [s for s in strategies if record.withdrawn.get(s, ZERO) > 0]
     for income in sorted(exchange.income, key=lambda i: (i.at, i.income_id)):
-        if income.kind == "TRANSFER" and income.amount > 0 and income.income_id not in record.booked_income_ids:
-            out.append((Difference("margin_changed", venue, income.income_id, None,
-                                   f"margin added outside limitline: {income.amount} {income.asset}; "
-                                   "not allocated to any strategy"), []))
+        if (income.kind != "TRANSFER" or income.amount <= 0 or income.asset != settlement
+                or income.income_id in record.booked_income_ids):
+            continue
+        if len(cut) == 1:  # the one strategy a withdrawal was charged to gets it back, up to the cut
+            strategy = cut[0]
+            detail = (f"margin added outside limitline: {income.amount} {income.asset}; gives {strategy} back up to "
+                      f"{record.withdrawn[strategy]} {income.asset} an earlier withdrawal cut from its collateral")
+        else:
+            strategy = strategies[0] if strategies else None
+            detail = (f"margin added outside limitline: {income.amount} {income.asset}; not allocated to any strategy"
+                      + ("; the earlier cuts of several strategies cannot be attributed" if cut else ""))
+        if strategy is None:
+            out.append((Difference("margin_changed", venue, income.income_id, None, detail), []))
+            continue
+        # Booked once, even with nothing to give back (seen: it never gives back a later cut).
+        repairs = True
+        out.append((Difference("margin_changed", venue, income.income_id, strategy if len(cut) == 1 else None, detail),
+                    [RestoreCollateral(strategy, income.income_id, income.amount, income.asset, detail)]))
     if repairs:
         return out  # the wallet is judged once what is being repaired is booked
-    strategies = sorted(set(strategy_of.values()))
     ours_total = sum((record.collateral.get(s, ZERO) for s in strategies), ZERO)
     gap = exchange.wallet - ours_total
     if gap < -TOLERANCE:
@@ -424,7 +454,7 @@ def compare_positions(
                                                open=not order.state.is_final))
         else:
             own |= ids
-    prefixes = (f"{venue}:funding:", f"{venue}:insurance:")
+    prefixes = (f"{venue}:funding:", f"{venue}:insurance:", f"{venue}:transfer:")
     record = PositionsRecord(
         positions=tuple(BookedPosition(s, sym, size, entry, lev) for s, sym, size, entry, lev in view.positions if s in here),
         protective=tuple(protective),
@@ -432,6 +462,7 @@ def compare_positions(
         booked_trade_ids=view.trade_ids,
         booked_income_ids=frozenset(i.split(":", 2)[2] for i in view.income_ids if i.startswith(prefixes)),
         collateral={s: w for s, w in view.collateral.items() if s in here},
+        withdrawn={s: w for s, w in view.withdrawn.items() if s in here},
     )
     settlement = next(iter(exchange.balances), "USDT")
     return [(difference, [send for action in actions for send in _sends(action, exchange)])
@@ -447,6 +478,8 @@ def _sends(action: PositionAction, exchange: ExchangeSnapshot) -> list[Send]:
         return [Send(LEDGER, report), Send(strategy_address(action.strategy), report)]
     if isinstance(action, (BookExternalTrade, AdoptPosition, AdjustCollateral)):
         return [Send(LEDGER, PositionRepair(action.strategy, action))]
+    if isinstance(action, RestoreCollateral):
+        return [Send(LEDGER, PositionRepair(action.strategy, attrs.evolve(action, income_id=f"{venue}:transfer:{action.income_id}")))]
     if isinstance(action, BookInsuranceClear):
         # Named by venue as funding is: income ids are per account.
         return [Send(LEDGER, PositionRepair(action.strategy, attrs.evolve(action, income_id=f"{venue}:insurance:{action.income_id}")))]
