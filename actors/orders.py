@@ -207,26 +207,43 @@ _ID_CHARS = re.compile(r"[^A-Za-z0-9]")
 CLIENT_ORDER_ID_MAX = 36
 
 
-def client_order_id(strategy: str, sequence: int) -> str:
+#: A store's client order id instance: 6 characters of ``[a-z0-9]``, or "" (stores made
+#: before it existed, and the Lab, which has no store and reaches no exchange).
+CLIENT_ID_INSTANCE = re.compile(r"[a-z0-9]{6}")
+
+
+def client_order_id(strategy: str, sequence: int, instance: str = "") -> str:
     """The deterministic client order id of a strategy's ``sequence``-th order.
 
-    At most 36 characters of ``[A-Za-z0-9_-]`` (Binance's limit and alphabet): ``ll-``, the
-    strategy's name cut to 16 safe characters, 6 hex digits of a hash of the full name (so
-    names that clean up alike never collide), and the sequence number.
-    """
+    At most 36 characters of ``[A-Za-z0-9_-]`` (Binance's ``newClientOrderId`` takes 1 to
+    36 of ``.A-Z:/a-z0-9_-``; this narrower alphabet is one most exchanges accept): ``ll-``,
+    the strategy's name cut to safe characters, 6 hex digits of a hash of the full name (so
+    names that clean up alike never collide), the store's ``instance``, and the sequence.
+
+    ``instance`` (:data:`CLIENT_ID_INSTANCE`, made at random with the store and kept in it):
+    two stores pointed at one exchange account never make the same id, so an UNKNOWN
+    outcome looked up by client order id finds only this store's order. With it the name
+    keeps 10 characters (``ll-trend-2ab022-k3f9qz-17``, sequences up to 8 digits); without
+    it (a store made before instances existed keeps its ids, so its open orders are still
+    recognised) 16 (``ll-trend-2ab022-17``, up to 9 digits).
+
+    Raises ValueError for a negative sequence, a malformed instance, or an id over 36."""
     if sequence < 0:
         raise ValueError(f"sequence must be >= 0, got {sequence}")
-    cid = f"{_client_order_id_prefix(strategy)}-{sequence}"
+    cid = f"{_client_order_id_prefix(strategy, instance)}-{sequence}"
     if len(cid) > CLIENT_ORDER_ID_MAX:
         raise ValueError(f"sequence {sequence} makes a client order id longer than 36 characters")
     return cid
 
 
 @functools.lru_cache(maxsize=1024)
-def _client_order_id_prefix(strategy: str) -> str:
-    slug = _ID_CHARS.sub("", strategy)[:16] or "s"
+def _client_order_id_prefix(strategy: str, instance: str = "") -> str:
     digest = hashlib.sha256(strategy.encode()).hexdigest()[:6]
-    return f"ll-{slug}-{digest}"
+    if not instance:
+        return f"ll-{_ID_CHARS.sub('', strategy)[:16] or 's'}-{digest}"
+    if not CLIENT_ID_INSTANCE.fullmatch(instance):
+        raise ValueError(f"a client order id instance is 6 characters of [a-z0-9], got {instance!r}")
+    return f"ll-{_ID_CHARS.sub('', strategy)[:10] or 's'}-{digest}-{instance}"
 
 
 def parse_sequence(cid: str) -> int | None:

@@ -43,6 +43,10 @@ class StoreReader(Protocol):
         self, *, strategy: str | None = None, venue: str | None = None, open_only: bool = False
     ) -> list[Order]: ...
 
+    async def client_id_instance(self) -> str:
+        """The store's client order id instance (``actors.orders.client_order_id``)."""
+        ...
+
     async def ledger_checkpoint(self) -> tuple[int, Any] | None:
         """The ledger's latest checkpoint (``actors.ledger.core.LedgerCheckpoint``) and the
         sequence number of the journal entry it follows, or None."""

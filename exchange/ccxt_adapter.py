@@ -579,12 +579,29 @@ def _set_leverage(client: ccxt.Exchange, symbol: str, leverage: int) -> None:
     client.set_leverage(leverage, symbol)
 
 
-def _set_margin_mode(client: ccxt.Exchange, symbol: str, margin_mode: str) -> None:
-    """Set ``cross`` or ``isolated``; already so is no error."""
+def _fetch_leverages(client: ccxt.Exchange, symbols: list[str]) -> dict[str, tuple[Decimal, str]]:
+    """symbol -> (leverage, margin mode) set on the account, for every symbol in ``symbols``
+    the exchange answers for. One request for them all (binanceusdm: ``GET
+    /fapi/v1/symbolConfig``): Binance's ``/fapi/v3/positionRisk``, which ``fetch_positions``
+    reads, carries no leverage, so a change made outside is seen only here."""
+    out: dict[str, tuple[Decimal, str]] = {}
+    for symbol, answer in client.fetch_leverages(symbols).items():
+        leverage = answer.get("longLeverage") or answer.get("shortLeverage")
+        if symbol in symbols and leverage:
+            out[symbol] = (_d(leverage), answer.get("marginMode") or "cross")
+    return out
+
+
+def _set_margin_mode(client: ccxt.Exchange, symbol: str, margin_mode: str) -> tuple[Decimal, str]:
+    """Set ``cross`` or ``isolated``; already so is no error. Answers the (leverage, margin
+    mode) the account held just before (``fetch_leverage``), so that the connection can say
+    what it changed at start."""
+    found = _fetch_leverage(client, symbol)
     try:
         client.set_margin_mode(margin_mode, symbol)
     except ccxt.MarginModeAlreadySet:
         pass
+    return found
 
 
 def _create_conditional_order(
@@ -682,6 +699,7 @@ OPERATIONS: dict[str, Callable[..., Any]] = {
     # derivatives (market_type swap)
     "fetch_positions": _fetch_positions,
     "fetch_leverage": _fetch_leverage,
+    "fetch_leverages": _fetch_leverages,
     "set_leverage": _set_leverage,
     "set_margin_mode": _set_margin_mode,
     "create_conditional_order": _create_conditional_order,

@@ -771,7 +771,9 @@ class PerpetualExchange:
     def operator_reduce(self, symbol: str, amount: Decimal | None, now: float) -> PerpetualOrder | Rejection:
         """An operator reduces (``amount``) or closes (None) the position by hand, with a
         reduce-only limit order at the mark price, which fills at once as a taker (as far as
-        the latest candle's volume goes; the rest rests)."""
+        the latest candle's volume goes; the rest rests). The price is the mark on the
+        market's tick, rounded towards the book (down for a sell, up for a buy): a mark off
+        the tick (candles in cents, a tick of 0.1) would be refused (-4014)."""
         pos = self.positions.get(symbol)
         if pos is None:
             return Rejection(CODE_BAD_SYMBOL, "Invalid symbol.")
@@ -780,7 +782,9 @@ class PerpetualExchange:
             return Rejection(CODE_REDUCE_ONLY_REJECTED, "ReduceOnly Order is rejected.")
         side = Side.SELL if pos.size > 0 else Side.BUY
         qty = abs(pos.size) if amount is None else min(amount, abs(pos.size))
-        return self._place(symbol, side, qty, mark, f"operator-{self._next_order}", now, False, True, "LIMIT", mark)
+        # It takes at that price: trades happen on the tick grid, the mark need not be on it.
+        price = self.markets[symbol].round_price(mark, passive_side_is_down=side is Side.SELL)
+        return self._place(symbol, side, qty, price, f"operator-{self._next_order}", now, False, True, "LIMIT", price)
 
     # ------------------------------------------------------------ matching
 

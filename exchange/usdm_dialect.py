@@ -529,7 +529,7 @@ class UsdmDialect(BinanceDialect):
         - ``GET /admin/state``: wallet, available margin, positions, every order (with its
           type) and conditional order, trades, income, violations, and every order request;
         - ``POST /admin/operator/close`` ``{"symbol", "quantity"?}``: reduce (or close, no
-          quantity) the position at the mark price, as a taker;
+          quantity) the position at the mark price on the market's tick, as a taker;
         - ``POST /admin/operator/transfer`` ``{"delta"}``: deposit (or withdraw, negative)
           collateral; a withdrawal beyond the available margin is refused (-2019);
         - ``POST /admin/operator/leverage`` ``{"symbol", "leverage"}``;

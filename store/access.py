@@ -18,6 +18,7 @@ from actors.orders import Order
 from actors.writer.core import Batch
 from exchange.matching import ExchangeState
 from store.db import (
+    load_client_id_instance,
     load_journal,
     load_journal_page,
     load_ledger_checkpoint,
@@ -52,6 +53,10 @@ class SqliteReader:
                 connection.close()
 
         return await trio.to_thread.run_sync(run)
+
+    async def client_id_instance(self) -> str:
+        """The store's client order id instance (see ``store.db.CLIENT_ID_INSTANCE_KEY``)."""
+        return await self.read(load_client_id_instance)
 
     async def orders(
         self, *, strategy: str | None = None, venue: str | None = None, open_only: bool = False

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import secrets
 import sqlite3
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -30,7 +31,7 @@ from store import checkpoint as ledger_checkpoint
 from store.codec import dumps, state_json, state_of
 from store.errors import NotAStore, OrphanedOrders, StoreUnavailable
 from store.rows import Columns
-from store.schema import migrate, not_a_store
+from store.schema import current_version, migrate, not_a_store
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,9 @@ def open_store(path: str | Path, *, readonly: bool = False) -> sqlite3.Connectio
         connection.execute("PRAGMA journal_mode = WAL")
         connection.execute("PRAGMA synchronous = NORMAL")
         connection.isolation_level = "DEFERRED"
+        made_now = current_version(connection) == 0
         migrate(connection)
+        _keep_client_id_instance(connection, made_now)
     except NotAStore:
         connection.close()
         raise
@@ -87,6 +90,29 @@ def open_store(path: str | Path, *, readonly: bool = False) -> sqlite3.Connectio
         connection.close()
         raise NotAStore(_not_ours(path, "is not a sqlite database")) from None
     return connection
+
+
+#: The ``meta`` key of the store's client order id instance (``actors.orders.client_order_id``).
+CLIENT_ID_INSTANCE_KEY = "client_order_id_instance"
+_INSTANCE_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def _keep_client_id_instance(connection: sqlite3.Connection, made_now: bool) -> None:
+    """Give the store its client order id instance once, for good: 6 random characters for a
+    store made now (two stores on one exchange account never make the same client order
+    id), "" for one made before instances existed (its ids keep their form, so the orders
+    it has open on the exchange are still recognised as its own)."""
+    if connection.execute("SELECT 1 FROM meta WHERE key = ?", (CLIENT_ID_INSTANCE_KEY,)).fetchone() is not None:
+        return
+    instance = "".join(secrets.choice(_INSTANCE_ALPHABET) for _ in range(6)) if made_now else ""
+    with connection:
+        connection.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (CLIENT_ID_INSTANCE_KEY, instance))
+
+
+def load_client_id_instance(connection: sqlite3.Connection) -> str:
+    """The store's client order id instance ("" if it has none)."""
+    row = connection.execute("SELECT value FROM meta WHERE key = ?", (CLIENT_ID_INSTANCE_KEY,)).fetchone()
+    return str(row[0]) if row else ""
 
 
 def archive_store(path: str | Path, now: datetime | None = None) -> Path | None:

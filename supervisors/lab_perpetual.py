@@ -174,6 +174,7 @@ class PerpetualLab:
         snapshot = account.snapshot()
         return PerpetualLabResult(
             self.candles, self.orders, self.fills, self.events, self.journal, Equity(times, values, held), total, self.below_tick,
+            orders_placed=len(self.orders),  # every order is kept: the Lab of one perpetual strategy
             settlement=self.settlement,
             position=snapshot["positions"].get(f"{s.name}:{s.symbol}", {}),
             collateral=snapshot["collateral"].get(s.name, {}),

@@ -10,6 +10,7 @@ from typing import Any, Callable
 import trio
 
 from actors.messages import RecordEvent
+from actors.orders import client_order_id, parse_sequence
 from exchange.candles import bundled_path
 from exchange.faults import FaultSettings
 from exchange.sandbox import Sandbox, SandboxSettings, serve_sandbox
@@ -48,6 +49,14 @@ def walk(node: dict[str, Any]):
     yield node
     for child in node.get("children", []):
         yield from walk(child)
+
+
+def lab_ids(store: sqlite3.Connection) -> dict[str, str]:
+    """Each client order id of a store's orders as the Lab makes it: the Lab has no store,
+    so its ids carry no store instance (``actors.orders.client_order_id``); the decisions
+    (strategy, sequence) are what shadow mode and the Lab must share."""
+    return {cid: client_order_id(strategy, parse_sequence(cid))
+            for cid, strategy in store.execute("SELECT client_order_id, strategy FROM orders")}
 
 
 def node(snapshot: dict[str, Any], name: str) -> dict[str, Any]:

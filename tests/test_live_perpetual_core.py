@@ -223,11 +223,13 @@ def test_the_snapshot_carries_positions_orders_of_both_kinds_trades_and_income()
     core.handle(CallDone(create.call_id, ExchangeConditionalOrder("sl", "12", S, Side.SELL, D("979.9"), D("0.5"), D(0))), 1.1)
     out = calls(core.handle(SnapshotRequest("reconciler", 7), 2.0))
     ops = sorted(c.operation for c in out)
-    assert ops == ["fetch_forced_order_ids", "fetch_income", "fetch_margin_account", "fetch_open_conditional_orders",
-                   "fetch_open_orders", "fetch_positions", "fetch_trades"]
+    assert ops == ["fetch_forced_order_ids", "fetch_income", "fetch_leverages", "fetch_margin_account",
+                   "fetch_open_conditional_orders", "fetch_open_orders", "fetch_positions", "fetch_trades"]
     answers = {
         "fetch_forced_order_ids": frozenset({"31"}),
         "fetch_income": [ExchangeIncome("f1", S, "FUNDING_FEE", D("-0.05"), "USDT", 1.0)],
+        # An operator set 10x on the exchange; Binance's positionRisk (v3) does not say so.
+        "fetch_leverages": {S: (D(10), "cross")},
         "fetch_margin_account": margin("9000", wallet="9990"),
         "fetch_open_conditional_orders": [ExchangeConditionalOrder("sl", "12", S, Side.SELL, D("979.9"), D("0.5"), D(0))],
         "fetch_open_orders": [],
@@ -239,12 +241,33 @@ def test_the_snapshot_carries_positions_orders_of_both_kinds_trades_and_income()
         results += core.handle(CallDone(call.call_id, answers[call.operation]), 2.1)
     [snapshot] = [s.message for s in results if hasattr(s, "message") and s.message.__class__.__name__ == "ExchangeSnapshot"]
     positions = snapshot.positions
-    assert [(p.symbol, p.size, p.entry_price) for p in positions.positions] == [(S, D("0.5"), D(1005))]
+    assert [(p.symbol, p.size, p.entry_price, p.leverage) for p in positions.positions] == [(S, D("0.5"), D(1005), D(10))]
+    assert positions.leverage == {S: D(10)} and positions.leverage_set == {S: D(5)}
+    assert core.status()["leverage_on_exchange"] == {S: "10"} and core.status()["leverage"] == {S: "5"}
+    # An open now needs the margin of the lower of the two (here the set 5x: 100.25).
+    assert core.initial_margin(order("c9"))[2] == D(5)
     assert [o.exchange_order_id for o in positions.open_orders] == ["algo-12"]
     assert [(i.income_id, i.kind, i.amount) for i in positions.income] == [("f1", "FUNDING_FEE", D("-0.05"))]
     assert positions.wallet == D(9990) and snapshot.balances == {"USDT": D(9990)}
     assert positions.forced_order_ids == frozenset({"31"})
 
+
+
+def test_settings_the_account_held_otherwise_are_set_at_start_with_an_event():
+    core = LivePerpetualConnectionCore("usdm", SETTINGS, 0.0, markets=[PerpetualMarketSetting(S, 5)])
+    [load] = calls(core.start(0.0))
+    core.handle(Subscribe("s", S), 0.0)
+    clock, balance, mode = calls(core.handle(CallDone(load.call_id, MARKETS), 0.1))
+    core.handle(CallDone(clock.call_id, 0.0), 0.1)
+    core.handle(CallDone(balance.call_id, margin("10000")), 0.2)
+    # set_margin_mode answers what the account held before: 10x, set outside while we were down.
+    [leverage] = calls(core.handle(CallDone(mode.call_id, (D(10), "cross")), 0.3))
+    [read] = calls(core.handle(CallDone(leverage.call_id, None), 0.4))
+    out = core.handle(CallDone(read.call_id, (D(5), "cross")), 0.5)
+    [event] = [e.message for e in out if getattr(e.message, "kind", None) == "market_settings_set"]
+    assert event.reason == ("BTC/USDT:USDT on usdm: the exchange held leverage 10 and margin mode cross; "
+                            "set to the configured leverage 5 and margin mode cross at start")
+    assert sends(out, VenueInfo) and core.leverage == {S: D(5)}
 
 
 def test_a_setting_that_fails_for_a_passing_reason_is_asked_again_after_its_back_off():

@@ -87,6 +87,22 @@ def test_client_order_ids_fit_binance_and_round_trip(name, sequence):
     assert parse_sequence(cid) == sequence
 
 
+@given(st.text(min_size=1, max_size=80), st.integers(min_value=0, max_value=10**8 - 1),
+       st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=6, max_size=6))
+def test_client_order_ids_of_a_store_instance_fit_binance_and_round_trip(name, sequence, instance):
+    cid = client_order_id(name, sequence, instance)
+    assert len(cid) <= 36 and re.fullmatch(r"[A-Za-z0-9_-]+", cid)
+    assert instance in cid and cid == client_order_id(name, sequence, instance)
+    assert parse_sequence(cid) == sequence
+
+
+def test_two_stores_never_make_the_same_client_order_id():
+    assert client_order_id("trend", 1, "k3f9qz") != client_order_id("trend", 1, "a00001") != client_order_id("trend", 1)
+    assert client_order_id("trend", 1) == "ll-trend-2ab022-1"  # a store without an instance keeps its ids
+    with pytest.raises(ValueError, match="6 characters"):
+        client_order_id("trend", 1, "K3F9QZ")
+
+
 def test_names_that_clean_up_alike_get_different_ids():
     assert client_order_id("a b", 1) != client_order_id("ab", 1)
     assert client_order_id("x" * 40, 1) != client_order_id("x" * 41, 1)

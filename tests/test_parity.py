@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 import trio
-from helpers import Watch
+from helpers import Watch, lab_ids
 
 from exchange.candles import bundled_path
 from exchange.markets import MarketRules
@@ -43,13 +43,14 @@ async def test_shadow_mode_and_the_lab_make_the_same_orders_and_fills(tmp_path, 
             nursery.cancel_scope.cancel()
 
     store = sqlite3.connect(config.store)
+    ids = lab_ids(store)
     shadow_orders = {
-        cid: (side, Decimal(price), Decimal(amount), state, Decimal(filled))
+        ids[cid]: (side, Decimal(price), Decimal(amount), state, Decimal(filled))
         for cid, side, price, amount, state, filled in store.execute(
             "SELECT client_order_id, side, price, amount, state, filled FROM orders")
     }
     shadow_fills = [
-        (cid, trade, Decimal(price), Decimal(amount), Decimal(fee))
+        (ids[cid], trade, Decimal(price), Decimal(amount), Decimal(fee))
         for cid, trade, price, amount, fee in store.execute(
             "SELECT client_order_id, trade_id, price, amount, fee FROM fills ORDER BY CAST(trade_id AS INTEGER)")
     ]
@@ -120,13 +121,14 @@ async def shadow_run(config) -> tuple[dict, list]:
             await watch.until(lambda events: watch.count("replay_finished") == 1)
             nursery.cancel_scope.cancel()
     store = sqlite3.connect(config.store)
+    ids = lab_ids(store)
     orders = {
-        cid: (side, Decimal(price), Decimal(amount), state, Decimal(filled))
+        ids[cid]: (side, Decimal(price), Decimal(amount), state, Decimal(filled))
         for cid, side, price, amount, state, filled in store.execute(
             "SELECT client_order_id, side, price, amount, state, filled FROM orders")
     }
     fills = [
-        (cid, trade, Decimal(price), Decimal(amount), Decimal(fee))
+        (ids[cid], trade, Decimal(price), Decimal(amount), Decimal(fee))
         for cid, trade, price, amount, fee in store.execute(
             "SELECT client_order_id, trade_id, price, amount, fee FROM fills ORDER BY CAST(trade_id AS INTEGER)")
     ]
@@ -152,14 +154,15 @@ async def test_a_perpetual_strategy_with_protection_makes_the_same_orders_and_fi
     raw["venues"][0]["volume_share"] = "0.002"  # partial fills (resting and crossing) are part of what must agree
     watch, _, exchange, ledger, _ = await run(raw, evaluated=CANDLES - 1)
     store = sqlite3.connect(raw["store"])
+    ids = lab_ids(store)
     shadow_orders = {
-        row[0]: (row[1], Decimal(row[2]), Decimal(row[3]), row[4], Decimal(row[5]), row[6], row[7],
+        ids[row[0]]: (row[1], Decimal(row[2]), Decimal(row[3]), row[4], Decimal(row[5]), row[6], row[7],
                  None if row[8] is None else Decimal(row[8]))
         for row in store.execute("SELECT client_order_id, side, price, amount, state, filled, order_type, "
                                  "reduce_only, trigger_price FROM orders")
     }
     shadow_fills = [
-        (cid, trade, Decimal(price), Decimal(amount), Decimal(fee))
+        (ids[cid], trade, Decimal(price), Decimal(amount), Decimal(fee))
         for cid, trade, price, amount, fee in store.execute(
             "SELECT client_order_id, trade_id, price, amount, fee FROM fills ORDER BY CAST(trade_id AS INTEGER)")
     ]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import lab_ids
 from test_perpetual_shadow import perp_raw, run
 
 from exchange.candles import load_candles
@@ -46,6 +47,8 @@ def test_a_long_short_run_with_protection_reports_its_positions(tmp_path):
     assert D(result.collateral["wallet"]) - 5000 == exchange.wallet - 20000
     assert exchange.violations == []
     assert result.visited == 600  # every candle (the spot fast path does not apply to positions)
+    # Every order counts, protective ones too (the report's "orders / fills").
+    assert result.orders_placed == len(result.orders) > len(result.protection_closes) > 0
 
     numbers = figures(result)
     assert numbers["market_type"] == "swap" and numbers["settlement"] == "USD"
@@ -194,9 +197,10 @@ async def test_a_python_strategy_on_a_swap_venue_makes_the_same_orders_and_fills
     raw["venues"][0]["volume_share"] = "0.002"
     watch, _, exchange, ledger, _ = await run(raw, evaluated=299)
     store = sqlite3.connect(raw["store"])
-    shadow_orders = {cid: (side, D(price), D(amount), state, D(filled)) for cid, side, price, amount, state, filled
+    ids = lab_ids(store)
+    shadow_orders = {ids[cid]: (side, D(price), D(amount), state, D(filled)) for cid, side, price, amount, state, filled
                      in store.execute("SELECT client_order_id, side, price, amount, state, filled FROM orders")}
-    shadow_fills = [(cid, t, D(p), D(a)) for cid, t, p, a in store.execute(
+    shadow_fills = [(ids[cid], t, D(p), D(a)) for cid, t, p, a in store.execute(
         "SELECT client_order_id, trade_id, price, amount FROM fills ORDER BY CAST(trade_id AS INTEGER)")]
     lab, result = lab_of(raw)
     lab_orders = {o.client_order_id: (o.side.value, o.price, o.amount, o.state.value, o.filled) for o in result.orders.values()}
@@ -231,4 +235,5 @@ def test_limitline_lab_runs_the_readmes_long_short_example(tmp_path):
     document = json.loads((tmp_path / "report" / "report.json").read_text())
     assert document["market_type"] == "swap" and document["closes_by_protection"] > 0
     assert document["long_opens"] > 0 and document["short_opens"] > 0
+    assert document["orders"] >= document["long_opens"] + document["short_opens"] + document["closes_by_protection"]
     assert not (tmp_path / "x.sqlite").exists()  # the Lab never opens the store

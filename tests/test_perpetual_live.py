@@ -130,7 +130,7 @@ async def test_a_live_perpetual_strategy_through_binanceusdm(tmp_path, credentia
 
 
 async def _scenario(tmp_path, sandbox, watch):
-    with trio.fail_after(30):
+    with trio.fail_after(90):  # about 13 s alone on the loaded 2-core machine; the whole suite runs beside others
         async with trio.open_nursery() as nursery:
             url = await nursery.start(serve_sandbox, sandbox, 0)
             exchange = Exchange(url)
@@ -213,6 +213,14 @@ async def _scenario(tmp_path, sandbox, watch):
             # Candle 5: a long at 1100 with its protection; then limitline stops and starts again.
             await candle(5)
             await until(protected, sandbox.wait_for_request)
+            # An operator sets 10x on the exchange: Binance's positionRisk (v3) does not say so,
+            # its symbolConfig does; the reconciler pauses the strategy (margin_changed).
+            await exchange.post("/admin/operator/leverage", {"symbol": "BTCUSDT", "leverage": 10})
+            await watch.until(lambda events: "margin_changed" in classes(watch) and watch.count("strategy_paused") >= 1)
+            [changed] = [e for e in watch.of("reconcile_difference") if e.payload["class"] == "margin_changed"]
+            assert "leverage changed outside limitline: 5 set by limitline, 10 on the exchange" in changed.reason
+            assert status(app, "connection:usdm")["leverage_on_exchange"] == {S: "10"}
+            assert status(app, "strategy:trend")["paused"].startswith(f"{S}: leverage changed outside limitline")
             requests_before = len((await exchange.state())["order_requests"])
             await running.stop()
             restarted = Watch()
@@ -221,6 +229,10 @@ async def _scenario(tmp_path, sandbox, watch):
             await restarted.until(lambda events: restarted.count("strategy_active") >= 1)
             watch = restarted
             assert position() == Decimal("0.5")
+            # The restart sets the configured leverage again, and says so.
+            [reset] = watch.of("market_settings_set")
+            assert "the exchange held leverage 10 and margin mode cross; set to the configured leverage 5" in reset.reason
+            assert (await exchange.state())["positions"][S]["leverage"] == 5
             assert status(app, "strategy:trend")["protection"] == {"take_profit": "0.5", "stop_loss": "0.5"}
             assert await protected()
             assert len((await exchange.state())["order_requests"]) == requests_before, "protection adopted, not placed again"
@@ -242,7 +254,13 @@ async def _scenario(tmp_path, sandbox, watch):
             # Candle 7, then margin is withdrawn: the open of candle 8 is refused, never sent.
             await candle(7)
             state = await exchange.state()
-            await exchange.post("/admin/operator/transfer", {"delta": str(-(Decimal(state["wallet"]) - 50))})
+
+            def collateral() -> Decimal:
+                return Decimal(node(app.snapshot(), "ledger")["status"]["collateral"]["trend"]["wallet"])
+
+            allocated = collateral()
+            withdrawn = Decimal(state["wallet"]) - 50
+            await exchange.post("/admin/operator/transfer", {"delta": str(-withdrawn)})
 
             async def margin_seen() -> bool:
                 margin = status(app, "connection:usdm")["margin"].get("USDT")
@@ -258,6 +276,14 @@ async def _scenario(tmp_path, sandbox, watch):
                 "available 50"), refused.reason
             assert refused.reason.endswith("; not sent")
             assert len((await exchange.state())["order_requests"]) == requests_before
+
+            # The reconciler cuts the strategy's collateral by the shortfall; the money comes
+            # back: a transfer in gives back what the withdrawal cut, never more.
+            await watch.until(lambda events: collateral() < allocated)
+            await exchange.post("/admin/operator/transfer", {"delta": str(withdrawn + 1000)})
+            await watch.until(lambda events: collateral() == allocated)
+            [restored] = [e for e in watch.of("reconcile_difference") if "gives trend back" in (e.reason or "")]
+            assert restored.payload["class"] == "margin_changed"
 
             state = await exchange.state()
             assert state["violations"] == []

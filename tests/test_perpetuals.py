@@ -367,6 +367,21 @@ def test_an_operator_closes_or_reduces_at_the_mark_as_a_taker():
     assert code(x.operator_reduce(S, None, 5)) == CODE_REDUCE_ONLY_REJECTED
 
 
+def test_an_operators_close_is_priced_on_the_tick_whatever_the_mark():
+    # The bundled candles are in cents; the market's tick is 0.1: a price at the mark would
+    # be refused (-4014). A sell rounds down and a buy up, so it still takes at once.
+    x = engine()
+    ok(x.create_limit_order(S, Side.BUY, D(3), D(101), "long", 1))
+    x.match(S, candle(1, 100, c="100.37"), 2)
+    ok(x.operator_reduce(S, D("0.04"), 3))
+    assert x.position(S).size == D("2.96") and x.trades[-1].price == D("100.3") and not x.trades[-1].maker
+    ok(x.create_limit_order(S, Side.SELL, D(6), D(100), "flip", 4))
+    x.match(S, candle(2, 100, c="100.33"), 5)
+    assert x.position(S).size == D("-3.04")
+    ok(x.operator_reduce(S, None, 6))
+    assert x.position(S).size == 0 and x.trades[-1].price == D("100.4")
+
+
 def test_market_orders_of_any_kind_are_refused_and_recorded():
     x = engine()
     for kind in ("MARKET", "STOP_MARKET", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from decimal import Decimal as D
 
+import attrs
+
 from actors.ledger.positions_core import PositionBook, PositionOrderRequest
 from actors.messages import FillReport
 from actors.reconciler.positions_core import (
@@ -18,6 +20,7 @@ from actors.reconciler.positions_core import (
     ExchangeIncome,
     ExchangePosition,
     PauseStrategy,
+    RestoreCollateral,
     PositionsRecord,
     PositionsSnapshot,
     ProtectiveRecord,
@@ -54,11 +57,12 @@ def record(book: PositionBook, booked=("t1",), income=(), protective=PROTECTION)
         positions=(BookedPosition("trend", BTC, position.size, position.entry_price, position.leverage),),
         protective=protective, own_order_ids=frozenset({"1"}), booked_trade_ids=frozenset(booked),
         booked_income_ids=frozenset(income), collateral={"trend": book.account("trend").wallet},
+        withdrawn={"trend": book.account("trend").withdrawn},
     )
 
 
-def snapshot(positions=(), orders=(), trades=(), income=(), wallet=D(1000), forced=frozenset()) -> PositionsSnapshot:
-    return PositionsSnapshot("usdm", tuple(positions), tuple(orders), tuple(trades), tuple(income), wallet, 10.0, forced)
+def snapshot(positions=(), orders=(), trades=(), income=(), wallet=D(1000), forced=frozenset(), **settings) -> PositionsSnapshot:
+    return PositionsSnapshot("usdm", tuple(positions), tuple(orders), tuple(trades), tuple(income), wallet, 10.0, forced, **settings)
 
 
 def trade(tid, order_id, side, amount, price, client_id="", fee="0"):
@@ -89,6 +93,8 @@ def apply(book: PositionBook, found) -> tuple[list, list]:
                                     action.reason)
             elif isinstance(action, AdjustCollateral):
                 result = book.adjust_collateral(action.strategy, action.delta, 10.0, action.reason)
+            elif isinstance(action, RestoreCollateral):
+                result = book.restore_collateral(action.strategy, action.income_id, action.amount, action.currency, 10.0)
             elif isinstance(action, BookInsuranceClear):
                 result = book.insurance_clear(action.strategy, action.symbol, action.income_id, action.amount,
                                               action.currency, 10.0)
@@ -214,7 +220,38 @@ def test_margin_added_is_an_event_and_more_than_allocated_is_no_difference():
     exchange = snapshot([ExchangePosition(BTC, D(1), D(100), D(10))], [open_order("tp1", "11"), open_order("sl1", "12")],
                         income=[ExchangeIncome("tr2", "", "TRANSFER", D(300), "USDT")], wallet=D(1300))
     found = classify(record(book), exchange, STRATEGIES)
-    assert kinds(found) == ["margin_changed"] and found[0][1] == []
+    assert kinds(found) == ["margin_changed"] and "not allocated" in found[0][0].detail
+    apply(book, found)  # seen, once: nothing was cut, nothing given
+    assert book.account("trend").wallet == D(1000) and "tr2" in book.booked_ids
+    assert classify(record(book, income=("tr2",)), exchange, STRATEGIES) == []
+
+
+def test_a_transfer_in_gives_back_what_a_withdrawal_cut_and_never_more():
+    book = long_book()
+    withdrawn = snapshot([ExchangePosition(BTC, D(1), D(100), D(10))], [open_order("tp1", "11"), open_order("sl1", "12")],
+                         income=[ExchangeIncome("tr1", "", "TRANSFER", D(-985), "USDT", 1.0)], wallet=D(15))
+    apply(book, classify(record(book), withdrawn, STRATEGIES))
+    assert book.account("trend").wallet == D(15) and book.account("trend").withdrawn == D(985)
+    # 2000 come back: the 985 cut is given back, the rest is not allocated.
+    back = attrs.evolve(withdrawn, income=withdrawn.income + (ExchangeIncome("tr2", "", "TRANSFER", D(2000), "USDT", 2.0),),
+                        wallet=D(2015))
+    found = classify(record(book), back, STRATEGIES)
+    assert kinds(found) == ["margin_changed"] and found[0][0].strategy == "trend"
+    assert [type(a) for a in found[0][1]] == [RestoreCollateral]
+    assert "gives trend back up to 985 USDT" in found[0][0].detail
+    apply(book, found)
+    assert book.account("trend").wallet == D(1000) and book.account("trend").withdrawn == 0
+    assert book.reserve(PositionOrderRequest("e2", "trend", BTC, BUY, D(100), D(1), D(10), D("0.0004")), 11.0) != []
+    # Once per transfer, and the rebuilt book remembers both the cut and its restoration.
+    assert book.restore_collateral("trend", "tr2", D(2000), "USDT", 12.0) == []
+    assert classify(record(book, income=("tr2",)), back, STRATEGIES) == []
+    fresh = PositionBook()
+    entries = fresh.allocate("trend", D(1000), 0.0, "start") + fresh.adjust_collateral("trend", D(-985), 1.0, "withdrawn")
+    assert PositionBook.from_journal(entries).account("trend").withdrawn == D(985)
+    entries += fresh.restore_collateral("trend", "tr2", D(400), "USDT", 2.0)
+    rebuilt = PositionBook.from_journal(entries)
+    assert (rebuilt.account("trend").wallet, rebuilt.account("trend").withdrawn) == (D(415), D(585))
+    assert rebuilt.snapshot() == fresh.snapshot()
 
 
 def test_leverage_changed_outside_pauses_the_strategy():
@@ -223,6 +260,24 @@ def test_leverage_changed_outside_pauses_the_strategy():
                                             [open_order("tp1", "11"), open_order("sl1", "12")]), STRATEGIES)
     assert kinds(found) == ["margin_changed"] and "leverage changed outside" in found[0][0].detail
     assert [type(a) for a in found[0][1]] == [PauseStrategy]
+
+
+def test_leverage_changed_outside_is_seen_from_the_symbols_settings_when_positions_carry_none():
+    # Binance's /fapi/v3/positionRisk lists no leverage: the connection reads it from
+    # /fapi/v1/symbolConfig for every symbol, position or not.
+    book = long_book()
+    quiet = snapshot([ExchangePosition(BTC, D(1), D(100))], [open_order("tp1", "11"), open_order("sl1", "12")])
+    assert classify(record(book), attrs.evolve(quiet, leverage={BTC: D(10)}, leverage_set={BTC: D(10)}), STRATEGIES) == []
+    changed = attrs.evolve(quiet, leverage={BTC: D(20)}, leverage_set={BTC: D(10)})
+    found = classify(record(book), changed, STRATEGIES)
+    assert kinds(found) == ["margin_changed"] and found[0][0].key == f"{BTC}:leverage:20"
+    assert found[0][1] == [PauseStrategy("trend", found[0][0].detail)]
+    assert "10 set by limitline, 20 on the exchange" in found[0][0].detail
+    # Flat, the next open would run at the exchange's leverage, not the configured one: paused too.
+    flat = PositionBook()
+    flat.allocate("trend", D(1000), 0.0, "start")
+    found = classify(record(flat), snapshot(leverage={BTC: D(20)}, leverage_set={BTC: D(10)}), STRATEGIES)
+    assert kinds(found) == ["margin_changed"] and [type(a) for a in found[0][1]] == [PauseStrategy]
 
 
 def test_the_insurance_funds_clearance_of_a_liquidated_isolated_position_is_booked_once_on_the_collateral():

@@ -20,7 +20,15 @@ from actors.messages import (
 from actors.orders import Order, OrderState
 from actors.writer.core import plan_batch
 from exchange.records import Side
-from store.db import latest_events, load_journal, load_orders, open_store, write_batch
+from store.db import (
+    CLIENT_ID_INSTANCE_KEY,
+    latest_events,
+    load_client_id_instance,
+    load_journal,
+    load_orders,
+    open_store,
+    write_batch,
+)
 from store.schema import MIGRATIONS, SCHEMA_VERSION, current_version, migrate
 
 
@@ -176,3 +184,27 @@ async def test_the_writer_gathers_rows_for_a_window_but_commits_an_intent_at_onc
             await directory[WRITER].send(event)
         assert trio.current_time() - start < GROUP_COMMIT_SECONDS / 10
         nursery.cancel_scope.cancel()
+
+
+def test_each_new_store_gets_its_own_client_order_id_instance_and_keeps_it(tmp_path):
+    first, second = open_store(tmp_path / "a.sqlite"), open_store(tmp_path / "b.sqlite")
+    mine, theirs = load_client_id_instance(first), load_client_id_instance(second)
+    assert len(mine) == len(theirs) == 6 and mine != theirs
+    first.close()
+    again = open_store(tmp_path / "a.sqlite")
+    assert load_client_id_instance(again) == mine  # kept in the store, across restarts
+    again.close()
+    second.close()
+
+
+def test_a_store_made_before_instances_keeps_its_client_order_ids(tmp_path):
+    # A store of an earlier limitline: it has orders (maybe open on the exchange) with ids
+    # without an instance; they must still be recognised as its own after the upgrade.
+    connection = open_store(tmp_path / "old.sqlite")
+    with connection:
+        connection.execute("DELETE FROM meta WHERE key = ?", (CLIENT_ID_INSTANCE_KEY,))
+    connection.close()
+    upgraded = open_store(tmp_path / "old.sqlite")
+    assert load_client_id_instance(upgraded) == ""
+    assert upgraded.execute("SELECT value FROM meta WHERE key = ?", (CLIENT_ID_INSTANCE_KEY,)).fetchone() == ("",)
+    upgraded.close()

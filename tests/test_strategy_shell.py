@@ -37,8 +37,9 @@ from actors.strategy.settings import Allocation, Sizing, StrategySettings
 from actors.strategy.shell import strategy_actor
 from exchange.candles import Candle
 from exchange.markets import MarketRules
+from actors.orders import client_order_id
 from store.access import SqliteReader
-from store.db import open_store
+from store.db import load_client_id_instance, open_store
 from supervisors.tree import ChildSpec, Supervisor
 
 MARKET = MarketRules.for_symbol(
@@ -143,6 +144,11 @@ async def test_the_breaker_opens_probes_and_closes_in_virtual_time(tmp_path, aut
             await candle()
             await n.until(lambda n: len(n.submitted) == expected and n.kinds().count("order_rejected") == expected)
         assert status()["state"] == "open"
+        # The ids carry the store's instance: another store on the account never makes them.
+        connection = open_store(tmp_path / "s.sqlite")
+        instance = load_client_id_instance(connection)
+        connection.close()
+        assert len(instance) == 6 and n.submitted == [client_order_id("s", i, instance) for i in (1, 2, 3)]
         opened_at = trio.current_time()
         # While open, signals are blocked with the reason, and nothing reaches the exchange.
         await candle()

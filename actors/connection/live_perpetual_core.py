@@ -10,7 +10,9 @@ exchange says, venue isolation, the clock) with what a perpetuals account adds:
   (``fetch_leverage``). A market whose settings cannot be set, or read back otherwise, is a
   pre-flight problem of its strategy (:attr:`VenueFacts.market_problems`); strategies hear
   of the venue only once every market is settled. The leverage read back is the one their
-  reservations use.
+  reservations use. Setting them at every start puts back a leverage changed outside while
+  limitline was down; when the account held other settings (read just before), a
+  ``market_settings_set`` event says which.
 - **Orders.** Limit orders only: a close is a reduce-only limit; a stop-loss is a
   stop-limit on the exchange's conditional-order path (ccxt: type ``limit`` with
   ``stopLossPrice``, Binance's ``/fapi/v1/algoOrder``), kept in the order of record under
@@ -26,7 +28,10 @@ exchange says, venue isolation, the clock) with what a perpetuals account adds:
   again first (the open waits for it). Binance's own refusal (-2019 "Margin is
   insufficient.") is a rejection with that reason and its code, released by the ledger and
   counted by the strategy's breaker, as any rejection.
-- **Snapshots for the reconciler**: positions (``fetch_positions``), open orders of both
+- **Snapshots for the reconciler**: positions (``fetch_positions``), the leverage and margin
+  mode of each market (``fetch_leverages``: Binance's ``/fapi/v3/positionRisk`` carries no
+  leverage, ``/fapi/v1/symbolConfig`` does; the reconciler pauses a strategy whose market's
+  leverage was changed outside), open orders of both
   kinds, trades, income (``fetch_ledger``: funding, transfers, commissions), the forced
   orders' ids (``fetch_my_liquidations``: their trades are liquidations) and the wallet, as a :class:`actors.reconciler.positions_core.PositionsSnapshot`; a child's
   trades and listing carry the exchange id of its order of record.
@@ -144,6 +149,11 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
         self.margin_max_age_seconds = margin_max_age_seconds
         #: The leverage read back from the exchange, per market, once its settings are in place.
         self.leverage: dict[str, Decimal] = {}
+        #: The leverage and margin mode the latest snapshot read, per market (changed outside
+        #: when it differs from :attr:`leverage`).
+        self.leverage_on_exchange: dict[str, tuple[Decimal, str]] = {}
+        #: The settings each market held before they were set at start.
+        self._found_settings: dict[str, tuple[Decimal, str]] = {}
         self.market_problems: dict[str, str] = {}
         #: Markets whose settings are not in place yet: no strategy hears of the venue before.
         self._settings_pending: set[str] = set(self.market_settings)
@@ -170,6 +180,7 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
         self._shadow_holders: dict[str, str] = {}
         self._snapshot_algos: list[ExchangeConditionalOrder] = []
         self._snapshot_positions: tuple[ExchangePosition, ...] = ()
+        self._snapshot_leverage: dict[str, tuple[Decimal, str]] = {}
         self._snapshot_income: tuple[ExchangeIncome, ...] = ()
         self._snapshot_forced: frozenset[str] = frozenset()
 
@@ -180,6 +191,7 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
         out.update(
             market_type="swap",
             leverage={s: str(v) for s, v in sorted(self.leverage.items())},
+            leverage_on_exchange={s: str(v) for s, (v, _) in sorted(self.leverage_on_exchange.items())},
             market_problems=dict(self.market_problems),
             settings_pending=sorted(self._settings_pending),
             margin={a: {"wallet": str(m.wallet), "available": str(m.available)} for a, m in sorted(self.margin.items())},
@@ -243,6 +255,8 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
         return self._answer_waiting() if not self._settings_pending else []
 
     def _setting_done(self, step: str, symbol: str, result: Any, now: float) -> list[Any]:
+        if step == "set_margin_mode" and result is not None:
+            self._found_settings[symbol] = (Decimal(result[0]), result[1])  # what the account held before
         if step != "leverage":
             return self._setting(symbol, SETTING_STEPS[SETTING_STEPS.index(step) + 1], now)
         leverage, margin_mode = result
@@ -252,7 +266,13 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
                 f"the exchange reads back leverage {leverage} and margin mode {margin_mode} after setting "
                 f"leverage {wanted.leverage} and margin mode {wanted.margin_mode}"))
         self.leverage[symbol] = Decimal(leverage)
-        return self._settled(symbol, None)
+        out: list[Any] = []
+        found = self._found_settings.pop(symbol, None)
+        if found is not None and found != (Decimal(wanted.leverage), wanted.margin_mode):
+            out.append(self._event("market_settings_set", now, (
+                f"{symbol} on {self.venue}: the exchange held leverage {found[0]} and margin mode {found[1]}; "
+                f"set to the configured leverage {wanted.leverage} and margin mode {wanted.margin_mode} at start")))
+        return out + self._settled(symbol, None)
 
     # ---------------------------------------------------------------- orders
 
@@ -289,6 +309,8 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
         assert self.markets is not None
         rules = self.markets[order.symbol]
         leverage = self.leverage.get(order.symbol) or Decimal(self.market_settings[order.symbol].leverage)
+        if order.symbol in self.leverage_on_exchange:  # changed outside and lower: the exchange needs more
+            leverage = min(leverage, self.leverage_on_exchange[order.symbol][0])
         notional = order.price * order.amount
         return notional / leverage + notional * max(rules.maker_fee, rules.taker_fee), notional, leverage
 
@@ -488,6 +510,10 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
         if what == "snapshot_positions":
             self._snapshot_positions = tuple(ExchangePosition(p.symbol, p.size, p.entry_price, p.leverage) for p in result)
             return self._snapshot_done(now, key)
+        if what == "snapshot_leverage":
+            self._snapshot_leverage = dict(result)
+            self.leverage_on_exchange.update(result)
+            return self._snapshot_done(now, key)
         if what == "snapshot_income":
             self._snapshot_income = tuple(ExchangeIncome(i.income_id, i.symbol, i.kind, i.amount, i.asset, i.at) for i in result)
             return self._snapshot_done(now, key)
@@ -516,6 +542,7 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
 
     def _snapshot_start(self, now: float) -> list[Any]:
         self._snapshot_algos, self._snapshot_positions, self._snapshot_income = [], (), ()
+        self._snapshot_leverage = {}
         self._snapshot_forced = frozenset()
         out = super()._snapshot_start(now)
         if not self.authenticated or not self._snapshot_waiting:
@@ -529,6 +556,10 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
             out += self._call(now, "fetch_forced_order_ids", (symbol,), what="snapshot_forced", key=f"{round_}|forced:{symbol}")
         self._snapshot_waiting |= {f"{round_}|positions", f"{round_}|income"}
         out += self._call(now, "fetch_positions", (symbols,), what="snapshot_positions", key=f"{round_}|positions")
+        if self.market_settings:
+            self._snapshot_waiting.add(f"{round_}|leverage")
+            out += self._call(now, "fetch_leverages", (sorted(self.market_settings),), what="snapshot_leverage",
+                              key=f"{round_}|leverage")
         settlement = sorted({self._settlement(s) for s in symbols}) or ["USDT"]
         out += self._call(now, "fetch_income", (settlement[0], None, 1000), what="snapshot_income", key=f"{round_}|income")
         return out
@@ -541,6 +572,9 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
         listed += tuple(attrs.evolve(o, exchange_order_id=record_id(o)) for o in self._snapshot_algos)
         trades = tuple(self._trade_as_recorded(t) for t in self._snapshot_trades)
         positions, income, forced = self._snapshot_positions, self._snapshot_income, self._snapshot_forced
+        readings = {s: lev for s, (lev, _) in self._snapshot_leverage.items()}
+        positions = tuple(attrs.evolve(p, leverage=readings[p.symbol]) if p.leverage is None and p.symbol in readings else p
+                          for p in positions)
         settlement = sorted({self._settlement(s) for s in self.market_settings}) or ["USDT"]
         account = self.margin.get(settlement[0])
         wallet = account.wallet if account is not None else ZERO
@@ -557,5 +591,6 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
             wallet += ex.wallet
             balances[ex.margin_asset] = balances.get(ex.margin_asset, ZERO) + ex.wallet
         snapshot = PositionsSnapshot(venue=self.venue, positions=positions, open_orders=listed, trades=trades,
-                                     income=income, wallet=wallet, at=now, forced_order_ids=forced)
+                                     income=income, wallet=wallet, at=now, forced_order_ids=forced,
+                                     leverage=readings, leverage_set=dict(self.leverage))
         return ExchangeSnapshot(self.venue, listed, balances, now, request_id, trades, positions=snapshot)

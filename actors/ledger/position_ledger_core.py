@@ -24,7 +24,13 @@ from typing import Any, Iterable, Mapping
 import attrs
 
 from actors.ledger.positions_core import PositionBook, PositionEntry
-from actors.reconciler.positions_core import AdjustCollateral, AdoptPosition, BookExternalTrade, BookInsuranceClear
+from actors.reconciler.positions_core import (
+    AdjustCollateral,
+    AdoptPosition,
+    BookExternalTrade,
+    BookInsuranceClear,
+    RestoreCollateral,
+)
 from actors.messages import (
     WRITER,
     LedgerSnapshot,
@@ -55,6 +61,8 @@ class BookView:
     trade_ids: frozenset[str]
     income_ids: frozenset[str]
     collateral: dict[str, Decimal]
+    #: What withdrawals outside cut from each strategy's collateral, not given back yet.
+    withdrawn: dict[str, Decimal] = attrs.field(factory=dict)
 
 
 class PositionLedgerCore:
@@ -154,6 +162,8 @@ class PositionLedgerCore:
                                    now, action.reason)
         if isinstance(action, AdjustCollateral):
             return self.book.adjust_collateral(action.strategy, action.delta, now, action.reason)
+        if isinstance(action, RestoreCollateral):
+            return self.book.restore_collateral(action.strategy, action.income_id, action.amount, action.currency, now)
         if isinstance(action, BookInsuranceClear):
             return self.book.insurance_clear(action.strategy, action.symbol, action.income_id, action.amount,
                                              action.currency, now)
@@ -167,8 +177,9 @@ class PositionLedgerCore:
         return BookView(
             positions=tuple((s, sym, p.size, p.entry_price, p.leverage) for (s, sym), p in book.positions.items()),
             trade_ids=frozenset(trade_ids),
-            income_ids=frozenset(i for i in book.booked_ids if ":funding:" in i or ":insurance:" in i),
+            income_ids=frozenset(i for i in book.booked_ids if ":funding:" in i or ":insurance:" in i or ":transfer:" in i),
             collateral={name: a.wallet for name, a in book.collateral.items()},
+            withdrawn={name: a.withdrawn for name, a in book.collateral.items() if a.withdrawn},
         )
 
     def with_view(self, sends: list[Send]) -> list[Send]:

@@ -38,6 +38,12 @@ The rules (units: sizes in base units, money in the settlement asset):
   lets them close no more than is held together. A close's fee is taken from the wallet when it fills (the
   margin the close frees covers it); a close never needs free collateral, so a strategy
   can always reduce its risk.
+- **Collateral moved outside** (the reconciler's ``margin_changed``): a withdrawal the
+  strategy alone bears cuts its wallet by the shortfall (:meth:`PositionBook.adjust_collateral`);
+  the cut is remembered (:attr:`Collateral.withdrawn`), and a later transfer into the
+  account gives it back, up to what was cut and once per transfer
+  (:meth:`PositionBook.restore_collateral`), so the collateral never exceeds what the
+  allocation and the strategy's own P&L make it.
 - Shares of the cost and the margin are rounded to :data:`QUANTUM`; the residue stays in
   the position (the closing fill takes all of it), so realized plus unrealized P&L equals
   the trades' cash flow exactly.
@@ -164,6 +170,9 @@ class Collateral:
     wallet: Decimal = ZERO
     margin_reserved: Decimal = ZERO
     margin_used: Decimal = ZERO
+    #: What withdrawals outside limitline cut from the wallet and transfers in have not
+    #: given back yet (adjustments without a symbol: a cut adds to it, a restoration takes).
+    withdrawn: Decimal = ZERO
 
     @property
     def free(self) -> Decimal:
@@ -255,6 +264,26 @@ class PositionBook:
         if wallet + delta < 0:
             return f"adjustment {delta:+} would leave {strategy}'s wallet at {wallet + delta}"
         return self._do([PositionEntry("adjust", strategy, now, wallet=delta, reason=reason)])
+
+    def restore_collateral(
+        self, strategy: str, income_id: str, amount: Decimal, currency: str, now: float
+    ) -> list[PositionEntry] | str:
+        """A transfer into the account (``amount`` > 0, the exchange's income ``income_id``)
+        gives back what earlier withdrawals cut from ``strategy``'s collateral, up to
+        :attr:`Collateral.withdrawn`: never more than was cut, so never above what the
+        allocation and the strategy's own P&L make it. Once per income id; a transfer with
+        nothing to give back is booked at 0 (seen: it cannot restore a later cut)."""
+        if income_id in self.booked_ids:
+            return []
+        if currency != self.settlement:
+            return f"transfer {income_id} is in {currency}, the collateral in {self.settlement}"
+        if amount <= 0:
+            return f"transfer {income_id} of {amount} is not a transfer in"
+        restored = min(amount, self.account(strategy).withdrawn)
+        reason = (f"transfer in of {amount} {currency}: restores {restored} {currency} cut by an earlier withdrawal"
+                  if restored else f"transfer in of {amount} {currency}: nothing cut to restore; not allocated")
+        return self._do([PositionEntry("adjust", strategy, now, trade_id=income_id, amount=amount,
+                                       fee_currency=currency, wallet=restored, reason=reason)])
 
     def reserve(
         self, request: PositionOrderRequest, now: float, marks: Mapping[str, Decimal] | None = None
@@ -505,6 +534,10 @@ class PositionBook:
         account.margin_reserved += entry.margin_reserved
         account.margin_used += entry.margin_used
         if entry.symbol is None:
+            if entry.kind == "adjust":  # outside the strategy's positions: a cut, or its restoration
+                account.withdrawn = max(ZERO, account.withdrawn - entry.wallet)
+                if entry.trade_id:
+                    self.booked_ids.add(entry.trade_id)  # a transfer's income id: once
             return
         key = (entry.strategy, entry.symbol)
         position = self.positions.get(key)
@@ -596,7 +629,8 @@ class PositionBook:
         """Everything the fold holds, comparable between a live book and a rebuilt one."""
         return {
             "collateral": {
-                n: {"wallet": str(a.wallet), "margin_reserved": str(a.margin_reserved), "margin_used": str(a.margin_used)}
+                n: {"wallet": str(a.wallet), "margin_reserved": str(a.margin_reserved), "margin_used": str(a.margin_used),
+                    "withdrawn": str(a.withdrawn)}
                 for n, a in sorted(self.collateral.items())
             },
             "positions": {f"{s}:{sym}": p.snapshot() | {"groups": {g: str(v) for g, v in sorted(p.groups.items())}}

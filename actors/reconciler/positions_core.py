@@ -16,8 +16,8 @@ refuses two), so a symbol names its strategy.
 | ``position_changed_outside`` | the exchange's size differs from the ledger's. *Explained*: trades no order of ours made (an operator's) account for the difference | those trades are booked as outside trades (P&L realized at their prices) and the position adopted, **with an event; the strategy carries on**: the books are exact again |
 | | *unexplained*: the trades in view do not account for it (history out of reach, a manual adjustment) | the exchange's size and entry are **adopted** (no cycle acts on a position that no longer exists, and a close never reserves more than is held) **and the strategy paused**: its P&L of the difference is unknown, so an operator acknowledges it first |
 | | the same size at another entry price | the entry is refreshed from the exchange, with an event |
-| ``margin_changed`` | the exchange's leverage for the symbol is not the ledger's | the strategy **paused**: the risk per position is no longer the configured one |
-| | the exchange's wallet in the settlement asset is less than the strategies' collateral together (margin withdrawn outside; the account may hold more than is allocated, so only a shortfall counts), or a transfer in the income history added margin | withdrawn: with one strategy on the account its collateral is cut by the shortfall, with the reason (its next open is denied by the ledger, naming the margin); with several it cannot be attributed: all are **paused**. Added: an event only (allocation is explicit configuration) |
+| ``margin_changed`` | the exchange's leverage for the symbol (position or not) is not the one limitline set at start (or, without that, the ledger's position's) | the strategy **paused**: the risk per position is no longer the configured one |
+| | the exchange's wallet in the settlement asset is less than the strategies' collateral together (margin withdrawn outside; the account may hold more than is allocated, so only a shortfall counts), or a transfer in the income history added margin | withdrawn: with one strategy on the account its collateral is cut by the shortfall, with the reason (its next open is denied by the ledger, naming the margin); with several it cannot be attributed: all are **paused**. Added: gives the one strategy an earlier withdrawal cut back up to the cut (:class:`RestoreCollateral`, once per transfer, never more than was cut); otherwise an event only (allocation is explicit configuration), the transfer booked as seen so that it never gives back a later cut |
 | ``funding`` | a funding payment in the income history that the ledger has not booked | booked as its own entry (never in realized P&L) |
 | ``orphaned_protection`` | a protective order still open while the exchange holds no position | cancelled (conditional orders outlive positions; a symbol has few slots) |
 
@@ -103,6 +103,11 @@ class PositionsSnapshot:
     at: float
     #: Exchange order ids of the account's forced orders (``fetch_my_liquidations``).
     forced_order_ids: frozenset[str] = frozenset()
+    #: The leverage the exchange holds per symbol, position or not (Binance:
+    #: ``/fapi/v1/symbolConfig``; its ``/fapi/v3/positionRisk`` carries none).
+    leverage: Mapping[str, Decimal] = attrs.field(factory=dict)
+    #: The leverage limitline set per symbol at start (what its reservations use).
+    leverage_set: Mapping[str, Decimal] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -143,6 +148,8 @@ class PositionsRecord:
     booked_income_ids: frozenset[str]
     #: Each strategy's collateral (wallet) in the ledger.
     collateral: Mapping[str, Decimal]
+    #: What withdrawals outside cut from each strategy's collateral, not given back yet.
+    withdrawn: Mapping[str, Decimal] = attrs.field(factory=dict)
 
 
 # ------------------------------------------------------------ actions
@@ -194,6 +201,19 @@ class AdjustCollateral:
 
 
 @attrs.frozen
+class RestoreCollateral:
+    """A transfer into the account (``amount`` > 0, income ``income_id``) gives back up to
+    what earlier withdrawals cut from the strategy's collateral (the ledger's
+    ``restore_collateral``), booked once per income id."""
+
+    strategy: str
+    income_id: str
+    amount: Decimal
+    currency: str
+    reason: str
+
+
+@attrs.frozen
 class BookInsuranceClear:
     """The insurance fund's clearance after a liquidation: ``amount`` as the exchange's
     income lists it (negative: taken from the strategy's collateral), booked once per id."""
@@ -219,7 +239,7 @@ class PauseStrategy:
 
 
 PositionAction = Union[SettleTrade, BookExternalTrade, BookFunding, BookInsuranceClear, AdoptPosition, AdjustCollateral,
-                       CancelProtective, PauseStrategy]
+                       RestoreCollateral, CancelProtective, PauseStrategy]
 
 
 # ------------------------------------------------------------ compare
@@ -322,11 +342,13 @@ def classify(
                 Difference("position_changed_outside", venue, f"{symbol}:entry:{theirs.entry_price}", strategy, reason),
                 [AdoptPosition(strategy, symbol, truth, theirs.entry_price, leverage, reason)],
             ))
-        if theirs is not None and theirs.leverage is not None and ours is not None and ours.leverage is not None \
-                and theirs.leverage != ours.leverage:
-            reason = (f"{symbol}: leverage changed outside limitline: {ours.leverage} in the ledger, "
-                      f"{theirs.leverage} on the exchange; paused until an operator resumes")
-            out.append((Difference("margin_changed", venue, f"{symbol}:leverage:{theirs.leverage}", strategy, reason),
+        held = exchange.leverage.get(symbol) or (theirs.leverage if theirs is not None else None)
+        wanted = exchange.leverage_set.get(symbol) or (ours.leverage if ours is not None else None)
+        if held is not None and wanted is not None and held != wanted:
+            reason = (f"{symbol}: leverage changed outside limitline: {wanted} set by limitline, "
+                      f"{held} on the exchange; paused until an operator resumes (restarting limitline sets "
+                      f"{wanted} again)")
+            out.append((Difference("margin_changed", venue, f"{symbol}:leverage:{held}", strategy, reason),
                         [PauseStrategy(strategy, reason)]))
         if flat:
             covered = {a.client_order_id for _, actions in out for a in actions if isinstance(a, CancelProtective)}
@@ -367,14 +389,29 @@ def classify(
             [BookInsuranceClear(strategy, income.symbol, income.income_id, income.amount, income.asset)],
         ))
 
+    strategies = sorted(set(strategy_of.values()))
+    cut = [s for s in strategies if record.withdrawn.get(s, ZERO) > 0]
     for income in sorted(exchange.income, key=lambda i: (i.at, i.income_id)):
-        if income.kind == "TRANSFER" and income.amount > 0 and income.income_id not in record.booked_income_ids:
-            out.append((Difference("margin_changed", venue, income.income_id, None,
-                                   f"margin added outside limitline: {income.amount} {income.asset}; "
-                                   "not allocated to any strategy"), []))
+        if (income.kind != "TRANSFER" or income.amount <= 0 or income.asset != settlement
+                or income.income_id in record.booked_income_ids):
+            continue
+        if len(cut) == 1:  # the one strategy a withdrawal was charged to gets it back, up to the cut
+            strategy = cut[0]
+            detail = (f"margin added outside limitline: {income.amount} {income.asset}; gives {strategy} back up to "
+                      f"{record.withdrawn[strategy]} {income.asset} an earlier withdrawal cut from its collateral")
+        else:
+            strategy = strategies[0] if strategies else None
+            detail = (f"margin added outside limitline: {income.amount} {income.asset}; not allocated to any strategy"
+                      + ("; the earlier cuts of several strategies cannot be attributed" if cut else ""))
+        if strategy is None:
+            out.append((Difference("margin_changed", venue, income.income_id, None, detail), []))
+            continue
+        # Booked once, even with nothing to give back (seen: it never gives back a later cut).
+        repairs = True
+        out.append((Difference("margin_changed", venue, income.income_id, strategy if len(cut) == 1 else None, detail),
+                    [RestoreCollateral(strategy, income.income_id, income.amount, income.asset, detail)]))
     if repairs:
         return out  # the wallet is judged once what is being repaired is booked
-    strategies = sorted(set(strategy_of.values()))
     ours_total = sum((record.collateral.get(s, ZERO) for s in strategies), ZERO)
     gap = exchange.wallet - ours_total
     if gap < -TOLERANCE:
@@ -417,7 +454,7 @@ def compare_positions(
                                                open=not order.state.is_final))
         else:
             own |= ids
-    prefixes = (f"{venue}:funding:", f"{venue}:insurance:")
+    prefixes = (f"{venue}:funding:", f"{venue}:insurance:", f"{venue}:transfer:")
     record = PositionsRecord(
         positions=tuple(BookedPosition(s, sym, size, entry, lev) for s, sym, size, entry, lev in view.positions if s in here),
         protective=tuple(protective),
@@ -425,6 +462,7 @@ def compare_positions(
         booked_trade_ids=view.trade_ids,
         booked_income_ids=frozenset(i.split(":", 2)[2] for i in view.income_ids if i.startswith(prefixes)),
         collateral={s: w for s, w in view.collateral.items() if s in here},
+        withdrawn={s: w for s, w in view.withdrawn.items() if s in here},
     )
     settlement = next(iter(exchange.balances), "USDT")
     return [(difference, [send for action in actions for send in _sends(action, exchange)])
@@ -440,6 +478,8 @@ def _sends(action: PositionAction, exchange: ExchangeSnapshot) -> list[Send]:
         return [Send(LEDGER, report), Send(strategy_address(action.strategy), report)]
     if isinstance(action, (BookExternalTrade, AdoptPosition, AdjustCollateral)):
         return [Send(LEDGER, PositionRepair(action.strategy, action))]
+    if isinstance(action, RestoreCollateral):
+        return [Send(LEDGER, PositionRepair(action.strategy, attrs.evolve(action, income_id=f"{venue}:transfer:{action.income_id}")))]
     if isinstance(action, BookInsuranceClear):
         # Named by venue as funding is: income ids are per account.
         return [Send(LEDGER, PositionRepair(action.strategy, attrs.evolve(action, income_id=f"{venue}:insurance:{action.income_id}")))]

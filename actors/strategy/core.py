@@ -111,6 +111,9 @@ class StrategyCore:
         fast path passes outcomes computed up front; same interface, same results)."""
         self.settings = settings
         self.record_evaluations = record_evaluations
+        #: The store's client order id instance (``actors.orders.client_order_id``): set by
+        #: the shell from the store before :meth:`restore`; "" in the Lab (no store).
+        self.client_id_instance = ""
         self.allocated = dict(allocated or {})
         self.breaker = CircuitBreaker(settings.breaker)
         self.name = settings.name
@@ -510,7 +513,7 @@ class StrategyCore:
         problem = None if share is not None else market.violation(price, amount)
         if problem is not None:
             return out + [self._event("blocked", now, rule=outcome.rule, reason=problem, payload={"side": side.value})]
-        cid = client_order_id(self.name, self.next_sequence)
+        cid = client_order_id(self.name, self.next_sequence, self.client_id_instance)
         self.next_sequence += 1
         order = Order(
             client_order_id=cid,

@@ -419,7 +419,7 @@ class PerpetualStrategyCore(StrategyCore):
     ) -> tuple[str, list[Send]]:
         assert self.market is not None
         market = self.market
-        cid = client_order_id(self.name, self.next_sequence)
+        cid = client_order_id(self.name, self.next_sequence, self.client_id_instance)
         self.next_sequence += 1
         self.orders[cid] = Order(
             client_order_id=cid, strategy=self.name, venue=self.settings.venue, symbol=self.settings.symbol,

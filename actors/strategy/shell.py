@@ -24,6 +24,7 @@ async def strategy_actor(
     """``allocated``: all strategies' allocations on this venue, per asset (for pre-flight)."""
     assert ctx.inbox is not None
     core = (PerpetualStrategyCore if settings.perpetual else StrategyCore)(settings, allocated)
+    core.client_id_instance = await env.store.client_id_instance()
     now = env.clock.now()
     restored = core.restore(await env.store.orders(strategy=settings.name), now)
     await deliver(env.directory, core.start(now) + restored)
