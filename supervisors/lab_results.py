@@ -49,6 +49,17 @@ class Equity(Sequence[tuple[int, float, float]]):
             window = slice(start, start + step)
             yield from zip(self.ts[window].tolist(), self.value[window].tolist(), self.held[window].tolist())
 
+    def __eq__(self, other: object) -> bool:
+        """Equal to any sequence of the same (ts, equity, held) tuples, candle for candle."""
+        if isinstance(other, Equity):
+            return (np.array_equal(self.ts, other.ts) and np.array_equal(self.value, other.value)
+                    and np.array_equal(self.held, other.held))
+        if isinstance(other, Sequence) and not isinstance(other, (str, bytes)):
+            return len(self) == len(other) and all(a == tuple(b) for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
     def __repr__(self) -> str:
         return f"Equity({len(self)} candles)"
 
