@@ -236,13 +236,15 @@ MIGRATIONS: list[list[str]] = [
         "DROP INDEX journal_by_order",
         "CREATE INDEX journal_by_order ON journal (client_order_id) WHERE kind IN ('reserve', 'settle')",
     ],
-    # 9 -> 10: the simulated spot exchange's OCO order lists (exchange.matching.SimOrder's
+    # 9 -> 10: OCO order lists on spot (actors.orders.Order.stop_limit_price) and the
+    # simulated spot exchange's lists (exchange.matching.SimOrder's
     # list_client_id, stop_price and triggered), so shadow mode's resting protection survives
     # a restart.
     [
         "ALTER TABLE sim_orders ADD COLUMN list_client_id TEXT",
         "ALTER TABLE sim_orders ADD COLUMN stop_price TEXT",
         "ALTER TABLE sim_orders ADD COLUMN triggered INTEGER",
+        "ALTER TABLE orders ADD COLUMN stop_limit_price TEXT",
     ],
 ]
 

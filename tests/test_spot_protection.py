@@ -59,3 +59,94 @@ def test_spot_protection_is_allowed_on_ccxt_binance_spot():
         parse_config(ccxt_raw("binance"))
     except ConfigError as error:
         assert not [p for p in error.problems if "protection" in p], error.problems
+
+
+# ------------------------------------------------- the ledger and the connection, plain calls
+
+from decimal import Decimal as D  # noqa: E402
+
+from actors.connection.simulated_orders import SimulatedOrders  # noqa: E402
+from actors.ledger.core import LedgerCore  # noqa: E402
+from actors.messages import LEDGER, CancelOrder, FillReport, OrderCanceled, Reserve, ReservationGranted  # noqa: E402
+from actors.orders import Order, OrderState, oco_leg_ids, oco_list_of  # noqa: E402
+from exchange.candles import Candle  # noqa: E402
+from exchange.markets import MarketRules  # noqa: E402
+from exchange.matching import SimulatedExchange  # noqa: E402
+from exchange.records import Side  # noqa: E402
+
+MARKET = MarketRules.for_symbol("BTC/USD", tick_size=D("0.01"), lot_size=D("0.001"), min_amount=D("0.001"),
+                                min_notional=D("10"), maker_fee=D("0.001"), taker_fee=D("0.002"))
+LIST = "ll-a-000000-7"
+
+
+def oco_order(amount="1") -> Order:
+    return Order(LIST, "a", "sim", "BTC/USD", Side.SELL, D("110"), D(amount), OrderState.SUBMITTING, 0, 0,
+                 rule="protection:oco@p1", order_type="oco", trigger_price=D("95"), stop_limit_price=D("94"))
+
+
+def wired(btc="1"):
+    ledger = LedgerCore()
+    ledger.allocate("a", D("0"), D(btc), 0.0, "test", base_cost=D("100"))
+    exchange = SimulatedExchange([MARKET], {"BTC": D(btc)}, volume_share=D("0.5"))
+    exchange.observe("BTC/USD", Candle(0, D(100), D(100), D(100), D(100), D(1)))
+    return ledger, SimulatedOrders("sim", exchange)
+
+
+def to_ledger(ledger: LedgerCore, sends) -> None:
+    for send in sends:
+        if send.to == LEDGER:
+            ledger.handle(send.message, 1.0)
+
+
+def reserve_list(ledger: LedgerCore, amount="1") -> None:
+    answer = ledger.handle(Reserve(LIST, "a", Side.SELL, "BTC/USD", "BTC", "USD", D("110"), D(amount), D("0.002"),
+                                   "strategy:a"), 0.0)
+    assert any(isinstance(s.message, ReservationGranted) for s in answer)
+
+
+def test_the_legs_ids_name_their_list():
+    above, below = oco_leg_ids(LIST)
+    assert oco_list_of(above) == oco_list_of(below) == LIST and oco_list_of(LIST) is None
+
+
+def test_the_ledger_reserves_the_coins_once_and_the_stop_legs_fill_settles_the_list():
+    ledger, orders = wired()
+    reserve_list(ledger)
+    account = ledger.accounts["a"]
+    assert account.base_reserved == D("1") and account.base_free == 0  # once for both legs
+    accepted = orders.submit(oco_order(), 0.0)
+    assert orders.exchange.balances["BTC"].used == D("1")  # and once on the exchange
+    assert [type(s.message).__name__ for s in accepted] == ["OrderAccepted"]
+    # The market falls through the stop: its leg sells at the stop (a taker), for the list.
+    sends = orders.match("BTC/USD", Candle(60, D(99), D(99), D(90), D(91), D(100)), 2.0)
+    fills = [s.message for s in sends if isinstance(s.message, FillReport)]
+    assert {f.client_order_id for f in fills} == {LIST} and fills[0].price == D("95")
+    to_ledger(ledger, sends)
+    assert account.base_reserved == 0 and account.base_free == 0
+    assert account.quote_free == D("95") - D("95") * D("0.002")
+    assert not ledger.open_reservations("a")
+    assert [leg.status for leg in orders.exchange.order_list(LIST)] == ["expired", "closed"]
+
+
+def test_cancelling_the_list_releases_its_one_reservation():
+    ledger, orders = wired()
+    reserve_list(ledger)
+    orders.submit(oco_order(), 0.0)
+    sends = orders.cancel(CancelOrder(LIST, "a", "resize"), 1.0)
+    [canceled] = [s.message for s in sends if s.to == LEDGER]
+    assert isinstance(canceled, OrderCanceled) and canceled.filled == 0
+    to_ledger(ledger, sends)
+    assert ledger.accounts["a"].base_free == D("1") and ledger.accounts["a"].base_reserved == 0
+    assert orders.exchange.balances["BTC"].free == D("1")
+
+
+def test_a_take_profit_filling_in_part_ends_the_stop_and_the_rest_stays_reserved_once():
+    ledger, orders = wired()
+    reserve_list(ledger)
+    orders.submit(oco_order(), 0.0)
+    sends = orders.match("BTC/USD", Candle(60, D(100), D(111), D(99), D(110), D(1)), 2.0)  # half a coin
+    to_ledger(ledger, sends)
+    account = ledger.accounts["a"]
+    assert account.base_reserved == D("0.5") and account.base_free == 0
+    above, below = orders.exchange.order_list(LIST)
+    assert below.status == "expired" and above.status == "open"
