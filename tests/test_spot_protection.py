@@ -150,3 +150,89 @@ def test_a_take_profit_filling_in_part_ends_the_stop_and_the_rest_stays_reserved
     assert account.base_reserved == D("0.5") and account.base_free == 0
     above, below = orders.exchange.order_list(LIST)
     assert below.status == "expired" and above.status == "open"
+
+
+# ------------------------------------------------- the Lab and shadow mode, same cores
+
+import sqlite3  # noqa: E402
+
+import trio  # noqa: E402
+from helpers import Watch  # noqa: E402
+
+from exchange.candles import bundled_path, load_candles  # noqa: E402
+from supervisors.app import App  # noqa: E402
+from supervisors.lab import Lab  # noqa: E402
+
+PROTECTION = {"take_profit_pct": 3, "stop_loss_pct": 2}
+
+
+def rules_of(config) -> MarketRules:
+    m = config.venues[0].markets[0]
+    return MarketRules.for_symbol(m.symbol, tick_size=m.tick_size, lot_size=m.lot_size, min_amount=m.min_amount,
+                                  min_notional=m.min_notional, maker_fee=m.maker_fee, taker_fee=m.taker_fee)
+
+
+def test_the_lab_protects_every_holding_with_one_list_and_both_legs_close_positions():
+    config = parse_config(raw_with(PROTECTION))
+    result = Lab(config.strategies[0], rules_of(config), load_candles(bundled_path())[:600], volume_share=D("0.1")).run()
+    lists = [o for o in result.orders.values() if o.order_type == "oco"]
+    assert lists and all(o.side is Side.SELL and o.rule.startswith("protection:oco") for o in lists)
+    by_exit = {"take_profit": 0, "stop_loss": 0}
+    for o in lists:
+        fills = [f for f in result.fills if f.client_order_id == o.client_order_id]
+        if o.state is OrderState.FILLED:
+            assert sum(f.amount for f in fills) == o.amount
+            for f in fills:
+                if f.price == o.price:
+                    by_exit["take_profit"] += 1
+                    assert f.taker_or_maker == "maker"  # a limit-maker never takes
+                else:
+                    by_exit["stop_loss"] += 1
+                    assert f.price <= o.trigger_price and f.price >= o.stop_limit_price
+        else:
+            assert o.state is OrderState.CANCELED and not fills  # the strategy's sells cancelled it first
+    assert by_exit["take_profit"] >= 1 and by_exit["stop_loss"] >= 1, by_exit
+    # Each buy's holding was protected: a list follows every filled buy.
+    buys = sorted(int(o.client_order_id.rsplit("-", 1)[1]) for o in result.orders.values()
+                  if o.side is Side.BUY and o.state is OrderState.FILLED)
+    protected = {int(o.client_order_id.rsplit("-", 1)[1]) for o in lists}
+    assert all(b + 1 in protected for b in buys)
+    kinds = {e.kind for e in result.events}
+    assert {"protection_placed", "closed_by_protection"} <= kinds
+
+
+async def test_shadow_mode_and_the_lab_make_the_same_protective_orders_and_fills(tmp_path, fast_raw):
+    lines = bundled_path().read_text().splitlines()
+    data = tmp_path / "candles.csv"
+    data.write_text("\n".join(lines[:401]) + "\n")
+    fast_raw["venues"][0]["replay"]["BTC/USD"] = {"data": str(data), "lockstep": True}
+    fast_raw["venues"][0]["volume_share"] = "0.01"
+    fast_raw["strategies"] = [dict(fast_raw["strategies"][0], protection=PROTECTION)]
+    config = parse_config(fast_raw)
+    watch = Watch()
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(App(config, echo=watch).run)
+            await watch.until(lambda events: watch.count("replay_finished") == 1)
+            nursery.cancel_scope.cancel()
+    store = sqlite3.connect(config.store)
+    shadow_orders = {
+        cid: (side, D(price), D(amount), state, D(filled), kind)
+        for cid, side, price, amount, state, filled, kind in store.execute(
+            "SELECT client_order_id, side, price, amount, state, filled, order_type FROM orders")
+    }
+    shadow_fills = [
+        (cid, trade, D(price), D(amount))
+        for cid, trade, price, amount in store.execute(
+            "SELECT client_order_id, trade_id, price, amount FROM fills ORDER BY CAST(trade_id AS INTEGER)")
+    ]
+    lab = Lab(config.strategies[0], rules_of(config), load_candles(data), volume_share=D("0.01")).run()
+    lab_orders = {o.client_order_id: (o.side.value, o.price, o.amount, o.state.value, o.filled, o.order_type)
+                  for o in lab.orders.values()}
+    lab_fills = [(f.client_order_id, f.trade_id, f.price, f.amount) for f in lab.fills]
+    assert sum(1 for o in lab_orders.values() if o[5] == "oco" and o[3] == "FILLED") >= 2, "too little to compare"
+    if shadow_orders != lab_orders:
+        for cid in sorted(set(shadow_orders) | set(lab_orders), key=lambda c: int(c.rsplit("-", 1)[1])):
+            print(cid, shadow_orders.get(cid), lab_orders.get(cid))
+    assert shadow_orders == lab_orders
+    assert shadow_fills == lab_fills

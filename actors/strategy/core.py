@@ -230,7 +230,7 @@ class StrategyCore(SpotProtectionMixin):
     def _busy(self) -> bool:
         """Something this candle caused is still under way (an order in transit): the
         candle is not done yet (a lockstep replay waits for it)."""
-        return any(o.state in IN_TRANSIT for o in self.orders.values())
+        return any(o.state in IN_TRANSIT for o in self.orders.values()) or self._protection_waits()
 
     def _handle(self, message: Any, now: float) -> list[Send]:
         # One lookup by the message's type (a chain of isinstance checks cost the Lab's

@@ -194,6 +194,11 @@ class SpotProtectionMixin:
             Send(self.connection, CancelOrder(order.client_order_id, self.name, action.reason))
         ]
 
+    def _protection_waits(self: "StrategyCore") -> bool:
+        """A sell or a placement waits for the coins of a cancelled list (the ledger's
+        answer releasing them): the candle is not done yet (a lockstep replay waits)."""
+        return self._sell_after_cancel is not None or bool(self._pending_protection)
+
     def _protective_live(self: "StrategyCore") -> bool:
         return any(is_protective(o) for o in self.orders.values())
 
