@@ -1,0 +1,63 @@
+"""The sandbox's OCO order lists through the wire, with the real ccxt.binance client
+(``privatePostOrderListOco``, ``privateDeleteOrderList``, ``privateGetOpenOrderList``)."""
+
+from __future__ import annotations
+
+import ccxt
+import pytest
+import trio
+from test_sandbox import run_against_sandbox
+
+
+def oco_params(client, last: float, list_id: str, amount: str = "0.5") -> dict:
+    return {
+        "symbol": "BTCUSDT", "side": "SELL", "quantity": amount, "listClientOrderId": list_id,
+        "aboveType": "LIMIT_MAKER", "abovePrice": client.price_to_precision("BTC/USDT", last * 1.05),
+        "aboveClientOrderId": f"{list_id}-t",
+        "belowType": "STOP_LOSS_LIMIT", "belowStopPrice": client.price_to_precision("BTC/USDT", last * 0.95),
+        "belowPrice": client.price_to_precision("BTC/USDT", last * 0.94), "belowTimeInForce": "GTC",
+        "belowClientOrderId": f"{list_id}-s",
+    }
+
+
+async def test_an_oco_list_locks_the_coins_once_lists_and_cancels_through_ccxt():
+    def work(client, sandbox, url):
+        trio.from_thread.run(sandbox.wait_for_candle)
+        last = float(sandbox.dialect.closed["BTC/USDT"][-1].close)
+        placed = client.privatePostOrderListOco(oco_params(client, last, "ll-t-7"))
+        balance = client.fetch_balance()
+        listed = client.privateGetOpenOrderList({})
+        open_orders = client.fetch_open_orders("BTC/USDT")
+        # Two separate sells of the same coins: the second finds nothing free.
+        with pytest.raises(ccxt.InsufficientFunds):
+            client.create_order("BTC/USDT", "limit", "sell", 1.6, last * 1.1, {"clientOrderId": "ll-t-x"})
+        canceled = client.privateDeleteOrderList({"symbol": "BTCUSDT", "listClientOrderId": "ll-t-7"})
+        return placed, balance, listed, open_orders, canceled, client.fetch_balance()
+
+    placed, balance, listed, open_orders, canceled, after = await run_against_sandbox(work)
+    assert placed["contingencyType"] == "OCO" and placed["listClientOrderId"] == "ll-t-7"
+    assert [r["type"] for r in placed["orderReports"]] == ["STOP_LOSS_LIMIT", "LIMIT_MAKER"]
+    assert {r["clientOrderId"] for r in placed["orderReports"]} == {"ll-t-7-t", "ll-t-7-s"}
+    assert balance["used"]["BTC"] == 0.5 and balance["free"]["BTC"] == 1.5  # locked once, not twice
+    assert [entry["listClientOrderId"] for entry in listed] == ["ll-t-7"]
+    assert {o["clientOrderId"] for o in open_orders} == {"ll-t-7-t", "ll-t-7-s"}
+    assert canceled["listStatusType"] == "ALL_DONE"
+    assert all(r["status"] == "CANCELED" for r in canceled["orderReports"])
+    assert after["free"]["BTC"] == 2 and after["used"]["BTC"] == 0
+
+
+async def test_an_oco_list_with_prices_on_the_wrong_side_or_a_market_leg_is_refused():
+    def work(client, sandbox, url):
+        trio.from_thread.run(sandbox.wait_for_candle)
+        last = float(sandbox.dialect.closed["BTC/USDT"][-1].close)
+        wrong = oco_params(client, last, "ll-t-8")
+        wrong["abovePrice"] = client.price_to_precision("BTC/USDT", last * 0.9)
+        with pytest.raises(ccxt.InvalidOrder):
+            client.privatePostOrderListOco(wrong)
+        market_leg = dict(oco_params(client, last, "ll-t-9"), belowType="STOP_LOSS")
+        with pytest.raises(ccxt.ExchangeError):
+            client.privatePostOrderListOco(market_leg)
+        return client.fetch_balance()
+
+    balance = await run_against_sandbox(work)
+    assert balance["free"]["BTC"] == 2
