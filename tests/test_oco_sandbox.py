@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal as D
+
 import ccxt
 import pytest
 import trio
@@ -61,3 +63,29 @@ async def test_an_oco_list_with_prices_on_the_wrong_side_or_a_market_leg_is_refu
 
     balance = await run_against_sandbox(work)
     assert balance["free"]["BTC"] == 2
+
+
+async def test_the_adapter_places_looks_up_and_cancels_a_list_through_ccxt():
+    from exchange.ccxt_adapter import perform
+
+    def work(client, sandbox, url):
+        trio.from_thread.run(sandbox.wait_for_candle)
+        last = sandbox.dialect.closed["BTC/USDT"][-1].close
+        placed = perform(client, "create_oco_sell", ("BTC/USDT", D("0.25"), (last * D("1.05")).quantize(D("0.01")),
+                                                     (last * D("0.95")).quantize(D("0.01")),
+                                                     (last * D("0.94")).quantize(D("0.01")), "ll-t-3", "ll-t-3-t", "ll-t-3-s"))
+        looked_up = perform(client, "fetch_order_list_by_client_id", ("ll-t-3", "BTC/USDT"))
+        by_id = perform(client, "fetch_order_list", (placed.order_list_id, "BTC/USDT"))
+        canceled = perform(client, "cancel_order_list", (placed.order_list_id, "BTC/USDT"))
+        return placed, looked_up, by_id, canceled, sandbox.dialect.exchange.orders
+
+    placed, looked_up, by_id, canceled, orders = await run_against_sandbox(work)
+    assert placed.list_client_order_id == "ll-t-3" and placed.summary().status == "open"
+    assert {leg.client_order_id for leg in placed.legs} == {"ll-t-3-t", "ll-t-3-s"}
+    assert looked_up.order_list_id == by_id.order_list_id == placed.order_list_id
+    assert by_id.summary().amount == D("0.25") and by_id.summary().filled == 0
+    assert canceled.summary().status == "canceled"
+    # What reached the exchange: a limit-maker and a stop-loss-limit, never a market type.
+    [stop] = [o for o in orders.values() if o.stop_price is not None]
+    [maker] = [o for o in orders.values() if o.stop_price is None]
+    assert stop.price < stop.stop_price < maker.price and stop.list_client_id == maker.list_client_id == "ll-t-3"
