@@ -67,3 +67,19 @@ def test_a_cancel_cancels_the_list():
     out = core.handle(CallDone(cancel.call_id, listed(stop="canceled", maker="canceled", maker_filled="0.1")), 2.1)
     [canceled] = [s.message for s in out if s.to == LEDGER]
     assert canceled.filled == D("0.1")  # a partial take-profit's trades are still to be reported
+
+
+def test_the_reconciler_takes_an_oco_lists_legs_for_the_list_of_record():
+    from test_reconciler import listed as listed_order
+    from test_reconciler import order as record_order
+    from test_reconciler import exchange as snapshot
+    from test_reconciler import twice
+
+    from actors.reconciler.core import Record
+
+    cid = "ll-a-abcdef-3"
+    record = Record((record_order(cid, exchange_id="list-9"),), frozenset())
+    legs = [listed_order(f"{cid}-s", "501"), listed_order(f"{cid}-t", "502")]
+    assert twice(record, snapshot(legs)) == ([], [], [])  # neither missing nor external
+    classes, _, _ = twice(record, snapshot([]))
+    assert classes == ["missing_on_exchange"]  # gone: looked up as a list by the connection
