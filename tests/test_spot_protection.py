@@ -236,3 +236,16 @@ async def test_shadow_mode_and_the_lab_make_the_same_protective_orders_and_fills
             print(cid, shadow_orders.get(cid), lab_orders.get(cid))
     assert shadow_orders == lab_orders
     assert shadow_fills == lab_fills
+
+
+def test_a_list_the_exchange_refuses_is_placed_again_at_the_next_candle_not_in_a_loop():
+    # The starting coins "cost" 100 while the market trades near 2,500: the take-profit (103)
+    # lies below the last trade, a list Binance refuses. Each candle tries once, then the
+    # breaker stops the attempts; the run ends.
+    raw = raw_with(PROTECTION, allocation={"quote": 8000, "base": 0.2, "base_cost": 20})
+    config = parse_config(raw)
+    result = Lab(config.strategies[0], rules_of(config), load_candles(bundled_path())[:50], volume_share=D("0.1")).run()
+    refused = [e for e in result.events if e.kind == "protection_refused"]
+    assert refused and "relationship of the prices" in refused[0].reason
+    assert len(refused) <= 50  # at most one attempt a candle
+    assert not [o for o in result.orders.values() if o.order_type == "oco" and o.state is OrderState.OPEN]

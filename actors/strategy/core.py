@@ -449,7 +449,7 @@ class StrategyCore(SpotProtectionMixin):
         skip the candles on which it cannot act): the market times its resting orders
         expire at, and the closes at which an exit would sell. None: it must see the next
         candle (a cancel to ask again, an answer still to come, a Python strategy)."""
-        if self._python is not None or self._cancel_again or self._waiting is not None:
+        if self._python is not None or self._cancel_again or self._waiting is not None or self._resync_protection:
             return None
         expiries = []
         for order in self.orders.values():

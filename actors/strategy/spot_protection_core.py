@@ -90,6 +90,9 @@ class SpotProtectionMixin:
         self._cancel_on_accept: set[str] = set()
         #: A sell signal waiting for the list's cancel: (its outcome, its candle).
         self._sell_after_cancel: tuple[RuleOutcome, Candle] | None = None
+        #: A protective order was refused (ledger or exchange): placed again at the next
+        #: candle, not at once (a refusal that repeats must not spin within one candle).
+        self._resync_protection = False
 
     # -------------------------------------------------------------- inputs
 
@@ -136,6 +139,8 @@ class SpotProtectionMixin:
             o.side is Side.SELL and not is_protective(o) for o in self.orders.values()
         ):
             return out  # the strategy's own sell has the coins: no protection meanwhile
+        if self._resync_protection:
+            return out  # a refusal: placed again at the next candle
         assert self.market is not None
         size = self.market.round_amount(self.held)
         entry = self.entry_price
@@ -145,7 +150,11 @@ class SpotProtectionMixin:
         """The candle's close: a gapped stop is escalated."""
         if self.protection is None or not self.active:
             return []
-        return self._carry_out(self.protection.on_price(candle.close), now)
+        out: list[Send] = []
+        if self._resync_protection:
+            self._resync_protection = False
+            out += self._protect_position(now)
+        return out + self._carry_out(self.protection.on_price(candle.close), now)
 
     def _sell_cancels_protection(self: "StrategyCore", outcome: RuleOutcome, candle: Candle, now: float) -> list[Send] | None:
         """A sell signal while protection rests: the list is cancelled first and the sell
@@ -270,7 +279,14 @@ class SpotProtectionMixin:
         key = self._protective_key.get(order.client_order_id)
         self._cancel_on_accept.discard(order.client_order_id)
         out: list[Send] = []
-        if key is not None and order.state is not OrderState.FILLED:
+        if key is not None and order.state in (OrderState.REJECTED, OrderState.DENIED):
+            self._forget_protective(order.client_order_id)
+            if self.protection is not None:
+                self.protection.resting.pop(key, None)
+            self._resync_protection = True
+            out.append(self._event("protection_refused", now, order.client_order_id, rule=order.rule,
+                                   reason=f"{order.reason}; placed again at the next candle"))
+        elif key is not None and order.state is not OrderState.FILLED:
             # (a fill in full is heard by the protection from the fill: _protective_fill)
             self._forget_protective(order.client_order_id)
             if self.protection is not None:
