@@ -89,3 +89,31 @@ async def test_the_adapter_places_looks_up_and_cancels_a_list_through_ccxt():
     [stop] = [o for o in orders.values() if o.stop_price is not None]
     [maker] = [o for o in orders.values() if o.stop_price is None]
     assert stop.price < stop.stop_price < maker.price and stop.list_client_id == maker.list_client_id == "ll-t-3"
+
+
+async def test_live_spot_protection_rests_one_list_on_the_exchange_and_closes_positions(tmp_path, credentials):
+    """End to end: the runtime, live and armed, through the real ccxt.binance against the
+    sandbox: after a buy fills, one OCO list rests on the exchange for the coins bought, and
+    a leg of it sells them (``closed_by_protection``), booked once by the ledger."""
+    import sqlite3
+
+    from helpers import live_runtime
+
+    strategy = {"allocation": {"quote": 5000}, "protection": {"take_profit_pct": 0.3, "stop_loss_pct": 0.3},
+                "sell": {"kind": "change", "percent": 50, "lookback": 1}}  # (a sell signal that never fires)
+    async with live_runtime(tmp_path, strategy=strategy, deadline=120) as (watch, sandbox, app, _):
+        await watch.until(lambda events: any(e.kind == "closed_by_protection" for e in events))
+        lists = [o for o in sandbox.dialect.exchange.orders.values() if o.list_client_id is not None]
+        store = app.config.store
+    assert lists and all(o.side.value == "sell" for o in lists)
+    placed = [e for e in watch.events if e.kind == "order_placed"]
+    assert {e.payload["type"] for e in placed} <= {"limit", "oco"} and any(e.payload["type"] == "oco" for e in placed)
+    db = sqlite3.connect(store)
+    filled = db.execute("SELECT client_order_id FROM orders WHERE order_type = 'oco' AND state = 'FILLED'").fetchall()
+    assert filled
+    [(cid,)] = filled[:1]
+    legs = {o.client_order_id for o in lists if o.list_client_id == cid}
+    assert legs == {f"{cid}-t", f"{cid}-s"}
+    fills = db.execute("SELECT count(*) FROM fills WHERE client_order_id = ?", (cid,)).fetchone()[0]
+    settles = db.execute("SELECT count(*) FROM journal WHERE kind = 'settle' AND client_order_id = ?", (cid,)).fetchone()[0]
+    assert fills == settles >= 1
