@@ -249,3 +249,15 @@ def test_a_list_the_exchange_refuses_is_placed_again_at_the_next_candle_not_in_a
     assert refused and "relationship of the prices" in refused[0].reason
     assert len(refused) <= 50  # at most one attempt a candle
     assert not [o for o in result.orders.values() if o.order_type == "oco" and o.state is OrderState.OPEN]
+
+
+def test_the_labs_fast_path_trades_protection_exactly_like_stepping_every_candle():
+    """The fast path skips candles on which nothing can happen: a waiting stop's trigger (on
+    the lows) and a triggered stop's gap (on the closes) must count as something."""
+    config = parse_config(raw_with({"take_profit_pct": 2, "stop_loss_pct": 1, "stop_limit_slippage_pct": 0.1}))
+    candles = load_candles(bundled_path())[:1500]
+    stepped = Lab(config.strategies[0], rules_of(config), candles, volume_share=D("0.01"), keep_events=False).run()
+    fast = Lab(config.strategies[0], rules_of(config), candles, volume_share=D("0.01"), keep_events=False, fast=True).run()
+    lists = [o for o in stepped.orders.values() if o.order_type == "oco"]
+    assert len(lists) >= 10
+    assert fast.orders == stepped.orders and fast.fills == stepped.fills and fast.journal == stepped.journal
