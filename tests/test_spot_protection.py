@@ -261,3 +261,22 @@ def test_the_labs_fast_path_trades_protection_exactly_like_stepping_every_candle
     lists = [o for o in stepped.orders.values() if o.order_type == "oco"]
     assert len(lists) >= 10
     assert fast.orders == stepped.orders and fast.fills == stepped.fills and fast.journal == stepped.journal
+
+
+def test_a_gapped_stop_is_escalated_with_a_crossing_limit_sell_after_the_list_is_cancelled():
+    never = {"kind": "change", "percent": 50, "lookback": 1}
+    raw = raw_with({"take_profit_pct": 2, "stop_loss_pct": 1, "stop_limit_slippage_pct": 0.1, "gap_slippage_pct": 1},
+                   allocation={"quote": 1000, "base": 1, "base_cost": 100}, buy=never, sell=never)
+    config = parse_config(raw)
+    flat = [Candle(3600 * i, D(100), D(100), D(100), D(100), D(100)) for i in range(5)]
+    gap = [Candle(3600 * (5 + i), D(90), D(91), D(89), D(90), D(100)) for i in range(3)]
+    result = Lab(config.strategies[0], rules_of(config), flat + gap, volume_share=D("0.5")).run()
+    [oco] = [o for o in result.orders.values() if o.order_type == "oco"]
+    assert (oco.price, oco.trigger_price, oco.stop_limit_price) == (D("102"), D("99"), D("98.90"))  # 99 x 0.999, down to the tick
+    assert oco.state is OrderState.CANCELED  # triggered at the open (90), its limit above the market: stuck
+    [escalation] = [o for o in result.orders.values() if o.rule.startswith("protection:escalation")]
+    assert escalation.side is Side.SELL and escalation.price == D("89.10") and escalation.state is OrderState.FILLED
+    [fill] = [f for f in result.fills if f.client_order_id == escalation.client_order_id]
+    assert fill.price == D("90") and fill.amount == D("1")  # crossing: taken at the last trade
+    kinds = [e.kind for e in result.events]
+    assert "protection_escalated" in kinds and kinds.index("protection_escalated") < kinds.index("closed_by_protection")
