@@ -280,3 +280,33 @@ def test_a_gapped_stop_is_escalated_with_a_crossing_limit_sell_after_the_list_is
     assert fill.price == D("90") and fill.amount == D("1")  # crossing: taken at the last trade
     kinds = [e.kind for e in result.events]
     assert "protection_escalated" in kinds and kinds.index("protection_escalated") < kinds.index("closed_by_protection")
+
+
+def test_after_a_restart_the_list_of_record_is_adopted_not_placed_again():
+    """The core's plain calls: the list resting on the exchange when the process stopped is
+    the protection's again (it rests there: placing another would lock the coins twice);
+    a new holding then resizes it cancel-first."""
+    from test_strategy_core import facts, settings
+
+    from actors.messages import AccountInfo, Reconciled, RecordEvent, VenueInfo
+    from actors.strategy.core import StrategyCore
+    from actors.strategy.settings import Allocation, ProtectionConfig
+
+    core = StrategyCore(settings(allocation=Allocation(quote=D("1000")),
+                                 protection=ProtectionConfig(take_profit_pct=D(2), stop_loss_pct=D(1))))
+    resting = Order("ll-dip-1", "dip", "sim", "BTC/USD", Side.SELL, D("102"), D("1"), OrderState.OPEN, 0, 0,
+                    rule="protection:oco@p1", exchange_order_id="7", order_type="oco", trigger_price=D("99"),
+                    stop_limit_price=D("98.50"))
+    core.restore([resting], 0.0)
+    core.start(0.0)
+    holding = AccountInfo("dip", D("900"), D(0), D(0), D("1"), cost_basis=D("100"))  # the list holds the coin
+    for message in (VenueInfo(facts()), holding, Reconciled("sim"), VenueInfo(facts())):
+        core.handle(message, 0.0)
+    out = core.handle(holding, 0.0)
+    assert core.active
+    assert not [s for s in out if isinstance(s.message, (Reserve, CancelOrder))]  # adopted as it is
+    assert not [s for s in out if isinstance(s.message, RecordEvent) and s.message.kind.startswith("protection")]
+    # A second coin bought: the list is cancelled first; the new one waits for the coins.
+    out = core.handle(AccountInfo("dip", D("800"), D(0), D("1"), D("1"), cost_basis=D("200")), 1.0)
+    [cancel] = [s.message for s in out if isinstance(s.message, CancelOrder)]
+    assert cancel.client_order_id == "ll-dip-1" and not [s for s in out if isinstance(s.message, Reserve)]
