@@ -304,7 +304,8 @@ class StrategyCore(SpotProtectionMixin):
         while len(self._settled) > SETTLED_REMEMBERED:
             del self._settled[next(iter(self._settled))]
         out = self._maybe_activate(now) + self._decide_waiting(now)
-        return out + self._protect_position(now) if self.settings.protection is not None else out
+        # (a perpetual strategy's protection is its own: actors/strategy/perpetual_core.py)
+        return out + self._protect_position(now) if self._spot_protected else out
 
     def _on_granted(self, message: ReservationGranted, now: float) -> list[Send]:
         if message.amount is None:
@@ -393,7 +394,7 @@ class StrategyCore(SpotProtectionMixin):
     def on_candle(self, candle: Candle, now: float) -> list[Send]:
         self.market_time = candle.ts
         out = self._expire(candle.ts, now)
-        if self.protection is not None:
+        if self.spot_protection is not None:
             out += self._protect_price(candle, now)
         outcomes = [trigger.update(candle) for trigger in (self._buy, self._sell) if trigger is not None]
         if self.record_evaluations:
@@ -449,7 +450,7 @@ class StrategyCore(SpotProtectionMixin):
         skip the candles on which it cannot act): the market times its resting orders
         expire at, and the closes at which an exit would sell. None: it must see the next
         candle (a cancel to ask again, an answer still to come, a Python strategy)."""
-        if self._python is not None or self._cancel_again or self._waiting is not None or self._resync_protection:
+        if self._python is not None or self._cancel_again or self._waiting is not None or self._spot_resync:
             return None
         expiries = []
         for order in self.orders.values():
@@ -485,7 +486,7 @@ class StrategyCore(SpotProtectionMixin):
     # -------------------------------------------------------------- decisions
 
     def _decide(self, side: Side, outcome: RuleOutcome, candle: Candle, now: float) -> list[Send]:
-        if side is Side.SELL and self.protection is not None and not outcome.rule.startswith("protection:"):
+        if side is Side.SELL and self.spot_protection is not None and not outcome.rule.startswith("protection:"):
             cancels = self._sell_cancels_protection(outcome, candle, now)
             if cancels is not None:
                 return cancels
@@ -732,7 +733,7 @@ class StrategyCore(SpotProtectionMixin):
         out = self._advance(
             fill.client_order_id, trigger, now, filled=filled, trade_ids=order.trade_ids | {fill.trade_id}, **changes
         )
-        if self.protection is not None and is_protective(order):
+        if self.spot_protection is not None and is_protective(order):
             # (after the move: a complete fill ends the order first, then the protection hears of it)
             out += self._protective_fill(order, fill.amount, trigger is Trigger.FILL_COMPLETE, now)
         # What is held changes only by the ledger's answer to this fill (AccountInfo).
@@ -789,7 +790,7 @@ class StrategyCore(SpotProtectionMixin):
                 self.settling[cid] = order
             else:
                 self.settling.pop(cid, None)
-            if self.protection is not None and is_protective(order) and cid in self._protective_key:
+            if self.spot_protection is not None and is_protective(order) and cid in self._protective_key:
                 out += self._protective_ended(order, now)
         else:
             self.orders[cid] = order

@@ -80,7 +80,9 @@ class SpotProtectionMixin:
     """The spot strategy's side of :class:`ProtectionCore` (see the module)."""
 
     def _init_spot_protection(self: "StrategyCore") -> None:
-        self.protection: ProtectionCore | None = None
+        #: A spot strategy with ``protection`` (a perpetual strategy's is its own).
+        self._spot_protected = self.settings.protection is not None and not self.settings.perpetual
+        self.spot_protection: ProtectionCore | None = None
         #: Protective orders: client order id <-> the protection's key.
         self._protective_key: dict[str, str] = {}
         self._protective_cid: dict[str, str] = {}
@@ -92,21 +94,21 @@ class SpotProtectionMixin:
         self._sell_after_cancel: tuple[RuleOutcome, Candle] | None = None
         #: A protective order was refused (ledger or exchange): placed again at the next
         #: candle, not at once (a refusal that repeats must not spin within one candle).
-        self._resync_protection = False
+        self._spot_resync = False
 
     # -------------------------------------------------------------- inputs
 
     def _protection_core(self: "StrategyCore") -> ProtectionCore | None:
-        if self.protection is None and self.market is not None:
+        if self.spot_protection is None and self.market is not None and self._spot_protected:
             settings = spot_protection_settings(self.settings)
-            if settings is None or self.settings.perpetual:
+            if settings is None:
                 return None
-            self.protection = ProtectionCore(settings, round_price_to(self.market.tick_size), self.market.min_amount,
+            self.spot_protection = ProtectionCore(settings, round_price_to(self.market.tick_size), self.market.min_amount,
                                              spot_oco=True)
             for order in self.orders.values():  # a restart: the lists of record rest on
                 if is_protective(order):
-                    self._adopt(self.protection, order)
-        return self.protection
+                    self._adopt(self.spot_protection, order)
+        return self.spot_protection
 
     def _adopt(self: "StrategyCore", protection: ProtectionCore, order: Order) -> None:
         from actors.strategy.protection_core import ProtectiveOrder
@@ -139,7 +141,7 @@ class SpotProtectionMixin:
             o.side is Side.SELL and not is_protective(o) for o in self.orders.values()
         ):
             return out  # the strategy's own sell has the coins: no protection meanwhile
-        if self._resync_protection:
+        if self._spot_resync:
             return out  # a refusal: placed again at the next candle
         assert self.market is not None
         size = self.market.round_amount(self.held)
@@ -148,23 +150,23 @@ class SpotProtectionMixin:
 
     def _protect_price(self: "StrategyCore", candle: Candle, now: float) -> list[Send]:
         """The candle's close: a gapped stop is escalated."""
-        if self.protection is None or not self.active:
+        if self.spot_protection is None or not self.active:
             return []
         out: list[Send] = []
-        if self._resync_protection:
-            self._resync_protection = False
+        if self._spot_resync:
+            self._spot_resync = False
             out += self._protect_position(now)
-        return out + self._carry_out(self.protection.on_price(candle.close), now)
+        return out + self._carry_out(self.spot_protection.on_price(candle.close), now)
 
     def _sell_cancels_protection(self: "StrategyCore", outcome: RuleOutcome, candle: Candle, now: float) -> list[Send] | None:
         """A sell signal while protection rests: the list is cancelled first and the sell
         decided once the coins are free (None: nothing rests, decide now)."""
-        if self.protection is None or not self._protective_live():
+        if self.spot_protection is None or not self._protective_live():
             return None
         self._sell_after_cancel = (outcome, candle)
         self._pending_protection = []
         out: list[Send] = []
-        for resting in self.protection.resting.values():
+        for resting in self.spot_protection.resting.values():
             if not resting.canceling:
                 resting.canceling = True
                 out += self._cancel_protective(CancelProtective(resting.key, f"the strategy's sell signal ({outcome.rule})"), now)
@@ -187,8 +189,8 @@ class SpotProtectionMixin:
         pending = [p for p in self._pending_protection if p.key == action.key]
         if pending:  # never sent: forgotten
             self._pending_protection = [p for p in self._pending_protection if p.key != action.key]
-            assert self.protection is not None
-            self.protection.resting.pop(action.key, None)
+            assert self.spot_protection is not None
+            self.spot_protection.resting.pop(action.key, None)
             return []
         cid = self._protective_cid.get(action.key)
         order = self.orders.get(cid) if cid is not None else None
@@ -214,7 +216,7 @@ class SpotProtectionMixin:
     def _place_pending(self: "StrategyCore", now: float) -> list[Send]:
         """Place what waits, once no protective order of record is left (the coins of a
         cancelled list are released only when the exchange confirms the cancel)."""
-        resting = self.protection.resting if self.protection is not None else {}
+        resting = self.spot_protection.resting if self.spot_protection is not None else {}
         # A placement the protection has since given up (the position closed) is dropped.
         self._pending_protection = [p for p in self._pending_protection
                                     if p.key in resting and not resting[p.key].canceling]
@@ -228,7 +230,7 @@ class SpotProtectionMixin:
         return self._place_protective(action, now)
 
     def _place_protective(self: "StrategyCore", action: PlaceOcoList | PlaceProtective, now: float) -> list[Send]:
-        assert self.market is not None and self.protection is not None
+        assert self.market is not None and self.spot_protection is not None
         market = self.market
         if isinstance(action, PlaceOcoList):
             tp, sl = action.take_profit, action.stop_loss
@@ -240,14 +242,14 @@ class SpotProtectionMixin:
             extra = {}
             problem = market.violation(price, amount)
         if problem is not None:
-            self.protection.resting.pop(action.key, None)
+            self.spot_protection.resting.pop(action.key, None)
             return [self._event("unprotected", now, reason=f"{role} for {amount} cannot be placed: {problem}")]
         cid = client_order_id(self.name, self.next_sequence)
         self.next_sequence += 1
         order = Order(
             client_order_id=cid, strategy=self.name, venue=self.settings.venue, symbol=market.symbol,
             side=Side.SELL, price=price, amount=amount, state=OrderState.INTENT, created_at=now, updated_at=now,
-            rule=f"{PROTECTION}{role}@{self.protection.group or '-'}", market_ts=self.market_time, **extra,
+            rule=f"{PROTECTION}{role}@{self.spot_protection.group or '-'}", market_ts=self.market_time, **extra,
         )
         self.orders[cid] = order
         self._protective_key[cid] = action.key
@@ -263,11 +265,11 @@ class SpotProtectionMixin:
 
     def _protective_fill(self: "StrategyCore", order: Order, amount: Decimal, complete: bool, now: float) -> list[Send]:
         key = self._protective_key.get(order.client_order_id)
-        if key is None or self.protection is None:
+        if key is None or self.spot_protection is None:
             return []
         if complete:
             self._forget_protective(order.client_order_id)
-        out = self._carry_out(self.protection.on_fill(key, amount, complete), now)
+        out = self._carry_out(self.spot_protection.on_fill(key, amount, complete), now)
         if complete:
             out.append(self._event("closed_by_protection", now, order.client_order_id, rule=order.rule,
                                    reason=f"the exchange's {order.order_type} protective order sold {order.amount}"))
@@ -281,16 +283,16 @@ class SpotProtectionMixin:
         out: list[Send] = []
         if key is not None and order.state in (OrderState.REJECTED, OrderState.DENIED):
             self._forget_protective(order.client_order_id)
-            if self.protection is not None:
-                self.protection.resting.pop(key, None)
-            self._resync_protection = True
+            if self.spot_protection is not None:
+                self.spot_protection.resting.pop(key, None)
+            self._spot_resync = True
             out.append(self._event("protection_refused", now, order.client_order_id, rule=order.rule,
                                    reason=f"{order.reason}; placed again at the next candle"))
         elif key is not None and order.state is not OrderState.FILLED:
             # (a fill in full is heard by the protection from the fill: _protective_fill)
             self._forget_protective(order.client_order_id)
-            if self.protection is not None:
-                out += self._carry_out(self.protection.on_ended(key, order.state.value), now)
+            if self.spot_protection is not None:
+                out += self._carry_out(self.spot_protection.on_ended(key, order.state.value), now)
         return out + self._place_pending(now)
 
     def _forget_protective(self: "StrategyCore", cid: str) -> None:
@@ -308,8 +310,8 @@ class SpotProtectionMixin:
     def _protective_wake(self: "StrategyCore") -> Decimal | None:
         """The close at or below which a resting list's stop may be gapped (the Lab's fast
         path visits those candles: an escalation is decided on the close)."""
-        if self.protection is None:
+        if self.spot_protection is None:
             return None
-        stops = [r.stop.price for r in self.protection.resting.values() if r.stop is not None and not r.canceling]
+        stops = [r.stop.price for r in self.spot_protection.resting.values() if r.stop is not None and not r.canceling]
         return max(stops) if stops else None
 
