@@ -92,6 +92,8 @@ class SpotProtectionMixin:
         self._cancel_on_accept: set[str] = set()
         #: A sell signal waiting for the list's cancel: (its outcome, its candle).
         self._sell_after_cancel: tuple[RuleOutcome, Candle] | None = None
+        #: A protective order ended and the ledger's answer (releasing its coins) is due.
+        self._release_due = False
         #: A protective order was refused (ledger or exchange): placed again at the next
         #: candle, not at once (a refusal that repeats must not spin within one candle).
         self._spot_resync = False
@@ -130,6 +132,7 @@ class SpotProtectionMixin:
     def _protect_position(self: "StrategyCore", now: float) -> list[Send]:
         """The ledger's answer: place, resize or cancel the list to match what is held."""
         protection = self._protection_core()
+        self._release_due = False  # (this is the ledger's answer)
         if protection is None or not self.active:
             return []
         out: list[Send] = []
@@ -164,12 +167,12 @@ class SpotProtectionMixin:
         if self.spot_protection is None or not self._protective_live():
             return None
         self._sell_after_cancel = (outcome, candle)
-        self._pending_protection = []
         out: list[Send] = []
-        for resting in self.spot_protection.resting.values():
+        for resting in list(self.spot_protection.resting.values()):
             if not resting.canceling:
-                resting.canceling = True
+                # (a placement still waiting is dropped: _cancel_protective forgets it)
                 out += self._cancel_protective(CancelProtective(resting.key, f"the strategy's sell signal ({outcome.rule})"), now)
+                resting.canceling = True
         return out
 
     # ------------------------------------------------------------ carrying out
@@ -206,9 +209,12 @@ class SpotProtectionMixin:
         ]
 
     def _protection_waits(self: "StrategyCore") -> bool:
-        """A sell or a placement waits for the coins of a cancelled list (the ledger's
-        answer releasing them): the candle is not done yet (a lockstep replay waits)."""
-        return self._sell_after_cancel is not None or bool(self._pending_protection)
+        """A sell or a placement waits for the coins of a cancelled list (the exchange's
+        confirmation, then the ledger's answer releasing them): the candle is not done yet
+        (a lockstep replay waits). Only while one of those is still to come: a placement
+        the coins cannot cover once they are released waits for the next change instead."""
+        waiting = self._protective_live() or self._release_due
+        return waiting and (self._sell_after_cancel is not None or bool(self._pending_protection))
 
     def _protective_live(self: "StrategyCore") -> bool:
         return any(is_protective(o) for o in self.orders.values())
@@ -280,6 +286,7 @@ class SpotProtectionMixin:
         waited for its coins is placed."""
         key = self._protective_key.get(order.client_order_id)
         self._cancel_on_accept.discard(order.client_order_id)
+        self._release_due = True
         out: list[Send] = []
         if key is not None and order.state in (OrderState.REJECTED, OrderState.DENIED):
             self._forget_protective(order.client_order_id)
