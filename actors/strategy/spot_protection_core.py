@@ -213,8 +213,9 @@ class SpotProtectionMixin:
         confirmation, then the ledger's answer releasing them): the candle is not done yet
         (a lockstep replay waits). Only while one of those is still to come: a placement
         the coins cannot cover once they are released waits for the next change instead."""
-        waiting = self._protective_live() or self._release_due
-        return waiting and (self._sell_after_cancel is not None or bool(self._pending_protection))
+        if self._sell_after_cancel is None and not self._pending_protection:
+            return False  # (the common case, asked after every message: cheap first)
+        return self._release_due or self._protective_live()
 
     def _protective_live(self: "StrategyCore") -> bool:
         return any(is_protective(o) for o in self.orders.values())
