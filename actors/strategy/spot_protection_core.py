@@ -227,8 +227,8 @@ class SpotProtectionMixin:
         # A placement the protection has since given up (the position closed) is dropped.
         self._pending_protection = [p for p in self._pending_protection
                                     if p.key in resting and not resting[p.key].canceling]
-        if not self._pending_protection or self._protective_live():
-            return []
+        if not self._pending_protection or self._protective_live() or self._release_due:
+            return []  # (what the ledger last said of the free coins predates the release)
         action = self._pending_protection[0]
         amount = action.take_profit.amount if isinstance(action, PlaceOcoList) else action.order.amount
         if amount > self.base_free:
@@ -287,7 +287,8 @@ class SpotProtectionMixin:
         waited for its coins is placed."""
         key = self._protective_key.get(order.client_order_id)
         self._cancel_on_accept.discard(order.client_order_id)
-        self._release_due = True
+        # The ledger answers every end of a reservation (a denial made none).
+        self._release_due = order.state is not OrderState.DENIED
         out: list[Send] = []
         if key is not None and order.state in (OrderState.REJECTED, OrderState.DENIED):
             self._forget_protective(order.client_order_id)
