@@ -171,6 +171,10 @@ class Order:
     trigger_price: Decimal | None = None
     #: Perpetuals: the order can only reduce the position (a close, a protective order).
     reduce_only: bool = False
+    #: ``order_type`` ``oco`` (a spot OCO sell list, :func:`oco_leg_ids`): ``price`` is the
+    #: limit-maker take-profit's, ``trigger_price`` the stop-loss-limit's stop and this its
+    #: limit. The list is one order of record: one reservation, its legs' trades its fills.
+    stop_limit_price: Decimal | None = None
 
     @property
     def remaining(self) -> Decimal:
@@ -244,6 +248,22 @@ def _client_order_id_prefix(strategy: str, instance: str = "") -> str:
     if not CLIENT_ID_INSTANCE.fullmatch(instance):
         raise ValueError(f"a client order id instance is 6 characters of [a-z0-9], got {instance!r}")
     return f"ll-{_ID_CHARS.sub('', strategy)[:10] or 's'}-{digest}-{instance}"
+
+
+def oco_leg_ids(list_client_id: str) -> tuple[str, str]:
+    """The client order ids of an OCO list's legs: (the limit-maker take-profit above,
+    the stop-loss-limit below), made from the list's (Binance's ``listClientOrderId``,
+    ``aboveClientOrderId``, ``belowClientOrderId``; each at most 36 characters)."""
+    legs = (f"{list_client_id}-t", f"{list_client_id}-s")
+    if len(legs[0]) > CLIENT_ORDER_ID_MAX:
+        raise ValueError(f"OCO list {list_client_id}: its legs' ids would be longer than 36 characters")
+    return legs
+
+
+def oco_list_of(client_order_id: str) -> str | None:
+    """The OCO list a leg's client order id (:func:`oco_leg_ids`) belongs to, else None."""
+    head, _, tail = client_order_id.rpartition("-")
+    return head if tail in ("t", "s") and parse_sequence(head) is not None else None
 
 
 def parse_sequence(cid: str) -> int | None:

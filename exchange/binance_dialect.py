@@ -334,6 +334,85 @@ class BinanceDialect:
             return error(400, result.code, result.message)
         return Response(200, self._order_json(result, now_ms))
 
+    def new_oco_order_list(self, params: dict[str, str], now_ms: int) -> Response:
+        """``POST /api/v3/orderList/oco``: the sell that protects held coins, a
+        ``LIMIT_MAKER`` above and a ``STOP_LOSS_LIMIT`` below (limit orders only: the
+        ``STOP_LOSS`` and ``TAKE_PROFIT`` market types are refused, as every market type is)."""
+        symbol = self._symbol(params)
+        if params.get("side") != "SELL":
+            raise BadRequest(-1116, "Invalid orderType.")  # the sandbox offers the protective sell only
+        if params.get("aboveType") != "LIMIT_MAKER" or params.get("belowType") != "STOP_LOSS_LIMIT":
+            raise BadRequest(-1116, "Invalid orderType.")  # limitline's sandbox takes limit orders only
+        if params.get("belowTimeInForce") not in (None, "GTC"):
+            raise BadRequest(BAD_PARAMETER, "Illegal characters found in parameter 'belowTimeInForce'.")
+        try:
+            amount = Decimal(params["quantity"])
+            above, below, stop = Decimal(params["abovePrice"]), Decimal(params["belowPrice"]), Decimal(params["belowStopPrice"])
+        except (KeyError, ArithmeticError):
+            raise BadRequest(MANDATORY_PARAM_MISSING, "Mandatory parameter 'quantity', 'abovePrice', 'belowPrice' or "
+                             "'belowStopPrice' was not sent, was empty/null, or malformed.") from None
+        list_id = params.get("listClientOrderId") or f"sandbox-list-{now_ms}"
+        result = self.exchange.create_oco_sell(
+            symbol, amount, above, stop, below, list_id, params.get("aboveClientOrderId") or f"{list_id}-above",
+            params.get("belowClientOrderId") or f"{list_id}-below", now_ms / 1000,
+        )
+        if isinstance(result, Rejection):
+            return error(400, result.code, result.message)
+        return Response(200, self._list_json(list_id, now_ms))
+
+    def cancel_order_list(self, params: dict[str, str], now_ms: int) -> Response:
+        """``DELETE /api/v3/orderList`` by ``orderListId`` or ``listClientOrderId``."""
+        self._symbol(params)
+        list_id = self._list_id(params)
+        result = self.exchange.cancel_order_list(list_id) if list_id is not None else None
+        if result is None or isinstance(result, Rejection):
+            return error(400, -2011, "Order list does not exist.")
+        return Response(200, self._list_json(list_id, now_ms))  # type: ignore[arg-type]
+
+    def query_order_list(self, params: dict[str, str], now_ms: int) -> Response:
+        """``GET /api/v3/orderList`` by ``orderListId`` or ``origClientOrderId``."""
+        list_id = self._list_id(params, client_key="origClientOrderId")
+        if list_id is None:
+            return error(400, NO_SUCH_ORDER, "Order list does not exist.")
+        body = self._list_json(list_id, now_ms)
+        del body["orderReports"]
+        return Response(200, body)
+
+    def open_order_lists(self, params: dict[str, str], now_ms: int) -> Response:
+        """``GET /api/v3/openOrderList``: the lists with a leg still open."""
+        lists = dict.fromkeys(o.list_client_id for o in self.exchange.open_orders() if o.list_client_id)
+        out = []
+        for list_id in lists:
+            body = self._list_json(list_id, now_ms)  # type: ignore[arg-type]
+            del body["orderReports"]
+            out.append(body)
+        return Response(200, out)
+
+    def _list_id(self, params: dict[str, str], client_key: str = "listClientOrderId") -> str | None:
+        if "orderListId" in params:
+            order = self.exchange.orders.get(params["orderListId"])  # a list's id is its above leg's
+            return order.list_client_id if order is not None else None
+        list_id = params.get(client_key)
+        return list_id if list_id and self.exchange.order_list(list_id) else None
+
+    def _list_json(self, list_id: str, now_ms: int) -> dict[str, Any]:
+        legs = self.exchange.order_list(list_id)
+        done = all(leg.status != "open" for leg in legs)
+        symbol = legs[0].symbol.replace("/", "")
+        return {
+            "orderListId": int(legs[0].exchange_order_id),
+            "contingencyType": "OCO",
+            "listStatusType": "ALL_DONE" if done else "EXEC_STARTED",
+            "listOrderStatus": "ALL_DONE" if done else "EXECUTING",
+            "listClientOrderId": list_id,
+            "transactionTime": now_ms,
+            "symbol": symbol,
+            # Binance lists the below (stop) leg first.
+            "orders": [{"symbol": symbol, "orderId": int(leg.exchange_order_id), "clientOrderId": leg.client_order_id}
+                       for leg in reversed(legs)],
+            "orderReports": [self._order_json(leg, now_ms) for leg in reversed(legs)],
+        }
+
     def open_orders(self, params: dict[str, str], now_ms: int) -> Response:
         symbol = self._symbol(params) if "symbol" in params else None
         return Response(200, [self._order_json(o, now_ms) for o in self.exchange.open_orders(symbol)])
@@ -368,10 +447,13 @@ class BinanceDialect:
     def _order_json(self, order: SimOrder, now_ms: int) -> dict[str, Any]:
         status = {"open": "PARTIALLY_FILLED" if order.filled else "NEW", "closed": "FILLED", "canceled": "CANCELED",
                   "expired": "EXPIRED"}[order.status]
+        list_id = -1
+        if order.list_client_id is not None:
+            list_id = int(self.exchange.order_list(order.list_client_id)[0].exchange_order_id)
         return {
             "symbol": order.symbol.replace("/", ""),
             "orderId": int(order.exchange_order_id),
-            "orderListId": -1,
+            "orderListId": list_id,
             "clientOrderId": order.client_order_id,
             "price": str(order.price),
             "origQty": str(order.amount),
@@ -379,13 +461,13 @@ class BinanceDialect:
             "cummulativeQuoteQty": str(order.filled * order.price),
             "status": status,
             "timeInForce": "GTC",
-            "type": "LIMIT",
+            "type": "LIMIT" if order.list_client_id is None else "STOP_LOSS_LIMIT" if order.stop_price else "LIMIT_MAKER",
             "side": order.side.value.upper(),
-            "stopPrice": "0",
+            "stopPrice": str(order.stop_price or 0),
             "icebergQty": "0",
             "time": int(order.placed_at * 1000),
             "updateTime": now_ms,
-            "isWorking": True,
+            "isWorking": not order.waiting,
             "workingTime": int(order.placed_at * 1000),
             "origQuoteOrderQty": "0",
             "selfTradePreventionMode": "NONE",
@@ -434,5 +516,9 @@ _ROUTES = {
     ("DELETE", "/api/v3/order"): (BinanceDialect.cancel_order, True),
     ("GET", "/api/v3/openOrders"): (BinanceDialect.open_orders, True),
     ("GET", "/api/v3/myTrades"): (BinanceDialect.my_trades, True),
+    ("POST", "/api/v3/orderList/oco"): (BinanceDialect.new_oco_order_list, True),
+    ("DELETE", "/api/v3/orderList"): (BinanceDialect.cancel_order_list, True),
+    ("GET", "/api/v3/orderList"): (BinanceDialect.query_order_list, True),
+    ("GET", "/api/v3/openOrderList"): (BinanceDialect.open_order_lists, True),
 }
 BinanceDialect.ROUTES = _ROUTES

@@ -43,6 +43,7 @@ from exchange.records import (
     ExchangeConditionalOrder,
     ExchangeIncome,
     ExchangeOrder,
+    ExchangeOrderList,
     ExchangePosition,
     ExchangeTrade,
     MarginAccount,
@@ -505,6 +506,59 @@ def _cancel_order(client: ccxt.Exchange, exchange_order_id: str, symbol: str) ->
     return parse_order(order)
 
 
+# ------------------------------------------------------- spot OCO order lists (binance)
+
+
+def _order_list(client: ccxt.Exchange, answer: dict[str, Any], symbol: str) -> ExchangeOrderList:
+    """Binance's order list answer; its legs from ``orderReports`` when the answer has
+    them (a placement, a cancel), else each looked up (a query lists only their ids)."""
+    reports = answer.get("orderReports")
+    if reports:
+        legs = [client.parse_order(report, client.market(symbol)) for report in reports]
+    else:
+        legs = [client.fetch_order(str(o["orderId"]), symbol) for o in answer.get("orders") or []]
+    return ExchangeOrderList(str(answer["orderListId"]), answer.get("listClientOrderId") or "", symbol,
+                             tuple(parse_order(leg) for leg in legs))
+
+
+def _create_oco_sell(
+    client: ccxt.Exchange, symbol: str, amount: Decimal, take_profit_price: Decimal, stop_price: Decimal,
+    stop_limit_price: Decimal, list_client_order_id: str, above_client_order_id: str, below_client_order_id: str,
+) -> ExchangeOrderList:
+    """``POST /api/v3/orderList/oco`` (ccxt 4.5 binance: ``privatePostOrderListOco``; its
+    unified ``create_order`` has no OCO): a sell of ``amount``, a ``LIMIT_MAKER`` above at
+    ``take_profit_price`` and a ``STOP_LOSS_LIMIT`` below, triggering at ``stop_price``
+    with its limit at ``stop_limit_price``. Limit types only: never ``STOP_LOSS`` or
+    ``TAKE_PROFIT`` (market)."""
+    answer = client.privatePostOrderListOco({
+        "symbol": client.market_id(symbol), "side": "SELL",
+        "quantity": client.amount_to_precision(symbol, float(amount)),
+        "listClientOrderId": list_client_order_id,
+        "aboveType": "LIMIT_MAKER", "aboveClientOrderId": above_client_order_id,
+        "abovePrice": client.price_to_precision(symbol, float(take_profit_price)),
+        "belowType": "STOP_LOSS_LIMIT", "belowClientOrderId": below_client_order_id,
+        "belowStopPrice": client.price_to_precision(symbol, float(stop_price)),
+        "belowPrice": client.price_to_precision(symbol, float(stop_limit_price)), "belowTimeInForce": "GTC",
+    })
+    return _order_list(client, answer, symbol)
+
+
+def _cancel_order_list(client: ccxt.Exchange, order_list_id: str, symbol: str) -> ExchangeOrderList:
+    """``DELETE /api/v3/orderList``: both legs end; the answer says what each had filled."""
+    answer = client.privateDeleteOrderList({"symbol": client.market_id(symbol), "orderListId": order_list_id})
+    return _order_list(client, answer, symbol)
+
+
+def _fetch_order_list(client: ccxt.Exchange, order_list_id: str, symbol: str) -> ExchangeOrderList:
+    """``GET /api/v3/orderList`` by its id, each leg looked up."""
+    return _order_list(client, client.privateGetOrderList({"orderListId": order_list_id}), symbol)
+
+
+def _fetch_order_list_by_client_id(client: ccxt.Exchange, list_client_order_id: str, symbol: str) -> ExchangeOrderList:
+    """``GET /api/v3/orderList`` by its ``listClientOrderId`` (Binance's ``origClientOrderId``)."""
+    return _order_list(client, client.privateGetOrderList({"origClientOrderId": list_client_order_id}), symbol)
+
+
 # ------------------------------------------------------- derivatives (swap)
 
 
@@ -696,6 +750,11 @@ OPERATIONS: dict[str, Callable[..., Any]] = {
     "fetch_trades": _fetch_trades,
     "create_limit_order": _create_limit_order,
     "cancel_order": _cancel_order,
+    # spot OCO order lists (binance)
+    "create_oco_sell": _create_oco_sell,
+    "cancel_order_list": _cancel_order_list,
+    "fetch_order_list": _fetch_order_list,
+    "fetch_order_list_by_client_id": _fetch_order_list_by_client_id,
     # derivatives (market_type swap)
     "fetch_positions": _fetch_positions,
     "fetch_leverage": _fetch_leverage,

@@ -24,6 +24,17 @@ Rules (the ones a paper trader most often gets wrong are the ones that flatter i
 - each candle can fill at most ``volume_share`` of its traded volume across all our
   resting orders on that market, best price first, then first placed first (the queue):
   partial fills are normal. A candle with zero volume fills nothing.
+- an **OCO order list** (Binance's ``POST /api/v3/orderList/oco``; only the sell that
+  protects held coins is offered): a ``LIMIT_MAKER`` take-profit above the last trade and
+  a ``STOP_LOSS_LIMIT`` below it (``take-profit > last trade > stop``, else rejected as
+  Binance does). The coins are locked **once** for the list (the list holds one amount: only
+  one leg can ever sell it). A leg that fills, even in part, ends the other (``expired``, as
+  Binance reports it) and keeps the lock; cancelling either leg cancels the list. The stop
+  triggers on a candle whose low reaches its stop price, at the stop price or at the open
+  when the candle gapped below it; its limit then takes at once what crosses that price (a
+  taker, within the candle's takeable volume) and otherwise rests from the next candle, so
+  a gapped stop-limit can rest unfilled. Triggers come before the candle's resting fills
+  (the path inside a candle is unknown: the pessimistic order for the holder).
 
 Its state (balances, every order, the trades, the next order and trade ids) is what a real
 exchange would keep while we are down. With ``track_changes`` on, the engine remembers what
@@ -66,6 +77,17 @@ class SimOrder:
     filled: Decimal = Decimal(0)
     status: str = "open"  # open | closed (filled) | canceled | expired
     locked: Decimal = Decimal(0)  # what is still locked for it, in quote (buy) or base (sell)
+    #: The OCO order list it is a leg of (its ``listClientOrderId``), None for a lone order.
+    list_client_id: str | None = None
+    #: A stop-loss-limit leg's stop (trigger) price; None for a plain limit order.
+    stop_price: Decimal | None = None
+    #: The stop has triggered: the leg rests (or filled) as a plain limit.
+    triggered: bool = False
+
+    @property
+    def waiting(self) -> bool:
+        """A stop leg whose trigger has not fired: it cannot fill yet."""
+        return self.stop_price is not None and not self.triggered
 
     @property
     def remaining(self) -> Decimal:
@@ -128,6 +150,8 @@ class SimulatedExchange:
         #: places many thousands of orders; scanning them all per candle was quadratic).
         self._open: dict[str, SimOrder] = {}
         self._by_client_id: dict[str, str] = {}
+        #: The legs of each OCO order list, by list client order id (exchange ids).
+        self._lists: dict[str, list[str]] = defaultdict(list)
         self._next_order = 1
         self._next_trade = 1
         self.trades: list[ExchangeTrade] = []
@@ -171,6 +195,10 @@ class SimulatedExchange:
         self._open = {o.exchange_order_id: o for o in orders if o.status == "open"}
         # A client order id reused after its first order ended names the latest order.
         self._by_client_id = {o.client_order_id: o.exchange_order_id for o in orders}
+        self._lists = defaultdict(list)
+        for o in orders:
+            if o.list_client_id is not None:
+                self._lists[o.list_client_id].append(o.exchange_order_id)
         self.trades = sorted(state.trades, key=lambda t: int(t.trade_id))
         self._trades_by_order = defaultdict(list)
         for trade in self.trades:
@@ -277,7 +305,80 @@ class SimulatedExchange:
             return
         self._record([self._fill(market, order, amount, now, price=last, taker=True)])
 
+    def create_oco_sell(
+        self, symbol: str, amount: Decimal, take_profit_price: Decimal, stop_price: Decimal,
+        stop_limit_price: Decimal, list_client_id: str, above_client_id: str, below_client_id: str, now: float,
+    ) -> tuple[SimOrder, SimOrder] | Rejection:
+        """Place an OCO sell list (see the module's rules): a ``LIMIT_MAKER`` at
+        ``take_profit_price`` (the above leg) and a ``STOP_LOSS_LIMIT`` triggering at
+        ``stop_price`` with its limit at ``stop_limit_price`` (the below leg), locking
+        ``amount`` of the base once. Returns (above, below) or the rejection, with Binance's
+        codes: -1013 for a filter, -2010 for the balance, a duplicate id or the prices'
+        relationship (``take-profit > last trade > stop``)."""
+        market = self.markets.get(symbol)
+        if market is None:
+            return Rejection(CODE_REJECTED, f"Invalid symbol {symbol}.")
+        for price in (take_profit_price, stop_limit_price):
+            problem = market.violation(price, amount)
+            if problem is not None:
+                return Rejection(CODE_FILTER_FAILURE, problem)
+        if stop_price != market.round_price(stop_price, True):
+            return Rejection(CODE_FILTER_FAILURE, f"Filter failure: PRICE_FILTER (stopPrice {stop_price})")
+        last = self._last_trade.get(symbol)
+        if not take_profit_price > stop_price or (last is not None and not take_profit_price > last > stop_price):
+            return Rejection(CODE_REJECTED, "The relationship of the prices for the orders is not correct.")
+        ids = (list_client_id, above_client_id, below_client_id)
+        if len(set(ids)) < 3 or list_client_id in self._lists or any(
+            (e := self._by_client_id.get(cid)) is not None and self.orders[e].status == "open" for cid in ids[1:]
+        ):
+            return Rejection(CODE_REJECTED, "Duplicate order sent.")
+        balance = self.balances[market.base]
+        if balance.free < amount:
+            return Rejection(CODE_REJECTED, "Account has insufficient balance for requested action.")
+        balance.free -= amount
+        balance.used += amount
+        legs = []
+        for cid, price, stop, lock in ((above_client_id, take_profit_price, None, amount),
+                                       (below_client_id, stop_limit_price, stop_price, Decimal(0))):
+            # The lock is held once, by the above leg; a leg that fills takes it over.
+            order = SimOrder(str(self._next_order), cid, symbol, Side.SELL, price, amount, now, locked=lock,
+                             list_client_id=list_client_id, stop_price=stop)
+            self._next_order += 1
+            self.orders[order.exchange_order_id] = order
+            self._open[order.exchange_order_id] = order
+            self._by_client_id[cid] = order.exchange_order_id
+            self._lists[list_client_id].append(order.exchange_order_id)
+            self._touched(order)
+            legs.append(order)
+        return legs[0], legs[1]
+
+    def order_list(self, list_client_id: str) -> list[SimOrder]:
+        """The legs of an OCO order list (above, below), empty for an unknown list."""
+        return [self.orders[e] for e in self._lists.get(list_client_id, ()) if e in self.orders]
+
+    def cancel_order_list(self, list_client_id: str) -> list[SimOrder] | Rejection:
+        """Cancel an OCO order list: its open legs end, the coins still locked come back."""
+        legs = [leg for leg in self.order_list(list_client_id) if leg.status == "open"]
+        if not legs:
+            return Rejection(CODE_UNKNOWN_ORDER, "Order list does not exist.")
+        self._end(legs[0].client_order_id, "canceled")
+        return self.order_list(list_client_id)
+
+    def _end_siblings(self, order: SimOrder, status: str) -> None:
+        """The other open legs of ``order``'s list end with ``status``; their lock (the
+        list's one lock) passes to ``order``, which may still fill."""
+        for exchange_id in self._lists.get(order.list_client_id or "", ()):
+            other = self.orders.get(exchange_id)
+            if other is None or other is order or other.status != "open":
+                continue
+            other.status = status
+            del self._open[exchange_id]
+            order.locked += other.locked
+            other.locked = Decimal(0)
+            self._touched(other)
+
     def cancel_order(self, client_order_id: str) -> SimOrder | Rejection:
+        """Cancel an order; a leg of an OCO list cancels the whole list (as Binance does)."""
         return self._end(client_order_id, "canceled")
 
     def expire_order(self, client_order_id: str) -> SimOrder | Rejection:
@@ -291,6 +392,8 @@ class SimulatedExchange:
         order = self.order_by_client_id(client_order_id)
         if order is None or order.status != "open":
             return Rejection(CODE_UNKNOWN_ORDER, "Unknown order sent.")
+        if order.list_client_id is not None:
+            self._end_siblings(order, status)
         order.status = status
         del self._open[order.exchange_order_id]
         self._unlock(order, order.locked)
@@ -323,12 +426,16 @@ class SimulatedExchange:
         return [order for order in self._open.values() if symbol is None or order.symbol == symbol]
 
     def fill_thresholds(self, symbol: str) -> tuple[Decimal | None, Decimal | None]:
-        """(highest resting buy price, lowest resting sell price) on ``symbol``, None for a
-        side with nothing resting: a candle fills nothing unless it has volume and its low
-        is below the first or its high above the second (the rule of :meth:`match`). The
-        Lab's fast path searches the candles ahead for the next that can."""
-        buys = [o.price for o in self._open.values() if o.symbol == symbol and o.side is Side.BUY]
-        sells = [o.price for o in self._open.values() if o.symbol == symbol and o.side is Side.SELL]
+        """(highest resting buy price or waiting sell stop's stop price, lowest resting
+        sell price) on ``symbol``, None for a side with nothing resting: a candle fills or
+        triggers nothing unless it has volume and its low is at or below the first or its
+        high above the second (the rule of :meth:`match`). The Lab's fast path searches the
+        candles ahead for the next that can."""
+        # A sell stop waiting for its trigger fires when the low reaches its stop price:
+        # a threshold on the lows, like a buy's (inclusive there too).
+        buys = [o.stop_price if o.waiting else o.price for o in self._open.values()
+                if o.symbol == symbol and (o.side is Side.BUY or o.waiting)]
+        sells = [o.price for o in self._open.values() if o.symbol == symbol and o.side is Side.SELL and not o.waiting]
         return (max(buys) if buys else None, min(sells) if sells else None)
 
     # ------------------------------------------------------------ matching
@@ -339,11 +446,18 @@ class SimulatedExchange:
         if not self._open:
             return []
         market = self.markets[symbol]
-        budget = volume_budget(market, candle, self.volume_share)
         fills: list[ExchangeTrade] = []
+        triggered = set()
+        for order in [o for o in self._open.values() if o.waiting and o.symbol == symbol]:
+            if candle.low <= order.stop_price:  # type: ignore[operator]
+                triggered.add(order.exchange_order_id)
+                fills += self._trigger(market, order, candle, now)
+        budget = volume_budget(market, candle, self.volume_share)
         for order in self._queue(symbol):
             if budget <= 0:
                 break
+            if order.waiting or order.exchange_order_id in triggered or order.status != "open":
+                continue  # a stop triggered on this candle rests from the next one
             if not trades_through(order.side, order.price, candle):
                 continue
             amount = min(order.remaining, budget)
@@ -351,6 +465,17 @@ class SimulatedExchange:
             fills.append(self._fill(market, order, amount, now))
         self._record(fills)
         return fills
+
+    def _trigger(self, market: MarketRules, order: SimOrder, candle: Candle, now: float) -> list[ExchangeTrade]:
+        """A sell stop's trigger fired on ``candle``: at its stop price, or at the open when
+        the candle gapped below it. Its limit takes at once what crosses that price."""
+        order.triggered = True
+        self._touched(order)
+        at = min(candle.open, order.stop_price)  # type: ignore[type-var]
+        if not order.price < at:
+            return []
+        amount = self._liquidity.take(order.symbol, order.remaining)
+        return [self._fill(market, order, amount, now, price=at, taker=True)] if amount > 0 else []
 
     def _record(self, trades: list[ExchangeTrade]) -> None:
         self.trades.extend(trades)
@@ -381,6 +506,8 @@ class SimulatedExchange:
         """``amount`` of ``order`` trades at ``price`` (the order's own unless it took a
         better one on arrival)."""
         price = order.price if price is None else price
+        if order.list_client_id is not None:
+            self._end_siblings(order, "expired")  # one leg trading, even in part, ends the other
         cost = price * amount
         fee, fee_currency = self._fee(market, order.side, cost, amount, taker)
         quote, base = self.balances[market.quote], self.balances[market.base]

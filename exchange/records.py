@@ -39,6 +39,30 @@ class ExchangeOrder:
 
 
 @attrs.frozen
+class ExchangeOrderList:
+    """An OCO order list (Binance's ``orderList``) as the exchange lists it: its id, its
+    client id and its legs (each an :class:`ExchangeOrder`, below leg first as Binance
+    lists them)."""
+
+    order_list_id: str
+    list_client_order_id: str
+    symbol: str
+    legs: tuple[ExchangeOrder, ...]
+
+    def summary(self) -> ExchangeOrder:
+        """The list as one order of record: its filled amount is its legs' (only one leg
+        ever trades); ``open`` while a leg is open, else ``closed`` when a leg filled in
+        full, ``canceled`` when a leg was cancelled, ``expired`` otherwise."""
+        statuses = {leg.status for leg in self.legs}
+        status = ("open" if "open" in statuses else "closed" if "closed" in statuses
+                  else "canceled" if "canceled" in statuses else "expired")
+        first = self.legs[0]
+        return ExchangeOrder(self.list_client_order_id, self.order_list_id, self.symbol, first.side,
+                             max(leg.price for leg in self.legs), first.amount,
+                             sum((leg.filled for leg in self.legs), Decimal(0)), status)
+
+
+@attrs.frozen
 class ExchangeTrade:
     """One trade (a fill) of one order of the account, as the exchange reports it.
 

@@ -364,7 +364,8 @@ def _write_simulated(connection: sqlite3.Connection, record: RecordSimulatedExch
             1 + len(SIM_ORDER_COLUMNS.names),
             [v for o in state.orders for v in (venue, *SIM_ORDER_COLUMNS.row(o))],
             """ON CONFLICT (venue, exchange_order_id) DO UPDATE SET
-                   filled = excluded.filled, status = excluded.status, locked = excluded.locked""",
+                   filled = excluded.filled, status = excluded.status, locked = excluded.locked,
+                   triggered = excluded.triggered""",
         )
         _insert(
             connection,

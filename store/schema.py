@@ -236,6 +236,25 @@ MIGRATIONS: list[list[str]] = [
         "DROP INDEX journal_by_order",
         "CREATE INDEX journal_by_order ON journal (client_order_id) WHERE kind IN ('reserve', 'settle')",
     ],
+    # 9 -> 10: OCO order lists on spot (actors.orders.Order.stop_limit_price) and the
+    # simulated spot exchange's lists (exchange.matching.SimOrder's
+    # list_client_id, stop_price and triggered), so shadow mode's resting protection survives
+    # a restart.
+    [
+        "ALTER TABLE sim_orders ADD COLUMN list_client_id TEXT",
+        "ALTER TABLE sim_orders ADD COLUMN stop_price TEXT",
+        "ALTER TABLE sim_orders ADD COLUMN triggered INTEGER",
+        "ALTER TABLE orders ADD COLUMN stop_limit_price TEXT",
+        # order_type's CHECK admits 'oco' now: SQLite cannot alter a column's constraint,
+        # so the column is moved aside, made again and filled back (rows keep their values).
+        "ALTER TABLE orders ADD COLUMN order_type_was TEXT",
+        "UPDATE orders SET order_type_was = order_type",
+        "ALTER TABLE orders DROP COLUMN order_type",
+        "ALTER TABLE orders ADD COLUMN order_type TEXT NOT NULL DEFAULT 'limit' "
+        "CHECK (order_type IN ('limit', 'stop_limit', 'oco'))",
+        "UPDATE orders SET order_type = order_type_was",
+        "ALTER TABLE orders DROP COLUMN order_type_was",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -42,7 +42,7 @@ from actors.strategy.rules import (
     SmaCross,
     TriggerSpec,
 )
-from actors.strategy.settings import StrategySettings
+from actors.strategy.settings import ProtectionConfig, StrategySettings
 
 DEFAULT_CONFIG = Path(__file__).with_name("default_config.yaml")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -645,14 +645,15 @@ def _position_problems(
     s: StrategySettings, venue: VenueConfig, at: str, before: list[StrategySettings]
 ) -> list[str]:
     """A strategy of positions on a swap venue, or settings of one on a spot venue."""
-    from actors.strategy.protection_core import ProtectionSettings
-
     swap = getattr(venue, "market_type", "spot") == "swap"
     if not swap:
-        return [
+        out = [
             f"{at}.{field}: only a strategy on a swap venue has one (venue {_shown(venue.name)} is spot)"
-            for field in ("on_buy", "on_sell", "protection") if getattr(s, field) is not None
+            for field in ("on_buy", "on_sell") if getattr(s, field) is not None
         ]
+        if s.protection is not None:
+            out += _spot_protection_problems(s, venue, at)
+        return out
     out = []
     if isinstance(venue, CcxtVenueConfig):
         if s.symbol not in {m.symbol for m in venue.markets}:
@@ -670,19 +671,7 @@ def _position_problems(
         if getattr(s, field) is not None:
             out.append(f"{at}.{field}: on a swap venue protection rests on the exchange: use protection.{field}")
     if s.protection is not None:
-        p = s.protection
-        settings = ProtectionSettings(
-            take_profit=None if p.take_profit_pct is None else p.take_profit_pct / 100,
-            stop_loss=None if p.stop_loss_pct is None else p.stop_loss_pct / 100,
-            stop_limit_offset=p.stop_limit_slippage_pct / 100, gap_slippage=p.gap_slippage_pct / 100,
-        )
-        names = {"take_profit": "take_profit_pct", "stop_loss": "stop_loss_pct",
-                 "stop_limit_offset": "stop_limit_slippage_pct", "gap_slippage": "gap_slippage_pct"}
-        for problem in settings.problems():
-            field = problem.split(" ", 1)[0].removeprefix("protection.")
-            out.append(f"{at}.protection.{names.get(field, field)}: must be above 0 and below "
-                       f"{'100' if field in ('take_profit', 'stop_loss') else '50'} (percent), got "
-                       f"{getattr(p, names.get(field, field))}")
+        out += _protection_value_problems(s.protection, at)
     # One-way position mode: the account has one position per symbol, so two strategies on
     # it could not tell their positions apart.
     for other in before:
@@ -692,6 +681,53 @@ def _position_problems(
                 "a one-way account with one position per symbol; give each its own symbol or venue"
             )
     return out
+
+
+def _protection_value_problems(p: ProtectionConfig, at: str) -> list[str]:
+    """The distances of ``protection``, each above 0 and below its bound (percent)."""
+    from actors.strategy.protection_core import ProtectionSettings
+
+    out = []
+    settings = ProtectionSettings(
+        take_profit=None if p.take_profit_pct is None else p.take_profit_pct / 100,
+        stop_loss=None if p.stop_loss_pct is None else p.stop_loss_pct / 100,
+        stop_limit_offset=p.stop_limit_slippage_pct / 100, gap_slippage=p.gap_slippage_pct / 100,
+    )
+    names = {"take_profit": "take_profit_pct", "stop_loss": "stop_loss_pct",
+             "stop_limit_offset": "stop_limit_slippage_pct", "gap_slippage": "gap_slippage_pct"}
+    for problem in settings.problems():
+        field = problem.split(" ", 1)[0].removeprefix("protection.")
+        out.append(f"{at}.protection.{names.get(field, field)}: must be above 0 and below "
+                   f"{'100' if field in ('take_profit', 'stop_loss') else '50'} (percent), got "
+                   f"{getattr(p, names.get(field, field))}")
+    return out
+
+
+#: The ccxt exchanges whose spot API offers an OCO order list limitline places (Binance's
+#: ``POST /api/v3/orderList/oco``, through ccxt 4.5's ``binance``).
+SPOT_OCO_EXCHANGES = frozenset({"binance"})
+
+
+def _spot_protection_problems(s: StrategySettings, venue: VenueConfig, at: str) -> list[str]:
+    """Protection of a spot strategy: one OCO order list (a limit-maker take-profit and a
+    stop-loss-limit, both selling the same coins once), so the venue must offer OCO and both
+    distances are required; the strategy's own client-side exits would sell the same coins."""
+    out = []
+    if isinstance(venue, CcxtVenueConfig) and venue.exchange not in SPOT_OCO_EXCHANGES:
+        return [
+            f"{at}.protection: on spot, protection is one OCO order list (two separate sells would each lock "
+            f"the same coins), and limitline places one only on {', '.join(sorted(SPOT_OCO_EXCHANGES))} "
+            f"spot and simulated venues; venue {_shown(venue.name)} is ccxt {_shown(venue.exchange)}: remove "
+            "protection (take_profit_pct / stop_loss_pct exit from limitline instead)"
+        ]
+    for field in ("take_profit_pct", "stop_loss_pct"):
+        if getattr(s.protection, field) is None:
+            out.append(f"{at}.protection.{field}: an OCO order list on spot has both legs, a take-profit and a "
+                       f"stop-loss: set protection.{field}")
+        if getattr(s, field) is not None:
+            out.append(f"{at}.{field}: with protection the exits rest on the exchange as one OCO order list; "
+                       f"a second, client-side exit would sell the same coins: use protection.{field} alone")
+    return out + _protection_value_problems(s.protection, at)
 
 
 def _ccxt_problems(venue: CcxtVenueConfig, at: str) -> list[str]:

@@ -58,11 +58,11 @@ from actors.messages import (
     connection_address,
     strategy_address,
 )
-from actors.orders import Order, OrderState
+from actors.orders import Order, OrderState, oco_leg_ids
 from exchange.candles import Candle
 from exchange.errors import ErrorKind
 from exchange.markets import MarketRules
-from exchange.records import ExchangeConditionalOrder, ExchangeOrder, ExchangeTrade, Side
+from exchange.records import ExchangeConditionalOrder, ExchangeOrder, ExchangeOrderList, ExchangeTrade, Side
 from exchange.retention import KEEP_FINISHED_ORDERS, KEEP_TRADES, Forgetting
 
 
@@ -127,6 +127,10 @@ class Tracked:
     reduce_only: bool = False
     #: A triggered conditional order's child order id (its trades carry it).
     child_order_id: str | None = None
+    #: An OCO list (``order_type`` ``oco``): its stop-loss-limit's limit, and its legs'
+    #: exchange ids (their trades are the list's fills; listed open, the list is open).
+    stop_limit_price: Decimal | None = None
+    leg_ids: tuple[str, ...] = ()
 
     @property
     def awaiting_trades(self) -> bool:
@@ -348,6 +352,13 @@ class LiveConnectionCore:
             return self._call(now, "create_conditional_order", (*args, tracked.trigger_price, tracked.client_order_id),
                               {"kind": "stop", "reduce_only": tracked.reduce_only},
                               write=True, what="create", key=tracked.client_order_id)
+        if tracked.order_type == "oco":
+            # Spot protection: one OCO order list (a limit-maker take-profit and a
+            # stop-loss-limit), placed through Binance's order-list endpoint.
+            return self._call(now, "create_oco_sell", (tracked.symbol, tracked.amount, tracked.price, tracked.trigger_price,
+                                                       tracked.stop_limit_price, tracked.client_order_id,
+                                                       *oco_leg_ids(tracked.client_order_id)),
+                              write=True, what="create", key=tracked.client_order_id)
         if tracked.order_type != "limit":
             raise ValueError(f"order {tracked.client_order_id}: limit orders only, got {tracked.order_type!r}")
         return self._call(now, "create_limit_order", (*args, tracked.client_order_id), kwargs,
@@ -356,6 +367,9 @@ class LiveConnectionCore:
     def _fetch_order(self, tracked: Tracked, now: float) -> list[Any]:
         """Look the order up by its exchange id (a triggered conditional order: its child)."""
         assert tracked.exchange_order_id is not None
+        if tracked.order_type == "oco":
+            return self._call(now, "fetch_order_list", (_list_id(tracked.exchange_order_id), tracked.symbol),
+                              what="order", key=tracked.client_order_id)
         if tracked.order_type == "stop_limit" and tracked.child_order_id is None:
             return self._call(now, "fetch_conditional_order", (_algo_id(tracked.exchange_order_id), tracked.symbol),
                               what="order", key=tracked.client_order_id)
@@ -392,6 +406,9 @@ class LiveConnectionCore:
         """Cancel by exchange id; a conditional order on the algo endpoint until it has
         triggered, then its child order."""
         assert tracked.exchange_order_id is not None
+        if tracked.order_type == "oco":
+            return self._call(now, "cancel_order_list", (_list_id(tracked.exchange_order_id), tracked.symbol),
+                              write=True, what="cancel", key=tracked.client_order_id)
         if tracked.order_type == "stop_limit" and tracked.child_order_id is None:
             return self._call(now, "cancel_conditional_order", (_algo_id(tracked.exchange_order_id), tracked.symbol),
                               write=True, what="cancel", key=tracked.client_order_id)
@@ -444,7 +461,8 @@ class LiveConnectionCore:
                 out += self._call(now, "fetch_trades", (symbol, None if last is None else last + 1), what="trades", key=symbol)
         for tracked in self.tracked.values():
             if tracked.unknown and not tracked.done and self._may_read("lookup", tracked.client_order_id, now):
-                operation = "fetch_conditional_order_by_client_id" if tracked.order_type == "stop_limit" else "fetch_order_by_client_id"
+                operation = {"stop_limit": "fetch_conditional_order_by_client_id",
+                             "oco": "fetch_order_list_by_client_id"}.get(tracked.order_type, "fetch_order_by_client_id")
                 out += self._call(now, operation, (tracked.client_order_id, tracked.symbol), what="lookup", key=tracked.client_order_id)
         return out
 
@@ -476,6 +494,8 @@ class LiveConnectionCore:
 
     def _on_result(self, pending: _Pending, result: Any, now: float) -> list[Any]:
         what, key = pending.what, pending.key
+        if isinstance(result, ExchangeOrderList):
+            result = self._order_list(key, result)  # from here on, the list is one order
         if what == "markets":
             return self._markets_loaded(result, now)
         if what == "balance":
@@ -718,10 +738,21 @@ class LiveConnectionCore:
                 out += self._looked_up(tracked.client_order_id, listed, now)
         for tracked in self.tracked.values():
             if (tracked.symbol == symbol and not tracked.done and tracked.exchange_order_id
-                    and tracked.exchange_order_id not in open_ids and not self._listed_elsewhere(tracked)
+                    and tracked.exchange_order_id not in open_ids and not open_ids.intersection(tracked.leg_ids)
+                    and not self._listed_elsewhere(tracked)
                     and self._may_read("order", tracked.client_order_id, now)):
                 out += self._fetch_order(tracked, now)
         return out
+
+    def _order_list(self, cid: str, listed: ExchangeOrderList) -> ExchangeOrder:
+        """An OCO list's answer: its legs' exchange ids now map to it (their trades are
+        its fills); the list as one order, under its id (:data:`LIST_PREFIX`)."""
+        tracked = self.tracked.get(cid)
+        if tracked is not None:
+            tracked.leg_ids = tuple(leg.exchange_order_id for leg in listed.legs)
+            for leg_id in tracked.leg_ids:
+                self.by_exchange_id[leg_id] = cid
+        return attrs.evolve(listed.summary(), exchange_order_id=LIST_PREFIX + listed.order_list_id)
 
     def _listed_elsewhere(self, tracked: Tracked) -> bool:
         """The order is not in the open-orders list by its nature (a conditional order waiting
@@ -780,7 +811,7 @@ class LiveConnectionCore:
                         or tracked.client_order_id in busy)
 
         for _, tracked in self._forget_orders.sweep(self.tracked, finished):
-            for order_id in (tracked.exchange_order_id, tracked.child_order_id):
+            for order_id in (tracked.exchange_order_id, tracked.child_order_id, *tracked.leg_ids):
                 if order_id is not None:
                     self.by_exchange_id.pop(order_id, None)
         self._forget_trades.sweep(self.trade_ids, lambda _, __: True)
@@ -943,8 +974,17 @@ def _tracked(order: Order) -> Tracked:
     return Tracked(
         order.client_order_id, order.strategy, order.symbol, order.side, order.amount, order.exchange_order_id,
         order.filled, price=order.price, order_type=order.order_type, trigger_price=order.trigger_price,
-        reduce_only=order.reduce_only,
+        reduce_only=order.reduce_only, stop_limit_price=order.stop_limit_price,
     )
+
+
+#: Before an OCO list's id in the order of record: Binance numbers order lists apart from
+#: orders, so a list and an order could share a number.
+LIST_PREFIX = "list-"
+
+
+def _list_id(exchange_order_id: str) -> str:
+    return exchange_order_id.removeprefix(LIST_PREFIX)
 
 
 def record_id(order: ExchangeOrder) -> str:

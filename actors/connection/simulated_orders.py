@@ -48,11 +48,11 @@ from actors.messages import (
     Send,
     strategy_address,
 )
-from actors.orders import Order, OrderState
+from actors.orders import Order, OrderState, oco_leg_ids
 from exchange.candles import Candle
 from exchange.markets import MarketRules
 from exchange.matching import ExchangeState, Rejection, SimulatedExchange
-from exchange.records import ExchangeOrder, ExchangeTrade
+from exchange.records import ExchangeOrder, ExchangeTrade, Side
 from exchange.retention import KEEP_FINISHED_ORDERS, KEEP_TRADES, Forgetting
 
 #: States in which the order book of record holds that the exchange accepted the order.
@@ -133,6 +133,8 @@ class SimulatedOrders:
     def submit(self, order: Order, now: float) -> list[Send]:
         to = strategy_address(order.strategy)
         self.owners[order.client_order_id] = order.strategy
+        if order.order_type == "oco":
+            return self._submit_list(order, now)
         result = self.exchange.create_limit_order(
             order.symbol, order.side, order.amount, order.price, order.client_order_id, now
         )
@@ -146,6 +148,25 @@ class SimulatedOrders:
             out += fills
         return out
 
+    def _submit_list(self, order: Order, now: float) -> list[Send]:
+        """An OCO sell list (spot protection): the list is the order of record, accepted
+        under its above leg's exchange id; its legs' trades are reported as its fills."""
+        to = strategy_address(order.strategy)
+        above_id, below_id = oco_leg_ids(order.client_order_id)
+        if order.trigger_price is None or order.stop_limit_price is None or order.side is not Side.SELL:
+            rejected = OrderRejected(order.client_order_id, "an OCO list is a sell with a stop and its limit", now)
+            return [Send(to, rejected), Send(LEDGER, rejected)]
+        result = self.exchange.create_oco_sell(
+            order.symbol, order.amount, order.price, order.trigger_price, order.stop_limit_price,
+            order.client_order_id, above_id, below_id, now,
+        )
+        if isinstance(result, Rejection):
+            rejected = OrderRejected(order.client_order_id, f"{result.message} (code {result.code})", now)
+            return [Send(to, rejected), Send(LEDGER, rejected)]
+        for leg in result:
+            self.owners[leg.client_order_id] = order.strategy
+        return [Send(to, OrderAccepted(order.client_order_id, self.id_prefix + result[0].exchange_order_id, now))]
+
     def since_last_candle(self, symbol: str) -> list[Send]:
         """The fills made on arrival on ``symbol`` since its last candle (routed already),
         handed over once: the next candle names them to their strategies."""
@@ -153,6 +174,13 @@ class SimulatedOrders:
 
     def cancel(self, message: CancelOrder, now: float) -> list[Send]:
         to = strategy_address(message.strategy)
+        legs = self.exchange.order_list(message.client_order_id)
+        if legs:
+            ended = self.exchange.cancel_order_list(message.client_order_id)
+            if isinstance(ended, Rejection):
+                return [Send(to, CancelFailed(message.client_order_id, f"{ended.message} (code {ended.code})", now))]
+            canceled = OrderCanceled(message.client_order_id, message.reason, now, filled=sum(leg.filled for leg in ended))
+            return [Send(to, canceled), Send(LEDGER, canceled)]
         result = self.exchange.cancel_order(message.client_order_id)
         if isinstance(result, Rejection):
             # Most often it filled in the meantime; the fill report settles it.
@@ -167,7 +195,7 @@ class SimulatedOrders:
         once whether it has it, and all that happened to it."""
         to = strategy_address(order.strategy)
         self.owners[order.client_order_id] = order.strategy
-        if self.exchange.order_by_client_id(order.client_order_id) is None:
+        if self.exchange.order_by_client_id(order.client_order_id) is None and not self.exchange.order_list(order.client_order_id):
             rejected = OrderRejected(order.client_order_id, "never placed: the simulated exchange has no such order", now)
             return [Send(to, rejected), Send(LEDGER, rejected)]
         return self.evidence(order, now)
@@ -176,17 +204,24 @@ class SimulatedOrders:
         """What the exchange knows of ``order`` that its record lacks: that it was accepted
         (if the record does not say so), each trade the record does not name, and its end
         by a cancellation. Nothing if the exchange does not have it."""
-        found = self.exchange.order_by_client_id(order.client_order_id)
+        legs = self.exchange.order_list(order.client_order_id)  # an OCO list: its legs
+        found = legs[0] if legs else self.exchange.order_by_client_id(order.client_order_id)
         if found is None:
             return []
         to = strategy_address(order.strategy)
         out: list[Send] = []
         if order.state in (OrderState.SUBMITTING, OrderState.UNKNOWN):
             out.append(Send(to, OrderAccepted(order.client_order_id, self.id_prefix + found.exchange_order_id, now)))
-        for trade in self.exchange.trades_of(found.exchange_order_id):
-            # A record from before the prefix names the trade without it: known all the same.
-            if self.id_prefix + trade.trade_id not in order.trade_ids and trade.trade_id not in order.trade_ids:
-                out += self.route_fill(trade)
+        for leg in legs or [found]:
+            self.owners[leg.client_order_id] = order.strategy
+            for trade in self.exchange.trades_of(leg.exchange_order_id):
+                # A record from before the prefix names the trade without it: known all the same.
+                if self.id_prefix + trade.trade_id not in order.trade_ids and trade.trade_id not in order.trade_ids:
+                    out += self.route_fill(trade)
+        if legs and all(leg.status == "canceled" for leg in legs) and not order.state.is_final:
+            found = attrs.evolve(found, status="canceled", filled=sum((leg.filled for leg in legs), Decimal(0)))
+        elif legs:
+            found = attrs.evolve(found, status="open")
         if found.status == "canceled" and not order.state.is_final:
             expired = order.reason == "expired"  # the cancel we asked for when its time ran out
             reason = "expired" if expired else "canceled while limitline was down"
@@ -214,9 +249,13 @@ class SimulatedOrders:
         self._forget_owners.sweep(self.owners, ended)
 
     def route_fill(self, fill: ExchangeTrade) -> list[Send]:
+        # A leg of an OCO list trades for the list: the list is the order of record (one
+        # reservation in the ledger, one order in the strategy).
+        leg = self.exchange.order_by_client_id(fill.client_order_id)
+        client_order_id = leg.list_client_id if leg is not None and leg.list_client_id else fill.client_order_id
         report = FillReport(
             venue=self.venue,
-            client_order_id=fill.client_order_id,
+            client_order_id=client_order_id,
             exchange_order_id=self.id_prefix + fill.exchange_order_id,
             trade_id=self.id_prefix + fill.trade_id,
             symbol=fill.symbol,
@@ -230,7 +269,7 @@ class SimulatedOrders:
             taker_or_maker=fill.taker_or_maker,
         )
         out = [Send(LEDGER, report)]
-        owner = self.owners.get(fill.client_order_id)
+        owner = self.owners.get(client_order_id)
         if owner is not None:
             out.append(Send(strategy_address(owner), report))
         return out

@@ -44,7 +44,7 @@ from actors.messages import (
     connection_address,
     strategy_address,
 )
-from actors.orders import Order, OrderState
+from actors.orders import Order, OrderState, oco_list_of
 
 #: States in which the exchange must list the order. SUBMITTING and UNKNOWN are in flight
 #: or being resolved by evidence; CANCELING may be gone already.
@@ -101,6 +101,8 @@ def compare(record: Record, exchange: ExchangeSnapshot, ledger: LedgerSnapshot,
     ours = {o.client_order_id: o for o in record.orders}
     by_exchange_id = {o.exchange_order_id: o for o in record.orders if o.exchange_order_id}
     listed = {o.client_order_id: o for o in exchange.open_orders}
+    # A spot OCO list is one order of record; the exchange lists its legs (actors.orders.oco_leg_ids).
+    listed.update({oco_list_of(cid): o for cid, o in list(listed.items()) if oco_list_of(cid)})
     listed_ids = {o.exchange_order_id for o in exchange.open_orders}
     out: list[tuple[Difference, list[Send]]] = []
 
@@ -128,7 +130,8 @@ def compare(record: Record, exchange: ExchangeSnapshot, ledger: LedgerSnapshot,
             ))
 
     for item in sorted(exchange.open_orders, key=lambda o: o.exchange_order_id):
-        mine = ours.get(item.client_order_id) or by_exchange_id.get(item.exchange_order_id)
+        mine = (ours.get(item.client_order_id) or by_exchange_id.get(item.exchange_order_id)
+                or ours.get(oco_list_of(item.client_order_id) or ""))
         if mine is None:
             out.append((
                 Difference("external_order", venue, item.exchange_order_id, None,

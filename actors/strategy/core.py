@@ -73,6 +73,7 @@ from actors.strategy.python import ask as ask_python
 from actors.strategy.python import load as load_python
 from actors.strategy.rules import RuleOutcome, make_trigger
 from actors.strategy.settings import StrategySettings
+from actors.strategy.spot_protection_core import SpotProtectionMixin, is_protective
 from exchange.candles import Candle
 from exchange.markets import MarketRules
 from exchange.records import Side
@@ -96,7 +97,7 @@ class Wakeups:
     stop_loss: Decimal | None
 
 
-class StrategyCore:
+class StrategyCore(SpotProtectionMixin):
     def __init__(
         self,
         settings: StrategySettings,
@@ -165,6 +166,7 @@ class StrategyCore:
         else:
             self._buy = make_trigger(settings.buy) if settings.buy else None
             self._sell = make_trigger(settings.sell) if settings.sell else None
+        self._init_spot_protection()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -231,7 +233,7 @@ class StrategyCore:
     def _busy(self) -> bool:
         """Something this candle caused is still under way (an order in transit): the
         candle is not done yet (a lockstep replay waits for it)."""
-        return any(o.state in IN_TRANSIT for o in self.orders.values())
+        return any(o.state in IN_TRANSIT for o in self.orders.values()) or self._protection_waits()
 
     def _handle(self, message: Any, now: float) -> list[Send]:
         # One lookup by the message's type (a chain of isinstance checks cost the Lab's
@@ -304,7 +306,9 @@ class StrategyCore:
             self._settled[trade_id] = None
         while len(self._settled) > SETTLED_REMEMBERED:
             del self._settled[next(iter(self._settled))]
-        return self._maybe_activate(now) + self._decide_waiting(now)
+        out = self._maybe_activate(now) + self._decide_waiting(now)
+        # (a perpetual strategy's protection is its own: actors/strategy/perpetual_core.py)
+        return out + self._protect_position(now) if self._spot_protected else out
 
     def _on_granted(self, message: ReservationGranted, now: float) -> list[Send]:
         if message.amount is None:
@@ -316,6 +320,8 @@ class StrategyCore:
 
     def _on_accepted(self, message: OrderAccepted, now: float) -> list[Send]:
         out = self._advance(message.client_order_id, Trigger.ACCEPTED, now, exchange_order_id=message.exchange_order_id)
+        if self._cancel_on_accept:
+            out += self._protective_accepted(message.client_order_id, now)
         return out + self._breaker_events(self.breaker.success(now, message.client_order_id), now)
 
     def _on_rejected(self, message: OrderRejected, now: float) -> list[Send]:
@@ -391,6 +397,8 @@ class StrategyCore:
     def on_candle(self, candle: Candle, now: float) -> list[Send]:
         self.market_time = candle.ts
         out = self._expire(candle.ts, now)
+        if self.spot_protection is not None:
+            out += self._protect_price(candle, now)
         outcomes = [trigger.update(candle) for trigger in (self._buy, self._sell) if trigger is not None]
         if self.record_evaluations:
             out.append(self._event(
@@ -445,12 +453,14 @@ class StrategyCore:
         skip the candles on which it cannot act): the market times its resting orders
         expire at, and the closes at which an exit would sell. None: it must see the next
         candle (a cancel to ask again, an answer still to come, a Python strategy)."""
-        if self._python is not None or self._cancel_again or self._waiting is not None:
+        if self._python is not None or self._cancel_again or self._waiting is not None or self._spot_resync:
             return None
         expiries = []
         for order in self.orders.values():
             if order.state not in (OrderState.OPEN, OrderState.PARTIALLY_FILLED) or order.market_ts is None:
                 return None
+            if is_protective(order):
+                continue  # no time-to-live
             due = order.market_ts + self.settings.ttl_seconds
             # Past its time-to-live and still here: kept for dust, until twice it (_expire).
             expiries.append(due if self.market_time is None or self.market_time < due else due + self.settings.ttl_seconds)
@@ -465,6 +475,9 @@ class StrategyCore:
                 take_profit = entry * (1 + s.take_profit_pct / 100)
             if s.stop_loss_pct is not None:
                 stop_loss = entry * (1 - s.stop_loss_pct / 100)
+        gap = self._protective_wake()
+        if gap is not None:
+            stop_loss = gap if stop_loss is None else max(stop_loss, gap)
         return Wakeups(min(expiries) if expiries else None, take_profit, stop_loss)
 
     def wants_every_candle(self) -> bool:
@@ -476,6 +489,10 @@ class StrategyCore:
     # -------------------------------------------------------------- decisions
 
     def _decide(self, side: Side, outcome: RuleOutcome, candle: Candle, now: float) -> list[Send]:
+        if side is Side.SELL and self.spot_protection is not None and not outcome.rule.startswith("protection:"):
+            cancels = self._sell_cancels_protection(outcome, candle, now)
+            if cancels is not None:
+                return cancels
         blocked, changes = self._blocked_reason(side, candle, now)
         out = self._breaker_events(changes, now)
         if blocked is not None:
@@ -577,7 +594,7 @@ class StrategyCore:
         reason, changes = self._blocked_any(candle, now)
         if reason is not None:
             return reason, changes
-        if len(self.orders) >= self.settings.max_open_orders:
+        if sum(not is_protective(o) for o in self.orders.values()) >= self.settings.max_open_orders:
             return f"max open orders reached ({self.settings.max_open_orders})", changes
         if side is Side.SELL:
             base = self.market.base if self.market else "base asset"
@@ -625,8 +642,8 @@ class StrategyCore:
                 out.append(Send(self.connection, CancelOrder(cid, self.name, order.reason or "expired")))
         self._cancel_again.clear()
         for cid, order in list(self.orders.items()):
-            if order.state not in (OrderState.OPEN, OrderState.PARTIALLY_FILLED):
-                continue
+            if order.state not in (OrderState.OPEN, OrderState.PARTIALLY_FILLED) or is_protective(order):
+                continue  # (protection rests until it fills or is replaced: no time-to-live)
             if order.market_ts is None:
                 # A row from before the decision's market time was kept: its time-to-live
                 # counts from the first candle after the restart (late, but never forever).
@@ -689,7 +706,7 @@ class StrategyCore:
                 cid,
                 rule=order.rule,
                 payload={
-                    "type": "limit",
+                    "type": order.order_type,
                     "side": order.side.value,
                     "symbol": order.symbol,
                     "price": str(order.price),
@@ -719,6 +736,9 @@ class StrategyCore:
         out = self._advance(
             fill.client_order_id, trigger, now, filled=filled, trade_ids=order.trade_ids | {fill.trade_id}, **changes
         )
+        if self.spot_protection is not None and is_protective(order):
+            # (after the move: a complete fill ends the order first, then the protection hears of it)
+            out += self._protective_fill(order, fill.amount, trigger is Trigger.FILL_COMPLETE, now)
         # What is held changes only by the ledger's answer to this fill (AccountInfo).
         if self.settings.cooldown_seconds and self.market_time is not None:
             self.cooldown_until = self.market_time + self.settings.cooldown_seconds
@@ -773,6 +793,8 @@ class StrategyCore:
                 self.settling[cid] = order
             else:
                 self.settling.pop(cid, None)
+            if self.spot_protection is not None and is_protective(order) and cid in self._protective_key:
+                out += self._protective_ended(order, now)
         else:
             self.orders[cid] = order
         return out

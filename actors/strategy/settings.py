@@ -34,7 +34,7 @@ class Allocation:
 
 @attrs.frozen
 class ProtectionConfig:
-    """A perpetual position's protection, in percent of the entry price (see
+    """A position's protection (a perpetual's, or on spot one OCO list), in percent of the entry price (see
     :class:`actors.strategy.protection_core.ProtectionSettings`): a take-profit (a resting
     reduce-only limit), a stop-loss (a reduce-only stop-limit whose limit lies
     ``stop_limit_slippage_pct`` beyond its trigger), and how far beyond the price a gapped
@@ -85,7 +85,8 @@ class StrategySettings:
     #: with ``on_sell: flat`` (long-only) or ``on_sell: short`` (long/short).
     on_buy: Literal["long", "short", "flat"] | None = None
     on_sell: Literal["long", "short", "flat"] | None = None
-    #: Perpetual venues only: take-profit and stop-loss resting on the exchange.
+    #: Take-profit and stop-loss resting on the exchange: on a swap venue a reduce-only
+    #: limit and stop-limit; on a spot venue that offers it, one OCO order list (README).
     protection: ProtectionConfig | None = None
 
     @property
