@@ -575,7 +575,7 @@ class PerpetualStrategyCore(StrategyCore):
             f"the exchange refused the reduce-only order {cid} (-2022: no position to reduce on that side): the "
             f"position held here ({self.position}) is stale; no close is sent until the position is read again "
             f"(fills booked, the reconciler's reading) or for {wait:g}s (refusal {self._stale_refusals} in a row)"),
-            payload={"wait_seconds": str(wait), "refusals": self._stale_refusals})]
+            payload={"wait_seconds": f"{wait:g}", "refusals": self._stale_refusals})]
 
     def _escalation_step(self, now: float) -> list[Send]:
         """While the position's stop escalates, nothing else closes it or adds to it: the
