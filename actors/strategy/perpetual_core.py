@@ -431,8 +431,33 @@ class PerpetualStrategyCore(StrategyCore):
             out += self._place_leg(intent, now)
         return out
 
+    def _closes_working(self) -> Decimal:
+        """What the position's working non-protective reduce-only orders (the plan's
+        closes, the escalation) can still close."""
+        return sum((o.amount - o.filled for cid, o in self.orders.items() if o.reduce_only and (
+            cid in self._plan or o.rule.startswith("protection:escalation"))), ZERO)
+
+    def _close_refused(self, amount: Decimal, what: str, now: float) -> list[Send]:
+        """The one rule on closes (review 13): the working reduce-only closes that are not
+        the position's protection (take-profit and stop-loss, one cancels the other) never
+        add up to more than the position, and none works beside an escalation. [] when
+        ``amount`` more fits; else the ``blocked`` event saying why."""
+        working = self._closes_working()
+        escalating = self.protection is not None and self.protection.escalating and not what.startswith("escalation")
+        if not escalating and working + amount <= abs(self.position):
+            return []
+        reason = ("the position is being closed by an escalation of its stop" if escalating else
+                  f"{what} of {amount} with {working} already closing would close more than the position "
+                  f"{self.position}")
+        return [self._event("blocked", now, reason=f"not sent: {reason}", payload={"leg": what})]
+
     def _place_leg(self, intent: OrderIntent, now: float) -> list[Send]:
         assert self.planner is not None
+        if intent.reduce_only:
+            refused = self._close_refused(intent.amount, f"{intent.action} close", now)
+            if refused:
+                self.planner.decision = None  # the next signal decides again
+                return refused
         group = self.protection.group if (intent.reduce_only and self.protection is not None) else None
         cid, out = self._place(intent.side, intent.amount, intent.price, intent.reduce_only, intent.rule or intent.action,
                                f"{intent.action}:{intent.leg}", now, oco_group=group)
@@ -616,6 +641,13 @@ class PerpetualStrategyCore(StrategyCore):
         for action in actions:
             if isinstance(action, PlaceProtective):
                 order = action.order
+                if order.role == "escalation":
+                    refused = self._close_refused(order.amount, "escalation", now)
+                    if refused:
+                        assert self.protection is not None
+                        self.protection.forget(action.key)
+                        out += refused
+                        continue
                 kind = "stop_limit" if order.order_type == "stop_limit" else "limit"
                 # The rule names the role and the OCO group: after a restart the order is
                 # adopted from its record into the protection, not placed again.
