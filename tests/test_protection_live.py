@@ -130,3 +130,70 @@ async def _scenario(tmp_path, sandbox, watch):
     assert escalation.payload["amount"] == "0.2" and Decimal(escalation.payload["price"]) in (Decimal("1019.5"), Decimal("1019.6"))
     assert state["violations"] == []
     assert all(r["type"] not in MARKET_TYPES and not r["closePosition"] for r in state["order_requests"])
+
+
+FLIP_CANDLES = [
+    (980, 980, 980, 980),       # -  history
+    (980, 980, 980, 980),       # 0
+    (980, 1010, 980, 1010),     # 1  crosses 1000 up: a long of 0.5 at 1010, protected
+    # here an operator closes the long on the exchange; limitline has not heard of it
+    (1010, 1010, 993, 993),     # 2  crosses 995 down: a flip, whose close the exchange refuses (-2022)
+] + [(993, 994, 992, 993)] * 6
+
+
+async def test_a_close_refused_minus_2022_is_held_until_the_position_is_read_again(tmp_path, credentials):
+    """Review 13, finding 3: a flip's close refused -2022 (the position was already gone
+    on the exchange) was re-sent every few milliseconds until the fill was heard."""
+    path = tmp_path / "c.csv"
+    lines = ["timestamp,open,high,low,close,volume"] + [
+        f"2024-01-01T{hour:02d}:00:00Z,{o},{h},{l},{c},1000" for hour, (o, h, l, c) in enumerate(FLIP_CANDLES)]  # noqa: E741
+    path.write_text("\n".join(lines) + "\n")
+    sandbox = Sandbox(SandboxSettings(data=str(path), speed=1, api_key=KEY, secret=SECRET, market="usdm",
+                                      balances={"USDT": Decimal(10000)}))
+    sandbox.frozen = True
+    sandbox.step(1)
+    raw = config(tmp_path, "")
+    raw["strategies"][0].update(buy={"kind": "price_cross", "level": 1000, "direction": "up"})
+    watch = Watch()
+    try:
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                url = await nursery.start(serve_sandbox, sandbox, 0)
+                raw["venues"][0]["base_url"] = url
+                exchange = Exchange(url)
+                app = (await start_app(nursery, raw, watch)).app
+                await watch.until(lambda events: watch.count("strategy_active") >= 1)
+
+                async def history_read() -> bool:
+                    return status(app, "connection:usdm")["last_candle"].get(S) == FIRST - 3600
+
+                await until(history_read, sandbox.wait_for_request)
+
+                async def candle(n: int) -> None:
+                    await exchange.step()
+                    await watch.until(lambda events: any(
+                        e.kind == "evaluated" and e.payload["ts"] == FIRST + 3600 * n for e in events))
+
+                await candle(0)
+                await candle(1)
+                await watch.until(lambda events: Decimal(status(app, "strategy:trend")["position"]) == Decimal("0.5"))
+                await exchange.post("/admin/operator/close", {"symbol": "BTCUSDT"})
+                await candle(2)
+                await watch.until(lambda events: "position_changed_outside" in {
+                    e.payload.get("class") for e in watch.of("reconcile_difference")})
+                await watch.until(lambda events: Decimal(status(app, "strategy:trend")["position"]) == Decimal("-0.5"))
+                state = await exchange.state()
+                nursery.cancel_scope.cancel()
+    except BaseException:
+        for e in watch.events:
+            if e.kind != "evaluated":
+                print(e.kind, e.client_order_id, e.reason, e.payload)
+        raise
+    refused = [e for e in watch.of("order_rejected") if "(code -2022)" in e.reason]
+    held = watch.of("close_held")
+    # Each refusal held the closes (1 s, then 2 s ...) until the reconciler read the position:
+    # a handful at most, never the burst of one every few milliseconds.
+    assert 1 <= len(refused) <= 4 and len(held) == len(refused), [e.client_order_id for e in refused]
+    assert "stale" in held[0].reason and held[0].payload["wait_seconds"] == "1"
+    assert Decimal(state["positions"][S]["size"]) == Decimal("-0.5")  # the flip then opened the short
+    assert state["violations"] == []
