@@ -22,7 +22,14 @@ position needs instead of inventory:
   when the other fills, and escalates a gapped stop (``protection_escalated``). They are
   orders of record like any other (``order_type`` ``limit`` or ``stop_limit``, with its
   ``trigger_price``); their time-to-live does not run out. A protective order the exchange
-  refuses is placed again at the next candle, never in a loop.
+  refuses is placed again at the next candle, never in a loop; a stop refused because the
+  price is past its trigger (-2021) is escalated at once. While an escalation is decided or
+  works, the plan's orders are cancelled, its decision dropped and new ones ``blocked``
+  (:meth:`_escalation_step`); the one rule on closes is :meth:`_close_refused`.
+- **A stale position.** A reduce-only order refused with -2022 means the exchange holds
+  nothing to reduce: no close is sent until the ledger's position changes (fills booked, a
+  repair from the reconciler) or a wait runs out (1 s, doubling per refusal in a row, at
+  most 60 s), with a ``close_held`` event (:meth:`_held_stale`).
 - **Python strategies** (``python:``) answer a :class:`actors.strategy.python.PositionIntent`
   (a posture, or open/close/flip, with an optional size) or an ``Intent`` buy/sell (taken as
   ``on_buy``/``on_sell``), decided as a signal is.
