@@ -44,6 +44,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, Mapping
 
+import attrs
+
 from actors.messages import (
     LEDGER,
     CancelOrder,
@@ -148,6 +150,8 @@ class PerpetualStrategyCore(StrategyCore):
         self._stale = False
         self._stale_until = 0.0
         self._stale_refusals = 0
+        #: A decision's close was withheld while stale: planned again once it is not.
+        self._replan = False
 
     # ------------------------------------------------------------ lifecycle
 
@@ -382,9 +386,7 @@ class PerpetualStrategyCore(StrategyCore):
         payload: dict[str, Any] = {"posture": posture}
         if blocked is None and self.protection is not None and self.protection.escalating:
             blocked = "the position is being closed by an escalation of its stop: no decision until it is done"
-        if blocked is None and self._stale:
-            blocked = ("a reduce-only order was refused (-2022): the position as held here is stale; no decision "
-                       "until it is read again (fills, reconciliation) or the wait runs out")
+
         if blocked is not None or self.planner is None or self.market is None:
             reason = blocked or "inactive: the market is not known yet"
             return out + [self._event("blocked", now, rule=outcome.rule, reason=reason, payload=payload)], payload
@@ -404,6 +406,12 @@ class PerpetualStrategyCore(StrategyCore):
                 return out + [self._event("blocked", now, rule=outcome.rule, reason=reason, payload=payload)], payload
         decision = Decision(Posture(posture), size, outcome.rule)
         step = self.planner.decide(decision, self.position, buy, sell)
+        if self._stale and any(intent.reduce_only for intent in step.place):
+            # A close from a position known to be stale (-2022): the decision is kept, its
+            # legs are planned again once the position is read again.
+            self._replan = True
+            step = attrs.evolve(step, place=())
+            payload["held"] = "the position is stale (-2022): the close waits until it is read again"
         payload["action"] = step.action
         if not step.place and not step.cancel and step.action != "hold" and step.note:
             return out + [self._event("blocked", now, rule=outcome.rule, reason=step.note, payload=payload)], payload
@@ -634,6 +642,10 @@ class PerpetualStrategyCore(StrategyCore):
         if self.planner is None or self._last_close is None or self._await_position or self._stale:
             return []
         out: list[Send] = []
+        if self._replan:
+            self._replan = False
+            buy, sell = self._prices(self._last_close)
+            out += self._apply(self.planner.replan(self.position, buy, sell), now)
         for cid, trade_ids in list(self._ended.items()):
             if any(t not in self._settled for t in trade_ids):
                 continue
