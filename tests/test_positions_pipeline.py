@@ -68,6 +68,8 @@ class PipelineMachine(RuleBasedStateMachine):
                 self._reserve(action.key, order.side, order.amount, order.price, True, action.group)
                 self.exchange[action.key] = {"side": order.side, "amount": order.amount, "filled": D(0),
                                              "reduce_only": True, "owner": "protection", "price": order.price}
+                # Accepted: the order it replaces is cancelled only now.
+                self._protect(self.protection.on_accepted(action.key))
             elif isinstance(action, CancelProtective):
                 self._gone(action.key)
 

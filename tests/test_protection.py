@@ -61,15 +61,75 @@ def test_a_short_is_protected_by_buys_above_for_the_stop_and_below_for_the_take_
     assert (orders["stop_loss"].trigger_price, orders["stop_loss"].price) == (D("101.0"), D("101.6"))
 
 
-def test_partial_entry_fills_resize_by_placing_the_new_order_before_cancelling_the_old():
+def test_partial_entry_fills_resize_by_placing_the_new_order_and_cancelling_the_old_once_it_is_accepted():
     protection = core()
     first = keys(protection.on_position(D("0.4"), D(100)))
+    for key in first.values():
+        protection.on_accepted(key)
     actions = protection.on_position(D(1), D("100.2"))
-    kinds = [type(a).__name__ for a in actions if not isinstance(a, ProtectionEvent)]
-    assert kinds == ["PlaceProtective", "CancelProtective", "PlaceProtective", "CancelProtective"]
-    assert {a.key for a in actions if isinstance(a, CancelProtective)} == set(first.values())
+    assert [type(a).__name__ for a in actions if not isinstance(a, ProtectionEvent)] == ["PlaceProtective"] * 2
     assert placed(actions)["stop_loss"].amount == D(1)
+    new = keys(actions)
+    # Until the exchange accepts the new stop, the old one is not touched.
+    [cancel] = protection.on_accepted(new["stop_loss"])
+    assert cancel.key == first["stop_loss"] and "replaced by" in cancel.reason
+    [cancel] = protection.on_accepted(new["take_profit"])
+    assert cancel.key == first["take_profit"]
     assert protection.protected_amounts() == {"take_profit": D(1), "stop_loss": D(1)}
+
+
+def test_a_replacement_stop_the_exchange_refuses_leaves_the_old_stop_resting():
+    protection = core()
+    first = keys(protection.on_position(D("0.4"), D(100)))
+    for key in first.values():
+        protection.on_accepted(key)
+    new = keys(protection.on_position(D(1), D("100.2")))
+    assert protection.on_refused(new["stop_loss"], "rejected: -4045 (code -4045)") == []
+    assert first["stop_loss"] in protection.resting and not protection.resting[first["stop_loss"]].canceling
+    assert protection.protected_amounts()["stop_loss"] == D("0.4")  # still protected
+
+
+def test_a_stop_refused_as_would_immediately_trigger_counts_as_fired_and_escalates_at_once():
+    """Review 13: a resized stop refused with -2021 must not leave the position without a
+    stop: the old stop is not cancelled for it; the position is escalated at once."""
+    protection = core()
+    first = keys(protection.on_position(D(-1), D(100)))
+    for key in first.values():
+        protection.on_accepted(key)
+    protection.on_price(D("100.5"))
+    new = keys(protection.on_position(D(-2), D("100.8")))  # trigger 101.9 for the new stop
+    actions = protection.on_refused(new["stop_loss"], "order would immediately trigger (code -2021)", would_trigger=True)
+    assert protection.escalating
+    # first every protective order is cancelled (the old stop, both take-profits) ...
+    assert {a.key for a in actions if isinstance(a, CancelProtective)} == {first["stop_loss"], first["take_profit"], new["take_profit"]}
+    assert placed(actions) == {}
+    assert protection.escalation_due(closes_working=False) == []  # cancels still under way
+    for key in (first["stop_loss"], first["take_profit"], new["take_profit"]):
+        protection.on_ended(key, "canceled")
+    assert protection.escalation_due(closes_working=True) == []  # the strategy's own close still works
+    actions = protection.escalation_due(closes_working=False)
+    [escalation] = [a.order for a in actions if isinstance(a, PlaceProtective)]
+    # ... then one crossing buy from the trigger (the price is past it): 101.9 x 1.01, up
+    assert (escalation.side, escalation.amount, escalation.price, escalation.reduce_only) == (BUY, D(2), D("103.0"), True)
+    assert [a.kind for a in actions if isinstance(a, ProtectionEvent)] == ["protection_escalated"]
+    assert protection.escalation_due(closes_working=False) == []  # one escalation, not two
+
+
+def test_one_escalation_per_position_however_many_stops_have_gapped():
+    protection = core()
+    first = keys(protection.on_position(D(1), D(100)))
+    for key in first.values():
+        protection.on_accepted(key)
+    second = keys(protection.on_position(D(2), D(100)))  # replacements not accepted yet: two stops
+    actions = protection.on_price(D("97.0"))  # both stops are through their trigger and limit
+    cancels = {a.key for a in actions if isinstance(a, CancelProtective)}
+    assert cancels == set(first.values()) | set(second.values())
+    assert protection.on_price(D("96.0")) == [] and protection.on_position(D(2), D(100)) == []
+    for key in cancels:
+        protection.on_ended(key, "canceled")
+    places = [a for a in protection.escalation_due(False) if isinstance(a, PlaceProtective)]
+    assert [(p.order.role, p.order.amount, p.order.price) for p in places] == [("escalation", D(2), D("95.0"))]
+    assert protection.on_price(D("95.5")) == [] and protection.escalation_due(False) == []
 
 
 def test_a_partly_filled_take_profit_stays_and_the_stop_follows_the_smaller_position():
@@ -98,23 +158,34 @@ def test_a_gapped_stop_is_escalated_with_a_crossing_reduce_only_limit_at_the_con
     protection.on_triggered(orders["stop_loss"])
     assert protection.on_price(D("98.7")) == []  # triggered, but the limit 98.5 can still fill
     actions = protection.on_price(D("98.0"))
+    assert {a.key for a in actions if isinstance(a, CancelProtective)} == set(orders.values())
+    assert placed(actions) == {}  # the stuck stop and the take-profit are cancelled first
+    for key in orders.values():
+        protection.on_ended(key, "canceled")
+    actions = protection.escalation_due(closes_working=False)
     [escalation] = [a.order for a in actions if isinstance(a, PlaceProtective)]
     assert (escalation.role, escalation.side, escalation.amount, escalation.price) == ("escalation", SELL, D(1), D("97.0"))
     assert escalation.order_type == "limit" and escalation.reduce_only
-    assert {a.key for a in actions if isinstance(a, CancelProtective)} == set(orders.values())
     [event] = [a for a in actions if isinstance(a, ProtectionEvent)]
     assert event.kind == "protection_escalated" and "gap" in event.reason and "97.0" in event.reason
     # Protection is not placed again over the escalation while it closes the position.
     assert protection.on_position(D("0.5"), D(100)) == []
-    # The price runs through the escalation too: again from the new price.
-    again = placed(protection.on_price(D("96.0")))
+    # The price runs through the escalation too: it is cancelled, then again from the new price.
+    [cancel, _event] = protection.on_price(D("96.0"))
+    assert cancel.key == keys(actions)["escalation"]
+    assert protection.escalation_due(False) == []
+    protection.on_ended(cancel.key, "canceled")
+    again = placed(protection.escalation_due(False))
     assert again["escalation"].price == D("95.0") and again["escalation"].amount == D("0.5")
 
 
 def test_a_price_through_the_trigger_counts_as_triggered_even_before_the_exchange_says_so():
     protection = core()
-    protection.on_position(D(-1), D(100))
-    assert placed(protection.on_price(D("102.0")))["escalation"].side is BUY
+    orders = keys(protection.on_position(D(-1), D(100)))
+    protection.on_price(D("102.0"))
+    for key in orders.values():
+        protection.on_ended(key, "canceled")
+    assert placed(protection.escalation_due(False))["escalation"].side is BUY
 
 
 def test_a_protective_order_ended_outside_is_placed_again_while_the_position_is_open():
@@ -131,9 +202,11 @@ def test_spot_protection_is_one_oco_order_list():
     assert isinstance(place, PlaceOcoList)
     assert (place.take_profit.order_type, place.take_profit.price) == ("limit_maker", D("102.0"))
     assert (place.stop_loss.order_type, place.stop_loss.trigger_price, place.stop_loss.price) == ("stop_loss_limit", D("99.0"), D("98.5"))
+    protection.on_accepted(place.key)
     actions = protection.on_position(D("1.5"), D(101))
-    assert [type(a).__name__ for a in actions] == ["PlaceOcoList", "ProtectionEvent", "CancelProtective"]
-    assert actions[2].key == place.key
+    assert [type(a).__name__ for a in actions] == ["PlaceOcoList", "ProtectionEvent"]
+    [cancel] = protection.on_accepted(actions[0].key)
+    assert cancel.key == place.key
 
 
 @pytest.mark.parametrize("kind", ["market", "stop_market", "take_profit_market", "trailing_stop_market"])
@@ -185,10 +258,13 @@ class ProtectionMachine(RuleBasedStateMachine):
                 assert not isinstance(granted, str), granted
                 self.book[action.key] = order
                 self.filled[action.key] = D(0)
+                self._do(self.core.on_accepted(action.key))
             elif isinstance(action, CancelProtective):
                 if self.book.pop(action.key, None) is not None:
                     self.ledger.release(action.key, "canceled", 1.0)
                     self._do(self.core.on_ended(action.key, "canceled"))
+        if actions:
+            self._do(self.core.escalation_due(closes_working=False))
 
     def _trade(self, cid: str, side: Side, amount: D, price: D, complete: bool) -> None:
         self.trades += 1
@@ -244,6 +320,13 @@ class ProtectionMachine(RuleBasedStateMachine):
                 assert action.order.price >= price * (1 - SETTINGS.gap_slippage) - D("0.1")  # bounded slippage
                 assert action.order.price <= price  # it crosses: sells at or below the price
         self._do(actions)
+
+    @invariant()
+    def at_most_one_escalation_and_nothing_else_while_it_works(self):
+        escalations = [k for k, o in self.book.items() if o.role == "escalation"]
+        assert len(escalations) <= 1
+        if escalations:
+            assert set(self.book) == set(escalations)
 
     @invariant()
     def protection_size_is_the_position_size(self):

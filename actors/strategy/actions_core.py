@@ -184,6 +184,11 @@ class ActionPlanner:
         self.working.pop(client_order_id, None)
         return self._next(position, buy_price, sell_price)
 
+    def replan(self, position: Decimal, buy_price: Decimal, sell_price: Decimal) -> Step:
+        """The current decision's next leg from ``position`` (the caller withheld a leg it
+        was given, e.g. a close while its view of the position was stale)."""
+        return self._next(position, buy_price, sell_price)
+
     # --------------------------------------------------------- deciding
 
     def _next(self, position: Decimal, buy_price: Decimal, sell_price: Decimal) -> Step:

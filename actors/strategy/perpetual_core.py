@@ -22,7 +22,14 @@ position needs instead of inventory:
   when the other fills, and escalates a gapped stop (``protection_escalated``). They are
   orders of record like any other (``order_type`` ``limit`` or ``stop_limit``, with its
   ``trigger_price``); their time-to-live does not run out. A protective order the exchange
-  refuses is placed again at the next candle, never in a loop.
+  refuses is placed again at the next candle, never in a loop; a stop refused because the
+  price is past its trigger (-2021) is escalated at once. While an escalation is decided or
+  works, the plan's orders are cancelled, its decision dropped and new ones ``blocked``
+  (:meth:`_escalation_step`); the one rule on closes is :meth:`_close_refused`.
+- **A stale position.** A reduce-only order refused with -2022 means the exchange holds
+  nothing to reduce: no close is sent until the ledger's position changes (fills booked, a
+  repair from the reconciler) or a wait runs out (1 s, doubling per refusal in a row, at
+  most 60 s), with a ``close_held`` event (:meth:`_held_stale`).
 - **Python strategies** (``python:``) answer a :class:`actors.strategy.python.PositionIntent`
   (a posture, or open/close/flip, with an optional size) or an ``Intent`` buy/sell (taken as
   ``on_buy``/``on_sell``), decided as a signal is.
@@ -36,6 +43,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 from typing import Any, Mapping
+
+import attrs
 
 from actors.messages import (
     LEDGER,
@@ -133,6 +142,16 @@ class PerpetualStrategyCore(StrategyCore):
         #: Trades of our orders reported by the connection and not yet booked by the
         #: ledger (trade id -> client order id).
         self._unbooked: dict[str, str] = {}
+        #: A reduce-only order was refused with -2022 (nothing to reduce on that side): the
+        #: position as the ledger holds it is stale. No close is sent (plan legs or
+        #: protection) until the ledger's position changes (fills booked, a repair from the
+        #: reconciler's reading of the exchange) or, failing that, until ``_stale_until``
+        #: (``now`` seconds; the wait doubles with each refusal in a row, up to STALE_WAIT_MAX).
+        self._stale = False
+        self._stale_until = 0.0
+        self._stale_refusals = 0
+        #: A decision's close was withheld while stale: planned again once it is not.
+        self._replan = False
 
     # ------------------------------------------------------------ lifecycle
 
@@ -237,14 +256,18 @@ class PerpetualStrategyCore(StrategyCore):
                 del self._arriving[cid]
         if isinstance(message, OrderAccepted) and cid in self._cancel_on_accept:
             out += self._cancel(cid, self._cancel_on_accept.pop(cid), now)
+        elif isinstance(message, OrderAccepted) and cid in self._key_of and self.protection is not None:
+            # Accepted (resting): only now is the order it replaces cancelled.
+            out += self._protect(self.protection.on_accepted(self._key_of[cid]), now)
         if isinstance(message, FillReport):
             out += self._filled(cid, message, now)
         if cid not in self.orders:  # it ended
             trade_ids = before.trade_ids | ({message.trade_id} if isinstance(message, FillReport) else set())
             out += self._order_ended(cid, message, frozenset(trade_ids), before.reduce_only, now)
-        return out
+        return out + self._escalation_step(now)
 
     def _on_position(self, info: PositionInfo, now: float) -> list[Send]:
+        before = (self.position, self.position_entry)
         self.position, self.position_entry = info.size, info.entry_price
         self.realized_pnl, self.fees_paid = info.realized_pnl, dict(info.fees_paid)
         self.wallet, self.free_collateral = info.wallet, info.free
@@ -257,6 +280,9 @@ class PerpetualStrategyCore(StrategyCore):
             self._collateral_counted = info.wallet
         self.funding_paid, self.margin_used = info.funding_paid, info.margin_used
         self._balances_known = True
+        if self._stale and (info.settled or (info.size, info.entry_price) != before):
+            # Fills booked, or the position repaired from the exchange: read again.
+            self._stale, self._stale_refusals = False, 0
         for trade_id in info.settled:
             self._settled[trade_id] = None
             self._unbooked.pop(trade_id, None)
@@ -266,10 +292,11 @@ class PerpetualStrategyCore(StrategyCore):
         # An answer older than fills already reported (the ledger answered a message before
         # their booking) says a position that no longer is: the protection waits for the
         # answer that books them, or it would place orders for a size already gone.
-        if self.protection is not None and not self._unbooked and (self.position, self.position_entry) != self._told:
+        if (self.protection is not None and not self._unbooked and not self._stale
+                and (self.position, self.position_entry) != self._told):
             self._told = (self.position, self.position_entry)
             out += self._protect(self.protection.on_position(self.position, self.position_entry), now)
-        return out
+        return out + self._escalation_step(now)
 
     # ---------------------------------------------------------------- market
 
@@ -299,12 +326,18 @@ class PerpetualStrategyCore(StrategyCore):
                 "rules": [{"rule": o.rule, "fired": o.fired, "inputs": o.inputs} for o in outcomes], **action,
             }))
         out += decided
+        if self._stale and now >= self._stale_until:
+            # No fill and no repair came: the position is read as the ledger holds it
+            # once more (one attempt; a refusal again waits twice as long).
+            self._stale = False
+            self._resync_protection = self.protection is not None
+            out += self._next_legs(now)
         if self.protection is not None and self.active:
-            if self._resync_protection:
+            if self._resync_protection and not self._stale:
                 self._resync_protection = False
                 out += self._protect(self.protection.on_position(self.position, self.position_entry), now)
             out += self._protect(self.protection.on_price(candle.close), now)
-        return out
+        return out + self._escalation_step(now)
 
     def _ask_python(self, candle: Candle, now: float) -> tuple[list[Send], dict[str, Any]]:
         """The Python strategy's wishes on this candle, each decided as a signal is: a
@@ -351,6 +384,9 @@ class PerpetualStrategyCore(StrategyCore):
         blocked, changes = self._blocked_any(candle, now)
         out = self._breaker_events(changes, now)
         payload: dict[str, Any] = {"posture": posture}
+        if blocked is None and self.protection is not None and self.protection.escalating:
+            blocked = "the position is being closed by an escalation of its stop: no decision until it is done"
+
         if blocked is not None or self.planner is None or self.market is None:
             reason = blocked or "inactive: the market is not known yet"
             return out + [self._event("blocked", now, rule=outcome.rule, reason=reason, payload=payload)], payload
@@ -370,6 +406,12 @@ class PerpetualStrategyCore(StrategyCore):
                 return out + [self._event("blocked", now, rule=outcome.rule, reason=reason, payload=payload)], payload
         decision = Decision(Posture(posture), size, outcome.rule)
         step = self.planner.decide(decision, self.position, buy, sell)
+        if self._stale and any(intent.reduce_only for intent in step.place):
+            # A close from a position known to be stale (-2022): the decision is kept, its
+            # legs are planned again once the position is read again.
+            self._replan = True
+            step = attrs.evolve(step, place=())
+            payload["held"] = "the position is stale (-2022): the close waits until it is read again"
         payload["action"] = step.action
         if not step.place and not step.cancel and step.action != "hold" and step.note:
             return out + [self._event("blocked", now, rule=outcome.rule, reason=step.note, payload=payload)], payload
@@ -404,8 +446,33 @@ class PerpetualStrategyCore(StrategyCore):
             out += self._place_leg(intent, now)
         return out
 
+    def _closes_working(self) -> Decimal:
+        """What the position's working non-protective reduce-only orders (the plan's
+        closes, the escalation) can still close."""
+        return sum((o.amount - o.filled for cid, o in self.orders.items() if o.reduce_only and (
+            cid in self._plan or o.rule.startswith("protection:escalation"))), ZERO)
+
+    def _close_refused(self, amount: Decimal, what: str, now: float) -> list[Send]:
+        """The one rule on closes (review 13): the working reduce-only closes that are not
+        the position's protection (take-profit and stop-loss, one cancels the other) never
+        add up to more than the position, and none works beside an escalation. [] when
+        ``amount`` more fits; else the ``blocked`` event saying why."""
+        working = self._closes_working()
+        escalating = self.protection is not None and self.protection.escalating and not what.startswith("escalation")
+        if not escalating and working + amount <= abs(self.position):
+            return []
+        reason = ("the position is being closed by an escalation of its stop" if escalating else
+                  f"{what} of {amount} with {working} already closing would close more than the position "
+                  f"{self.position}")
+        return [self._event("blocked", now, reason=f"not sent: {reason}", payload={"leg": what})]
+
     def _place_leg(self, intent: OrderIntent, now: float) -> list[Send]:
         assert self.planner is not None
+        if intent.reduce_only:
+            refused = self._close_refused(intent.amount, f"{intent.action} close", now)
+            if refused:
+                self.planner.decision = None  # the next signal decides again
+                return refused
         group = self.protection.group if (intent.reduce_only and self.protection is not None) else None
         cid, out = self._place(intent.side, intent.amount, intent.price, intent.reduce_only, intent.rule or intent.action,
                                f"{intent.action}:{intent.leg}", now, oco_group=group)
@@ -491,10 +558,11 @@ class PerpetualStrategyCore(StrategyCore):
                 if reduce_only and moot:
                     # A close refused because the position changed under it (protection
                     # closed it, a fill was not booked yet): planned again from the
-                    # position the ledger's next answer holds (it follows every denial).
+                    # position the ledger's next answer holds (it follows every denial),
+                    # and after -2022 only once that position is read again (_stale).
                     self._ended[cid] = frozenset()
                     self._await_position = True
-                    return []
+                    return self._held_stale(cid, message, now)
                 # An open that cannot be placed (margin), or a leg the exchange refused
                 # for its price: the decision is dropped and the next signal decides
                 # again, never retried in a loop.
@@ -510,13 +578,20 @@ class PerpetualStrategyCore(StrategyCore):
         if isinstance(message, FillReport):
             return []  # filled in full: on_fill said what follows
         if isinstance(message, (ReservationDenied, OrderRejected)):
-            self.protection.resting.pop(key, None)
-            self._resync_protection = True
             reason = getattr(message, "reason", "")
-            return [self._event("protection_refused", now, cid, rule=f"protection:{key}",
-                                reason=f"{key} refused ({reason}); placed again at the next candle")]
+            would_trigger = isinstance(message, OrderRejected) and reason.endswith(WOULD_TRIGGER)
+            escalation = self.protection.on_refused(key, reason, would_trigger)
+            if escalation:
+                # A stop the price has already passed: it counts as fired (escalated now).
+                return self._protect(escalation, now)
+            stale = self._held_stale(cid, message, now)
+            if not stale:
+                self._resync_protection = True
+            return stale + [self._event("protection_refused", now, cid, rule=f"protection:{key}", reason=(
+                f"{key} refused ({reason}); placed again "
+                + ("once the position is read again" if stale else "at the next candle")))]
         reason = message.reason if isinstance(message, OrderCanceled) else "ended"
-        resting = self.protection.resting.pop(key, None)
+        resting = self.protection.forget(key)
         if resting is None or resting.canceling:
             return []
         # Ended by the exchange (a reduce-only order expires when the position closes):
@@ -526,11 +601,51 @@ class PerpetualStrategyCore(StrategyCore):
         return [self._event("protection_canceled", now, cid, rule=f"protection:{key}",
                             reason=f"{resting.role} {key} ended outside limitline: {reason}")]
 
-    def _next_legs(self, now: float) -> list[Send]:
-        """Plan orders that ended, once the ledger has booked all their fills: the next leg."""
-        if self.planner is None or self._last_close is None or self._await_position:
+    def _held_stale(self, cid: str, message: Any, now: float) -> list[Send]:
+        """A reduce-only order refused with -2022: the exchange holds nothing to reduce on
+        that side, so the position here is stale (protection or an operator closed it and
+        the fills are not booked yet). Closes wait for the position to be read again; the
+        wait doubles with each such refusal in a row. Other refusals: nothing ([])."""
+        if not (isinstance(message, OrderRejected) and message.reason.endswith(REDUCE_ONLY_REFUSED)):
+            return []
+        self._stale_refusals += 1
+        wait = min(STALE_WAIT_FIRST * 2 ** (self._stale_refusals - 1), STALE_WAIT_MAX)
+        self._stale, self._stale_until = True, now + wait
+        return [self._event("close_held", now, cid, reason=(
+            f"the exchange refused the reduce-only order {cid} (-2022: no position to reduce on that side): the "
+            f"position held here ({self.position}) is stale; no close is sent until the position is read again "
+            f"(fills booked, the reconciler's reading) or for {wait:g}s (refusal {self._stale_refusals} in a row)"),
+            payload={"wait_seconds": f"{wait:g}", "refusals": self._stale_refusals})]
+
+    def _escalation_step(self, now: float) -> list[Send]:
+        """While the position's stop escalates, nothing else closes it or adds to it: the
+        plan's working orders (an open leg, a flip's close) are cancelled and its decision
+        dropped (the next signal decides again); once they and the cancelled protective
+        orders have ended and every fill is booked, the one escalation is placed."""
+        protection = self.protection
+        if protection is None or not protection.escalating:
             return []
         out: list[Send] = []
+        if self.planner is not None:
+            self.planner.decision = None
+            for order in self.planner.working.values():
+                if not order.canceling:
+                    order.canceling = True
+                    out += self._cancel(order.client_order_id, "the position is being closed by an escalation of "
+                                        "its stop: no other order of it works meanwhile", now)
+        busy = bool(self.planner and self.planner.working) or bool(self._unbooked) or bool(self._arriving) \
+            or bool(self._ended) or self._stale
+        return out + self._protect(protection.escalation_due(closes_working=busy), now)
+
+    def _next_legs(self, now: float) -> list[Send]:
+        """Plan orders that ended, once the ledger has booked all their fills: the next leg."""
+        if self.planner is None or self._last_close is None or self._await_position or self._stale:
+            return []
+        out: list[Send] = []
+        if self._replan:
+            self._replan = False
+            buy, sell = self._prices(self._last_close)
+            out += self._apply(self.planner.replan(self.position, buy, sell), now)
         for cid, trade_ids in list(self._ended.items()):
             if any(t not in self._settled for t in trade_ids):
                 continue
@@ -545,6 +660,13 @@ class PerpetualStrategyCore(StrategyCore):
         for action in actions:
             if isinstance(action, PlaceProtective):
                 order = action.order
+                if order.role == "escalation":
+                    refused = self._close_refused(order.amount, "escalation", now)
+                    if refused:
+                        assert self.protection is not None
+                        self.protection.forget(action.key)
+                        out += refused
+                        continue
                 kind = "stop_limit" if order.order_type == "stop_limit" else "limit"
                 # The rule names the role and the OCO group: after a restart the order is
                 # adopted from its record into the protection, not placed again.
@@ -579,7 +701,11 @@ def _posture(intent: PositionIntent, held: Decimal) -> str | None:
 
 #: Binance's codes of a reduce-only order with nothing left to reduce (-2022) and of a stop
 #: whose trigger the price has already passed (-2021); exchange.perpetuals gives the same.
-MOOT_CODES = ("(code -2022)", "(code -2021)")
+REDUCE_ONLY_REFUSED, WOULD_TRIGGER = "(code -2022)", "(code -2021)"
+MOOT_CODES = (REDUCE_ONLY_REFUSED, WOULD_TRIGGER)
+#: After a -2022 refusal, how long closes wait for the position to be read again (seconds
+#: of ``now``): doubled with each refusal in a row, capped.
+STALE_WAIT_FIRST, STALE_WAIT_MAX = 1.0, 60.0
 
 
 def _moot(reason: str) -> bool:

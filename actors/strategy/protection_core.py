@@ -20,18 +20,31 @@ Rules:
 
 - **Size.** Each protective order is for the whole position (``|size|``). Conditional
   orders cannot be amended on Binance, so a resize is a replacement: the new order is
-  placed and then the old one cancelled (the position is never without a stop; both are
-  reduce-only, so the exchange never lets the two together close more than is held).
+  placed, and the old one is cancelled only once the exchange has *accepted* the new one
+  (:meth:`ProtectionCore.on_accepted`): a replacement the exchange refuses leaves the old
+  order resting, so the position is never without its stop (both are reduce-only, so the
+  exchange never lets the two together close more than is held).
+- **A stop the price has already passed.** Binance refuses a stop whose trigger the price
+  has already crossed (-2021 "Order would immediately trigger"): the market is past the
+  stop, so it counts as fired and the position is escalated at once
+  (:meth:`ProtectionCore.on_refused`), from the trigger or the latest price, whichever is
+  further beyond it.
 - **One cancels the other.** When the take-profit fills in full the stop is cancelled, and
   the reverse: conditional orders outlive positions on Binance, and a symbol has few slots.
   A flat position cancels everything left.
 - **Gap risk.** A stop-limit whose limit is gapped through triggers and then rests
   unfilled. When the stop has triggered (the exchange said so, or the price is through the
-  trigger), the position is still open and the price is beyond the stop's limit, the stuck
-  order is cancelled and replaced by a reduce-only limit that crosses the book:
-  ``price x (1 - gap_slippage)`` for a long's sell (``1 +`` for a short's buy), a bounded,
-  configured slippage, with a ``protection_escalated`` event saying why. Should the price
-  run through that limit too, it escalates again from the new price.
+  trigger), the position is still open and the price is beyond the stop's limit, the
+  position is *escalated*: every protective order of it (the stuck stop or its child, the
+  take-profit, a stop being replaced) is cancelled first, and once none of them can fill
+  any more and no other close of the position works (the caller says:
+  :meth:`ProtectionCore.escalation_due`), one reduce-only limit that crosses the book is
+  placed for the position then held: ``price x (1 - gap_slippage)`` for a long's sell
+  (``1 +`` for a short's buy), a bounded, configured slippage, with a
+  ``protection_escalated`` event saying why. At most one escalation works per position, and
+  nothing else closes it meanwhile (the caller cancels its own closes and stops adding to
+  the position while :attr:`ProtectionCore.escalating`). Should the price run through that
+  limit too, it is cancelled and escalated again from the new price.
 - **Spot** (``spot_oco``): two separate protective sells would each lock the same coins, so
   the protection is one OCO order list (a limit-maker take-profit and a stop-loss-limit),
   where the venue offers it; the exchange cancels the other leg itself.
@@ -131,7 +144,7 @@ class CancelProtective:
 
 @attrs.frozen
 class ProtectionEvent:
-    kind: str  # protection_placed | protection_resized | protection_canceled | protection_escalated | unprotected
+    kind: str  # protection_placed | protection_resized | protection_canceled | protection_escalating | protection_escalated | unprotected
     reason: str
     payload: dict[str, Any] = attrs.field(factory=dict)
 
@@ -149,6 +162,20 @@ class Resting:
     filled: Decimal = ZERO
     triggered: bool = False
     canceling: bool = False
+    #: The exchange has it (an order being replaced is cancelled only once its
+    #: replacement is accepted).
+    accepted: bool = False
+
+
+@attrs.define
+class Escalation:
+    """The position's one escalation: decided (``key`` None: its cancels are under way)
+    or placed (``key``). ``price``: the price it crosses from."""
+
+    reason: str
+    price: Decimal
+    stuck: str
+    key: str | None = None
 
 
 def _identity(price: Decimal, up: bool) -> Decimal:
@@ -178,6 +205,9 @@ class ProtectionCore:
         self.resting: dict[str, Resting] = {}
         self._sequence = 0
         self._group: str | None = None
+        #: The latest price (:meth:`on_price`).
+        self.last_price: Decimal | None = None
+        self._escalation: Escalation | None = None
 
     # ------------------------------------------------------------ inputs
 
@@ -196,6 +226,8 @@ class ProtectionCore:
         if not complete:
             return []  # the position's change (from the ledger) resizes the rest
         del self.resting[key]
+        if self._escalation is not None and self._escalation.key == key:
+            self._escalation = None
         out: list[ProtectionAction] = []
         for other in list(self.resting.values()):
             if not other.canceling:
@@ -210,22 +242,68 @@ class ProtectionCore:
         if resting is not None:
             resting.triggered = True
 
+    def on_accepted(self, key: str) -> list[ProtectionAction]:
+        """The exchange accepted (rests) the protective order ``key``: the orders of its
+        role it replaces (placed before it) are cancelled now, never before."""
+        resting = self.resting.get(key)
+        if resting is None or resting.accepted:
+            return []
+        resting.accepted = True
+        if resting.canceling or resting.role == "escalation":
+            return []
+        out: list[ProtectionAction] = []
+        for other in list(self.resting.values()):
+            if other is resting:
+                break  # placed after it: it replaces this one once accepted
+            if other.role == resting.role and not other.canceling:
+                other.canceling = True
+                out.append(CancelProtective(other.key, f"replaced by {key} ({_describe(resting.order)})"))
+        return out
+
+    def on_refused(self, key: str, reason: str, would_trigger: bool = False) -> list[ProtectionAction]:
+        """The exchange (or the ledger) refused ``key``: forgotten; the order it would have
+        replaced rests on. ``would_trigger``: a stop refused because the price has already
+        passed its trigger (Binance -2021): the stop counts as fired, the position is
+        escalated at once."""
+        resting = self.forget(key)
+        if resting is None or resting.canceling or not would_trigger or resting.role != "stop_loss" or not self.size:
+            return []
+        trigger = resting.order.trigger_price
+        assert trigger is not None
+        long_ = self.size > 0
+        price = trigger if self.last_price is None else (min if long_ else max)(trigger, self.last_price)
+        why = (f"the stop {key} (trigger {trigger}) was refused because the price is already past its trigger "
+               f"({reason}): the stop counts as fired")
+        return self._escalate(resting, price, why)
+
+    def forget(self, key: str) -> Resting | None:
+        """``key`` ended or was refused (no message to answer): dropped, and the
+        escalation with it if it was the escalation's order."""
+        resting = self.resting.pop(key, None)
+        if self._escalation is not None and self._escalation.key == key:
+            self._escalation = None
+        return resting
+
     def on_ended(self, key: str, reason: str) -> list[ProtectionAction]:
         """A protective order ended without filling in full (cancelled, expired,
         rejected). Ours to cancel: forgotten. Ended otherwise while the position is open:
         placed again."""
-        resting = self.resting.pop(key, None)
+        resting = self.forget(key)
         if resting is None or resting.canceling:
             return []
         return [ProtectionEvent("protection_canceled", f"{resting.role} {key} ended outside limitline: {reason}")] + self._sync()
 
     def on_price(self, price: Decimal) -> list[ProtectionAction]:
         """The latest price (a long's stop: the bid; a short's: the ask). Escalates a
-        gapped stop."""
+        gapped stop (or a gapped escalation)."""
+        self.last_price = price
         if not self.size:
             return []
         long_ = self.size > 0
         out: list[ProtectionAction] = []
+        if self._escalation is not None and self._escalation.key is None:
+            self._escalation.price = price  # decided, not placed yet: it crosses from the latest price
+            return out
         for resting in list(self.resting.values()):
             if resting.canceling or resting.role not in ("stop_loss", "escalation", "oco"):
                 continue
@@ -238,15 +316,21 @@ class ProtectionCore:
             )
             beyond = price < stop.price if long_ else price > stop.price
             if fired and beyond:
-                out += self._escalate(resting, price)
+                out += self._escalate(resting, price, (
+                    f"gap: the {'escalation' if resting.role == 'escalation' else 'stop'} {resting.key} "
+                    f"triggered (trigger {trigger if trigger is not None else '-'}, limit {stop.price}) and rests "
+                    f"unfilled while the position of {self.size} is open at price {price}"))
         return out
 
     def adopt(self, resting: Resting) -> None:
         """A protective order that already rests on the exchange (recovered from the order
         book of record after a restart) is this position's: kept, not placed again; a
         close sent now joins its OCO group."""
+        resting.accepted = True
         self.resting[resting.key] = resting
         self._group = resting.group
+        if resting.role == "escalation":
+            self._escalation = Escalation("adopted after a restart", resting.order.price, resting.key, resting.key)
 
     # ---------------------------------------------------------- deciding
 
@@ -255,7 +339,7 @@ class ProtectionCore:
         size, entry = self.size, self.entry_price
         if not size or entry is None or abs(size) < self.min_amount:
             return []
-        if any(r.role == "escalation" and not r.canceling for r in self.resting.values()):
+        if self._escalation is not None:
             return []  # the position is being closed by an escalation
         long_ = size > 0
         side = Side.SELL if long_ else Side.BUY
@@ -278,10 +362,12 @@ class ProtectionCore:
         live = {r.role: r for r in self.resting.values() if not r.canceling}
         out: list[ProtectionAction] = []
         if not self.size:
-            for resting in live.values():
-                resting.canceling = True
-                out.append(CancelProtective(resting.key, "the position is closed"))
+            for resting in self.resting.values():
+                if not resting.canceling:
+                    resting.canceling = True
+                    out.append(CancelProtective(resting.key, "the position is closed"))
             self._group = None
+            self._escalation = None
             return out
         if not wanted:
             if not live and abs(self.size) < self.min_amount:
@@ -304,10 +390,7 @@ class ProtectionCore:
             out.append(PlaceOcoList(key, tp, sl))
             out.append(ProtectionEvent("protection_resized" if current else "protection_placed",
                                        f"OCO list for {sl.amount}: take-profit {tp.price}, stop {sl.trigger_price}/{sl.price}"))
-            if current is not None:
-                current.canceling = True
-                out.append(CancelProtective(current.key, f"replaced by {key}"))
-            return out
+            return out  # the list it replaces is cancelled once this one is accepted
         for order in wanted:
             current = live.get(order.role)
             if current is not None and _matches(current, order):
@@ -317,37 +400,59 @@ class ProtectionCore:
             key = self._key("tp" if order.role == "take_profit" else "sl")
             self.resting[key] = Resting(key, order.role, order, self._group)
             out.append(PlaceProtective(key, order, self._group))
-            what = f"{order.role} {order.side.value} {order.amount} @ {order.price}" + (
-                f" (trigger {order.trigger_price})" if order.trigger_price is not None else "")
-            out.append(ProtectionEvent("protection_resized" if current else "protection_placed", what))
-            if current is not None:
-                current.canceling = True  # placed first, then cancelled: never unprotected
-                out.append(CancelProtective(current.key, f"replaced by {key} ({what})"))
+            # The order it replaces is cancelled once the exchange accepts this one
+            # (on_accepted): placed first, cancelled after, never unprotected.
+            out.append(ProtectionEvent("protection_resized" if current else "protection_placed", _describe(order)))
         return out
 
-    def _escalate(self, stuck: Resting, price: Decimal) -> list[ProtectionAction]:
+    def _escalate(self, stuck: Resting, price: Decimal, why: str) -> list[ProtectionAction]:
+        """Decide the escalation: every protective order of the position is cancelled
+        first; :meth:`escalation_due` places the one crossing limit once they have ended."""
+        current = self._escalation
+        if current is not None and (current.key is None or current.key != stuck.key):
+            return []  # one escalation per position: decided already, or one works
+        self._escalation = Escalation(why, price, stuck.key)
+        out: list[ProtectionAction] = []
+        for other in self.resting.values():
+            if other.canceling:
+                continue
+            other.canceling = True
+            what = ("gapped stop replaced by an escalation" if other is stuck
+                    else "the position is being closed by an escalation")
+            out.append(CancelProtective(other.key, what))
+        return out + [ProtectionEvent("protection_escalating", f"{why}; its protective orders are cancelled first, "
+                                      f"then one reduce-only limit closes it", {"price": str(price), "stuck": stuck.key})]
+
+    @property
+    def escalating(self) -> bool:
+        """An escalation is decided or works: nothing else may close or add to the position."""
+        return self._escalation is not None
+
+    def escalation_due(self, closes_working: bool) -> list[ProtectionAction]:
+        """Place the decided escalation once nothing else can close the position: none of
+        the protective orders it cancelled can fill any more, and (``closes_working``,
+        from the caller) no other order of the position works and no fill of it waits to
+        be booked. Sized from the position held then; at most one per position."""
+        escalation = self._escalation
+        if escalation is None or escalation.key is not None or closes_working or not self.size:
+            return []
+        if any(r.canceling for r in self.resting.values()):
+            return []  # a cancel is under way: it may still fill
         long_ = self.size > 0
         slip = self.settings.gap_slippage
+        price = escalation.price
         limit = self.round_price(price * (ONE - slip if long_ else ONE + slip), not long_)
         order = ProtectiveOrder("escalation", Side.SELL if long_ else Side.BUY, abs(self.size), limit, "limit")
         key = self._key("gap")
-        stuck.canceling = True
-        self.resting[key] = Resting(key, "escalation", order, stuck.group)
-        stop = stuck.stop if stuck.role == "oco" else stuck.order
-        reason = (
-            f"gap: the stop {stuck.key} triggered (trigger {stop.trigger_price if stop else '-'}, limit "
-            f"{stop.price if stop else '-'}) and rests unfilled while the position of {self.size} is open at "
-            f"price {price}; escalated with a reduce-only limit at {limit} ({slip * 100:f} % beyond the price)"
-        )
-        out: list[ProtectionAction] = [CancelProtective(stuck.key, "gapped stop replaced by an escalation")]
-        # The take-profit is cancelled too: the escalation closes the whole position.
-        for other in self.resting.values():
-            if other.role == "take_profit" and not other.canceling:
-                other.canceling = True
-                out.append(CancelProtective(other.key, "the position is being closed by a gap escalation"))
-        return [PlaceProtective(key, order, stuck.group)] + out + [
-            ProtectionEvent("protection_escalated", reason, {"price": str(price), "limit": str(limit)})
-        ]
+        escalation.key = key
+        if self._group is None:
+            self._sequence += 1
+            self._group = f"p{self._sequence}"
+        self.resting[key] = Resting(key, "escalation", order, self._group)
+        reason = (f"{escalation.reason}; escalated with a reduce-only limit at {limit} ({order.side.value} "
+                  f"{order.amount}, {slip * 100:f} % beyond the price {price})")
+        return [PlaceProtective(key, order, self._group),
+                ProtectionEvent("protection_escalated", reason, {"price": str(price), "limit": str(limit)})]
 
     def _key(self, prefix: str) -> str:
         self._sequence += 1
@@ -374,6 +479,11 @@ class ProtectionCore:
             else:
                 out[resting.role] = resting.order.amount - resting.filled
         return out
+
+
+def _describe(order: ProtectiveOrder) -> str:
+    return f"{order.role} {order.side.value} {order.amount} @ {order.price}" + (
+        f" (trigger {order.trigger_price})" if order.trigger_price is not None else "")
 
 
 def _matches(resting: Resting, wanted: ProtectiveOrder, order: ProtectiveOrder | None = None) -> bool:

@@ -1,0 +1,193 @@
+"""Protection inside the perpetual strategy core, with plain calls: the Lab's loop over the
+real cores (strategy, position book, simulated connection, USD-M engine), one candle at a
+time, with the exchange's answer to chosen orders replaced by the refusal Binance gives
+(review 13: a resized stop refused -2021, reduce-only closes refused -2022)."""
+
+from __future__ import annotations
+
+from decimal import Decimal as D
+from pathlib import Path
+from typing import Callable
+
+from actors.messages import LEDGER, OrderRejected, Send, SubmitOrder, Tick, connection_address, strategy_address
+from actors.orders import Order
+from exchange.candles import load_candles
+from exchange.perpetuals import CODE_REDUCE_ONLY_REJECTED, CODE_WOULD_IMMEDIATELY_TRIGGER
+from supervisors.app import build_perpetual_exchange
+from supervisors.config import parse_config
+from supervisors.lab_perpetual import PerpetualLab
+
+SYMBOL = "BTC/USD:USD"
+REFUSALS = {
+    CODE_WOULD_IMMEDIATELY_TRIGGER: "Order would immediately trigger.",
+    CODE_REDUCE_ONLY_REJECTED: "ReduceOnly Order is rejected.",
+}
+
+
+def write(tmp_path: Path, rows: list[tuple[float, float, float, float, float]]) -> Path:
+    """Hourly candles (open, high, low, close, volume) from 2017-07-01."""
+    lines = ["timestamp,open,high,low,close,volume"] + [
+        f"2017-07-{1 + n // 24:02d}T{n % 24:02d}:00:00Z,{o},{h},{low},{c},{v}" for n, (o, h, low, c, v) in enumerate(rows)]
+    data = tmp_path / "candles.csv"
+    data.write_text("\n".join(lines) + "\n")
+    return data
+
+
+class Stepper:
+    """The Lab's loop, a candle at a time; ``refuse(order)`` may answer a submitted order
+    with an exchange error code instead of the engine."""
+
+    def __init__(self, tmp_path: Path, rows, refuse: Callable[[Order], int | None] = lambda o: None,
+                 size: float = 4, volume_share: float = 0.1) -> None:
+        data = write(tmp_path, rows)
+        raw = {
+            "store": str(tmp_path / "x.sqlite"), "status": {"port": 0},
+            "venues": [{
+                "name": "perp", "kind": "simulated", "market_type": "swap", "balances": {"USD": 10 ** 7},
+                "volume_share": volume_share,
+                "markets": [{"symbol": SYMBOL, "tick_size": 0.1, "lot_size": 0.001, "min_amount": 0.001,
+                             "min_notional": 1, "maker_fee": 0.0002, "taker_fee": 0.0005, "leverage": 5}],
+                "replay": {SYMBOL: {"data": str(data)}},
+            }],
+            "strategies": [{
+                "name": "s", "venue": "perp", "symbol": SYMBOL, "allocation": {"quote": 10 ** 6}, "sizing": {"base": size},
+                "buy": {"kind": "sma_cross", "fast": 2, "slow": 4, "direction": "up"},
+                "sell": {"kind": "sma_cross", "fast": 2, "slow": 4, "direction": "down"},
+                "on_buy": "long", "on_sell": "short", "limit_offset_bps": -10, "ttl_seconds": 36000,
+                "protection": {"take_profit_pct": 3, "stop_loss_pct": 1.5, "stop_limit_slippage_pct": 0.5,
+                               "gap_slippage_pct": 1},
+            }],
+        }
+        config = parse_config(raw, lab=True)
+        venue = config.venues[0]
+        self.lab = PerpetualLab(config.strategies[0], build_perpetual_exchange(venue), load_candles(data))
+        self.refuse = refuse
+        self.sent: list[Order] = []
+        connection = connection_address("perp")
+        handle = self.lab._handlers[connection]
+        to = strategy_address("s")
+
+        def intercepted(message, now):
+            if isinstance(message, SubmitOrder):
+                self.sent.append(message.order)
+                code = self.refuse(message.order)
+                if code is not None:
+                    rejected = OrderRejected(message.order.client_order_id, f"{REFUSALS[code]} (code {code})", now)
+                    return [Send(to, rejected), Send(LEDGER, rejected)]
+            return handle(message, now)
+
+        self.lab._handlers[connection] = intercepted
+        first = self.lab.candles[0].ts
+        self.lab.journal += self.lab.book.allocate({"s": D(10 ** 6)}, first)
+        self.lab._deliver(self.lab.strategy.start(first), first)
+        self.index = 0
+
+    def step(self, candles: int = 1) -> None:
+        for _ in range(candles):
+            candle = self.lab.candles[self.index]
+            self.index += 1
+            self.lab._deliver(self.lab.connection.handle(Tick(float(self.index)), float(candle.ts)), float(candle.ts))
+
+    @property
+    def events(self):
+        return self.lab.events
+
+    def kinds(self, *kinds: str):
+        return [e for e in self.lab.events if e.kind in kinds]
+
+    def placed(self, leg: str):
+        return [e for e in self.kinds("order_placed") if e.payload.get("leg") == leg]
+
+
+FLAT = [(100, 100.5, 99.5, 100, 1)] * 6
+#: A short decided on the 7th candle, its sell limit filling 0.1 a candle while the price
+#: stays below the stop's trigger (98 x 1.015).
+SHORT_FILLING = FLAT + [(100, 100, 98, 98, 1)] + [(98, 98.5, 97.5, 98, 1)] * 8
+
+
+def test_a_resized_stop_refused_as_would_immediately_trigger_keeps_the_old_stop_and_escalates_at_once(tmp_path):
+    """Review 13, finding 1: the old stop was cancelled although its replacement was
+    refused (-2021), and the open leg kept growing the position with no stop resting."""
+    stops: list[str] = []
+    resting_at_refusal: list[set[str]] = []
+
+    def refuse(order: Order):
+        if order.order_type == "stop_limit":
+            stops.append(order.client_order_id)
+            if len(stops) == 2:  # the resize after the second partial fill
+                resting_at_refusal.append({a.client_algo_id for a in stepper.lab.exchange.open_conditional_orders()})
+                return CODE_WOULD_IMMEDIATELY_TRIGGER
+        return None
+
+    stepper = Stepper(tmp_path, SHORT_FILLING, refuse)
+    stepper.step(len(SHORT_FILLING))
+    first_stop, refused = stops[:2]
+    # The old stop still rested when the exchange refused its replacement ...
+    assert resting_at_refusal == [{first_stop}]
+    canceled = {e.client_order_id: e.reason for e in stepper.kinds("order_canceled")}
+    assert "replaced by" not in canceled[first_stop]  # ... and was never cancelled for it
+    # The refusal counts as the stop having fired: one escalation, at once.
+    [escalating] = stepper.kinds("protection_escalating")
+    assert refused in [e.client_order_id for e in stepper.kinds("order_rejected")]
+    [escalation] = stepper.placed("escalation")
+    assert escalation.payload["side"] == "buy" and escalation.payload["reduce_only"] is True
+    assert D(escalation.payload["price"]) == D("100.5")  # trigger 99.5 + the configured 1 %
+    # Nothing adds to the position meanwhile: the open leg was cancelled, and it stopped filling.
+    [open_leg] = stepper.placed("open")
+    assert "escalation" in canceled[open_leg.client_order_id]
+    after = stepper.events.index(escalating)
+    assert not [e for e in stepper.events[after:] if e.kind == "fill" and e.client_order_id == open_leg.client_order_id]
+    assert stepper.lab.exchange.position(SYMBOL).size == 0  # the escalation closed it
+    assert not any(e.kind == "order_placed" and e.payload.get("leg") == "open" for e in stepper.events[after:])
+
+
+def test_one_escalation_per_position_placed_only_once_no_other_close_of_it_works(tmp_path):
+    """Review 13, finding 2: several full-size escalations (and a flip's close) worked at
+    once. Here the engine itself refuses a stop (-2021) while a flip's close works."""
+    rows = FLAT + [(100, 100, 98, 98, 1), (98, 98, 96, 96, 1), (96, 97, 95, 97, 1), (97, 100, 97, 100, 2)] + [
+        (p, p + 1, p - 0.5, p + 1, 2) for p in (100, 101, 102, 103, 104)] + [(105, 105.5, 104.5, 105, 2)] * 5
+    working_at_escalation: list[list[str]] = []
+
+    def watch(order: Order):
+        if order.rule.startswith("protection:escalation"):
+            ex = stepper.lab.exchange
+            working_at_escalation.append(
+                [o.client_order_id for o in ex.open_orders() if o.reduce_only]
+                + [a.client_algo_id for a in ex.open_conditional_orders() if a.reduce_only])
+        return None
+
+    stepper = Stepper(tmp_path, rows, watch)
+    stepper.step(len(rows))
+    assert [e.client_order_id for e in stepper.kinds("order_rejected")]  # the engine's -2021
+    assert working_at_escalation[0] == []  # no take-profit, stop or flip close of it working then
+    assert len(working_at_escalation) == 1 == len(stepper.placed("escalation"))
+    assert len(stepper.kinds("protection_escalating")) == 1
+    [close] = [e for e in stepper.placed("close")]
+    assert "escalation" in {e.client_order_id: e.reason for e in stepper.kinds("order_canceled")}[close.client_order_id]
+
+
+def test_a_close_refused_minus_2022_is_not_sent_again_until_the_position_is_read_again(tmp_path):
+    """Review 13, finding 3: a flip's close refused -2022 was re-sent every few
+    milliseconds. The exchange refuses the first few closes (its position is gone, as far
+    as it knows); each refusal holds closes until fills come or the wait, doubled each time,
+    runs out: at most one close per candle here (candles are an hour of ``now``)."""
+    rows = FLAT + [(100, 100, 98, 98, 1), (98, 98.5, 97.5, 98, 1), (98, 98.5, 97.5, 98, 1)] + [
+        (98, 99, 97.5, 99, 1), (99, 99.2, 98.6, 99.2, 1), (99.2, 99.4, 99, 99.4, 1), (99.4, 99.6, 99.2, 99.6, 1),
+        (99.6, 99.8, 99.4, 99.8, 1), (99.8, 100, 99.6, 99.9, 1)] + [(99.9, 100, 99.8, 99.9, 1)] * 6
+    refused: list[tuple[int, str]] = []
+
+    def refuse(order: Order):
+        if order.reduce_only and not order.rule.startswith("protection:") and len(refused) < 3:
+            refused.append((stepper.index, order.client_order_id))
+            return CODE_REDUCE_ONLY_REJECTED
+        return None
+
+    stepper = Stepper(tmp_path, rows, refuse, size=0.2)
+    for _ in rows:
+        stepper.step()
+    assert len(refused) == 3
+    candles = [index for index, _ in refused]
+    assert len(set(candles)) == len(candles), refused  # never twice in one candle
+    held = stepper.kinds("close_held")
+    assert len(held) == 3 and "-2022" in held[0].reason and "stale" in held[0].reason
+    assert [e.payload["wait_seconds"] for e in held] == ["1", "2", "4"]
