@@ -22,16 +22,9 @@ ran: a short message, no traceback).
 
 from __future__ import annotations
 
-import argparse
-import functools
-import logging
 import os
 import signal
 import sys
-from decimal import Decimal
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
-
 
 #: Set by :func:`_interrupted_while_starting`: the start checks it before it runs anything.
 _interrupted = False
@@ -52,11 +45,19 @@ def _interrupted_while_starting(signum: int, frame: object) -> None:
     raise SystemExit(130)
 
 
-if __name__ == "__main__" or Path(sys.argv[0]).name == "limitline":
-    # Only when this is the limitline program, not a module imported by another one.
+if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "limitline":
+    # Only when this is the limitline program, not a module imported by another one. First
+    # of all: a Ctrl-C in the imports before it is Python's KeyboardInterrupt, a traceback.
     signal.signal(signal.SIGINT, _interrupted_while_starting)
 
-import trio  # noqa: E402  (after the handler: importing takes most of the start)
+import argparse  # noqa: E402  (after the handler: importing takes most of the start)
+import functools  # noqa: E402
+import logging  # noqa: E402
+from decimal import Decimal  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import TYPE_CHECKING, Any, Sequence  # noqa: E402
+
+import trio  # noqa: E402
 
 from store.errors import StoreBusy, StoreUnavailable  # noqa: E402
 from supervisors.console import DEFAULT_SUMMARY_SECONDS, EventEcho, print_summaries  # noqa: E402
