@@ -22,29 +22,42 @@ ran: a short message, no traceback).
 
 from __future__ import annotations
 
-import argparse
-import functools
-import logging
 import os
 import signal
 import sys
-from decimal import Decimal
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+
+#: Set by :func:`_interrupted_while_starting`: the start checks it before it runs anything.
+_interrupted = False
 
 
 def _interrupted_while_starting(signum: int, frame: object) -> None:
     """Ctrl-C while the program is still importing (most of a second): nothing was started
-    or written, so stop here without a traceback. Exit 130, as a forced exit."""
-    print("\nlimitline: interrupted while starting; stopped before anything ran", file=sys.stderr, flush=True)
+    or written, so stop here without a traceback. Exit 130, as a forced exit.
+
+    The flag is the part that cannot be lost: an exception raised by a signal handler
+    lands in whatever code was running, and code that clears errors (a C lookup that
+    swallows any exception, an ``except BaseException``) can drop it, and the start would
+    go on to run, deaf to this Ctrl-C. :func:`main` checks the flag before it runs."""
+    global _interrupted
+    if not _interrupted:
+        _interrupted = True
+        print("\nlimitline: interrupted while starting; stopped before anything ran", file=sys.stderr, flush=True)
     raise SystemExit(130)
 
 
-if __name__ == "__main__" or Path(sys.argv[0]).name == "limitline":
-    # Only when this is the limitline program, not a module imported by another one.
+if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "limitline":
+    # Only when this is the limitline program, not a module imported by another one. First
+    # of all: a Ctrl-C in the imports before it is Python's KeyboardInterrupt, a traceback.
     signal.signal(signal.SIGINT, _interrupted_while_starting)
 
-import trio  # noqa: E402  (after the handler: importing takes most of the start)
+import argparse  # noqa: E402  (after the handler: importing takes most of the start)
+import functools  # noqa: E402
+import logging  # noqa: E402
+from decimal import Decimal  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import TYPE_CHECKING, Any, Sequence  # noqa: E402
+
+import trio  # noqa: E402
 
 from store.errors import StoreBusy, StoreUnavailable  # noqa: E402
 from supervisors.console import DEFAULT_SUMMARY_SECONDS, EventEcho, print_summaries  # noqa: E402
@@ -151,9 +164,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.summary_every < 0:
         print("limitline: --summary-every must be 0 (never) or a number of seconds", file=sys.stderr)
         return EXIT_USAGE
-    # trio takes Ctrl-C from here: a KeyboardInterrupt until the signal watcher runs, then
-    # an orderly stop (see _watch_signals).
+    # trio takes Ctrl-C from here: a KeyboardInterrupt until _run opens its signal
+    # receiver (its first step), then an orderly stop (see _watch_signals).
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    if _interrupted:
+        return EXIT_FORCED  # a Ctrl-C whose SystemExit was lost on the way (see _interrupted_while_starting)
     try:
         return trio.run(_run, config, args.quiet, args.live, args.verbose, args.summary_every, args.config, args.log_format)
     except KeyboardInterrupt:
@@ -625,29 +640,34 @@ def _check(config: Config) -> int:
 
 async def _run(config: Config, quiet: bool, live: bool, verbose: bool = False,
                summary_every: float = DEFAULT_SUMMARY_SECONDS, path: str | None = None, log_format: str = "text") -> int:
-    # Imported here: `limitline status` needs none of the runtime (ccxt alone takes 0.3 s).
-    from supervisors.app import App
-    from supervisors.status import StatusAddressError
+    # The receiver first, before the imports and the App: from here a Ctrl-C is a message
+    # for _watch_signals, never an exception raised into whatever runs (which code that
+    # clears errors could drop, leaving a process deaf to Ctrl-C). A stop asked for before
+    # `with stop:` is entered still stops: entering a cancelled scope cancels at once.
+    with trio.open_signal_receiver(*RUN_STOP_SIGNALS, signal.SIGHUP) as signals:
+        # Imported here: `limitline status` needs none of the runtime (ccxt alone takes 0.3 s).
+        from supervisors.app import App
+        from supervisors.status import StatusAddressError
 
-    app = App(config, echo=EventEcho(verbose, quiet=quiet, log_format=log_format), live=live, config_path=path)
-    stop = trio.CancelScope()
-    async with trio.open_nursery() as nursery:
-        announce = _Announce(config, app, nursery, path)
-        nursery.start_soon(_watch_signals, stop, app)
-        if summary_every > 0:
-            nursery.start_soon(_summaries, announce, app, summary_every)
-        try:
-            with stop:
-                await app.run(task_status=announce)
-        except (StoreUnavailable, StatusAddressError) as refused:
-            # Found before anything started or was written: the config or the machine.
-            print(f"limitline: {refused}", file=sys.stderr)
-            return EXIT_USAGE
-        except (SupervisorGaveUp, ShutdownTimeout) as error:
-            print(f"limitline: stopped: {error}", file=sys.stderr)
-            return EXIT_FAILED
-        finally:
-            nursery.cancel_scope.cancel()
+        app = App(config, echo=EventEcho(verbose, quiet=quiet, log_format=log_format), live=live, config_path=path)
+        stop = trio.CancelScope()
+        async with trio.open_nursery() as nursery:
+            announce = _Announce(config, app, nursery, path)
+            nursery.start_soon(_watch_signals, stop, app, signals)
+            if summary_every > 0:
+                nursery.start_soon(_summaries, announce, app, summary_every)
+            try:
+                with stop:
+                    await app.run(task_status=announce)
+            except (StoreUnavailable, StatusAddressError) as refused:
+                # Found before anything started or was written: the config or the machine.
+                print(f"limitline: {refused}", file=sys.stderr)
+                return EXIT_USAGE
+            except (SupervisorGaveUp, ShutdownTimeout) as error:
+                print(f"limitline: stopped: {error}", file=sys.stderr)
+                return EXIT_FAILED
+            finally:
+                nursery.cancel_scope.cancel()
     print("limitline: stopped; the store is flushed.", file=sys.stderr)
     return EXIT_OK
 
@@ -707,26 +727,28 @@ async def _watch_file(path: str, app: App) -> None:
             "not watching %s for edits (%s: %s); send SIGHUP to apply an edit", path, type(error).__name__, error)
 
 
-async def _watch_signals(stop: trio.CancelScope, app: App | None = None) -> None:
+async def _watch_signals(stop: trio.CancelScope, app: App, signals: Any) -> None:
+    """Stop in order on the first stop signal, exit at once on the second; SIGHUP reloads.
+    ``signals``: the receiver of ``RUN_STOP_SIGNALS`` and SIGHUP that :func:`_run` opened
+    first of all, so that none is missed before this task runs."""
     async with trio.open_nursery() as reloads:
-        with trio.open_signal_receiver(*RUN_STOP_SIGNALS, signal.SIGHUP) as signals:
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    if app is not None and not stop.cancel_called:
-                        try:
-                            print("limitline: SIGHUP: reading the config again", file=sys.stderr, flush=True)
-                        except OSError:
-                            pass  # the SIGHUP of a closed terminal: nowhere to print, running on
-                        # In its own task: a stop signal is never queued behind a reload.
-                        reloads.start_soon(app.reload, "SIGHUP")
-                    continue
+        async for signum in signals:
+            if signum == signal.SIGHUP:
                 if not stop.cancel_called:
-                    print(f"limitline: {signal.Signals(signum).name}: stopping in order (again to exit at once)",
-                          file=sys.stderr, flush=True)
-                    stop.cancel()
-                else:
-                    print("limitline: second signal: exiting now", file=sys.stderr, flush=True)
-                    os._exit(EXIT_FORCED)
+                    try:
+                        print("limitline: SIGHUP: reading the config again", file=sys.stderr, flush=True)
+                    except OSError:
+                        pass  # the SIGHUP of a closed terminal: nowhere to print, running on
+                    # In its own task: a stop signal is never queued behind a reload.
+                    reloads.start_soon(app.reload, "SIGHUP")
+                continue
+            if not stop.cancel_called:
+                print(f"limitline: {signal.Signals(signum).name}: stopping in order (again to exit at once)",
+                      file=sys.stderr, flush=True)
+                stop.cancel()
+            else:
+                print("limitline: second signal: exiting now", file=sys.stderr, flush=True)
+                os._exit(EXIT_FORCED)
 
 
 if __name__ == "__main__":

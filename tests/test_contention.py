@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections import defaultdict
+from contextlib import closing
 from decimal import Decimal as D
 
 import trio
@@ -45,8 +46,19 @@ async def test_fifty_strategies_never_exceed_their_allocations(fast_raw):
     def watch(event: RecordEvent) -> None:
         if event.kind == "blocked" and event.client_order_id:  # a denial by the ledger
             denied[event.strategy].append(event.reason)
-            if len(denied) == STRATEGIES:
-                seen.set()
+        if len(denied) == STRATEGIES and not seen.is_set() and all_granted_reached():
+            seen.set()
+
+    def all_granted_reached() -> bool:
+        """Every order the ledger granted is on the exchange. A denial can be committed
+        before an order granted ahead of it has been placed (it waits for its durable
+        write, then for the connection's turn); its row is committed no later than the
+        denial (the strategy records it first, one writer), so the store names them all.
+        Asked again at each event: the candles' events keep coming."""
+        on_exchange = {o.client_order_id for o in app.shadow_venues["sim"].exchange.orders.values()}
+        with closing(sqlite3.connect(config.store)) as store:
+            granted = {cid for (cid,) in store.execute("SELECT client_order_id FROM orders WHERE state != 'DENIED'")}
+        return granted <= on_exchange
 
     app = App(config, echo=watch)
     with trio.fail_after(60):

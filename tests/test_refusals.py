@@ -317,6 +317,33 @@ def test_ctrl_c_while_starting_stops_without_a_traceback(fast_config_path, tmp_p
     assert 0 in outcomes, outcomes  # once running, Ctrl-C is the orderly stop
 
 
+#: The start of `limitline run`, with a Ctrl-C that lands where the exception it raises is
+#: lost: code that clears any error (a C lookup, an ``except BaseException``) was running.
+SWALLOWED = """
+import os, signal, sys
+sys.argv[0] = "limitline"
+import supervisors.cli as cli
+try:
+    os.kill(os.getpid(), signal.SIGINT)
+    signal.pthread_sigmask(signal.SIG_BLOCK, [])  # a call: the handler runs here
+except BaseException:
+    pass
+sys.exit(cli.main(["run", "-c", sys.argv[1]]))
+"""
+
+
+def test_ctrl_c_whose_exception_is_lost_while_starting_still_stops_before_anything_runs(fast_config_path, tmp_path):
+    """The landing point of a start that ran on, deaf to Ctrl-C, until the test's timeout
+    (a full suite under load): the handler's SystemExit was raised into code that dropped
+    it. The start checks what the handler saw before it runs anything."""
+    result = subprocess.run([sys.executable, "-c", SWALLOWED, str(fast_config_path)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60, env=ENV)
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.count("limitline: interrupted while starting; stopped before anything ran") == 1, result.stderr
+    assert "Traceback" not in result.stderr and "running" not in result.stderr, result.stderr
+    nothing_written(tmp_path)
+
+
 def test_open_orders_of_a_strategy_the_config_no_longer_names_are_refused_at_start(tmp_path):
     from decimal import Decimal
 
