@@ -168,6 +168,10 @@ def run_chaos(kills: int, seed: int, min_operations: int = 0, workdir: Path | No
         while report.kills < kills or report.exchange_operations < min_operations:
             runtime = _Process(run, env, tmp)
             report.runs += 1
+            # The run's random length counts from when it trades, not from its launch: on a
+            # loaded machine the start alone can take the whole window, and a run that never
+            # traded tests nothing (kills during a start are the restart tests' subject).
+            runtime.readline_matching("stderr", "running", time.monotonic() + 120)
             deadline = time.monotonic() + rng.uniform(*run_seconds)
             while time.monotonic() < deadline:
                 time.sleep(rng.uniform(0.2, 0.6))
