@@ -9,7 +9,9 @@ Definitions (per-candle equity E_t = capital + inventory at the close):
   risk-free rate;
 - a trade is a sell fill (it realises P&L at average cost); win rate and profit factor are
   over those;
-- exposure: the share of candles that ended holding inventory (or a position, long or short);
+- exposure: the share of candles that ended holding a position (inventory, or a perpetual
+  position long or short): at least the market's minimum amount and one lot, so dust left
+  by fees charged in the base asset or by lot rounding, which no order could sell, is not one;
 - buy and hold: E_first turned into the base asset at the first candle's close and held,
   no fees (the benchmark a strategy has to beat): return close_last / close_first - 1.
 
@@ -61,9 +63,12 @@ MAX_TABLE_ROWS = 20_000
 VENDORED_CHART_LIBRARY = "lightweight-charts.standalone.production.js"
 
 
-def figures(result: LabResult, gaps: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def figures(result: LabResult, gaps: list[dict[str, Any]] | None = None,
+            market: MarketRules | None = None) -> dict[str, Any]:
     """The run's figures as numbers (floats, epoch seconds): for the summary, sweeps and the
-    report. Keys starting with ``_`` are series for the chart (numpy arrays), not figures."""
+    report. Keys starting with ``_`` are series for the chart (numpy arrays), not figures.
+    ``market``: the rules of the market traded, whose minimum amount and lot tell a position
+    from dust (without it, any holding counts)."""
     equity = result.equity.value
     first, last = float(equity[0]), float(equity[-1])
     span = max(result.candles[-1].ts - result.candles[0].ts, 1)
@@ -108,7 +113,7 @@ def figures(result: LabResult, gaps: list[dict[str, Any]] | None = None) -> dict
         "trades": len(pnl),
         "win_rate": len(wins) / len(pnl) if pnl else None,
         "profit_factor": sum(wins) / -sum(losses) if losses else None,
-        "exposure": float((held != 0).mean()),
+        "exposure": float((np.abs(held) >= _smallest_position(market)).mean()),
         "fees_paid": {k: str(v) for k, v in fees.items()},
         "buy_and_hold_return": float(closes[-1] / closes[0] - 1),
         "buy_and_hold_max_drawdown": float(_drawdowns(held_value).max()),
@@ -117,6 +122,14 @@ def figures(result: LabResult, gaps: list[dict[str, Any]] | None = None) -> dict
         "_drawdowns": drawdowns,
         "_buy_and_hold": held_value,
     }
+
+
+def _smallest_position(market: MarketRules | None) -> float:
+    """The least holding that is a position (base asset, or contracts): the market's minimum
+    amount and at least one lot; anything below is dust no order could sell."""
+    if market is None:
+        return float.fromhex("0x1p-1074")  # any holding above zero
+    return max(float(market.min_amount), float(market.lot_size), float.fromhex("0x1p-1074"))
 
 
 def position_figures(result: "PerpetualLabResult") -> dict[str, Any]:
@@ -202,7 +215,8 @@ def _floats(candles: Any, name: str) -> np.ndarray:
 
 def trade_list(result: LabResult) -> list[dict[str, Any]]:
     """Every fill, oldest first, with the P&L it realised (sells; average cost, fees
-    included, in the quote asset). Values are Decimals and epoch seconds."""
+    included, in the quote asset) and whether it took liquidity (``taker_or_maker``:
+    ``"taker"`` or ``"maker"``, ccxt's ``takerOrMaker``). Values are Decimals and epoch seconds."""
     return list(trades_of(result))
 
 
@@ -217,14 +231,15 @@ def trades_of(result: LabResult) -> Iterator[dict[str, Any]]:
             yield {"ts": int(f.at), "client_order_id": f.client_order_id, "trade_id": f.trade_id, "side": f.side.value,
                    "action": actions.get(f.trade_id, ""), "price": f.price, "amount": f.amount,
                    "value": f.price * f.amount, "fee": f.fee, "fee_currency": f.fee_currency,
-                   "realized_pnl": realized.get(f.trade_id)}
+                   "taker_or_maker": f.taker_or_maker, "realized_pnl": realized.get(f.trade_id)}
         return
     realized = {e.trade_id: e.realized_pnl for e in result.journal
                 if e.kind == "settle" and e.trade_id is not None and e.side is not None and e.side.value == "sell"}
     for f in result.fills:
         yield {"ts": int(f.at), "client_order_id": f.client_order_id, "trade_id": f.trade_id, "side": f.side.value,
                "price": f.price, "amount": f.amount, "value": f.price * f.amount, "fee": f.fee,
-               "fee_currency": f.fee_currency, "realized_pnl": realized.get(f.trade_id) if f.side.value == "sell" else None}
+               "fee_currency": f.fee_currency, "taker_or_maker": f.taker_or_maker,
+               "realized_pnl": realized.get(f.trade_id) if f.side.value == "sell" else None}
 
 
 def write_report(
@@ -242,7 +257,7 @@ def write_report(
     for the combined account of several strategies, each one's figures (as this returns
     them; their own reports are in ``directory/NAME/``), listed under ``strategies``."""
     directory.mkdir(parents=True, exist_ok=True)
-    numbers = figures(result, gaps)
+    numbers = figures(result, gaps, market)
     drawdowns, held_value = numbers.pop("_drawdowns"), numbers.pop("_buy_and_hold")
     symbol = market.symbol if market is not None else (result.fills[0].symbol if result.fills else "")
     quote = market.quote if market is not None else symbol.partition("/")[2]
@@ -514,6 +529,7 @@ def render_html(
         f'{" · " + e(t["action"]) if t.get("action") else ""}</td>'
         f'<td class="n">{e(_plain(t["price"]))}</td><td class="n">{e(_plain(t["amount"]))}</td>'
         f'<td class="n">{e(_money(t["value"]))}</td><td class="n">{e(_plain(t["fee"]))} {e(t["fee_currency"])}</td>'
+        f'<td>{e(t["taker_or_maker"] or "")}</td>'
         f'<td class="n {_tone(t["realized_pnl"])}">{"" if t["realized_pnl"] is None else e(_money(t["realized_pnl"]))}</td>'
         f'<td>{e(t["client_order_id"])}</td></tr>'
         for i, t in enumerate(shown, start=1)
@@ -577,7 +593,7 @@ footer{{margin-top:32px;font-size:12px;color:#57606a}}
 <table id="figures">{figures_table}</table>
 <h2>Trades ({fills:,} fills)</h2>{table_note}
 <div class="scroll"><table id="trades">
-<thead><tr><th>#</th><th>time (UTC)</th><th>side</th><th>price ({e(quote)})</th><th>amount</th><th>value ({e(quote)})</th><th>fee</th><th>realized P&amp;L ({e(quote)})</th><th>order</th></tr></thead>
+<thead><tr><th>#</th><th>time (UTC)</th><th>side</th><th>price ({e(quote)})</th><th>amount</th><th>value ({e(quote)})</th><th>fee</th><th>taker / maker</th><th>realized P&amp;L ({e(quote)})</th><th>order</th></tr></thead>
 <tbody>{trade_rows}</tbody></table></div>
 {gap_html}
 <footer>Written by limitline's Strategy Lab; the same numbers are in report.json.

@@ -68,7 +68,7 @@ def evaluate(job: Job, candles: Sequence[Candle]) -> Outcome:
     from supervisors.lab_report import figures
 
     result = Lab(job.settings, job.market, candles[job.start: job.end], keep_events=False, fast=True).run()
-    numbers = figures(result)
+    numbers = figures(result, market=job.market)
     profit_factor = numbers["profit_factor"]
     if profit_factor is None and numbers["trades"] and numbers["win_rate"]:
         profit_factor = math.inf  # wins and no loss

@@ -293,6 +293,7 @@ class PerpetualOrders:
             venue=self.venue, client_order_id=trade.client_order_id, exchange_order_id=self._record_id(trade),
             trade_id=self.id_prefix + trade.trade_id, symbol=trade.symbol, side=trade.side, price=trade.price,
             amount=trade.amount, fee=trade.fee, fee_currency=trade.fee_currency, at=trade.at, order_complete=trade.order_complete,
+            taker_or_maker=trade.taker_or_maker,
         )
         out = [Send(LEDGER, report)]
         owner = self.owners.get(trade.client_order_id)
