@@ -204,6 +204,28 @@ def start_fresh(config: Config) -> str | None:
 
 
 def run_lab(config: Config, args: argparse.Namespace) -> int:
+    """``limitline lab``: a backtest or a sweep. A run that fails leaves no ``--report``
+    directory it created behind (an empty directory would look like a report)."""
+    created: list[Path] = []
+    code = EXIT_USAGE
+    try:
+        code = _run_lab(config, args, created)
+    finally:
+        if code != EXIT_OK:
+            _remove_empty(created)
+    return code
+
+
+def _remove_empty(created: list[Path]) -> None:
+    """Removes the directories this run created (deepest first) while they are empty."""
+    for directory in reversed(created):
+        try:
+            directory.rmdir()
+        except OSError:
+            return
+
+
+def _run_lab(config: Config, args: argparse.Namespace, created: list[Path]) -> int:
     from datetime import datetime, timezone
 
     import numpy as np
@@ -283,6 +305,7 @@ def run_lab(config: Config, args: argparse.Namespace) -> int:
         return EXIT_USAGE
     default = Path("lab-report") / (label + ("-sweep" if sweep is not None else ""))
     directory = Path(args.report) if args.report is not None else default
+    created += [p for p in reversed([directory, *directory.parents]) if not p.exists()]
     problem = _report_directory_problem(directory)
     if problem is not None:  # found now, not after the whole backtest has run
         print(f"limitline: --report {directory}: {problem}", file=sys.stderr)
@@ -365,7 +388,7 @@ def run_lab_sweep(args: argparse.Namespace, sweep: Any, name: str, market: Any, 
 
     from tqdm import tqdm
 
-    from supervisors.sweep import planned, run_sweep, windows
+    from supervisors.sweep import none_can_run, planned, run_sweep, windows
     from supervisors.sweep_executors import ExecutorUnavailable, open_executor
     from supervisors.sweep_report import table, write_sweep_report
     from supervisors.sweep_spec import StrategyTemplate
@@ -403,6 +426,10 @@ def run_lab_sweep(args: argparse.Namespace, sweep: Any, name: str, market: Any, 
     finally:
         executor.close()
     elapsed = time.monotonic() - started
+    cause = none_can_run(result)
+    if cause is not None:
+        print(f"limitline: lab --sweep: {cause}; no report written", file=sys.stderr)
+        return EXIT_USAGE
     write_sweep_report(result, directory, name)
     sets = len({repr(sorted(t.params.items())) for t in result.trials})
     print(f"Sweep: {name} on {market.symbol}, {len(result.trials):,} in-sample backtests of {sets:,} parameter sets "

@@ -184,6 +184,29 @@ def run_sweep(
     return SweepResult(sweep, candles, trials, results, executor.name)
 
 
+def unchosen(result: SweepResult, window: int) -> str:
+    """Why no parameter set was chosen in ``window``'s in-sample part: every set failed
+    pre-flight (its parameters cannot run), or the sets that ran failed the drawdown or
+    ``min_trades`` bound (or had no objective)."""
+    trials = [t for t in result.trials if t.window == window]
+    failed = sum(1 for t in trials if t.problem is not None)
+    if trials and failed == len(trials):
+        return "every parameter set failed pre-flight"
+    return ("no parameter set in sample passed the drawdown or min_trades bound"
+            + (f" ({failed} failed pre-flight)" if failed else ""))
+
+
+def none_can_run(result: SweepResult) -> str | None:
+    """The cause when no parameter set of the sweep could run at all (each one failed
+    pre-flight), naming the first set's problem; None when any set ran."""
+    if not result.trials or any(t.problem is None for t in result.trials):
+        return None
+    first = result.trials[0]
+    shown = " ".join(f"{k}={v}" for k, v in first.params.items())
+    return (f"no parameter set can run: all {len({repr(sorted(t.params.items())) for t in result.trials}):,} "
+            f"failed pre-flight (for instance {shown}: {first.problem}); fix the sweep's ranges or choices")
+
+
 def planned(sweep: Sweep) -> int:
     """How many backtests the sweep runs at most (the progress bar's total)."""
     from supervisors.sweep_spec import grid_size
@@ -203,7 +226,7 @@ def _evaluate_all(sweep: Sweep, template: StrategyTemplate, market: MarketRules,
             built[key] = template.build(sweep, trial.params)
         settings, trial.problem = built[key]
         if settings is None:
-            trial.infeasible = f"invalid parameters: {trial.problem}"
+            trial.infeasible = f"failed pre-flight: {trial.problem}"
             step(1)
             continue
         cut = cuts[trial.window]

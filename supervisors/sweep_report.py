@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 
 from supervisors.lab_report import decimal_text, iso, utc
-from supervisors.sweep import Outcome, SweepResult, Trial
+from supervisors.sweep import Outcome, SweepResult, Trial, unchosen
 
 #: An axis with more distinct values than this (TPE over a continuous range) is binned.
 MAX_AXIS = 25
@@ -106,7 +106,7 @@ def table(result: SweepResult) -> str:
         is_span = f"{utc(candles[cut.start].ts)[:10]} to {utc(candles[cut.split - 1].ts)[:10]}"
         oos_span = f"{utc(candles[cut.split].ts)[:10]} to {utc(candles[cut.end - 1].ts)[:10]}"
         if w.chosen is None or w.out_of_sample is None:
-            lines.append(f"{cut.index + 1:<7}{is_span:<27}{oos_span:<27}  no feasible parameter set in sample")
+            lines.append(f"{cut.index + 1:<7}{is_span:<27}{oos_span:<27}  {unchosen(result, cut.index)}")
             continue
         o = w.out_of_sample
         lines.append(f"{cut.index + 1:<7}{is_span:<27}{oos_span:<27}{_obj(w.chosen.objective):>12}{_pct(o.total_return):>12}"
@@ -191,7 +191,7 @@ def render_html(result: SweepResult, strategy: str) -> str:
             + (f"<td>{e(_shown_params(c.params))}</td><td class=n>{_obj(c.objective)}</td>"
                f"<td class=n>{_pct(o.total_return)}</td><td class=n>{_obj(o.sharpe)}</td>"
                f"<td class=n>{o.max_drawdown * 100:.2f} %</td><td class=n>{o.trades}</td></tr>"
-               if c is not None and o is not None else "<td colspan=6>no feasible parameter set in sample</td></tr>"))
+               if c is not None and o is not None else f"<td colspan=6>{e(unchosen(result, cut.index))}</td></tr>"))
     hm = heatmap(result)
     heat_html = ""
     if hm is not None:

@@ -232,3 +232,41 @@ def test_the_same_sweep_on_a_local_ray_cluster(grid_on_dask):
     a, b = document(on_dask, "sma-cross"), document(on_ray, "sma-cross")
     assert (a.pop("executor"), b.pop("executor")) == ("dask", "ray")
     assert a == b
+
+
+def test_a_sweep_where_every_set_fails_pre_flight_exits_2_and_writes_nothing(tmp_path):
+    (tmp_path / "sweep.yaml").write_text(json.dumps({
+        "strategy": "sma-cross", "search": "grid",
+        "parameters": {"fast": {"set": ["buy.fast", "sell.fast"], "choices": [50, 60]},
+                       "slow": {"set": ["buy.slow", "sell.slow"], "choices": [20, 30]}}}))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "supervisors.cli", "lab", "--sweep", "sweep.yaml", "--to", "2017-08-15T00:00:00Z",
+               "--workers", "1", "--report", "out/sweep"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 2, result.stderr
+    assert "no parameter set can run: all 4 failed pre-flight (for instance fast=50 slow=20:" in result.stderr
+    assert "drawdown" not in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()  # nor an empty --report directory
+
+
+def test_a_failed_sweep_leaves_no_report_directory_it_created(tmp_path):
+    (tmp_path / "bad.yaml").write_text("parameters: {fast: {set: [buy.fast], low: 1, high: 5, step: 1}}\n")
+    (tmp_path / "kept").mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for report in ("new/deeper", "kept"):
+        bad = subprocess.run([sys.executable, "-m", "supervisors.cli", "lab", "--sweep", "bad.yaml", "--strategy", "dip-buyer",
+                              "--report", report], cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env)
+        assert bad.returncode == 2 and "buy.fast" in bad.stderr, bad.stderr
+    assert not (tmp_path / "new").exists()
+    assert (tmp_path / "kept").is_dir()  # there before the run: left alone
+
+
+def test_a_window_without_a_choice_says_why():
+    from supervisors.sweep import SweepResult, Trial, Window, WindowResult, unchosen
+
+    sweep = parse_sweep(GRID, "s.yaml")
+    trials = [Trial(0, 0, {"fast": 4}, problem="fast must be below slow"), Trial(0, 1, {"fast": 8}, problem="x"),
+              Trial(1, 0, {"fast": 4}, problem="fast must be below slow"), Trial(1, 1, {"fast": 8}, infeasible="0 trade(s)")]
+    result = SweepResult(sweep, CANDLES, trials, [WindowResult(Window(i, 0, 1, 2), None, None) for i in (0, 1)], "local")
+    assert unchosen(result, 0) == "every parameter set failed pre-flight"
+    assert unchosen(result, 1) == "no parameter set in sample passed the drawdown or min_trades bound (1 failed pre-flight)"
