@@ -13,13 +13,20 @@ first, ISO-8601 UTC). ``limitline lab --data binance:BTC/USDT:1h`` then reads th
 - **Gaps are reported, never filled.** A step longer than the timeframe between two candles
   (the exchange has none there: an outage, a delisting) is listed with the number of
   missing candles; the Lab lists them again in its report.
-- **Transient failures** (timeouts, 5xx, rate limits) are retried with a doubling back-off
-  (``Retry-After`` when the exchange gives one); anything else stops the download with the
-  exchange's message, keeping every page written.
+- **Transient failures** (timeouts, 5xx, rate limits, an unreachable host) are retried
+  with a doubling back-off (``Retry-After`` when the exchange gives one), each retry told
+  (what failed, when the next try is): up to :data:`RETRIES` times once the download has
+  written candles (a rerun resumes), :data:`FIRST_RETRIES` times before (an exchange not
+  reached at all is most likely a wrong ``--base-url`` or no network, not worth minutes).
+  Anything else stops the download with the exchange's message, keeping every page written.
+- **Nothing written for nothing.** The file (and its header) is created with the first page
+  of candles: a symbol the exchange does not list (:class:`UnknownSymbol`, before any page)
+  or an exchange never reached leaves no file behind.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import time
@@ -35,11 +42,17 @@ from exchange.candles import COLUMNS, Candle
 DEFAULT_CACHE = Path("limitline-data") / "candles"
 PAGE = 1000
 RETRIES = 8
+#: Retries before anything was downloaded (1 + 2 + 4 s of waiting).
+FIRST_RETRIES = 3
 SPEC = re.compile(r"^(?P<exchange>[a-z0-9]+):(?P<symbol>[A-Za-z0-9._-]+/[A-Za-z0-9._:-]+?):(?P<timeframe>\d+[smhdwMy])$")
 
 
 class DownloadError(RuntimeError):
     """The download stopped; what was written so far is kept (a rerun resumes)."""
+
+
+class UnknownSymbol(ValueError):
+    """The exchange does not list the symbol asked for (checked before anything is written)."""
 
 
 @attrs.frozen
@@ -120,28 +133,39 @@ def download(
     until: int | None = None,
     progress: Callable[[DownloadReport], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    retrying: Callable[[str, float], None] | None = None,
 ) -> DownloadReport:
     """Pages ``fetch_ohlcv`` from ``since`` (epoch s; or after the file's last candle) to
     ``until`` (inclusive; default: the last closed candle) into ``path``. ``client``: a ccxt
-    client from :func:`exchange.ccxt_adapter.make_client`. Raises :class:`DownloadError`."""
+    client from :func:`exchange.ccxt_adapter.make_client`. ``retrying(what failed, seconds
+    until the next try)`` before each retry. Raises :class:`UnknownSymbol` (nothing written)
+    or :class:`DownloadError` (``report.pages`` tells whether this run wrote any page)."""
     from exchange.ccxt_adapter import perform, timeframe_seconds
 
     step = timeframe_seconds(spec.timeframe)
     report = DownloadReport(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         report.resumed_after = last_candle_ts(path)
     if report.resumed_after is not None:
         since = report.resumed_after + step
-    else:
-        path.write_text(",".join(COLUMNS) + "\n")
     previous = report.resumed_after
-    _call(perform, client, "load_markets", (), report, sleep)
-    with path.open("a", encoding="utf-8", newline="") as out:
+
+    def call(operation: str, args: tuple[Any, ...]) -> Any:
+        started = report.pages > 0 or report.resumed_after is not None
+        return _call(perform, client, operation, args, report, sleep, RETRIES if started else FIRST_RETRIES, retrying)
+
+    call("load_markets", ())
+    listed = getattr(client, "markets", None) or {}
+    if spec.symbol not in listed:
+        close = difflib.get_close_matches(spec.symbol, list(listed), n=3)
+        raise UnknownSymbol(f"--symbol: {spec.exchange} lists no market {spec.symbol!r}"
+                            + (f"; did you mean {', '.join(close)}?" if close else
+                               f" (it lists {len(listed):,} markets, in ccxt's form BASE/QUOTE)"))
+    out = None
+    try:
         while until is None or since <= until:
-            now = _call(perform, client, "fetch_time", (), report, sleep) // 1000
-            page: list[Candle] = _call(perform, client, "fetch_candles", (spec.symbol, spec.timeframe, since * 1000, PAGE),
-                                       report, sleep)
+            now = call("fetch_time", ()) // 1000
+            page: list[Candle] = call("fetch_candles", (spec.symbol, spec.timeframe, since * 1000, PAGE))
             page = [c for c in page if c.ts >= since and (until is None or c.ts <= until)]
             closed = [c for c in page if c.ts + step <= now]
             report.forming += len(page) - len(closed)
@@ -151,6 +175,11 @@ def download(
                 if previous is not None and candle.ts - previous > step:
                     report.gaps.append({"after": previous, "before": candle.ts, "missing": (candle.ts - previous) // step - 1})
                 previous = candle.ts
+            if out is None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                out = path.open("a", encoding="utf-8", newline="")
+                if report.resumed_after is None:
+                    out.write(",".join(COLUMNS) + "\n")
             out.write("".join(_row(c) + "\n" for c in closed))
             out.flush()
             os.fsync(out.fileno())
@@ -163,25 +192,43 @@ def download(
                 progress(report)
             if len(closed) < len(page):
                 break  # the forming candle: nothing closed lies beyond it yet
+    finally:
+        if out is not None:
+            out.close()
     return report
 
 
 def _call(perform: Callable[..., Any], client: Any, operation: str, args: tuple[Any, ...], report: DownloadReport,
-          sleep: Callable[[float], None]) -> Any:
-    """One operation, asked again on a transient failure or a rate limit."""
+          sleep: Callable[[float], None], retries: int = RETRIES,
+          retrying: Callable[[str, float], None] | None = None) -> Any:
+    """One operation, asked again (at most ``retries`` times) on a transient failure or a
+    rate limit."""
     from exchange.ccxt_adapter import classify
     from exchange.errors import ErrorKind
 
     delay = 1.0
-    for attempt in range(RETRIES + 1):
+    for attempt in range(retries + 1):
         try:
             return perform(client, operation, args)
         except Exception as error:  # noqa: BLE001 - classified below, by the one table
             kind = classify(error, write=False)
-            if kind not in (ErrorKind.TRANSIENT, ErrorKind.RATE_LIMITED) or attempt == RETRIES:
+            if kind not in (ErrorKind.TRANSIENT, ErrorKind.RATE_LIMITED):
                 raise DownloadError(f"{operation}: {type(error).__name__}: {error}") from None
+            if attempt == retries:
+                raise DownloadError(f"{operation}: {type(error).__name__}: {error} (gave up after {retries} "
+                                    f"retr{'y' if retries == 1 else 'ies'})") from None
             report.retries += 1
             retry_after = getattr(error, "retry_after", None)
-            sleep(retry_after if retry_after is not None else delay)
+            wait = retry_after if retry_after is not None else delay
+            if retrying is not None:
+                retrying(f"{operation} failed ({type(error).__name__}: {_short(error)}), retry {attempt + 1} of {retries}",
+                         wait)
+            sleep(wait)
             delay = min(delay * 2, 60.0)
     raise AssertionError("unreachable")
+
+
+def _short(error: Exception) -> str:
+    """An error's message on one line, at most 160 characters."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= 160 else text[:157] + "..."

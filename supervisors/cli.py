@@ -443,7 +443,9 @@ def run_data_download(args: argparse.Namespace) -> int:
     """``data download``: page the exchange's candles into the cache, resuming; the gaps
     found and the file written are printed."""
     from exchange.ccxt_adapter import exchange_exists, make_client, timeframe_seconds
-    from supervisors.candle_cache import DEFAULT_CACHE, DataSpec, DownloadError, download, iso
+    import time
+
+    from supervisors.candle_cache import DEFAULT_CACHE, DataSpec, DownloadError, UnknownSymbol, download, iso
 
     if not exchange_exists(args.exchange):
         print(f"limitline: --exchange: ccxt has no exchange {args.exchange!r}", file=sys.stderr)
@@ -455,6 +457,13 @@ def run_data_download(args: argparse.Namespace) -> int:
     except ValueError as bad:
         print(f"limitline: {bad}", file=sys.stderr)
         return EXIT_USAGE
+    if since is not None and until is not None and until < since:
+        print(f"limitline: --until: {iso(until)} is before --since {iso(since)}; give an --until after --since "
+              "(or none: up to the last closed candle)", file=sys.stderr)
+        return EXIT_USAGE
+    if since is not None and since > time.time():
+        print(f"limitline: --since: {iso(since)} is in the future; no candle exists there yet", file=sys.stderr)
+        return EXIT_USAGE
     spec = DataSpec(args.exchange, args.symbol, args.timeframe)
     path = spec.path(Path(args.cache) if args.cache else DEFAULT_CACHE)
     if since is None and not path.exists():
@@ -465,11 +474,22 @@ def run_data_download(args: argparse.Namespace) -> int:
     def progress(report: Any) -> None:
         print(f"\rdata: {report.added:,} candles, up to {iso(report.last)}", end="", file=sys.stderr, flush=True)
 
+    def retrying(what: str, seconds: float) -> None:
+        print(f"\ndata: {what}; next try in {seconds:g} s", file=sys.stderr, flush=True)
+
     try:
-        report = download(client, spec, since or 0, path, until, progress)
+        report = download(client, spec, since or 0, path, until, progress, retrying=retrying)
+    except UnknownSymbol as unknown:
+        print(f"limitline: {unknown}", file=sys.stderr)
+        return EXIT_USAGE
     except DownloadError as stopped:
-        print(f"\nlimitline: data download {spec} stopped: {stopped}. What was written is kept in {path}; "
-              "run the same command again to resume", file=sys.stderr)
+        if path.exists():
+            print(f"\nlimitline: data download {spec} stopped: {stopped}. What was written is kept in {path}; "
+                  "run the same command again to resume", file=sys.stderr)
+        else:
+            where = f" at {args.base_url}" if args.base_url else ""
+            print(f"\nlimitline: data download {spec} stopped before any candle: {stopped}. Nothing was written; "
+                  f"check that {args.exchange}{where} is reachable (--base-url, the network)", file=sys.stderr)
         return EXIT_FAILED
     print(file=sys.stderr)
     resumed = f", resumed after {iso(report.resumed_after)}" if report.resumed_after is not None else ""

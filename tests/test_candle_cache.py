@@ -114,3 +114,45 @@ def test_the_lab_reads_the_cache_and_says_what_it_found(tmp_path):
     assert ("--data binance:ETH/USDT:1h: no candles in the cache (cache/binance/ETH-USDT/1h.csv); download them first: "
             "limitline data download --exchange binance --symbol ETH/USDT --timeframe 1h --since 2024-01-01 --cache cache"
             ) in missing.stderr
+
+
+def data_download(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "supervisors.cli", "data", "download", "--exchange", "binance",
+                           "--symbol", "BTC/USDT", "--cache", "cache", *extra], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, env=env)
+
+
+def test_a_span_that_cannot_hold_candles_is_refused_before_anything_is_written(tmp_path):
+    backwards = data_download(tmp_path, "--since", "2017-09-01", "--until", "2017-08-01", "--base-url", "http://127.0.0.1:1")
+    assert backwards.returncode == 2, backwards.stderr
+    assert "--until: 2017-08-01T00:00:00Z is before --since 2017-09-01T00:00:00Z" in backwards.stderr
+    future = data_download(tmp_path, "--since", "2999-01-01", "--base-url", "http://127.0.0.1:1")
+    assert future.returncode == 2 and "--since: 2999-01-01T00:00:00Z is in the future" in future.stderr
+    assert not (tmp_path / "cache").exists()
+
+
+def test_an_unreachable_exchange_is_told_at_each_retry_and_given_up_on_soon(tmp_path):
+    failed = data_download(tmp_path, "--since", "2017-07-01", "--base-url", "http://127.0.0.1:1")
+    assert failed.returncode == 1, failed.stderr
+    retries = [line for line in failed.stderr.splitlines() if line.startswith("data: load_markets failed")]
+    assert [r.split("), ")[1] for r in retries] == [
+        "retry 1 of 3; next try in 1 s", "retry 2 of 3; next try in 2 s", "retry 3 of 3; next try in 4 s"]
+    assert "stopped before any candle" in failed.stderr and "Nothing was written" in failed.stderr
+    assert "(gave up after 3 retries)" in failed.stderr and "resume" not in failed.stderr
+    assert not (tmp_path / "cache").exists()
+
+
+async def test_an_unknown_symbol_is_refused_and_leaves_no_file(tmp_path):
+    sandbox = Sandbox(SandboxSettings(data=str(bundled_path()), speed=4000.0))
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(serve_sandbox, sandbox, 0)
+        await sandbox.wait_for_candle()
+        result = await trio.to_thread.run_sync(lambda: subprocess.run(
+            [sys.executable, "-m", "supervisors.cli", "data", "download", "--exchange", "binance", "--symbol", "BTC/USTD",
+             "--since", "2017-07-01", "--cache", "cache", "--base-url", url], cwd=tmp_path, capture_output=True,
+            text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)}))
+        nursery.cancel_scope.cancel()
+    assert result.returncode == 2, result.stderr
+    assert "--symbol: binance lists no market 'BTC/USTD'; did you mean BTC/USDT?" in result.stderr
+    assert "resume" not in result.stderr and not (tmp_path / "cache").exists()
