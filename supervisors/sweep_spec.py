@@ -32,6 +32,7 @@ import copy
 import itertools
 import math
 from decimal import Decimal
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -126,14 +127,39 @@ def load_sweep(path: str | Path) -> Sweep:
 def parse_sweep(raw: Any, source: str = "sweep") -> Sweep:
     if not isinstance(raw, dict):
         raise ConfigError(source, ["sweep: must be a mapping with parameters (see the README's Strategy Lab)"])
-    try:
-        sweep = _converter.structure(raw, Sweep)
-    except (ClassValidationError, IterableValidationError, ForbiddenExtraKeysError) as error:
-        raise ConfigError(source, _structure_problems(error)) from None
-    problems = check_sweep(sweep)
+    # Every problem at once: a field that cannot be read (an unknown key, a value of the
+    # wrong type or outside its choices) is named and left at its default, so that the rest
+    # of the file is still checked.
+    problems: list[str] = []
+    data, dropped = dict(raw), set()
+    while True:
+        try:
+            sweep = _converter.structure(data, Sweep)
+            break
+        except (ClassValidationError, IterableValidationError, ForbiddenExtraKeysError) as error:
+            found = _structure_problems(error)
+            problems += found
+            bad = {m.group(0) for m in map(_TOP_KEY.match, found) if m} & (set(data) - dropped)
+            if not bad:
+                raise ConfigError(source, problems) from None
+            dropped |= bad
+            for key in bad:
+                if key == "parameters":
+                    data[key] = {}
+                else:
+                    del data[key]
+    if "parameters" in dropped:
+        dropped.add("heatmap")  # names parameters that could not be read
+    checked = check_sweep(sweep)
+    if "search" in dropped:  # the grid's own rules would judge a search the file did not ask for
+        checked = [p for p in checked if "a grid needs" not in p and "the grid holds" not in p]
+    problems += [p for p in checked if (m := _TOP_KEY.match(p)) is None or m.group(0) not in dropped]
     if problems:
         raise ConfigError(source, problems)
     return sweep
+
+
+_TOP_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def check_sweep(sweep: Sweep) -> list[str]:

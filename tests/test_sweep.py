@@ -46,6 +46,8 @@ def problems(raw: dict) -> list[str]:
 def test_a_bad_sweep_file_names_every_field():
     assert problems({"parameters": {"fast": {"low": 3, "high": 1, "step": 0}}, "objectiv": "sharpe"}) == [
         "objectiv: unknown field (check its spelling)",
+        "parameters.fast.high: must be at least low (3), got 1",
+        "parameters.fast.step: must be greater than 0, got 0",
     ]
     assert problems({"parameters": {"fast": {"low": 3, "high": 1, "step": 0}}, "heatmap": ["fast", "slow"]}) == [
         "parameters.fast.high: must be at least low (3), got 1",
@@ -54,6 +56,20 @@ def test_a_bad_sweep_file_names_every_field():
     ]
     assert problems({"parameters": {"x": {"low": 1, "high": 2}}, "objective": "alpha", "max_drawdown": 2}) == [
         "objective: must be one of sharpe, return, profit_factor, got 'alpha'",
+        "parameters.x.step: a grid needs a step (or choices) for every parameter",
+        "max_drawdown: must be a fraction greater than 0 and at most 1 (0.25 is 25 %), got 2",
+    ]
+    # A bad search or objective hides nothing else; a grid's rules do not judge a search not read.
+    assert problems({"parameters": {"x": {"low": 1, "high": 2}}, "search": "annealing", "objective": "sortinoo",
+                     "walk_forward": {"windows": 0}, "heatmap": ["x", "zzz"]}) == [
+        "search: must be one of grid, tpe, got 'annealing'",
+        "objective: must be one of sharpe, return, profit_factor, got 'sortinoo'",
+        "walk_forward.windows: must be between 1 and 100, got 0",
+        "heatmap[1]: is not a parameter of the sweep ['x']",
+    ]
+    assert problems({"parameters": {"x": {"low": "a"}}, "heatmap": ["x", "y"], "trials": 0}) == [
+        "parameters['x'].low: expected a number, got 'a'",
+        "trials: must be between 1 and 100,000, got 0",
     ]
     assert problems({"parameters": {"x": {"low": 1, "high": 2}}, "max_drawdown": 2,
                      "walk_forward": {"windows": 0, "in_sample": 1}}) == [
