@@ -218,7 +218,9 @@ def read_candles(path: str | Path) -> CandleFile:
             header = next(reader, None)
             if header is not None and not _is_text(header):
                 raise CandleDataError(f"{path}:1: not UTF-8 text; {EXPECTED}")
-            if header is None or tuple(h.strip().lower() for h in header) != COLUMNS:
+            if header is None:
+                raise CandleDataError(f"{path}: the file is empty; {EXPECTED}")
+            if tuple(h.strip().lower() for h in header) != COLUMNS:
                 raise CandleDataError(f"{path}:1: the header must be {','.join(COLUMNS)}, got {_shown(header)}")
             for row_number, row in enumerate(reader, start=2):
                 if not row:

@@ -297,8 +297,15 @@ def _run_lab(config: Config, args: argparse.Namespace, created: list[Path]) -> i
     end_index = len(stamps) if end is None else int(np.searchsorted(stamps, end, side="right"))
     candles = read.candles[first_index:end_index]  # a view: no candle is copied
     if len(candles) < 2:
-        print("limitline: fewer than 2 candles between --from and --to", file=sys.stderr)
+        span = (f"the data holds {len(stamps):,} candle(s), {_iso(int(stamps[0]))} to {_iso(int(stamps[-1]))}"
+                if len(stamps) else "the data holds no candle")
+        print(f"limitline: fewer than 2 candles between --from and --to: {span}; choose --from and --to within it",
+              file=sys.stderr)
         return EXIT_USAGE
+    spec = _cached_spec(args.data)
+    if spec is not None and spec.symbol != settings.symbol:
+        print(f"lab: warning: --data {spec} holds {spec.symbol} candles and {settings.name} trades {settings.symbol}: "
+              f"the backtest replays {spec.symbol}'s prices under {settings.symbol}'s rules", file=sys.stderr)
     if args.report is not None and not args.report.strip():
         print("limitline: --report: empty; name a directory for report.json and report.html "
               f"(without --report: lab-report/{label})", file=sys.stderr)
@@ -361,6 +368,19 @@ def _run_lab(config: Config, args: argparse.Namespace, created: list[Path]) -> i
     print(f"report: {directory / 'report.json'} and {directory / 'report.html'}"
           + (f" (the combined account; each strategy's in {directory}/NAME/)" if len(chosen) > 1 else ""))
     return EXIT_OK
+
+
+def _iso(ts: int) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _cached_spec(data: str | None) -> Any:
+    """The :class:`~supervisors.candle_cache.DataSpec` ``--data`` names, or None (a file)."""
+    from supervisors.candle_cache import parse_spec
+
+    return parse_spec(data) if data is not None and not Path(data).exists() else None
 
 
 def lab_candles(data: str, cache: str | None) -> tuple[str, Any]:

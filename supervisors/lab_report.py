@@ -317,6 +317,10 @@ def _machine(value: Any, key: str) -> Any:
         return [{**item, "ts": iso(item["ts"])} for item in value]
     if isinstance(value, int):
         return value
+    if isinstance(value, float) and key in ("start_equity", "end_equity"):
+        # Sums of floats (quote + base * close): 15 significant digits are what a float
+        # holds; beyond them is noise (10449.380000000001).
+        return decimal_text(Decimal(f"{value:.15g}").normalize())
     if isinstance(value, (float, Decimal)):
         return decimal_text(value)
     if key == "gaps":
@@ -339,8 +343,23 @@ def _money(value: float | Decimal, currency: str = "") -> str:
     return f"{text} {currency}".rstrip()
 
 
+#: Currencies counted in cents (fiat and the dollar and euro stablecoins); any other (BTC,
+#: ETH, BNB) is shown to 8 decimals, a satoshi.
+CENT_CURRENCIES = frozenset({"USD", "EUR", "GBP", "JPY", "CHF", "AUD", "CAD", "TRY", "BRL", "USDT", "USDC",
+                             "BUSD", "FDUSD", "TUSD", "DAI", "USDP", "EURC", "EURT"})
+
+
 def _fees(fees: dict[str, str]) -> str:
-    return ", ".join(f"{Decimal(v):f} {k}" for k, v in fees.items()) or "0"
+    """Fees for people, each rounded to its currency's usual precision (report.json keeps
+    the exact amounts)."""
+    return ", ".join(f"{_amount_shown(Decimal(v), k)} {k}" for k, v in fees.items()) or "0"
+
+
+def _amount_shown(value: Decimal, currency: str) -> str:
+    if currency.upper() in CENT_CURRENCIES:
+        return f"{value:,.2f}"
+    text = f"{value:,.8f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
 
 
 def _summary_rows(numbers: dict[str, Any]) -> list[tuple[str, str]]:
@@ -349,7 +368,7 @@ def _summary_rows(numbers: dict[str, Any]) -> list[tuple[str, str]]:
         ("total return", _pct(numbers["total_return"], signed=True)),
         ("buy and hold", _pct(numbers["buy_and_hold_return"], signed=True)),
         ("CAGR", _pct(numbers["cagr"])), ("max drawdown", _pct(numbers["max_drawdown"])), ("Sharpe", _num(numbers["sharpe"])),
-        ("Sortino", _num(numbers["sortino"])), ("orders / fills", f"{numbers['orders']} / {numbers['fills']}"),
+        ("Sortino", _num(numbers["sortino"])), ("orders / fills", f"{numbers['orders']:,} / {numbers['fills']:,}"),
         ("trades", str(numbers["trades"])), ("win rate", _pct(numbers["win_rate"])),
         ("profit factor", _num(numbers["profit_factor"])), ("exposure", _pct(numbers["exposure"])),
         ("fees paid", _fees(numbers["fees_paid"])),

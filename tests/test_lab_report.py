@@ -187,3 +187,19 @@ def test_every_fill_in_the_report_says_taker_or_maker(run, tmp_path):
     page = (tmp_path / "report.html").read_text()
     assert "<th>taker / maker</th>" in page
     assert page.count("<td>maker</td>") + page.count("<td>taker</td>") == len(report["trade_list"])
+
+
+def test_people_see_fees_rounded_and_counts_with_separators_programs_the_exact_values(run, tmp_path):
+    numbers, report = write(run, tmp_path)
+    exact = {currency: D(fee) for currency, fee in report["fees_paid"].items()}
+    assert set(exact) == {"BTC", "USD"} and exact["USD"] != exact["USD"].quantize(D("0.01"))
+    shown = f"{exact['BTC'].quantize(D('1e-8')).normalize():f} BTC, {exact['USD'].quantize(D('0.01')):,} USD"
+    assert re.search(rf"^  fees paid +{re.escape(shown)}$", lab_report.summary("sma-cross", numbers), re.M)
+    assert f"<td>{shown}</td>" in (tmp_path / "report.html").read_text()
+    assert "12,345 / 6,789" in lab_report.summary("sma-cross", {**numbers, "orders": 12345, "fills": 6789})
+
+
+def test_start_equity_in_report_json_has_no_float_noise():
+    assert repr(8000 + 0.3 * 8164.6) == "10449.380000000001"  # quote + base * close, as the Lab sums it
+    assert lab_report._machine(8000 + 0.3 * 8164.6, "start_equity") == "10449.38"
+    assert lab_report._machine(8000.0, "end_equity") == "8000"

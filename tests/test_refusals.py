@@ -365,3 +365,30 @@ def test_open_orders_of_a_strategy_the_config_no_longer_names_are_refused_at_sta
     refused(result, "open orders of strategies that are not in the config (gone: 2 (ll-gone-0, ll-gone-1))")
     assert "Put each strategy back in the config" in result.stderr
     assert (tmp_path / "limitline.sqlite").read_bytes() == before, "nothing written"
+
+
+def test_an_empty_candle_file_is_named_empty(tmp_path):
+    (tmp_path / "empty.csv").write_text("")
+    refused(limitline("lab", "--strategy", "sma-cross", "--data", "empty.csv", cwd=tmp_path),
+            "limitline: empty.csv: the file is empty; ")
+    assert not (tmp_path / "lab-report").exists()
+
+
+def test_a_lab_start_after_the_data_names_the_datas_span(tmp_path):
+    refused(limitline("lab", "--strategy", "sma-cross", "--from", "2030-01-01", cwd=tmp_path),
+            "limitline: fewer than 2 candles between --from and --to: the data holds 20,111 candle(s), "
+            "2017-07-01T11:00:00Z to 2019-10-17T09:00:00Z; choose --from and --to within it")
+    assert not (tmp_path / "lab-report").exists()
+
+
+def test_a_lab_on_cached_candles_of_another_symbol_warns(tmp_path):
+    from exchange.candles import bundled_path
+
+    cached = tmp_path / "cache" / "binance" / "ETH-USDT" / "1h.csv"
+    cached.parent.mkdir(parents=True)
+    cached.write_text("\n".join(bundled_path().read_text().splitlines()[:400]) + "\n")
+    result = limitline("lab", "--strategy", "sma-cross", "--data", "binance:ETH/USDT:1h", "--cache", "cache",
+                       "--report", "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert ("lab: warning: --data binance:ETH/USDT:1h holds ETH/USDT candles and sma-cross trades BTC/USD: "
+            "the backtest replays ETH/USDT's prices under BTC/USD's rules") in result.stderr
