@@ -217,6 +217,9 @@ async def test_shadow_mode_and_the_lab_make_the_same_protective_orders_and_fills
             nursery.cancel_scope.cancel()
     store = sqlite3.connect(config.store)
     ids = lab_ids(store)  # the store's ids carry its instance; the Lab's do not
+    [(instance,)] = store.execute("SELECT value FROM meta WHERE key = 'client_order_id_instance'")
+    lists = [cid for (cid,) in store.execute("SELECT client_order_id FROM orders WHERE order_type = 'oco'")]
+    assert instance and lists and all(f"-{instance}-" in cid for cid in ids)  # OCO lists too: unique per store
     shadow_orders = {
         ids[cid]: (side, D(price), D(amount), state, D(filled), kind)
         for cid, side, price, amount, state, filled, kind in store.execute(

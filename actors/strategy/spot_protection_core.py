@@ -251,7 +251,7 @@ class SpotProtectionMixin:
         if problem is not None:
             self.spot_protection.resting.pop(action.key, None)
             return [self._event("unprotected", now, reason=f"{role} for {amount} cannot be placed: {problem}")]
-        cid = client_order_id(self.name, self.next_sequence)
+        cid = client_order_id(self.name, self.next_sequence, self.client_id_instance)
         self.next_sequence += 1
         order = Order(
             client_order_id=cid, strategy=self.name, venue=self.settings.venue, symbol=market.symbol,
