@@ -204,9 +204,11 @@ def test_spot_protection_is_one_oco_order_list():
     assert (place.stop_loss.order_type, place.stop_loss.trigger_price, place.stop_loss.price) == ("stop_loss_limit", D("99.0"), D("98.5"))
     protection.on_accepted(place.key)
     actions = protection.on_position(D("1.5"), D(101))
-    assert [type(a).__name__ for a in actions] == ["PlaceOcoList", "ProtectionEvent"]
-    [cancel] = protection.on_accepted(actions[0].key)
-    assert cancel.key == place.key
+    # The list it replaces locks every coin: cancelled at once (the strategy places the new
+    # list once the ledger has the coins back), not once the new one is accepted.
+    assert [type(a).__name__ for a in actions] == ["PlaceOcoList", "ProtectionEvent", "CancelProtective"]
+    assert actions[2].key == place.key
+    assert protection.on_accepted(actions[0].key) == []
 
 
 @pytest.mark.parametrize("kind", ["market", "stop_market", "take_profit_market", "trailing_stop_market"])

@@ -157,7 +157,7 @@ def test_a_take_profit_filling_in_part_ends_the_stop_and_the_rest_stays_reserved
 import sqlite3  # noqa: E402
 
 import trio  # noqa: E402
-from helpers import Watch  # noqa: E402
+from helpers import Watch, lab_ids  # noqa: E402
 
 from exchange.candles import bundled_path, load_candles  # noqa: E402
 from supervisors.app import App  # noqa: E402
@@ -216,13 +216,17 @@ async def test_shadow_mode_and_the_lab_make_the_same_protective_orders_and_fills
             await watch.until(lambda events: watch.count("replay_finished") == 1)
             nursery.cancel_scope.cancel()
     store = sqlite3.connect(config.store)
+    ids = lab_ids(store)  # the store's ids carry its instance; the Lab's do not
+    [(instance,)] = store.execute("SELECT value FROM meta WHERE key = 'client_order_id_instance'")
+    lists = [cid for (cid,) in store.execute("SELECT client_order_id FROM orders WHERE order_type = 'oco'")]
+    assert instance and lists and all(f"-{instance}-" in cid for cid in ids)  # OCO lists too: unique per store
     shadow_orders = {
-        cid: (side, D(price), D(amount), state, D(filled), kind)
+        ids[cid]: (side, D(price), D(amount), state, D(filled), kind)
         for cid, side, price, amount, state, filled, kind in store.execute(
             "SELECT client_order_id, side, price, amount, state, filled, order_type FROM orders")
     }
     shadow_fills = [
-        (cid, trade, D(price), D(amount))
+        (ids[cid], trade, D(price), D(amount))
         for cid, trade, price, amount in store.execute(
             "SELECT client_order_id, trade_id, price, amount FROM fills ORDER BY CAST(trade_id AS INTEGER)")
     ]

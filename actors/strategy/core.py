@@ -320,7 +320,7 @@ class StrategyCore(SpotProtectionMixin):
 
     def _on_accepted(self, message: OrderAccepted, now: float) -> list[Send]:
         out = self._advance(message.client_order_id, Trigger.ACCEPTED, now, exchange_order_id=message.exchange_order_id)
-        if self._cancel_on_accept:
+        if self._list_cancel_on_accept:
             out += self._protective_accepted(message.client_order_id, now)
         return out + self._breaker_events(self.breaker.success(now, message.client_order_id), now)
 

@@ -390,7 +390,14 @@ class ProtectionCore:
             out.append(PlaceOcoList(key, tp, sl))
             out.append(ProtectionEvent("protection_resized" if current else "protection_placed",
                                        f"OCO list for {sl.amount}: take-profit {tp.price}, stop {sl.trigger_price}/{sl.price}"))
-            return out  # the list it replaces is cancelled once this one is accepted
+            if current is not None:
+                # Not placed-then-cancelled as a perpetual's stop is: the list it replaces
+                # locks every coin, so the exchange would refuse this one. The caller
+                # cancels first and places this list once the ledger has the coins back
+                # (actors.strategy.spot_protection_core).
+                current.canceling = True
+                out.append(CancelProtective(current.key, f"replaced by {key}"))
+            return out
         for order in wanted:
             current = live.get(order.role)
             if current is not None and _matches(current, order):

@@ -89,7 +89,7 @@ class SpotProtectionMixin:
         #: Placements waiting for the coins a cancelled list still locks.
         self._pending_protection: list[PlaceOcoList | PlaceProtective] = []
         #: Cancels of protective orders not yet accepted by the exchange.
-        self._cancel_on_accept: set[str] = set()
+        self._list_cancel_on_accept: set[str] = set()
         #: A sell signal waiting for the list's cancel: (its outcome, its candle).
         self._sell_after_cancel: tuple[RuleOutcome, Candle] | None = None
         #: A protective order ended and the ledger's answer (releasing its coins) is due.
@@ -200,7 +200,7 @@ class SpotProtectionMixin:
         if order is None:
             return []
         if order.state in NOT_YET_SENT:
-            self._cancel_on_accept.add(order.client_order_id)
+            self._list_cancel_on_accept.add(order.client_order_id)
             return []
         if order.state not in (OrderState.OPEN, OrderState.PARTIALLY_FILLED):
             return []
@@ -251,7 +251,7 @@ class SpotProtectionMixin:
         if problem is not None:
             self.spot_protection.resting.pop(action.key, None)
             return [self._event("unprotected", now, reason=f"{role} for {amount} cannot be placed: {problem}")]
-        cid = client_order_id(self.name, self.next_sequence)
+        cid = client_order_id(self.name, self.next_sequence, self.client_id_instance)
         self.next_sequence += 1
         order = Order(
             client_order_id=cid, strategy=self.name, venue=self.settings.venue, symbol=market.symbol,
@@ -286,7 +286,7 @@ class SpotProtectionMixin:
         """A protective order reached a final state: the protection hears of it, and what
         waited for its coins is placed."""
         key = self._protective_key.get(order.client_order_id)
-        self._cancel_on_accept.discard(order.client_order_id)
+        self._list_cancel_on_accept.discard(order.client_order_id)
         # The ledger answers every end of a reservation (a denial made none).
         self._release_due = order.state is not OrderState.DENIED
         out: list[Send] = []
@@ -302,6 +302,11 @@ class SpotProtectionMixin:
             self._forget_protective(order.client_order_id)
             if self.spot_protection is not None:
                 out += self._carry_out(self.spot_protection.on_ended(key, order.state.value), now)
+        if self.spot_protection is not None and self.spot_protection.escalating:
+            # A gapped stop's list is cancelled: once nothing else can sell the coins, the
+            # one escalation (a crossing limit sell) is placed.
+            selling = any(o.side is Side.SELL and not is_protective(o) for o in self.orders.values())
+            out += self._carry_out(self.spot_protection.escalation_due(selling), now)
         return out + self._place_pending(now)
 
     def _forget_protective(self: "StrategyCore", cid: str) -> None:
@@ -310,9 +315,9 @@ class SpotProtectionMixin:
             self._protective_cid.pop(key, None)
 
     def _protective_accepted(self: "StrategyCore", cid: str, now: float) -> list[Send]:
-        if cid not in self._cancel_on_accept:
+        if cid not in self._list_cancel_on_accept:
             return []
-        self._cancel_on_accept.discard(cid)
+        self._list_cancel_on_accept.discard(cid)
         key = self._protective_key.get(cid)
         return self._cancel_protective(CancelProtective(key or "", "cancelled once accepted"), now) if key else []
 
