@@ -246,6 +246,13 @@ class SimulatedExchange:
         self._last_trade[symbol] = candle.close
         self._liquidity.observe(market, candle)
 
+    def open_at(self, symbol: str, price: Decimal) -> None:
+        """Before the market's first candle: its last trade is ``price`` (a replay's first
+        open), as a real exchange always has one. A limit-maker or an OCO list is judged
+        against it (one on the wrong side is refused, not left resting to fill at a price
+        the market never offered); nothing is takeable until a candle is seen."""
+        self._last_trade.setdefault(symbol, price)
+
     # ------------------------------------------------------------- orders
 
     def create_limit_order(

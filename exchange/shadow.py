@@ -22,6 +22,10 @@ class ShadowVenue:
         if unknown:
             raise ValueError(f"replay feeds for markets the exchange does not list: {sorted(unknown)}")
         self.exchange = exchange
+        open_at = getattr(exchange, "open_at", None)
+        for symbol, feed in feeds.items():
+            if open_at is not None and not feed.finished:
+                open_at(symbol, feed.candles[feed.cursor].open)  # (a restore observes where it stopped)
         self.feeds = feeds
         #: The replay positions last handed over by :meth:`replay_changes`.
         self._positions: dict[str, int] = {}

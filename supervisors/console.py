@@ -1,7 +1,7 @@
 """What ``limitline run`` prints on the terminal while it runs (stdout; notices go to stderr).
 
 - One line per event worth a person's attention (:data:`ECHOED`: orders, fills, cancels,
-  breakers, pauses, venues, restarts, reconciliation differences); blocked signals
+  breakers, pauses, venues, restarts, reconciliation differences, protection); blocked signals
   (``blocked``, one per candle a rule fired and could not act) only with ``-v``; everything
   is in the event log anyway (``/events``, the dashboard's feed).
 - A fee is never printed without its currency; every time is labelled UTC.
@@ -36,6 +36,9 @@ ECHOED = frozenset({
     "strategy_resumed", "venue_reconciled", "venue_rate_limited", "exchange_error", "child_exited",
     "child_restarting", "supervisor_gave_up", "child_abandoned", "reconcile_difference", "replay_finished",
     "config_applied", "config_rejected", "config_unchanged", "strategy_reconfigured", "strategy_removed",
+    # What protects a holding or a position on the exchange, and what happened to it.
+    "protection_placed", "protection_resized", "protection_canceled", "protection_refused", "protection_escalating",
+    "protection_escalated", "closed_by_protection", "unprotected", "close_held", "market_settings_set",
 })
 #: Echoed only with ``-v``: one per candle a rule fired and could not act.
 VERBOSE_ONLY = frozenset({"blocked"})

@@ -57,6 +57,14 @@ def test_the_end_of_the_replay_is_a_line():
     assert "Ctrl-C stops" in line
 
 
+def test_what_protection_does_is_a_line_with_its_reason():
+    for kind in ("protection_placed", "protection_refused", "protection_escalated", "closed_by_protection",
+                 "unprotected", "close_held", "market_settings_set"):
+        event = RecordEvent(kind=kind, actor="strategy:spot", at=AT, strategy="spot", reason="why it happened")
+        line = event_line(event)
+        assert line is not None and re.match(UTC_LINE + kind + r"\s+spot\b.*why it happened", line), (kind, line)
+
+
 def test_the_summary_line_counts_states_orders_fills_and_gives_pnl_and_fees_with_currencies():
     summary = {
         "strategies": {"total": 3, "by_state": {"active": 1, "inactive": 2}, "open_orders": 4},

@@ -91,10 +91,6 @@ async def test_the_adapter_places_looks_up_and_cancels_a_list_through_ccxt():
     assert stop.price < stop.stop_price < maker.price and stop.list_client_id == maker.list_client_id == "ll-t-3"
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known bug (issue 13, second review, finding 1): a list refused because the price already passed its stop "
-    "is refused again at every candle and never escalated, so on a loaded machine no leg may close a position "
-    "within the deadline; this test passes once that is fixed"))
 async def test_live_spot_protection_rests_one_list_on_the_exchange_and_closes_positions(tmp_path, credentials):
     """End to end: the runtime, live and armed, through the real ccxt.binance against the
     sandbox: after a buy fills, one OCO list rests on the exchange for the coins bought, and

@@ -242,17 +242,87 @@ async def test_shadow_mode_and_the_lab_make_the_same_protective_orders_and_fills
     assert shadow_fills == lab_fills
 
 
-def test_a_list_the_exchange_refuses_is_placed_again_at_the_next_candle_not_in_a_loop():
+def test_a_holding_above_its_take_profit_is_sold_not_protected_by_a_list_the_exchange_would_refuse():
     # The starting coins "cost" 100 while the market trades near 2,500: the take-profit (103)
-    # lies below the last trade, a list Binance refuses. Each candle tries once, then the
-    # breaker stops the attempts; the run ends.
-    raw = raw_with(PROTECTION, allocation={"quote": 8000, "base": 0.2, "base_cost": 20})
+    # lies below the last trade, a list Binance refuses (-2010) at every candle. The
+    # take-profit counts as reached: the holding is sold with one crossing limit.
+    raw = raw_with(PROTECTION, allocation={"quote": 8000, "base": 0.6, "base_cost": 60})
     config = parse_config(raw)
     result = Lab(config.strategies[0], rules_of(config), load_candles(bundled_path())[:50], volume_share=D("0.1")).run()
-    refused = [e for e in result.events if e.kind == "protection_refused"]
-    assert refused and "relationship of the prices" in refused[0].reason
-    assert len(refused) <= 50  # at most one attempt a candle
-    assert not [o for o in result.orders.values() if o.order_type == "oco" and o.state is OrderState.OPEN]
+    kinds = [e.kind for e in result.events]
+    assert "protection_refused" not in kinds and not [o for o in result.orders.values() if o.order_type == "oco"
+                                                      and o.state is OrderState.REJECTED]
+    [escalated] = [e for e in result.events if e.kind == "protection_escalated"][:1]
+    assert "take-profit counts as reached" in escalated.reason
+    [sale] = [o for o in result.orders.values() if o.rule.startswith("protection:escalation")][:1]
+    assert sale.side is Side.SELL and sale.state is OrderState.FILLED and sale.amount == D("0.6")
+    [fill] = [f for f in result.fills if f.client_order_id == sale.client_order_id]
+    # From the venue's price before the first candle (its open, 2505.56), 1 % below, to the tick.
+    assert sale.price == fill.price == D("2480.50") and fill.amount == D("0.6")
+
+
+def spot_protected_core(stop_loss="1"):
+    """A strategy's core holding 1 BTC bought at 100 (a 2 % take-profit, ``stop_loss`` %)."""
+    from test_strategy_core import facts, settings
+
+    from actors.messages import AccountInfo, Reconciled, VenueInfo
+    from actors.strategy.core import StrategyCore
+    from actors.strategy.settings import Allocation, ProtectionConfig
+
+    core = StrategyCore(settings(allocation=Allocation(quote=D("1000")),
+                                 protection=ProtectionConfig(take_profit_pct=D(2), stop_loss_pct=D(stop_loss))))
+    core.start(0.0)
+    for message in (VenueInfo(facts()), AccountInfo("dip", D("900"), D(0), D(0), D(0)), Reconciled("sim"),
+                    VenueInfo(facts()), AccountInfo("dip", D("900"), D(0), D(0), D(0))):
+        core.handle(message, 0.0)
+    assert core.active
+    return core, AccountInfo("dip", D("900"), D(0), D("1"), D(0), cost_basis=D("100"))
+
+
+def place_list(core, sends, at: float) -> str:
+    from actors.messages import OrderDurable
+
+    [reserve] = [s.message for s in sends if isinstance(s.message, Reserve)]
+    core.handle(ReservationGranted(reserve.client_order_id), at)
+    core.handle(OrderDurable(reserve.client_order_id), at)
+    return reserve.client_order_id
+
+
+def test_a_refused_list_is_placed_again_at_the_next_candle_once_and_escalated_once_the_price_has_passed_it():
+    """Plain calls: the exchange refuses a list (its last trade had run below the stop
+    while the strategy's last close was above). One ``protection_refused``; nothing is
+    sent again until the next candle; that candle's close decides: inside the list's range
+    it is placed again, past its stop the holding is escalated with a crossing limit sell,
+    never a list the exchange must refuse again."""
+    from test_strategy_core import candle
+
+    from actors.messages import AccountInfo, OrderRejected, RecordEvent
+
+    core, holding = spot_protected_core()
+    core.handle(candle(0, "100.50"), 0.5)
+    first = place_list(core, core.handle(holding, 1.0), 1.0)
+    refusal = 'rejected: InvalidOrder: binance {"code": -2010, "msg": "The relationship of the prices for the orders is not correct."}'
+    out = core.handle(OrderRejected(first, refusal, 2.0), 2.0)
+    assert [e.kind for e in (s.message for s in out) if isinstance(e, RecordEvent)].count("protection_refused") == 1
+    out = core.handle(AccountInfo("dip", D("900"), D(0), D("1"), D(0), cost_basis=D("100")), 2.5)  # the release
+    assert not [s for s in out if isinstance(s.message, Reserve)]  # not again within the candle
+    out = core.handle(candle(1, "100.20"), 3.0)  # inside 99..102: placed again
+    second = place_list(core, out, 3.0)
+    assert second != first and core.orders[second].order_type == "oco"
+    out = core.handle(OrderRejected(second, refusal, 4.0), 4.0)
+    core.handle(AccountInfo("dip", D("900"), D(0), D("1"), D(0), cost_basis=D("100")), 4.5)
+    out = core.handle(candle(2, "98.70"), 5.0)  # below the stop's trigger 99: fired
+    kinds = [s.message.kind for s in out if isinstance(s.message, RecordEvent)]
+    assert "protection_escalated" in kinds, kinds
+    # The buy rule fired too (-1.5 %): no buy while the holding is being sold.
+    [blocked] = [s.message for s in out if isinstance(s.message, RecordEvent) and s.message.kind == "blocked"]
+    assert "being sold by an escalation" in blocked.reason
+    [reserve] = [s.message for s in out if isinstance(s.message, Reserve)]
+    order = core.orders[reserve.client_order_id]
+    assert order.order_type == "limit" and order.side is Side.SELL and order.rule.startswith("protection:escalation")
+    assert order.price == D("97.71") and order.amount == D("1")  # 98.70 x (1 - 1 %), down to the tick
+    out = core.handle(candle(3, "98.50"), 6.0)
+    assert not [s for s in out if isinstance(s.message, Reserve)]  # one escalation, no list meanwhile
 
 
 def test_the_labs_fast_path_trades_protection_exactly_like_stepping_every_candle():

@@ -489,7 +489,8 @@ class StrategyCore(SpotProtectionMixin):
     # -------------------------------------------------------------- decisions
 
     def _decide(self, side: Side, outcome: RuleOutcome, candle: Candle, now: float) -> list[Send]:
-        if side is Side.SELL and self.spot_protection is not None and not outcome.rule.startswith("protection:"):
+        protection = self.spot_protection
+        if side is Side.SELL and protection is not None and not protection.escalating and not outcome.rule.startswith("protection:"):
             cancels = self._sell_cancels_protection(outcome, candle, now)
             if cancels is not None:
                 return cancels
@@ -594,6 +595,8 @@ class StrategyCore(SpotProtectionMixin):
         reason, changes = self._blocked_any(candle, now)
         if reason is not None:
             return reason, changes
+        if self.spot_protection is not None and self.spot_protection.escalating:
+            return "the holding is being sold by an escalation of its protection: no decision until it is done", changes
         if sum(not is_protective(o) for o in self.orders.values()) >= self.settings.max_open_orders:
             return f"max open orders reached ({self.settings.max_open_orders})", changes
         if side is Side.SELL:

@@ -47,7 +47,11 @@ Rules:
   limit too, it is cancelled and escalated again from the new price.
 - **Spot** (``spot_oco``): two separate protective sells would each lock the same coins, so
   the protection is one OCO order list (a limit-maker take-profit and a stop-loss-limit),
-  where the venue offers it; the exchange cancels the other leg itself.
+  where the venue offers it; the exchange cancels the other leg itself. A list the latest
+  price has already passed (at or below its stop's trigger, or at or above its
+  take-profit) is never sent: Binance would refuse it (-2010), and again at every candle.
+  The stop counts as fired (or the take-profit as reached) and the holding is escalated
+  at once, as a gapped stop is.
 
 The core names its orders by a key (``tp-1``, ``sl-2``, ``oco-3``, ``gap-4``); the caller
 places them under client order ids of its own and reports their fills and ends by key.
@@ -385,6 +389,12 @@ class ProtectionCore:
                 raise ValueError("protection: an OCO order list needs both take_profit and stop_loss")
             if current is not None and _matches(current, tp) and current.stop is not None and _matches(current, sl, current.stop):
                 return out
+            passed = self._list_passed(tp, sl)
+            if passed is not None:
+                # Binance refuses such a list (-2010): a stop the price has passed counts
+                # as fired, a take-profit it has passed as reached; the holding is sold.
+                assert self.last_price is not None
+                return out + self._escalate(current, self.last_price, passed)
             key = self._key("oco")
             self.resting[key] = Resting(key, "oco", tp, self._group, stop=sl)
             out.append(PlaceOcoList(key, tp, sl))
@@ -412,13 +422,32 @@ class ProtectionCore:
             out.append(ProtectionEvent("protection_resized" if current else "protection_placed", _describe(order)))
         return out
 
-    def _escalate(self, stuck: Resting, price: Decimal, why: str) -> list[ProtectionAction]:
+    def _list_passed(self, tp: ProtectiveOrder, sl: ProtectiveOrder) -> str | None:
+        """Spot: why an OCO list for the holding cannot rest at the latest price (None: it
+        can). Binance accepts a sell list only with ``take-profit > last trade > stop``
+        (otherwise -2010 "The relationship of the prices for the orders is not correct.";
+        Binance spot API, ``POST /api/v3/orderList/oco``)."""
+        price = self.last_price
+        if price is None:
+            return None
+        assert sl.trigger_price is not None
+        if price <= sl.trigger_price:
+            return (f"the price {price} is already at or below the stop's trigger {sl.trigger_price} of the OCO list "
+                    f"for {sl.amount} (an exchange refuses such a list): the stop counts as fired")
+        if price >= tp.price:
+            return (f"the price {price} is already at or above the take-profit {tp.price} of the OCO list "
+                    f"for {tp.amount} (an exchange refuses such a list): the take-profit counts as reached")
+        return None
+
+    def _escalate(self, stuck: Resting | None, price: Decimal, why: str) -> list[ProtectionAction]:
         """Decide the escalation: every protective order of the position is cancelled
-        first; :meth:`escalation_due` places the one crossing limit once they have ended."""
+        first; :meth:`escalation_due` places the one crossing limit once they have ended.
+        ``stuck``: the order that failed (None: a spot list that could not be placed)."""
         current = self._escalation
-        if current is not None and (current.key is None or current.key != stuck.key):
+        stuck_key = stuck.key if stuck is not None else "-"
+        if current is not None and (current.key is None or current.key != stuck_key):
             return []  # one escalation per position: decided already, or one works
-        self._escalation = Escalation(why, price, stuck.key)
+        self._escalation = Escalation(why, price, stuck_key)
         out: list[ProtectionAction] = []
         for other in self.resting.values():
             if other.canceling:
@@ -428,7 +457,7 @@ class ProtectionCore:
                     else "the position is being closed by an escalation")
             out.append(CancelProtective(other.key, what))
         return out + [ProtectionEvent("protection_escalating", f"{why}; its protective orders are cancelled first, "
-                                      f"then one reduce-only limit closes it", {"price": str(price), "stuck": stuck.key})]
+                                      f"then one {'crossing limit sell' if self.spot_oco else 'reduce-only limit'} closes it", {"price": str(price), "stuck": stuck_key})]
 
     @property
     def escalating(self) -> bool:
@@ -456,7 +485,8 @@ class ProtectionCore:
             self._sequence += 1
             self._group = f"p{self._sequence}"
         self.resting[key] = Resting(key, "escalation", order, self._group)
-        reason = (f"{escalation.reason}; escalated with a reduce-only limit at {limit} ({order.side.value} "
+        what = "a limit sell crossing the book" if self.spot_oco else "a reduce-only limit"
+        reason = (f"{escalation.reason}; escalated with {what} at {limit} ({order.side.value} "
                   f"{order.amount}, {slip * 100:f} % beyond the price {price})")
         return [PlaceProtective(key, order, self._group),
                 ProtectionEvent("protection_escalated", reason, {"price": str(price), "limit": str(limit)})]

@@ -26,7 +26,13 @@ should rest; this mixin of :class:`actors.strategy.core.StrategyCore` carries it
   again.
 - **Gap risk**: a stop-loss-limit gapped through rests unfilled below the market; as for
   perpetuals the list is cancelled and replaced (after the cancel) by a limit sell crossing
-  the price by the configured ``gap_slippage_pct`` (``protection_escalated``).
+  the price by the configured ``gap_slippage_pct`` (``protection_escalated``). A list the
+  price has already passed when it is due (the buy filled above a stop the market is now
+  below) is not sent at all: the holding is escalated the same way.
+- **A refused list** (``protection_refused``) is planned again at the next candle, from
+  that candle's close: placed if the list can rest there, escalated if the price has
+  passed it. Protection is not held back by an open circuit breaker (it protects coins
+  already held; its refusals still count towards the breaker, which stops new buys).
 - Protective orders have no time-to-live, do not count towards ``max_open_orders``, and
   are never sent as a market order of any kind.
 """
@@ -107,6 +113,9 @@ class SpotProtectionMixin:
                 return None
             self.spot_protection = ProtectionCore(settings, round_price_to(self.market.tick_size), self.market.min_amount,
                                              spot_oco=True)
+            # The latest price the venue reported: a list it has already passed is not sent.
+            venue = self._venue
+            self.spot_protection.last_price = venue.last_prices.get(self.market.symbol) if venue is not None else None
             for order in self.orders.values():  # a restart: the lists of record rest on
                 if is_protective(order):
                     self._adopt(self.spot_protection, order)
@@ -155,11 +164,13 @@ class SpotProtectionMixin:
         """The candle's close: a gapped stop is escalated."""
         if self.spot_protection is None or not self.active:
             return []
-        out: list[Send] = []
+        # The price first: a list refused at the last candle is placed again only if this
+        # close lets it rest; past it, the holding is escalated instead (ProtectionCore).
+        out = self._carry_out(self.spot_protection.on_price(candle.close), now)
         if self._spot_resync:
             self._spot_resync = False
             out += self._protect_position(now)
-        return out + self._carry_out(self.spot_protection.on_price(candle.close), now)
+        return out
 
     def _sell_cancels_protection(self: "StrategyCore", outcome: RuleOutcome, candle: Candle, now: float) -> list[Send] | None:
         """A sell signal while protection rests: the list is cancelled first and the sell
@@ -186,7 +197,17 @@ class SpotProtectionMixin:
                 out += self._cancel_protective(action, now)
             else:
                 self._pending_protection = [p for p in self._pending_protection if p.key != action.key] + [action]
-        return out + self._place_pending(now)
+        return out + self._escalation_if_due(now) + self._place_pending(now)
+
+    def _escalation_if_due(self: "StrategyCore", now: float) -> list[Send]:
+        """A decided escalation (a crossing limit sell) is placed once nothing else can
+        sell the coins: no protective order of it left to end, no sell of the strategy's."""
+        protection = self.spot_protection
+        if protection is None or not protection.escalating:
+            return []
+        selling = any(o.side is Side.SELL and not is_protective(o) for o in self.orders.values())
+        due = protection.escalation_due(selling)
+        return self._carry_out(due, now) if due else []
 
     def _cancel_protective(self: "StrategyCore", action: CancelProtective, now: float) -> list[Send]:
         pending = [p for p in self._pending_protection if p.key == action.key]
@@ -302,12 +323,9 @@ class SpotProtectionMixin:
             self._forget_protective(order.client_order_id)
             if self.spot_protection is not None:
                 out += self._carry_out(self.spot_protection.on_ended(key, order.state.value), now)
-        if self.spot_protection is not None and self.spot_protection.escalating:
-            # A gapped stop's list is cancelled: once nothing else can sell the coins, the
-            # one escalation (a crossing limit sell) is placed.
-            selling = any(o.side is Side.SELL and not is_protective(o) for o in self.orders.values())
-            out += self._carry_out(self.spot_protection.escalation_due(selling), now)
-        return out + self._place_pending(now)
+        # A gapped stop's list is cancelled: once nothing else can sell the coins, the one
+        # escalation (a crossing limit sell) is placed.
+        return out + self._escalation_if_due(now) + self._place_pending(now)
 
     def _forget_protective(self: "StrategyCore", cid: str) -> None:
         key = self._protective_key.pop(cid, None)
