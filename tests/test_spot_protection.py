@@ -243,7 +243,7 @@ async def test_shadow_mode_and_the_lab_make_the_same_protective_orders_and_fills
 
 
 def test_a_holding_above_its_take_profit_is_sold_not_protected_by_a_list_the_exchange_would_refuse():
-    # The starting coins "cost" 100 while the market trades near 2,500: the take-profit (103)
+    # The starting coins cost 60 each while the market trades near 2,500: the take-profit (61.80)
     # lies below the last trade, a list Binance refuses (-2010) at every candle. The
     # take-profit counts as reached: the holding is sold with one crossing limit.
     raw = raw_with(PROTECTION, allocation={"quote": 8000, "base": 0.6, "base_cost": 60})

@@ -58,7 +58,7 @@ from actors.messages import (
     connection_address,
     strategy_address,
 )
-from actors.orders import Order, OrderState, oco_leg_ids
+from actors.orders import Order, OrderState, oco_leg_ids, oco_list_of
 from exchange.candles import Candle
 from exchange.errors import ErrorKind
 from exchange.markets import MarketRules
@@ -736,6 +736,11 @@ class LiveConnectionCore:
             tracked = self.tracked.get(listed.client_order_id)
             if tracked is not None and tracked.unknown and not tracked.done:
                 out += self._looked_up(tracked.client_order_id, listed, now)
+            of_list = self.tracked.get(oco_list_of(listed.client_order_id) or "")
+            if of_list is not None and listed.exchange_order_id not in of_list.leg_ids:
+                # A leg of a list we track, listed open: its trades are the list's fills.
+                of_list.leg_ids += (listed.exchange_order_id,)
+                self.by_exchange_id[listed.exchange_order_id] = of_list.client_order_id
         for tracked in self.tracked.values():
             if (tracked.symbol == symbol and not tracked.done and tracked.exchange_order_id
                     and tracked.exchange_order_id not in open_ids and not open_ids.intersection(tracked.leg_ids)
@@ -798,8 +803,11 @@ class LiveConnectionCore:
         return out
 
     def _id_unknown(self, tracked: Tracked) -> bool:
-        """The exchange may have made trades of this order under an id we do not know yet."""
-        return tracked.exchange_order_id is None
+        """The exchange may have made trades of this order under an id we do not know yet:
+        its create is unanswered, or it is an OCO list whose legs are not mapped yet (after
+        a restart: Binance's trades name a leg's order id, never the list's, so a leg that
+        traded while limitline was down is booked only once the list is looked up)."""
+        return tracked.exchange_order_id is None or (tracked.order_type == "oco" and not tracked.leg_ids)
 
     def _forget_finished(self) -> None:
         """Bound the maps of a months-long run: orders that need nothing more (all their

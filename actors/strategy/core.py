@@ -255,7 +255,10 @@ class StrategyCore(SpotProtectionMixin):
 
     def _on_venue_info(self, message: VenueInfo, now: float) -> list[Send]:
         self._venue = message.facts
-        return self._maybe_activate(now)
+        out = self._maybe_activate(now)
+        # Active from here (the ledger had answered first): what it holds is protected now,
+        # not at the ledger's next answer, which may be a fill away.
+        return out + self._protect_holding(now) if self._spot_protected and self.active else out
 
     def _on_quote(self, message: Quote, now: float) -> list[Send]:
         self._quote = message
@@ -739,7 +742,7 @@ class StrategyCore(SpotProtectionMixin):
         out = self._advance(
             fill.client_order_id, trigger, now, filled=filled, trade_ids=order.trade_ids | {fill.trade_id}, **changes
         )
-        if self.spot_protection is not None and is_protective(order):
+        if self._spot_protected and is_protective(order):
             # (after the move: a complete fill ends the order first, then the protection hears of it)
             out += self._protective_fill(order, fill.amount, trigger is Trigger.FILL_COMPLETE, now)
         # What is held changes only by the ledger's answer to this fill (AccountInfo).

@@ -140,8 +140,12 @@ class SpotProtectionMixin:
 
     def _protect_position(self: "StrategyCore", now: float) -> list[Send]:
         """The ledger's answer: place, resize or cancel the list to match what is held."""
-        protection = self._protection_core()
         self._release_due = False  # (this is the ledger's answer)
+        return self._protect_holding(now)
+
+    def _protect_holding(self: "StrategyCore", now: float) -> list[Send]:
+        """Place, resize or cancel the list to match what the ledger last said is held."""
+        protection = self._protection_core()
         if protection is None or not self.active:
             return []
         out: list[Send] = []
@@ -169,7 +173,7 @@ class SpotProtectionMixin:
         out = self._carry_out(self.spot_protection.on_price(candle.close), now)
         if self._spot_resync:
             self._spot_resync = False
-            out += self._protect_position(now)
+            out += self._protect_holding(now)
         return out
 
     def _sell_cancels_protection(self: "StrategyCore", outcome: RuleOutcome, candle: Candle, now: float) -> list[Send] | None:
@@ -292,12 +296,15 @@ class SpotProtectionMixin:
     # ------------------------------------------------------------ outcomes
 
     def _protective_fill(self: "StrategyCore", order: Order, amount: Decimal, complete: bool, now: float) -> list[Send]:
+        """A trade of a protective order. It may come before the strategy is active again
+        after a restart (a leg traded while limitline was down): still said, and the
+        protection, once made, finds the list ended."""
         key = self._protective_key.get(order.client_order_id)
-        if key is None or self.spot_protection is None:
-            return []
-        if complete:
-            self._forget_protective(order.client_order_id)
-        out = self._carry_out(self.spot_protection.on_fill(key, amount, complete), now)
+        out: list[Send] = []
+        if key is not None and self.spot_protection is not None:
+            if complete:
+                self._forget_protective(order.client_order_id)
+            out = self._carry_out(self.spot_protection.on_fill(key, amount, complete), now)
         if complete:
             out.append(self._event("closed_by_protection", now, order.client_order_id, rule=order.rule,
                                    reason=f"the exchange's {order.order_type} protective order sold {order.amount}"))
