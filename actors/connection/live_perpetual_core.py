@@ -401,8 +401,13 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
         after it filled): the strategy hears the fill first, as the exchange made them, and
         never places protection again for a position that is gone."""
         tracked = self.tracked[cid]
-        if isinstance(order, ExchangeConditionalOrder) and order.child_order_id and tracked.child_order_id is None:
-            self._adopt_child(tracked, order.child_order_id)
+        if isinstance(order, ExchangeConditionalOrder) and (order.child_order_id or tracked.child_order_id):
+            # Triggered: its own status (ccxt: ``closed``) says nothing of its child's fills,
+            # and must not end a cancel still asked of it (the base reads ``closed`` as a
+            # fill that won the race). The child's lookup says, however late the answer
+            # about the stop comes (the listing may have adopted the child already).
+            if tracked.child_order_id is None:
+                self._adopt_child(tracked, order.child_order_id)
             return self._fetch_order(tracked, now) if self._may_read("order", cid, now) else []
         if order.status == "expired" and tracked.reduce_only and not tracked.done and self._closing_fills_pending(tracked, now):
             self._deferred_ends.setdefault(cid, (order, now))
