@@ -36,6 +36,7 @@ ECHOED = frozenset({
     "strategy_resumed", "venue_reconciled", "venue_rate_limited", "exchange_error", "child_exited",
     "child_restarting", "supervisor_gave_up", "child_abandoned", "reconcile_difference", "replay_finished",
     "config_applied", "config_rejected", "config_unchanged", "strategy_reconfigured", "strategy_removed",
+    "market_settings_set",
 })
 #: Echoed only with ``-v``: one per candle a rule fired and could not act.
 VERBOSE_ONLY = frozenset({"blocked"})

@@ -61,9 +61,11 @@ from actors.connection.live_core import (
 from actors.connection.perpetual_core import PerpetualOrders
 from actors.messages import (
     LEDGER,
+    WRITER,
     CallDone,
     ExchangeSnapshot,
     OrderRejected,
+    RecordEvent,
     Send,
     Subscribe,
     VenueFacts,
@@ -88,6 +90,9 @@ class PerpetualMarketSetting:
     symbol: str
     leverage: int
     margin_mode: str = "cross"  # cross | isolated
+    #: The live strategy trading it (one-way account: one at most): the events about the
+    #: market's settings name it, so that its own feed shows them.
+    strategy: str | None = None
 
 
 class LazyPerpetualExchange:
@@ -269,9 +274,12 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
         out: list[Any] = []
         found = self._found_settings.pop(symbol, None)
         if found is not None and found != (Decimal(wanted.leverage), wanted.margin_mode):
-            out.append(self._event("market_settings_set", now, (
-                f"{symbol} on {self.venue}: the exchange held leverage {found[0]} and margin mode {found[1]}; "
-                f"set to the configured leverage {wanted.leverage} and margin mode {wanted.margin_mode} at start")))
+            out.append(Send(WRITER, RecordEvent(
+                kind="market_settings_set", actor=self.address, at=now, strategy=wanted.strategy, reason=(
+                    f"{symbol} on {self.venue}: the exchange held leverage {found[0]} and margin mode {found[1]}; "
+                    f"set to the configured leverage {wanted.leverage} and margin mode {wanted.margin_mode} at start"),
+                payload={"symbol": symbol, "leverage": {"found": str(found[0]), "set": str(wanted.leverage)},
+                         "margin_mode": {"found": found[1], "set": wanted.margin_mode}})))
         return out + self._settled(symbol, None)
 
     # ---------------------------------------------------------------- orders
