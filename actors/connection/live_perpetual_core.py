@@ -12,7 +12,7 @@ exchange says, venue isolation, the clock) with what a perpetuals account adds:
   of the venue only once every market is settled. The leverage read back is the one their
   reservations use. Setting them at every start puts back a leverage changed outside while
   limitline was down; when the account held other settings (read just before), a
-  ``market_settings_set`` event says which.
+  ``market_settings_set`` event of the strategy trading the market says which.
 - **Orders.** Limit orders only: a close is a reduce-only limit; a stop-loss is a
   stop-limit on the exchange's conditional-order path (ccxt: type ``limit`` with
   ``stopLossPrice``, Binance's ``/fapi/v1/algoOrder``), kept in the order of record under
