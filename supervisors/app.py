@@ -632,8 +632,9 @@ def perpetual_core(venue: CcxtVenueConfig, config: Config) -> dict[str, Any]:
     the markets its live strategies trade (set on the account at start)."""
     if venue.market_type != "swap":
         return {}
-    live = {s.symbol for s in config.strategies if s.venue == venue.name and s.mode == "live"}
-    markets = [PerpetualMarketSetting(m.symbol, m.leverage, m.margin_mode) for m in venue.markets if m.symbol in live]
+    live = {s.symbol: s.name for s in config.strategies if s.venue == venue.name and s.mode == "live"}
+    markets = [PerpetualMarketSetting(m.symbol, m.leverage, m.margin_mode, live[m.symbol])
+               for m in venue.markets if m.symbol in live]
     return {"core_class": LivePerpetualConnectionCore,
             "core_options": {"markets": markets, "margin_max_age_seconds": venue.margin_max_age_seconds}}
 

@@ -13,6 +13,7 @@ from actors.connection.live_perpetual_core import LivePerpetualConnectionCore, P
 from actors.messages import (
     LEDGER,
     CallDone,
+    CancelOrder,
     ExchangeCall,
     FillReport,
     OrderAccepted,
@@ -191,6 +192,39 @@ def test_a_stop_limit_rests_on_the_conditional_path_and_its_childs_trades_are_it
     assert trades.args[1] == 40  # read again from the held-back trade
     [fill, _] = sends(core.handle(CallDone(trades.call_id, [child_trade]), 3.1), FillReport)
     assert (fill.message.client_order_id, fill.message.exchange_order_id, fill.message.order_complete) == ("sl", "algo-12", True)
+
+
+def test_a_cancel_of_a_stop_that_triggered_under_it_is_asked_again_of_its_child():
+    """The race of issue 13's flaky escalation: the cancel of a stop goes to the algo path
+    just as it triggers (-2011: no such conditional order any more); the listing adopts its
+    child meanwhile, and the lookup of the stop says ``closed`` (ccxt's word for triggered,
+    not for filled). The cancel is asked again, of the child, until the exchange says."""
+    core, _ = started()
+    stop = order("sl", side=Side.SELL, price="1072.6", order_type="stop_limit", trigger="1078", reduce_only=True)
+    [create] = calls(core.handle(SubmitOrder(stop), 1.0))
+    algo = ExchangeConditionalOrder("sl", "12", S, Side.SELL, D("1072.6"), D("0.5"), D(0), trigger_price=D("1078"))
+    core.handle(CallDone(create.call_id, algo), 1.1)
+    polls = {c.operation: c for c in calls(core.handle(Tick(2.0), 2.0))}
+    # The stop triggered: no longer listed, looked up (the lookup is on the wire)...
+    [lookup] = calls(core.handle(CallDone(polls["fetch_open_conditional_orders"].call_id, []), 2.1))
+    assert lookup.operation == "fetch_conditional_order"
+    # ...when the strategy cancels it (the child is not known yet: the algo path).
+    [cancel] = calls(core.handle(CancelOrder("sl", "s", "gapped stop replaced by an escalation"), 2.1))
+    assert (cancel.operation, cancel.args) == ("cancel_conditional_order", ("12", S))
+    # The regular listing shows its child (the stop's client id): adopted.
+    child = ExchangeOrder("sl", "99", S, Side.SELL, D("1072.6"), D("0.5"), D(0), "open")
+    core.handle(CallDone(polls["fetch_open_orders"].call_id, [child]), 2.2)
+    assert core.tracked["sl"].child_order_id == "99"
+    core.handle(CallDone(cancel.call_id, error_kind="rejected", code=-2011, reason="unknown order",
+                         error='OrderNotFound: binanceusdm {"code": -2011, "msg": "Unknown order sent."}'), 2.3)
+    triggered = attrs.evolve(algo, status="closed", child_order_id="99", exchange_status="TRIGGERED")
+    core.handle(CallDone(lookup.call_id, triggered), 2.4)
+    again = [c for t in (3.0, 4.0, 6.0, 10.0) for c in calls(core.handle(Tick(t), t))
+             if c.operation in ("cancel_order", "cancel_conditional_order")]
+    assert [(c.operation, c.args) for c in again][:1] == [("cancel_order", ("99", S))]
+    [canceled, _] = sends(core.handle(CallDone(again[0].call_id, attrs.evolve(child, status="canceled")), 10.1),
+                          OrderCanceled)
+    assert canceled.message.client_order_id == "sl"
 
 
 def test_a_take_profit_expired_by_the_exchange_is_reported_after_the_stop_fill_that_closed_the_position():

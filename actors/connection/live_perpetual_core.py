@@ -12,7 +12,7 @@ exchange says, venue isolation, the clock) with what a perpetuals account adds:
   of the venue only once every market is settled. The leverage read back is the one their
   reservations use. Setting them at every start puts back a leverage changed outside while
   limitline was down; when the account held other settings (read just before), a
-  ``market_settings_set`` event says which.
+  ``market_settings_set`` event of the strategy trading the market says which.
 - **Orders.** Limit orders only: a close is a reduce-only limit; a stop-loss is a
   stop-limit on the exchange's conditional-order path (ccxt: type ``limit`` with
   ``stopLossPrice``, Binance's ``/fapi/v1/algoOrder``), kept in the order of record under
@@ -61,9 +61,11 @@ from actors.connection.live_core import (
 from actors.connection.perpetual_core import PerpetualOrders
 from actors.messages import (
     LEDGER,
+    WRITER,
     CallDone,
     ExchangeSnapshot,
     OrderRejected,
+    RecordEvent,
     Send,
     Subscribe,
     VenueFacts,
@@ -88,6 +90,9 @@ class PerpetualMarketSetting:
     symbol: str
     leverage: int
     margin_mode: str = "cross"  # cross | isolated
+    #: The live strategy trading it (one-way account: one at most): the events about the
+    #: market's settings name it, so that its own feed shows them.
+    strategy: str | None = None
 
 
 class LazyPerpetualExchange:
@@ -269,9 +274,12 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
         out: list[Any] = []
         found = self._found_settings.pop(symbol, None)
         if found is not None and found != (Decimal(wanted.leverage), wanted.margin_mode):
-            out.append(self._event("market_settings_set", now, (
-                f"{symbol} on {self.venue}: the exchange held leverage {found[0]} and margin mode {found[1]}; "
-                f"set to the configured leverage {wanted.leverage} and margin mode {wanted.margin_mode} at start")))
+            out.append(Send(WRITER, RecordEvent(
+                kind="market_settings_set", actor=self.address, at=now, strategy=wanted.strategy, reason=(
+                    f"{symbol} on {self.venue}: the exchange held leverage {found[0]} and margin mode {found[1]}; "
+                    f"set to the configured leverage {wanted.leverage} and margin mode {wanted.margin_mode} at start"),
+                payload={"symbol": symbol, "leverage": {"found": str(found[0]), "set": str(wanted.leverage)},
+                         "margin_mode": {"found": found[1], "set": wanted.margin_mode}})))
         return out + self._settled(symbol, None)
 
     # ---------------------------------------------------------------- orders
@@ -401,8 +409,13 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
         after it filled): the strategy hears the fill first, as the exchange made them, and
         never places protection again for a position that is gone."""
         tracked = self.tracked[cid]
-        if isinstance(order, ExchangeConditionalOrder) and order.child_order_id and tracked.child_order_id is None:
-            self._adopt_child(tracked, order.child_order_id)
+        if isinstance(order, ExchangeConditionalOrder) and (order.child_order_id or tracked.child_order_id):
+            # Triggered: its own status (ccxt: ``closed``) says nothing of its child's fills,
+            # and must not end a cancel still asked of it (the base reads ``closed`` as a
+            # fill that won the race). The child's lookup says, however late the answer
+            # about the stop comes (the listing may have adopted the child already).
+            if tracked.child_order_id is None:
+                self._adopt_child(tracked, order.child_order_id)
             return self._fetch_order(tracked, now) if self._may_read("order", cid, now) else []
         if order.status == "expired" and tracked.reduce_only and not tracked.done and self._closing_fills_pending(tracked, now):
             self._deferred_ends.setdefault(cid, (order, now))
