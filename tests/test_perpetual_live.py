@@ -65,6 +65,16 @@ def write_candles(path) -> str:
     return str(path)
 
 
+def frozen_usdm_sandbox(candles_csv: str, step: int = 1) -> Sandbox:
+    """The USD-M sandbox on ``candles_csv`` with 10,000 USDT, its market frozen after
+    ``step`` candles (the history the connection finds at start); a test moves it on."""
+    sandbox = Sandbox(SandboxSettings(data=candles_csv, speed=1, api_key=KEY, secret=SECRET,
+                                      market="usdm", balances={"USDT": Decimal(10000)}))
+    sandbox.frozen = True
+    sandbox.step(step)
+    return sandbox
+
+
 def perpetual_config(tmp_path, url: str) -> dict:
     return {
         "store": str(tmp_path / "perp.sqlite"),
@@ -124,10 +134,7 @@ def status(app, name: str) -> dict:
 
 
 async def test_a_live_perpetual_strategy_through_binanceusdm(tmp_path, credentials):
-    sandbox = Sandbox(SandboxSettings(data=write_candles(tmp_path / "c.csv"), speed=1, api_key=KEY, secret=SECRET,
-                                      market="usdm", balances={"USDT": Decimal(10000)}))
-    sandbox.frozen = True
-    sandbox.step(1)  # candle 0: the history the connection finds at start
+    sandbox = frozen_usdm_sandbox(write_candles(tmp_path / "c.csv"))  # candle 0: the history the connection finds at start
     watches = [Watch()]  # one per incarnation of the app
     try:
         await _scenario(tmp_path, sandbox, watches)
@@ -325,10 +332,7 @@ async def test_leverage_changed_outside_pauses_its_strategy_and_a_restart_sets_i
     from supervisors.console import event_line
     from supervisors.web.queries import feed
 
-    sandbox = Sandbox(SandboxSettings(data=write_candles(tmp_path / "c.csv"), speed=1, api_key=KEY, secret=SECRET,
-                                      market="usdm", balances={"USDT": Decimal(10000)}))
-    sandbox.frozen = True
-    sandbox.step(1)
+    sandbox = frozen_usdm_sandbox(write_candles(tmp_path / "c.csv"))
     watch = Watch()
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
@@ -409,10 +413,7 @@ async def test_limitline_check_reads_a_swap_venue_without_setting_anything(tmp_p
     from supervisors.app import preflight_all
     from supervisors.config import parse_config
 
-    sandbox = Sandbox(SandboxSettings(data=write_candles(tmp_path / "c.csv"), speed=1, api_key=KEY, secret=SECRET,
-                                      market="usdm", balances={"USDT": Decimal(10000)}))
-    sandbox.frozen = True
-    sandbox.step(2)
+    sandbox = frozen_usdm_sandbox(write_candles(tmp_path / "c.csv"), 2)
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             url = await nursery.start(serve_sandbox, sandbox, 0)
@@ -425,10 +426,7 @@ async def test_limitline_check_reads_a_swap_venue_without_setting_anything(tmp_p
 
 
 async def test_a_shadow_perpetual_strategy_on_the_real_candles_never_sends_an_order_and_continues_after_a_restart(tmp_path):
-    sandbox = Sandbox(SandboxSettings(data=write_candles(tmp_path / "c.csv"), speed=1, api_key=KEY, secret=SECRET,
-                                      market="usdm", balances={"USDT": Decimal(10000)}))
-    sandbox.frozen = True
-    sandbox.step(1)
+    sandbox = frozen_usdm_sandbox(write_candles(tmp_path / "c.csv"))
     watch = Watch()
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:

@@ -15,7 +15,7 @@ from decimal import Decimal
 
 import trio
 from helpers import KEY, SECRET, Watch, start_app
-from test_perpetual_live import Exchange, admin, status, until  # noqa: F401
+from test_perpetual_live import Exchange, admin, frozen_usdm_sandbox, status, until  # noqa: F401
 
 from exchange.perpetuals import MARKET_TYPES
 from exchange.sandbox import Sandbox, SandboxSettings, serve_sandbox
@@ -61,10 +61,7 @@ def config(tmp_path, url: str) -> dict:
 
 
 async def test_a_resized_stop_refused_minus_2021_escalates_at_once_and_the_short_stops_growing(tmp_path, credentials):
-    sandbox = Sandbox(SandboxSettings(data=write_candles(tmp_path / "c.csv"), speed=1, api_key=KEY, secret=SECRET,
-                                      market="usdm", balances={"USDT": Decimal(10000)}))
-    sandbox.frozen = True
-    sandbox.step(1)
+    sandbox = frozen_usdm_sandbox(write_candles(tmp_path / "c.csv"))
     watch = Watch()
     try:
         await _scenario(tmp_path, sandbox, watch)
