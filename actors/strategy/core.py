@@ -377,7 +377,10 @@ class StrategyCore(SpotProtectionMixin):
         before our state has been compared with the exchange)."""
         if self.active or self._venue is None or not self._balances_known:
             return []
-        self.preflight_problems = preflight(self.settings, self._venue, self.allocated)
+        # What the account holds is judged once the first reconciliation has booked what
+        # the exchange did while we were away (a protective order that filled meanwhile),
+        # not from a ledger that has not heard of those fills yet.
+        self.preflight_problems = preflight(self.settings, self._venue, self.allocated, balances=self._reconciled)
         if not self.preflight_problems and not self._reconciled:
             self.inactive_reason = f"waiting for the first reconciliation of {self.settings.venue}"
             return []

@@ -96,9 +96,12 @@ def _sizing_problems(s: StrategySettings) -> list[str]:
     return []
 
 
-def venue_problems(s: StrategySettings, facts: VenueFacts, allocated: Mapping[str, Decimal]) -> list[str]:
+def venue_problems(s: StrategySettings, facts: VenueFacts, allocated: Mapping[str, Decimal],
+                   balances: bool = True) -> list[str]:
     """Checks against the exchange. ``allocated``: all strategies' allocations on this
-    venue, per asset."""
+    venue, per asset; ``balances`` False: not compared with the account's balances yet (a
+    restarted runtime compares them once its first reconciliation has booked what the
+    exchange did meanwhile)."""
     if facts.connection_error is not None:
         return [f"exchange {facts.venue}: {facts.connection_error}"]
     market = facts.markets.get(s.symbol)
@@ -109,7 +112,7 @@ def venue_problems(s: StrategySettings, facts: VenueFacts, allocated: Mapping[st
     if s.symbol in facts.market_problems:
         return [f"market {s.symbol} on {facts.venue}: {facts.market_problems[s.symbol]}"]
     out: list[str] = []
-    for asset in (market.quote, market.base):
+    for asset in (market.quote, market.base) if balances else ():
         total, balance = allocated.get(asset, Decimal(0)), facts.balances.get(asset, Decimal(0))
         if total > balance:
             out.append(
@@ -147,10 +150,11 @@ def _size_problems(s: StrategySettings, market: MarketRules, price: Decimal | No
     return []
 
 
-def preflight(s: StrategySettings, facts: VenueFacts, allocated: Mapping[str, Decimal]) -> list[str]:
+def preflight(s: StrategySettings, facts: VenueFacts, allocated: Mapping[str, Decimal], balances: bool = True) -> list[str]:
     """Every reason the strategy may not become active, most basic first; [] to go.
-    A figure longer than :data:`FIGURE_SHOWN` characters is cut (see :func:`_cut_figures`)."""
-    return [_cut_figures(problem) for problem in parameter_problems(s) + venue_problems(s, facts, allocated)]
+    ``balances``: see :func:`venue_problems`. A figure longer than :data:`FIGURE_SHOWN`
+    characters is cut (see :func:`_cut_figures`)."""
+    return [_cut_figures(problem) for problem in parameter_problems(s) + venue_problems(s, facts, allocated, balances)]
 
 
 #: The most of one figure a message repeats, as the config's messages cut what they echo.
