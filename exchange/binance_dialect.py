@@ -447,13 +447,10 @@ class BinanceDialect:
     def _order_json(self, order: SimOrder, now_ms: int) -> dict[str, Any]:
         status = {"open": "PARTIALLY_FILLED" if order.filled else "NEW", "closed": "FILLED", "canceled": "CANCELED",
                   "expired": "EXPIRED"}[order.status]
-        list_id = -1
-        if order.list_client_id is not None:
-            list_id = int(self.exchange.order_list(order.list_client_id)[0].exchange_order_id)
         return {
             "symbol": order.symbol.replace("/", ""),
             "orderId": int(order.exchange_order_id),
-            "orderListId": list_id,
+            "orderListId": self._order_list_id(order),
             "clientOrderId": order.client_order_id,
             "price": str(order.price),
             "origQty": str(order.amount),
@@ -473,6 +470,12 @@ class BinanceDialect:
             "selfTradePreventionMode": "NONE",
         }
 
+    def _order_list_id(self, order: SimOrder | None) -> int:
+        """The ``orderListId`` Binance gives an order and its trades: its OCO list's, else -1."""
+        if order is None or order.list_client_id is None:
+            return -1
+        return int(self.exchange.order_list(order.list_client_id)[0].exchange_order_id)
+
     def _kline_json(self, c: Candle) -> list[Any]:
         return [
             c.ts * 1000, str(c.open), str(c.high), str(c.low), str(c.close), str(c.volume),
@@ -484,7 +487,7 @@ class BinanceDialect:
             "symbol": fill.symbol.replace("/", ""),
             "id": int(fill.trade_id),
             "orderId": int(fill.exchange_order_id),
-            "orderListId": -1,
+            "orderListId": self._order_list_id(self.exchange.orders.get(fill.exchange_order_id)),
             "price": str(fill.price),
             "qty": str(fill.amount),
             "quoteQty": str(fill.price * fill.amount),

@@ -48,6 +48,19 @@ async def test_an_oco_list_locks_the_coins_once_lists_and_cancels_through_ccxt()
     assert after["free"]["BTC"] == 2 and after["used"]["BTC"] == 0
 
 
+async def test_a_legs_trade_names_its_list_as_binance_does():
+    def work(client, sandbox, url):
+        trio.from_thread.run(sandbox.wait_for_candle)
+        last = float(sandbox.dialect.closed["BTC/USDT"][-1].close)
+        placed = client.privatePostOrderListOco(oco_params(client, last, "ll-t-5"))
+        trade = sandbox.dialect.fill_now("ll-t-5-t", sandbox.now_ms())
+        return placed, trade, client.fetch_my_trades("BTC/USDT")
+
+    placed, trade, trades = await run_against_sandbox(work)
+    [mine] = [t for t in trades if t["id"] == trade.trade_id]
+    assert mine["info"]["orderListId"] == placed["orderListId"] != -1
+
+
 async def test_an_oco_list_with_prices_on_the_wrong_side_or_a_market_leg_is_refused():
     def work(client, sandbox, url):
         trio.from_thread.run(sandbox.wait_for_candle)
