@@ -11,6 +11,7 @@ from typing import Callable
 
 from actors.messages import LEDGER, OrderRejected, Send, SubmitOrder, Tick, connection_address, strategy_address
 from actors.orders import Order
+from actors.strategy.perpetual_core import PerpetualStrategyCore
 from exchange.candles import load_candles
 from exchange.perpetuals import CODE_REDUCE_ONLY_REJECTED, CODE_WOULD_IMMEDIATELY_TRIGGER
 from supervisors.app import build_perpetual_exchange
@@ -87,6 +88,17 @@ class Stepper:
             candle = self.lab.candles[self.index]
             self.index += 1
             self.lab._deliver(self.lab.connection.handle(Tick(float(self.index)), float(candle.ts)), float(candle.ts))
+
+    def restart(self) -> None:
+        """The strategy actor starts again (a process restart, or a config reload that
+        restarts it) while the ledger and the exchange go on: a new core restores the
+        orders of record not yet final, as the shell does from the store."""
+        old = self.lab.strategy
+        self.lab.strategy = PerpetualStrategyCore(old.settings, dict(old.allocated))
+        self.lab._handlers[strategy_address("s")] = self.lab.strategy.handle
+        now = float(self.lab.candles[self.index - 1].ts)
+        records = [o for o in self.lab.orders.values() if not o.state.is_final]
+        self.lab._deliver(self.lab.strategy.restore(records, now) + self.lab.strategy.start(now), now)
 
     @property
     def events(self):
@@ -191,3 +203,46 @@ def test_a_close_refused_minus_2022_is_not_sent_again_until_the_position_is_read
     held = stepper.kinds("close_held")
     assert len(held) == 3 and "-2022" in held[0].reason and "stale" in held[0].reason
     assert [e.payload["wait_seconds"] for e in held] == ["1", "2", "4"]
+
+
+#: A long decided on the 7th candle, its buy limit filling 0.1 a candle (the price stays
+#: far from the protection's distances); then a cross down on the 12th
+#: (short), the price falling gently from there (no cross up again, no stop reached).
+LONG_THEN_SHORT = FLAT + [(100, 100.6, 100, 100.6, 1)] + [(100.6, 100.7, 100.5, 100.6, 1)] * 4 + [
+    (100.6, 100.6, 100.2, 100.2, 1)] + [(p + 0.02, p + 0.05, p - 0.05, p, 1) for p in (
+        round(100.2 - 0.02 * n, 2) for n in range(1, 21))]
+
+
+def test_after_a_restart_a_new_decision_cancels_the_restored_open_leg_before_its_close(tmp_path):
+    """Review 13c, F3: the open leg placed before a restart was not part of the new plan,
+    so a flip's close went out while the old buy kept resting and filling (the position
+    grew the wrong way). Restored, it is cancelled first, as without a restart, and the
+    close is sized from what is held once it has ended."""
+    working_buys_at_close: list[list[str]] = []
+    held_at_close: list[D] = []
+
+    def watch(order: Order):
+        if order.reduce_only and not order.rule.startswith("protection:"):
+            ex = stepper.lab.exchange
+            working_buys_at_close.append([o.client_order_id for o in ex.open_orders() if not o.reduce_only])
+            held_at_close.append(ex.position(SYMBOL).size)
+        return None
+
+    stepper = Stepper(tmp_path, LONG_THEN_SHORT, watch)
+    stepper.step(7)
+    [open_leg] = stepper.placed("open")
+    buy = open_leg.client_order_id
+    assert open_leg.payload["side"] == "buy"
+    assert buy in {o.client_order_id for o in stepper.lab.exchange.open_orders()}  # still working
+    # The strategy restarts (its triggers warm up again on the next four candles) while
+    # the buy rests and fills.
+    stepper.restart()
+    stepper.step(len(LONG_THEN_SHORT) - 7)
+    canceled = {e.client_order_id: e.reason for e in stepper.kinds("order_canceled")}
+    assert "superseded by a decision for short 4" in canceled[buy]
+    [close] = stepper.placed("close")
+    assert working_buys_at_close[0] == []  # the old buy had ended when the close went out
+    assert D(close.payload["amount"]) == held_at_close[0]  # sized for what was then held
+    placed_at = stepper.events.index(close)
+    assert not [e for e in stepper.events[placed_at:] if e.kind == "fill" and e.client_order_id == buy]
+    assert stepper.lab.exchange.position(SYMBOL).size < 0  # the flip's open followed
