@@ -12,6 +12,7 @@ from typing import Callable
 from actors.messages import LEDGER, OrderRejected, Send, SubmitOrder, Tick, connection_address, strategy_address
 from actors.orders import Order
 from actors.strategy.perpetual_core import PerpetualStrategyCore
+from actors.strategy.rules import RuleOutcome
 from exchange.candles import load_candles
 from exchange.perpetuals import CODE_REDUCE_ONLY_REJECTED, CODE_WOULD_IMMEDIATELY_TRIGGER
 from supervisors.app import build_perpetual_exchange
@@ -22,6 +23,7 @@ SYMBOL = "BTC/USD:USD"
 REFUSALS = {
     CODE_WOULD_IMMEDIATELY_TRIGGER: "Order would immediately trigger.",
     CODE_REDUCE_ONLY_REJECTED: "ReduceOnly Order is rejected.",
+    -4045: "Reach max stop order limit.",  # the symbol's conditional-order slots are full
 }
 
 
@@ -246,3 +248,61 @@ def test_after_a_restart_a_new_decision_cancels_the_restored_open_leg_before_its
     placed_at = stepper.events.index(close)
     assert not [e for e in stepper.events[placed_at:] if e.kind == "fill" and e.client_order_id == buy]
     assert stepper.lab.exchange.position(SYMBOL).size < 0  # the flip's open followed
+
+
+def test_while_the_exchange_refuses_the_stop_nothing_adds_to_the_position_and_it_is_tried_again_soon(tmp_path):
+    """Review 13c, F5: with every stop-loss refused, the open leg kept filling (and new
+    opens went out) with no stop resting, no ``unprotected`` event, and the stop was tried
+    again only at the next candle. Now the working open is cancelled, opens are blocked
+    until a stop rests, and the stop is placed again after 1 s, 2 s, 4 s ... (the
+    strategy shell's timer sends the Tick; here it is delivered by hand)."""
+    refusals: list[tuple[float, str]] = []
+
+    def refuse(order: Order):
+        if order.order_type == "stop_limit" and not stop_accepted:
+            refusals.append((stepper.lab.strategy.market_time, order.client_order_id))
+            return -4045  # "Reach max stop order limit." (not one of the moot codes)
+        return None
+
+    stop_accepted = False
+    stepper = Stepper(tmp_path, SHORT_FILLING, refuse)
+    stepper.step(7)  # the short's sell limit fills 0.1 at once, protection is placed: the stop refused
+    strategy = stepper.lab.strategy
+    [open_leg] = stepper.placed("open")
+    [unprotected] = stepper.kinds("unprotected")
+    assert "no stop-loss resting" in unprotected.reason and "-4045" in unprotected.reason
+    canceled = {e.client_order_id: e.reason for e in stepper.kinds("order_canceled")}
+    assert "no stop-loss resting" in canceled[open_leg.client_order_id]  # it stopped adding
+    held = stepper.lab.exchange.position(SYMBOL).size
+    assert held < 0
+    [refused] = stepper.kinds("protection_refused")
+    assert refused.payload["wait_seconds"] == "1"
+    # A new decision to add to the short is blocked while no stop rests.
+    now = float(stepper.lab.candles[stepper.index - 1].ts)
+    before = len(stepper.events)
+    strategy.planner.decision = None
+    stepper.lab._deliver(strategy._decide_position("short", RuleOutcome("again", True, {}),
+                                                  stepper.lab.candles[stepper.index - 1], now)[0], now)
+    [blocked] = [e for e in stepper.events[before:] if e.kind == "blocked"]
+    assert "no stop-loss resting" in blocked.reason and blocked.payload["unprotected"] is True
+    # Tried again after 1 s, then 2 s, then 4 s, not at the next candle (an hour later).
+    due = strategy.wake_at()
+    first = float(stepper.lab.candles[stepper.index - 1].ts)
+    waits = []
+    for _ in range(3):
+        assert due is not None
+        waits.append(due - first)
+        stepper.lab._deliver(strategy.handle(Tick(due), due), due)
+        first, due = due, strategy.wake_at()
+    assert waits == [1.0, 2.0, 4.0]
+    assert len(refusals) == 4 and len(stepper.kinds("unprotected")) == 1  # said once
+    # Refused three times in a row with nothing accepted between (opens are held): the
+    # breaker opens, as for any failing exchange (closes of new decisions wait for it too).
+    assert strategy.breaker.state.value == "open"
+    stepper.step(3)
+    assert stepper.lab.exchange.position(SYMBOL).size == held  # nothing added
+    assert not [e for e in stepper.placed("open") if e is not open_leg]
+    # Once a stop rests, opens go again.
+    stop_accepted = True
+    stepper.lab._deliver(strategy.handle(Tick(1e12), 1e12), 1e12)
+    assert strategy._stop_refused is None and strategy.protection.protected_amounts()["stop_loss"] == -held
