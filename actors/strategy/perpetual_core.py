@@ -680,7 +680,7 @@ class PerpetualStrategyCore(StrategyCore):
         first = self._stop_refused is None
         self._stop_refused = reason
         out: list[Send] = []
-        why = f"the position of {self.position} has no stop-loss resting: the exchange refused {key} ({reason})"
+        why = f"the position of {self.position} has no stop-loss resting: {key} was refused ({reason})"
         if self.planner is not None:
             for order in self.planner.working.values():
                 if not order.reduce_only and not order.canceling:
@@ -709,7 +709,7 @@ class PerpetualStrategyCore(StrategyCore):
         self.planner.decision = None
         return [self._event("blocked", now, reason=(
             f"not sent: {intent.action} {intent.side.value} {intent.amount} would add to the position of "
-            f"{self.position}, which has no stop-loss resting (the exchange refused it: {self._stop_refused}); "
+            f"{self.position}, which has no stop-loss resting (it was refused: {self._stop_refused}); "
             "opens wait until one rests"), payload={"leg": f"{intent.action} {intent.leg}", "unprotected": True})]
 
     def _held_stale(self, cid: str, message: Any, now: float) -> list[Send]:
