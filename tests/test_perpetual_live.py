@@ -559,3 +559,51 @@ async def test_after_a_restart_a_flip_cancels_the_buy_placed_before_it_first(tmp
 async def last_candle_is(app, ts: int) -> bool:
     """The connection has read the candle of ``ts`` (the history it finds at start)."""
     return status(app, "connection:usdm")["last_candle"].get(S) == ts
+
+
+#: Review 13c, F5: a long at candle 1 (crossing: it fills at once), then nothing fires.
+STOP_REFUSED_CANDLES = [
+    (980, 980, 980, 980),       # -  history
+    (980, 980, 980, 980),       # 0
+    (980, 1010, 980, 1010),     # 1  crosses 1000 up: long 0.5, filled at once; its stop refused
+] + [(1010, 1010, 1010, 1010)] * 6
+
+
+async def test_a_refused_stop_is_said_unprotected_and_placed_again_within_seconds_not_at_the_next_candle(
+        tmp_path, credentials):
+    """Review 13c, F5, through ``ccxt.binanceusdm``: the exchange refuses every conditional
+    order (as when the symbol's conditional-order slots are full). ``unprotected`` says the
+    position has no stop; the stop is placed again after 1 s, then 2 s (the strategy
+    shell's timer), not an hour later at the next candle; once the exchange takes it again
+    it rests, the market never moved."""
+    sandbox = plan_sandbox(tmp_path, STOP_REFUSED_CANDLES)
+    watch = Watch()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(serve_sandbox, sandbox, 0)
+            exchange = Exchange(url)
+            running = await start_app(nursery, plan_config(tmp_path, url), watch)
+            await watch.until(lambda events: watch.count("strategy_active") >= 1)
+            await until(lambda: last_candle_is(running.app, FIRST - 3600), sandbox.wait_for_request)
+            for n in (0, 1):
+                if n == 1:
+                    await exchange.post("/admin/faults", {"seed": 1, "error_rates": {"reject": 1.0},
+                                                          "paths": ["/fapi/v1/algoOrder"], "methods": ["POST"]})
+                await exchange.step()
+                await watch.until(lambda events: any(
+                    e.kind == "evaluated" and e.payload["ts"] == FIRST + 3600 * n for e in events))
+            await watch.until(lambda events: watch.count("protection_refused") >= 2)
+            [unprotected] = watch.of("unprotected")
+            assert "the position of 0.5 has no stop-loss resting" in unprotected.reason
+            assert [e.payload["wait_seconds"] for e in watch.of("protection_refused")][:2] == ["1", "2"]
+            await exchange.post("/admin/faults", {"seed": 1, "error_rates": {}})
+
+            async def stop_rests() -> bool:
+                return [a["triggerPrice"] for a in (await exchange.state())["algo_orders"] if a["status"] == "NEW"] \
+                    == ["989.8"]
+
+            await until(stop_rests, sandbox.wait_for_request)
+            assert status(running.app, "strategy:plan")["protection"] == {"take_profit": "0.5", "stop_loss": "0.5"}
+            assert not [e for e in watch.events if e.kind == "evaluated" and e.payload["ts"] > FIRST + 3600]
+            assert len(watch.of("unprotected")) == 1
+            nursery.cancel_scope.cancel()

@@ -694,11 +694,13 @@ class PerpetualStrategyCore(StrategyCore):
         return out
 
     def _stop_rests(self, key: str) -> None:
-        """A protective order ``key`` was accepted: the refusals in a row end; a stop-loss
-        resting again lets opens go."""
-        self._protective_refusals = 0
+        """A protective order ``key`` was accepted: a stop-loss resting again lets opens go.
+        The refusals in a row end, unless the stop is the one still refused (a take-profit
+        accepted beside it says nothing of the stop's slots)."""
         if key.startswith("sl-"):
             self._stop_refused = None
+        if self._stop_refused is None:
+            self._protective_refusals = 0
 
     def _open_refused(self, intent: OrderIntent, now: float) -> list[Send]:
         """An open (or add) while the position's stop-loss is refused: not sent, the
