@@ -673,8 +673,9 @@ class PerpetualStrategyCore(StrategyCore):
         conditional-order slots are full): while no stop rests for the position, nothing
         adds to it. The plan's working opens are cancelled and its decision dropped (the
         next signal decides again; closes still go); ``unprotected`` says so, once per run
-        of refusals. Not counted by the breaker: an open breaker would block the closes
-        that take the risk away, and the opens are held here already."""
+        of refusals. No count of its own: each refusal is an exchange failure to the
+        breaker like any other (with opens held, repeated ones open it); a count that
+        opened it sooner would hold the closes that take the risk away."""
         if not self.position:
             return []
         first = self._stop_refused is None
