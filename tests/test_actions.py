@@ -48,6 +48,19 @@ def test_a_partly_filled_close_is_followed_by_a_close_of_the_rest_and_the_open_l
     assert (open_.side, open_.amount) == (SELL, D(2))
 
 
+def test_an_adopted_order_of_an_earlier_decision_is_cancelled_by_the_next_one_before_its_legs():
+    """Review 13c, F3: after a restart the open leg still working was not the planner's,
+    so a flip's close went out beside it."""
+    planner = ActionPlanner("BTC/USDT:USDT")
+    planner.adopt("o1", BUY, D("0.5"), reduce_only=False, filled=D("0.12"))
+    step = planner.decide(Decision(Posture.SHORT, D("0.2")), D("0.12"), BID, ASK)
+    assert [c.client_order_id for c in step.cancel] == ["o1"] and step.place == ()
+    assert "superseded by a decision for short 0.2" in step.cancel[0].reason
+    planner.filled("o1", D("0.03"))  # filled once more before the cancel
+    [close] = planner.ended("o1", D("0.15"), BID, ASK).place  # sized from what is then held
+    assert (close.leg, close.side, close.amount, close.reduce_only) == ("close", SELL, D("0.15"), True)
+
+
 def test_a_new_decision_cancels_the_working_orders_and_goes_on_once_they_ended():
     planner = ActionPlanner("BTC/USDT:USDT")
     [open_] = planner.decide(Decision(Posture.LONG, D(1)), D(0), BID, ASK).place

@@ -477,3 +477,133 @@ async def test_a_shadow_perpetual_strategy_on_the_real_candles_never_sends_an_or
     signed = {"/fapi/v3/account", "/fapi/v1/order", "/fapi/v1/algoOrder", "/fapi/v1/userTrades", "/fapi/v1/leverage"}
     assert not any(path in signed for _, _, path, _ in sandbox.request_log)
     assert len(placed) == 6
+
+
+#: Review 13c, F3 and F5: (open, high, low, close) per hour from 2024-01-01 00:00 UTC.
+PLAN_CANDLES = [
+    (980, 980, 980, 980),       # -  history
+    (980, 980, 980, 980),       # 0
+    (980, 1010, 980, 1010),     # 1  crosses 1000 up: long 0.5, the buy rests at 979.7 (3 % below)
+    # here limitline restarts, the buy resting
+    (1010, 1010, 1008, 1010),   # 2  nothing fires
+    (1010, 1010, 994, 994),     # 3  crosses 995 down: short 0.5 (the old buy never reached)
+] + [(994, 994, 994, 994)] * 6
+
+
+def plan_sandbox(tmp_path, candles) -> Sandbox:
+    """The frozen USD-M sandbox on ``candles`` (hourly from 2024-01-01 00:00 UTC)."""
+    lines = ["timestamp,open,high,low,close,volume"] + [
+        f"2024-01-01T{hour:02d}:00:00Z,{o},{h},{l},{c},1000" for hour, (o, h, l, c) in enumerate(candles)]  # noqa: E741
+    (tmp_path / "plan.csv").write_text("\n".join(lines) + "\n")
+    return frozen_usdm_sandbox(str(tmp_path / "plan.csv"))
+
+
+def plan_config(tmp_path, url: str, **strategy) -> dict:
+    """The base config with its one strategy named ``plan`` and updated with ``strategy``."""
+    raw = perpetual_config(tmp_path, url)
+    return {**raw, "strategies": [{**raw["strategies"][0], "name": "plan", **strategy}]}
+
+
+async def test_after_a_restart_a_flip_cancels_the_buy_placed_before_it_first(tmp_path, credentials):
+    """Review 13c, F3, through ``ccxt.binanceusdm``: a buy (long open leg) placed before
+    limitline restarts, then a decision for a short. The restored buy is cancelled
+    ("superseded") and the short's sell is placed only once it has ended; before, the sell
+    went out beside the old buy, which kept resting (and filling) the wrong way."""
+    sandbox = plan_sandbox(tmp_path, PLAN_CANDLES)
+    watch = Watch()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(serve_sandbox, sandbox, 0)
+            exchange = Exchange(url)
+            raw = plan_config(tmp_path, url, limit_offset_bps=300, ttl_seconds=36000, protection=None)
+            running = await start_app(nursery, raw, watch)
+
+            async def candle(n: int) -> None:
+                await exchange.step()
+                await watch.until(lambda events: any(
+                    e.kind == "evaluated" and e.payload["ts"] == FIRST + 3600 * n for e in events))
+
+            await watch.until(lambda events: watch.count("strategy_active") >= 1)
+            await until(lambda: last_candle_is(running.app, FIRST - 3600), sandbox.wait_for_request)
+            await candle(0)
+            await candle(1)
+            await watch.until(lambda events: watch.count("order_placed") >= 1)
+            [buy] = [e for e in watch.of("order_placed") if e.payload["side"] == "buy"]
+            assert buy.payload["price"] == "979.7"
+
+            async def buy_open() -> bool:
+                return any(o["clientOrderId"] == buy.client_order_id and o["status"] == "open"
+                           for o in (await exchange.state())["orders"])
+
+            await until(buy_open, sandbox.wait_for_request)
+            await running.stop()
+            watch = Watch()
+            running = await start_app(nursery, raw, watch)
+            await watch.until(lambda events: watch.count("strategy_active") >= 1)
+            await candle(2)
+            await candle(3)
+            await watch.until(lambda events: any(
+                e.kind == "order_placed" and e.payload["side"] == "sell" for e in events))
+            [canceled] = [e for e in watch.of("order_canceled") if e.client_order_id == buy.client_order_id]
+            assert "superseded by a decision for short 0.5" in canceled.reason
+            [sell] = [e for e in watch.of("order_placed") if e.payload["side"] == "sell"]
+            state = await exchange.state()
+            [old] = [o for o in state["orders"] if o["clientOrderId"] == buy.client_order_id]
+            assert (old["status"], old["filled"]) == ("canceled", "0")
+            # The sell went out once the buy had ended (``order_canceled`` is the exchange's answer).
+            assert watch.events.index(canceled) < watch.events.index(sell)
+            assert (await exchange.state())["violations"] == []
+            nursery.cancel_scope.cancel()
+
+
+async def last_candle_is(app, ts: int) -> bool:
+    """The connection has read the candle of ``ts`` (the history it finds at start)."""
+    return status(app, "connection:usdm")["last_candle"].get(S) == ts
+
+
+#: Review 13c, F5: a long at candle 1 (crossing: it fills at once), then nothing fires.
+STOP_REFUSED_CANDLES = [
+    (980, 980, 980, 980),       # -  history
+    (980, 980, 980, 980),       # 0
+    (980, 1010, 980, 1010),     # 1  crosses 1000 up: long 0.5, filled at once; its stop refused
+] + [(1010, 1010, 1010, 1010)] * 6
+
+
+async def test_a_refused_stop_is_said_unprotected_and_placed_again_within_seconds_not_at_the_next_candle(
+        tmp_path, credentials):
+    """Review 13c, F5, through ``ccxt.binanceusdm``: the exchange refuses every conditional
+    order (as when the symbol's conditional-order slots are full). ``unprotected`` says the
+    position has no stop; the stop is placed again after 1 s, then 2 s (the strategy
+    shell's timer), not an hour later at the next candle; once the exchange takes it again
+    it rests, the market never moved."""
+    sandbox = plan_sandbox(tmp_path, STOP_REFUSED_CANDLES)
+    watch = Watch()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(serve_sandbox, sandbox, 0)
+            exchange = Exchange(url)
+            running = await start_app(nursery, plan_config(tmp_path, url), watch)
+            await watch.until(lambda events: watch.count("strategy_active") >= 1)
+            await until(lambda: last_candle_is(running.app, FIRST - 3600), sandbox.wait_for_request)
+            for n in (0, 1):
+                if n == 1:
+                    await exchange.post("/admin/faults", {"seed": 1, "error_rates": {"reject": 1.0},
+                                                          "paths": ["/fapi/v1/algoOrder"], "methods": ["POST"]})
+                await exchange.step()
+                await watch.until(lambda events: any(
+                    e.kind == "evaluated" and e.payload["ts"] == FIRST + 3600 * n for e in events))
+            await watch.until(lambda events: watch.count("protection_refused") >= 2)
+            [unprotected] = watch.of("unprotected")
+            assert "the position of 0.5 has no stop-loss resting" in unprotected.reason
+            assert [e.payload["wait_seconds"] for e in watch.of("protection_refused")][:2] == ["1", "2"]
+            await exchange.post("/admin/faults", {"seed": 1, "error_rates": {}})
+
+            async def stop_rests() -> bool:
+                return [a["triggerPrice"] for a in (await exchange.state())["algo_orders"] if a["status"] == "NEW"] \
+                    == ["989.8"]
+
+            await until(stop_rests, sandbox.wait_for_request)
+            assert status(running.app, "strategy:plan")["protection"] == {"take_profit": "0.5", "stop_loss": "0.5"}
+            assert not [e for e in watch.events if e.kind == "evaluated" and e.payload["ts"] > FIRST + 3600]
+            assert len(watch.of("unprotected")) == 1
+            nursery.cancel_scope.cancel()

@@ -11,6 +11,8 @@ from typing import Callable
 
 from actors.messages import LEDGER, OrderRejected, Send, SubmitOrder, Tick, connection_address, strategy_address
 from actors.orders import Order
+from actors.strategy.perpetual_core import PerpetualStrategyCore
+from actors.strategy.rules import RuleOutcome
 from exchange.candles import load_candles
 from exchange.perpetuals import CODE_REDUCE_ONLY_REJECTED, CODE_WOULD_IMMEDIATELY_TRIGGER
 from supervisors.app import build_perpetual_exchange
@@ -21,6 +23,7 @@ SYMBOL = "BTC/USD:USD"
 REFUSALS = {
     CODE_WOULD_IMMEDIATELY_TRIGGER: "Order would immediately trigger.",
     CODE_REDUCE_ONLY_REJECTED: "ReduceOnly Order is rejected.",
+    -4045: "Reach max stop order limit.",  # the symbol's conditional-order slots are full
 }
 
 
@@ -87,6 +90,17 @@ class Stepper:
             candle = self.lab.candles[self.index]
             self.index += 1
             self.lab._deliver(self.lab.connection.handle(Tick(float(self.index)), float(candle.ts)), float(candle.ts))
+
+    def restart(self) -> None:
+        """The strategy actor starts again (a process restart, or a config reload that
+        restarts it) while the ledger and the exchange go on: a new core restores the
+        orders of record not yet final, as the shell does from the store."""
+        old = self.lab.strategy
+        self.lab.strategy = PerpetualStrategyCore(old.settings, dict(old.allocated))
+        self.lab._handlers[strategy_address("s")] = self.lab.strategy.handle
+        now = float(self.lab.candles[self.index - 1].ts)
+        records = [o for o in self.lab.orders.values() if not o.state.is_final]
+        self.lab._deliver(self.lab.strategy.restore(records, now) + self.lab.strategy.start(now), now)
 
     @property
     def events(self):
@@ -191,3 +205,104 @@ def test_a_close_refused_minus_2022_is_not_sent_again_until_the_position_is_read
     held = stepper.kinds("close_held")
     assert len(held) == 3 and "-2022" in held[0].reason and "stale" in held[0].reason
     assert [e.payload["wait_seconds"] for e in held] == ["1", "2", "4"]
+
+
+#: A long decided on the 7th candle, its buy limit filling 0.1 a candle (the price stays
+#: far from the protection's distances); then a cross down on the 12th
+#: (short), the price falling gently from there (no cross up again, no stop reached).
+LONG_THEN_SHORT = FLAT + [(100, 100.6, 100, 100.6, 1)] + [(100.6, 100.7, 100.5, 100.6, 1)] * 4 + [
+    (100.6, 100.6, 100.2, 100.2, 1)] + [(p + 0.02, p + 0.05, p - 0.05, p, 1) for p in (
+        round(100.2 - 0.02 * n, 2) for n in range(1, 21))]
+
+
+def test_after_a_restart_a_new_decision_cancels_the_restored_open_leg_before_its_close(tmp_path):
+    """Review 13c, F3: the open leg placed before a restart was not part of the new plan,
+    so a flip's close went out while the old buy kept resting and filling (the position
+    grew the wrong way). Restored, it is cancelled first, as without a restart, and the
+    close is sized from what is held once it has ended."""
+    working_buys_at_close: list[list[str]] = []
+    held_at_close: list[D] = []
+
+    def watch(order: Order):
+        if order.reduce_only and not order.rule.startswith("protection:"):
+            ex = stepper.lab.exchange
+            working_buys_at_close.append([o.client_order_id for o in ex.open_orders() if not o.reduce_only])
+            held_at_close.append(ex.position(SYMBOL).size)
+        return None
+
+    stepper = Stepper(tmp_path, LONG_THEN_SHORT, watch)
+    stepper.step(7)
+    [open_leg] = stepper.placed("open")
+    buy = open_leg.client_order_id
+    assert open_leg.payload["side"] == "buy"
+    assert buy in {o.client_order_id for o in stepper.lab.exchange.open_orders()}  # still working
+    # The strategy restarts (its triggers warm up again on the next four candles) while
+    # the buy rests and fills.
+    stepper.restart()
+    stepper.step(len(LONG_THEN_SHORT) - 7)
+    canceled = {e.client_order_id: e.reason for e in stepper.kinds("order_canceled")}
+    assert "superseded by a decision for short 4" in canceled[buy]
+    [close] = stepper.placed("close")
+    assert working_buys_at_close[0] == []  # the old buy had ended when the close went out
+    assert D(close.payload["amount"]) == held_at_close[0]  # sized for what was then held
+    placed_at = stepper.events.index(close)
+    assert not [e for e in stepper.events[placed_at:] if e.kind == "fill" and e.client_order_id == buy]
+    assert stepper.lab.exchange.position(SYMBOL).size < 0  # the flip's open followed
+
+
+def test_while_the_exchange_refuses_the_stop_nothing_adds_to_the_position_and_it_is_tried_again_soon(tmp_path):
+    """Review 13c, F5: with every stop-loss refused, the open leg kept filling (and new
+    opens went out) with no stop resting, no ``unprotected`` event, and the stop was tried
+    again only at the next candle. Now the working open is cancelled, opens are blocked
+    until a stop rests, and the stop is placed again after 1 s, 2 s, 4 s ... (the
+    strategy shell's timer sends the Tick; here it is delivered by hand)."""
+    refusals: list[tuple[float, str]] = []
+
+    def refuse(order: Order):
+        if order.order_type == "stop_limit" and not stop_accepted:
+            refusals.append((stepper.lab.strategy.market_time, order.client_order_id))
+            return -4045  # "Reach max stop order limit." (not one of the moot codes)
+        return None
+
+    stop_accepted = False
+    stepper = Stepper(tmp_path, SHORT_FILLING, refuse)
+    stepper.step(7)  # the short's sell limit fills 0.1 at once, protection is placed: the stop refused
+    strategy = stepper.lab.strategy
+    [open_leg] = stepper.placed("open")
+    [unprotected] = stepper.kinds("unprotected")
+    assert "no stop-loss resting" in unprotected.reason and "-4045" in unprotected.reason
+    canceled = {e.client_order_id: e.reason for e in stepper.kinds("order_canceled")}
+    assert "no stop-loss resting" in canceled[open_leg.client_order_id]  # it stopped adding
+    held = stepper.lab.exchange.position(SYMBOL).size
+    assert held < 0
+    [refused] = stepper.kinds("protection_refused")
+    assert refused.payload["wait_seconds"] == "1"
+    # A new decision to add to the short is blocked while no stop rests.
+    now = float(stepper.lab.candles[stepper.index - 1].ts)
+    before = len(stepper.events)
+    strategy.planner.decision = None
+    stepper.lab._deliver(strategy._decide_position("short", RuleOutcome("again", True, {}),
+                                                  stepper.lab.candles[stepper.index - 1], now)[0], now)
+    [blocked] = [e for e in stepper.events[before:] if e.kind == "blocked"]
+    assert "no stop-loss resting" in blocked.reason and blocked.payload["unprotected"] is True
+    # Tried again after 1 s, then 2 s, then 4 s, not at the next candle (an hour later).
+    due = strategy.wake_at()
+    first = float(stepper.lab.candles[stepper.index - 1].ts)
+    waits = []
+    for _ in range(3):
+        assert due is not None
+        waits.append(due - first)
+        stepper.lab._deliver(strategy.handle(Tick(due), due), due)
+        first, due = due, strategy.wake_at()
+    assert waits == [1.0, 2.0, 4.0]
+    assert len(refusals) == 4 and len(stepper.kinds("unprotected")) == 1  # said once
+    # Refused three times in a row with nothing accepted between (opens are held): the
+    # breaker opens, as for any failing exchange (closes of new decisions wait for it too).
+    assert strategy.breaker.state.value == "open"
+    stepper.step(3)
+    assert stepper.lab.exchange.position(SYMBOL).size == held  # nothing added
+    assert not [e for e in stepper.placed("open") if e is not open_leg]
+    # Once a stop rests, opens go again.
+    stop_accepted = True
+    stepper.lab._deliver(strategy.handle(Tick(1e12), 1e12), 1e12)
+    assert strategy._stop_refused is None and strategy.protection.protected_amounts()["stop_loss"] == -held

@@ -18,7 +18,8 @@ one leg at a time:
 So the worst case (every working order filling) never holds more on either side than the
 larger of what was asked for and what was held (or working) when the decision was made: at
 no instant is there more exposure than asked for. A new decision while orders of the last
-one are working cancels them first and goes on once they have ended.
+one are working cancels them first and goes on once they have ended; so does a decision
+after a restart, for the orders of record still working (:meth:`ActionPlanner.adopt`).
 
 A close leg sent while the position's protection rests is reserved in the protection's
 OCO group (``ProtectionCore.group``): the position book then holds one close reservation
@@ -170,6 +171,19 @@ class ActionPlanner:
         """The caller placed ``intent`` under ``client_order_id``."""
         self.working[client_order_id] = WorkingOrder(
             client_order_id, intent.leg, intent.side, intent.amount, intent.reduce_only
+        )
+
+    def adopt(
+        self, client_order_id: str, side: Side, amount: Decimal, reduce_only: bool, filled: Decimal = ZERO,
+        canceling: bool = False,
+    ) -> None:
+        """An order of an earlier decision, still working (restored after a restart of the
+        strategy): working as if :meth:`sent` had placed it, so the next decision cancels it
+        first and sizes its legs from the position once it has ended. ``amount``: as
+        placed; ``filled``: what it has filled so far; ``canceling``: a cancel is already
+        asked of it."""
+        self.working[client_order_id] = WorkingOrder(
+            client_order_id, "close" if reduce_only else "open", side, amount, reduce_only, filled, canceling
         )
 
     def filled(self, client_order_id: str, amount: Decimal) -> None:

@@ -50,6 +50,7 @@ from actors.messages import (
     StrategyReady,
     SubmitOrder,
     Subscribe,
+    Tick,
     VenueFacts,
     VenueInfo,
     VenueStatus,
@@ -259,6 +260,14 @@ class StrategyCore(SpotProtectionMixin):
         # Active from here (the ledger had answered first): what it holds is protected now,
         # not at the ledger's next answer, which may be a fill away.
         return out + self._protect_holding(now) if self._spot_protected and self.active else out
+
+    def wake_at(self) -> float | None:
+        """When (``now`` seconds) this strategy wants a :class:`Tick` besides its messages
+        (the shell's timer sends one then); None: it waits for messages only."""
+        return None
+
+    def _on_tick(self, message: Tick, now: float) -> list[Send]:
+        return []
 
     def _on_quote(self, message: Quote, now: float) -> list[Send]:
         self._quote = message
@@ -855,4 +864,5 @@ _DISPATCH: dict[type, str] = {
     OrderOutcomeUnknown: "_on_outcome_unknown",
     CancelFailed: "_on_cancel_failed",
     FillReport: "_on_fill",
+    Tick: "_on_tick",
 }

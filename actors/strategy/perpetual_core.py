@@ -22,8 +22,10 @@ position needs instead of inventory:
   when the other fills, and escalates a gapped stop (``protection_escalated``). They are
   orders of record like any other (``order_type`` ``limit`` or ``stop_limit``, with its
   ``trigger_price``); their time-to-live does not run out. A protective order the exchange
-  refuses is placed again at the next candle, never in a loop; a stop refused because the
-  price is past its trigger (-2021) is escalated at once. While an escalation is decided or
+  refuses is placed again after a wait (1 s, doubling per refusal in a row, at most 60 s; the
+  shell's timer sends a ``Tick``) or at the next candle, never in a loop; while the stop-loss
+  is refused, nothing adds to the position (:meth:`_stop_missing`, ``unprotected``); a stop
+  refused because the price is past its trigger (-2021) is escalated at once. While an escalation is decided or
   works, the plan's orders are cancelled, its decision dropped and new ones ``blocked``
   (:meth:`_escalation_step`); the one rule on closes is :meth:`_close_refused`.
 - **A stale position.** A reduce-only order refused with -2022 means the exchange holds
@@ -60,6 +62,7 @@ from actors.messages import (
     ReservationDenied,
     Send,
     SubmitOrder,
+    Tick,
 )
 from actors.orders import Order, OrderState, Trigger, client_order_id
 from actors.strategy.actions_core import ActionPlanner, Decision, OrderIntent, Posture, Step
@@ -126,8 +129,15 @@ class PerpetualStrategyCore(StrategyCore):
         #: What the action of each order is (for ``order_placed``).
         self._action: dict[str, str] = {}
         self._told: tuple[Decimal, Decimal | None] = (ZERO, None)
-        #: A protective order was refused: protection is placed again at the next candle.
+        #: A protective order was refused: protection is placed again at ``_resync_at``
+        #: (``now`` seconds; a :class:`Tick` or the next candle, whichever comes first).
         self._resync_protection = False
+        self._resync_at: float | None = None
+        #: Protective orders refused in a row (the wait before placing again doubles).
+        self._protective_refusals = 0
+        #: Why the exchange refused the position's stop-loss, while none rests for it: no
+        #: order that adds to the position is sent meanwhile (:meth:`_stop_missing`).
+        self._stop_refused: str | None = None
         self._last_close: Decimal | None = None
         #: A close was refused: the next legs wait for the ledger's next answer.
         self._await_position = False
@@ -182,6 +192,12 @@ class PerpetualStrategyCore(StrategyCore):
         out = super().restore(orders, now)
         self._adopt = [o for o in self.orders.values() if o.rule.startswith("protection:") and "@" in o.rule]
         self._plan.update(cid for cid, o in self.orders.items() if not o.rule.startswith("protection:"))
+        for cid in self._plan:
+            # Its trades before the restart were reported to the ledger then (one it missed
+            # is reported again, and booked once, by trade id): a leg that ends now does not
+            # wait for an answer that names them, or the next leg would wait for ever.
+            for trade_id in self.orders[cid].trade_ids:
+                self._settled[trade_id] = None
         return out
 
     def _adopt_protection(self, protection: ProtectionCore) -> None:
@@ -195,6 +211,19 @@ class PerpetualStrategyCore(StrategyCore):
             protection.adopt(Resting(key, role, protective, group, filled=order.filled))
             self._key_of[order.client_order_id], self._cid_of[key] = key, order.client_order_id
         self._adopt = []
+
+    def _adopt_plan(self, planner: ActionPlanner) -> None:
+        """The plan's orders restored from their records and still working (a restart, or
+        a config reload that restarted this strategy) join the new planner's working
+        orders: the next decision cancels them before its legs, as it does the orders of a
+        decision made in this incarnation (review 13c, F3: a restored open leg kept filling
+        beside a flip's close)."""
+        for cid in sorted(self._plan):
+            order = self.orders.get(cid)
+            if order is None or cid in self._ended:
+                continue  # ended before the planner existed: _next_legs hears of it
+            planner.adopt(cid, order.side, order.amount, order.reduce_only, order.filled,
+                          canceling=order.state is OrderState.CANCELING)
 
     def wants_every_candle(self) -> bool:
         return True
@@ -215,6 +244,7 @@ class PerpetualStrategyCore(StrategyCore):
             assert self._venue is not None
             self.leverage = Decimal(self._venue.leverage.get(market.symbol, 1))
             self.planner = ActionPlanner(market.symbol, market.round_amount, market.min_amount)
+            self._adopt_plan(self.planner)
             settings = protection_settings(self.settings)
             if settings is not None:
                 self.protection = ProtectionCore(settings, round_price_to(market.tick_size), market.min_amount)
@@ -258,6 +288,7 @@ class PerpetualStrategyCore(StrategyCore):
             out += self._cancel(cid, self._cancel_on_accept.pop(cid), now)
         elif isinstance(message, OrderAccepted) and cid in self._key_of and self.protection is not None:
             # Accepted (resting): only now is the order it replaces cancelled.
+            self._stop_rests(self._key_of[cid])
             out += self._protect(self.protection.on_accepted(self._key_of[cid]), now)
         if isinstance(message, FillReport):
             out += self._filled(cid, message, now)
@@ -287,6 +318,8 @@ class PerpetualStrategyCore(StrategyCore):
             self._settled[trade_id] = None
             self._unbooked.pop(trade_id, None)
         self._await_position = False
+        if not info.size:
+            self._stop_refused = None  # nothing left to protect
         out = self._maybe_activate(now) + self._decide_waiting(now)
         out += self._next_legs(now)
         # An answer older than fills already reported (the ledger answered a message before
@@ -473,6 +506,9 @@ class PerpetualStrategyCore(StrategyCore):
             if refused:
                 self.planner.decision = None  # the next signal decides again
                 return refused
+        refused = self._open_refused(intent, now)
+        if refused:
+            return refused
         group = self.protection.group if (intent.reduce_only and self.protection is not None) else None
         cid, out = self._place(intent.side, intent.amount, intent.price, intent.reduce_only, intent.rule or intent.action,
                                f"{intent.action}:{intent.leg}", now, oco_group=group)
@@ -585,11 +621,16 @@ class PerpetualStrategyCore(StrategyCore):
                 # A stop the price has already passed: it counts as fired (escalated now).
                 return self._protect(escalation, now)
             stale = self._held_stale(cid, message, now)
-            if not stale:
-                self._resync_protection = True
-            return stale + [self._event("protection_refused", now, cid, rule=f"protection:{key}", reason=(
-                f"{key} refused ({reason}); placed again "
-                + ("once the position is read again" if stale else "at the next candle")))]
+            if stale:
+                return stale + [self._event("protection_refused", now, cid, rule=f"protection:{key}", reason=(
+                    f"{key} refused ({reason}); placed again once the position is read again"))]
+            wait = self._resync_later(now)
+            out = [self._event("protection_refused", now, cid, rule=f"protection:{key}", reason=(
+                f"{key} refused ({reason}); placed again in {wait:g}s (refusal {self._protective_refusals} in a row) "
+                f"or at the next candle, whichever comes first"), payload={"wait_seconds": f"{wait:g}"})]
+            if key.startswith("sl-"):
+                out += self._stop_missing(cid, key, reason, now)
+            return out
         reason = message.reason if isinstance(message, OrderCanceled) else "ended"
         resting = self.protection.forget(key)
         if resting is None or resting.canceling:
@@ -600,6 +641,79 @@ class PerpetualStrategyCore(StrategyCore):
         self._told = (Decimal(-1), None)
         return [self._event("protection_canceled", now, cid, rule=f"protection:{key}",
                             reason=f"{resting.role} {key} ended outside limitline: {reason}")]
+
+    # ------------------------------------------- protective orders refused
+
+    def _resync_later(self, now: float) -> float:
+        """A protective order was refused (not -2021, not -2022): protection is placed
+        again after a wait of 1 s, doubled with each refusal in a row, at most 60 s (the
+        shell's timer wakes the strategy; the next candle does too), never in a loop.
+        The wait, in seconds."""
+        self._protective_refusals += 1
+        wait = min(PROTECTION_RETRY_FIRST * 2 ** (self._protective_refusals - 1), PROTECTION_RETRY_MAX)
+        self._resync_protection, self._resync_at = True, now + wait
+        return wait
+
+    def wake_at(self) -> float | None:
+        return self._resync_at if self._resync_protection else None
+
+    def _on_tick(self, message: Tick, now: float) -> list[Send]:
+        """The shell's timer: protection refused earlier is placed again once its wait is over."""
+        if self._resync_at is None or now < self._resync_at:
+            return []
+        self._resync_at = None
+        if not self._resync_protection or self._stale or self.protection is None or not self.active:
+            return []  # the next candle (or the position read again) places it
+        self._resync_protection = False
+        return self._protect(self.protection.on_position(self.position, self.position_entry), now) \
+            + self._escalation_step(now)
+
+    def _stop_missing(self, cid: str, key: str, reason: str, now: float) -> list[Send]:
+        """The exchange refused the position's stop-loss (review 13c, F5: e.g. its
+        conditional-order slots are full): while no stop rests for the position, nothing
+        adds to it. The plan's working opens are cancelled and its decision dropped (the
+        next signal decides again; closes still go); ``unprotected`` says so, once per run
+        of refusals. No count of its own: each refusal is an exchange failure to the
+        breaker like any other (with opens held, repeated ones open it); a count that
+        opened it sooner would hold the closes that take the risk away."""
+        if not self.position:
+            return []
+        first = self._stop_refused is None
+        self._stop_refused = reason
+        out: list[Send] = []
+        why = f"the position of {self.position} has no stop-loss resting: {key} was refused ({reason})"
+        if self.planner is not None:
+            for order in self.planner.working.values():
+                if not order.reduce_only and not order.canceling:
+                    order.canceling = True
+                    self.planner.decision = None
+                    out += self._cancel(order.client_order_id, f"{why}: no order adds to it until one rests", now)
+        if first:
+            out.append(self._event("unprotected", now, cid, rule=f"protection:{key}", reason=(
+                f"{why}; no order adds to the position until a stop rests (placed again after a wait)"),
+                payload={"key": key}))
+        return out
+
+    def _stop_rests(self, key: str) -> None:
+        """A protective order ``key`` was accepted: a stop-loss resting again lets opens go.
+        The refusals in a row end, unless the stop is the one still refused (a take-profit
+        accepted beside it says nothing of the stop's slots)."""
+        if key.startswith("sl-"):
+            self._stop_refused = None
+        if self._stop_refused is None:
+            self._protective_refusals = 0
+
+    def _open_refused(self, intent: OrderIntent, now: float) -> list[Send]:
+        """An open (or add) while the position's stop-loss is refused: not sent, the
+        decision dropped (the next signal decides again). [] when it may go."""
+        if intent.reduce_only or self._stop_refused is None or not self.position:
+            return []
+        assert self.planner is not None
+        self.planner.decision = None
+        return [self._event("blocked", now, reason=(
+            f"not sent: {intent.action} {intent.side.value} {intent.amount} would add to the position of "
+            f"{self.position}, which has no stop-loss resting (it was refused: {self._stop_refused}); "
+            "opens wait until one rests"), payload={"leg": f"{intent.action} {intent.leg}", "unprotected": True})]
 
     def _held_stale(self, cid: str, message: Any, now: float) -> list[Send]:
         """A reduce-only order refused with -2022: the exchange holds nothing to reduce on
@@ -706,6 +820,9 @@ MOOT_CODES = (REDUCE_ONLY_REFUSED, WOULD_TRIGGER)
 #: After a -2022 refusal, how long closes wait for the position to be read again (seconds
 #: of ``now``): doubled with each refusal in a row, capped.
 STALE_WAIT_FIRST, STALE_WAIT_MAX = 1.0, 60.0
+#: After a protective order is refused, how long before protection is placed again
+#: (seconds of ``now``): doubled with each refusal in a row, capped.
+PROTECTION_RETRY_FIRST, PROTECTION_RETRY_MAX = 1.0, 60.0
 
 
 def _moot(reason: str) -> bool:
