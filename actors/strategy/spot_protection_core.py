@@ -42,7 +42,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from actors.messages import LEDGER, CancelOrder, Reserve, Send
+from actors.messages import LEDGER, CancelOrder, Quote, Reserve, Send
 from actors.orders import Order, OrderState, Trigger, client_order_id
 from actors.strategy.protection_core import (
     CancelProtective,
@@ -146,7 +146,7 @@ class SpotProtectionMixin:
     def _protect_holding(self: "StrategyCore", now: float) -> list[Send]:
         """Place, resize or cancel the list to match what the ledger last said is held."""
         protection = self._protection_core()
-        if protection is None or not self.active:
+        if protection is None or not self._may_protect():
             return []
         out: list[Send] = []
         if self._sell_after_cancel is not None and not self._protective_live():
@@ -166,7 +166,7 @@ class SpotProtectionMixin:
 
     def _protect_price(self: "StrategyCore", candle: Candle, now: float) -> list[Send]:
         """The candle's close: a gapped stop is escalated."""
-        if self.spot_protection is None or not self.active:
+        if self.spot_protection is None or not self._may_protect():
             return []
         # The price first: a list refused at the last candle is placed again only if this
         # close lets it rest; past it, the holding is escalated instead (ProtectionCore).
@@ -175,6 +175,27 @@ class SpotProtectionMixin:
             self._spot_resync = False
             out += self._protect_holding(now)
         return out
+
+    def _protect_quote(self: "StrategyCore", quote: Quote, now: float) -> list[Send]:
+        """A best bid between candles: a list whose stop leg the bid is below (gapped
+        through its limit) is escalated now, not at the candle's close (live venues)."""
+        if self.spot_protection is None or not self._may_protect() or not self.spot_protection.size:
+            return []
+        # (no trigger report for a list's leg: the bid below the stop's limit, which lies
+        # below its trigger, is the evidence, as a candle's close is)
+        return self._carry_out(self.spot_protection.on_price(quote.bid), now)
+
+    def _protect_latest(self: "StrategyCore", now: float) -> list[Send]:
+        """Start-up (the strategy active, or protecting only): the list of record is judged
+        at the latest price the venue knows, so a stop gapped while limitline was down is
+        escalated now, not at the next candle's close."""
+        protection = self.spot_protection
+        if protection is None or not protection.size or protection.escalating:
+            return []
+        quote, price = self._quote, protection.last_price
+        if quote is not None and now - quote.at <= self.settings.quote_max_age_seconds:
+            price = quote.bid
+        return [] if price is None else self._carry_out(protection.on_price(price), now)
 
     def _sell_cancels_protection(self: "StrategyCore", outcome: RuleOutcome, candle: Candle, now: float) -> list[Send] | None:
         """A sell signal while protection rests: the list is cancelled first and the sell
