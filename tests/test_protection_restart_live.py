@@ -126,3 +126,59 @@ async def _scenario(tmp_path, sandbox, watch, again, margin_mode):
     assert escalation.payload["amount"] == "0.5" and Decimal(escalation.payload["price"]) == Decimal("940.5")
     assert state["violations"] == []
     assert all(r["type"] not in MARKET_TYPES and not r["closePosition"] for r in state["order_requests"])
+
+
+FILLED_AT_TRIGGER = CANDLES[:4] + [
+    (1010, 1010, 940, 950),     # 3  the stop triggers at 989.8 and its child fills within the candle; it closes at 950
+] + [(950, 951, 949, 950)] * 4
+
+
+async def test_a_stop_that_filled_within_the_candle_is_not_escalated_and_no_gap_is_left_standing(tmp_path, credentials):
+    """Review 13c, F6: the candle's close (950, beyond the stop's limit 984.8) reaches the
+    strategy before the trade poll books the stop's fill: it decided a gap
+    (``protection_escalating``) and said nothing more. Now that escalation, if decided, is
+    dropped with an event once the fill is booked; no escalation order is ever sent."""
+    path = tmp_path / "c.csv"
+    path.write_text("timestamp,open,high,low,close,volume\n" + "\n".join(
+        f"2024-01-01T{hour:02d}:00:00Z,{o},{h},{l},{c},1000" for hour, (o, h, l, c) in enumerate(FILLED_AT_TRIGGER)) + "\n")
+    sandbox = frozen_usdm_sandbox(str(path))
+    watch = Watch()
+    try:
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                url = await nursery.start(serve_sandbox, sandbox, 0)
+                exchange = Exchange(url)
+                running = await start_app(nursery, perpetual_config(tmp_path, url), watch)
+                app = running.app
+                await watch.until(lambda events: watch.count("strategy_active") >= 1)
+
+                async def history_read() -> bool:
+                    return status(app, "connection:usdm")["last_candle"].get(S) == FIRST - 3600
+
+                await until(history_read, sandbox.wait_for_request)
+                for n in range(3):
+                    await exchange.step()
+                    await watch.until(lambda events, n=n: any(
+                        e.kind == "evaluated" and e.payload["ts"] == FIRST + 3600 * n for e in events))
+                    if n == 1:
+                        await watch.until(lambda events: watch.count("protection_placed") >= 2)
+                await exchange.step()  # candle 3: the stop fills at its trigger inside it
+                await watch.until(lambda events: watch.count("closed_by_protection") >= 1)
+                await watch.until(lambda events: any(
+                    e.kind == "evaluated" and e.payload["ts"] == FIRST + 3600 * 3 for e in events))
+                await watch.until(lambda events: watch.count("protection_escalating") == watch.count(
+                    "protection_escalation_dropped"))
+                state = await exchange.state()
+                nursery.cancel_scope.cancel()
+    except BaseException:
+        for e in watch.events:
+            if e.kind != "evaluated":
+                print(e.kind, e.client_order_id, e.reason, e.payload)
+        raise
+    [closed] = watch.of("closed_by_protection")
+    assert "stop-loss" in closed.reason and "989.8" in closed.reason
+    assert not [e for e in watch.of("order_placed") if e.payload.get("leg") == "escalation"]
+    assert not watch.of("protection_escalated")
+    for dropped in watch.of("protection_escalation_dropped"):
+        assert "filled in full" in dropped.reason or "the position is closed" in dropped.reason
+    assert Decimal(state["positions"][S]["size"]) == 0 and state["violations"] == []
