@@ -259,11 +259,8 @@ class StrategyCore(SpotProtectionMixin):
         out = self._maybe_activate(now)
         # Active from here (the ledger had answered first): what it holds is protected now,
         # not at the ledger's next answer, which may be a fill away.
-        if not (self._spot_protected and self._may_protect()):
-            return out
-        # What it holds is protected now, not at the ledger's next answer (a fill away),
-        # and judged at the latest price the venue knows (a gap while limitline was down).
-        return out + self._protect_holding(now) + self._protect_latest(now)
+        # What it holds is protected now, not at the ledger's next answer (a fill away).
+        return out + self._protect_holding(now) if self._spot_protected and self._may_protect() else out
 
     def _on_quote(self, message: Quote, now: float) -> list[Send]:
         self._quote = message

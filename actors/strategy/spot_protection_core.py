@@ -103,6 +103,8 @@ class SpotProtectionMixin:
         #: A protective order was refused (ledger or exchange): placed again at the next
         #: candle, not at once (a refusal that repeats must not spin within one candle).
         self._spot_resync = False
+        #: The list of record has been judged at the latest price once (start-up).
+        self._judged_at_start = False
 
     # -------------------------------------------------------------- inputs
 
@@ -162,7 +164,13 @@ class SpotProtectionMixin:
         assert self.market is not None
         size = self.market.round_amount(self.held)
         entry = self.entry_price
-        return out + self._carry_out(protection.on_position(size if entry is not None else Decimal(0), entry), now)
+        out += self._carry_out(protection.on_position(size if entry is not None else Decimal(0), entry), now)
+        if not self._judged_at_start:
+            # The first time it may act: judged at the latest price the venue knows (a
+            # list gapped while limitline was down), not at the next candle's close.
+            self._judged_at_start = True
+            out += self._protect_latest(now)
+        return out
 
     def _protect_price(self: "StrategyCore", candle: Candle, now: float) -> list[Send]:
         """The candle's close: a gapped stop is escalated."""
