@@ -25,7 +25,11 @@ position needs instead of inventory:
   refuses is placed again at the next candle, never in a loop; a stop refused because the
   price is past its trigger (-2021) is escalated at once. While an escalation is decided or
   works, the plan's orders are cancelled, its decision dropped and new ones ``blocked``
-  (:meth:`_escalation_step`); the one rule on closes is :meth:`_close_refused`.
+  (:meth:`_escalation_step`); the one rule on closes is :meth:`_close_refused`. A gap is
+  judged at each close, when the connection reports the stop triggered (``StopTriggered``)
+  or a quote arrives, and at start-up (:meth:`_start_protection`). Protection runs whenever
+  :meth:`_may_protect` (active, or a failed pre-flight once reconciled): protecting what is
+  held does not depend on being allowed to open.
 - **A stale position.** A reduce-only order refused with -2022 means the exchange holds
   nothing to reduce: no close is sent until the ledger's position changes (fills booked, a
   repair from the reconciler) or a wait runs out (1 s, doubling per refusal in a row, at
