@@ -28,7 +28,10 @@ should rest; this mixin of :class:`actors.strategy.core.StrategyCore` carries it
   perpetuals the list is cancelled and replaced (after the cancel) by a limit sell crossing
   the price by the configured ``gap_slippage_pct`` (``protection_escalated``). A list the
   price has already passed when it is due (the buy filled above a stop the market is now
-  below) is not sent at all: the holding is escalated the same way.
+  below) is not sent at all: the holding is escalated the same way. The gap is judged at
+  each close, at each best bid between candles (live) and once at start-up at the latest
+  price known; also while a restarted strategy's pre-flight fails, once reconciled
+  (``_may_protect``: protecting what is held does not depend on being allowed to buy).
 - **A refused list** (``protection_refused``) is planned again at the next candle, from
   that candle's close: placed if the list can rest there, escalated if the price has
   passed it. Protection is not held back by an open circuit breaker (it protects coins
