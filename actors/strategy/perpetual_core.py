@@ -247,7 +247,7 @@ class PerpetualStrategyCore(StrategyCore):
         self._adopt_protection(self.protection)
         self._told = (ZERO, None)
         out = self._protect(self.protection.on_position(self.position, self.position_entry), now)
-        price = self._latest_price(now)
+        price = self._latest_price(now) if self.position else None
         if price is not None and not self._unbooked and not self._stale:
             out += self._protect(self.protection.on_price(price), now)
         return out
