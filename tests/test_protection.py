@@ -399,3 +399,18 @@ def test_an_escalation_decided_when_the_position_then_closes_otherwise_is_droppe
     assert event.kind == "protection_escalation_dropped" and "the position is closed" in event.reason
     assert protection.escalation_due(closes_working=False) == []
 
+
+
+def test_a_re_escalation_decided_before_the_stuck_escalations_own_fill_is_dropped():
+    """The escalation's crossing limit filled in full, booked after a price beyond it had
+    decided to replace it: the replacement is never placed (the position is gone)."""
+    protection = core()
+    orders = keys(protection.on_position(D(1), D(100)))
+    protection.on_price(D("98.0"))
+    for key in orders.values():
+        protection.on_ended(key, "canceled")
+    gap = keys(protection.escalation_due(closes_working=False))["escalation"]
+    protection.on_price(D("96.0"))  # through the escalation's limit 97.0: cancelled, to be replaced
+    actions = protection.on_fill(gap, D(1), complete=True)
+    assert [a.kind for a in actions if isinstance(a, ProtectionEvent)] == ["protection_escalation_dropped"]
+    assert protection.escalation_due(closes_working=False) == []

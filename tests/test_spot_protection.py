@@ -424,17 +424,6 @@ def test_a_list_gapped_while_limitline_was_down_is_escalated_at_start_up():
     assert cancel.client_order_id == "ll-dip-1"
 
 
-def test_a_list_gapped_between_candles_is_escalated_from_the_bid():
-    from actors.messages import Quote
-
-    core, out = _restarted_spot()
-    assert core.active and "protection_escalating" not in _kinds(out)
-    assert "protection_escalating" not in _kinds(core.handle(Quote("sim", "BTC/USD", D("98.60"), D("98.70"), at=1.0), 1.0))
-    out = core.handle(Quote("sim", "BTC/USD", D("98"), D("98.10"), at=2.0), 2.0)  # below the stop's limit 98.50
-    assert "protection_escalating" in _kinds(out)
-    assert [s.message.client_order_id for s in out if isinstance(s.message, CancelOrder)] == ["ll-dip-1"]
-
-
 def test_a_spot_strategy_whose_pre_flight_fails_still_escalates_the_list_of_what_it_holds():
     """Review 13c, F14 (spot): protection ran only while active."""
     from test_strategy_core import candle

@@ -264,7 +264,7 @@ class StrategyCore(SpotProtectionMixin):
 
     def _on_quote(self, message: Quote, now: float) -> list[Send]:
         self._quote = message
-        return self._protect_quote(message, now)
+        return []
 
     def _on_stop_triggered(self, message: StopTriggered, now: float) -> list[Send]:
         """A stop-limit of ours triggered (a perpetual's: its own core hears it)."""

@@ -240,7 +240,7 @@ class ProtectionCore:
         escalation = self._escalation
         if escalation is not None and escalation.key == key:
             self._escalation = None
-        elif escalation is not None and escalation.key is None and resting.role != "escalation":
+        elif escalation is not None and escalation.key is None:
             # Decided on a price older than this fill (a live candle or quote comes before
             # the trade poll books what the stop did within it): the order judged stuck,
             # or its sibling, has closed the position in full. Nothing is left to escalate;

@@ -29,9 +29,12 @@ should rest; this mixin of :class:`actors.strategy.core.StrategyCore` carries it
   the price by the configured ``gap_slippage_pct`` (``protection_escalated``). A list the
   price has already passed when it is due (the buy filled above a stop the market is now
   below) is not sent at all: the holding is escalated the same way. The gap is judged at
-  each close, at each best bid between candles (live) and once at start-up at the latest
-  price known; also while a restarted strategy's pre-flight fails, once reconciled
+  each close and once at start-up at the latest price known (a gap while limitline was
+  down); also while a restarted strategy's pre-flight fails, once reconciled
   (``_may_protect``: protecting what is held does not depend on being allowed to buy).
+  Not between candles: no exchange reports a list's stop leg triggered, and a bid alone may
+  predate the leg's fill (an escalation decided on it would be dropped, but the list would
+  have been cancelled for nothing).
 - **A refused list** (``protection_refused``) is planned again at the next candle, from
   that candle's close: placed if the list can rest there, escalated if the price has
   passed it. Protection is not held back by an open circuit breaker (it protects coins
@@ -45,7 +48,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from actors.messages import LEDGER, CancelOrder, Quote, Reserve, Send
+from actors.messages import LEDGER, CancelOrder, Reserve, Send
 from actors.orders import Order, OrderState, Trigger, client_order_id
 from actors.strategy.protection_core import (
     CancelProtective,
@@ -186,15 +189,6 @@ class SpotProtectionMixin:
             self._spot_resync = False
             out += self._protect_holding(now)
         return out
-
-    def _protect_quote(self: "StrategyCore", quote: Quote, now: float) -> list[Send]:
-        """A best bid between candles: a list whose stop leg the bid is below (gapped
-        through its limit) is escalated now, not at the candle's close (live venues)."""
-        if self.spot_protection is None or not self._may_protect() or not self.spot_protection.size:
-            return []
-        # (no trigger report for a list's leg: the bid below the stop's limit, which lies
-        # below its trigger, is the evidence, as a candle's close is)
-        return self._carry_out(self.spot_protection.on_price(quote.bid), now)
 
     def _protect_latest(self: "StrategyCore", now: float) -> list[Send]:
         """Start-up (the strategy active, or protecting only): the list of record is judged
