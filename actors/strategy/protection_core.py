@@ -321,7 +321,7 @@ class ProtectionCore:
         ``confirmed``: a price between candles (a quote, a trigger report): a stop counts
         as fired only once the exchange has said it triggered (:meth:`on_triggered`), so a
         stop whose child may have filled at its limit moments ago is not judged on the
-        price alone. A candle's close (and the start-up check) passes False: the price
+        price alone (nor is an escalation's limit: it is judged at the closes). A candle's close (and the start-up check) passes False: the price
         through the trigger is the evidence, as in the Lab."""
         self.last_price = price
         if not self.size:
@@ -338,9 +338,8 @@ class ProtectionCore:
             if stop is None:
                 continue
             trigger = stop.trigger_price
-            fired = resting.triggered or resting.role == "escalation" or (
-                not confirmed and trigger is not None and (price <= trigger if long_ else price >= trigger)
-            )
+            fired = resting.triggered or (not confirmed and (resting.role == "escalation" or (
+                trigger is not None and (price <= trigger if long_ else price >= trigger))))
             beyond = price < stop.price if long_ else price > stop.price
             if fired and beyond:
                 out += self._escalate(resting, price, (
