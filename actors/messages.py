@@ -342,6 +342,19 @@ class Quote:
 
 
 @attrs.frozen
+class StopTriggered:
+    """The exchange says our stop-limit ``client_order_id`` has triggered and its child
+    order rests (Binance USD-M: the algo order is ``TRIGGERED`` and its child is listed
+    open). Sent at every listing that shows it so: the strategy judges a gap now, not at
+    the next candle's close. ``price``: the latest price the connection knows of the
+    market (a closed candle's), None when it knows none."""
+
+    client_order_id: str
+    at: float
+    price: Decimal | None = None
+
+
+@attrs.frozen
 class CandleDone:
     strategy: str
     symbol: str

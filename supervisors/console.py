@@ -38,7 +38,8 @@ ECHOED = frozenset({
     "config_applied", "config_rejected", "config_unchanged", "strategy_reconfigured", "strategy_removed",
     # What protects a holding or a position on the exchange, and what happened to it.
     "protection_placed", "protection_resized", "protection_canceled", "protection_refused", "protection_escalating",
-    "protection_escalated", "closed_by_protection", "unprotected", "close_held", "market_settings_set",
+    "protection_escalated", "protection_escalation_dropped", "closed_by_protection", "unprotected", "close_held",
+    "market_settings_set",
 })
 #: Echoed only with ``-v``: one per candle a rule fired and could not act.
 VERBOSE_ONLY = frozenset({"blocked"})

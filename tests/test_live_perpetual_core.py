@@ -337,3 +337,21 @@ def test_an_expiry_is_held_only_until_a_newer_listing_shows_the_stop_still_waiti
     by_op = {c.operation: c for c in calls(core.handle(Tick(3.0), 3.0))}
     [canceled, _] = sends(core.handle(CallDone(by_op["fetch_open_conditional_orders"].call_id, [waiting]), 3.1), OrderCanceled)
     assert (canceled.message.client_order_id, canceled.message.reason) == ("tp", "expired on the exchange")
+
+
+def test_a_stop_whose_child_a_listing_shows_resting_is_reported_triggered_to_its_strategy():
+    """Review 13c, F2: the strategy heard of a triggered stop only from the next candle's
+    close; now every listing that shows its child resting says so (with the latest close)."""
+    from actors.messages import StopTriggered
+
+    core, _ = started()
+    stop = order("sl", side=Side.SELL, price="984.8", order_type="stop_limit", trigger="989.8", reduce_only=True)
+    [create] = calls(core.handle(SubmitOrder(stop), 1.0))
+    algo = ExchangeConditionalOrder("sl", "12", S, Side.SELL, D("984.8"), D("0.5"), D(0), trigger_price=D("989.8"))
+    core.handle(CallDone(create.call_id, algo), 1.1)
+    polls = {c.operation: c for c in calls(core.handle(Tick(2.0), 2.0))}
+    assert sends(core.handle(CallDone(polls["fetch_open_orders"].call_id, []), 2.1), StopTriggered) == []
+    polls = {c.operation: c for c in calls(core.handle(Tick(3.0), 3.0))}
+    child = ExchangeOrder("sl", "99", S, Side.SELL, D("984.8"), D("0.5"), D(0), "open")
+    [told] = sends(core.handle(CallDone(polls["fetch_open_orders"].call_id, [child]), 3.1), StopTriggered)
+    assert told.to == "strategy:s" and told.message.client_order_id == "sl" and core.tracked["sl"].child_order_id == "99"

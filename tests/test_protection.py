@@ -353,3 +353,64 @@ class ProtectionMachine(RuleBasedStateMachine):
 
 ProtectionMachine.TestCase.settings = settings(max_examples=120, stateful_step_count=40, deadline=None)
 test_protection_model = ProtectionMachine.TestCase
+
+
+def test_between_candles_a_stop_counts_as_fired_only_once_the_exchange_says_it_triggered():
+    """Review 13c, F2: a quote or a trigger report judges the gap at once; the price alone
+    does not say the stop fired then (its child may have filled at its limit moments ago)."""
+    protection = core()
+    orders = keys(protection.on_position(D(1), D(100)))  # stop trigger 99.0, limit 98.5
+    assert protection.on_price(D("98.0"), confirmed=True) == []
+    assert not protection.escalating
+    protection.on_triggered(orders["stop_loss"])
+    actions = protection.on_price(D("98.0"), confirmed=True)
+    assert {a.key for a in actions if isinstance(a, CancelProtective)} == set(orders.values())
+    [event] = [a for a in actions if isinstance(a, ProtectionEvent)]
+    assert event.kind == "protection_escalating" and protection.escalating
+
+
+@pytest.mark.parametrize("filled", ["stop_loss", "take_profit"])
+def test_an_escalation_decided_before_the_fills_that_closed_the_position_is_dropped_saying_so(filled):
+    """Review 13c, F6: the stop filled at its limit within the candle; the candle's close
+    (beyond the limit) came before the trade poll booked the fill. The escalation decided on
+    it is never placed (it would sell a position already gone) and an event says why."""
+    protection = core()
+    orders = keys(protection.on_position(D(1), D(100)))
+    protection.on_price(D("98.0"))  # the candle's close: a gap, by the price alone
+    assert protection.escalating
+    actions = protection.on_fill(orders[filled], D(1), complete=True)  # the fill, booked late
+    [event] = [a for a in actions if isinstance(a, ProtectionEvent)]
+    assert event.kind == "protection_escalation_dropped" and f"{filled} {orders[filled]} filled in full" in event.reason
+    assert not protection.escalating
+    other = next(k for role, k in orders.items() if role != filled)
+    protection.on_ended(other, "canceled")
+    assert protection.escalation_due(closes_working=False) == []  # nothing placed, ever
+    assert protection.on_position(D(0), None) == []
+
+
+def test_an_escalation_decided_when_the_position_then_closes_otherwise_is_dropped_saying_so():
+    protection = core()
+    orders = keys(protection.on_position(D(1), D(100)))
+    protection.on_price(D("98.0"))
+    for key in orders.values():
+        protection.on_ended(key, "canceled")
+    actions = protection.on_position(D(0), None)  # an operator closed it meanwhile
+    [event] = [a for a in actions if isinstance(a, ProtectionEvent)]
+    assert event.kind == "protection_escalation_dropped" and "the position is closed" in event.reason
+    assert protection.escalation_due(closes_working=False) == []
+
+
+
+def test_a_re_escalation_decided_before_the_stuck_escalations_own_fill_is_dropped():
+    """The escalation's crossing limit filled in full, booked after a price beyond it had
+    decided to replace it: the replacement is never placed (the position is gone)."""
+    protection = core()
+    orders = keys(protection.on_position(D(1), D(100)))
+    protection.on_price(D("98.0"))
+    for key in orders.values():
+        protection.on_ended(key, "canceled")
+    gap = keys(protection.escalation_due(closes_working=False))["escalation"]
+    protection.on_price(D("96.0"))  # through the escalation's limit 97.0: cancelled, to be replaced
+    actions = protection.on_fill(gap, D(1), complete=True)
+    assert [a.kind for a in actions if isinstance(a, ProtectionEvent)] == ["protection_escalation_dropped"]
+    assert protection.escalation_due(closes_working=False) == []

@@ -384,3 +384,52 @@ def test_after_a_restart_the_list_of_record_is_adopted_not_placed_again():
     out = core.handle(AccountInfo("dip", D("800"), D(0), D("1"), D("1"), cost_basis=D("200")), 1.0)
     [cancel] = [s.message for s in out if isinstance(s.message, CancelOrder)]
     assert cancel.client_order_id == "ll-dip-1" and not [s for s in out if isinstance(s.message, Reserve)]
+
+
+def _restarted_spot(balances=None, last="100"):
+    """A spot strategy restarted with one coin held under its list of record (take-profit
+    102, stop 99 / 98.50), reconciled; ``balances``: the exchange's (pre-flight may fail)."""
+    from test_strategy_core import facts, settings
+
+    from actors.messages import AccountInfo, Reconciled, VenueInfo
+    from actors.strategy.core import StrategyCore
+    from actors.strategy.settings import Allocation, ProtectionConfig
+
+    core = StrategyCore(settings(allocation=Allocation(quote=D("1000")),
+                                 protection=ProtectionConfig(take_profit_pct=D(2), stop_loss_pct=D(1))))
+    resting = Order("ll-dip-1", "dip", "sim", "BTC/USD", Side.SELL, D("102"), D("1"), OrderState.OPEN, 0, 0,
+                    rule="protection:oco@p1", exchange_order_id="7", order_type="oco", trigger_price=D("99"),
+                    stop_limit_price=D("98.50"))
+    core.restore([resting], 0.0)
+    core.start(0.0)
+    holding = AccountInfo("dip", D("900"), D(0), D(0), D("1"), cost_basis=D("100"),
+                          account_holdings={"USD": D("900"), "BTC": D("1")})
+    venue = VenueInfo(facts(balances=balances or {"USD": D("10000"), "BTC": D("5")}, last_prices={"BTC/USD": D(last)}))
+    out = []
+    for message in (venue, holding, Reconciled("sim"), venue, holding):
+        out += core.handle(message, 0.0)
+    return core, out
+
+
+def _kinds(out) -> list[str]:
+    from actors.messages import RecordEvent
+    return [s.message.kind for s in out if isinstance(s.message, RecordEvent)]
+
+
+def test_a_list_gapped_while_limitline_was_down_is_escalated_at_start_up():
+    """Review 13c, F2 (spot): the list was judged only at the next candle's close."""
+    core, out = _restarted_spot(last="98")
+    assert core.active and "protection_escalating" in _kinds(out)
+    [cancel] = [s.message for s in out if isinstance(s.message, CancelOrder)]
+    assert cancel.client_order_id == "ll-dip-1"
+
+
+def test_a_spot_strategy_whose_pre_flight_fails_still_escalates_the_list_of_what_it_holds():
+    """Review 13c, F14 (spot): protection ran only while active."""
+    from test_strategy_core import candle
+
+    core, out = _restarted_spot(balances={"USD": D("10000"), "BTC": D("0")})
+    assert not core.active and "preflight_failed" in _kinds(out)
+    out = core.handle(candle(5, "98"), 1.0)
+    assert "protection_escalating" in _kinds(out)
+    assert [s.message.client_order_id for s in out if isinstance(s.message, CancelOrder)] == ["ll-dip-1"]

@@ -67,6 +67,7 @@ from actors.messages import (
     OrderRejected,
     RecordEvent,
     Send,
+    StopTriggered,
     Subscribe,
     VenueFacts,
     strategy_address,
@@ -372,12 +373,19 @@ class LivePerpetualConnectionCore(LiveConnectionCore):
     def _open_orders(self, symbol: str, orders: list[ExchangeOrder], now: float) -> list[Any]:
         """The regular open orders: a triggered stop's child (it carries the stop's client
         id) is adopted, and listed under the stop's exchange id of record."""
+        triggered: list[Any] = []
         for listed in orders:
             tracked = self.tracked.get(listed.client_order_id)
             if (tracked is not None and tracked.order_type == "stop_limit" and tracked.child_order_id is None
                     and tracked.exchange_order_id is not None):
                 self._adopt_child(tracked, listed.exchange_order_id)
-        return super()._open_orders(symbol, [self._as_recorded(o) for o in orders], now)
+            if (tracked is not None and tracked.order_type == "stop_limit" and not tracked.done
+                    and tracked.child_order_id == listed.exchange_order_id):
+                # Triggered, its child resting: the strategy judges a gap now (a child
+                # gapped through rests unfilled while the position stays open).
+                triggered.append(Send(strategy_address(tracked.strategy), StopTriggered(
+                    tracked.client_order_id, now, self.last_prices.get(symbol))))
+        return super()._open_orders(symbol, [self._as_recorded(o) for o in orders], now) + triggered
 
     def _open_conditional(self, symbol: str, orders: list[ExchangeConditionalOrder], now: float) -> list[Any]:
         """The conditional orders waiting for their trigger: an UNKNOWN stop listed is

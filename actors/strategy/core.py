@@ -38,6 +38,7 @@ from actors.messages import (
     OrderRejected,
     Pause,
     Quote,
+    StopTriggered,
     Reconciled,
     ReconciledQuery,
     RecordEvent,
@@ -259,7 +260,8 @@ class StrategyCore(SpotProtectionMixin):
         out = self._maybe_activate(now)
         # Active from here (the ledger had answered first): what it holds is protected now,
         # not at the ledger's next answer, which may be a fill away.
-        return out + self._protect_holding(now) if self._spot_protected and self.active else out
+        # What it holds is protected now, not at the ledger's next answer (a fill away).
+        return out + self._protect_holding(now) if self._spot_protected and self._may_protect() else out
 
     def wake_at(self) -> float | None:
         """When (``now`` seconds) this strategy wants a :class:`Tick` besides its messages
@@ -272,6 +274,18 @@ class StrategyCore(SpotProtectionMixin):
     def _on_quote(self, message: Quote, now: float) -> list[Send]:
         self._quote = message
         return []
+
+    def _on_stop_triggered(self, message: StopTriggered, now: float) -> list[Send]:
+        """A stop-limit of ours triggered (a perpetual's: its own core hears it)."""
+        return []
+
+    def _may_protect(self) -> bool:
+        """Protection of what is already held may be placed, resized and escalated: the
+        strategy is active, or its pre-flight failed but the venue has been reconciled
+        (our state compared with the exchange's) and the market is known. Protecting a
+        position does not depend on being allowed to open one (nor on the breaker or a
+        pause); before the first reconciliation nothing is sent."""
+        return self.active or (self._reconciled and self._venue is not None and self.market is not None)
 
     def _on_reconciled(self, message: Reconciled, now: float) -> list[Send]:
         self._reconciled = True
@@ -395,6 +409,9 @@ class StrategyCore(SpotProtectionMixin):
             return []
         if self.preflight_problems:
             self.inactive_reason = f"pre-flight failed: {self.preflight_problems[0]}"
+            if self._reconciled and self.settings.symbol in self._venue.markets:
+                # Not allowed to open, but what it holds is still protected (_may_protect).
+                self.market = self._venue.markets[self.settings.symbol]
             return self._ready() + [
                 self._event("preflight_failed", now, reason=self.inactive_reason, payload={"problems": self.preflight_problems})
             ]
@@ -848,6 +865,7 @@ _DISPATCH: dict[type, str] = {
     CandleClosed: "_on_candle_closed",
     VenueInfo: "_on_venue_info",
     Quote: "_on_quote",
+    StopTriggered: "_on_stop_triggered",
     VenueStatus: "_on_venue_status",
     Reconciled: "_on_reconciled",
     Pause: "_on_pause",

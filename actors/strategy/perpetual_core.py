@@ -27,7 +27,11 @@ position needs instead of inventory:
   is refused, nothing adds to the position (:meth:`_stop_missing`, ``unprotected``); a stop
   refused because the price is past its trigger (-2021) is escalated at once. While an escalation is decided or
   works, the plan's orders are cancelled, its decision dropped and new ones ``blocked``
-  (:meth:`_escalation_step`); the one rule on closes is :meth:`_close_refused`.
+  (:meth:`_escalation_step`); the one rule on closes is :meth:`_close_refused`. A gap is
+  judged at each close, when the connection reports the stop triggered (``StopTriggered``)
+  or a quote arrives, and at start-up (:meth:`_start_protection`). Protection runs whenever
+  :meth:`_may_protect` (active, or a failed pre-flight once reconciled): protecting what is
+  held does not depend on being allowed to open.
 - **A stale position.** A reduce-only order refused with -2022 means the exchange holds
   nothing to reduce: no close is sent until the ledger's position changes (fills booked, a
   repair from the reconciler) or a wait runs out (1 s, doubling per refusal in a row, at
@@ -59,8 +63,10 @@ from actors.messages import (
     PositionInfo,
     PositionOrderRequest,
     PositionReserve,
+    Quote,
     ReservationDenied,
     Send,
+    StopTriggered,
     SubmitOrder,
     Tick,
 )
@@ -141,8 +147,10 @@ class PerpetualStrategyCore(StrategyCore):
         self._last_close: Decimal | None = None
         #: A close was refused: the next legs wait for the ledger's next answer.
         self._await_position = False
-        #: Protective orders of record to adopt once the protection starts (a restart).
+        #: Protective orders of record to adopt once the protection starts (a restart), and
+        #: the stops among them the exchange said triggered meanwhile (StopTriggered).
         self._adopt: list[Order] = []
+        self._adopt_triggered: set[str] = set()
         #: This strategy's share of ``allocated`` (pre-flight: the account's balance must
         #: cover the strategies' collateral): its allocation, then its wallet in the ledger.
         self._collateral_counted = self.settings.allocation.quote
@@ -208,9 +216,11 @@ class PerpetualStrategyCore(StrategyCore):
             kind = "stop_limit" if order.order_type == "stop_limit" else "limit"
             key = f"{'sl' if role == 'stop_loss' else 'tp' if role == 'take_profit' else 'gap'}-r{n}"
             protective = ProtectiveOrder(role, order.side, order.amount, order.price, kind, order.trigger_price)
-            protection.adopt(Resting(key, role, protective, group, filled=order.filled))
+            triggered = order.client_order_id in self._adopt_triggered
+            protection.adopt(Resting(key, role, protective, group, filled=order.filled, triggered=triggered))
             self._key_of[order.client_order_id], self._cid_of[key] = key, order.client_order_id
         self._adopt = []
+        self._adopt_triggered.clear()
 
     def _adopt_plan(self, planner: ActionPlanner) -> None:
         """The plan's orders restored from their records and still working (a restart, or
@@ -245,13 +255,68 @@ class PerpetualStrategyCore(StrategyCore):
             self.leverage = Decimal(self._venue.leverage.get(market.symbol, 1))
             self.planner = ActionPlanner(market.symbol, market.round_amount, market.min_amount)
             self._adopt_plan(self.planner)
-            settings = protection_settings(self.settings)
-            if settings is not None:
-                self.protection = ProtectionCore(settings, round_price_to(market.tick_size), market.min_amount)
-                self._adopt_protection(self.protection)
-                self._told = (ZERO, None)
-                out += self._protect(self.protection.on_position(self.position, self.position_entry), now)
+        return out + self._start_protection(now)
+
+    # ------------------------------------------------------------ protection
+
+    def _start_protection(self, now: float) -> list[Send]:
+        """Once protection may act (:meth:`_may_protect`: active, or a pre-flight that
+        failed after the venue was reconciled: what is held is still protected), the
+        protective orders of record are adopted, the position protected, and the stop
+        judged at the latest price known (a gap while limitline was down is escalated now,
+        not at the next candle's close)."""
+        if self.protection is not None or self.market is None or not self._may_protect():
+            return []
+        settings = protection_settings(self.settings)
+        if settings is None:
+            return []
+        market = self.market
+        if self.planner is None and self._venue is not None:
+            self.leverage = Decimal(self._venue.leverage.get(market.symbol, 1))
+        self.protection = ProtectionCore(settings, round_price_to(market.tick_size), market.min_amount)
+        self._adopt_protection(self.protection)
+        self._told = (ZERO, None)
+        out = self._protect(self.protection.on_position(self.position, self.position_entry), now)
+        price = self._latest_price(now) if self.position else None
+        if price is not None and not self._unbooked and not self._stale:
+            out += self._protect(self.protection.on_price(price), now)
         return out
+
+    def _latest_price(self, now: float) -> Decimal | None:
+        """The freshest price of the market for the position's stop: the quote's bid (a
+        long's) or ask (a short's) while fresh, else the latest close known."""
+        quote = self._quote
+        if quote is not None and now - quote.at <= self.settings.quote_max_age_seconds:
+            return quote.bid if self.position > 0 else quote.ask
+        if self.protection is not None and self.protection.last_price is not None:
+            return self.protection.last_price
+        return self._venue.last_prices.get(self.settings.symbol) if self._venue is not None else None
+
+    def _on_quote(self, message: Quote, now: float) -> list[Send]:
+        """A price between candles: a stop the exchange said triggered, gapped through its
+        limit, is escalated now (``confirmed``: the price alone does not say it fired)."""
+        self._quote = message
+        if self.protection is None or not self._may_protect() or not self.position or self._unbooked or self._stale:
+            return []
+        price = message.bid if self.position > 0 else message.ask
+        return self._protect(self.protection.on_price(price, confirmed=True), now) + self._escalation_step(now)
+
+    def _on_stop_triggered(self, message: StopTriggered, now: float) -> list[Send]:
+        """The exchange says the stop triggered and its child rests: judged at once at the
+        freshest price known (the quote, else the connection's, else the last close)."""
+        if self.protection is None:
+            self._adopt_triggered.add(message.client_order_id)  # adopted as triggered
+            return []
+        key = self._key_of.get(message.client_order_id)
+        if key is None or not self._may_protect():
+            return []
+        self.protection.on_triggered(key)
+        quote = self._quote
+        fresh = quote is not None and now - quote.at <= self.settings.quote_max_age_seconds
+        price = self._latest_price(now) if fresh or message.price is None else message.price
+        if price is None or not self.position or self._unbooked or self._stale:
+            return []
+        return self._protect(self.protection.on_price(price, confirmed=True), now) + self._escalation_step(now)
 
     # -------------------------------------------------------------- dispatch
 
@@ -291,7 +356,7 @@ class PerpetualStrategyCore(StrategyCore):
             self._stop_rests(self._key_of[cid])
             out += self._protect(self.protection.on_accepted(self._key_of[cid]), now)
         if isinstance(message, FillReport):
-            out += self._filled(cid, message, now)
+            out += self._filled(cid, message, now, before.rule)
         if cid not in self.orders:  # it ended
             trade_ids = before.trade_ids | ({message.trade_id} if isinstance(message, FillReport) else set())
             out += self._order_ended(cid, message, frozenset(trade_ids), before.reduce_only, now)
@@ -365,7 +430,7 @@ class PerpetualStrategyCore(StrategyCore):
             self._stale = False
             self._resync_protection = self.protection is not None
             out += self._next_legs(now)
-        if self.protection is not None and self.active:
+        if self.protection is not None and self._may_protect():
             if self._resync_protection and not self._stale:
                 self._resync_protection = False
                 out += self._protect(self.protection.on_position(self.position, self.position_entry), now)
@@ -568,14 +633,21 @@ class PerpetualStrategyCore(StrategyCore):
 
     # ------------------------------------------------------- fills and ends
 
-    def _filled(self, cid: str, fill: FillReport, now: float) -> list[Send]:
+    def _filled(self, cid: str, fill: FillReport, now: float, rule: str) -> list[Send]:
         if cid in self._plan and self.planner is not None:
             self.planner.filled(cid, fill.amount)
             return []
         key = self._key_of.get(cid)
-        if key is None or self.protection is None:
-            return []
         complete = cid not in self.orders  # this fill ended it
+        if key is None or self.protection is None:
+            if complete and rule.startswith("protection:"):
+                # A protective order of record that traded while limitline was down, heard
+                # before the protection started again (a restart): still said; the
+                # protection, once made, does not adopt it (it ended).
+                role = ROLES.get(rule.removeprefix("protection:").partition("@")[0], rule)
+                return [self._event("closed_by_protection", now, cid, rule=rule, reason=(
+                    f"the {role} {cid} filled: {fill.amount} @ {fill.price}"), payload={"role": role})]
+            return []
         out = self._protect(self.protection.on_fill(key, fill.amount, complete), now)
         if complete:
             role = {"tp": "take-profit", "sl": "stop-loss", "gap": "gap escalation"}.get(key.split("-")[0], key)
@@ -812,6 +884,9 @@ def _posture(intent: PositionIntent, held: Decimal) -> str | None:
         return "flat"
     return None if not held else ("short" if held > 0 else "long")
 
+
+#: A protective order's role (its rule ``protection:<role>@<group>``), as events name it.
+ROLES = {"take_profit": "take-profit", "stop_loss": "stop-loss", "escalation": "gap escalation"}
 
 #: Binance's codes of a reduce-only order with nothing left to reduce (-2022) and of a stop
 #: whose trigger the price has already passed (-2021); exchange.perpetuals gives the same.

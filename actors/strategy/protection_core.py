@@ -44,7 +44,13 @@ Rules:
   ``protection_escalated`` event saying why. At most one escalation works per position, and
   nothing else closes it meanwhile (the caller cancels its own closes and stops adding to
   the position while :attr:`ProtectionCore.escalating`). Should the price run through that
-  limit too, it is cancelled and escalated again from the new price.
+  limit too, it is cancelled and escalated again from the new price. The price is judged
+  at each candle's close and, between candles, whenever a fresher one arrives (a quote, the
+  exchange reporting the stop triggered, start-up): a stop counts as fired then only once
+  the exchange said it triggered (:meth:`ProtectionCore.on_price` ``confirmed``). An
+  escalation decided on a price older than the fills (the stop filled at its limit within
+  the candle, the trades booked after) is dropped, not placed, when those fills close the
+  position (``protection_escalation_dropped``).
 - **Spot** (``spot_oco``): two separate protective sells would each lock the same coins, so
   the protection is one OCO order list (a limit-maker take-profit and a stop-loss-limit),
   where the venue offers it; the exchange cancels the other leg itself. A list the latest
@@ -148,7 +154,7 @@ class CancelProtective:
 
 @attrs.frozen
 class ProtectionEvent:
-    kind: str  # protection_placed | protection_resized | protection_canceled | protection_escalating | protection_escalated | unprotected
+    kind: str  # protection_placed | protection_resized | protection_canceled | protection_escalating | protection_escalated | protection_escalation_dropped | unprotected
     reason: str
     payload: dict[str, Any] = attrs.field(factory=dict)
 
@@ -230,9 +236,20 @@ class ProtectionCore:
         if not complete:
             return []  # the position's change (from the ledger) resizes the rest
         del self.resting[key]
-        if self._escalation is not None and self._escalation.key == key:
-            self._escalation = None
         out: list[ProtectionAction] = []
+        escalation = self._escalation
+        if escalation is not None and escalation.key == key:
+            self._escalation = None
+        elif escalation is not None and escalation.key is None:
+            # Decided on a price older than this fill (a live candle or quote comes before
+            # the trade poll books what the stop did within it): the order judged stuck,
+            # or its sibling, has closed the position in full. Nothing is left to escalate;
+            # the event says so (the record must not be left saying a gap stands).
+            self._escalation = None
+            out.append(ProtectionEvent("protection_escalation_dropped", (
+                f"the escalation decided at price {escalation.price} is not placed: the {resting.role} {key} "
+                f"filled in full ({resting.filled}) before it was due, closing the position"),
+                {"key": key, "role": resting.role, "stuck": escalation.stuck}))
         for other in list(self.resting.values()):
             if not other.canceling:
                 other.canceling = True
@@ -297,9 +314,15 @@ class ProtectionCore:
             return []
         return [ProtectionEvent("protection_canceled", f"{resting.role} {key} ended outside limitline: {reason}")] + self._sync()
 
-    def on_price(self, price: Decimal) -> list[ProtectionAction]:
+    def on_price(self, price: Decimal, confirmed: bool = False) -> list[ProtectionAction]:
         """The latest price (a long's stop: the bid; a short's: the ask). Escalates a
-        gapped stop (or a gapped escalation)."""
+        gapped stop (or a gapped escalation).
+
+        ``confirmed``: a price between candles (a quote, a trigger report): a stop counts
+        as fired only once the exchange has said it triggered (:meth:`on_triggered`), so a
+        stop whose child may have filled at its limit moments ago is not judged on the
+        price alone (nor is an escalation's limit: it is judged at the closes). A candle's close (and the start-up check) passes False: the price
+        through the trigger is the evidence, as in the Lab."""
         self.last_price = price
         if not self.size:
             return []
@@ -315,9 +338,8 @@ class ProtectionCore:
             if stop is None:
                 continue
             trigger = stop.trigger_price
-            fired = resting.triggered or resting.role == "escalation" or (
-                trigger is not None and (price <= trigger if long_ else price >= trigger)
-            )
+            fired = resting.triggered or (not confirmed and (resting.role == "escalation" or (
+                trigger is not None and (price <= trigger if long_ else price >= trigger))))
             beyond = price < stop.price if long_ else price > stop.price
             if fired and beyond:
                 out += self._escalate(resting, price, (
@@ -370,6 +392,11 @@ class ProtectionCore:
                 if not resting.canceling:
                     resting.canceling = True
                     out.append(CancelProtective(resting.key, "the position is closed"))
+            escalation = self._escalation
+            if escalation is not None and escalation.key is None:
+                out.append(ProtectionEvent("protection_escalation_dropped", (
+                    f"the escalation decided at price {escalation.price} is not placed: the position is closed "
+                    f"(its fills were booked before the escalation was due)"), {"stuck": escalation.stuck}))
             self._group = None
             self._escalation = None
             return out

@@ -28,7 +28,13 @@ should rest; this mixin of :class:`actors.strategy.core.StrategyCore` carries it
   perpetuals the list is cancelled and replaced (after the cancel) by a limit sell crossing
   the price by the configured ``gap_slippage_pct`` (``protection_escalated``). A list the
   price has already passed when it is due (the buy filled above a stop the market is now
-  below) is not sent at all: the holding is escalated the same way.
+  below) is not sent at all: the holding is escalated the same way. The gap is judged at
+  each close and once at start-up at the latest price known (a gap while limitline was
+  down); also while a restarted strategy's pre-flight fails, once reconciled
+  (``_may_protect``: protecting what is held does not depend on being allowed to buy).
+  Not between candles: no exchange reports a list's stop leg triggered, and a bid alone may
+  predate the leg's fill (an escalation decided on it would be dropped, but the list would
+  have been cancelled for nothing).
 - **A refused list** (``protection_refused``) is planned again at the next candle, from
   that candle's close: placed if the list can rest there, escalated if the price has
   passed it. Protection is not held back by an open circuit breaker (it protects coins
@@ -103,6 +109,8 @@ class SpotProtectionMixin:
         #: A protective order was refused (ledger or exchange): placed again at the next
         #: candle, not at once (a refusal that repeats must not spin within one candle).
         self._spot_resync = False
+        #: The list of record has been judged at the latest price once (start-up).
+        self._judged_at_start = False
 
     # -------------------------------------------------------------- inputs
 
@@ -146,7 +154,7 @@ class SpotProtectionMixin:
     def _protect_holding(self: "StrategyCore", now: float) -> list[Send]:
         """Place, resize or cancel the list to match what the ledger last said is held."""
         protection = self._protection_core()
-        if protection is None or not self.active:
+        if protection is None or not self._may_protect():
             return []
         out: list[Send] = []
         if self._sell_after_cancel is not None and not self._protective_live():
@@ -162,11 +170,17 @@ class SpotProtectionMixin:
         assert self.market is not None
         size = self.market.round_amount(self.held)
         entry = self.entry_price
-        return out + self._carry_out(protection.on_position(size if entry is not None else Decimal(0), entry), now)
+        out += self._carry_out(protection.on_position(size if entry is not None else Decimal(0), entry), now)
+        if not self._judged_at_start:
+            # The first time it may act: judged at the latest price the venue knows (a
+            # list gapped while limitline was down), not at the next candle's close.
+            self._judged_at_start = True
+            out += self._protect_latest(now)
+        return out
 
     def _protect_price(self: "StrategyCore", candle: Candle, now: float) -> list[Send]:
         """The candle's close: a gapped stop is escalated."""
-        if self.spot_protection is None or not self.active:
+        if self.spot_protection is None or not self._may_protect():
             return []
         # The price first: a list refused at the last candle is placed again only if this
         # close lets it rest; past it, the holding is escalated instead (ProtectionCore).
@@ -175,6 +189,18 @@ class SpotProtectionMixin:
             self._spot_resync = False
             out += self._protect_holding(now)
         return out
+
+    def _protect_latest(self: "StrategyCore", now: float) -> list[Send]:
+        """Start-up (the strategy active, or protecting only): the list of record is judged
+        at the latest price the venue knows, so a stop gapped while limitline was down is
+        escalated now, not at the next candle's close."""
+        protection = self.spot_protection
+        if protection is None or not protection.size or protection.escalating:
+            return []
+        quote, price = self._quote, protection.last_price
+        if quote is not None and now - quote.at <= self.settings.quote_max_age_seconds:
+            price = quote.bid
+        return [] if price is None else self._carry_out(protection.on_price(price), now)
 
     def _sell_cancels_protection(self: "StrategyCore", outcome: RuleOutcome, candle: Candle, now: float) -> list[Send] | None:
         """A sell signal while protection rests: the list is cancelled first and the sell
