@@ -201,6 +201,7 @@ class App:
                 markets=self.markets,
                 perpetuals={s.name: (s.venue, s.symbol) for s in config.strategies if s.perpetual},
                 interval=config.reconciler.interval_seconds,
+                snapshot_timeout=config.reconciler.snapshot_timeout_seconds,
                 env=self.env,
             ),
             mailbox=self._mailbox(RECONCILER),

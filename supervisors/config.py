@@ -183,6 +183,10 @@ class SupervisionConfig:
 @attrs.frozen
 class ReconcilerConfig:
     interval_seconds: float = 5.0
+    #: How long a cycle waits for a venue's snapshot before it records the venue as slow
+    #: (``reconcile_skipped``); not tied to the interval, since a perpetual account's
+    #: snapshot is several calls at the venue's rate limit. A later answer is still used.
+    snapshot_timeout_seconds: float = 30.0
 
 
 #: What a webhook can be sent for, and the events each covers.
@@ -495,7 +499,7 @@ def check_config(config: Config, live: bool = False, lab: bool = False) -> list[
     need(0 <= config.status.port <= 65535, "status.port", f"must be between 0 (any free port) and 65535, got {config.status.port}")
     need(config.supervision.max_restarts >= 0, "supervision.max_restarts", f"must be 0 or more, got {config.supervision.max_restarts}")
     problems += _seconds_problems(config.supervision, "supervision", ("period_seconds",))
-    problems += _seconds_problems(config.reconciler, "reconciler", ("interval_seconds",))
+    problems += _seconds_problems(config.reconciler, "reconciler", ("interval_seconds", "snapshot_timeout_seconds"))
     problems += _notification_problems(config.notifications)
 
     venues: dict[str, VenueConfig] = {}
