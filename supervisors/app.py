@@ -83,6 +83,7 @@ from supervisors.config import (
     CcxtVenueConfig,
     Config,
     ConfigError,
+    config_warnings,
     SimulatedVenueConfig,
     VenueConfig,
     allocated_on,
@@ -212,6 +213,7 @@ class App:
         warning = exposure_warning(config.status.host)
         if warning is not None:
             self.notices.append(warning)  # printed at start, before anything else
+        self.notices += config_warnings(config)
         web = WebContext(
             root=self,
             env=self.env,
