@@ -213,7 +213,6 @@ class App:
         warning = exposure_warning(config.status.host)
         if warning is not None:
             self.notices.append(warning)  # printed at start, before anything else
-        self.notices += config_warnings(config)
         web = WebContext(
             root=self,
             env=self.env,
@@ -581,7 +580,24 @@ class App:
             with self.status_listener:
                 await trio.to_thread.run_sync(lambda: open_store(self.store_path).close())
                 lock.opened()  # the store exists now: locked by inode too (hard links), and kept
-                await self.root.run_root(self.emit, task_status=task_status)
+                await self.root.run_root(self.emit, task_status=_StartedThen(task_status, self._warn))
+
+    def _warn(self) -> None:
+        """What the config allows but likely does not mean, as ``config_warning`` events
+        (echoed on the console, in the feed), once the tree (and its writer) runs."""
+        for warning in config_warnings(self.config):
+            self.emit("config_warning", "config", warning, {})
+
+
+class _StartedThen:
+    """A task status that calls ``then`` when the tree has started, before telling its caller."""
+
+    def __init__(self, status: Any, then: Any) -> None:
+        self._status, self._then = status, then
+
+    def started(self, value: Any = None) -> None:
+        self._then()
+        self._status.started(value)
 
 
 def account_of(strategy: StrategySettings) -> tuple[tuple[str, str], str, str]:

@@ -119,3 +119,16 @@ def test_preflight_refuses_a_size_whose_initial_margin_exceeds_the_allocation(tm
     quoted["strategies"][0]["sizing"] = {"quote": 30000}
     [problem] = preflight(parse_config(quoted, live=True).strategies[0], facts(5), {"USDT": D(5000)})
     assert problem.startswith("sizing.quote: one open of 30000 USDT (30000.00 USDT notional) needs 6015.00 USDT")
+
+
+async def test_a_cross_stop_beyond_the_positions_margin_is_a_config_warning_event_at_start(tmp_path):
+    from test_perpetual_shadow import perp_raw
+    from test_web import running
+
+    raw = perp_raw(tmp_path, protection={"take_profit_pct": 30, "stop_loss_pct": 20}, candles=50)
+    raw["venues"][0]["markets"][0]["leverage"] = 20
+    async with running(raw) as (app, watch, client):
+        await watch.until(lambda events: any(e.kind == "config_warning" for e in events))
+    [warning] = [e for e in watch.events if e.kind == "config_warning"]
+    assert warning.reason.startswith("strategies[0].protection.stop_loss_pct: a stop 20 % from the entry lies beyond")
+    assert "(cross margin)" in warning.reason
