@@ -4,10 +4,11 @@ books and the store's record, compared by the core.
 How long a snapshot may take is not the interval: a perpetual account's snapshot (positions,
 symbol settings, conditional orders, income, forced orders, trades, balances) is several
 calls at the venue's rate limit and can take longer than a short interval. The reconciler
-asks a venue for one snapshot at a time and waits up to ``snapshot_timeout`` for it; an
-answer later than that is not dropped: the next cycle waits for the same request (no second
-one is queued behind it) and uses its answer as soon as it comes, so a slow venue is
-reconciled more slowly, never skipped for good.
+waits up to ``snapshot_timeout`` for a venue's snapshot; an answer later than that is not
+dropped: it is used as soon as it comes, so a slow venue is reconciled more slowly, never
+skipped for good. The next cycle asks again as well (a connection whose round failed
+answers nothing and waits for a new request; one still working joins the request to the
+round under way), and the first answer to any request still outstanding is taken.
 """
 
 from __future__ import annotations
@@ -55,30 +56,28 @@ async def reconciler_actor(
     requests = itertools.count(1)
     ctx.status_provider = core.status
     task_status.started()
-    #: venue -> the snapshot request it has not answered yet (asked again only once answered)
-    pending: dict[str, int] = {}
-    #: venue -> a late answer to its pending request, to be used at once
+    #: venue -> the snapshot requests it has not answered yet (any answer of them will do)
+    pending: dict[str, set[int]] = {}
+    #: venue -> a late answer to one of its pending requests, to be used at once
     late: dict[str, ExchangeSnapshot] = {}
 
     async def other(message: Any) -> None:
         """Messages that are not the answer being waited for."""
         if isinstance(message, ReconciledQuery):
             await deliver(env.directory, core.query(message))
-        elif isinstance(message, ExchangeSnapshot) and pending.get(message.venue) == message.request_id:
+        elif isinstance(message, ExchangeSnapshot) and message.request_id in pending.get(message.venue, ()):
             late[message.venue] = message
+            del pending[message.venue]
 
     async def exchange_snapshot(venue: str) -> ExchangeSnapshot | None:
         if venue in late:
-            pending.pop(venue, None)
             return late.pop(venue)
-        request_id = pending.get(venue)
-        if request_id is None:
-            request_id = next(requests)
-            await deliver(env.directory, [Send(connection_address(venue), SnapshotRequest(RECONCILER, request_id))])
-        answer = await _answer(inbox, ExchangeSnapshot, request_id, snapshot_timeout, other)
-        if answer is None:
-            pending[venue] = request_id
-        else:
+        request_id = next(requests)
+        asked = pending.setdefault(venue, set())
+        asked.add(request_id)
+        await deliver(env.directory, [Send(connection_address(venue), SnapshotRequest(RECONCILER, request_id))])
+        answer = await _answer(inbox, ExchangeSnapshot, asked, snapshot_timeout, other)
+        if answer is not None:
             pending.pop(venue, None)
         return answer
 
@@ -94,7 +93,7 @@ async def reconciler_actor(
                 continue
             request = LedgerSnapshotRequest(RECONCILER, next(requests))
             await deliver(env.directory, [Send(LEDGER, request)])
-            ledger = await _answer(inbox, LedgerSnapshot, request.request_id, snapshot_timeout, other)
+            ledger = await _answer(inbox, LedgerSnapshot, {request.request_id}, snapshot_timeout, other)
             if ledger is None:
                 reason = f"the ledger did not answer within {snapshot_timeout:g} s (reconciler.snapshot_timeout_seconds)"
                 await deliver(env.directory, [Send(WRITER, RecordEvent("reconcile_skipped", RECONCILER, env.clock.now(), reason=reason))])
@@ -113,17 +112,17 @@ async def reconciler_actor(
 
 
 async def _answer(
-    inbox: trio.MemoryReceiveChannel, answer: type, request_id: int, timeout: float,
+    inbox: trio.MemoryReceiveChannel, answer: type, request_ids: set[int], timeout: float,
     other: Callable[[Any], Awaitable[None]],
 ) -> Any:
-    """The answer to request ``request_id``, or None after ``timeout`` seconds; other messages
-    go to ``other`` (which keeps a late answer to a venue's pending request; any other
-    snapshot is an answer nobody waits for any more, and a stale one would invent
+    """The first answer to one of ``request_ids``, or None after ``timeout`` seconds; other
+    messages go to ``other`` (which keeps a late answer to another venue's pending request;
+    any other snapshot is an answer nobody waits for any more, and a stale one would invent
     differences)."""
     with trio.move_on_after(timeout):
         while True:
             message = await inbox.receive()
-            if isinstance(message, answer) and message.request_id == request_id:
+            if isinstance(message, answer) and message.request_id in request_ids:
                 return message
             await other(message)
     return None

@@ -13,7 +13,7 @@ Every amount leaves as a plain decimal string (``"0"``, ``"7954.33"``; never ``"
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any, Iterator
 
 import attrs
@@ -77,7 +77,7 @@ def shown(value: Any) -> str | None:
     if value is None:
         return None
     try:
-        return plain(Decimal(value).quantize(SHOWN_PLACES))
+        return plain(Decimal(value).quantize(SHOWN_PLACES, rounding=ROUND_HALF_EVEN))
     except (InvalidOperation, TypeError, ValueError):
         return plain(value)  # beyond the context's precision, or not a number: as it is
 
