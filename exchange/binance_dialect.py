@@ -76,6 +76,10 @@ def error(status: int, code: int, message: str, headers: tuple[tuple[str, str], 
 class BinanceDialect:
     """One simulated Binance spot account behind Binance's REST paths."""
 
+    #: What the sandbox's ``reject`` fault answers an order (a POST): Binance spot's
+    #: -2010 NEW_ORDER_REJECTED with its most common message.
+    REJECT_ORDER = (-2010, "Account has insufficient balance for requested action.")
+
     def __init__(
         self,
         exchange: SimulatedExchange,

@@ -10,7 +10,7 @@ Kinds, each with the effect a real exchange has on its client:
   then the answer is held past the client's timeout: the client must not assume failure;
 - ``server_error_after_accept``: the request *is* processed, then answered with HTTP 503
   (Binance documents a 5xx as "execution status UNKNOWN");
-- ``reject``: an order or cancel refused with Binance's -2010 / -2011 (nothing happened);
+- ``reject``: an order or cancel refused with Binance's -2010 (USD-M: -2019) / -2011 (nothing happened);
 - ``invalid_timestamp``: a signed request refused with Binance's -1021 ("Timestamp for this
   request is outside of the recvWindow"), whatever its timestamp (nothing happened);
 - ``fill_before_answer``: a create is placed and at once filled whole by a counterparty,

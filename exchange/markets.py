@@ -34,6 +34,12 @@ class MarketRules:
     price_digits: int | None = None
     amount_digits: int | None = None
 
+    @property
+    def settle(self) -> str:
+        """The asset amounts in quote are paid in: the quote on spot, a perpetual's
+        settlement asset (``BTC/USDT:USDT`` -> ``USDT``; ``quote`` keeps ccxt's suffix)."""
+        return self.quote.rpartition(":")[2]
+
     @classmethod
     def for_symbol(cls, symbol: str, **values: object) -> "MarketRules":
         base, _, quote = symbol.partition("/")

@@ -238,7 +238,7 @@ class Sandbox:
             return error(503, -1008, SERVER_BUSY_MESSAGE)
         if fault == "reject":
             if method == "POST":
-                return error(400, -2010, "Account has insufficient balance for requested action.")
+                return error(400, *self.dialect.REJECT_ORDER)
             return error(400, -2011, "Unknown order sent.")
         if fault == "invalid_timestamp":
             return error(400, -1021, "Timestamp for this request is outside of the recvWindow.")

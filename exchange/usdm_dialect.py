@@ -95,6 +95,11 @@ class UsdmDialect(BinanceDialect):
 
     exchange: PerpetualExchange  # type: ignore[assignment]
 
+    #: The ``reject`` fault on USD-M: -2019 MARGIN_NOT_SUFFICIENT, a futures code that ccxt
+    #: maps only on Binance's own host (elsewhere a plain ExchangeError): it exercises the
+    #: classification by the exchange's code (``exchange.ccxt_adapter.EXCHANGE_CODES``).
+    REJECT_ORDER = (-2019, "Margin is insufficient.")
+
     def __init__(self, exchange: PerpetualExchange, feeds: Mapping[str, ReplayFeed], api_key: str, secret: str, **candles: Any) -> None:
         super().__init__(exchange, feeds, api_key, secret, **candles)  # type: ignore[arg-type]
         self.ids = {market_id(symbol): symbol for symbol in exchange.markets}

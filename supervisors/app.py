@@ -83,6 +83,7 @@ from supervisors.config import (
     CcxtVenueConfig,
     Config,
     ConfigError,
+    config_warnings,
     SimulatedVenueConfig,
     VenueConfig,
     allocated_on,
@@ -201,6 +202,7 @@ class App:
                 markets=self.markets,
                 perpetuals={s.name: (s.venue, s.symbol) for s in config.strategies if s.perpetual},
                 interval=config.reconciler.interval_seconds,
+                snapshot_timeout=config.reconciler.snapshot_timeout_seconds,
                 env=self.env,
             ),
             mailbox=self._mailbox(RECONCILER),
@@ -578,7 +580,24 @@ class App:
             with self.status_listener:
                 await trio.to_thread.run_sync(lambda: open_store(self.store_path).close())
                 lock.opened()  # the store exists now: locked by inode too (hard links), and kept
-                await self.root.run_root(self.emit, task_status=task_status)
+                await self.root.run_root(self.emit, task_status=_StartedThen(task_status, self._warn))
+
+    def _warn(self) -> None:
+        """What the config allows but likely does not mean, as ``config_warning`` events
+        (echoed on the console, in the feed), once the tree (and its writer) runs."""
+        for warning in config_warnings(self.config):
+            self.emit("config_warning", "config", warning, {})
+
+
+class _StartedThen:
+    """A task status that calls ``then`` when the tree has started, before telling its caller."""
+
+    def __init__(self, status: Any, then: Any) -> None:
+        self._status, self._then = status, then
+
+    def started(self, value: Any = None) -> None:
+        self._then()
+        self._status.started(value)
 
 
 def account_of(strategy: StrategySettings) -> tuple[tuple[str, str], str, str]:

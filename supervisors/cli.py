@@ -694,6 +694,10 @@ def _check(config: Config) -> int:
     """Run every pre-flight check; one line per strategy; 1 if any fails."""
     from supervisors.app import preflight_all
 
+    from supervisors.config import config_warnings
+
+    for warning in config_warnings(config):
+        print(f"warn  {warning}")
     failed = 0
     for name, problems in preflight_all(config).items():
         if problems:

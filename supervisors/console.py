@@ -35,7 +35,7 @@ ECHOED = frozenset({
     "venue_isolated", "venue_recovered", "child_isolated", "order_unknown", "order_resolved", "strategy_paused",
     "strategy_resumed", "venue_reconciled", "venue_rate_limited", "exchange_error", "child_exited",
     "child_restarting", "supervisor_gave_up", "child_abandoned", "reconcile_difference", "replay_finished",
-    "config_applied", "config_rejected", "config_unchanged", "strategy_reconfigured", "strategy_removed",
+    "config_applied", "config_rejected", "config_unchanged", "config_warning", "strategy_reconfigured", "strategy_removed",
     # What protects a holding or a position on the exchange, and what happened to it.
     "protection_placed", "protection_resized", "protection_canceled", "protection_refused", "protection_escalating",
     "protection_escalated", "protection_escalation_dropped", "closed_by_protection", "unprotected", "close_held",

@@ -23,7 +23,7 @@ def utc(at: float | None) -> str:
 
 def amount(value: Any, places: int = 8, trim: bool = True) -> str:
     """Decimal text rounded to ``places`` decimals (half to even), trailing zeros dropped
-    unless ``trim`` is False; ``-`` for none. Display only: the endpoints carry every digit."""
+    unless ``trim`` is False; ``-`` for none. Display only: the store and the ledger keep every digit."""
     if value is None:
         return "-"
     try:

@@ -192,7 +192,11 @@ def strategies_table(view: StatusView) -> Table:
         state.append("\nbreaker ")
         state.append(breaker, style=BREAKER_STYLES.get(breaker, ""))
         base, quote = row.get("base", ""), row.get("quote", "")
-        holdings = f"{amount(row.get('held'))} {base}\n{money(row.get('quote_free'), quote)} free"
+        if row.get("market_type") == "swap":
+            holdings = (f"{amount(row.get('held'))} {base} at {amount(row.get('entry_price'))} x{row.get('leverage') or '-'}\n"
+                        f"{money(row.get('free_collateral'), quote)} free, {money(row.get('margin_used'), quote)} margin")
+        else:
+            holdings = f"{amount(row.get('held'))} {base}\n{money(row.get('quote_free'), quote)} free"
         if row.get("dust"):
             holdings += f"\n(dust {amount(row['dust'])} {base})"
         unrealized = _signed(row.get("unrealized_pnl"), quote)

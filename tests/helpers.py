@@ -168,11 +168,11 @@ async def start_app(nursery: trio.Nursery, raw: dict, watch: Watch) -> Running:
 @asynccontextmanager
 async def live_runtime(tmp_path, sandbox_speed=20.0, extra_venues=(), extra_strategies=(), port=0, volume_share="0.1",
                        *, strategy: dict | None = None, faults: FaultSettings | None = None,
-                       candle_seconds: int | None = None, deadline: float = 90, **venue):
+                       candle_seconds: int | None = None, deadline: float = 90, reconciler: dict | None = None, **venue):
     """The sandbox and the runtime, running; yields (watch, sandbox, app, nursery).
 
-    ``strategy``: fields of the strategy ``dipper`` to change; ``faults``: the sandbox's
-    faults from its first request on."""
+    ``strategy``: fields of the strategy ``dipper`` to change; ``reconciler``: of the
+    reconciler's settings; ``faults``: the sandbox's faults from its first request on."""
     sandbox = new_sandbox(sandbox_speed, volume_share, faults, candle_seconds)
     watch = Watch()
     with trio.fail_after(deadline):
@@ -180,6 +180,7 @@ async def live_runtime(tmp_path, sandbox_speed=20.0, extra_venues=(), extra_stra
             url = await nursery.start(serve_sandbox, sandbox, port)
             raw = live_config(tmp_path, url, **venue)
             raw["strategies"][0].update(strategy or {})
+            raw["reconciler"].update(reconciler or {})
             raw["venues"] += list(extra_venues)
             raw["strategies"] += list(extra_strategies)
             app = (await start_app(nursery, raw, watch)).app

@@ -12,7 +12,7 @@ def test_three_consecutive_failures_open_it():
     [change] = breaker.failure(2, "HTTP 503")
     assert (change.old, change.new) == (BreakerState.CLOSED, BreakerState.OPEN)
     reason, _ = breaker.blocked_reason(3)
-    assert reason == "circuit breaker open until 32 after 3 consecutive exchange failures (last: HTTP 503)"
+    assert reason == "circuit breaker open until 1970-01-01 00:00:32 UTC after 3 consecutive exchange failures (last: HTTP 503)"
 
 
 def test_a_success_before_the_third_failure_resets_the_count():

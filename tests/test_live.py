@@ -94,6 +94,7 @@ async def test_missing_credentials_fail_preflight_naming_the_variable(tmp_path, 
     watch, *_ = await run_live(
         tmp_path,
         lambda events: {"preflight_failed", "reconcile_skipped"} <= {e.kind for e in events},
+        reconciler={"snapshot_timeout_seconds": 1},
     )
     assert watch.count("child_exited") == 0
     [failed] = [e for e in watch.events if e.kind == "preflight_failed"]

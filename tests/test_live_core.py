@@ -18,6 +18,7 @@ from actors.messages import (
     ExchangeSnapshot,
     OrderAccepted,
     OrderCanceled,
+    RecordEvent,
     OrderOutcomeUnknown,
     OrderRejected,
     Quote,
@@ -181,6 +182,27 @@ def test_a_cancel_that_lost_the_race_with_the_fill_is_no_failure():
     out = core.handle(CallDone(lookup.call_id, parse_order({"id": "77", "side": "buy", "status": "closed", "filled": 0.1})), 2.2)
     assert sends(out, CancelFailed) == [] and sends(out, OrderCanceled) == []
     assert core.tracked["c1"].cancel_due is None  # no more cancels: the trades poll settles it
+
+
+def test_a_cancel_of_an_order_the_exchange_already_ended_is_no_exchange_error():
+    """Issue 13, review F7: a reduce-only order the exchange expired when the position
+    closed answers our cancel with -2011; that is looked up, not shown as an error. Any
+    other refusal of a cancel stays visible."""
+    def errors(out):
+        return [s.message.reason for s in out if isinstance(getattr(s, "message", None), RecordEvent) and s.message.kind == "exchange_error"]
+
+    core = accepted(started()[0])
+    [cancel] = calls(core.handle(CancelOrder("c1", "s", "the position is closed"), 2.0))
+    out = core.handle(CallDone(cancel.call_id, error_kind="rejected", code=-2011,
+                               error='OrderNotFound: binanceusdm {"code": -2011, "msg": "Unknown order sent."}'), 2.1)
+    assert errors(out) == [] and sends(out, CancelFailed) == []
+    [lookup] = [c for c in calls(out) if c.operation == "fetch_order"]
+    out = core.handle(CallDone(lookup.call_id, parse_order({"id": "77", "side": "buy", "status": "expired", "filled": 0})), 2.2)
+    assert [s.message.client_order_id for s in sends(out, OrderCanceled)] == ["c1", "c1"]
+    core = accepted(started()[0])
+    [cancel] = calls(core.handle(CancelOrder("c1", "s", "expired"), 2.0))
+    out = core.handle(CallDone(cancel.call_id, error_kind="rejected", code=-1013, error="InvalidOrder: -1013 Filter failure"), 2.1)
+    assert errors(out) == ["cancel: rejected: InvalidOrder: -1013 Filter failure"]
 
 
 def test_orders_the_exchange_expired_or_rejected_are_closed_and_released():

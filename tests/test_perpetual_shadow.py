@@ -294,12 +294,25 @@ async def test_an_operator_closing_the_position_is_classified_and_booked(tmp_pat
 
 async def test_an_open_beyond_the_collateral_is_denied_naming_the_margin(tmp_path):
     raw = perp_raw(tmp_path, candles=120)
-    raw["strategies"][0]["allocation"] = {"quote": 100}  # 0.5 BTC at ~2,500 and leverage 5 needs ~250
+    # 0.5 BTC at the first close, 2,509.17, and leverage 5 needs 251.54 with the worst fee:
+    # pre-flight passes; an open at a higher price needs more and is denied by the ledger.
+    raw["strategies"][0]["allocation"] = {"quote": 252}
     watch, _, exchange, ledger, _ = await run(raw, evaluated=119)
     denied = [e for e in watch.of("blocked") if e.client_order_id]
     assert denied and all(e.reason.startswith("insufficient margin: needs ") and "/ leverage 5" in e.reason for e in denied)
-    assert not exchange.trades and not exchange.open_orders()  # nothing reached the exchange
-    assert ledger["collateral"]["trend"]["margin_reserved"] in ("0", "0E-12")
+    denied_ids = {e.client_order_id for e in denied}
+    assert not any(o.client_order_id in denied_ids for o in exchange.orders.values())  # none reached the exchange
+    assert "preflight_failed" not in {e.kind for e in watch.events}
+
+
+def test_preflight_refuses_a_perpetual_size_whose_margin_exceeds_the_allocation(tmp_path):
+    from supervisors.app import preflight_all
+    from supervisors.config import parse_config
+
+    raw = perp_raw(tmp_path, candles=120)
+    raw["strategies"][0]["allocation"] = {"quote": 100}  # 0.5 BTC at ~2,500 and leverage 5 needs ~250
+    [problem] = preflight_all(parse_config(raw))["trend"]
+    assert problem.startswith("sizing.base: one open of 0.5 BTC at the last price ") and "more than allocation.quote 100" in problem
 
 
 @pytest.mark.parametrize("bad, problem", [

@@ -133,6 +133,11 @@ async def test_rejections_come_back_as_plain_exchange_errors_and_are_classified_
         with pytest.raises(ccxt.ExchangeError) as caught:
             client.create_order(S, "limit", "buy", 0.2, 990, {"clientOrderId": "ll-u-busy"})
         errors["overloaded"] = caught.value
+        # The `reject` fault answers a futures code (-2019), not spot's -2010.
+        admin(url, "/admin/faults", {"error_rates": {"reject": 1.0}})
+        with pytest.raises(ccxt.ExchangeError) as caught:
+            client.create_order(S, "limit", "buy", 0.2, 990, {"clientOrderId": "ll-u-refused"})
+        errors["reject_fault"] = caught.value
         return errors
 
     errors = await run_usdm(work, flat)
@@ -144,7 +149,9 @@ async def test_rejections_come_back_as_plain_exchange_errors_and_are_classified_
         "min_notional": (ErrorKind.REJECTED, "below the minimum notional"),
         "margin": (ErrorKind.REJECTED, "margin insufficient"),
         "overloaded": (ErrorKind.AMBIGUOUS, "server overloaded, outcome unknown"),
+        "reject_fault": (ErrorKind.REJECTED, "margin insufficient"),
     }
+    assert '"code":-2019' in str(errors["reject_fault"]).replace(" ", "")
 
 
 async def test_market_orders_of_any_kind_are_refused_and_recorded(flat):

@@ -560,6 +560,12 @@ class LiveConnectionCore:
 
     def _on_error(self, pending: _Pending, kind: ErrorKind, done: CallDone, now: float) -> list[Any]:
         what, key = pending.what, pending.key
+        if what == "cancel" and kind is ErrorKind.REJECTED and _order_not_found(done) and key in self.tracked:
+            # Our cancel of an order the exchange no longer has: it filled, or it was a
+            # reduce-only order the exchange expired itself when the position closed. That is
+            # no error (no exchange_error line): the lookup says what became of it, and an
+            # order still open after CANCEL_ATTEMPTS such refusals is a CancelFailed.
+            return self._cancel_failed(self.tracked[key], kind, done.error, now)
         out: list[Any] = [self._event("exchange_error", now, f"{what}: {kind.value}: {done.error}", key if what in ("create", "cancel", "lookup") else None)]
         if what.startswith("snapshot_"):
             self._snapshot_for.clear()  # the reconciler times out and asks again
@@ -975,6 +981,16 @@ class LiveConnectionCore:
 
     def _event(self, kind: str, now: float, reason: str, cid: str | None = None) -> Send:
         return Send(WRITER, RecordEvent(kind=kind, actor=self.address, at=now, client_order_id=cid, reason=reason))
+
+
+#: The exchange's codes for "no such order" on a cancel (Binance: -2011 CANCEL_REJECTED,
+#: "Unknown order sent."; -2013 NO_SUCH_ORDER), besides ccxt's class name OrderNotFound.
+ORDER_NOT_FOUND_CODES = frozenset({-2011, -2013})
+
+
+def _order_not_found(done: CallDone) -> bool:
+    """Whether a refused call says the order does not exist (any more) on the exchange."""
+    return done.code in ORDER_NOT_FOUND_CODES or (done.error or "").startswith("OrderNotFound")
 
 
 def _tracked(order: Order) -> Tracked:

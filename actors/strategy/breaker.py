@@ -13,6 +13,7 @@ strategy's market-time rules.
 from __future__ import annotations
 
 import enum
+from datetime import datetime, timezone
 from typing import Any
 
 import attrs
@@ -58,7 +59,7 @@ class CircuitBreaker:
             changes.append(self._move(BreakerState.HALF_OPEN, "cooldown over: one probe order may go"))
         if self.state is BreakerState.OPEN:
             return (
-                f"circuit breaker open until {self.open_until:.0f} after {self.failures} consecutive "
+                f"circuit breaker open until {_utc(self.open_until)} after {self.failures} consecutive "
                 f"exchange failures (last: {self.last_failure})",
                 changes,
             )
@@ -122,3 +123,10 @@ class CircuitBreaker:
             "cooldown_seconds": self.cooldown,
             "last_failure": self.last_failure,
         }
+
+
+def _utc(at: float | None) -> str:
+    """``at`` (epoch seconds) as the time every other message shows: ``2026-12-08 01:24:16 UTC``."""
+    if at is None:
+        return "-"
+    return datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -120,8 +120,34 @@ def venue_problems(s: StrategySettings, facts: VenueFacts, allocated: Mapping[st
                 f"strategies, balance {balance} {asset}"
             )
     if not parameter_problems(s):  # a parameter wrong in itself is reported once, above
-        out += _size_problems(s, market, facts.last_prices.get(s.symbol))
+        price = facts.last_prices.get(s.symbol)
+        out += _size_problems(s, market, price)
+        if s.perpetual and price is not None and not out:
+            out += _margin_problems(s, market, price, Decimal(facts.leverage.get(s.symbol, 1)))
     return out
+
+
+def _margin_problems(s: StrategySettings, market: MarketRules, price: Decimal, leverage: Decimal) -> list[str]:
+    """An open of the strategy's size must fit its allocation: the ledger reserves its
+    initial margin, ``notional / leverage + notional x worst fee rate`` (the rule of
+    ``actors.ledger.positions_core``), out of the allocated collateral, and denies every
+    open that does not fit. ``price``: the venue's last price."""
+    if s.sizing.base is not None:
+        field, notional = "sizing.base", market.round_amount(s.sizing.base) * price
+        what = f"{s.sizing.base} {market.base} at the last price {price}"
+    elif s.sizing.quote is not None:
+        field, notional, what = "sizing.quote", s.sizing.quote, f"{s.sizing.quote} {market.settle}"
+    else:
+        return []
+    margin = notional / leverage + notional * max(market.maker_fee, market.taker_fee)
+    if margin <= s.allocation.quote:
+        return []
+    return [
+        f"{field}: one open of {what} ({notional:.2f} {market.settle} notional) needs {margin:.2f} {market.settle} of "
+        f"initial margin at leverage {leverage} with the worst-case fee, more than allocation.quote "
+        f"{s.allocation.quote} {market.settle}: every open would be denied; lower the size, raise the allocation "
+        "or the market's leverage"
+    ]
 
 
 def _size_problems(s: StrategySettings, market: MarketRules, price: Decimal | None) -> list[str]:

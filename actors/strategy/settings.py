@@ -44,6 +44,9 @@ class ProtectionConfig:
     stop_loss_pct: Decimal | None = None
     stop_limit_slippage_pct: Decimal = Decimal("0.5")
     gap_slippage_pct: Decimal = Decimal("1")
+    #: Swap venues: a take-profit with no stop-loss is refused unless this says so (the
+    #: position then has no stop on the exchange); it contradicts ``stop_loss_pct``.
+    without_stop_loss: bool = False
 
 
 @attrs.frozen

@@ -13,7 +13,7 @@ Every amount leaves as a plain decimal string (``"0"``, ``"7954.33"``; never ``"
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any, Iterator
 
 import attrs
@@ -37,7 +37,14 @@ class StrategyFacts:
 
     @property
     def quote(self) -> str:
-        return self.symbol.split("/")[1]
+        """The quote asset, without a perpetual's settlement suffix (``BTC/USDT:USDT`` -> ``USDT``)."""
+        return self.symbol.split("/")[1].split(":")[0]
+
+    @property
+    def settle(self) -> str | None:
+        """A perpetual's settlement asset (``BTC/USDT:USDT`` -> ``USDT``); None on spot."""
+        _, colon, settle = self.symbol.partition(":")
+        return settle if colon else None
 
 
 def plain(value: Any) -> str | None:
@@ -57,6 +64,22 @@ def plain(value: Any) -> str | None:
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return text
+
+
+#: The decimal places a row shows of a figure computed by division (an average entry price,
+#: realized P&L): the ledger and the store keep every digit; a person reads eight.
+SHOWN_PLACES = Decimal("1E-8")
+
+
+def shown(value: Any) -> str | None:
+    """``value`` rounded half-even to :data:`SHOWN_PLACES` for display, as :func:`plain`
+    writes it (``'9996.666666666666666666666667'`` -> ``'9996.66666667'``)."""
+    if value is None:
+        return None
+    try:
+        return plain(Decimal(value).quantize(SHOWN_PLACES, rounding=ROUND_HALF_EVEN))
+    except (InvalidOperation, TypeError, ValueError):
+        return plain(value)  # beyond the context's precision, or not a number: as it is
 
 
 def plain_all(value: Any) -> Any:
@@ -113,19 +136,36 @@ def strategy_row(facts: StrategyFacts, nodes: dict[str, dict[str, Any]]) -> dict
         "why": why,
         "preflight_problems": status.get("preflight_problems", []),
         "breaker": plain_all(breaker) if breaker else None,
-        "realized_pnl": plain(account.get("realized_pnl", status.get("realized_pnl"))),
+        "realized_pnl": shown(account.get("realized_pnl", status.get("realized_pnl"))),
         "fees_paid": {k: plain(v) for k, v in (account.get("fees_paid") or status.get("fees_paid") or {}).items()},
         "held": plain(status.get("held")),
         "base_free": plain(account.get("base_free", status.get("base_free"))),
         "base_reserved": plain(account.get("base_reserved")),
         "quote_free": plain(account.get("quote_free")),
         "quote_reserved": plain(account.get("quote_reserved")),
-        "entry_price": plain(status.get("entry_price")),
+        "entry_price": shown(status.get("entry_price")),
         "dust": plain(status.get("dust")),
         "open_orders": status.get("open_orders", 0),
         "restarts": node.get("restarts", 0),
         "incarnation": node.get("incarnation", 0),
         "mailbox": node.get("mailbox"),
+        **(_position_fields(facts, status) if status.get("market_type") == "swap" or facts.settle else {}),
+    }
+
+
+def _position_fields(facts: StrategyFacts, status: dict[str, Any]) -> dict[str, Any]:
+    """A perpetual strategy's position and margin, as its core reports them (amounts in the
+    settlement asset): ``held`` is the signed position, ``collateral`` its wallet share."""
+    return {
+        "market_type": "swap",
+        "settle": facts.settle,
+        "position": plain(status.get("position")),
+        "leverage": plain(status.get("leverage")),
+        "collateral": shown(status.get("wallet")),
+        "free_collateral": shown(status.get("free_collateral")),
+        "margin_used": shown(status.get("margin_used")),
+        "funding_paid": shown(status.get("funding_paid")),
+        "protection": status.get("protection"),
     }
 
 
