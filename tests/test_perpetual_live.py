@@ -133,6 +133,21 @@ def status(app, name: str) -> dict:
     return node(app.snapshot(), name)["status"]
 
 
+async def history_read(app, sandbox: Sandbox) -> None:
+    """Until the connection has read the market's history (the candle before candle 0)."""
+
+    async def read() -> bool:
+        return status(app, "connection:usdm")["last_candle"].get(S) == FIRST - 3600
+
+    await until(read, sandbox.wait_for_request)
+
+
+async def step_candle(exchange: Exchange, watch: Watch, n: int) -> None:
+    """The frozen market closes candle ``n``; back once the strategy has decided on it."""
+    await exchange.step()
+    await watch.until(lambda events: any(e.kind == "evaluated" and e.payload["ts"] == FIRST + 3600 * n for e in events))
+
+
 async def test_a_live_perpetual_strategy_through_binanceusdm(tmp_path, credentials):
     sandbox = frozen_usdm_sandbox(write_candles(tmp_path / "c.csv"))  # candle 0: the history the connection finds at start
     watches = [Watch()]  # one per incarnation of the app
@@ -159,10 +174,7 @@ async def _scenario(tmp_path, sandbox, watches):
             await watch.until(lambda events: watch.count("strategy_active") >= 1)
             connection = status(app, "connection:usdm")
             assert connection["leverage"] == {S: "5"} and connection["market_problems"] == {}
-            async def history_read() -> bool:
-                return status(app, "connection:usdm")["last_candle"].get(S) == FIRST - 3600
-
-            await until(history_read, sandbox.wait_for_request)
+            await history_read(app, sandbox)
 
             async def wait_event(predicate):
                 await watch.until(lambda events: any(predicate(e) for e in events))
@@ -389,8 +401,6 @@ async def books_agree(app, exchange: Exchange) -> None:
 
 
 def test_a_ccxt_swap_venue_names_each_markets_leverage_and_trades_its_perpetuals_live(tmp_path):
-    import pytest
-
     from supervisors.config import ConfigError, parse_config
 
     raw = perpetual_config(tmp_path, "http://127.0.0.1:1")
@@ -439,15 +449,10 @@ async def test_a_shadow_perpetual_strategy_on_the_real_candles_never_sends_an_or
             app = running.app
             await watch.until(lambda events: watch.count("strategy_active") >= 1)
 
-            async def history_read() -> bool:
-                return status(app, "connection:usdm")["last_candle"].get(S) == FIRST - 3600
-
-            await until(history_read, sandbox.wait_for_request)
+            await history_read(app, sandbox)
 
             async def candle(n: int) -> None:
-                await exchange.step()
-                await watch.until(lambda events: any(e.kind == "evaluated" and e.payload["ts"] == FIRST + 3600 * n
-                                                     for e in events))
+                await step_candle(exchange, watch, n)
 
             for n in (0, 1):
                 await candle(n)
@@ -519,9 +524,7 @@ async def test_after_a_restart_a_flip_cancels_the_buy_placed_before_it_first(tmp
             running = await start_app(nursery, raw, watch)
 
             async def candle(n: int) -> None:
-                await exchange.step()
-                await watch.until(lambda events: any(
-                    e.kind == "evaluated" and e.payload["ts"] == FIRST + 3600 * n for e in events))
+                await step_candle(exchange, watch, n)
 
             await watch.until(lambda events: watch.count("strategy_active") >= 1)
             await until(lambda: last_candle_is(running.app, FIRST - 3600), sandbox.wait_for_request)

@@ -15,7 +15,7 @@ from decimal import Decimal
 
 import trio
 from helpers import KEY, SECRET, Watch, start_app
-from test_perpetual_live import Exchange, admin, frozen_usdm_sandbox, status, until  # noqa: F401
+from test_perpetual_live import Exchange, admin, frozen_usdm_sandbox, history_read, status, step_candle, until  # noqa: F401
 
 from exchange.perpetuals import MARKET_TYPES
 from exchange.sandbox import Sandbox, SandboxSettings, serve_sandbox
@@ -81,15 +81,10 @@ async def _scenario(tmp_path, sandbox, watch):
             app = running.app
             await watch.until(lambda events: watch.count("strategy_active") >= 1)
 
-            async def history_read() -> bool:
-                return status(app, "connection:usdm")["last_candle"].get(S) == FIRST - 3600
-
-            await until(history_read, sandbox.wait_for_request)
+            await history_read(app, sandbox)
 
             async def candle(n: int) -> None:
-                await exchange.step()
-                await watch.until(lambda events: any(
-                    e.kind == "evaluated" and e.payload["ts"] == FIRST + 3600 * n for e in events))
+                await step_candle(exchange, watch, n)
 
             await candle(0)
             await candle(1)
@@ -161,15 +156,10 @@ async def test_a_close_refused_minus_2022_is_held_until_the_position_is_read_aga
                 app = (await start_app(nursery, raw, watch)).app
                 await watch.until(lambda events: watch.count("strategy_active") >= 1)
 
-                async def history_read() -> bool:
-                    return status(app, "connection:usdm")["last_candle"].get(S) == FIRST - 3600
-
-                await until(history_read, sandbox.wait_for_request)
+                await history_read(app, sandbox)
 
                 async def candle(n: int) -> None:
-                    await exchange.step()
-                    await watch.until(lambda events: any(
-                        e.kind == "evaluated" and e.payload["ts"] == FIRST + 3600 * n for e in events))
+                    await step_candle(exchange, watch, n)
 
                 await candle(0)
                 await candle(1)

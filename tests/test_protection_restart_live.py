@@ -17,7 +17,9 @@ from decimal import Decimal
 import pytest
 import trio
 from helpers import Watch, start_app
-from test_perpetual_live import Exchange, frozen_usdm_sandbox, perpetual_config, status, until  # noqa: F401
+from test_perpetual_live import (  # noqa: F401
+    Exchange, frozen_usdm_sandbox, history_read, perpetual_config, status, step_candle, until,
+)
 
 from exchange.perpetuals import MARKET_TYPES
 from exchange.sandbox import serve_sandbox
@@ -67,15 +69,10 @@ async def _scenario(tmp_path, sandbox, watch, again, margin_mode):
             app = running.app
             await watch.until(lambda events: watch.count("strategy_active") >= 1)
 
-            async def history_read() -> bool:
-                return status(app, "connection:usdm")["last_candle"].get(S) == FIRST - 3600
-
-            await until(history_read, sandbox.wait_for_request)
+            await history_read(app, sandbox)
 
             async def candle(n: int) -> None:
-                await exchange.step()
-                await watch.until(lambda events: any(
-                    e.kind == "evaluated" and e.payload["ts"] == FIRST + 3600 * n for e in events))
+                await step_candle(exchange, watch, n)
 
             await candle(0)
             await candle(1)
@@ -152,10 +149,7 @@ async def test_a_stop_that_filled_within_the_candle_is_not_escalated_and_no_gap_
                 app = running.app
                 await watch.until(lambda events: watch.count("strategy_active") >= 1)
 
-                async def history_read() -> bool:
-                    return status(app, "connection:usdm")["last_candle"].get(S) == FIRST - 3600
-
-                await until(history_read, sandbox.wait_for_request)
+                await history_read(app, sandbox)
                 for n in range(3):
                     await exchange.step()
                     await watch.until(lambda events, n=n: any(
