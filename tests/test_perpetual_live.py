@@ -57,12 +57,18 @@ RESTARTED_RECONCILER_SECONDS = 3600
 FIRST = 1704070800
 
 
-def write_candles(path) -> str:
+def write_hourly_candles(path, candles, volume: int = 1000) -> str:
+    """``candles`` ((open, high, low, close), ...) as a CSV of hourly candles from
+    2024-01-01T00:00Z (the first is the history), each of ``volume``; its path."""
     lines = ["timestamp,open,high,low,close,volume"]
-    for hour, (o, h, l, c) in enumerate(CANDLES):  # noqa: E741
-        lines.append(f"2024-01-{1 + hour // 24:02d}T{hour % 24:02d}:00:00Z,{o},{h},{l},{c},1000")
+    for hour, (o, h, l, c) in enumerate(candles):  # noqa: E741
+        lines.append(f"2024-01-{1 + hour // 24:02d}T{hour % 24:02d}:00:00Z,{o},{h},{l},{c},{volume}")
     path.write_text("\n".join(lines) + "\n")
     return str(path)
+
+
+def write_candles(path) -> str:
+    return write_hourly_candles(path, CANDLES)
 
 
 def frozen_usdm_sandbox(candles_csv: str, step: int = 1) -> Sandbox:

@@ -15,7 +15,9 @@ from decimal import Decimal
 
 import trio
 from helpers import KEY, SECRET, Watch, start_app
-from test_perpetual_live import Exchange, admin, frozen_usdm_sandbox, history_read, status, step_candle, until  # noqa: F401
+from test_perpetual_live import (  # noqa: F401
+    Exchange, admin, frozen_usdm_sandbox, history_read, status, step_candle, until, write_hourly_candles,
+)
 
 from exchange.perpetuals import MARKET_TYPES
 from exchange.sandbox import Sandbox, SandboxSettings, serve_sandbox
@@ -32,11 +34,7 @@ FIRST = 1704070800
 
 
 def write_candles(path) -> str:
-    lines = ["timestamp,open,high,low,close,volume"]
-    for hour, (o, h, l, c) in enumerate(CANDLES):  # noqa: E741
-        lines.append(f"2024-01-{1 + hour // 24:02d}T{hour % 24:02d}:00:00Z,{o},{h},{l},{c},1")
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
+    return write_hourly_candles(path, CANDLES, volume=1)
 
 
 def config(tmp_path, url: str) -> dict:

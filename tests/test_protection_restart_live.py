@@ -18,7 +18,7 @@ import pytest
 import trio
 from helpers import Watch, start_app
 from test_perpetual_live import (  # noqa: F401
-    Exchange, frozen_usdm_sandbox, history_read, perpetual_config, status, step_candle, until,
+    Exchange, frozen_usdm_sandbox, history_read, perpetual_config, write_hourly_candles, status, step_candle, until,
 )
 
 from exchange.perpetuals import MARKET_TYPES
@@ -38,11 +38,7 @@ FIRST = 1704070800
 
 
 def write_candles(path) -> str:
-    lines = ["timestamp,open,high,low,close,volume"]
-    for hour, (o, h, l, c) in enumerate(CANDLES):  # noqa: E741
-        lines.append(f"2024-01-{1 + hour // 24:02d}T{hour % 24:02d}:00:00Z,{o},{h},{l},{c},1000")
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
+    return write_hourly_candles(path, CANDLES)
 
 
 @pytest.mark.parametrize("margin_mode", ["cross", "isolated"], ids=[
