@@ -433,3 +433,59 @@ def test_a_spot_strategy_whose_pre_flight_fails_still_escalates_the_list_of_what
     out = core.handle(candle(5, "98"), 1.0)
     assert "protection_escalating" in _kinds(out)
     assert [s.message.client_order_id for s in out if isinstance(s.message, CancelOrder)] == ["ll-dip-1"]
+
+
+def test_a_take_profit_leg_trading_in_part_ends_the_stop_leg_and_the_rest_is_protected_by_a_new_list():
+    """Review N7: one leg of a list trading, even in part, ends the other (Binance does). The
+    rest of the holding then has no stop: the list is replaced by one for what is held, and
+    the drop is met by that list's stop, not by an escalation at the close."""
+    never = {"kind": "change", "percent": 50, "lookback": 1}
+    raw = raw_with({"take_profit_pct": 2, "stop_loss_pct": 1, "stop_limit_slippage_pct": 0.1, "gap_slippage_pct": 1},
+                   allocation={"quote": 1000, "base": 1, "base_cost": 100}, buy=never, sell=never)
+    config = parse_config(raw)
+
+    def flat(start: int, n: int, price: int = 100) -> list[Candle]:
+        return [Candle(3600 * (start + i), D(price), D(price), D(price), D(price), D(100)) for i in range(n)]
+
+    thin = Candle(3600 * 5, D(100), D(103), D(100), D(100), D("0.6"))  # the take-profit (102) trades 0.3 of 1
+    drop = Candle(3600 * 9, D(100), D(100), D(95), D(96), D(100))
+    candles = flat(0, 5) + [thin] + flat(6, 3) + [drop] + flat(10, 3, 96)
+    result = Lab(config.strategies[0], rules_of(config), candles, volume_share=D("0.5")).run()
+    first, second = sorted((o for o in result.orders.values() if o.order_type == "oco"), key=lambda o: o.created_at)
+    assert (first.state, first.filled) == (OrderState.CANCELED, D("0.30"))  # its stop leg ended by the exchange
+    assert (second.amount, second.trigger_price, second.state) == (D("0.70"), D("99.00"), OrderState.FILLED)
+    [unprotected] = [e for e in result.events if e.kind == "unprotected"]
+    assert "ended its stop leg" in unprotected.reason
+    assert [(f.price, f.amount) for f in result.fills if f.client_order_id == second.client_order_id] == [
+        (D("99.00"), D("0.70"))]  # at the stop, inside the drop candle
+    assert not [e for e in result.events if e.kind.startswith("protection_escalat")]
+
+
+def test_while_a_refused_list_leaves_the_holding_unprotected_no_buy_adds_to_it_and_the_list_is_tried_again_in_seconds():
+    """Review N2: a list refused (or never placed) leaves what is held without protection:
+    ``unprotected`` says so, buys are blocked until a list rests, and the list is placed
+    again after 1 s (doubling), on the shell's timer, not only at the next candle."""
+    from test_strategy_core import candle
+
+    from actors.messages import AccountInfo, OrderAccepted, OrderRejected, RecordEvent, Tick
+
+    core, holding = spot_protected_core()
+    core.handle(candle(0, "100.50"), 0.5)
+    first = place_list(core, core.handle(holding, 1.0), 1.0)
+    out = core.handle(OrderRejected(first, "rejected: ExchangeNotAvailable: never placed", 2.0), 2.0)
+    kinds = {s.message.kind: s.message for s in out if isinstance(s.message, RecordEvent)}
+    assert "placed again in 1s" in kinds["protection_refused"].reason
+    assert "no OCO list resting" in kinds["unprotected"].reason
+    core.handle(AccountInfo("dip", D("900"), D(0), D("1"), D(0), cost_basis=D("100")), 2.5)  # the release
+    assert core.wake_at() == 3.0
+    assert not [s for s in core.handle(Tick(2.9), 2.9) if isinstance(s.message, Reserve)]
+    second = place_list(core, core.handle(Tick(3.0), 3.0), 3.0)  # before any candle
+    assert core.orders[second].order_type == "oco" and core.wake_at() is None
+    out = core.handle(candle(1, "99.40"), 3.5)  # -1.1 %: the buy rule fires
+    [blocked] = [s.message for s in out if isinstance(s.message, RecordEvent) and s.message.kind == "blocked"]
+    assert "no OCO list resting" in blocked.reason and not [s for s in out if isinstance(s.message, Reserve)]
+    core.handle(OrderAccepted(second, "list-9", 4.0), 4.0)  # the list rests: buys may add again
+    core.handle(candle(2, "100.60"), 5.0)
+    out = core.handle(candle(3, "99.50"), 6.0)  # -1.1 % again, above the stop's trigger 99
+    [reserve] = [s.message for s in out if isinstance(s.message, Reserve)]
+    assert reserve.side is Side.BUY

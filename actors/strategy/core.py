@@ -265,11 +265,12 @@ class StrategyCore(SpotProtectionMixin):
 
     def wake_at(self) -> float | None:
         """When (``now`` seconds) this strategy wants a :class:`Tick` besides its messages
-        (the shell's timer sends one then); None: it waits for messages only."""
-        return None
+        (the shell's timer sends one then); None: it waits for messages only. A spot
+        strategy: when its refused protection is placed again."""
+        return self._spot_resync_at if self._spot_resync else None
 
     def _on_tick(self, message: Tick, now: float) -> list[Send]:
-        return []
+        return self._spot_retry(now)
 
     def _on_quote(self, message: Quote, now: float) -> list[Send]:
         self._quote = message
@@ -346,7 +347,7 @@ class StrategyCore(SpotProtectionMixin):
 
     def _on_accepted(self, message: OrderAccepted, now: float) -> list[Send]:
         out = self._advance(message.client_order_id, Trigger.ACCEPTED, now, exchange_order_id=message.exchange_order_id)
-        if self._list_cancel_on_accept:
+        if self._spot_protected:
             out += self._protective_accepted(message.client_order_id, now)
         return out + self._breaker_events(self.breaker.success(now, message.client_order_id), now)
 
@@ -629,6 +630,9 @@ class StrategyCore(SpotProtectionMixin):
             return reason, changes
         if self.spot_protection is not None and self.spot_protection.escalating:
             return "the holding is being sold by an escalation of its protection: no decision until it is done", changes
+        if side is Side.BUY and self._spot_unprotected is not None:
+            return (f"the holding of {self.held} has no OCO list resting ({self._spot_unprotected}): no buy adds "
+                    f"to it until one rests"), changes
         if sum(not is_protective(o) for o in self.orders.values()) >= self.settings.max_open_orders:
             return f"max open orders reached ({self.settings.max_open_orders})", changes
         if side is Side.SELL:
@@ -773,7 +777,7 @@ class StrategyCore(SpotProtectionMixin):
         )
         if self._spot_protected and is_protective(order):
             # (after the move: a complete fill ends the order first, then the protection hears of it)
-            out += self._protective_fill(order, fill.amount, trigger is Trigger.FILL_COMPLETE, now)
+            out += self._protective_fill(order, fill.amount, trigger is Trigger.FILL_COMPLETE, now, fill.price)
         # What is held changes only by the ledger's answer to this fill (AccountInfo).
         if self.settings.cooldown_seconds and self.market_time is not None:
             self.cooldown_until = self.market_time + self.settings.cooldown_seconds

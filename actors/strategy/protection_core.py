@@ -227,13 +227,26 @@ class ProtectionCore:
         self.size, self.entry_price = size, entry_price
         return self._sync()
 
-    def on_fill(self, key: str, amount: Decimal, complete: bool) -> list[ProtectionAction]:
-        """A trade of a protective order. In full: one cancels the other(s)."""
+    def on_fill(self, key: str, amount: Decimal, complete: bool, price: Decimal | None = None) -> list[ProtectionAction]:
+        """A trade of a protective order (at ``price``). In full: one cancels the other(s).
+
+        A spot OCO list's leg that trades even in part ends the other leg (Binance does so
+        itself): a take-profit leg's trade leaves what is held without a stop, so the list
+        no longer matches and the ledger's answer replaces it (cancel the rest, then a new
+        list for what is held); a stop leg's trade means its trigger fired."""
         resting = self.resting.get(key)
         if resting is None:
             return []
         resting.filled += amount
         if not complete:
+            if resting.role == "oco" and resting.stop is not None and price is not None:
+                if price >= resting.order.price:
+                    stop, resting.stop = resting.stop, None
+                    return [ProtectionEvent("unprotected", (
+                        f"the take-profit leg of the OCO list {key} traded in part ({resting.filled} at {price}): the "
+                        f"exchange ended its stop leg (trigger {stop.trigger_price}); the list is replaced by one for "
+                        f"what is held"), {"key": key})]
+                resting.triggered = True
             return []  # the position's change (from the ledger) resizes the rest
         del self.resting[key]
         out: list[ProtectionAction] = []

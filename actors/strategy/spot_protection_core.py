@@ -69,6 +69,9 @@ if TYPE_CHECKING:
     from actors.strategy.core import StrategyCore
 
 PROTECTION = "protection:"
+#: A refused list is placed again after RETRY_FIRST seconds, doubled per refusal in a row,
+#: at most RETRY_MAX (or at the next candle, if it comes first).
+RETRY_FIRST, RETRY_MAX = 1.0, 60.0
 #: Orders not yet at the exchange: a cancel of one waits for its acceptance.
 NOT_YET_SENT = frozenset({OrderState.INTENT, OrderState.RESERVED, OrderState.SUBMITTING})
 
@@ -109,6 +112,12 @@ class SpotProtectionMixin:
         #: A protective order was refused (ledger or exchange): placed again at the next
         #: candle, not at once (a refusal that repeats must not spin within one candle).
         self._spot_resync = False
+        #: Refusals in a row, and when the list is placed again (the shell's timer or the
+        #: next candle, whichever comes first: 1 s doubled per refusal, at most 60 s).
+        self._spot_refusals = 0
+        self._spot_resync_at: float | None = None
+        #: Why what is held has no list resting (a refusal): no buy adds to it meanwhile.
+        self._spot_unprotected: str | None = None
         #: The list of record has been judged at the latest price once (start-up).
         self._judged_at_start = False
 
@@ -169,6 +178,8 @@ class SpotProtectionMixin:
             return out  # a refusal: placed again at the next candle
         assert self.market is not None
         size = self.market.round_amount(self.held)
+        if not size:
+            self._spot_unprotected = None  # nothing held is left without a list
         entry = self.entry_price
         out += self._carry_out(protection.on_position(size if entry is not None else Decimal(0), entry), now)
         if not self._judged_at_start:
@@ -186,9 +197,16 @@ class SpotProtectionMixin:
         # close lets it rest; past it, the holding is escalated instead (ProtectionCore).
         out = self._carry_out(self.spot_protection.on_price(candle.close), now)
         if self._spot_resync:
-            self._spot_resync = False
+            self._spot_resync, self._spot_resync_at = False, None
             out += self._protect_holding(now)
         return out
+
+    def _spot_retry(self: "StrategyCore", now: float) -> list[Send]:
+        """The shell's timer: a refused list is placed again once its wait is over."""
+        if not self._spot_resync or self._spot_resync_at is None or now < self._spot_resync_at:
+            return []
+        self._spot_resync, self._spot_resync_at = False, None
+        return self._protect_holding(now)
 
     def _protect_latest(self: "StrategyCore", now: float) -> list[Send]:
         """Start-up (the strategy active, or protecting only): the list of record is judged
@@ -321,7 +339,8 @@ class SpotProtectionMixin:
 
     # ------------------------------------------------------------ outcomes
 
-    def _protective_fill(self: "StrategyCore", order: Order, amount: Decimal, complete: bool, now: float) -> list[Send]:
+    def _protective_fill(self: "StrategyCore", order: Order, amount: Decimal, complete: bool, now: float,
+                         price: Decimal | None = None) -> list[Send]:
         """A trade of a protective order. It may come before the strategy is active again
         after a restart (a leg traded while limitline was down): still said, and the
         protection, once made, finds the list ended."""
@@ -330,7 +349,7 @@ class SpotProtectionMixin:
         if key is not None and self.spot_protection is not None:
             if complete:
                 self._forget_protective(order.client_order_id)
-            out = self._carry_out(self.spot_protection.on_fill(key, amount, complete), now)
+            out = self._carry_out(self.spot_protection.on_fill(key, amount, complete, price), now)
         if complete:
             out.append(self._event("closed_by_protection", now, order.client_order_id, rule=order.rule,
                                    reason=f"the exchange's {order.order_type} protective order sold {order.amount}"))
@@ -348,9 +367,17 @@ class SpotProtectionMixin:
             self._forget_protective(order.client_order_id)
             if self.spot_protection is not None:
                 self.spot_protection.resting.pop(key, None)
-            self._spot_resync = True
-            out.append(self._event("protection_refused", now, order.client_order_id, rule=order.rule,
-                                   reason=f"{order.reason}; placed again at the next candle"))
+            self._spot_refusals += 1
+            wait = min(RETRY_FIRST * 2 ** (self._spot_refusals - 1), RETRY_MAX)
+            self._spot_resync, self._spot_resync_at = True, now + wait
+            out.append(self._event("protection_refused", now, order.client_order_id, rule=order.rule, reason=(
+                f"{order.reason}; placed again in {wait:g}s or at the next candle, whichever comes first "
+                f"(refusal {self._spot_refusals} in a row)")))
+            if self._spot_unprotected is None and self.held > 0:
+                self._spot_unprotected = f"{order.client_order_id} was refused ({order.reason})"
+                out.append(self._event("unprotected", now, order.client_order_id, rule=order.rule, reason=(
+                    f"the holding of {self.held} has no OCO list resting: {self._spot_unprotected}; "
+                    f"no buy adds to it until one rests")))
         elif key is not None and order.state is not OrderState.FILLED:
             # (a fill in full is heard by the protection from the fill: _protective_fill)
             self._forget_protective(order.client_order_id)
@@ -366,6 +393,8 @@ class SpotProtectionMixin:
             self._protective_cid.pop(key, None)
 
     def _protective_accepted(self: "StrategyCore", cid: str, now: float) -> list[Send]:
+        if cid in self._protective_key:
+            self._spot_refusals, self._spot_unprotected = 0, None  # a list rests again
         if cid not in self._list_cancel_on_accept:
             return []
         self._list_cancel_on_accept.discard(cid)
