@@ -91,7 +91,7 @@ from supervisors.config import (
     load_config,
     webhook_url,
 )
-from supervisors.reload import ReloadPlan, changed_fields, plan_reload
+from supervisors.reload import ReloadPlan, changed_fields, plan_reload, protection_removal_problem
 from supervisors.secrets import CredentialsError, guard_logs, resolve, scrubbed
 from supervisors.status import StatusListener, status_actor
 from supervisors.web.access import exposure_warning, is_loopback
@@ -444,7 +444,9 @@ class App:
                 return self._reload_refused(trigger, plan)
             if plan.empty:
                 return self._reload_done(trigger, "unchanged", plan)
-            problems = [p for s in plan.removed if (p := self._removal_problem(s.name, self.snapshot())) is not None]
+            snapshot = self.snapshot()
+            problems = [p for s in plan.removed if (p := self._removal_problem(s.name, snapshot)) is not None]
+            problems += [p for old, s in plan.changed if (p := self._protection_problem(new, old, s, snapshot)) is not None]
             problems += self._allocation_problems(plan, new)
             if problems:
                 return self._reload_refused(trigger, problems)
@@ -471,6 +473,7 @@ class App:
         problems = []
         still: list[StrategySettings] = []  # removals refused at the last instant: running on
         missing: set[str] = set()  # additions that did not start
+        kept: dict[str, StrategySettings] = {}  # changes refused at the last instant: name -> what runs
         for strategy in plan.removed:
             retired = ChildSpec(strategy_address(strategy.name), retired_strategy, mailbox=self.mailboxes[strategy_address(strategy.name)])
             snapshot = self.snapshot
@@ -494,13 +497,16 @@ class App:
                 problems.append(f"reconciler: {refused}")
         for old, strategy in plan.changed:
             fields = changed_fields(old, strategy)
+            snapshot = self.snapshot
             refused = await self.venue_supervisors[strategy.venue].replace_child(
                 self._strategy(strategy, new),
+                guard=lambda node, old=old, strategy=strategy: self._protection_problem(new, old, strategy, snapshot(), node),
                 between=functools.partial(self._written, "strategy_reconfigured", strategy.name,
                                           f"restarting with the edited config: {', '.join(fields)}", {"changed": fields}),
             )
             if refused:
                 problems.append(f"strategies: {strategy.name}: {refused}")
+                kept[strategy.name] = old  # it runs on with its old settings
         for strategy in plan.added:
             journal = not parameter_problems(strategy)
             if journal:
@@ -522,7 +528,7 @@ class App:
             if refused:
                 problems.append(f"notifications: {refused}")
         # What runs now: the next edit is compared with this.
-        self.config = attrs.evolve(new, strategies=[s for s in new.strategies if s.name not in missing] + still)
+        self.config = attrs.evolve(new, strategies=[kept.get(s.name, s) for s in new.strategies if s.name not in missing] + still)
         # What the HTTP endpoints list and may control: exactly the strategies that run now.
         self.web.strategies[:] = [StrategyFacts(s.name, s.venue, s.symbol, s.mode) for s in self.config.strategies]
         if problems:
@@ -542,6 +548,15 @@ class App:
             return (f"{name} cannot be removed while it has {open_orders} open order(s) and {reservations} reservation(s) "
                     "in the ledger: cancel them (or let them fill or expire), then save the config again")
         return None
+
+    def _protection_problem(self, new: Config, old: StrategySettings, strategy: StrategySettings, snapshot: dict[str, Any],
+                            node: dict[str, Any] | None = None) -> str | None:
+        """Why the edit of ``old`` into ``strategy`` cannot be applied now (its protection
+        removed while protective orders rest: :func:`supervisors.reload.protection_removal_problem`), or None."""
+        if node is None:
+            node = _find_node(snapshot, strategy_address(strategy.name)) or {}
+        at = f"strategies[{next(i for i, s in enumerate(new.strategies) if s.name == strategy.name)}]"
+        return protection_removal_problem(at, old, strategy, node.get("status") or {})
 
     def _reload_refused(self, trigger: str, problems: list[str]) -> dict[str, Any]:
         self.config_problems = list(problems)
@@ -679,10 +694,11 @@ def live_settings(venue: CcxtVenueConfig) -> LiveSettings:
     )
 
 
-def venue_facts(venue: VenueConfig) -> VenueFacts:
+def venue_facts(venue: VenueConfig, symbols: Sequence[str] = ()) -> VenueFacts:
     """What a connection would tell its strategies, found without starting the runtime:
     for a simulated venue, its markets, balances and the price where its replay starts;
-    for a ccxt venue, one synchronous load of markets and balance with the credentials."""
+    for a ccxt venue, one synchronous load of markets and balance with the credentials,
+    and the last price of each of ``symbols`` (its strategies' markets) that it lists."""
     if isinstance(venue, SimulatedVenueConfig):
         core = PerpetualConnectionCore if venue.market_type == "swap" else ShadowConnectionCore
         return core(venue.name, build_shadow_venue(venue)).facts()
@@ -700,31 +716,58 @@ def venue_facts(venue: VenueConfig) -> VenueFacts:
         except Exception as error:  # noqa: BLE001 - reported as the venue's problem
             kind = classify(error, write=False).value
             return VenueFacts(venue.name, scrub(f"{kind}: {type(error).__name__}: {error}", secrets), {}, {}, {})
-    facts = VenueFacts(venue.name, None, found["load_markets"], found["fetch_balance"], {})
+    facts = last_prices_read(venue, client, VenueFacts(venue.name, None, found["load_markets"], found["fetch_balance"], {}),
+                             symbols, secrets)
     return swap_settings_checked(venue, client, facts, secrets) if credentials and venue.market_type == "swap" else facts
+
+
+def last_prices_read(venue: CcxtVenueConfig, client: Any, facts: VenueFacts, symbols: Sequence[str],
+                     secrets: tuple[str, ...]) -> VenueFacts:
+    """``facts`` with the last price of each listed market of ``symbols``: the close of its
+    newest candle of the venue's timeframe (``fetch_ohlcv``, public data), as a running
+    connection knows it from its candle polls. Pre-flight checks the order size and a
+    perpetual's initial margin at that price; a market whose candles cannot be read is its
+    strategy's problem (the runtime could not read them either)."""
+    prices: dict[str, Decimal] = {}
+    problems = dict(facts.market_problems)
+    for symbol in dict.fromkeys(symbols):
+        if symbol not in facts.markets:
+            continue  # pre-flight says the market does not exist
+        try:
+            candles = perform(client, "fetch_candles", (symbol, venue.timeframe, None, 2))
+        except Exception as error:  # noqa: BLE001 - reported as the market's problem
+            problems[symbol] = scrub(f"reading its last price failed: {type(error).__name__}: {error}", secrets)
+            continue
+        if candles:
+            prices[symbol] = candles[-1].close
+    return attrs.evolve(facts, last_prices=prices, market_problems=problems)
 
 
 def swap_settings_checked(venue: CcxtVenueConfig, client: Any, facts: VenueFacts, secrets: tuple[str, ...]) -> VenueFacts:
     """A swap venue's markets as the account has them set now (``limitline check`` reads,
     it never sets): a market whose settings cannot be read is its strategy's problem; one set
-    otherwise than the config says is not (``run`` sets them at start, then reads them back)."""
+    otherwise than the config says is not (``run`` sets them at start, then reads them back),
+    so pre-flight checks the initial margin at the config's leverage, as ``run`` does."""
     leverage: dict[str, Decimal] = {}
     problems: dict[str, str] = {}
     for market in venue.markets:
         if market.symbol not in facts.markets:
             continue
         try:
-            found, _ = perform(client, "fetch_leverage", (market.symbol,))
+            perform(client, "fetch_leverage", (market.symbol,))  # `run` sets the config's before its pre-flight
         except Exception as error:  # noqa: BLE001 - reported as the market's problem
             problems[market.symbol] = scrub(f"reading its leverage failed: {type(error).__name__}: {error}", secrets)
             continue
-        leverage[market.symbol] = found
-    return attrs.evolve(facts, leverage=leverage, market_problems=problems)
+        leverage[market.symbol] = Decimal(market.leverage)
+    return attrs.evolve(facts, leverage=leverage, market_problems={**facts.market_problems, **problems})
 
 
 def preflight_all(config: Config) -> dict[str, list[str]]:
     """Every strategy's pre-flight problems, without starting anything (``limitline check``)."""
-    facts = {venue.name: venue_facts(venue) for venue in config.venues}
+    facts = {
+        venue.name: venue_facts(venue, [s.symbol for s in config.strategies if s.venue == venue.name])
+        for venue in config.venues
+    }
     return {
         s.name: preflight(s, facts[s.venue], allocated_on(config, s.venue, s.mode)) for s in config.strategies
     }

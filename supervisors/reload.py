@@ -11,6 +11,10 @@ carries out the plan. An edit is applied whole or not at all:
   and the store; the same name added again continues them.
 - **Strategies changed** restart with the new settings and keep their state: the ledger
   (journal) and the order book of record persist, so their open orders are picked up again.
+  A perpetual strategy's ``protection`` is not removed while its protective orders rest
+  (:func:`protection_removal_problem`): without it they would rest unmanaged, never resized
+  as the position grows and never one-cancels-other, so the edit is refused (close the
+  position or cancel them, then save again).
 - **Notifications** (webhooks) changed: the notifier restarts with them (notifications still
   waiting for a retry are dropped).
 - Refused, with the message that it needs a restart: the store, the status address,
@@ -138,6 +142,23 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan | list[str]:
         return problems
     notifications = new.notifications if new.notifications != old.notifications else None
     return ReloadPlan(tuple(added), tuple(removed), tuple(changed), notifications)
+
+
+def protection_removal_problem(at: str, old: StrategySettings, new: StrategySettings, status: dict[str, Any]) -> str | None:
+    """Why ``old`` -> ``new`` (the strategy at config path ``at``) cannot be applied now:
+    it removes ``protection`` while protective orders rest for the position, or None.
+    ``status``: the running strategy's status (its ``protection``, what rests per role, and
+    its ``position``, as :class:`actors.strategy.perpetual_core.PerpetualStrategyCore` says)."""
+    if old.protection is None or new.protection is not None:
+        return None
+    resting = status.get("protection") or {}
+    if not resting:
+        return None
+    roles = ", ".join(f"{role} {amount}" for role, amount in sorted(resting.items()))
+    position = status.get("position", status.get("held"))
+    return (f"{at}.protection: removed while {new.name}'s protective orders rest for its position of {position} "
+            f"({roles}): without its protection they would rest unmanaged, never resized as the position changes; "
+            "close the position or cancel them first, then save the config again")
 
 
 def _venue_refuses(venue: Any, at: str, what: str) -> list[str]:

@@ -435,8 +435,15 @@ async def test_limitline_check_reads_a_swap_venue_without_setting_anything(tmp_p
             url = await nursery.start(serve_sandbox, sandbox, 0)
             config = parse_config(perpetual_config(tmp_path, url), live=True)
             problems = await trio.to_thread.run_sync(preflight_all, config)
+            # The initial margin of one open at the last price (980) is checked as `run`
+            # checks it: 30 BTC are 29400 USDT, 5880 of margin at leverage 5 > 5000.
+            oversized = perpetual_config(tmp_path, url)
+            oversized["strategies"][0]["sizing"] = {"base": 30}
+            oversized_problems = await trio.to_thread.run_sync(preflight_all, parse_config(oversized, live=True))
             nursery.cancel_scope.cancel()
     assert problems == {"trend": []}
+    [margin] = oversized_problems["trend"]
+    assert margin.startswith("sizing.base: one open of 30 BTC at the last price 980") and "initial margin at leverage 5" in margin, margin
     assert not any(path in ("/fapi/v1/leverage", "/fapi/v1/marginType") for _, _, path, _ in sandbox.request_log)
     assert ("GET", "/fapi/v1/symbolConfig") in {(m, p) for _, m, p, _ in sandbox.request_log}
 

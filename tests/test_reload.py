@@ -286,3 +286,47 @@ async def test_the_watcher_calls_back_when_the_file_changes(tmp_path):
             await changed.wait()
             nursery.cancel_scope.cancel()
     assert calls == ["a: 2\n"]
+
+
+async def test_removing_a_perpetual_strategys_protection_is_refused_while_its_protective_orders_rest(tmp_path):
+    """Review 13d, N4: without its protection the strategy would leave its take-profit and
+    stop resting unmanaged (never resized as the position grows, never one-cancels-other)."""
+    from test_perpetual_shadow import perp_raw, run
+
+    raw = perp_raw(tmp_path, protection={"take_profit_pct": 3, "stop_loss_pct": 1.5}, candles=200)
+    _, _, exchange, _, strategy = await run(raw, evaluated=199)
+    # It stops holding a short with its protection resting on the exchange.
+    assert Decimal(strategy["position"]) == Decimal("-0.5") and strategy["protection"] == {"take_profit": "0.5", "stop_loss": "0.5"}
+
+    # Started again (the replay has no candle left), not in lockstep so that it may be edited.
+    raw["venues"][0]["replay"]["BTC/USD:USD"]["lockstep"] = False
+    path = tmp_path / "config.yaml"
+    write(path, raw)
+    watch = Watch()
+    app = App(parse_config(raw), echo=watch, config_path=path)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(app.run)
+            await watch.until(lambda _: (node(app.snapshot(), "strategy:trend")["status"] or {}).get("protection"))
+            unprotected = copy.deepcopy(raw)
+            del unprotected["strategies"][0]["protection"]
+            write(path, unprotected)
+            outcome = await app.reload("test")
+            assert outcome["outcome"] == "rejected", outcome
+            assert app.config_problems == [
+                "strategies[0].protection: removed while trend's protective orders rest for its position of -0.5 "
+                "(stop_loss 0.5, take_profit 0.5): without its protection they would rest unmanaged, never resized as "
+                "the position changes; close the position or cancel them first, then save the config again"]
+            await watch.until(lambda _: watch.of("config_rejected"))
+            assert watch.of("config_rejected")[-1].payload["problems"] == app.config_problems
+            tree = app.snapshot()
+            assert node(tree, "strategy:trend")["incarnation"] == 1  # not restarted
+            assert node(tree, "strategy:trend")["status"]["protection"] == {"take_profit": "0.5", "stop_loss": "0.5"}
+            assert app.config.strategies[0].protection is not None  # the running config is unchanged
+
+            # Another edit of its protection is applied: it stays managed.
+            tighter = copy.deepcopy(raw)
+            tighter["strategies"][0]["protection"]["stop_loss_pct"] = 2
+            write(path, tighter)
+            assert (await app.reload("test"))["outcome"] == "applied", app.config_problems
+            nursery.cancel_scope.cancel()
