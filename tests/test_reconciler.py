@@ -74,6 +74,41 @@ def test_a_repaired_missed_fill_is_not_also_an_unexplained_balance_change():
     assert not [s for s in actions if isinstance(s.message, Pause)]
 
 
+def oco_list(state=OrderState.OPEN) -> Order:
+    """A spot OCO sell list of record (``exchange_order_id`` ``list-<id>``, as the live
+    connection records it) protecting 0.5 BTC of strategy a."""
+    return Order("ll-a-1a2b3c-k3f9qz-2", "a", "sim", "BTC/USD", Side.SELL, D("110"), D("0.5"), state, 0.0, 0.0,
+                 exchange_order_id="list-7", order_type="oco", trigger_price=D("95"))
+
+
+def test_a_list_leg_filled_while_down_is_looked_up_before_balances_are_judged():
+    # The stop leg (order 8, not the list's id) sold 0.5 BTC while limitline was down: the
+    # exchange lists no leg and holds 0.5 BTC less than the books. The leg's trade names an
+    # order id the record does not hold, so it is no missed_fill; the list is looked up
+    # (missing_on_exchange) and that lookup books the fill: no pause in the meantime.
+    leg_trade = ExchangeTrade("t5", "8", "BTC/USD", Side.SELL, D("95"), D("0.5"), D("0.0475"), "USD")
+    lower = {"USD": D("1047.45"), "BTC": D("0.5")}
+    classes, _, actions = twice(Record((oco_list(),), frozenset()), exchange(balances=lower, trades=[leg_trade]))
+    assert classes == ["missing_on_exchange"]
+    assert [(s.to, type(s.message)) for s in actions] == [("connection:sim", CheckOrder)]
+    # Once nothing is outstanding (the list final in the record) and the books still hold
+    # the coins, the difference is real and reported.
+    classes, events, actions = twice(Record((oco_list(OrderState.FILLED),), frozenset()), exchange(balances=lower))
+    assert classes == ["balance_changed"]
+    assert "sim holds 0.5 BTC, the strategies hold 1.0 BTC" in events[0].reason
+    assert sorted(s.to for s in actions if isinstance(s.message, Pause)) == ["strategy:a", "strategy:b"]
+
+
+def test_balances_wait_while_an_order_is_unknown():
+    # A submit whose outcome is unknown may have filled; its trade cannot be matched to it
+    # (no exchange id yet). Balances are judged once its evidence has resolved it.
+    lower = {"USD": D("900"), "BTC": D("1")}
+    classes, _, actions = twice(Record((order("c1", OrderState.UNKNOWN, exchange_id=None),), frozenset()), exchange(balances=lower))
+    assert classes == [] and actions == []
+    classes, _, _ = twice(Record((order("c1", OrderState.REJECTED, exchange_id=None),), frozenset()), exchange(balances=lower))
+    assert classes == ["balance_changed"]
+
+
 def test_an_order_gone_from_the_exchange_is_checked_by_evidence():
     classes, events, actions = twice(Record((order("c1"),), frozenset()), exchange([]))
     assert classes == ["missing_on_exchange"]
