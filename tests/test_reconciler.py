@@ -18,7 +18,7 @@ from actors.messages import (
     Release,
 )
 from actors.orders import Order, OrderState
-from actors.reconciler.core import Market, ReconcilerCore, Record
+from actors.reconciler.core import LOOKUP_WAIT_SECONDS, Market, ReconcilerCore, Record
 from exchange.records import ExchangeOrder, ExchangeTrade, Side
 
 MARKETS = {"a": Market("sim", "BTC", "USD"), "b": Market("sim", "BTC", "USD")}
@@ -97,6 +97,28 @@ def test_a_list_leg_filled_while_down_is_looked_up_before_balances_are_judged():
     assert classes == ["balance_changed"]
     assert "sim holds 0.5 BTC, the strategies hold 1.0 BTC" in events[0].reason
     assert sorted(s.to for s in actions if isinstance(s.message, Pause)) == ["strategy:a", "strategy:b"]
+
+
+def test_a_venue_is_reconciled_once_its_lookups_have_booked_what_they_found():
+    # Strategies run their pre-flight (what they hold against the exchange) when they hear
+    # their venue is reconciled: not while the list's lookup may still book the leg's fill.
+    core = ReconcilerCore(MARKETS)
+    lower = exchange(balances={"USD": D("1047.45"), "BTC": D("0.5")})
+    reconciled = lambda sends: [s.to for s in sends if isinstance(s.message, Reconciled)]  # noqa: E731
+    assert core.on_cycle(Record((oco_list(),), frozenset()), lower, LEDGER_OK, 1.0) == []
+    second = core.on_cycle(Record((oco_list(),), frozenset()), lower, LEDGER_OK, 2.0)
+    assert [type(s.message) for s in second if not isinstance(s.message, RecordEvent)] == [CheckOrder]
+    assert reconciled(second) == [] and not core.reconciled("sim")
+    booked = LedgerSnapshot(0, {"a": (D("547.45"), D("0")), "b": (D("500"), D("0.5"))}, {})
+    third = core.on_cycle(Record((oco_list(OrderState.FILLED),), frozenset()), lower, booked, 3.0)
+    assert reconciled(third) == ["strategy:a", "strategy:b"] and core.reconciled("sim")
+    assert not [s for s in third if isinstance(s.message, Pause)]
+    # A lookup that never ends holds the venue back only so long.
+    core = ReconcilerCore(MARKETS)
+    for now in (1.0, 2.0, 3.0):
+        assert reconciled(core.on_cycle(Record((oco_list(),), frozenset()), lower, LEDGER_OK, now)) == []
+    late = core.on_cycle(Record((oco_list(),), frozenset()), lower, LEDGER_OK, 1.0 + LOOKUP_WAIT_SECONDS)
+    assert reconciled(late) == ["strategy:a", "strategy:b"]
 
 
 def test_balances_wait_while_an_order_is_unknown():

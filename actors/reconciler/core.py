@@ -203,8 +203,14 @@ NOT_ORDER_KEYS = frozenset({
     "margin_changed", "funding",
 })
 
-#: A venue counts as reconciled after this many cycles (the two-cycle rule acts on the 2nd).
+#: A venue counts as reconciled after this many cycles (the two-cycle rule acts on the 2nd)...
 CYCLES_TO_RECONCILE = 2
+#: ... and once no order of record is being looked up (``missing_on_exchange``): its lookup
+#: may book fills (a spot list's leg that traded while limitline was down), and a strategy's
+#: pre-flight, run when it hears its venue is reconciled, compares what it holds with the
+#: exchange. A lookup that never ends holds the venue back at most this many seconds from
+#: its first cycle.
+LOOKUP_WAIT_SECONDS = 30.0
 
 
 class ReconcilerCore:
@@ -221,6 +227,7 @@ class ReconcilerCore:
         self.cycles = 0
         self.counts: dict[str, int] = {}
         self._venue_cycles: dict[str, int] = {}
+        self._first_cycle_at: dict[str, float] = {}
         self.venues_reconciled: set[str] = set()
         #: venue -> when its last cycle was compared (for the operator's view).
         self.last_cycle_at: dict[str, float] = {}
@@ -246,6 +253,7 @@ class ReconcilerCore:
         stable = current & self._previous.get(venue, set())
         self._previous[venue] = current
         self._venue_cycles[venue] = self._venue_cycles.get(venue, 0) + 1
+        self._first_cycle_at.setdefault(venue, now)
         self.last_cycle_at[venue] = now
         applied = self._applied[venue] = self._applied.get(venue, set()) & current
         out: list[Send] = []
@@ -261,7 +269,9 @@ class ReconcilerCore:
                 payload={"class": difference.kind, "venue": difference.venue, "key": difference.key},
             )))
             out += actions
-        if self._venue_cycles[venue] == CYCLES_TO_RECONCILE:
+        looking_up = any(difference.kind == "missing_on_exchange" for difference in current)
+        if (venue not in self.venues_reconciled and self._venue_cycles[venue] >= CYCLES_TO_RECONCILE
+                and (not looking_up or now - self._first_cycle_at[venue] >= LOOKUP_WAIT_SECONDS)):
             self.venues_reconciled.add(venue)
             out.append(Send(WRITER, RecordEvent(kind="venue_reconciled", actor="reconciler", at=now,
                                                 reason=f"{venue}: state compared with the exchange; orders may flow")))
