@@ -18,7 +18,7 @@ from actors.messages import (
     Release,
 )
 from actors.orders import Order, OrderState
-from actors.reconciler.core import Market, ReconcilerCore, Record
+from actors.reconciler.core import LOOKUP_WAIT_SECONDS, Market, ReconcilerCore, Record
 from exchange.records import ExchangeOrder, ExchangeTrade, Side
 
 MARKETS = {"a": Market("sim", "BTC", "USD"), "b": Market("sim", "BTC", "USD")}
@@ -72,6 +72,63 @@ def test_a_repaired_missed_fill_is_not_also_an_unexplained_balance_change():
     classes, _, actions = twice(Record((order("c1"),), frozenset()), snapshot)
     assert classes == ["missed_fill"]
     assert not [s for s in actions if isinstance(s.message, Pause)]
+
+
+def oco_list(state=OrderState.OPEN) -> Order:
+    """A spot OCO sell list of record (``exchange_order_id`` ``list-<id>``, as the live
+    connection records it) protecting 0.5 BTC of strategy a."""
+    return Order("ll-a-1a2b3c-k3f9qz-2", "a", "sim", "BTC/USD", Side.SELL, D("110"), D("0.5"), state, 0.0, 0.0,
+                 exchange_order_id="list-7", order_type="oco", trigger_price=D("95"))
+
+
+def test_a_list_leg_filled_while_down_is_looked_up_before_balances_are_judged():
+    # The stop leg (order 8, not the list's id) sold 0.5 BTC while limitline was down: the
+    # exchange lists no leg and holds 0.5 BTC less than the books. The leg's trade names an
+    # order id the record does not hold, so it is no missed_fill; the list is looked up
+    # (missing_on_exchange) and that lookup books the fill: no pause in the meantime.
+    leg_trade = ExchangeTrade("t5", "8", "BTC/USD", Side.SELL, D("95"), D("0.5"), D("0.0475"), "USD")
+    lower = {"USD": D("1047.45"), "BTC": D("0.5")}
+    classes, _, actions = twice(Record((oco_list(),), frozenset()), exchange(balances=lower, trades=[leg_trade]))
+    assert classes == ["missing_on_exchange"]
+    assert [(s.to, type(s.message)) for s in actions] == [("connection:sim", CheckOrder)]
+    # Once nothing is outstanding (the list final in the record) and the books still hold
+    # the coins, the difference is real and reported.
+    classes, events, actions = twice(Record((oco_list(OrderState.FILLED),), frozenset()), exchange(balances=lower))
+    assert classes == ["balance_changed"]
+    assert "sim holds 0.5 BTC, the strategies hold 1.0 BTC" in events[0].reason
+    assert sorted(s.to for s in actions if isinstance(s.message, Pause)) == ["strategy:a", "strategy:b"]
+
+
+def test_a_venue_is_reconciled_once_its_lookups_have_booked_what_they_found():
+    # Strategies run their pre-flight (what they hold against the exchange) when they hear
+    # their venue is reconciled: not while the list's lookup may still book the leg's fill.
+    core = ReconcilerCore(MARKETS)
+    lower = exchange(balances={"USD": D("1047.45"), "BTC": D("0.5")})
+    reconciled = lambda sends: [s.to for s in sends if isinstance(s.message, Reconciled)]  # noqa: E731
+    assert core.on_cycle(Record((oco_list(),), frozenset()), lower, LEDGER_OK, 1.0) == []
+    second = core.on_cycle(Record((oco_list(),), frozenset()), lower, LEDGER_OK, 2.0)
+    assert [type(s.message) for s in second if not isinstance(s.message, RecordEvent)] == [CheckOrder]
+    assert reconciled(second) == [] and not core.reconciled("sim")
+    booked = LedgerSnapshot(0, {"a": (D("547.45"), D("0")), "b": (D("500"), D("0.5"))}, {})
+    third = core.on_cycle(Record((oco_list(OrderState.FILLED),), frozenset()), lower, booked, 3.0)
+    assert reconciled(third) == ["strategy:a", "strategy:b"] and core.reconciled("sim")
+    assert not [s for s in third if isinstance(s.message, Pause)]
+    # A lookup that never ends holds the venue back only so long.
+    core = ReconcilerCore(MARKETS)
+    for now in (1.0, 2.0, 3.0):
+        assert reconciled(core.on_cycle(Record((oco_list(),), frozenset()), lower, LEDGER_OK, now)) == []
+    late = core.on_cycle(Record((oco_list(),), frozenset()), lower, LEDGER_OK, 1.0 + LOOKUP_WAIT_SECONDS)
+    assert reconciled(late) == ["strategy:a", "strategy:b"]
+
+
+def test_balances_wait_while_an_order_is_unknown():
+    # A submit whose outcome is unknown may have filled; its trade cannot be matched to it
+    # (no exchange id yet). Balances are judged once its evidence has resolved it.
+    lower = {"USD": D("900"), "BTC": D("1")}
+    classes, _, actions = twice(Record((order("c1", OrderState.UNKNOWN, exchange_id=None),), frozenset()), exchange(balances=lower))
+    assert classes == [] and actions == []
+    classes, _, _ = twice(Record((order("c1", OrderState.REJECTED, exchange_id=None),), frozenset()), exchange(balances=lower))
+    assert classes == ["balance_changed"]
 
 
 def test_an_order_gone_from_the_exchange_is_checked_by_evidence():

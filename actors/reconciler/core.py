@@ -14,7 +14,7 @@ and is not one. Each class and what is done about it:
 | ``reservation_without_order`` | the ledger holds a reservation for an order that is final or absent | released through the ledger |
 | ``external_order`` | an open order on the exchange that no intent of ours made | recorded as external (an operator's) |
 | ``stale_final`` | an order our record holds final is still open on the exchange | unexplained: its strategy is paused |
-| ``balance_changed`` | the exchange holds less of an asset than the strategies on it do | unexplained: those strategies are paused |
+| ``balance_changed`` | the exchange holds less of an asset than the strategies on it do | unexplained: those strategies are paused; judged only in a cycle with no ``missed_fill``, no ``missing_on_exchange`` and no UNKNOWN order (fills still to be booked) |
 
 A paused strategy places no order until an operator resumes it (``POST
 /strategies/NAME/resume``).
@@ -51,6 +51,8 @@ from actors.orders import Order, OrderState, oco_list_of
 MUST_BE_LISTED = frozenset({OrderState.OPEN, OrderState.PARTIALLY_FILLED})
 #: Balances closer than this are equal (ccxt hands amounts over as floats).
 TOLERANCE = Decimal("0.00000001")
+#: Differences whose repair may book fills: while one shows, balances are not judged.
+BOOKING_PENDING = frozenset({"missed_fill", "missing_on_exchange"})
 
 
 @attrs.frozen
@@ -159,9 +161,14 @@ def compare(record: Record, exchange: ExchangeSnapshot, ledger: LedgerSnapshot,
                 [Send(LEDGER, Release(cid, f"reconciler: no live order ({state})"))],
             ))
 
-    if any(difference.kind == "missed_fill" for difference, _ in out):
-        # Fills being repaired change the books: balances are judged once they are booked,
-        # so a repaired difference is never also reported as an unexplained one.
+    if any(difference.kind in BOOKING_PENDING for difference, _ in out) or any(
+            o.state is OrderState.UNKNOWN for o in record.orders):
+        # Fills being repaired or looked up change the books: balances are judged once they
+        # are booked, so a repaired difference is never also reported as an unexplained one.
+        # An order the exchange no longer lists (or one UNKNOWN) may have traded: a spot OCO
+        # list's trades name a leg's order id, which the record does not hold, so a leg
+        # filled while limitline was down is no missed_fill here; the connection's lookup
+        # books it. A balance truly gone still shows once nothing is outstanding.
         return out
     held: dict[str, Decimal] = {}
     holders: dict[str, list[str]] = {}
@@ -196,8 +203,14 @@ NOT_ORDER_KEYS = frozenset({
     "margin_changed", "funding",
 })
 
-#: A venue counts as reconciled after this many cycles (the two-cycle rule acts on the 2nd).
+#: A venue counts as reconciled after this many cycles (the two-cycle rule acts on the 2nd)...
 CYCLES_TO_RECONCILE = 2
+#: ... and once no order of record is being looked up (``missing_on_exchange``): its lookup
+#: may book fills (a spot list's leg that traded while limitline was down), and a strategy's
+#: pre-flight, run when it hears its venue is reconciled, compares what it holds with the
+#: exchange. A lookup that never ends holds the venue back at most this many seconds from
+#: its first cycle.
+LOOKUP_WAIT_SECONDS = 30.0
 
 
 class ReconcilerCore:
@@ -214,6 +227,7 @@ class ReconcilerCore:
         self.cycles = 0
         self.counts: dict[str, int] = {}
         self._venue_cycles: dict[str, int] = {}
+        self._first_cycle_at: dict[str, float] = {}
         self.venues_reconciled: set[str] = set()
         #: venue -> when its last cycle was compared (for the operator's view).
         self.last_cycle_at: dict[str, float] = {}
@@ -239,6 +253,7 @@ class ReconcilerCore:
         stable = current & self._previous.get(venue, set())
         self._previous[venue] = current
         self._venue_cycles[venue] = self._venue_cycles.get(venue, 0) + 1
+        self._first_cycle_at.setdefault(venue, now)
         self.last_cycle_at[venue] = now
         applied = self._applied[venue] = self._applied.get(venue, set()) & current
         out: list[Send] = []
@@ -254,7 +269,9 @@ class ReconcilerCore:
                 payload={"class": difference.kind, "venue": difference.venue, "key": difference.key},
             )))
             out += actions
-        if self._venue_cycles[venue] == CYCLES_TO_RECONCILE:
+        looking_up = any(difference.kind == "missing_on_exchange" for difference in current)
+        if (venue not in self.venues_reconciled and self._venue_cycles[venue] >= CYCLES_TO_RECONCILE
+                and (not looking_up or now - self._first_cycle_at[venue] >= LOOKUP_WAIT_SECONDS)):
             self.venues_reconciled.add(venue)
             out.append(Send(WRITER, RecordEvent(kind="venue_reconciled", actor="reconciler", at=now,
                                                 reason=f"{venue}: state compared with the exchange; orders may flow")))
