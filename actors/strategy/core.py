@@ -258,9 +258,8 @@ class StrategyCore(SpotProtectionMixin):
     def _on_venue_info(self, message: VenueInfo, now: float) -> list[Send]:
         self._venue = message.facts
         out = self._maybe_activate(now)
-        # Active from here (the ledger had answered first): what it holds is protected now,
-        # not at the ledger's next answer, which may be a fill away.
-        # What it holds is protected now, not at the ledger's next answer (a fill away).
+        # Active (or protecting only) from here, the ledger having answered first: what it
+        # holds is protected now, not at the ledger's next answer, which may be a fill away.
         return out + self._protect_holding(now) if self._spot_protected and self._may_protect() else out
 
     def wake_at(self) -> float | None:
