@@ -334,8 +334,9 @@ class ProtectionCore:
         ``confirmed``: a price between candles (a quote, a trigger report): a stop counts
         as fired only once the exchange has said it triggered (:meth:`on_triggered`), so a
         stop whose child may have filled at its limit moments ago is not judged on the
-        price alone (nor is an escalation's limit: it is judged at the closes). A candle's close (and the start-up check) passes False: the price
-        through the trigger is the evidence, as in the Lab."""
+        price alone (nor is an escalation's limit: it is judged at the closes). A candle's
+        close (and the start-up check) passes False: the price through the trigger is the
+        evidence, as in the Lab."""
         self.last_price = price
         if not self.size:
             return []
