@@ -83,6 +83,7 @@ from actors.strategy.protection_core import (
     ProtectionSettings,
     ProtectiveOrder,
     Resting,
+    retry_wait,
     round_price_to,
 )
 from actors.strategy.python import PositionIntent, View
@@ -722,7 +723,7 @@ class PerpetualStrategyCore(StrategyCore):
         shell's timer wakes the strategy; the next candle does too), never in a loop.
         The wait, in seconds."""
         self._protective_refusals += 1
-        wait = min(PROTECTION_RETRY_FIRST * 2 ** (self._protective_refusals - 1), PROTECTION_RETRY_MAX)
+        wait = retry_wait(self._protective_refusals)
         self._resync_protection, self._resync_at = True, now + wait
         return wait
 
@@ -734,7 +735,7 @@ class PerpetualStrategyCore(StrategyCore):
         if self._resync_at is None or now < self._resync_at:
             return []
         self._resync_at = None
-        if not self._resync_protection or self._stale or self.protection is None or not self.active:
+        if not self._resync_protection or self._stale or self.protection is None or not self._may_protect():
             return []  # the next candle (or the position read again) places it
         self._resync_protection = False
         return self._protect(self.protection.on_position(self.position, self.position_entry), now) \
@@ -895,9 +896,6 @@ MOOT_CODES = (REDUCE_ONLY_REFUSED, WOULD_TRIGGER)
 #: After a -2022 refusal, how long closes wait for the position to be read again (seconds
 #: of ``now``): doubled with each refusal in a row, capped.
 STALE_WAIT_FIRST, STALE_WAIT_MAX = 1.0, 60.0
-#: After a protective order is refused, how long before protection is placed again
-#: (seconds of ``now``): doubled with each refusal in a row, capped.
-PROTECTION_RETRY_FIRST, PROTECTION_RETRY_MAX = 1.0, 60.0
 
 
 def _moot(reason: str) -> bool:

@@ -559,6 +559,17 @@ class ProtectionCore:
         return out
 
 
+#: After a protective order is refused, how long before protection is placed again
+#: (seconds): doubled with each refusal in a row, capped (or the next candle, if sooner).
+RETRY_FIRST, RETRY_MAX = Decimal(1), Decimal(60)
+
+
+def retry_wait(refusals: int) -> float:
+    """The wait (seconds) before protection is placed again after ``refusals`` in a row
+    (1, 2, 4, ... at most 60): never a loop, never a candle (an hour live) away."""
+    return float(min(RETRY_FIRST * 2 ** (refusals - 1), RETRY_MAX))
+
+
 def _describe(order: ProtectiveOrder) -> str:
     return f"{order.role} {order.side.value} {order.amount} @ {order.price}" + (
         f" (trigger {order.trigger_price})" if order.trigger_price is not None else "")

@@ -59,6 +59,7 @@ from actors.strategy.protection_core import (
     ProtectionEvent,
     ProtectionSettings,
     Resting,
+    retry_wait,
     round_price_to,
 )
 from actors.strategy.rules import RuleOutcome
@@ -69,9 +70,6 @@ if TYPE_CHECKING:
     from actors.strategy.core import StrategyCore
 
 PROTECTION = "protection:"
-#: A refused list is placed again after RETRY_FIRST seconds, doubled per refusal in a row,
-#: at most RETRY_MAX (or at the next candle, if it comes first).
-RETRY_FIRST, RETRY_MAX = 1.0, 60.0
 #: Orders not yet at the exchange: a cancel of one waits for its acceptance.
 NOT_YET_SENT = frozenset({OrderState.INTENT, OrderState.RESERVED, OrderState.SUBMITTING})
 
@@ -368,7 +366,7 @@ class SpotProtectionMixin:
             if self.spot_protection is not None:
                 self.spot_protection.resting.pop(key, None)
             self._spot_refusals += 1
-            wait = min(RETRY_FIRST * 2 ** (self._spot_refusals - 1), RETRY_MAX)
+            wait = retry_wait(self._spot_refusals)
             self._spot_resync, self._spot_resync_at = True, now + wait
             out.append(self._event("protection_refused", now, order.client_order_id, rule=order.rule, reason=(
                 f"{order.reason}; placed again in {wait:g}s or at the next candle, whichever comes first "
