@@ -330,3 +330,37 @@ async def test_removing_a_perpetual_strategys_protection_is_refused_while_its_pr
             write(path, tighter)
             assert (await app.reload("test"))["outcome"] == "applied", app.config_problems
             nursery.cancel_scope.cancel()
+
+
+async def test_removing_a_spot_strategys_protection_is_refused_while_its_list_rests(tmp_path):
+    """Review 13d, N4 on spot: the OCO list would rest unmanaged (never replaced as the
+    holding changes), locking the coins the strategy's own sells need."""
+    never = {"kind": "change", "percent": 50, "lookback": 1}
+    holder = {"name": "holder", "venue": "flat", "symbol": "BTC/USD", "sizing": {"quote": 500},
+              "allocation": {"quote": 1000, "base": 1, "base_cost": 100}, "buy": never, "sell": never,
+              "protection": {"take_profit_pct": 50, "stop_loss_pct": 50}}
+    venue = flat_venue(tmp_path)
+    venue["balances"]["BTC"] = 1
+    raw = {"store": str(tmp_path / "store.sqlite"), "status": {"port": 0}, "venues": [venue], "strategies": [holder]}
+    path = tmp_path / "config.yaml"
+    write(path, raw)
+    watch = Watch()
+    app = App(parse_config(raw), echo=watch, config_path=path)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(app.run)
+            await watch.until(lambda _: (node(app.snapshot(), "strategy:holder")["status"] or {}).get("protection"))
+            unprotected = copy.deepcopy(raw)
+            del unprotected["strategies"][0]["protection"]
+            write(path, unprotected)
+            outcome = await app.reload("test")
+            assert outcome["outcome"] == "rejected", outcome
+            [problem] = app.config_problems
+            assert problem.startswith("strategies[0].protection: removed while holder's protective orders rest for its "
+                                      "position of 1 (stop_loss 1, take_profit 1)"), problem
+            assert node(app.snapshot(), "strategy:holder")["incarnation"] == 1  # not restarted
+            wider = copy.deepcopy(raw)
+            wider["strategies"][0]["protection"]["stop_loss_pct"] = 40
+            write(path, wider)
+            assert (await app.reload("test"))["outcome"] == "applied", app.config_problems
+            nursery.cancel_scope.cancel()

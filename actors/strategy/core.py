@@ -220,6 +220,9 @@ class StrategyCore(SpotProtectionMixin):
             "preflight_problems": self.preflight_problems,
             "paused": self.paused,
             "breaker": self.breaker.status(),
+            # What its protection rests per role (spot: one OCO list), None without any.
+            "protection": ({k: str(v) for k, v in self.spot_protection.protected_amounts().items()}
+                           if self.spot_protection is not None else None),
         }
 
     # -------------------------------------------------------------- dispatch
