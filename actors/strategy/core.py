@@ -269,7 +269,7 @@ class StrategyCore(SpotProtectionMixin):
         """When (``now`` seconds) this strategy wants a :class:`Tick` besides its messages
         (the shell's timer sends one then); None: it waits for messages only. A spot
         strategy: when its refused protection is placed again."""
-        return self._spot_resync_at if self._spot_resync else None
+        return self._spot_resync_at
 
     def _on_tick(self, message: Tick, now: float) -> list[Send]:
         return self._spot_retry(now)
@@ -488,7 +488,7 @@ class StrategyCore(SpotProtectionMixin):
         skip the candles on which it cannot act): the market times its resting orders
         expire at, and the closes at which an exit would sell. None: it must see the next
         candle (a cancel to ask again, an answer still to come, a Python strategy)."""
-        if self._python is not None or self._cancel_again or self._waiting is not None or self._spot_resync:
+        if self._python is not None or self._cancel_again or self._waiting is not None or self._spot_resync_at is not None:
             return None
         expiries = []
         for order in self.orders.values():

@@ -107,13 +107,12 @@ class SpotProtectionMixin:
         self._sell_after_cancel: tuple[RuleOutcome, Candle] | None = None
         #: A protective order ended and the ledger's answer (releasing its coins) is due.
         self._release_due = False
-        #: A protective order was refused (ledger or exchange): placed again at the next
-        #: candle, not at once (a refusal that repeats must not spin within one candle).
-        self._spot_resync = False
-        #: Refusals in a row, and when the list is placed again (the shell's timer or the
-        #: next candle, whichever comes first: 1 s doubled per refusal, at most 60 s).
-        self._spot_refusals = 0
+        #: A protective order was refused (ledger or exchange): when the list is placed
+        #: again (the shell's timer or the next candle, whichever comes first: 1 s doubled
+        #: per refusal in a row, at most 60 s; never at once, a refusal that repeats must
+        #: not spin). None: nothing waits to be placed again.
         self._spot_resync_at: float | None = None
+        self._spot_refusals = 0
         #: Why what is held has no list resting (a refusal): no buy adds to it meanwhile.
         self._spot_unprotected: str | None = None
         #: The list of record has been judged at the latest price once (start-up).
@@ -172,8 +171,8 @@ class SpotProtectionMixin:
             o.side is Side.SELL and not is_protective(o) for o in self.orders.values()
         ):
             return out  # the strategy's own sell has the coins: no protection meanwhile
-        if self._spot_resync:
-            return out  # a refusal: placed again at the next candle
+        if self._spot_resync_at is not None:
+            return out  # a refusal: placed again after its wait or at the next candle
         assert self.market is not None
         size = self.market.round_amount(self.held)
         if not size:
@@ -194,16 +193,16 @@ class SpotProtectionMixin:
         # The price first: a list refused at the last candle is placed again only if this
         # close lets it rest; past it, the holding is escalated instead (ProtectionCore).
         out = self._carry_out(self.spot_protection.on_price(candle.close), now)
-        if self._spot_resync:
-            self._spot_resync, self._spot_resync_at = False, None
+        if self._spot_resync_at is not None:
+            self._spot_resync_at = None
             out += self._protect_holding(now)
         return out
 
     def _spot_retry(self: "StrategyCore", now: float) -> list[Send]:
         """The shell's timer: a refused list is placed again once its wait is over."""
-        if not self._spot_resync or self._spot_resync_at is None or now < self._spot_resync_at:
+        if self._spot_resync_at is None or now < self._spot_resync_at:
             return []
-        self._spot_resync, self._spot_resync_at = False, None
+        self._spot_resync_at = None
         return self._protect_holding(now)
 
     def _protect_latest(self: "StrategyCore", now: float) -> list[Send]:
@@ -367,7 +366,7 @@ class SpotProtectionMixin:
                 self.spot_protection.resting.pop(key, None)
             self._spot_refusals += 1
             wait = retry_wait(self._spot_refusals)
-            self._spot_resync, self._spot_resync_at = True, now + wait
+            self._spot_resync_at = now + wait
             out.append(self._event("protection_refused", now, order.client_order_id, rule=order.rule, reason=(
                 f"{order.reason}; placed again in {wait:g}s or at the next candle, whichever comes first "
                 f"(refusal {self._spot_refusals} in a row)")))
